@@ -1,0 +1,1 @@
+"""Greenlight: human-in-the-loop approvals for LLM agents."""

@@ -1,0 +1,83 @@
+"""Render a thread into the model's context with code we own (factor 3).
+
+Each event becomes a tagged block. Machine ids, tokens and URLs stay out.
+Errors are compacted into one block and disappear after a success (factor 9).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bot.events import (
+    AgentReply,
+    ApprovalDecision,
+    ContextFetched,
+    ErrorEvent,
+    Event,
+    Expired,
+    HumanAnswer,
+    HumanQuestion,
+    Outcome,
+    ToolCall,
+    ToolResult,
+    UserMessage,
+)
+from bot.model import Block
+
+REJECTED_NOTE = (
+    "The call was rejected; it did not run. Do not retry the same call unchanged: "
+    "change it to address the reason, ask the human, or tell the user."
+)
+
+
+def to_blocks(events: list[Event]) -> list[Block]:
+    """The blocks a model reads for these events."""
+    tools: dict[str, str] = {}
+    blocks: list[Block] = []
+    errors: list[str] = []
+
+    for e in events:
+        match e:
+            case UserMessage():
+                blocks.append(Block("user_message", e.text, {"from": e.by.label()}))
+            case ContextFetched():
+                blocks.append(Block("prefetched", _dump(e.data), {"name": e.name}))
+            case ToolCall():
+                tools[e.call_id] = e.tool
+                blocks.append(Block("tool_call", _dump(e.args), {"tool": e.tool}))
+            case ApprovalDecision() if e.edited_args is not None:
+                blocks.append(
+                    Block("arguments_edited", _dump(e.edited_args), {"by": e.by.label()})
+                )
+            case HumanQuestion():
+                blocks.append(Block("ask_human", e.question))
+            case HumanAnswer():
+                errors.clear()
+                blocks.append(Block("human_answer", e.text, {"from": e.by.label()}))
+            case ToolResult() if e.outcome is Outcome.ERROR:
+                errors.append(f"{tools.get(e.call_id, 'tool')} failed: {e.output}")
+            case ToolResult():
+                errors.clear()
+                attrs = {"tool": tools.get(e.call_id, "tool"), "outcome": e.outcome.value}
+                body = _dump(e.output)
+                if e.outcome is Outcome.REJECTED:
+                    body = f"{body}\n{REJECTED_NOTE}"
+                blocks.append(Block("tool_result", body, attrs))
+            case ErrorEvent():
+                errors.append(e.message)
+            case Expired():
+                blocks.append(Block("expired", "A request to a human expired unanswered."))
+            case AgentReply():
+                errors.clear()
+                blocks.append(Block("agent_reply", e.text))
+    # Only errors since the last success are shown, as one block: the latest.
+    if errors:
+        blocks.append(Block("errors", errors[-1], {"consecutive": str(len(errors))}))
+    return blocks
+
+
+def _dump(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)

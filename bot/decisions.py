@@ -1,0 +1,192 @@
+"""Humans deciding: the one path every channel uses to approve, reject or answer.
+
+A decision is bound to its request (invariant 4): it names the request, the
+arguments it saw, and comes from someone the policy allows. It lands with a
+compare-and-append, so of two racing decisions exactly one wins and the other
+is told who won.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot import keys
+from bot.agents import Agent
+from bot.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    VersionConflict,
+)
+from bot.events import (
+    Actor,
+    ApprovalDecision,
+    ApprovalRequested,
+    Decision,
+    HumanAnswer,
+    HumanQuestion,
+)
+from bot.policy import args_hash, is_allowed, is_same_person
+from bot.store import DuplicateDelivery, Store
+from bot.threads import Request, ThreadState
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a decision did: the request as it now stands, and the thread."""
+
+    request: Request
+    thread: ThreadState
+    duplicate: bool = False
+
+
+class Decisions:
+    """Records approvals, rejections and answers.
+
+    Args:
+        store: the event store.
+        agents: to validate edited arguments against the tool's schema.
+    """
+
+    def __init__(self, store: Store, agents: dict[str, Agent]) -> None:
+        self.store = store
+        self.agents = agents
+
+    async def find(self, request_id: str) -> tuple[Request, ThreadState]:
+        tid = keys.thread_of_request(request_id)
+        state = await self.store.load(tid) if tid else None
+        if state is None or request_id not in state.requests:
+            raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
+        return state.requests[request_id], state
+
+    async def decide(
+        self,
+        request_id: str,
+        decision: Decision,
+        by: Actor,
+        *,
+        reason: str | None = None,
+        edited_args: dict[str, Any] | None = None,
+        seen_hash: str | None = None,
+        delivery: str | None = None,
+    ) -> Outcome:
+        """Record one approver's decision.
+
+        Args:
+            seen_hash: the ``args_hash`` the approver was shown; a mismatch
+                means the arguments changed since, and nothing is recorded.
+            delivery: the inbound delivery's key; a replay changes nothing.
+
+        Raises:
+            NotFoundError, ConflictError (closed, changed), ForbiddenError,
+            InvalidInputError (edited arguments fail the schema).
+        """
+        while True:
+            req, state = await self.find(request_id)
+            if not isinstance(req.asked, ApprovalRequested):
+                raise ConflictError(f"{request_id} is a question: answer it instead")
+            if delivery and await self.store.seen(state.id, delivery):
+                return Outcome(req, state, duplicate=True)
+            _check_open(req)
+            _check_approver(req, req.asked, by)
+            new_args, new_hash = None, req.args_hash or req.asked.args_hash
+            if seen_hash is not None and seen_hash != new_hash:
+                raise ConflictError(
+                    "the arguments changed since you saw them; look again",
+                    args_hash=new_hash,
+                )
+            if edited_args is not None:
+                if decision is not Decision.APPROVE:
+                    raise InvalidInputError("only an approval can edit the arguments")
+                new_args = self._validate_edit(state, req.asked, edited_args)
+                new_hash = args_hash(new_args)
+            event = ApprovalDecision(
+                request_id=request_id,
+                decision=decision,
+                by=by,
+                reason=reason,
+                args_hash=new_hash,
+                edited_args=new_args,
+                delivery=delivery,
+            )
+            try:
+                state = await self.store.append(state, [event], delivery=delivery)
+            except VersionConflict:
+                continue
+            except DuplicateDelivery:
+                req, state = await self.find(request_id)
+                return Outcome(req, state, duplicate=True)
+            return Outcome(state.requests[request_id], state)
+
+    async def answer(
+        self, request_id: str, text: str, by: Actor, *, delivery: str | None = None
+    ) -> Outcome:
+        """Answer an open question; the whole text goes back to the agent."""
+        if not text.strip():
+            raise InvalidInputError("the answer is empty")
+        while True:
+            req, state = await self.find(request_id)
+            if not isinstance(req.asked, HumanQuestion):
+                raise ConflictError(f"{request_id} is an approval: decide it instead")
+            if delivery and await self.store.seen(state.id, delivery):
+                return Outcome(req, state, duplicate=True)
+            _check_open(req)
+            if not is_allowed(by, req.asked.answerers):
+                raise ForbiddenError(f"{by.label()} may not answer this question")
+            if req.asked.format == "choices" and req.asked.choices:
+                text = _match_choice(text, req.asked.choices)
+            event = HumanAnswer(request_id=request_id, text=text, by=by, delivery=delivery)
+            try:
+                state = await self.store.append(state, [event], delivery=delivery)
+            except VersionConflict:
+                continue
+            except DuplicateDelivery:
+                req, state = await self.find(request_id)
+                return Outcome(req, state, duplicate=True)
+            return Outcome(state.requests[request_id], state)
+
+    def _validate_edit(
+        self, state: ThreadState, asked: ApprovalRequested, edited: dict[str, Any]
+    ) -> dict[str, Any]:
+        agent = self.agents.get(state.agent)
+        tool = agent.all_tools().get(asked.tool) if agent else None
+        if tool is None:
+            raise ConflictError(f"tool {asked.tool!r} is no longer available")
+        return tool.validate(edited).model_dump(mode="json")
+
+
+def _check_open(req: Request) -> None:
+    if req.is_open and (req.expires_at is None or req.expires_at > time.time()):
+        return
+    if req.is_open:
+        raise ConflictError(f"request {req.id} has expired", status="expired")
+    who = ", ".join(a.label() for a in req.closed_by) or None
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(req.closed_at or 0))
+    by = f" by {who}" if who else ""
+    raise ConflictError(
+        f"request {req.id} is already {req.status.value}{by} at {when}",
+        status=req.status.value,
+        decided_by=who,
+        decided_at=when,
+    )
+
+
+def _check_approver(req: Request, asked: ApprovalRequested, by: Actor) -> None:
+    if not is_allowed(by, req.approvers):
+        raise ForbiddenError(
+            f"{by.label()} may not decide this request; approvers: {', '.join(req.approvers)}"
+        )
+    if not asked.allow_self_approval and is_same_person(by, asked.requester):
+        raise ForbiddenError(f"{by.label()} asked for this and may not approve it themselves")
+    if any(is_same_person(v.by, by) and v.args_hash == req.args_hash for v in req.votes):
+        raise ConflictError(f"{by.label()} has already approved this request")
+
+
+def _match_choice(text: str, choices: list[str]) -> str:
+    for choice in choices:
+        if text.strip().lower() == choice.lower():
+            return choice
+    raise InvalidInputError(f"{text!r} is not one of the choices: {', '.join(choices)}")

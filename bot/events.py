@@ -1,0 +1,301 @@
+"""The typed events a thread is made of: the one source of truth (factor 5).
+
+Every event is a pydantic model tagged by ``type``; ``Event`` is their
+discriminated union and ``EVENTS`` round-trips one event to and from JSON.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+
+
+def new_id(prefix: str) -> str:
+    """A short random id with a readable prefix (``ev_…``, ``call_…``)."""
+    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+
+
+class Actor(BaseModel):
+    """Who did something, and through which channel."""
+
+    model_config = ConfigDict(frozen=True)
+
+    channel: str
+    """``api``, ``webhook``, ``slack``, ``email``, ``cli``, ``system`` or ``agent``."""
+    id: str
+    """The identity within that channel: a Slack user id, an address, an API user name."""
+    name: str | None = None
+    email: str | None = None
+
+    def names(self) -> set[str]:
+        """Every name a policy may use for this actor (``U123``, ``slack:U123``, an email)."""
+        found = {self.id, f"{self.channel}:{self.id}"}
+        if self.email:
+            found |= {self.email.lower(), f"email:{self.email.lower()}"}
+        if self.name:
+            found.add(self.name)
+        return found
+
+    def label(self) -> str:
+        """A human-readable name for messages."""
+        return self.name or self.email or self.id
+
+
+SYSTEM = Actor(channel="system", id="greenlight")
+
+
+class Urgency(StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+class AnswerFormat(StrEnum):
+    FREE_TEXT = "free_text"
+    YES_NO = "yes_no"
+    CHOICES = "choices"
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+
+class OnExpiry(StrEnum):
+    REJECT = "reject"
+    ESCALATE = "escalate"
+
+
+class Origin(BaseModel):
+    """Where a thread came from, so replies go back where the human is."""
+
+    channel: str
+    conversation: str | None = None
+    """The channel's own conversation key (Slack team/channel/ts, an email Message-ID)."""
+    callback_url: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Base(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = SCHEMA_VERSION
+    id: str = Field(default_factory=lambda: new_id("ev"))
+    at: float = Field(default_factory=time.time)
+    """Unix time, seconds."""
+
+
+class ThreadCreated(_Base):
+    type: Literal["thread_created"] = "thread_created"
+    agent: str
+    origin: Origin
+    by: Actor
+
+
+class UserMessage(_Base):
+    type: Literal["user_message"] = "user_message"
+    text: str
+    by: Actor
+
+
+class ToolCall(_Base):
+    """One call the model asked for; calls of one model turn share ``turn``."""
+
+    type: Literal["tool_call"] = "tool_call"
+    turn: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+
+
+class ApprovalRequested(_Base):
+    type: Literal["approval_requested"] = "approval_requested"
+    request_id: str
+    call_id: str
+    tool: str
+    args: dict[str, Any]
+    args_hash: str
+    """Hash of exactly the arguments shown to approvers; a decision must name it."""
+    requester: Actor
+    reason: str | None = None
+    approvers: list[str]
+    """Identities allowed to decide (empty: anyone who can reach the request)."""
+    min_approvals: int = 1
+    allow_self_approval: bool = False
+    expires_at: float | None = None
+    on_expiry: OnExpiry = OnExpiry.REJECT
+    escalate_to: list[str] = Field(default_factory=list)
+    remind_at: list[float] = Field(default_factory=list)
+    approvals_channel: str | None = None
+    risky: bool = False
+
+
+class ApprovalDecision(_Base):
+    """One approver's vote; the audit trail is these events."""
+
+    type: Literal["approval_decision"] = "approval_decision"
+    request_id: str
+    decision: Decision
+    by: Actor
+    reason: str | None = None
+    args_hash: str
+    """Hash of the arguments this decision approved (the edited ones, if edited)."""
+    edited_args: dict[str, Any] | None = None
+    delivery: str | None = None
+    """The inbound delivery key, for idempotency."""
+
+
+class HumanQuestion(_Base):
+    type: Literal["human_question"] = "human_question"
+    request_id: str
+    call_id: str | None
+    """None when Greenlight itself asks (escalation after errors, an unknown outcome)."""
+    question: str
+    context: str | None = None
+    urgency: Urgency = Urgency.NORMAL
+    format: AnswerFormat = AnswerFormat.FREE_TEXT
+    choices: list[str] = Field(default_factory=list)
+    answerers: list[str] = Field(default_factory=list)
+    expires_at: float | None = None
+
+
+class HumanAnswer(_Base):
+    type: Literal["human_answer"] = "human_answer"
+    request_id: str
+    text: str
+    by: Actor
+    delivery: str | None = None
+
+
+class ToolStarted(_Base):
+    """Written before a tool runs, so a crash mid-run is visible (invariant 6)."""
+
+    type: Literal["tool_started"] = "tool_started"
+    call_id: str
+    idempotency_key: str
+    args: dict[str, Any]
+
+
+class ToolResult(_Base):
+    type: Literal["tool_result"] = "tool_result"
+    call_id: str
+    outcome: Outcome
+    output: Any = None
+    """What the model sees: the tool's return value, the error, or the rejection."""
+
+
+class ContextFetched(_Base):
+    """Data an agent fetched before its first model call (factor 13)."""
+
+    type: Literal["context_fetched"] = "context_fetched"
+    name: str
+    data: Any
+
+
+class AgentReply(_Base):
+    type: Literal["agent_reply"] = "agent_reply"
+    text: str
+    final: bool = False
+    """True: the task is done. False: the agent waits for the user."""
+
+
+class ErrorEvent(_Base):
+    type: Literal["error"] = "error"
+    message: str
+    fatal: bool = False
+    """True: the thread cannot go on without a human resuming it."""
+
+
+class Paused(_Base):
+    type: Literal["paused"] = "paused"
+    by: Actor
+    reason: str | None = None
+
+
+class Resumed(_Base):
+    type: Literal["resumed"] = "resumed"
+    by: Actor
+
+
+class Cancelled(_Base):
+    type: Literal["cancelled"] = "cancelled"
+    by: Actor
+    reason: str | None = None
+
+
+class Expired(_Base):
+    type: Literal["expired"] = "expired"
+    request_id: str
+
+
+class Escalated(_Base):
+    type: Literal["escalated"] = "escalated"
+    request_id: str
+    approvers: list[str]
+    expires_at: float | None
+
+
+class Reminded(_Base):
+    type: Literal["reminded"] = "reminded"
+    request_id: str
+    due: float
+    """The reminder time this event fulfils, so each is sent once."""
+
+
+class DeliveryFailed(_Base):
+    """A channel gave up delivering an event after its retries."""
+
+    type: Literal["delivery_failed"] = "delivery_failed"
+    channel: str
+    event_id: str
+    error: str
+
+
+Event = Annotated[
+    ThreadCreated
+    | UserMessage
+    | ToolCall
+    | ApprovalRequested
+    | ApprovalDecision
+    | HumanQuestion
+    | HumanAnswer
+    | ToolStarted
+    | ToolResult
+    | ContextFetched
+    | AgentReply
+    | ErrorEvent
+    | Paused
+    | Resumed
+    | Cancelled
+    | Expired
+    | Escalated
+    | Reminded
+    | DeliveryFailed,
+    Field(discriminator="type"),
+]
+
+EVENT: TypeAdapter[Event] = TypeAdapter(Event)
+EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
+
+
+def to_json(event: Event) -> str:
+    """Serialise one event compactly."""
+    return event.model_dump_json(exclude_defaults=False)
+
+
+def from_json(raw: str | bytes) -> Event:
+    """Parse one stored event."""
+    return EVENT.validate_json(raw)

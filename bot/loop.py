@@ -1,0 +1,294 @@
+"""The agent loop as plain code (factor 8).
+
+``Loop.step`` advances one thread as far as it can go without a human and
+returns. It is safe to call again at any time, by any worker: what to do next
+is decided from the events alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bot.agents import Agent
+from bot.context import to_blocks
+from bot.errors import GreenlightError, InvalidInputError, ModelError, VersionConflict
+from bot.events import (
+    SYSTEM,
+    AgentReply,
+    AnswerFormat,
+    ApprovalRequested,
+    ContextFetched,
+    ErrorEvent,
+    Escalated,
+    Event,
+    Expired,
+    HumanQuestion,
+    Outcome,
+    Reminded,
+    ToolCall,
+    ToolResult,
+    ToolStarted,
+    Urgency,
+    new_id,
+)
+from bot.keys import new_request_id
+from bot.model import Model, ModelCall, ModelRequest
+from bot.policy import Groups, args_hash
+from bot.store import Store
+from bot.threads import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
+from bot.tools import ASK_HUMAN, REPLY, AskHuman, Reply, Tool, ToolContext
+
+log = logging.getLogger(__name__)
+
+_IDLE = {Status.CANCELLED, Status.PAUSED, Status.FAILED}
+
+
+class Loop:
+    """Steps threads: render, ask the model, dispatch, suspend or continue.
+
+    Args:
+        store: the event store.
+        agents: the agents by name.
+        model: the model port.
+        groups: approver groups for policies that name ``group:…``.
+        max_errors: consecutive errors before a human is asked instead.
+        clock: the time source (tests move it forward).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        agents: dict[str, Agent],
+        model: Model,
+        *,
+        groups: Groups | None = None,
+        max_errors: int = 3,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.model = model
+        self.groups = groups or Groups()
+        self.max_errors = max_errors
+        self.clock = clock
+
+    async def step(self, thread_id: str, state: ThreadState | None = None) -> ThreadState:
+        """Advance the thread until it waits for a human, or is done."""
+        state = state or await self.store.load(thread_id)
+        while state.exists:
+            try:
+                nxt = await self._advance(state)
+            except VersionConflict:
+                state = await self.store.load(thread_id)
+                continue
+            if nxt is None:
+                return state
+            state = nxt
+        return state
+
+    async def _advance(self, s: ThreadState) -> ThreadState | None:
+        """Take one step; None when there is nothing to do now."""
+        if s.status in _IDLE:
+            return None
+        agent = self.agents.get(s.agent)
+        if agent is None:
+            msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
+            return await self._append(s, [ErrorEvent(message=msg, fatal=True)])
+        if timed := self._due_timers(s):
+            return await self._append(s, timed)
+        if s.open_requests():
+            return None
+        for call in s.pending_calls():
+            return await self._settle(s, agent, call.asked.call_id)
+        if not s.awaiting_model:
+            return None
+        if s.consecutive_errors >= self.max_errors:
+            return await self._append(s, [_escalation(s, f"{s.consecutive_errors} errors in a row")])
+        if s.turns_since_input >= agent.max_steps:
+            return await self._append(s, [_escalation(s, f"{agent.max_steps} steps without input")])
+        if agent.prefetch and not s.prefetched:
+            fetched = [ContextFetched(name=n, data=await f()) for n, f in agent.prefetch.items()]
+            return await self._append(s, fetched)
+        return await self._append(s, await self._model_turn(s, agent))
+
+    async def _append(self, s: ThreadState, events: list[Event]) -> ThreadState:
+        return await self.store.append(s, events, enqueue=False)
+
+    # --- timers ---------------------------------------------------------------------------
+
+    def _due_timers(self, s: ThreadState) -> list[Event]:
+        now = self.clock()
+        out: list[Event] = []
+        for req in s.open_requests():
+            if req.expires_at is not None and req.expires_at <= now:
+                out.append(self._on_expiry(req, now))
+            elif isinstance(req.asked, ApprovalRequested):
+                due = [t for t in req.asked.remind_at if t <= now and t not in req.reminded]
+                out.extend(Reminded(request_id=req.id, due=t) for t in due)
+        return out
+
+    def _on_expiry(self, req: Request, now: float) -> Event:
+        if is_expiry_action_escalate(req):
+            assert isinstance(req.asked, ApprovalRequested)
+            ttl = (req.asked.expires_at or now) - req.asked.at
+            log.info("request %s expired: escalating", req.id)
+            return Escalated(
+                request_id=req.id,
+                approvers=self.groups.expand(req.asked.escalate_to),
+                expires_at=now + ttl,
+            )
+        log.info("request %s expired", req.id)
+        return Expired(request_id=req.id)
+
+    # --- tool calls -----------------------------------------------------------------------
+
+    async def _settle(self, s: ThreadState, agent: Agent, call_id: str) -> ThreadState:
+        call = s.calls[call_id]
+        tool = agent.all_tools().get(call.asked.tool)
+        if call.status is CallStatus.REJECTED:
+            req = s.requests.get(call.request_id or "")
+            who = ", ".join(a.label() for a in req.closed_by) if req else "policy"
+            why = (req.reason if req else None) or "no reason given"
+            output = f"Rejected by {who or 'expiry'}: {why}"
+            return await self._append(s, [ToolResult(call_id=call_id, outcome=Outcome.REJECTED,
+                                                      output=output)])
+        if call.status is CallStatus.STARTED and not (tool and tool.idempotent):
+            # A worker died mid-run: the tool may or may not have acted (invariant 6).
+            unknown = ToolResult(
+                call_id=call_id,
+                outcome=Outcome.UNKNOWN,
+                output="The run was interrupted; whether it took effect is unknown.",
+            )
+            question = _escalation(
+                s,
+                f"{call.asked.tool}({_short(call.args)}) was interrupted mid-run; "
+                "its outcome is unknown. Please check and tell me what happened.",
+            )
+            return await self._append(s, [unknown, question])
+        if tool is None:  # cannot happen for calls the loop recorded itself
+            return await self._append(
+                s, [ToolResult(call_id=call_id, outcome=Outcome.ERROR, output="unknown tool")]
+            )
+        key = f"{s.id}:{call_id}"
+        if call.status is CallStatus.READY:
+            s = await self._append(s, [ToolStarted(call_id=call_id, idempotency_key=key,
+                                                    args=call.args)])
+        result = await _run(tool, call.args, ToolContext(s.id, call_id, key))
+        return await self._append_result(s, result)
+
+    async def _append_result(self, s: ThreadState, result: ToolResult) -> ThreadState:
+        # The tool has run: its result must land even if a decision raced in meanwhile.
+        while True:
+            try:
+                return await self._append(s, [result])
+            except VersionConflict:
+                s = await self.store.load(s.id)
+                if s.calls[result.call_id].status is not CallStatus.STARTED:
+                    return s
+
+    # --- model turns ----------------------------------------------------------------------
+
+    async def _model_turn(self, s: ThreadState, agent: Agent) -> list[Event]:
+        tools = agent.all_tools()
+        request = ModelRequest(
+            agent=agent.name,
+            system=agent.prompt,
+            blocks=to_blocks(await self.store.events(s.id)),
+            tools=[t.spec() for t in tools.values()],
+        )
+        try:
+            turn = await self.model.complete(request)
+        except ModelError as exc:
+            return [ErrorEvent(message=f"model failed: {exc.message}")]
+        try:
+            return self._dispatch(s, tools, turn.calls)
+        except InvalidInputError as exc:
+            return [ErrorEvent(message=exc.message)]
+
+    def _dispatch(self, s: ThreadState, tools: dict[str, Tool], calls: list[ModelCall]) -> list[Event]:
+        if not calls:
+            raise InvalidInputError("the model answered without a tool call")
+        names = [c.name for c in calls]
+        if REPLY in names and len(calls) > 1:
+            raise InvalidInputError("reply must be the only call of its turn")
+        turn = new_id("turn")
+        out: list[Event] = []
+        for mc in calls:
+            tool = tools.get(mc.name)
+            if tool is None:
+                raise InvalidInputError(f"unknown tool {mc.name!r}; use one of {sorted(tools)}")
+            args = tool.validate(mc.args)
+            if mc.name == REPLY:
+                assert isinstance(args, Reply)
+                return [AgentReply(text=args.text, final=args.final)]
+            call = ToolCall(turn=turn, call_id=new_id("call"), tool=mc.name,
+                            args=args.model_dump(mode="json"))
+            out.append(call)
+            if isinstance(args, AskHuman):
+                out.append(self._question(s, call, args))
+            elif tool.approval.is_required(args):
+                out.append(self._approval(s, tool, call))
+        return out
+
+    def _question(self, s: ThreadState, call: ToolCall, q: AskHuman) -> HumanQuestion:
+        return HumanQuestion(
+            request_id=new_request_id(s.id),
+            call_id=call.call_id,
+            question=q.question,
+            context=q.context,
+            urgency=Urgency(q.urgency),
+            format=AnswerFormat(q.format),
+            choices=q.choices,
+        )
+
+    def _approval(self, s: ThreadState, tool: Tool, call: ToolCall) -> ApprovalRequested:
+        p = tool.approval
+        now = self.clock()
+        expires = now + p.expires_in if p.expires_in else None
+        return ApprovalRequested(
+            request_id=new_request_id(s.id),
+            call_id=call.call_id,
+            tool=tool.name,
+            args=call.args,
+            args_hash=args_hash(call.args),
+            requester=s.last_user or SYSTEM,
+            approvers=self.groups.expand(p.approvers),
+            min_approvals=p.min_approvals,
+            allow_self_approval=p.allow_self_approval,
+            expires_at=expires,
+            on_expiry=p.on_expiry,
+            escalate_to=self.groups.expand(p.escalate_to),
+            remind_at=[expires - b for b in p.remind_before if expires and expires - b > now],
+            approvals_channel=p.approvals_channel,
+            risky=p.risky,
+        )
+
+
+async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    try:
+        output = await tool.run(tool.validate(raw), ctx)
+    except GreenlightError as exc:
+        return ToolResult(call_id=ctx.call_id, outcome=Outcome.ERROR, output=exc.message)
+    except Exception as exc:
+        log.warning("tool %s failed in %s: %r", tool.name, ctx.thread_id, exc)
+        return ToolResult(call_id=ctx.call_id, outcome=Outcome.ERROR,
+                          output=f"{type(exc).__name__}: {exc}")
+    return ToolResult(call_id=ctx.call_id, outcome=Outcome.OK, output=output)
+
+
+def _escalation(s: ThreadState, why: str) -> HumanQuestion:
+    """Greenlight itself asks a human, instead of looping (factor 9)."""
+    return HumanQuestion(
+        request_id=new_request_id(s.id),
+        call_id=None,
+        question=f"The {s.agent} agent needs help: {why}. How should it proceed?",
+        context=s.last_error,
+        urgency=Urgency.HIGH,
+    )
+
+
+def _short(args: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())[:200]

@@ -1,0 +1,1 @@
+"""Model adapters: each implements ``bot.model.Model``."""

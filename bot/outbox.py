@@ -1,0 +1,137 @@
+"""Outbound delivery: hands each new event of a thread to every channel, once.
+
+A per-thread cursor records how far delivery got, so a worker that dies
+mid-delivery leaves the rest to the next one (at-least-once: channels key
+their side effects by event id). A channel that fails is retried from a
+durable schedule with exponential backoff, and giving up is recorded as a
+``delivery_failed`` event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from bot import keys
+from bot.errors import VersionConflict
+from bot.events import DeliveryFailed, Event
+from bot.store import Store
+from bot.threads import ThreadState
+
+log = logging.getLogger(__name__)
+
+# Claim due retry jobs by pushing them forward; the claimant removes or reschedules.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, job in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], job) end
+return due
+"""
+
+
+class Channel(Protocol):
+    """A channel adapter's outbound half."""
+
+    name: str
+
+    async def deliver(self, thread: ThreadState, event: Event) -> None:
+        """Render ``event`` to the humans concerned, or do nothing if none are here.
+
+        Raises:
+            Exception: any failure; the delivery is retried later.
+        """
+        ...
+
+
+class Outbox:
+    """Delivers thread events to channels.
+
+    Args:
+        store: the event store.
+        channels: the configured channels.
+        base_delay: first retry delay in seconds; it doubles each attempt.
+        give_up_after: seconds after the first failure when to stop retrying.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Sequence[Channel],
+        *,
+        base_delay: float = 2.0,
+        max_delay: float = 300.0,
+        give_up_after: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self.channels = {c.name: c for c in channels}
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.give_up_after = give_up_after
+        self._claim = store.redis.register_script(_CLAIM)
+
+    async def flush(self, state: ThreadState) -> None:
+        """Deliver every event of ``state`` not delivered yet."""
+        if not self.channels:
+            return
+        redis = self.store.redis
+        cursor = int(await redis.get(keys.outbox(state.id)) or 0)
+        if cursor >= state.version:
+            return
+        raw = await redis.lrange(keys.events(state.id), cursor, state.version - 1)  # type: ignore[misc]
+        events = [self.store._decode(state.id, r) for r in raw]
+        for index, event in enumerate(events, start=cursor):
+            for channel in self.channels.values():
+                await self._try(channel, state, event, index, attempt=0, first=time.time())
+        await redis.set(keys.outbox(state.id), state.version)
+
+    async def retry_due(self, limit: int = 50) -> int:
+        """Retry failed deliveries that are due; returns how many were tried."""
+        now = time.time()
+        jobs = await self._claim(keys=[keys.retries()], args=[now, 60, limit])
+        for raw in jobs:
+            job = json.loads(raw)
+            await self.store.redis.zrem(keys.retries(), raw)
+            channel = self.channels.get(job["c"])
+            if channel is None:
+                continue
+            state = await self.store.load(job["t"])
+            events = await self.store.events(job["t"])
+            await self._try(channel, state, events[job["e"]], job["e"], job["n"], job["f"])
+        return len(jobs)
+
+    async def _try(
+        self, channel: Channel, state: ThreadState, event: Event, index: int,
+        attempt: int, first: float,
+    ) -> None:
+        try:
+            await channel.deliver(state, event)
+        except Exception as exc:
+            await self._failed(channel, state, event, index, attempt, first, exc)
+
+    async def _failed(
+        self, channel: Channel, state: ThreadState, event: Event, index: int,
+        attempt: int, first: float, exc: Exception,
+    ) -> None:
+        now = time.time()
+        if now - first >= self.give_up_after:
+            log.warning("thread %s: %s gave up on %s: %r", state.id, channel.name, event.type, exc)
+            failed = DeliveryFailed(channel=channel.name, event_id=event.id, error=repr(exc)[:500])
+            await self._record(state.id, failed)
+            return
+        delay = min(self.base_delay * 2**attempt, self.max_delay)
+        log.info("thread %s: %s failed on %s (attempt %d), retry in %.1fs: %r",
+                 state.id, channel.name, event.type, attempt + 1, delay, exc)
+        job = json.dumps({"c": channel.name, "t": state.id, "e": index, "n": attempt + 1,
+                          "f": first})
+        await self.store.redis.zadd(keys.retries(), {job: now + delay})
+
+    async def _record(self, thread_id: str, event: Event) -> None:
+        while True:
+            state = await self.store.load(thread_id)
+            try:
+                await self.store.append(state, [event], enqueue=False)
+                return
+            except VersionConflict:
+                continue

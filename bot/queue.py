@@ -1,0 +1,127 @@
+"""The work queue: a Redis Stream with a consumer group, thread leases and timers.
+
+At-least-once: an entry is acknowledged only after its thread was stepped;
+entries of a dead consumer are reclaimed. One worker steps a thread at a time
+(a lease); a worker that finds the lease taken acknowledges its entry, because
+the holder re-checks the thread's version before letting go.
+"""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from bot import keys
+
+# Release only if the thread did not change since the holder last looked;
+# otherwise keep the lease and tell the holder to step again.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+local v = redis.call('HGET', KEYS[2], 'version')
+if (v or '0') ~= ARGV[2] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+"""
+
+# Move due timers into the queue, pushing each forward so a lost step retries.
+_SWEEP = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, tid in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[1] + ARGV[2], tid)
+  redis.call('XADD', KEYS[2], '*', 't', tid)
+end
+return #due
+"""
+
+
+class Queue:
+    """Queue operations for one consumer.
+
+    Args:
+        redis: a client with ``decode_responses=True``.
+        consumer: this worker's unique name.
+        lease_ms: how long a thread lease lives without renewal.
+        timer_retry: seconds after which a swept timer fires again if unhandled.
+    """
+
+    def __init__(
+        self, redis: Redis, consumer: str, *, lease_ms: int = 30_000, timer_retry: float = 30.0
+    ) -> None:
+        self.redis = redis
+        self.consumer = consumer
+        self.lease_ms = lease_ms
+        self.timer_retry = timer_retry
+        self._release = redis.register_script(_RELEASE)
+        self._renew = redis.register_script(_RENEW)
+        self._sweep = redis.register_script(_SWEEP)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(keys.queue(), keys.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def enqueue(self, thread_id: str) -> None:
+        await self.redis.xadd(keys.queue(), {"t": thread_id})
+
+    async def read(self, count: int, block_ms: int | None) -> list[tuple[str, str]]:
+        """New entries for this consumer: (entry id, thread id) pairs."""
+        got = await self.redis.xreadgroup(
+            keys.GROUP, self.consumer, {keys.queue(): ">"}, count=count, block=block_ms
+        )
+        return [(eid, f["t"]) for _, entries in got or [] for eid, f in entries]
+
+    async def reclaim(self, min_idle_ms: int, count: int = 100) -> list[tuple[str, str]]:
+        """Entries another consumer took and never acknowledged (it died)."""
+        _, entries, *_ = await self.redis.xautoclaim(
+            keys.queue(), keys.GROUP, self.consumer, min_idle_ms, "0-0", count=count
+        )
+        return [(eid, f["t"]) for eid, f in entries if f]
+
+    async def ack(self, *entry_ids: str) -> None:
+        if entry_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(keys.queue(), keys.GROUP, *entry_ids)
+            pipe.xdel(keys.queue(), *entry_ids)
+            await pipe.execute()
+
+    async def lease(self, thread_id: str) -> bool:
+        return bool(
+            await self.redis.set(keys.lease(thread_id), self.consumer, nx=True, px=self.lease_ms)
+        )
+
+    async def renew(self, thread_id: str) -> bool:
+        return bool(
+            await self._renew(keys=[keys.lease(thread_id)], args=[self.consumer, self.lease_ms])
+        )
+
+    async def release(self, thread_id: str, version: int) -> bool:
+        """Let go of the thread; False when it changed meanwhile (step it again)."""
+        done = await self._release(
+            keys=[keys.lease(thread_id), keys.meta(thread_id)], args=[self.consumer, version]
+        )
+        return int(done) != 0
+
+    async def sweep_timers(self, limit: int = 100) -> int:
+        """Queue threads whose timers are due; returns how many."""
+        return int(
+            await self._sweep(
+                keys=[keys.timers(), keys.queue()],
+                args=[time.time(), self.timer_retry, limit],
+            )
+        )
+
+    async def heartbeat(self) -> None:
+        await self.redis.zadd(keys.workers(), {self.consumer: time.time()})
+
+    async def backlog(self) -> int:
+        """Entries not yet acknowledged, read or not."""
+        return int(await self.redis.xlen(keys.queue()))

@@ -1,0 +1,73 @@
+"""Settings, read once from the environment (and ``.env``); see ``.env.example``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    """Every knob Greenlight has. Each field is listed in ``.env.example``."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="forbid", frozen=True)
+
+    # Core
+    redis_url: str | None = None
+    data_dir: Path = Path(".greenlight")
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    model: str = "claude-sonnet-4-5"
+    model_timeout: float = Field(60.0, gt=0)
+    model_max_retries: int = Field(4, ge=0)
+    api_token: SecretStr | None = None
+    webhook_secret: SecretStr | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8000"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    approver_groups: dict[str, list[str]] = Field(default_factory=dict)
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    worker_concurrency: int = Field(32, ge=1)
+    lease_ms: int = Field(30_000, ge=100)
+    claim_idle_ms: int = Field(60_000, ge=100)
+
+    # Webhook callbacks
+    callback_timeout: float = Field(10.0, gt=0)
+    delivery_give_up_after: float = Field(3600.0, gt=0)
+    delivery_base_delay: float = Field(2.0, gt=0)
+
+    # Slack
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_approvals_channel: str | None = None
+
+    # Email
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=0, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_tls: Literal["starttls", "tls", "none"] = "starttls"
+    email_from: str | None = None
+    email_domain: str | None = None
+    email_smtp_port: int | None = Field(None, ge=0, le=65535)
+    email_secret: SecretStr | None = None
+    email_inbound_secret: SecretStr | None = None
+    email_require_auth_results: bool = False
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read settings once; a bad value fails with the variable's name."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid settings: {problems}") from exc

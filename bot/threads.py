@@ -1,0 +1,377 @@
+"""The pure reducer: a thread's state is a fold of its events (factors 5 and 12).
+
+Nothing here does I/O. ``reduce(state, event)`` returns a new state;
+``fold(events)`` builds one from a whole log.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from bot.events import (
+    Actor,
+    AgentReply,
+    ApprovalDecision,
+    ApprovalRequested,
+    Cancelled,
+    ContextFetched,
+    Decision,
+    DeliveryFailed,
+    ErrorEvent,
+    Escalated,
+    Event,
+    Expired,
+    HumanAnswer,
+    HumanQuestion,
+    OnExpiry,
+    Origin,
+    Paused,
+    Reminded,
+    Resumed,
+    ThreadCreated,
+    ToolCall,
+    ToolResult,
+    ToolStarted,
+    UserMessage,
+)
+
+
+class Status(StrEnum):
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_HUMAN = "awaiting_human"
+    WAITING_FOR_USER = "waiting_for_user"
+    PAUSED = "paused"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class RequestStatus(StrEnum):
+    OPEN = "open"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    ANSWERED = "answered"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+class CallStatus(StrEnum):
+    AWAITING_HUMAN = "awaiting_human"
+    READY = "ready"
+    REJECTED = "rejected"
+    STARTED = "started"
+    DONE = "done"
+
+
+@dataclass
+class Request:
+    """An approval or a question put to humans, and what became of it."""
+
+    asked: ApprovalRequested | HumanQuestion
+    status: RequestStatus = RequestStatus.OPEN
+    approvers: list[str] = field(default_factory=list)
+    expires_at: float | None = None
+    args: dict[str, object] | None = None
+    """The arguments now up for approval (edited ones replace the asked ones)."""
+    args_hash: str | None = None
+    votes: list[ApprovalDecision] = field(default_factory=list)
+    reminded: set[float] = field(default_factory=set)
+    closed_by: list[Actor] = field(default_factory=list)
+    closed_at: float | None = None
+    reason: str | None = None
+    answer: str | None = None
+
+    @property
+    def id(self) -> str:
+        return self.asked.request_id
+
+    @property
+    def kind(self) -> str:
+        return "approval" if isinstance(self.asked, ApprovalRequested) else "question"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status is RequestStatus.OPEN
+
+    def approvals(self) -> list[ApprovalDecision]:
+        """Approvals that count: for the current arguments, one per person."""
+        seen: set[str] = set()
+        counted = []
+        for vote in self.votes:
+            key = f"{vote.by.channel}:{vote.by.id}"
+            if vote.decision is Decision.APPROVE and vote.args_hash == self.args_hash:
+                if key not in seen:
+                    seen.add(key)
+                    counted.append(vote)
+        return counted
+
+    def next_due(self) -> float | None:
+        if not self.is_open:
+            return None
+        due = [t for t in self._reminders() if t not in self.reminded]
+        if self.expires_at is not None:
+            due.append(self.expires_at)
+        return min(due, default=None)
+
+    def _reminders(self) -> list[float]:
+        if isinstance(self.asked, ApprovalRequested):
+            return self.asked.remind_at
+        return []
+
+
+@dataclass
+class Call:
+    """One tool call of the model and how far it got."""
+
+    asked: ToolCall
+    status: CallStatus = CallStatus.READY
+    args: dict[str, object] = field(default_factory=dict)
+    request_id: str | None = None
+    started: ToolStarted | None = None
+    result: ToolResult | None = None
+
+
+@dataclass
+class ThreadState:
+    """Everything derived from a thread's events."""
+
+    id: str
+    version: int = 0
+    agent: str = ""
+    origin: Origin | None = None
+    created_by: Actor | None = None
+    last_user: Actor | None = None
+    """Who spoke last: the requester of the approvals that follow."""
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    requests: dict[str, Request] = field(default_factory=dict)
+    calls: dict[str, Call] = field(default_factory=dict)
+    awaiting_model: bool = False
+    """True when the next step is a model turn."""
+    turns_since_input: int = 0
+    consecutive_errors: int = 0
+    prefetched: bool = False
+    paused: bool = False
+    cancelled: bool = False
+    failed: bool = False
+    last_reply: AgentReply | None = None
+    last_error: str | None = None
+    failed_deliveries: list[DeliveryFailed] = field(default_factory=list)
+
+    @property
+    def status(self) -> Status:
+        if self.cancelled:
+            return Status.CANCELLED
+        if self.failed:
+            return Status.FAILED
+        if self.paused:
+            return Status.PAUSED
+        open_kinds = {r.kind for r in self.requests.values() if r.is_open}
+        if "approval" in open_kinds:
+            return Status.AWAITING_APPROVAL
+        if "question" in open_kinds:
+            return Status.AWAITING_HUMAN
+        if self.awaiting_model or self.pending_calls():
+            return Status.RUNNING
+        if self.last_reply is not None:
+            return Status.DONE if self.last_reply.final else Status.WAITING_FOR_USER
+        return Status.RUNNING if self.version else Status.WAITING_FOR_USER
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0
+
+    def open_requests(self) -> list[Request]:
+        return [r for r in self.requests.values() if r.is_open]
+
+    def pending_calls(self) -> list[Call]:
+        """Calls the worker must act on: ready to run, rejected, or cut mid-run."""
+        return [
+            c
+            for c in self.calls.values()
+            if c.status in (CallStatus.READY, CallStatus.REJECTED, CallStatus.STARTED)
+        ]
+
+    def next_due(self) -> float | None:
+        """When a timer (expiry, reminder) next needs this thread."""
+        return min((d for r in self.requests.values() if (d := r.next_due())), default=None)
+
+    def clone(self) -> ThreadState:
+        new = copy.copy(self)
+        new.requests = {k: copy.copy(v) for k, v in self.requests.items()}
+        for r in new.requests.values():
+            r.votes = list(r.votes)
+            r.reminded = set(r.reminded)
+            r.closed_by = list(r.closed_by)
+        new.calls = {k: copy.copy(v) for k, v in self.calls.items()}
+        new.failed_deliveries = list(self.failed_deliveries)
+        return new
+
+
+def reduce(state: ThreadState, event: Event) -> ThreadState:
+    """Return the state after ``event``; ``state`` is left as it was."""
+    new = state.clone()
+    _apply(new, event)
+    return new
+
+
+def fold(thread_id: str, events: list[Event]) -> ThreadState:
+    """The state of a thread from its whole log."""
+    state = ThreadState(id=thread_id)
+    for event in events:
+        _apply(state, event)
+    return state
+
+
+def _apply(s: ThreadState, e: Event) -> None:  # noqa: C901 - one branch per event type
+    s.version += 1
+    s.updated_at = e.at
+    match e:
+        case ThreadCreated():
+            s.agent, s.origin, s.created_by, s.created_at = e.agent, e.origin, e.by, e.at
+            s.last_user = e.by
+        case UserMessage():
+            s.last_user = e.by
+            s.awaiting_model = True
+            s.turns_since_input = 0
+            s.last_reply = None
+        case ToolCall():
+            s.calls[e.call_id] = Call(asked=e, args=dict(e.args))
+            s.awaiting_model = False
+            if not _turn_counted(s, e.turn):
+                s.turns_since_input += 1
+        case ApprovalRequested():
+            s.requests[e.request_id] = Request(
+                asked=e,
+                approvers=list(e.approvers),
+                expires_at=e.expires_at,
+                args=dict(e.args),
+                args_hash=e.args_hash,
+            )
+            _call_waits(s, e.call_id, e.request_id)
+        case ApprovalDecision():
+            _apply_vote(s, e)
+        case HumanQuestion():
+            s.requests[e.request_id] = Request(asked=e, expires_at=e.expires_at)
+            if e.call_id:
+                _call_waits(s, e.call_id, e.request_id)
+            s.awaiting_model = False
+        case HumanAnswer():
+            req = s.requests[e.request_id]
+            _close(req, RequestStatus.ANSWERED, e.by, e.at)
+            req.answer = e.text
+            if call := s.calls.get(req.asked.call_id or ""):
+                call.status = CallStatus.DONE
+            else:
+                s.consecutive_errors = 0
+            s.turns_since_input = 0
+            _maybe_await_model(s)
+        case ToolStarted():
+            call = s.calls[e.call_id]
+            call.status, call.started = CallStatus.STARTED, e
+        case ToolResult():
+            call = s.calls[e.call_id]
+            call.status, call.result = CallStatus.DONE, e
+            if e.outcome == "error":
+                s.consecutive_errors += 1
+                s.last_error = str(e.output)
+            elif e.outcome == "ok":
+                s.consecutive_errors = 0
+                s.last_error = None
+            _maybe_await_model(s)
+        case ContextFetched():
+            s.prefetched = True
+        case AgentReply():
+            s.last_reply = e
+            s.awaiting_model = False
+            s.turns_since_input += 1
+        case ErrorEvent():
+            s.consecutive_errors += 1
+            s.last_error = e.message
+            if e.fatal:
+                s.failed = True
+        case Paused():
+            s.paused = True
+        case Resumed():
+            if s.failed:
+                s.failed, s.awaiting_model, s.consecutive_errors = False, True, 0
+            s.paused = False
+        case Cancelled():
+            s.cancelled = True
+            s.awaiting_model = False
+            for req in s.open_requests():
+                _close(req, RequestStatus.CANCELLED, e.by, e.at)
+            for call in s.pending_calls():
+                call.status = CallStatus.DONE
+        case Expired():
+            req = s.requests[e.request_id]
+            _close(req, RequestStatus.EXPIRED, None, e.at)
+            req.reason = "expired"
+            if req.kind == "approval":
+                s.calls[req.asked.call_id or ""].status = CallStatus.REJECTED
+            elif call := s.calls.get(req.asked.call_id or ""):
+                call.status = CallStatus.DONE
+                _maybe_await_model(s)
+            else:
+                s.failed = True  # nobody answered Greenlight's own escalation
+        case Escalated():
+            req = s.requests[e.request_id]
+            req.approvers = list(e.approvers)
+            req.expires_at = e.expires_at
+        case Reminded():
+            s.requests[e.request_id].reminded.add(e.due)
+        case DeliveryFailed():
+            s.failed_deliveries.append(e)
+
+
+def _turn_counted(s: ThreadState, turn: str) -> bool:
+    return sum(1 for c in s.calls.values() if c.asked.turn == turn) > 1
+
+
+def _call_waits(s: ThreadState, call_id: str, request_id: str) -> None:
+    call = s.calls[call_id]
+    call.status, call.request_id = CallStatus.AWAITING_HUMAN, request_id
+
+
+def _apply_vote(s: ThreadState, e: ApprovalDecision) -> None:
+    req = s.requests[e.request_id]
+    req.votes.append(e)
+    if e.edited_args is not None:
+        req.args, req.args_hash = dict(e.edited_args), e.args_hash
+    call = s.calls[req.asked.call_id or ""]
+    if e.decision is Decision.REJECT:
+        _close(req, RequestStatus.REJECTED, e.by, e.at)
+        req.reason = e.reason
+        call.status = CallStatus.REJECTED
+        return
+    approvals = req.approvals()
+    needed = req.asked.min_approvals if isinstance(req.asked, ApprovalRequested) else 1
+    if len(approvals) >= needed:
+        req.status, req.closed_at = RequestStatus.APPROVED, e.at
+        req.closed_by = [v.by for v in approvals]
+        req.reason = e.reason
+        call.status, call.args = CallStatus.READY, dict(req.args or {})
+
+
+def _close(req: Request, status: RequestStatus, by: Actor | None, at: float) -> None:
+    req.status, req.closed_at = status, at
+    if by is not None:
+        req.closed_by = [by]
+
+
+def _maybe_await_model(s: ThreadState) -> None:
+    if not s.cancelled and all(c.status is CallStatus.DONE for c in s.calls.values()):
+        s.awaiting_model = True
+
+
+def is_expiry_action_escalate(req: Request) -> bool:
+    """True when an expiring approval should go to other approvers, not be rejected."""
+    return (
+        isinstance(req.asked, ApprovalRequested)
+        and req.asked.on_expiry is OnExpiry.ESCALATE
+        and bool(req.asked.escalate_to)
+        and req.approvers != req.asked.escalate_to
+    )

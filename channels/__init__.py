@@ -1,0 +1,1 @@
+"""Channel adapters: each turns inbound traffic into events and renders outbound prompts."""

@@ -1,0 +1,78 @@
+"""Wires the collaborators once (store, loop, decisions, inbox, outbox, queue)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from bot.agents import Agent
+from bot.decisions import Decisions
+from bot.inbox import Inbox
+from bot.loop import Loop
+from bot.model import Model
+from bot.outbox import Channel, Outbox
+from bot.policy import Groups
+from bot.queue import Queue
+from bot.store import Store
+from bot.worker import Worker, consumer_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """Everything a web or worker process needs, built once."""
+
+    redis: Redis
+    store: Store
+    agents: dict[str, Agent]
+    model: Model
+    loop: Loop
+    decisions: Decisions
+    inbox: Inbox
+    outbox: Outbox
+    channels: list[Channel] = field(default_factory=list)
+
+    def worker(
+        self,
+        *,
+        name: str | None = None,
+        concurrency: int = 32,
+        lease_ms: int = 30_000,
+        claim_idle_ms: int = 60_000,
+        block_ms: int = 1000,
+    ) -> Worker:
+        queue = Queue(self.redis, name or consumer_name(), lease_ms=lease_ms)
+        return Worker(self.loop, queue, self.outbox, concurrency=concurrency,
+                      claim_idle_ms=claim_idle_ms, block_ms=block_ms)
+
+
+def build_runtime(
+    redis: Redis,
+    agents: dict[str, Agent],
+    model: Model,
+    *,
+    channels: Sequence[Channel] = (),
+    groups: Groups | None = None,
+    max_errors: int = 3,
+    delivery_base_delay: float = 2.0,
+    delivery_give_up_after: float = 3600.0,
+) -> Runtime:
+    """Build a runtime around a Redis client (``decode_responses=True``)."""
+    store = Store(redis)
+    outbox = Outbox(store, channels, base_delay=delivery_base_delay,
+                    give_up_after=delivery_give_up_after)
+    return Runtime(
+        redis=redis,
+        store=store,
+        agents=agents,
+        model=model,
+        loop=Loop(store, agents, model, groups=groups, max_errors=max_errors),
+        decisions=Decisions(store, agents),
+        inbox=Inbox(store, set(agents)),
+        outbox=outbox,
+        channels=list(channels),
+    )

@@ -1,0 +1,289 @@
+"""The loop end to end against a real Redis: every human-in-the-loop flow."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.errors import ConflictError, ForbiddenError, InvalidInputError
+from bot.events import (
+    Actor,
+    AgentReply,
+    ApprovalDecision,
+    Decision,
+    HumanQuestion,
+    Origin,
+    Outcome,
+    ToolResult,
+)
+from bot.policy import ApprovalPolicy
+from bot.runtime import Runtime, build_runtime
+from bot.threads import Status, ThreadState
+from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
+
+ALICE = Actor(channel="api", id="alice")
+BOB = Actor(channel="api", id="bob")
+CAROL = Actor(channel="api", id="carol")
+ORIGIN = Origin(channel="api")
+
+
+def runtime(redis: Redis, model: ScriptedModel, ledger: Ledger, **agent: object) -> Runtime:
+    bank = make_agent(ledger, **agent)  # type: ignore[arg-type]
+    return build_runtime(redis, {"bank": bank}, model)
+
+
+async def start(rt: Runtime, text: str = "pay bob 10", by: Actor = ALICE) -> ThreadState:
+    got = await rt.inbox.message(agent="bank", text=text, by=by, origin=ORIGIN)
+    await rt.worker().burst()
+    return await rt.store.load(got.thread.id)
+
+
+def results(events: list[object]) -> list[ToolResult]:
+    return [e for e in events if isinstance(e, ToolResult)]
+
+
+async def test_full_cycle_approve_runs_the_tool_then_replies(redis: Redis) -> None:
+    ledger = Ledger()
+    model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
+    rt = runtime(redis, model, ledger)
+
+    state = await start(rt)
+    assert state.status is Status.AWAITING_APPROVAL
+    assert ledger.runs == []
+    (req,) = state.open_requests()
+
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+
+    state = await rt.store.load(state.id)
+    assert state.status is Status.DONE
+    assert [r[0] for r in ledger.runs] == ["transfer"]
+    events = await rt.store.events(state.id)
+    assert results(events)[0].output == "sent 10 to bob"
+    assert isinstance(events[-1], AgentReply) and events[-1].text == "done"
+    # The model's second turn saw the tool's result.
+    assert "sent 10 to bob" in model.requests[-1].context_text()
+
+
+async def test_reject_gives_the_reason_to_the_model_and_never_runs(redis: Redis) -> None:
+    ledger = Ledger()
+    model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
+    rt = runtime(redis, model, ledger)
+    state = await start(rt)
+    (req,) = state.open_requests()
+
+    await rt.decisions.decide(req.id, Decision.REJECT, BOB, reason="not during the freeze")
+    await rt.worker().burst()
+
+    assert ledger.runs == []
+    events = await rt.store.events(state.id)
+    (rejected,) = results(events)
+    assert rejected.outcome is Outcome.REJECTED
+    context = model.requests[-1].context_text()
+    assert "not during the freeze" in context
+    assert "Do not retry the same call unchanged" in context
+
+
+async def test_edited_arguments_run_and_invalid_edits_are_refused(redis: Redis) -> None:
+    ledger = Ledger()
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger)
+    state = await start(rt)
+    (req,) = state.open_requests()
+
+    with pytest.raises(InvalidInputError, match="amount"):
+        await rt.decisions.decide(
+            req.id, Decision.APPROVE, BOB, edited_args={"to": "bob", "amount": "lots"}
+        )
+    assert (await rt.store.load(state.id)).version == state.version  # nothing recorded
+
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB, edited_args={"to": "bob", "amount": 5})
+    await rt.worker().burst()
+    assert ledger.runs[0][1] == {"to": "bob", "amount": 5}
+    decision = next(e for e in await rt.store.events(state.id) if isinstance(e, ApprovalDecision))
+    assert decision.edited_args == {"to": "bob", "amount": 5}
+
+
+async def test_ask_human_answer_continues_the_loop(redis: Redis) -> None:
+    ledger = Ledger()
+    model = ScriptedModel(turns(c("ask_human", question="Which Bob?"), c("echo", word="ok")))
+    rt = runtime(redis, model, ledger)
+    state = await start(rt)
+    assert state.status is Status.AWAITING_HUMAN
+    (req,) = state.open_requests()
+
+    await rt.decisions.answer(req.id, "Bob Marley", CAROL)
+    await rt.worker().burst()
+
+    assert "Bob Marley" in model.requests[1].context_text()
+    assert [r[0] for r in ledger.runs] == ["echo"]
+    assert (await rt.store.load(state.id)).status is Status.DONE
+
+
+async def test_two_gated_calls_in_one_turn_resume_when_both_are_decided(redis: Redis) -> None:
+    ledger = Ledger()
+    both = [*c("transfer", to="bob", amount=1), *c("transfer", to="carol", amount=2)]
+    rt = runtime(redis, ScriptedModel(turns(both)), ledger)
+    state = await start(rt)
+    first, second = state.open_requests()
+
+    await rt.decisions.decide(first.id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+    assert ledger.runs == []
+    await rt.decisions.decide(second.id, Decision.REJECT, BOB, reason="no")
+    await rt.worker().burst()
+    assert [r[1]["to"] for r in ledger.runs] == [first.args["to"]]  # type: ignore[index]
+
+
+async def test_n_of_m_and_no_self_approval(redis: Redis) -> None:
+    ledger = Ledger()
+    policy = ApprovalPolicy(approvers=("alice", "bob", "carol"), min_approvals=2)
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger,
+                 policy=policy)
+    state = await start(rt, by=ALICE)
+    (req,) = state.open_requests()
+
+    with pytest.raises(ForbiddenError, match="themselves"):
+        await rt.decisions.decide(req.id, Decision.APPROVE, ALICE)
+    with pytest.raises(ForbiddenError, match="may not decide"):
+        await rt.decisions.decide(req.id, Decision.APPROVE, Actor(channel="api", id="mallory"))
+
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+    assert ledger.runs == []
+    assert (await rt.store.load(state.id)).status is Status.AWAITING_APPROVAL
+    with pytest.raises(ConflictError, match="already approved"):
+        await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+
+    await rt.decisions.decide(req.id, Decision.APPROVE, CAROL)
+    await rt.worker().burst()
+    assert len(ledger.runs) == 1
+
+
+async def test_concurrent_decisions_exactly_one_wins(redis: Redis, redis_server: object) -> None:
+    ledger = Ledger()
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger)
+    state = await start(rt)
+    (req,) = state.open_requests()
+
+    # Two approvers, each on their own connection and runtime, at the same moment.
+    url = redis.connection_pool.connection_kwargs
+    others = [Redis(host=url["host"], port=url["port"], decode_responses=True) for _ in range(2)]
+    rts = [runtime(r, ScriptedModel(turns()), ledger) for r in others]
+
+    async def decide(rt_: Runtime, who: Actor, d: Decision) -> str:
+        try:
+            await rt_.decisions.decide(req.id, d, who, reason="race")
+        except ConflictError as exc:
+            return f"lost: {exc.message}"
+        return "won"
+
+    outcomes = await asyncio.gather(
+        decide(rts[0], BOB, Decision.APPROVE), decide(rts[1], CAROL, Decision.REJECT)
+    )
+    for r in others:
+        await r.aclose()
+    assert sorted(o.split(":")[0] for o in outcomes) == ["lost", "won"]
+    loser = next(o for o in outcomes if o.startswith("lost"))
+    assert "already" in loser and ("bob" in loser or "carol" in loser)
+    decisions = [e for e in await rt.store.events(state.id) if isinstance(e, ApprovalDecision)]
+    assert len(decisions) == 1
+
+
+async def test_same_delivery_twice_is_one_event(redis: Redis) -> None:
+    ledger = Ledger()
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger)
+    first = await rt.inbox.message(agent="bank", text="hi", by=ALICE, origin=ORIGIN,
+                                   thread_id="th_" + "a" * 20, delivery="evt-1")
+    again = await rt.inbox.message(agent="bank", text="hi", by=ALICE, origin=ORIGIN,
+                                   thread_id="th_" + "a" * 20, delivery="evt-1")
+    assert again.duplicate and not first.duplicate
+    assert again.thread.version == first.thread.version == 2
+
+    await rt.worker().burst()
+    (req,) = (await rt.store.load(first.thread.id)).open_requests()
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB, delivery="click-1")
+    replay = await rt.decisions.decide(req.id, Decision.APPROVE, BOB, delivery="click-1")
+    assert replay.duplicate
+    decisions = [e for e in await rt.store.events(req.id.split(".")[0])
+                 if isinstance(e, ApprovalDecision)]
+    assert len(decisions) == 1
+
+
+async def test_three_consecutive_tool_errors_ask_a_human(redis: Redis) -> None:
+    ledger = Ledger(fail_next=3)
+    model = ScriptedModel(turns(*(c("echo", word=str(i)) for i in range(5))))
+    rt = runtime(redis, model, ledger)
+    state = await start(rt)
+
+    assert state.status is Status.AWAITING_HUMAN
+    question = next(e for e in await rt.store.events(state.id) if isinstance(e, HumanQuestion))
+    assert "3 errors in a row" in question.question
+    assert len(model.requests) == 3
+    # Errors are compacted into one block showing the latest.
+    ctx = model.requests[-1].context_text()
+    assert ctx.count("<errors") == 1 and 'consecutive="2"' in ctx
+
+    (req,) = state.open_requests()
+    await rt.decisions.answer(req.id, "try again, it is back", CAROL)
+    await rt.worker().burst()
+    state = await rt.store.load(state.id)
+    assert state.status is Status.DONE and "<errors" not in model.requests[-1].context_text()
+
+
+async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None:
+    ledger = Ledger()
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger,
+                 policy=ApprovalPolicy(expires_in=0.3))
+    state = await start(rt)
+    (req,) = state.open_requests()
+
+    async def expired() -> ThreadState:
+        while True:
+            await rt.worker().burst()
+            s = await rt.store.load(state.id)
+            if s.status is not Status.AWAITING_APPROVAL:
+                return s
+            await asyncio.sleep(0.05)
+
+    state = await asyncio.wait_for(expired(), 5)
+    assert state.requests[req.id].status == "expired"
+    assert ledger.runs == []
+    with pytest.raises(ConflictError, match="expired"):
+        await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    assert results(await rt.store.events(state.id))[0].outcome is Outcome.REJECTED
+
+
+async def test_expiry_escalates_to_other_approvers(redis: Redis) -> None:
+    ledger = Ledger()
+    policy = ApprovalPolicy(approvers=("bob",), expires_in=0.3, on_expiry="escalate",  # type: ignore[arg-type]
+                            escalate_to=("carol",))
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger,
+                 policy=policy)
+    state = await start(rt)
+    (req,) = state.open_requests()
+
+    async def escalated() -> ThreadState:
+        while True:
+            await rt.worker().burst()
+            s = await rt.store.load(state.id)
+            if s.requests[req.id].approvers == ["carol"]:
+                return s
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(escalated(), 5)
+    with pytest.raises(ForbiddenError):
+        await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    await rt.decisions.decide(req.id, Decision.APPROVE, CAROL)
+    await rt.worker().burst()
+    assert len(ledger.runs) == 1
+
+
+async def test_step_cap_asks_a_human(redis: Redis) -> None:
+    ledger = Ledger()
+    model = ScriptedModel(lambda r: c("echo", word="again"))
+    rt = runtime(redis, model, ledger, max_steps=3)
+    state = await start(rt)
+    assert state.status is Status.AWAITING_HUMAN
+    assert len(ledger.runs) == 3

@@ -1,0 +1,33 @@
+"""Shared fixtures: one real Redis server per session (the embedded binary), flushed per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.embedded import EmbeddedRedis
+
+# Tests build their settings explicitly; nothing from the developer's shell leaks in.
+for _name in list(os.environ):
+    if _name.startswith(("ANTHROPIC_", "SLACK_", "SMTP_", "EMAIL_", "REDIS_", "API_TOKEN")):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis(Path(tmp_path_factory.mktemp("redis")))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.flushall()
+    yield client
+    await client.aclose()

@@ -1,0 +1,1 @@
+"""Stand-ins for outside services: local servers that speak the real wire protocols."""

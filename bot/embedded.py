@@ -7,11 +7,13 @@ append-only file under the data folder, so a restart loses nothing.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        _stop_stale(self.data_dir / "redis.pid")
         args = [
             server_binary(),
             "--bind", "127.0.0.1",
@@ -69,8 +72,11 @@ class EmbeddedRedis:
             "--protected-mode", "yes",
             "--logfile", "redis.log",
             "--daemonize", "no",
+            "--pidfile", "redis.pid",
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -95,6 +101,39 @@ class EmbeddedRedis:
 
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM (and flush the AOF) when our process dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_stale(pidfile: Path) -> None:
+    """Stop a server a crashed run left on this data folder: two must never share an AOF."""
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists() and b"redis-server" not in cmdline.read_bytes():
+        return  # the pid was reused by something else
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    log.warning("stale redis-server %d did not stop", pid)
 
 
 def _answers(port: int) -> bool:

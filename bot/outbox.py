@@ -15,6 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import Protocol
 
+from fastapi import APIRouter
+
 from bot import keys
 from bot.errors import VersionConflict
 from bot.events import DeliveryFailed, Event
@@ -32,9 +34,23 @@ return due
 
 
 class Channel(Protocol):
-    """A channel adapter's outbound half."""
+    """A channel adapter, as the core sees it.
+
+    Attributes:
+        name: ``webhook``, ``slack``, ``email``.
+        router: its inbound HTTP routes, mounted by the app (None: none).
+    """
 
     name: str
+    router: APIRouter | None
+
+    async def start(self) -> None:
+        """Open connections and servers (Socket Mode, an SMTP receiver)."""
+        ...
+
+    async def stop(self) -> None:
+        """Close what ``start`` opened."""
+        ...
 
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         """Render ``event`` to the humans concerned, or do nothing if none are here.
@@ -65,11 +81,14 @@ class Outbox:
         give_up_after: float = 3600.0,
     ) -> None:
         self.store = store
-        self.channels = {c.name: c for c in channels}
+        self.channels: dict[str, Channel] = {c.name: c for c in channels}
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.give_up_after = give_up_after
         self._claim = store.redis.register_script(_CLAIM)
+
+    def add(self, channel: Channel) -> None:
+        self.channels[channel.name] = channel
 
     async def flush(self, state: ThreadState) -> None:
         """Deliver every event of ``state`` not delivered yet."""

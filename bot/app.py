@@ -1,0 +1,144 @@
+"""The FastAPI app: routes, authentication, body limit and the one error mapping.
+
+The web process never runs the agent (invariant 5): it verifies, records,
+enqueues and answers.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.api import health, router
+from bot.errors import GreenlightError, UnauthorizedError
+from bot.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    api_token: str | None,
+    max_body_bytes: int = 1_000_000,
+    routers: Sequence[APIRouter] = (),
+) -> FastAPI:
+    """Build the app around a ready runtime.
+
+    Args:
+        runtime: the wired collaborators.
+        api_token: the bearer token the REST API requires.
+        max_body_bytes: larger request bodies get a 413.
+        routers: channel routes (webhook, Slack, email), authenticated by
+            their own signatures rather than the API token.
+    """
+    app = FastAPI(
+        title="Greenlight",
+        summary="Human-in-the-loop approvals for LLM agents.",
+        version="0.1.0",
+    )
+    app.state.runtime = runtime
+
+    async def bearer(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if (
+            not api_token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(token.encode(), api_token.encode())
+        ):
+            raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer …)")
+
+    app.include_router(router, dependencies=[Depends(bearer)])
+    app.include_router(health)
+    for extra in routers:
+        app.include_router(extra)
+    _add_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    return app
+
+
+def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"error": code, "detail": detail, **extra}
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(GreenlightError)
+    async def greenlight(request: Request, exc: GreenlightError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return JSONResponse(
+            error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=exc.status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse(error_body("bad_request", "the body is not valid JSON"), 400)
+        fields = [
+            {"field": ".".join(str(p) for p in e["loc"][1:]) or "body", "error": e["msg"]}
+            for e in errors
+        ]
+        detail = "; ".join(f"{f['field']}: {f['error']}" for f in fields)
+        return JSONResponse(error_body("invalid_input", detail, errors=fields), 422)
+
+    @app.exception_handler(HTTPException)
+    async def http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+
+
+def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in detail.items() if isinstance(v, str | int | float | bool | list)}
+
+
+class BodyLimit:
+    """Answers 413 for bodies over ``max_bytes``, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send: Send) -> None:
+        body = JSONResponse(
+            error_body("payload_too_large", f"the body is over {self.max_bytes} bytes"), 413
+        )
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": body.raw_headers})
+        await send({"type": "http.response.body", "body": body.body})
+
+
+class _TooLarge(Exception):
+    pass

@@ -1,0 +1,131 @@
+"""Process entry points: build everything from settings, then serve web, worker or both."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import uvicorn
+from redis.asyncio import Redis
+
+from bot.agents import Agent, load_agents
+from bot.app import create_app
+from bot.embedded import EmbeddedRedis
+from bot.model import Model
+from bot.models.offline import OfflineModel
+from bot.policy import Groups
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OFFLINE_BANNER = """
+************************************************************************
+*  No ANTHROPIC_API_KEY: running the OFFLINE model. Agents follow      *
+*  scripted turns, not Claude. Set ANTHROPIC_API_KEY for real agents.  *
+************************************************************************"""
+
+
+def make_model(settings: Settings, agents: dict[str, Agent]) -> Model:
+    """Claude when a key is set; otherwise the offline model, announced loudly."""
+    if settings.anthropic_api_key is None:
+        log.warning(OFFLINE_BANNER)
+        return OfflineModel(agents)
+    from bot.models.anthropic import AnthropicModel
+
+    return AnthropicModel(
+        api_key=settings.anthropic_api_key.get_secret_value(),
+        model=settings.model,
+        base_url=settings.anthropic_base_url,
+        timeout=settings.model_timeout,
+        max_retries=settings.model_max_retries,
+    )
+
+
+def api_token(settings: Settings) -> str:
+    """The configured token, or one generated and kept in the data folder for the CLI."""
+    if settings.api_token is not None:
+        return settings.api_token.get_secret_value()
+    path = token_file(settings.data_dir)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+        log.warning("no API_TOKEN set: generated one in %s", path)
+    return path.read_text().strip()
+
+
+def token_file(data_dir: Path) -> Path:
+    return data_dir / "api_token"
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    """Connect Redis (embedded when REDIS_URL is unset), wire agents, model, channels."""
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = EmbeddedRedis(settings.data_dir / "redis")
+        await embedded.astart()
+        url = embedded.url
+    redis = Redis.from_url(url, decode_responses=True)
+    agents = load_agents()
+    rt = build_runtime(
+        redis,
+        agents,
+        make_model(settings, agents),
+        groups=Groups({k: tuple(v) for k, v in settings.approver_groups.items()}),
+        delivery_base_delay=settings.delivery_base_delay,
+        delivery_give_up_after=settings.delivery_give_up_after,
+    )
+    from channels import build_channels
+
+    for channel in build_channels(settings, rt):
+        rt.outbox.add(channel)
+        rt.channels.append(channel)
+    try:
+        for channel in rt.channels:
+            await channel.start()
+        yield rt
+    finally:
+        for channel in rt.channels:
+            await channel.stop()
+        await redis.aclose()
+        if embedded:
+            await embedded.astop()
+
+
+async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
+    """Serve until SIGINT/SIGTERM; steps in hand are finished first."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with open_runtime(settings) as rt:
+        tasks = []
+        if worker:
+            w = rt.worker(concurrency=settings.worker_concurrency, lease_ms=settings.lease_ms,
+                          claim_idle_ms=settings.claim_idle_ms)
+            tasks.append(asyncio.create_task(w.run(stop)))
+        if web:
+            app = create_app(
+                rt,
+                api_token=api_token(settings),
+                max_body_bytes=settings.max_body_bytes,
+                routers=[c.router for c in rt.channels if c.router is not None],
+            )
+            config = uvicorn.Config(app, host=settings.host, port=settings.port,
+                                    log_config=None, lifespan="off")
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(server.serve()))
+            log.info("web on http://%s:%d (docs at /docs)", settings.host, settings.port)
+            await stop.wait()
+            server.should_exit = True
+        await stop.wait()
+        await asyncio.gather(*tasks)

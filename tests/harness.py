@@ -1,0 +1,143 @@
+"""A whole Greenlight on loopback: real Redis, the real app on a real port, a worker.
+
+    async with Harness(redis_server.url, settings=test_settings()) as h:
+        r = await h.api.post("/threads", json={...})
+        await h.drain()                       # run the worker until the queue is empty
+        await h.wait_for(lambda: ...)         # or poll with a timeout
+
+Channels come from ``channels.build_channels`` with the given settings, exactly
+as in production; pass ``model`` or ``agents`` to replace the defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+from redis.asyncio import Redis
+
+from bot.agents import Agent, load_agents
+from bot.app import create_app
+from bot.model import Model
+from bot.models.offline import OfflineModel
+from bot.outbox import Channel
+from bot.policy import Groups
+from bot.runtime import Runtime, build_runtime
+from bot.settings import Settings
+from bot.threads import ThreadState
+from bot.worker import Worker
+
+T = TypeVar("T")
+TOKEN = "test-token"
+
+
+def test_settings(**overrides: Any) -> Settings:
+    """Settings built explicitly: nothing read from the environment or a .env file."""
+    values: dict[str, Any] = {"api_token": TOKEN, "delivery_base_delay": 0.05}
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+class Harness:
+    """The app served by uvicorn on 127.0.0.1 plus a worker, against a real Redis."""
+
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        settings: Settings | None = None,
+        agents: dict[str, Agent] | None = None,
+        model: Model | None = None,
+        channels: list[Channel] | None = None,
+        background_worker: bool = False,
+    ) -> None:
+        self.redis_url = redis_url
+        self.settings = settings or test_settings()
+        self.agents = agents if agents is not None else load_agents()
+        self.model = model or OfflineModel(self.agents)
+        self.extra_channels = channels or []
+        self.background_worker = background_worker
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Harness:
+        self.redis = Redis.from_url(self.redis_url, decode_responses=True)
+        self._stack.push_async_callback(self.redis.aclose)
+        s = self.settings
+        self.rt: Runtime = build_runtime(
+            self.redis, self.agents, self.model,
+            groups=Groups({k: tuple(v) for k, v in s.approver_groups.items()}),
+            delivery_base_delay=s.delivery_base_delay,
+            delivery_give_up_after=s.delivery_give_up_after,
+        )
+        from channels import build_channels
+
+        for channel in [*build_channels(s, self.rt), *self.extra_channels]:
+            self.rt.outbox.add(channel)
+            self.rt.channels.append(channel)
+            await channel.start()
+            self._stack.push_async_callback(channel.stop)
+        self.app = create_app(
+            self.rt,
+            api_token=s.api_token.get_secret_value() if s.api_token else None,
+            max_body_bytes=s.max_body_bytes,
+            routers=[c.router for c in self.rt.channels if c.router is not None],
+        )
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None,
+                                lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        serving = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if serving.done():
+                serving.result()
+            await asyncio.sleep(0.005)
+        self._stack.push_async_callback(self._stop_server, serving)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.http = httpx.AsyncClient(base_url=self.url, timeout=10)
+        self.api = httpx.AsyncClient(base_url=self.url, timeout=10,
+                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        self._stack.push_async_callback(self.http.aclose)
+        self._stack.push_async_callback(self.api.aclose)
+        self.worker: Worker = self.rt.worker(block_ms=50, lease_ms=2000, claim_idle_ms=500)
+        if self.background_worker:
+            stop = asyncio.Event()
+            task = asyncio.create_task(self.worker.run(stop))
+
+            async def halt() -> None:
+                stop.set()
+                await task
+
+            self._stack.push_async_callback(halt)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _stop_server(self, serving: asyncio.Task[None]) -> None:
+        self.server.should_exit = True
+        await serving
+
+    async def drain(self) -> int:
+        """Run a burst worker until nothing is queued or due."""
+        return await self.rt.worker(name="burst").burst()
+
+    async def thread(self, thread_id: str) -> ThreadState:
+        return await self.rt.store.load(thread_id)
+
+    async def wait_for(
+        self, probe: Callable[[], Awaitable[T | None]], timeout: float = 5.0
+    ) -> T:
+        """Poll ``probe`` until it returns something truthy, or fail after ``timeout``."""
+        async def poll() -> T:
+            while True:
+                got = await probe()
+                if got:
+                    return got
+                await asyncio.sleep(0.01)
+
+        return await asyncio.wait_for(poll(), timeout)

@@ -49,7 +49,9 @@ router = APIRouter()
 async def create_thread(body: CreateThread, rt: Rt) -> ThreadOut:
     """Start a thread with an agent."""
     got = await rt.inbox.message(
-        agent=body.agent, text=body.text, by=api_actor(body.user),
+        agent=body.agent,
+        text=body.text,
+        by=api_actor(body.user),
         origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
     )
     return ThreadOut.from_state(got.thread)
@@ -68,8 +70,13 @@ async def list_threads(
         status=status.value if status else None, offset=offset, limit=limit
     )
     items = [
-        ThreadSummary(id=tid, agent=m.get("agent", ""), status=m.get("status", ""),
-                      version=int(m.get("version", 0)), updated_at=float(m.get("updated", 0)))
+        ThreadSummary(
+            id=tid,
+            agent=m.get("agent", ""),
+            status=m.get("status", ""),
+            version=int(m.get("version", 0)),
+            updated_at=float(m.get("updated", 0)),
+        )
         for tid, m in zip(ids, await rt.store.metas(ids), strict=True)
     ]
     if agent:
@@ -144,8 +151,12 @@ async def get_request(request_id: str, rt: Rt) -> RequestOut:
 async def decide(request_id: str, body: DecisionIn, rt: Rt) -> RequestOut:
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
     done = await rt.decisions.decide(
-        request_id, Decision(body.decision), api_actor(body.by), reason=body.reason,
-        edited_args=body.edited_args, seen_hash=body.args_hash,
+        request_id,
+        Decision(body.decision),
+        api_actor(body.by),
+        reason=body.reason,
+        edited_args=body.edited_args,
+        seen_hash=body.args_hash,
     )
     return RequestOut.from_request(done.thread.id, done.request)
 
@@ -178,6 +189,7 @@ async def readyz(rt: Rt) -> JSONResponse:
     except RedisError as exc:
         return JSONResponse({"error": "not_ready", "detail": f"redis: {exc}"}, status_code=503)
     if not seen or time.time() - float(seen[0][1]) > 15:
-        return JSONResponse({"error": "not_ready", "detail": "no worker seen recently"},
-                            status_code=503)
+        return JSONResponse(
+            {"error": "not_ready", "detail": "no worker seen recently"}, status_code=503
+        )
     return JSONResponse({"status": "ready", "worker": seen[0][0]})

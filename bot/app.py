@@ -135,8 +135,7 @@ class BodyLimit:
         body = JSONResponse(
             error_body("payload_too_large", f"the body is over {self.max_bytes} bytes"), 413
         )
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": body.raw_headers})
+        await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
         await send({"type": "http.response.body", "body": body.body})
 
 

@@ -10,8 +10,11 @@ import typer
 from bot.errors import ConfigError
 from bot.settings import Settings
 
-app = typer.Typer(help="Greenlight: human-in-the-loop approvals for LLM agents.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Greenlight: human-in-the-loop approvals for LLM agents.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 def _settings() -> Settings:
@@ -20,8 +23,9 @@ def _settings() -> Settings:
     except ConfigError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(2) from exc
-    logging.basicConfig(level=settings.log_level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     return settings
 
 

@@ -47,9 +47,7 @@ def to_blocks(events: list[Event]) -> list[Block]:
                 tools[e.call_id] = e.tool
                 blocks.append(Block("tool_call", _dump(e.args), {"tool": e.tool}))
             case ApprovalDecision() if e.edited_args is not None:
-                blocks.append(
-                    Block("arguments_edited", _dump(e.edited_args), {"by": e.by.label()})
-                )
+                blocks.append(Block("arguments_edited", _dump(e.edited_args), {"by": e.by.label()}))
             case HumanQuestion():
                 blocks.append(Block("ask_human", e.question))
             case HumanAnswer():

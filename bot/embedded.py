@@ -6,7 +6,6 @@ append-only file under the data folder, so a restart loses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os
@@ -63,19 +62,32 @@ class EmbeddedRedis:
         _stop_stale(self.data_dir / "redis.pid")
         args = [
             server_binary(),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes",
-            "--appendfsync", self.appendfsync,
-            "--save", "",
-            "--protected-mode", "yes",
-            "--logfile", "redis.log",
-            "--daemonize", "no",
-            "--pidfile", "redis.pid",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir.resolve()),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.appendfsync,
+            "--save",
+            "",
+            "--protected-mode",
+            "yes",
+            "--logfile",
+            "redis.log",
+            "--daemonize",
+            "no",
+            "--pidfile",
+            "redis.pid",
         ]
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl, takes no lock
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -96,21 +108,15 @@ class EmbeddedRedis:
             self.process.wait(timeout=10)
         self.process = None
 
-    async def astart(self) -> None:
-        await asyncio.to_thread(self.start)
 
-    async def astop(self) -> None:
-        await asyncio.to_thread(self.stop)
+_PR_SET_PDEATHSIG = 1
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def _die_with_parent() -> None:
     """In the child: get SIGTERM (and flush the AOF) when our process dies, even by SIGKILL."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop_stale(pidfile: Path) -> None:

@@ -46,7 +46,7 @@ class UnauthorizedError(GreenlightError):
     status, code = 401, "unauthorized"
 
 
-class VersionConflict(ConflictError):  # noqa: N818 - a retry signal more than an error
+class VersionConflict(ConflictError):
     """A compare-and-append lost the race: re-read and try again."""
 
     def __init__(self, thread_id: str, expected: int, actual: int) -> None:

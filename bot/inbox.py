@@ -82,8 +82,12 @@ class Inbox:
         state = await self.store.get(thread_id)
         assert state.origin is not None
         return await self.message(
-            agent=state.agent, text=text, by=by, origin=state.origin,
-            thread_id=thread_id, delivery=delivery,
+            agent=state.agent,
+            text=text,
+            by=by,
+            origin=state.origin,
+            thread_id=thread_id,
+            delivery=delivery,
         )
 
     async def control(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from bot.agents import Agent
@@ -39,7 +39,7 @@ from bot.model import Model, ModelCall, ModelRequest
 from bot.policy import Groups, args_hash
 from bot.store import Store
 from bot.threads import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
-from bot.tools import ASK_HUMAN, REPLY, AskHuman, Reply, Tool, ToolContext
+from bot.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,9 @@ class Loop:
         if not s.awaiting_model:
             return None
         if s.consecutive_errors >= self.max_errors:
-            return await self._append(s, [_escalation(s, f"{s.consecutive_errors} errors in a row")])
+            return await self._append(
+                s, [_escalation(s, f"{s.consecutive_errors} errors in a row")]
+            )
         if s.turns_since_input >= agent.max_steps:
             return await self._append(s, [_escalation(s, f"{agent.max_steps} steps without input")])
         if agent.prefetch and not s.prefetched:
@@ -114,7 +116,7 @@ class Loop:
             return await self._append(s, fetched)
         return await self._append(s, await self._model_turn(s, agent))
 
-    async def _append(self, s: ThreadState, events: list[Event]) -> ThreadState:
+    async def _append(self, s: ThreadState, events: Sequence[Event]) -> ThreadState:
         return await self.store.append(s, events, enqueue=False)
 
     # --- timers ---------------------------------------------------------------------------
@@ -153,8 +155,9 @@ class Loop:
             who = ", ".join(a.label() for a in req.closed_by) if req else "policy"
             why = (req.reason if req else None) or "no reason given"
             output = f"Rejected by {who or 'expiry'}: {why}"
-            return await self._append(s, [ToolResult(call_id=call_id, outcome=Outcome.REJECTED,
-                                                      output=output)])
+            return await self._append(
+                s, [ToolResult(call_id=call_id, outcome=Outcome.REJECTED, output=output)]
+            )
         if call.status is CallStatus.STARTED and not (tool and tool.idempotent):
             # A worker died mid-run: the tool may or may not have acted (invariant 6).
             unknown = ToolResult(
@@ -174,8 +177,9 @@ class Loop:
             )
         key = f"{s.id}:{call_id}"
         if call.status is CallStatus.READY:
-            s = await self._append(s, [ToolStarted(call_id=call_id, idempotency_key=key,
-                                                    args=call.args)])
+            s = await self._append(
+                s, [ToolStarted(call_id=call_id, idempotency_key=key, args=call.args)]
+            )
         result = await _run(tool, call.args, ToolContext(s.id, call_id, key))
         return await self._append_result(s, result)
 
@@ -208,7 +212,9 @@ class Loop:
         except InvalidInputError as exc:
             return [ErrorEvent(message=exc.message)]
 
-    def _dispatch(self, s: ThreadState, tools: dict[str, Tool], calls: list[ModelCall]) -> list[Event]:
+    def _dispatch(
+        self, s: ThreadState, tools: dict[str, Tool], calls: list[ModelCall]
+    ) -> list[Event]:
         if not calls:
             raise InvalidInputError("the model answered without a tool call")
         names = [c.name for c in calls]
@@ -224,8 +230,9 @@ class Loop:
             if mc.name == REPLY:
                 assert isinstance(args, Reply)
                 return [AgentReply(text=args.text, final=args.final)]
-            call = ToolCall(turn=turn, call_id=new_id("call"), tool=mc.name,
-                            args=args.model_dump(mode="json"))
+            call = ToolCall(
+                turn=turn, call_id=new_id("call"), tool=mc.name, args=args.model_dump(mode="json")
+            )
             out.append(call)
             if isinstance(args, AskHuman):
                 out.append(self._question(s, call, args))
@@ -274,8 +281,9 @@ async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
         return ToolResult(call_id=ctx.call_id, outcome=Outcome.ERROR, output=exc.message)
     except Exception as exc:
         log.warning("tool %s failed in %s: %r", tool.name, ctx.thread_id, exc)
-        return ToolResult(call_id=ctx.call_id, outcome=Outcome.ERROR,
-                          output=f"{type(exc).__name__}: {exc}")
+        return ToolResult(
+            call_id=ctx.call_id, outcome=Outcome.ERROR, output=f"{type(exc).__name__}: {exc}"
+        )
     return ToolResult(call_id=ctx.call_id, outcome=Outcome.OK, output=output)
 
 

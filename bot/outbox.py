@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from typing import Protocol
 
 from fastapi import APIRouter
@@ -98,11 +99,12 @@ class Outbox:
         cursor = int(await redis.get(keys.outbox(state.id)) or 0)
         if cursor >= state.version:
             return
-        raw = await redis.lrange(keys.events(state.id), cursor, state.version - 1)  # type: ignore[misc]
-        events = [self.store._decode(state.id, r) for r in raw]
+        raw = await redis.lrange(keys.events(state.id), cursor, state.version - 1)
+        events = [self.store.decode(state.id, r) for r in raw]
         for index, event in enumerate(events, start=cursor):
             for channel in self.channels.values():
-                await self._try(channel, state, event, index, attempt=0, first=time.time())
+                job = _Job(c=channel.name, t=state.id, e=index, n=0, f=time.time())
+                await self._try(channel, state, event, job)
         await redis.set(keys.outbox(state.id), state.version)
 
     async def retry_due(self, limit: int = 50) -> int:
@@ -110,41 +112,43 @@ class Outbox:
         now = time.time()
         jobs = await self._claim(keys=[keys.retries()], args=[now, 60, limit])
         for raw in jobs:
-            job = json.loads(raw)
+            job = _Job(**json.loads(raw))
             await self.store.redis.zrem(keys.retries(), raw)
-            channel = self.channels.get(job["c"])
+            channel = self.channels.get(job.c)
             if channel is None:
                 continue
-            state = await self.store.load(job["t"])
-            events = await self.store.events(job["t"])
-            await self._try(channel, state, events[job["e"]], job["e"], job["n"], job["f"])
+            state = await self.store.load(job.t)
+            events = await self.store.events(job.t)
+            await self._try(channel, state, events[job.e], job)
         return len(jobs)
 
-    async def _try(
-        self, channel: Channel, state: ThreadState, event: Event, index: int,
-        attempt: int, first: float,
-    ) -> None:
+    async def _try(self, channel: Channel, state: ThreadState, event: Event, job: _Job) -> None:
         try:
             await channel.deliver(state, event)
         except Exception as exc:
-            await self._failed(channel, state, event, index, attempt, first, exc)
+            await self._failed(channel, state, event, job, exc)
 
     async def _failed(
-        self, channel: Channel, state: ThreadState, event: Event, index: int,
-        attempt: int, first: float, exc: Exception,
+        self, channel: Channel, state: ThreadState, event: Event, job: _Job, exc: Exception
     ) -> None:
         now = time.time()
-        if now - first >= self.give_up_after:
+        if now - job.f >= self.give_up_after:
             log.warning("thread %s: %s gave up on %s: %r", state.id, channel.name, event.type, exc)
             failed = DeliveryFailed(channel=channel.name, event_id=event.id, error=repr(exc)[:500])
             await self._record(state.id, failed)
             return
-        delay = min(self.base_delay * 2**attempt, self.max_delay)
-        log.info("thread %s: %s failed on %s (attempt %d), retry in %.1fs: %r",
-                 state.id, channel.name, event.type, attempt + 1, delay, exc)
-        job = json.dumps({"c": channel.name, "t": state.id, "e": index, "n": attempt + 1,
-                          "f": first})
-        await self.store.redis.zadd(keys.retries(), {job: now + delay})
+        delay = min(self.base_delay * 2**job.n, self.max_delay)
+        log.info(
+            "thread %s: %s failed on %s (attempt %d), retry in %.1fs: %r",
+            state.id,
+            channel.name,
+            event.type,
+            job.n + 1,
+            delay,
+            exc,
+        )
+        retry = _Job(c=channel.name, t=state.id, e=job.e, n=job.n + 1, f=job.f)
+        await self.store.redis.zadd(keys.retries(), {json.dumps(asdict(retry)): now + delay})
 
     async def _record(self, thread_id: str, event: Event) -> None:
         while True:
@@ -154,3 +158,14 @@ class Outbox:
                 return
             except VersionConflict:
                 continue
+
+
+@dataclass(frozen=True)
+class _Job:
+    """A delivery to retry: channel, thread, event index, attempts so far, first failure."""
+
+    c: str
+    t: str
+    e: int
+    n: int
+    f: float

@@ -9,6 +9,7 @@ the holder re-checks the thread's version before letting go.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -74,17 +75,17 @@ class Queue:
 
     async def read(self, count: int, block_ms: int | None) -> list[tuple[str, str]]:
         """New entries for this consumer: (entry id, thread id) pairs."""
-        got = await self.redis.xreadgroup(
+        got: Any = await self.redis.xreadgroup(
             keys.GROUP, self.consumer, {keys.queue(): ">"}, count=count, block=block_ms
         )
         return [(eid, f["t"]) for _, entries in got or [] for eid, f in entries]
 
     async def reclaim(self, min_idle_ms: int, count: int = 100) -> list[tuple[str, str]]:
         """Entries another consumer took and never acknowledged (it died)."""
-        _, entries, *_ = await self.redis.xautoclaim(
+        result: Any = await self.redis.xautoclaim(
             keys.queue(), keys.GROUP, self.consumer, min_idle_ms, "0-0", count=count
         )
-        return [(eid, f["t"]) for eid, f in entries if f]
+        return [(eid, f["t"]) for eid, f in result[1] if f]
 
     async def ack(self, *entry_ids: str) -> None:
         if entry_ids:

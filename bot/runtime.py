@@ -46,8 +46,14 @@ class Runtime:
         block_ms: int = 1000,
     ) -> Worker:
         queue = Queue(self.redis, name or consumer_name(), lease_ms=lease_ms)
-        return Worker(self.loop, queue, self.outbox, concurrency=concurrency,
-                      claim_idle_ms=claim_idle_ms, block_ms=block_ms)
+        return Worker(
+            self.loop,
+            queue,
+            self.outbox,
+            concurrency=concurrency,
+            claim_idle_ms=claim_idle_ms,
+            block_ms=block_ms,
+        )
 
 
 def build_runtime(
@@ -63,8 +69,9 @@ def build_runtime(
 ) -> Runtime:
     """Build a runtime around a Redis client (``decode_responses=True``)."""
     store = Store(redis)
-    outbox = Outbox(store, channels, base_delay=delivery_base_delay,
-                    give_up_after=delivery_give_up_after)
+    outbox = Outbox(
+        store, channels, base_delay=delivery_base_delay, give_up_after=delivery_give_up_after
+    )
     return Runtime(
         redis=redis,
         store=store,

@@ -81,16 +81,27 @@ class RequestOut(BaseModel):
     def from_request(cls, thread_id: str, r: Request) -> RequestOut:
         a = r.asked
         common: dict[str, Any] = {
-            "id": r.id, "thread_id": thread_id, "kind": r.kind, "status": r.status.value,
-            "created_at": a.at, "expires_at": r.expires_at, "reason": r.reason,
-            "answer": r.answer, "closed_at": r.closed_at,
+            "id": r.id,
+            "thread_id": thread_id,
+            "kind": r.kind,
+            "status": r.status.value,
+            "created_at": a.at,
+            "expires_at": r.expires_at,
+            "reason": r.reason,
+            "answer": r.answer,
+            "closed_at": r.closed_at,
             "closed_by": [_actor(x) for x in r.closed_by],
         }
         if isinstance(a, ApprovalRequested):
             return cls(
-                **common, tool=a.tool, args=r.args, args_hash=r.args_hash,
-                requester=_actor(a.requester), approvers=r.approvers,
-                min_approvals=a.min_approvals, approvals=[_actor(v.by) for v in r.approvals()],
+                **common,
+                tool=a.tool,
+                args=r.args,
+                args_hash=r.args_hash,
+                requester=_actor(a.requester),
+                approvers=r.approvers,
+                min_approvals=a.min_approvals,
+                approvals=[_actor(v.by) for v in r.approvals()],
             )
         return cls(**common, question=a.question, choices=a.choices)
 
@@ -109,8 +120,12 @@ class ThreadOut(BaseModel):
     @classmethod
     def from_state(cls, s: ThreadState, events: list[Event] | None = None) -> ThreadOut:
         return cls(
-            id=s.id, agent=s.agent, status=s.status.value, version=s.version,
-            created_at=s.created_at, updated_at=s.updated_at,
+            id=s.id,
+            agent=s.agent,
+            status=s.status.value,
+            version=s.version,
+            created_at=s.created_at,
+            updated_at=s.updated_at,
             open_requests=[RequestOut.from_request(s.id, r) for r in s.open_requests()],
             last_reply=s.last_reply.text if s.last_reply else None,
             events=[e.model_dump(mode="json") for e in events] if events is not None else None,

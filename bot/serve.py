@@ -71,7 +71,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     url = settings.redis_url
     if url is None:
         embedded = EmbeddedRedis(settings.data_dir / "redis")
-        await embedded.astart()
+        embedded.start()  # before any thread exists: see _die_with_parent
         url = embedded.url
     redis = Redis.from_url(url, decode_responses=True)
     agents = load_agents()
@@ -97,7 +97,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             await channel.stop()
         await redis.aclose()
         if embedded:
-            await embedded.astop()
+            embedded.stop()
 
 
 async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
@@ -109,8 +109,11 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
     async with open_runtime(settings) as rt:
         tasks = []
         if worker:
-            w = rt.worker(concurrency=settings.worker_concurrency, lease_ms=settings.lease_ms,
-                          claim_idle_ms=settings.claim_idle_ms)
+            w = rt.worker(
+                concurrency=settings.worker_concurrency,
+                lease_ms=settings.lease_ms,
+                claim_idle_ms=settings.claim_idle_ms,
+            )
             tasks.append(asyncio.create_task(w.run(stop)))
         if web:
             app = create_app(
@@ -119,13 +122,18 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 max_body_bytes=settings.max_body_bytes,
                 routers=[c.router for c in rt.channels if c.router is not None],
             )
-            config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                                    log_config=None, lifespan="off")
+            config = uvicorn.Config(
+                app, host=settings.host, port=settings.port, log_config=None, lifespan="off"
+            )
             server = uvicorn.Server(config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-            tasks.append(asyncio.create_task(server.serve()))
+            web_task = asyncio.create_task(server.serve())
+            tasks.append(web_task)
             log.info("web on http://%s:%d (docs at /docs)", settings.host, settings.port)
-            await stop.wait()
+            # uvicorn takes the signals while it serves; its exit stops the worker too.
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({web_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
             server.should_exit = True
+            stop.set()
         await stop.wait()
         await asyncio.gather(*tasks)

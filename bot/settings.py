@@ -14,7 +14,9 @@ from bot.errors import ConfigError
 class Settings(BaseSettings):
     """Every knob Greenlight has. Each field is listed in ``.env.example``."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="forbid", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="forbid", frozen=True
+    )
 
     # Core
     redis_url: str | None = None

@@ -60,7 +60,7 @@ return {1, newlen}
 """
 
 
-class DuplicateDelivery(ConflictError):  # noqa: N818 - a signal: the delivery was seen before
+class DuplicateDelivery(ConflictError):
     """The inbound delivery was recorded before; the caller answers success."""
 
 
@@ -79,8 +79,8 @@ class Store:
 
     async def load(self, thread_id: str) -> ThreadState:
         """The thread's current state (version 0 when it does not exist)."""
-        raw = await self.redis.lrange(keys.events(thread_id), 0, -1)  # type: ignore[misc]
-        return fold(thread_id, [self._decode(thread_id, r) for r in raw])
+        raw = await self.redis.lrange(keys.events(thread_id), 0, -1)
+        return fold(thread_id, [self.decode(thread_id, r) for r in raw])
 
     async def get(self, thread_id: str) -> ThreadState:
         """Like ``load`` but a missing thread is a ``NotFoundError``."""
@@ -90,8 +90,8 @@ class Store:
         return state
 
     async def events(self, thread_id: str) -> list[Event]:
-        raw = await self.redis.lrange(keys.events(thread_id), 0, -1)  # type: ignore[misc]
-        return [self._decode(thread_id, r) for r in raw]
+        raw = await self.redis.lrange(keys.events(thread_id), 0, -1)
+        return [self.decode(thread_id, r) for r in raw]
 
     async def append(
         self,
@@ -146,8 +146,13 @@ class Store:
             raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
         if code == 0:
             raise VersionConflict(tid, state.version, int(length))
-        log.info("thread %s v%d %s (+%s)", tid, new.version, new.status.value,
-                 ",".join(e.type for e in events))
+        log.info(
+            "thread %s v%d %s (+%s)",
+            tid,
+            new.version,
+            new.status.value,
+            ",".join(e.type for e in events),
+        )
         return new
 
     async def seen(self, thread_id: str, delivery: str) -> bool:
@@ -159,12 +164,10 @@ class Store:
     ) -> tuple[list[str], int]:
         """Thread ids, newest first, and how many there are in all."""
         key = keys.by_status(status) if status else keys.threads()
-        ids, total = await (
-            self.redis.pipeline(transaction=False)
-            .zrevrange(key, offset, offset + limit - 1)
-            .zcard(key)
-            .execute()
-        )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrevrange(key, offset, offset + limit - 1)
+        pipe.zcard(key)
+        ids, total = await pipe.execute()
         return list(ids), int(total)
 
     async def metas(self, thread_ids: Sequence[str]) -> list[dict[str, str]]:
@@ -174,12 +177,10 @@ class Store:
         return list(await pipe.execute())
 
     async def open_request_ids(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
-        ids, total = await (
-            self.redis.pipeline(transaction=False)
-            .zrange(keys.open_requests(), offset, offset + limit - 1)
-            .zcard(keys.open_requests())
-            .execute()
-        )
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zrange(keys.open_requests(), offset, offset + limit - 1)
+        pipe.zcard(keys.open_requests())
+        ids, total = await pipe.execute()
         return list(ids), int(total)
 
     async def link(self, channel: str, key: str, thread_id: str) -> None:
@@ -190,9 +191,9 @@ class Store:
         found = await self.redis.get(keys.alias(channel, key))
         return str(found) if found else None
 
-    def _decode(self, thread_id: str, raw: str) -> Event:
+    def decode(self, thread_id: str, raw: str | bytes) -> Event:
+        """Parse one stored event; an unreadable one is a ``StoreError``."""
         try:
             return EVENT.validate_json(raw)
         except ValidationError as exc:
             raise StoreError(f"thread {thread_id} has an unreadable event: {exc}") from exc
-

@@ -102,10 +102,10 @@ class Request:
         counted = []
         for vote in self.votes:
             key = f"{vote.by.channel}:{vote.by.id}"
-            if vote.decision is Decision.APPROVE and vote.args_hash == self.args_hash:
-                if key not in seen:
-                    seen.add(key)
-                    counted.append(vote)
+            counts = vote.decision is Decision.APPROVE and vote.args_hash == self.args_hash
+            if counts and key not in seen:
+                seen.add(key)
+                counted.append(vote)
         return counted
 
     def next_due(self) -> float | None:
@@ -226,7 +226,7 @@ def fold(thread_id: str, events: list[Event]) -> ThreadState:
     return state
 
 
-def _apply(s: ThreadState, e: Event) -> None:  # noqa: C901 - one branch per event type
+def _apply(s: ThreadState, e: Event) -> None:
     s.version += 1
     s.updated_at = e.at
     match e:

@@ -101,8 +101,9 @@ def make_agent(
         name=name,
         prompt="You move money.",
         tools=(
-            Tool("transfer", "Move money.", Transfer, transfer,
-                 approval=policy or ApprovalPolicy()),
+            Tool(
+                "transfer", "Move money.", Transfer, transfer, approval=policy or ApprovalPolicy()
+            ),
             Tool("echo", "Echo a word.", Echo, echo),
         ),
         max_steps=max_steps,

@@ -68,7 +68,9 @@ class Harness:
         self._stack.push_async_callback(self.redis.aclose)
         s = self.settings
         self.rt: Runtime = build_runtime(
-            self.redis, self.agents, self.model,
+            self.redis,
+            self.agents,
+            self.model,
             groups=Groups({k: tuple(v) for k, v in s.approver_groups.items()}),
             delivery_base_delay=s.delivery_base_delay,
             delivery_give_up_after=s.delivery_give_up_after,
@@ -86,10 +88,10 @@ class Harness:
             max_body_bytes=s.max_body_bytes,
             routers=[c.router for c in self.rt.channels if c.router is not None],
         )
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None,
-                                lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False
+        )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         serving = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if serving.done():
@@ -99,8 +101,9 @@ class Harness:
         port = self.server.servers[0].sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.http = httpx.AsyncClient(base_url=self.url, timeout=10)
-        self.api = httpx.AsyncClient(base_url=self.url, timeout=10,
-                                     headers={"Authorization": f"Bearer {TOKEN}"})
+        self.api = httpx.AsyncClient(
+            base_url=self.url, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}
+        )
         self._stack.push_async_callback(self.http.aclose)
         self._stack.push_async_callback(self.api.aclose)
         self.worker: Worker = self.rt.worker(block_ms=50, lease_ms=2000, claim_idle_ms=500)
@@ -130,9 +133,12 @@ class Harness:
         return await self.rt.store.load(thread_id)
 
     async def wait_for(
-        self, probe: Callable[[], Awaitable[T | None]], timeout: float = 5.0
+        self,
+        probe: Callable[[], Awaitable[T | None]],
+        timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for the poll, not for the probe
     ) -> T:
         """Poll ``probe`` until it returns something truthy, or fail after ``timeout``."""
+
         async def poll() -> T:
             while True:
                 got = await probe()

@@ -38,7 +38,9 @@ def script(request: ModelRequest) -> list[ModelCall]:
         if asked and user and "version" in asked.body and (m := VERSION.search(last.body)):
             d = DEPLOY.search(user.body)
             if d:
-                return call("deploy", service=d["service"], version=m[1], environment=_env(d["env"]))
+                return call(
+                    "deploy", service=d["service"], version=m[1], environment=_env(d["env"])
+                )
         return call("reply", text=f"Thanks, noted: {last.body}", final=True)
     text = last.body
     if m := ROLLBACK.search(text):
@@ -50,7 +52,9 @@ def script(request: ModelRequest) -> list[ModelCall]:
                 question=f"Which version of {m['service']} should I deploy?",
                 format="free_text",
             )
-        return call("deploy", service=m["service"], version=m["version"], environment=_env(m["env"]))
+        return call(
+            "deploy", service=m["service"], version=m["version"], environment=_env(m["env"])
+        )
     if re.search(r"\b(list|status|versions?|services)\b", text, re.I):
         return call("list_services")
     return call("reply", text=HELP)

@@ -49,8 +49,12 @@ async def lookup_order(args: LookupOrder, ctx: ToolContext) -> dict[str, Any]:
     order = ORDERS.get(args.order_id.upper())
     if order is None:
         raise ValueError(f"no order {args.order_id}")
-    return {"order_id": order.id, "customer": order.customer, "paid": order.paid,
-            "refunded": order.refunded}
+    return {
+        "order_id": order.id,
+        "customer": order.customer,
+        "paid": order.paid,
+        "refunded": order.refunded,
+    }
 
 
 async def refund(args: Refund, ctx: ToolContext) -> dict[str, Any]:

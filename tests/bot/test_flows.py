@@ -139,8 +139,9 @@ async def test_two_gated_calls_in_one_turn_resume_when_both_are_decided(redis: R
 async def test_n_of_m_and_no_self_approval(redis: Redis) -> None:
     ledger = Ledger()
     policy = ApprovalPolicy(approvers=("alice", "bob", "carol"), min_approvals=2)
-    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger,
-                 policy=policy)
+    rt = runtime(
+        redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger, policy=policy
+    )
     state = await start(rt, by=ALICE)
     (req,) = state.open_requests()
 
@@ -194,10 +195,22 @@ async def test_concurrent_decisions_exactly_one_wins(redis: Redis, redis_server:
 async def test_same_delivery_twice_is_one_event(redis: Redis) -> None:
     ledger = Ledger()
     rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger)
-    first = await rt.inbox.message(agent="bank", text="hi", by=ALICE, origin=ORIGIN,
-                                   thread_id="th_" + "a" * 20, delivery="evt-1")
-    again = await rt.inbox.message(agent="bank", text="hi", by=ALICE, origin=ORIGIN,
-                                   thread_id="th_" + "a" * 20, delivery="evt-1")
+    first = await rt.inbox.message(
+        agent="bank",
+        text="hi",
+        by=ALICE,
+        origin=ORIGIN,
+        thread_id="th_" + "a" * 20,
+        delivery="evt-1",
+    )
+    again = await rt.inbox.message(
+        agent="bank",
+        text="hi",
+        by=ALICE,
+        origin=ORIGIN,
+        thread_id="th_" + "a" * 20,
+        delivery="evt-1",
+    )
     assert again.duplicate and not first.duplicate
     assert again.thread.version == first.thread.version == 2
 
@@ -206,8 +219,9 @@ async def test_same_delivery_twice_is_one_event(redis: Redis) -> None:
     await rt.decisions.decide(req.id, Decision.APPROVE, BOB, delivery="click-1")
     replay = await rt.decisions.decide(req.id, Decision.APPROVE, BOB, delivery="click-1")
     assert replay.duplicate
-    decisions = [e for e in await rt.store.events(req.id.split(".")[0])
-                 if isinstance(e, ApprovalDecision)]
+    decisions = [
+        e for e in await rt.store.events(req.id.split(".")[0]) if isinstance(e, ApprovalDecision)
+    ]
     assert len(decisions) == 1
 
 
@@ -234,8 +248,12 @@ async def test_three_consecutive_tool_errors_ask_a_human(redis: Redis) -> None:
 
 async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None:
     ledger = Ledger()
-    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger,
-                 policy=ApprovalPolicy(expires_in=0.3))
+    rt = runtime(
+        redis,
+        ScriptedModel(turns(c("transfer", to="bob", amount=10))),
+        ledger,
+        policy=ApprovalPolicy(expires_in=0.3),
+    )
     state = await start(rt)
     (req,) = state.open_requests()
 
@@ -257,10 +275,15 @@ async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None
 
 async def test_expiry_escalates_to_other_approvers(redis: Redis) -> None:
     ledger = Ledger()
-    policy = ApprovalPolicy(approvers=("bob",), expires_in=0.3, on_expiry="escalate",  # type: ignore[arg-type]
-                            escalate_to=("carol",))
-    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger,
-                 policy=policy)
+    policy = ApprovalPolicy(
+        approvers=("bob",),
+        expires_in=0.3,
+        on_expiry="escalate",  # type: ignore[arg-type]
+        escalate_to=("carol",),
+    )
+    rt = runtime(
+        redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger, policy=policy
+    )
     state = await start(rt)
     (req,) = state.open_requests()
 

@@ -1,0 +1,115 @@
+"""Nothing is lost and nothing runs twice when processes die (invariants 6 and 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.embedded import EmbeddedRedis
+from bot.events import Actor, Decision, HumanQuestion, Origin, Outcome, ToolResult
+from bot.runtime import Runtime, build_runtime
+from bot.threads import Status, ThreadState
+from tests.bot.crash_worker import RUNS, crash_agent
+from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]
+ANN = Actor(channel="api", id="ann")
+BOB = Actor(channel="api", id="bob")
+
+
+async def poll(probe: Callable[[], Awaitable[T | None]], within: float = 10.0) -> T:
+    async def loop() -> T:
+        while not (got := await probe()):
+            await asyncio.sleep(0.02)
+        return got
+
+    return await asyncio.wait_for(loop(), within)
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
+async def test_worker_killed_mid_tool_another_worker_finishes(
+    redis: Redis, redis_server: EmbeddedRedis, idempotent: bool
+) -> None:
+    # The doomed worker plays the model's first turn; this process only sees the end.
+    agent = crash_agent(redis, idempotent=idempotent, hang=False)
+    rt = build_runtime(redis, {"bank": agent}, ScriptedModel(turns()))
+    got = await rt.inbox.message(agent="bank", text="pay bob", by=ANN, origin=Origin(channel="api"))
+    tid = got.thread.id
+    args = [sys.executable, "-m", "tests.bot.crash_worker", redis_server.url]
+    doomed = subprocess.Popen([*args, *(["idempotent"] if idempotent else [])], cwd=ROOT)
+    try:
+        state = await poll(lambda: _status(rt, tid, Status.AWAITING_APPROVAL))
+        (req,) = state.open_requests()
+        await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+        await poll(lambda: redis.llen(RUNS))  # the tool is running in the doomed worker
+    finally:
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait()
+
+    stop = asyncio.Event()
+    survivor = rt.worker(name="survivor", claim_idle_ms=200, block_ms=50)
+    serving = asyncio.create_task(survivor.run(stop))
+    try:
+        if idempotent:
+            state = await poll(lambda: _status(rt, tid, Status.DONE))
+        else:
+            state = await poll(lambda: _status(rt, tid, Status.AWAITING_HUMAN))
+    finally:
+        stop.set()
+        await serving
+
+    runs = await redis.lrange(RUNS, 0, -1)  # type: ignore[misc]
+    events = await rt.store.events(tid)
+    (result,) = [e for e in events if isinstance(e, ToolResult)]
+    if idempotent:
+        # Re-run with the same idempotency key, so the system acted on can dedupe.
+        assert len(runs) == 2 and runs[0] == runs[1]
+        assert result.outcome is Outcome.OK
+    else:
+        assert len(runs) == 1  # not run twice
+        assert result.outcome is Outcome.UNKNOWN
+        question = next(e for e in events if isinstance(e, HumanQuestion))
+        assert "interrupted" in question.question and "outcome is unknown" in question.question
+
+
+async def _status(rt: Runtime, tid: str, status: Status) -> ThreadState | None:
+    state = await rt.store.load(tid)
+    return state if state.status is status else None
+
+
+async def test_suspended_threads_survive_a_redis_restart(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    ledger = Ledger()
+    agents = {"bank": make_agent(ledger)}
+    model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
+    try:
+        redis = Redis.from_url(server.url, decode_responses=True)
+        rt = build_runtime(redis, agents, model)
+        got = await rt.inbox.message(agent="bank", text="pay", by=ANN, origin=Origin(channel="api"))
+        await rt.worker().burst()
+        (req,) = (await rt.store.load(got.thread.id)).open_requests()
+        await redis.aclose()
+
+        server.stop(kill=True)  # no shutdown, no final fsync: the AOF must already hold it
+        server.start()
+
+        redis = Redis.from_url(server.url, decode_responses=True)
+        rt = build_runtime(redis, agents, model)
+        assert (await rt.store.load(got.thread.id)).status is Status.AWAITING_APPROVAL
+        await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+        await rt.worker().burst()
+        assert (await rt.store.load(got.thread.id)).status is Status.DONE
+        assert len(ledger.runs) == 1
+        await redis.aclose()
+    finally:
+        server.stop()

@@ -138,12 +138,20 @@ class Harness:
         timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for the poll, not for the probe
     ) -> T:
         """Poll ``probe`` until it returns something truthy, or fail after ``timeout``."""
+        return await eventually(probe, timeout)
 
-        async def poll() -> T:
-            while True:
-                got = await probe()
-                if got:
-                    return got
-                await asyncio.sleep(0.01)
 
-        return await asyncio.wait_for(poll(), timeout)
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]],
+    timeout: float = 5.0,  # noqa: ASYNC109 - a deadline for the poll, not for the probe
+) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout``."""
+
+    async def poll() -> T:
+        while True:
+            got = await probe()
+            if got:
+                return got
+            await asyncio.sleep(0.01)
+
+    return await asyncio.wait_for(poll(), timeout)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from redis.asyncio import Redis
@@ -19,20 +16,11 @@ from bot.runtime import Runtime, build_runtime
 from bot.threads import Status, ThreadState
 from tests.bot.crash_worker import RUNS, crash_agent
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
+from tests.harness import eventually
 
-T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 ANN = Actor(channel="api", id="ann")
 BOB = Actor(channel="api", id="bob")
-
-
-async def poll(probe: Callable[[], Awaitable[T | None]], within: float = 10.0) -> T:
-    async def loop() -> T:
-        while not (got := await probe()):
-            await asyncio.sleep(0.02)
-        return got
-
-    return await asyncio.wait_for(loop(), within)
 
 
 @pytest.mark.parametrize("idempotent", [False, True], ids=["plain", "idempotent"])
@@ -45,24 +33,26 @@ async def test_worker_killed_mid_tool_another_worker_finishes(
     got = await rt.inbox.message(agent="bank", text="pay bob", by=ANN, origin=Origin(channel="api"))
     tid = got.thread.id
     args = [sys.executable, "-m", "tests.bot.crash_worker", redis_server.url]
-    doomed = subprocess.Popen([*args, *(["idempotent"] if idempotent else [])], cwd=ROOT)
+    doomed = await asyncio.create_subprocess_exec(
+        *args, *(["idempotent"] if idempotent else []), cwd=ROOT
+    )
     try:
-        state = await poll(lambda: _status(rt, tid, Status.AWAITING_APPROVAL))
+        state = await eventually(lambda: _status(rt, tid, Status.AWAITING_APPROVAL))
         (req,) = state.open_requests()
         await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
-        await poll(lambda: redis.llen(RUNS))  # the tool is running in the doomed worker
+        await eventually(lambda: redis.llen(RUNS))  # the tool is running in the doomed worker
     finally:
         doomed.send_signal(signal.SIGKILL)
-        doomed.wait()
+        await doomed.wait()
 
     stop = asyncio.Event()
     survivor = rt.worker(name="survivor", claim_idle_ms=200, block_ms=50)
     serving = asyncio.create_task(survivor.run(stop))
     try:
         if idempotent:
-            state = await poll(lambda: _status(rt, tid, Status.DONE))
+            state = await eventually(lambda: _status(rt, tid, Status.DONE))
         else:
-            state = await poll(lambda: _status(rt, tid, Status.AWAITING_HUMAN))
+            state = await eventually(lambda: _status(rt, tid, Status.AWAITING_HUMAN))
     finally:
         stop.set()
         await serving

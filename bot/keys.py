@@ -113,3 +113,9 @@ def workers() -> str:
 def alias(channel: str, key: str) -> str:
     """An external id (an email Message-ID we sent) → thread id. Never expires."""
     return f"{PREFIX}:alias:{channel}:{key}"
+
+
+def email_sent(tid: str) -> str:
+    """Hash of ``<event or inbound id>:<recipient>`` → send time: emails already sent,
+    so an at-least-once redelivery sends each once. Never expires, like the log."""
+    return f"{PREFIX}:{{{tid}}}:email:sent"

@@ -59,9 +59,11 @@ class Settings(BaseSettings):
     email_from: str | None = None
     email_domain: str | None = None
     email_smtp_port: int | None = Field(None, ge=0, le=65535)
+    email_smtp_host: str | None = None
     email_secret: SecretStr | None = None
     email_inbound_secret: SecretStr | None = None
     email_require_auth_results: bool = False
+    email_bounces: bool = True
 
     @classmethod
     def load(cls) -> Settings:

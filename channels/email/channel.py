@@ -1,0 +1,105 @@
+"""The email channel: outbound prompts and replies over SMTP, inbound by SMTP or HTTP."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+
+from bot.events import (
+    AgentReply,
+    ApprovalDecision,
+    ApprovalRequested,
+    Escalated,
+    Event,
+    Expired,
+    HumanAnswer,
+    HumanQuestion,
+    Reminded,
+    UserMessage,
+)
+from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.threads import ThreadState
+from channels.email import compose, drafts
+from channels.email.config import EmailConfig
+from channels.email.inbound import Intake
+from channels.email.outbound import Mailer
+from channels.email.receiver import SmtpReceiver
+from channels.email.routes import build_router
+
+log = logging.getLogger(__name__)
+
+SMTP_MAX_BYTES = 20_000_000
+"""Replies quote inline images and signatures: allow more than an API body."""
+
+_CONCERNS = (
+    AgentReply,
+    ApprovalRequested,
+    HumanQuestion,
+    ApprovalDecision,
+    HumanAnswer,
+    Reminded,
+    Escalated,
+    Expired,
+)
+
+
+class EmailChannel:
+    """Email as a channel (``bot.outbox.Channel``).
+
+    Outbound, each event of interest becomes the emails ``compose.for_event``
+    asks for. Inbound, the SMTP receiver (when ``EMAIL_SMTP_PORT`` is set) and
+    ``POST /email/inbound`` both hand raw messages to one ``Intake``.
+    """
+
+    name = "email"
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self.cfg = EmailConfig.from_settings(settings)
+        self.runtime = runtime
+        self.mailer = Mailer(settings, self.cfg, runtime.store)
+        self.intake = Intake(self.cfg, runtime, self.mailer)
+        secret = settings.email_inbound_secret
+        self.router: APIRouter | None = build_router(
+            self.cfg, runtime, self.intake, secret.get_secret_value() if secret else None
+        )
+        self.receiver: SmtpReceiver | None = None
+        if settings.email_smtp_port is not None:
+            self.receiver = SmtpReceiver(
+                self.intake,
+                host=settings.email_smtp_host or settings.host,
+                port=settings.email_smtp_port,
+                hostname=self.cfg.domain,
+                max_bytes=SMTP_MAX_BYTES,
+            )
+
+    async def start(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.start()
+
+    async def stop(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.stop()
+
+    async def deliver(self, thread: ThreadState, event: Event) -> None:
+        """Send the emails ``event`` calls for; raises so the outbox retries a failure."""
+        if not isinstance(event, _CONCERNS):
+            return
+        why = None
+        if isinstance(event, ApprovalRequested):
+            if not drafts.email_identities(event.approvers) and not drafts.originators(thread):
+                return
+            why = await self._why(thread.id, event)
+        for draft in compose.for_event(self.cfg, thread, event, why=why):
+            await self.mailer.send(thread.id, draft)
+
+    async def _why(self, thread_id: str, asked: ApprovalRequested) -> str | None:
+        """What the requester last said before the approval was asked for."""
+        said = None
+        for event in await self.runtime.store.events(thread_id):
+            if event.id == asked.id:
+                break
+            if isinstance(event, UserMessage):
+                said = event.text
+        return said[:500] if said else None

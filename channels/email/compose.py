@@ -1,0 +1,303 @@
+"""Which emails a thread event calls for, and to whom. Pure.
+
+Approvals and questions carry each recipient's own reply token; decisions,
+answers, reminders, escalations and expiry are told in the same conversation.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from bot.events import (
+    Actor,
+    AgentReply,
+    ApprovalDecision,
+    ApprovalRequested,
+    Decision,
+    Escalated,
+    Event,
+    Expired,
+    HumanAnswer,
+    HumanQuestion,
+    Reminded,
+)
+from bot.threads import Request, ThreadState
+from channels.email import tokens
+from channels.email.config import TOKEN_TTL, EmailConfig
+from channels.email.drafts import (
+    Draft,
+    approval_subject,
+    describe_call,
+    email_identities,
+    follow_up,
+    in_origin,
+    message_id,
+    origin_subject,
+    originators,
+    question_recipients,
+    root_of,
+    to_rows,
+    to_utc,
+    with_re,
+)
+
+HOW_TO_ANSWER = "Reply APPROVE, or REJECT: reason."
+
+
+def for_event(
+    cfg: EmailConfig, thread: ThreadState, event: Event, *, why: str | None = None
+) -> list[Draft]:
+    """The emails ``event`` calls for; ``why`` is what the requester asked, for approvals."""
+    match event:
+        case AgentReply():
+            return [
+                in_origin(cfg, thread, event.id, to, template="reply", context={"text": event.text})
+                for to in originators(thread)
+            ]
+        case ApprovalRequested():
+            return _approval_asked(cfg, thread, event, why)
+        case HumanQuestion():
+            return [_question(cfg, thread, event, to) for to in question_recipients(thread, event)]
+        case ApprovalDecision():
+            return _decided(cfg, thread, event)
+        case HumanAnswer():
+            return _answered(cfg, thread, event)
+        case Reminded():
+            return _reminded(cfg, thread, event)
+        case Escalated():
+            return _escalated(cfg, thread, event)
+        case Expired():
+            return _expired(cfg, thread, event)
+    return []
+
+
+# --- approvals ---------------------------------------------------------------------------
+
+
+def _approval_asked(
+    cfg: EmailConfig, thread: ThreadState, e: ApprovalRequested, why: str | None
+) -> list[Draft]:
+    approvers = email_identities(e.approvers)
+    drafts = [
+        _approval(cfg, thread, e, to, key=e.id, expires_at=e.expires_at, why=why)
+        for to in approvers
+    ]
+    waiting = [a for a in originators(thread) if a not in approvers]
+    who = ", ".join(e.approvers) or "anyone who can reach the request"
+    text = (
+        f"I need approval to run {describe_call(e.tool, e.args)}. I have asked {who}; "
+        "I will carry on when they answer."
+    )
+    drafts += [
+        in_origin(
+            cfg,
+            thread,
+            e.id,
+            to,
+            template="notice",
+            context={"title": "Waiting for approval", "text": text},
+        )
+        for to in waiting
+    ]
+    return drafts
+
+
+def _approval(
+    cfg: EmailConfig,
+    thread: ThreadState,
+    e: ApprovalRequested,
+    to: str,
+    *,
+    key: str,
+    expires_at: float | None,
+    why: str | None,
+    reminder: bool = False,
+    follows: str | None = None,
+) -> Draft:
+    token = tokens.mint(e.request_id, to, _token_expiry(expires_at, e.at), cfg.secret)
+    link = f"{cfg.public_url}/email/decide/{token}?a={quote(to)}"
+    context = {
+        "agent": thread.agent,
+        "tool": e.tool,
+        "args": to_rows(e.args),
+        "requester": e.requester.label(),
+        "why": e.reason or why,
+        "expires": to_utc(expires_at),
+        "min_approvals": e.min_approvals,
+        "risky": e.risky,
+        "how": HOW_TO_ANSWER,
+        "link": link,
+        "reminder": reminder,
+        "request_id": e.request_id,
+    }
+    root = root_of(thread)
+    first = message_id(e.id, to, cfg.domain)
+    subject = approval_subject(thread.agent, e)
+    return Draft(
+        key=key,
+        to=to,
+        subject=with_re(subject) if follows else subject,
+        message_id=message_id(key, to, cfg.domain),
+        template="approval",
+        context=context,
+        in_reply_to=follows or root,
+        references=tuple(x for x in (root, follows and first) if x),
+        reply_to=tokens.to_reply_address(token, cfg.domain),
+    )
+
+
+def _decided(cfg: EmailConfig, thread: ThreadState, e: ApprovalDecision) -> list[Draft]:
+    req = thread.requests.get(e.request_id)
+    if req is None or not isinstance(req.asked, ApprovalRequested):
+        return []
+    verb = "approved" if e.decision is Decision.APPROVE else "rejected"
+    because = f": {e.reason}" if e.reason else "."
+    drafts: list[Draft] = []
+    decider = _email_of(e.by)
+    seen_by = (e.by.email or "").lower()
+    if decider:
+        more = ""
+        if req.is_open and e.decision is Decision.APPROVE:
+            more = f" {_still_needed(req)} more approval(s) are needed before it runs."
+        text = f"Thanks: you {verb} {describe_call(req.asked.tool, req.asked.args)}{because}{more}"
+        drafts.append(
+            follow_up(
+                cfg,
+                thread,
+                req.asked,
+                decider,
+                key=e.id,
+                title=f"You {verb} it",
+                text=text,
+                after=_message_id_or_none(e.delivery),
+            )
+        )
+    text = f"{e.by.label()} {verb} {describe_call(req.asked.tool, req.asked.args)}{because}"
+    for to in email_identities(req.approvers):
+        if to not in (decider, seen_by):
+            drafts.append(
+                follow_up(
+                    cfg,
+                    thread,
+                    req.asked,
+                    to,
+                    key=e.id,
+                    title=f"{verb.capitalize()} by {e.by.label()}",
+                    text=text,
+                )
+            )
+    return drafts
+
+
+def _answered(cfg: EmailConfig, thread: ThreadState, e: HumanAnswer) -> list[Draft]:
+    req = thread.requests.get(e.request_id)
+    answerer = _email_of(e.by)
+    if req is None or not isinstance(req.asked, HumanQuestion) or not answerer:
+        return []
+    text = "Thanks: your answer went to the agent, which carries on from here."
+    return [
+        follow_up(
+            cfg,
+            thread,
+            req.asked,
+            answerer,
+            key=e.id,
+            title="Answer received",
+            text=text,
+            after=_message_id_or_none(e.delivery),
+        )
+    ]
+
+
+def _reminded(cfg: EmailConfig, thread: ThreadState, e: Reminded) -> list[Draft]:
+    req = thread.requests.get(e.request_id)
+    if req is None or not req.is_open or not isinstance(req.asked, ApprovalRequested):
+        return []
+    voted = {_email_of(v.by) for v in req.votes}
+    return [
+        _approval(
+            cfg,
+            thread,
+            req.asked,
+            to,
+            key=e.id,
+            expires_at=req.expires_at,
+            why=None,
+            reminder=True,
+            follows=message_id(req.asked.id, to, cfg.domain),
+        )
+        for to in email_identities(req.approvers)
+        if to not in voted
+    ]
+
+
+def _escalated(cfg: EmailConfig, thread: ThreadState, e: Escalated) -> list[Draft]:
+    req = thread.requests.get(e.request_id)
+    if req is None or not isinstance(req.asked, ApprovalRequested):
+        return []
+    return [
+        _approval(cfg, thread, req.asked, to, key=e.id, expires_at=e.expires_at, why=None)
+        for to in email_identities(e.approvers)
+    ]
+
+
+def _expired(cfg: EmailConfig, thread: ThreadState, e: Expired) -> list[Draft]:
+    req = thread.requests.get(e.request_id)
+    if req is None:
+        return []
+    asked = req.asked
+    if isinstance(asked, ApprovalRequested):
+        people = email_identities(req.approvers)
+        what = describe_call(asked.tool, asked.args)
+    else:
+        people = question_recipients(thread, asked)
+        what = f"the question {asked.question!r}"
+    text = f"Nobody answered in time: {what} expired, and your reply address no longer works."
+    return [
+        follow_up(cfg, thread, asked, to, key=e.id, title="Expired", text=text) for to in people
+    ]
+
+
+def _question(cfg: EmailConfig, thread: ThreadState, q: HumanQuestion, to: str) -> Draft:
+    token = tokens.mint(q.request_id, to, _token_expiry(q.expires_at, q.at), cfg.secret)
+    root = root_of(thread)
+    context = {
+        "agent": thread.agent,
+        "question": q.question,
+        "context": q.context,
+        "choices": q.choices,
+        "yes_no": q.format == "yes_no",
+        "urgent": q.urgency == "high",
+        "expires": to_utc(q.expires_at),
+    }
+    in_origin = to in originators(thread) and root is not None
+    subject = with_re(origin_subject(thread)) if in_origin else f"Question from {thread.agent}"
+    return Draft(
+        key=q.id,
+        to=to,
+        subject=subject,
+        message_id=message_id(q.id, to, cfg.domain),
+        template="question",
+        context=context,
+        in_reply_to=root,
+        references=(root,) if root else (),
+        reply_to=tokens.to_reply_address(token, cfg.domain),
+    )
+
+
+def _token_expiry(expires_at: float | None, asked_at: float) -> float:
+    return expires_at if expires_at is not None else asked_at + TOKEN_TTL
+
+
+def _still_needed(req: Request) -> int:
+    needed = req.asked.min_approvals if isinstance(req.asked, ApprovalRequested) else 1
+    return max(needed - len(req.approvals()), 0)
+
+
+def _email_of(actor: Actor) -> str | None:
+    return actor.email.lower() if actor.channel == "email" and actor.email else None
+
+
+def _message_id_or_none(delivery: str | None) -> str | None:
+    """The inbound Message-ID a decision came with (not a link's delivery key)."""
+    return delivery if delivery and delivery.startswith("<") else None

@@ -1,0 +1,291 @@
+"""What an inbound email means: a decision, an answer, a message, a new thread, or nothing.
+
+Both inbound paths (the SMTP receiver, ``POST /email/inbound``) call
+``Intake.receive`` with the raw bytes. Matching, in order: a reply token among
+the recipients → its request; ``In-Reply-To``/``References`` → a thread we
+linked; an agent's address → a new thread. Decisions go through
+``Decisions`` and messages through ``Inbox``, like every other channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot import keys
+from bot.errors import (
+    ConflictError,
+    DeliveryError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+)
+from bot.events import Actor, ApprovalRequested, Decision, Origin
+from bot.runtime import Runtime
+from channels.email import compose, drafts, mime, tokens
+from channels.email.config import EmailConfig
+from channels.email.mime import Inbound
+from channels.email.outbound import Mailer
+from channels.email.replies import Kind, read_verdict
+
+log = logging.getLogger(__name__)
+
+
+class Disposition(StrEnum):
+    CREATED = "created"
+    """A new thread with the agent the address names."""
+    MESSAGE = "message"
+    """A message on an existing thread."""
+    DECIDED = "decided"
+    ANSWERED = "answered"
+    DUPLICATE = "duplicate"
+    """Seen before (same Message-ID): nothing changed."""
+    IGNORED = "ignored"
+    """An auto-reply, a bounce, or nothing new to read: never counts, gets no answer."""
+    UNCLEAR = "unclear"
+    """No decision could be read; the sender was asked again."""
+    REFUSED = "refused"
+    """Not allowed to decide (wrong sender, expired, closed…); nothing decided."""
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of one inbound email."""
+
+    disposition: Disposition
+    detail: str
+    thread_id: str | None = None
+
+
+class Intake:
+    """Turns inbound emails into events.
+
+    Args:
+        cfg: the channel's email settings.
+        runtime: the inbox, decisions and store.
+        mailer: sends the short answers (asking again, refusals).
+    """
+
+    def __init__(self, cfg: EmailConfig, runtime: Runtime, mailer: Mailer) -> None:
+        self.cfg = cfg
+        self.rt = runtime
+        self.mailer = mailer
+
+    def check_recipient(self, address: str) -> str | None:
+        """Why the receiver refuses mail for ``address`` (at RCPT time), or None to accept."""
+        local, _, domain = address.strip().strip("<>").rpartition("@")
+        if domain.lower() != self.cfg.domain:
+            return f"relay to {domain or address!r} denied"
+        token = tokens.token_of(address, self.cfg.domain)
+        if token is not None:
+            if tokens.verify(token, self.cfg.secret) is None:
+                return "unknown or forged reply address"
+            return None
+        if local.lower() in self.rt.agents:
+            return None
+        return f"no mailbox {address.strip('<>')!r}"
+
+    async def receive(
+        self, raw: bytes, *, mail_from: str | None = None, rcpts: list[str] | None = None
+    ) -> Handled:
+        """Handle one raw email; a malformed one raises before anything is recorded.
+
+        Raises:
+            InvalidInputError: unreadable, or addressed to no agent, thread or request.
+        """
+        mail = mime.from_bytes(raw, mail_from=mail_from, rcpts=rcpts)
+        if mail.automatic:
+            log.info("email %s from %s ignored: %s", mail.message_id, mail.sender, mail.automatic)
+            return Handled(Disposition.IGNORED, f"automatic message: {mail.automatic}")
+        for address in mail.recipients:
+            if token := tokens.token_of(address, self.cfg.domain):
+                return await self._answer(mail, token)
+        for mid in mail.thread_ids():
+            if tid := await self.rt.store.resolve("email", mid):
+                return await self._message(mail, tid)
+        for address in mail.recipients:
+            local, _, domain = address.rpartition("@")
+            if domain == self.cfg.domain and local in self.rt.agents:
+                return await self._start(mail, local)
+        raise InvalidInputError(
+            f"no recipient names an agent (e.g. deploy@{self.cfg.domain}), a reply address "
+            f"or a known thread: {', '.join(mail.recipients) or 'none'}"
+        )
+
+    # --- messages ------------------------------------------------------------------------
+
+    async def _start(self, mail: Inbound, agent: str) -> Handled:
+        text = mail.text or mail.subject
+        if not text:
+            return Handled(Disposition.IGNORED, "the email is empty")
+        root = mail.root()
+        tid = keys.thread_id_for("email", root)
+        origin = Origin(
+            channel="email",
+            conversation=root,
+            metadata={
+                "subject": mail.subject,
+                "from": mail.sender,
+                "message_id": mail.message_id,
+                "to": self.cfg.agent_address(agent),
+            },
+        )
+        try:
+            got = await self.rt.inbox.message(
+                agent=agent,
+                text=text,
+                by=_actor(mail),
+                origin=origin,
+                thread_id=tid,
+                delivery=mail.message_id,
+            )
+        except ConflictError as exc:
+            return await self._refuse(mail, tid, exc.message)
+        await self.rt.store.link("email", root, tid)
+        await self.rt.store.link("email", mail.message_id, tid)
+        if got.duplicate:
+            return Handled(Disposition.DUPLICATE, "seen before", tid)
+        kind = Disposition.CREATED if got.created else Disposition.MESSAGE
+        return Handled(kind, f"message for {agent}", tid)
+
+    async def _message(self, mail: Inbound, tid: str) -> Handled:
+        if not mail.text:
+            return Handled(Disposition.IGNORED, "nothing new in the reply", tid)
+        try:
+            got = await self.rt.inbox.say(tid, mail.text, _actor(mail), delivery=mail.message_id)
+        except (ConflictError, NotFoundError) as exc:
+            return await self._refuse(mail, tid, exc.message)
+        await self.rt.store.link("email", mail.message_id, tid)
+        if got.duplicate:
+            return Handled(Disposition.DUPLICATE, "seen before", tid)
+        return Handled(Disposition.MESSAGE, "message on the thread", tid)
+
+    # --- answers to requests -------------------------------------------------------------
+
+    async def _answer(self, mail: Inbound, token: str) -> Handled:
+        claim = tokens.verify(token, self.cfg.secret)
+        if claim is None:
+            # Forged or mangled: likely spoofing, so no answer that could be backscatter.
+            log.warning(
+                "email %s from %s: forged reply token refused", mail.message_id, mail.sender
+            )
+            return Handled(Disposition.REFUSED, "unknown or forged reply address")
+        tid = keys.thread_of_request(claim.request_id)
+        assert tid is not None  # a genuine token names a well-formed request id
+        if claim.is_expired(time.time()):
+            return await self._refuse(mail, tid, "This reply address has expired.")
+        if not claim.is_for(mail.sender, self.cfg.secret):
+            return await self._refuse(
+                mail,
+                tid,
+                f"This reply address was sent to someone else, not to {mail.sender}. "
+                "Only the person it was sent to can answer with it.",
+            )
+        if self.cfg.require_auth_results and not mail.authenticated:
+            return await self._refuse(
+                mail,
+                tid,
+                "Your message could not be verified (no DKIM or DMARC pass for "
+                f"{mail.sender.rpartition('@')[2]} from our mail server).",
+            )
+        try:
+            req, state = await self.rt.decisions.find(claim.request_id)
+        except NotFoundError:
+            return await self._refuse(mail, tid, "The request this answers no longer exists.")
+        if await self.rt.store.seen(state.id, mail.message_id):
+            return Handled(Disposition.DUPLICATE, "seen before", tid)
+        await self.rt.store.link("email", mail.message_id, tid)
+        if isinstance(req.asked, ApprovalRequested):
+            return await self._decide(mail, tid, token, req.asked)
+        return await self._reply_to_question(mail, tid, token, claim.request_id)
+
+    async def _decide(
+        self, mail: Inbound, tid: str, token: str, asked: ApprovalRequested
+    ) -> Handled:
+        verdict = read_verdict(mail.text)
+        if verdict.kind is Kind.UNCLEAR:
+            first = next((ln.strip() for ln in mail.text.splitlines() if ln.strip()), "")
+            said = f' ("{first[:80]}")' if first else ""
+            return await self._ask_again(
+                mail,
+                tid,
+                token,
+                f"I could not read a decision in your reply{said}, so nothing was decided. "
+                f"{compose.HOW_TO_ANSWER} The decision must be on the first line.",
+            )
+        decision = Decision.APPROVE if verdict.kind is Kind.APPROVE else Decision.REJECT
+        try:
+            outcome = await self.rt.decisions.decide(
+                asked.request_id,
+                decision,
+                _actor(mail),
+                reason=verdict.reason,
+                seen_hash=asked.args_hash,
+                delivery=mail.message_id,
+            )
+        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+            return await self._refuse(mail, tid, exc.message)
+        if outcome.duplicate:
+            return Handled(Disposition.DUPLICATE, "seen before", tid)
+        log.info(
+            "thread %s: %s %s by email from %s", tid, asked.request_id, decision.value, mail.sender
+        )
+        return Handled(Disposition.DECIDED, decision.value, tid)
+
+    async def _reply_to_question(
+        self, mail: Inbound, tid: str, token: str, request_id: str
+    ) -> Handled:
+        if not mail.text:
+            return await self._ask_again(
+                mail, tid, token, "Your reply was empty, so nothing was answered."
+            )
+        try:
+            outcome = await self.rt.decisions.answer(
+                request_id, mail.text, _actor(mail), delivery=mail.message_id
+            )
+        except InvalidInputError as exc:
+            return await self._ask_again(mail, tid, token, exc.message)
+        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+            return await self._refuse(mail, tid, exc.message)
+        if outcome.duplicate:
+            return Handled(Disposition.DUPLICATE, "seen before", tid)
+        log.info("thread %s: %s answered by email from %s", tid, request_id, mail.sender)
+        return Handled(Disposition.ANSWERED, "answer recorded", tid)
+
+    # --- telling the sender --------------------------------------------------------------
+
+    async def _refuse(self, mail: Inbound, tid: str, why: str) -> Handled:
+        log.info(
+            "thread %s: email %s from %s did not count: %s", tid, mail.message_id, mail.sender, why
+        )
+        if self.cfg.bounces:
+            await self._notify(
+                mail,
+                tid,
+                "Your reply did not count",
+                f"{why}\n\nNothing was decided or recorded from your message.",
+            )
+        return Handled(Disposition.REFUSED, why, tid)
+
+    async def _ask_again(self, mail: Inbound, tid: str, token: str, why: str) -> Handled:
+        log.info("thread %s: email %s from %s unclear: %s", tid, mail.message_id, mail.sender, why)
+        reply_to = tokens.to_reply_address(token, self.cfg.domain)
+        await self._notify(mail, tid, "Please answer again", why, reply_to=reply_to)
+        return Handled(Disposition.UNCLEAR, why, tid)
+
+    async def _notify(
+        self, mail: Inbound, tid: str, title: str, text: str, *, reply_to: str | None = None
+    ) -> None:
+        # Best effort: the inbound email is handled either way; a lost notice is only logged.
+        draft = drafts.for_inbound(self.cfg, mail, text, title=title, reply_to=reply_to)
+        try:
+            await self.mailer.send(tid, draft)
+        except DeliveryError as exc:
+            log.warning("thread %s: could not tell %s: %s", tid, mail.sender, exc.message)
+
+
+def _actor(mail: Inbound) -> Actor:
+    # No display name: Actor.names() would let a sender-chosen name match a policy identity.
+    return Actor(channel="email", id=mail.sender, email=mail.sender)

@@ -1,0 +1,89 @@
+"""Sending: aiosmtplib to the configured SMTP server, each draft at most once per recipient.
+
+Delivery is at-least-once (the outbox retries, a worker may die mid-way), so
+a marker per (cause, recipient) is written after each successful send and
+checked before the next. A failure raises, and the outbox retries durably.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import aiosmtplib
+
+from bot import keys
+from bot.errors import DeliveryError
+from bot.settings import Settings
+from bot.store import Store
+from channels.email.config import EmailConfig
+from channels.email.drafts import Draft
+from channels.email.render import to_message
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT = 30.0
+"""Seconds for one whole SMTP conversation."""
+
+
+class Mailer:
+    """Sends drafts over SMTP and links their Message-IDs to the thread.
+
+    Args:
+        settings: ``SMTP_*``.
+        cfg: the channel's email settings.
+        store: to link sent Message-IDs to threads (replies find their thread).
+    """
+
+    def __init__(self, settings: Settings, cfg: EmailConfig, store: Store) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.host = settings.smtp_host or "localhost"
+        self.port = settings.smtp_port
+        self.username = settings.smtp_username
+        password = settings.smtp_password
+        self.password = password.get_secret_value() if password else None
+        self.tls = settings.smtp_tls
+        self.timeout = SEND_TIMEOUT
+
+    async def send(self, thread_id: str, draft: Draft) -> bool:
+        """Send ``draft`` unless it was sent before; True when it was sent now.
+
+        Raises:
+            DeliveryError: the SMTP server refused or could not be reached.
+        """
+        redis = self.store.redis
+        marker = f"{draft.key}:{draft.to}"
+        if await redis.hexists(keys.email_sent(thread_id), marker):
+            return False
+        # Linked first: a reply may arrive before this coroutine resumes.
+        await self.store.link("email", draft.message_id, thread_id)
+        message = to_message(draft, self.cfg)
+        try:
+            await aiosmtplib.send(
+                message,
+                sender=self.cfg.sender_address,
+                recipients=[draft.to],
+                hostname=self.host,
+                port=self.port,
+                username=self.username,
+                password=self.password,
+                use_tls=self.tls == "tls",
+                start_tls=self.tls == "starttls",
+                timeout=self.timeout,
+            )
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryError(
+                f"sending {draft.template} email to {draft.to} via {self.host}:{self.port} "
+                f"failed: {exc}",
+                thread_id=thread_id,
+            ) from exc
+        await redis.hset(keys.email_sent(thread_id), marker, str(time.time()))
+        log.info(
+            "thread %s: sent %s email %s to %s",
+            thread_id,
+            draft.template,
+            draft.message_id,
+            draft.to,
+        )
+        return True

@@ -1,0 +1,154 @@
+"""HTTP routes: raw-MIME forwarding from mail providers, and the decision-link page.
+
+``POST /email/inbound`` takes a raw message as the body, authenticated by
+``EMAIL_INBOUND_SECRET`` in ``X-Greenlight-Inbound-Secret`` or as the password
+of HTTP Basic auth (what most providers put in the forwarding URL).
+
+``GET /email/decide/<token>?a=<address>`` only shows the request and a form:
+mail scanners open every link. Only the form's ``POST`` decides.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from bot.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthorizedError,
+)
+from bot.events import Actor, ApprovalRequested, Decision
+from bot.runtime import Runtime
+from channels.email import tokens
+from channels.email.config import EmailConfig
+from channels.email.drafts import to_rows, to_utc
+from channels.email.inbound import Intake
+from channels.email.render import page
+
+SECRET_HEADER = "x-greenlight-inbound-secret"
+
+
+def build_router(
+    cfg: EmailConfig, runtime: Runtime, intake: Intake, inbound_secret: str | None
+) -> APIRouter:
+    """The email channel's routes."""
+    router = APIRouter(tags=["email"])
+
+    @router.post("/email/inbound")
+    async def inbound(request: Request) -> JSONResponse:
+        """Record one raw MIME message (``message/rfc822`` body); ``?to=`` may name the
+        envelope recipients, otherwise the message's own headers are read."""
+        if not is_authorized(request.headers, inbound_secret):
+            raise UnauthorizedError(
+                "missing or wrong inbound secret (X-Greenlight-Inbound-Secret, or HTTP Basic "
+                "password = EMAIL_INBOUND_SECRET)"
+            )
+        raw = await request.body()
+        rcpts = request.query_params.getlist("to") or None
+        handled = await intake.receive(raw, rcpts=rcpts)
+        return JSONResponse(
+            {
+                "status": handled.disposition.value,
+                "detail": handled.detail,
+                "thread_id": handled.thread_id,
+            }
+        )
+
+    @router.get("/email/decide/{token}", response_class=HTMLResponse)
+    async def show(token: str, a: str = "") -> HTMLResponse:
+        link = await _open_link(cfg, runtime, token, a)
+        return HTMLResponse(_decide_page(link, link.done))
+
+    @router.post("/email/decide/{token}", response_class=HTMLResponse)
+    async def decide(token: str, request: Request, a: str = "") -> HTMLResponse:
+        link = await _open_link(cfg, runtime, token, a)
+        if link.done:
+            return HTMLResponse(_decide_page(link, link.done), status_code=409)
+        asked = link.asked
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        choice = (form.get("decision") or [""])[0]
+        if choice not in ("approve", "reject"):
+            raise InvalidInputError("decision must be approve or reject")
+        reason = (form.get("reason") or [""])[0].strip() or None
+        actor = Actor(channel="email", id=link.approver, email=link.approver)
+        try:
+            await runtime.decisions.decide(
+                asked.request_id,
+                Decision(choice),
+                actor,
+                reason=reason if choice == "reject" else None,
+                seen_hash=asked.args_hash,
+                delivery=f"link:{token}:{choice}",
+            )
+        except (ConflictError, ForbiddenError) as exc:
+            return HTMLResponse(_decide_page(link, exc.message), status_code=exc.status)
+        verb = "Approved" if choice == "approve" else "Rejected"
+        return HTMLResponse(_decide_page(link, f"{verb}. Thank you; you can close this page."))
+
+    return router
+
+
+def is_authorized(headers: Any, secret: str | None) -> bool:
+    """Whether a request carries the inbound secret (header or Basic password)."""
+    if not secret:
+        return False
+    given = headers.get(SECRET_HEADER, "")
+    scheme, _, value = headers.get("authorization", "").partition(" ")
+    if not given and scheme.lower() == "basic":
+        try:
+            given = base64.b64decode(value, validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            given = ""
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+@dataclass(frozen=True)
+class _Link:
+    asked: ApprovalRequested
+    agent: str
+    approver: str
+    done: str | None
+    """Why the request can no longer be decided here; None when it can."""
+
+
+async def _open_link(cfg: EmailConfig, runtime: Runtime, token: str, address: str) -> _Link:
+    claim = tokens.verify(token.lower(), cfg.secret)
+    if claim is None or not claim.is_for(address, cfg.secret):
+        raise NotFoundError("this decision link is not valid")
+    try:
+        req, state = await runtime.decisions.find(claim.request_id)
+    except NotFoundError as exc:
+        raise NotFoundError("this decision link is not valid") from exc
+    if not isinstance(req.asked, ApprovalRequested):
+        raise NotFoundError("this decision link is not valid")
+    done = None
+    if not req.is_open:
+        who = ", ".join(a.label() for a in req.closed_by)
+        done = f"This request is already {req.status.value}" + (f" by {who}." if who else ".")
+    elif claim.is_expired(time.time()):
+        done = "This link has expired."
+    return _Link(req.asked, state.agent, address.lower(), done)
+
+
+def _decide_page(link: _Link, done: str | None) -> str:
+    return page(
+        "decide",
+        done=done,
+        agent=link.agent,
+        tool=link.asked.tool,
+        args=to_rows(link.asked.args),
+        requester=link.asked.requester.label(),
+        expires=to_utc(link.asked.expires_at),
+        approver=link.approver,
+    )

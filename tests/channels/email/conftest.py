@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from bot.embedded import EmbeddedRedis
+from tests.channels.email.helpers import Mailroom, email_settings
+from tests.channels.email.provider import MailProvider
+from tests.harness import Harness
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[MailProvider]:
+    async with MailProvider() as p:
+        yield p
+
+
+@pytest.fixture
+async def room(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> AsyncIterator[Mailroom]:
+    async with Harness(redis_server.url, settings=email_settings(provider)) as h:
+        yield Mailroom(h, provider)

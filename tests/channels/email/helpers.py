@@ -1,0 +1,132 @@
+"""A whole Greenlight with email on, plus the people who write to it over real SMTP."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+
+import aiosmtplib
+import httpx
+
+from bot.events import Event
+from bot.settings import Settings
+from channels.email import EmailChannel
+from tests.channels.email.provider import MailProvider, Sent
+from tests.harness import Harness, test_settings
+
+DOMAIN = "example.test"
+SECRET = "test-email-secret-0123456789"
+INBOUND_SECRET = "test-inbound-secret"
+OPS = "ops@example.test"
+ANN = "ann@example.test"
+FIN = "fin@example.test"
+
+
+def email_settings(provider: MailProvider, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": provider.port,
+        "smtp_tls": "none",
+        "email_from": "Greenlight <greenlight@example.test>",
+        "email_domain": DOMAIN,
+        "email_smtp_port": 0,
+        "email_secret": SECRET,
+        "email_inbound_secret": INBOUND_SECRET,
+        "approver_groups": {"deployers": [OPS, "bob"], "finance": [FIN]},
+    }
+    values.update(overrides)
+    return test_settings(**values)
+
+
+def new_mail(
+    sender: str,
+    to: str,
+    subject: str,
+    text: str,
+    *,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> EmailMessage:
+    """An email as a plain client writes it."""
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = formatdate()
+    msg["Message-ID"] = make_msgid(domain="client.test")
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = references or in_reply_to
+    for name, value in (headers or {}).items():
+        msg[name] = value
+    msg.set_content(text)
+    return msg
+
+
+def reply_to(original: Sent, text: str, *, sender: str, **kw: Any) -> EmailMessage:
+    """A reply the way Gmail writes one: new text on top, the original quoted below."""
+    quoted = "\n".join(f"> {line}" for line in original.text.splitlines())
+    said = "On Tue, 3 Jun 2025 at 10:02, Greenlight <greenlight@example.test> wrote:"
+    body = f"{text}\n\n{said}\n\n{quoted}\n"
+    refs = f"{original['References']} {original['Message-ID']}".strip()
+    to = original["Reply-To"] or original["From"]
+    return new_mail(
+        sender,
+        to,
+        f"Re: {original['Subject']}",
+        body,
+        in_reply_to=original["Message-ID"],
+        references=refs,
+        **kw,
+    )
+
+
+class Mailroom:
+    """The harness, the provider stand-in, and ways in: SMTP to the receiver, HTTP POST."""
+
+    def __init__(self, h: Harness, provider: MailProvider) -> None:
+        self.h = h
+        self.provider = provider
+
+    @property
+    def channel(self) -> EmailChannel:
+        (found,) = [c for c in self.h.rt.channels if isinstance(c, EmailChannel)]
+        return found
+
+    async def smtp(
+        self, msg: EmailMessage, *, rcpts: list[str] | None = None, mail_from: str | None = None
+    ) -> str:
+        """Send into the bot's own SMTP receiver; returns its answer to DATA (after 2.0.0)."""
+        receiver = self.channel.receiver
+        assert receiver is not None
+        _, answer = await aiosmtplib.send(
+            msg,
+            hostname="127.0.0.1",
+            port=receiver.port,
+            start_tls=False,
+            sender=mail_from,
+            recipients=rcpts,
+        )
+        return answer.removeprefix("2.0.0 ")
+
+    async def post(
+        self, raw: bytes, *, secret: str | None = INBOUND_SECRET, **params: Any
+    ) -> httpx.Response:
+        headers = {"content-type": "message/rfc822"}
+        if secret is not None:
+            headers["x-greenlight-inbound-secret"] = secret
+        return await self.h.http.post("/email/inbound", content=raw, headers=headers, params=params)
+
+    async def events(self, thread_id: str) -> list[Event]:
+        return await self.h.rt.store.events(thread_id)
+
+    async def drain_until(self, probe: Any) -> Any:
+        """Drain the worker until ``probe()`` is truthy (for retries due a little later)."""
+
+        async def step() -> Any:
+            await self.h.drain()
+            return probe()
+
+        return await self.h.wait_for(step)

@@ -1,0 +1,216 @@
+"""The two ways in: the SMTP receiver's RCPT checks, and POST /email/inbound."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import aiosmtplib
+import pytest
+from redis.asyncio import Redis
+
+from bot.embedded import EmbeddedRedis
+from bot.events import ApprovalDecision
+from bot.threads import Status
+from channels.email import tokens
+from tests.channels.email.helpers import (
+    ANN,
+    DOMAIN,
+    OPS,
+    SECRET,
+    Mailroom,
+    email_settings,
+    new_mail,
+    reply_to,
+)
+from tests.channels.email.provider import MailProvider
+from tests.harness import Harness
+
+
+async def snapshot(redis: Redis) -> dict[str, object]:
+    """Every key with its size or value: enough to see that nothing was written."""
+    sizes = {
+        "list": redis.llen,
+        "zset": redis.zcard,
+        "hash": redis.hlen,
+        "stream": redis.xlen,
+        "set": redis.scard,
+        "string": redis.get,
+    }
+    found: dict[str, object] = {}
+    for key in await redis.keys("*"):
+        kind = str(await redis.type(key))
+        found[str(key)] = (kind, await sizes[kind](key))
+    return found
+
+
+async def open_request(room: Mailroom) -> tuple[str, str]:
+    await room.smtp(new_mail(ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod"))
+    await room.h.drain()
+    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    (req,) = (await room.h.thread(tid)).open_requests()
+    return tid, req.id
+
+
+@pytest.mark.parametrize(
+    "rcpt",
+    [
+        "reply+" + "a" * 48 + "@example.test",  # forged
+        "nobody@example.test",  # no such agent
+        "deploy@elsewhere.test",  # not our domain
+    ],
+)
+async def test_receiver_refuses_unknown_recipients_at_rcpt(
+    room: Mailroom, redis: Redis, rcpt: str
+) -> None:
+    before = await snapshot(redis)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused) as refused:
+        await room.smtp(new_mail(OPS, rcpt, "Re: x", "APPROVE"))
+    (error,) = refused.value.recipients
+    assert error.code == 550
+    assert await snapshot(redis) == before
+
+
+async def test_receiver_refuses_a_tampered_token_at_rcpt(room: Mailroom) -> None:
+    tid, _ = await open_request(room)
+    ask = room.provider.last_to(OPS)
+    token = tokens.token_of(ask["Reply-To"], DOMAIN)
+    assert token is not None
+    flipped = token[:-1] + ("b" if token[-1] != "b" else "c")
+    msg = reply_to(ask, "APPROVE", sender=OPS)
+    with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+        await room.smtp(msg, rcpts=[f"reply+{flipped}@{DOMAIN}"])
+    assert (await room.h.thread(tid)).status is Status.AWAITING_APPROVAL
+
+
+async def test_an_expired_token_does_not_decide(room: Mailroom) -> None:
+    tid, request_id = await open_request(room)
+    ask = room.provider.last_to(OPS)
+    old = tokens.mint(request_id, OPS, time.time() - 1, SECRET.encode())
+    msg = reply_to(ask, "APPROVE", sender=OPS)
+    answer = await room.smtp(msg, rcpts=[tokens.to_reply_address(old, DOMAIN)])
+    assert answer.startswith("refused") and "expired" in answer
+    assert "expired" in room.provider.last_to(OPS).text
+    assert not [e for e in await room.events(tid) if isinstance(e, ApprovalDecision)]
+
+
+async def test_inbound_post_with_a_wrong_secret_is_401_and_changes_nothing(
+    room: Mailroom, redis: Redis
+) -> None:
+    raw = new_mail(ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod").as_bytes()
+    before = await snapshot(redis)
+    for secret in ("wrong", None):
+        r = await room.post(raw, secret=secret)
+        assert r.status_code == 401, r.text
+        assert r.json()["error"] == "unauthorized"
+    assert await snapshot(redis) == before
+    assert room.provider.sent == []
+
+
+async def test_inbound_post_records_with_header_or_basic_auth(room: Mailroom) -> None:
+    raw = new_mail(ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod").as_bytes()
+    r = await room.post(raw)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "created"
+    tid = r.json()["thread_id"]
+    # A replay (providers retry) is a no-op that still answers success.
+    basic = base64.b64encode(b"mailgun:test-inbound-secret").decode()
+    r = await room.h.http.post(
+        "/email/inbound", content=raw, headers={"authorization": f"Basic {basic}"}
+    )
+    assert (r.status_code, r.json()["status"]) == (200, "duplicate")
+    await room.h.drain()
+    assert (await room.h.thread(tid)).status is Status.AWAITING_APPROVAL
+
+    # A reply posted by the provider decides like one received over SMTP.
+    reply = reply_to(room.provider.last_to(OPS), "approve", sender=OPS)
+    r = await room.post(reply.as_bytes())
+    assert r.json()["status"] == "decided", r.text
+    await room.h.drain()
+    assert (await room.h.thread(tid)).status is Status.DONE
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        (b"", "empty"),
+        (b"just some words\nand no headers at all\n", "no blank line"),
+        (b"Subject: hi\nTo: deploy@example.test\n\ndeploy api 1.5.0\n", "no From"),
+        (
+            b"From: ann@example.test\nTo: deploy@example.test\n"
+            b"Content-Type: multipart/mixed; boundary=XYZ\n\nno parts here\n",
+            "multipart",
+        ),
+    ],
+)
+async def test_inbound_post_of_malformed_mime_is_a_clear_error(
+    room: Mailroom, redis: Redis, raw: bytes, why: str
+) -> None:
+    before = await snapshot(redis)
+    r = await room.post(raw)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "invalid_input"
+    assert r.json()["detail"].startswith("malformed email") and why in r.json()["detail"]
+    assert await snapshot(redis) == before
+
+
+async def test_inbound_post_to_no_agent_is_a_clear_error(room: Mailroom) -> None:
+    raw = new_mail(ANN, "someone@else.test", "Hi", "hello").as_bytes()
+    r = await room.post(raw)
+    assert r.status_code == 422 and "no recipient names an agent" in r.json()["detail"]
+    r = await room.post(raw, to="deploy@example.test")  # the envelope says otherwise
+    assert r.json()["status"] == "created"
+
+
+async def test_forged_token_over_http_is_refused_without_a_reply(room: Mailroom) -> None:
+    msg = new_mail(OPS, "reply+" + "a" * 48 + "@example.test", "Re: x", "APPROVE")
+    r = await room.post(msg.as_bytes())
+    assert r.json()["status"] == "refused"
+    assert room.provider.sent == []
+
+
+async def test_bounces_can_be_turned_off(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> None:
+    settings = email_settings(provider, email_bounces=False)
+    async with Harness(redis_server.url, settings=settings) as h:
+        room = Mailroom(h, provider)
+        await open_request(room)
+        ask = room.provider.last_to(OPS)
+        answer = await room.smtp(reply_to(ask, "APPROVE", sender="intern@example.test"))
+        assert answer.startswith("refused")
+        assert room.provider.to("intern@example.test") == []
+
+
+async def test_required_authentication_results(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> None:
+    settings = email_settings(provider, email_require_auth_results=True)
+    async with Harness(redis_server.url, settings=settings) as h:
+        room = Mailroom(h, provider)
+        tid, _ = await open_request(room)
+        ask = room.provider.last_to(OPS)
+        # Only the topmost header counts; an older one further down proves nothing.
+        spoofed = reply_to(
+            ask,
+            "APPROVE",
+            sender=OPS,
+            headers={
+                "Authentication-Results": "mx.example.test; dkim=fail header.d=example.test",
+            },
+        )
+        spoofed["Authentication-Results"] = "evil.test; dkim=pass header.d=example.test"
+        answer = await room.smtp(spoofed)
+        assert answer.startswith("refused") and "could not be verified" in answer
+        signed = reply_to(
+            ask,
+            "APPROVE",
+            sender=OPS,
+            headers={
+                "Authentication-Results": "mx.example.test; dkim=pass header.d=example.test; "
+                "spf=pass smtp.mailfrom=example.test; dmarc=pass header.from=example.test",
+            },
+        )
+        assert (await room.smtp(signed)).startswith("decided")
+        await h.drain()
+        assert (await h.thread(tid)).status is Status.DONE

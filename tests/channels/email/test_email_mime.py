@@ -1,0 +1,94 @@
+"""Parsing inbound mail is pure: automatic mail, authentication results, recipients, ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.errors import InvalidInputError
+from channels.email.mime import Inbound, from_bytes
+
+BASE = (
+    "From: Olga <Ops@Example.test>\r\n"
+    "To: reply+abc@example.test\r\n"
+    "Cc: Someone <someone@example.test>\r\n"
+    "Subject: Re: Approval needed\r\n"
+    "Message-ID: <m1@client.test>\r\n"
+    "In-Reply-To: <gl.b@example.test>\r\n"
+    "References: <root@client.test> <gl.a@example.test>\r\n"
+)
+
+
+def mail(headers: str = "", body: str = "APPROVE\r\n", mail_from: str | None = None) -> Inbound:
+    return from_bytes(f"{BASE}{headers}\r\n{body}".encode(), mail_from=mail_from)
+
+
+def test_addresses_and_threading_ids() -> None:
+    m = mail()
+    assert m.sender == "ops@example.test"
+    assert m.recipients == ["reply+abc@example.test", "someone@example.test"]
+    assert m.thread_ids() == ["<gl.b@example.test>", "<gl.a@example.test>", "<root@client.test>"]
+    assert m.root() == "<root@client.test>" and m.text == "APPROVE"
+    assert m.automatic is None
+
+
+@pytest.mark.parametrize(
+    ("headers", "mail_from"),
+    [
+        ("Auto-Submitted: auto-replied\r\n", None),
+        ("Auto-Submitted: auto-generated\r\n", None),
+        ("Precedence: bulk\r\n", None),
+        ("Precedence: auto_reply\r\n", None),
+        ("X-Autoreply: yes\r\n", None),
+        ("X-Autorespond: Out of office\r\n", None),
+        ("Return-Path: <>\r\n", None),
+        ("", ""),  # MAIL FROM:<> on the SMTP envelope
+    ],
+)
+def test_auto_replies_and_bounces_are_recognised(headers: str, mail_from: str | None) -> None:
+    assert mail(headers, mail_from=mail_from).automatic
+
+
+def test_auto_submitted_no_is_a_person() -> None:
+    assert mail("Auto-Submitted: no\r\n").automatic is None
+
+
+def test_delivery_reports_are_recognised() -> None:
+    report = (
+        "From: MAILER-DAEMON@mx.example.test\r\nTo: greenlight@example.test\r\n"
+        "Subject: Undelivered Mail\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nI could not deliver it.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx\r\n\r\n"
+        "--b--\r\n"
+    )
+    assert from_bytes(report.encode()).automatic == "a delivery or read report"
+
+
+@pytest.mark.parametrize(
+    ("results", "ok"),
+    [
+        ("mx.example.test; dkim=pass header.d=example.test header.s=s1", True),
+        ("mx.example.test; dkim=pass header.d=mail.example.test", True),
+        ("mx.example.test; dmarc=pass (p=reject) header.from=example.test", True),
+        (
+            "mx.example.test; dkim=pass header.d=evil.test; dmarc=fail header.from=example.test",
+            False,
+        ),
+        ("mx.example.test; spf=pass smtp.mailfrom=example.test", False),
+        ("mx.example.test; none", False),
+    ],
+)
+def test_authentication_results(results: str, ok: bool) -> None:
+    assert mail(f"Authentication-Results: {results}\r\n").authenticated is ok
+    assert mail().authenticated is False
+
+
+def test_a_missing_message_id_gets_a_stable_one() -> None:
+    raw = b"From: a@example.test\r\nTo: deploy@example.test\r\n\r\nhello\r\n"
+    assert from_bytes(raw).message_id == from_bytes(raw).message_id
+    assert from_bytes(raw).message_id != from_bytes(raw + b"again\r\n").message_id
+
+
+def test_malformed() -> None:
+    with pytest.raises(InvalidInputError, match="no From address"):
+        from_bytes(b"To: deploy@example.test\r\n\r\nhello\r\n")

@@ -1,0 +1,127 @@
+"""Sending: durable retries, idempotent redelivery, other channels' decisions, decision links."""
+
+from __future__ import annotations
+
+import re
+
+from bot.events import ApprovalRequested, DeliveryFailed
+from bot.threads import Status
+from tests.channels.email.helpers import ANN, OPS, Mailroom, new_mail
+
+LINK = re.compile(r"/email/decide/[a-z2-7]{48}\?a=[^\s\"<>]+")
+
+
+async def start_by_api(room: Mailroom) -> str:
+    r = await room.h.api.post(
+        "/threads",
+        json={"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"},
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+async def test_a_refused_send_is_retried_until_delivered(room: Mailroom) -> None:
+    room.provider.refuse_next = 1
+    tid = await start_by_api(room)
+    await room.h.drain()
+    assert room.provider.refused == 1 and room.provider.to(OPS) == []
+
+    await room.drain_until(lambda: room.provider.to(OPS))
+    (ask,) = room.provider.to(OPS)
+    assert "Approval needed" in ask["Subject"]
+    # A thread that did not start by email: the approval email starts its own conversation.
+    assert ask["In-Reply-To"] == "" and ask["Reply-To"].startswith("reply+")
+    state = await room.h.thread(tid)
+    assert state.failed_deliveries == []
+    assert not [e for e in await room.events(tid) if isinstance(e, DeliveryFailed)]
+
+
+async def test_redelivering_an_event_sends_nothing_twice(room: Mailroom) -> None:
+    tid = await start_by_api(room)
+    await room.h.drain()
+    assert len(room.provider.to(OPS)) == 1
+    state = await room.h.thread(tid)
+    (asked,) = [e for e in await room.events(tid) if isinstance(e, ApprovalRequested)]
+    await room.channel.deliver(state, asked)  # what a worker that died mid-way leaves behind
+    assert len(room.provider.to(OPS)) == 1
+
+
+async def test_a_decision_in_another_channel_is_told_by_email(room: Mailroom) -> None:
+    tid = await start_by_api(room)
+    await room.h.drain()
+    ask = room.provider.last_to(OPS)
+    (req,) = (await room.h.thread(tid)).open_requests()
+
+    r = await room.h.api.post(
+        f"/requests/{req.id}/decision", json={"decision": "approve", "by": "bob"}
+    )
+    assert r.status_code == 200, r.text
+    await room.h.drain()
+
+    told = room.provider.last_to(OPS)
+    assert "bob approved deploy" in told.text
+    assert told["In-Reply-To"] == ask["Message-ID"] and told["Subject"] == f"Re: {ask['Subject']}"
+    assert (await room.h.thread(tid)).status is Status.DONE
+
+
+async def test_the_decision_link_page_decides_only_on_post(room: Mailroom) -> None:
+    tid = await start_by_api(room)
+    await room.h.drain()
+    match = LINK.search(room.provider.last_to(OPS).text)
+    assert match, room.provider.last_to(OPS).text
+    link = match.group(0)
+
+    page = await room.h.http.get(link)  # what a mail scanner does
+    assert page.status_code == 200 and "Approve" in page.text and "api" in page.text
+    assert (await room.h.thread(tid)).status is Status.AWAITING_APPROVAL
+
+    r = await room.h.http.post(
+        link,
+        content=b"decision=reject&reason=wrong+window",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200 and "Rejected" in r.text
+    await room.h.drain()
+    state = await room.h.thread(tid)
+    (req,) = state.requests.values()
+    assert (req.status.value, req.reason) == ("rejected", "wrong window")
+    assert req.closed_by[0].email == OPS
+
+    again = await room.h.http.post(link, content=b"decision=approve")
+    assert again.status_code == 409 and "already rejected" in again.text
+    forged = await room.h.http.get(link.replace("?a=ops", "?a=eve"))
+    assert forged.status_code == 404
+
+
+async def test_threads_from_other_channels_send_no_replies_by_email(room: Mailroom) -> None:
+    r = await room.h.api.post(
+        "/threads", json={"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to staging"}
+    )
+    assert r.status_code == 201
+    await room.h.drain()
+    assert (await room.h.thread(r.json()["id"])).status is Status.DONE
+    assert room.provider.sent == []
+
+
+async def test_a_second_email_in_the_same_conversation_continues_the_thread(
+    room: Mailroom,
+) -> None:
+    first = new_mail(ANN, "deploy@example.test", "Releases", "deploy api 1.5.0 to staging")
+    await room.smtp(first)
+    await room.h.drain()
+    done = room.provider.last_to(ANN)
+    assert done["In-Reply-To"] == first["Message-ID"] and "Done:" in done.text
+
+    follow = new_mail(
+        ANN,
+        "deploy@example.test",
+        "Re: Releases",
+        "now list services",
+        in_reply_to=done["Message-ID"],
+        references=f"{first['Message-ID']} {done['Message-ID']}",
+    )
+    assert (await room.smtp(follow)).startswith("message")
+    await room.h.drain()
+    _, total = await room.h.rt.store.thread_ids()
+    assert total == 1
+    assert "Running now" in room.provider.last_to(ANN).text

@@ -1,0 +1,144 @@
+"""A small client of Greenlight's REST API, for the CLI and for scripts.
+
+Synchronous on purpose: its one user is a terminal program that waits for a
+person between calls; there is no async twin.
+
+    with Client("http://127.0.0.1:8000", token) as api:
+        thread = api.create_thread("deploy", "deploy api 1.5.0 to production", user="ann")
+        for request in api.requests()["items"]:
+            api.decide(request["id"], "approve", by="bob")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """The API answered an error, or could not be reached (``status`` 0).
+
+    Attributes:
+        status: the HTTP status, 0 when there was no answer.
+        error: the API's error code (``conflict``, ``not_found``...).
+        detail: the API's explanation, meant for people.
+        body: the whole error body, with any extra fields.
+    """
+
+    def __init__(self, status: int, error: str, detail: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{detail} ({error}, HTTP {status})" if status else detail)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.body = body
+
+
+def find_token(data_dir: Path | None = None) -> str | None:
+    """``API_TOKEN`` from the environment, else the one ``greenlight run`` generated."""
+    if token := os.environ.get("API_TOKEN"):
+        return token
+    folder = data_dir or Path(os.environ.get("DATA_DIR") or ".greenlight")
+    path = folder / "api_token"  # bot.serve.token_file, without importing the server
+    return path.read_text().strip() if path.is_file() else None
+
+
+class Client:
+    """Calls the REST API; every method returns the decoded JSON body.
+
+    Args:
+        url: the API's base URL.
+        token: the bearer token.
+        timeout: seconds per request.
+
+    Raises:
+        ApiError: from every method, when the API refuses or cannot be reached.
+    """
+
+    def __init__(self, url: str, token: str | None, *, timeout: float = 10.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- threads ------------------------------------------------------------------------
+
+    def create_thread(
+        self, agent: str, text: str, *, user: str, callback_url: str | None = None
+    ) -> dict[str, Any]:
+        body = {"agent": agent, "text": text, "user": user, "callback_url": callback_url}
+        return self._call("POST", "/threads", json={k: v for k, v in body.items() if v})
+
+    def threads(
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"status": status, "agent": agent, "offset": offset}
+        params["limit"] = limit
+        return self._call("GET", "/threads", params={k: v for k, v in params.items() if v})
+
+    def thread(self, thread_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/threads/{thread_id}")
+
+    def say(self, thread_id: str, text: str, *, user: str) -> dict[str, Any]:
+        return self._call(
+            "POST", f"/threads/{thread_id}/messages", json={"text": text, "user": user}
+        )
+
+    # --- requests -----------------------------------------------------------------------
+
+    def requests(self, *, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        params = {"status": "open", "offset": offset, "limit": limit}
+        return self._call("GET", "/requests", params=params)
+
+    def request(self, request_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/requests/{request_id}")
+
+    def decide(
+        self, request_id: str, decision: str, *, by: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        body = {"decision": decision, "by": by, "reason": reason}
+        return self._call("POST", f"/requests/{request_id}/decision", json=body)
+
+    def answer(self, request_id: str, text: str, *, by: str) -> dict[str, Any]:
+        return self._call("POST", f"/requests/{request_id}/answer", json={"text": text, "by": by})
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        try:
+            answer = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(
+                0, "unreachable", f"cannot reach Greenlight at {self.url}: {exc}", {}
+            ) from exc
+        try:
+            body = answer.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {"value": body}
+        if answer.is_success:
+            return body
+        raise ApiError(
+            answer.status_code,
+            str(body.get("error", "http_error")),
+            str(body.get("detail", answer.text[:200] or answer.reason_phrase)),
+            body,
+        )

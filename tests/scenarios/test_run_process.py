@@ -1,0 +1,149 @@
+"""``greenlight run`` as a real process: embedded Redis, SIGKILL, restart, the thread resumes.
+
+What a newcomer does: start the bot on a fresh data folder, launch a thread, and
+lose the process in the worst way. The suspended thread must still be there
+when it starts again, and resume when approved.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from bot.embedded import free_port
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+TOKEN = "t"
+_FOREIGN = ("REDIS_", "ANTHROPIC_", "SLACK_", "SMTP_", "EMAIL_", "WEBHOOK_", "API_TOKEN", "PORT")
+
+
+class Bot:
+    """One ``python -m bot run`` child process, its log kept in a file."""
+
+    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
+        # If the kill lands mid-step, the dead worker's lease and queue entry are what
+        # recover the thread: short values keep that to a second, not a minute.
+        env |= {"DATA_DIR": str(data_dir), "PORT": str(port), "API_TOKEN": TOKEN,
+                "LEASE_MS": "500", "CLAIM_IDLE_MS": "1500", "LOG_LEVEL": "INFO"}  # fmt: skip
+        self.log = log
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "bot", "run"],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.http = httpx.Client(
+            base_url=f"http://127.0.0.1:{port}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=5,
+        )
+
+    def wait_for(self, probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:
+        """Poll ``probe`` until it returns something truthy; fail with the log otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"greenlight exited ({self.process.returncode}) before {what}:\n"
+                            f"{self.tail()}")  # fmt: skip
+            try:
+                if got := probe():
+                    return got
+            except httpx.TransportError:
+                pass  # not listening yet
+            time.sleep(0.05)
+        pytest.fail(f"timed out waiting for {what}:\n{self.tail()}")
+
+    def tail(self) -> str:
+        """The end of the log, without the access lines of our own polling."""
+        lines = [x for x in self.log.read_text().splitlines() if "uvicorn.access" not in x]
+        return "\n".join(lines[-40:])
+
+    def ready(self) -> None:
+        self.wait_for(lambda: self.http.get("/readyz").status_code == 200, "/readyz")
+
+    def get(self, path: str) -> Any:
+        r = self.http.get(path)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def stop(self, sig: signal.Signals = signal.SIGKILL) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        self.http.close()
+        return self.process.wait(timeout=15)
+
+
+@pytest.fixture
+def bots(tmp_path: Path) -> Iterator[list[Bot]]:
+    started: list[Bot] = []
+    yield started
+    for bot in started:
+        bot.stop()
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    """Wait until ``pid`` exited (a zombie nobody reaped counts as gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text():
+                return
+        except OSError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)  # do not leave it behind
+    pytest.fail(f"process {pid} is still running after {timeout}s")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PDEATHSIG")
+def test_killed_bot_restarts_with_the_suspended_thread(tmp_path: Path, bots: list[Bot]) -> None:
+    data, log = tmp_path / "data", tmp_path / "greenlight.log"
+    port = free_port()
+    first = Bot(data, port, log)
+    bots.append(first)
+    first.ready()
+
+    r = first.http.post("/threads", json={"agent": "deploy", "user": "ann",
+                                          "text": "deploy api 1.5.0 to production"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    tid = r.json()["id"]
+    req = first.wait_for(lambda: first.get("/requests")["items"], "the approval request")[0]
+    assert req["thread_id"] == tid and req["tool"] == "deploy"
+
+    redis_pid = int((data / "redis" / "redis.pid").read_text())
+    assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    # The embedded Redis follows its parent (PR_SET_PDEATHSIG) and flushes its AOF.
+    wait_gone(redis_pid)
+
+    second = Bot(data, port, log)
+    bots.append(second)
+    second.ready()
+    thread = second.get(f"/threads/{tid}")
+    assert thread["status"] == "awaiting_approval"
+    assert [r["id"] for r in thread["open_requests"]] == [req["id"]]
+
+    r = second.http.post(f"/requests/{req['id']}/decision",
+                         json={"decision": "approve", "by": "bob"})  # fmt: skip
+    assert r.status_code == 200, r.text
+    done = second.wait_for(
+        lambda: (t := second.get(f"/threads/{tid}"))["status"] == "done" and t, "the deploy to run"
+    )
+    assert "-> 1.5.0 on production" in done["last_reply"]
+
+    # Ctrl-C (SIGTERM here) stops it cleanly, Redis included.
+    redis_pid = int((data / "redis" / "redis.pid").read_text())
+    assert second.stop(signal.SIGTERM) == 0, second.tail()
+    wait_gone(redis_pid)

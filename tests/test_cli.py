@@ -1,0 +1,152 @@
+"""The ``greenlight`` client commands against the real app on a real port, with a worker.
+
+The CLI is synchronous; it runs in a thread (``asyncio.to_thread``) so the
+harness keeps serving on the test's event loop meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from typer.testing import CliRunner, Result
+
+from bot.cli import app
+from bot.embedded import EmbeddedRedis
+from tests.harness import TOKEN, Harness
+
+DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
+
+
+@pytest.fixture
+async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
+    async with Harness(redis_server.url, background_worker=True) as harness:
+        yield harness
+
+
+async def cli(h: Harness, *args: str, stdin: str = "", **env: str) -> Result:
+    """Run ``greenlight <args>`` against the harness, as a user's shell would."""
+    environ = {"GREENLIGHT_URL": h.url, "API_TOKEN": TOKEN, "COLUMNS": "200", **env}
+    runner = CliRunner()
+    return await asyncio.to_thread(
+        runner.invoke, app, list(args), input=stdin, env={k: v or None for k, v in environ.items()}
+    )
+
+
+async def open_request(h: Harness) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        items = (await h.api.get("/requests")).json()["items"]
+        return items[0] if items else None
+
+    return await h.wait_for(probe)
+
+
+async def thread_status(h: Harness, thread_id: str, status: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any] | None:
+        thread: dict[str, Any] = (await h.api.get(f"/threads/{thread_id}")).json()
+        return thread if thread["status"] == status else None
+
+    return await h.wait_for(probe)
+
+
+async def test_requests_json_lists_the_open_request(h: Harness) -> None:
+    tid = (await h.api.post("/threads", json=DEPLOY)).json()["id"]
+    req = await open_request(h)
+
+    got = await cli(h, "requests", "--json")
+    assert got.exit_code == 0, got.output
+    (item,) = json.loads(got.stdout)["items"]
+    assert (item["id"], item["thread_id"], item["tool"]) == (req["id"], tid, "deploy")
+
+    table = await cli(h, "requests")
+    assert req["id"] in table.stdout and "deploy(service='api'" in table.stdout
+
+
+async def test_approve_resumes_and_a_second_decision_fails_clearly(h: Harness) -> None:
+    tid = (await h.api.post("/threads", json=DEPLOY)).json()["id"]
+    req = await open_request(h)
+
+    got = await cli(h, "approve", req["id"], "--as", "bob", "--reason", "LGTM")
+    assert got.exit_code == 0, got.output
+    assert f"{req['id']}: approved by bob" in got.stdout
+    thread = await thread_status(h, tid, "done")
+    assert "1.5.0 on production" in thread["last_reply"]
+
+    again = await cli(h, "reject", req["id"], "--as", "carol", "--reason", "too late")
+    assert again.exit_code == 1
+    assert "already approved by bob" in again.stderr and "HTTP 409" in again.stderr
+
+    shown = await cli(h, "show", tid)
+    assert shown.exit_code == 0 and "approved by bob: LGTM" in shown.stdout
+    listed = await cli(h, "threads", "--status", "done", "--json")
+    assert [t["id"] for t in json.loads(listed.stdout)["items"]] == [tid]
+
+
+async def test_answer_command_and_a_wrong_choice(h: Harness) -> None:
+    tid = (await h.api.post("/threads", json={**DEPLOY, "text": "deploy web to staging"})).json()
+    question = await open_request(h)
+    assert question["kind"] == "question"
+
+    got = await cli(h, "answer", question["id"], "2.1.0", "--as", "ann", "--json")
+    assert got.exit_code == 0, got.output
+    assert json.loads(got.stdout)["status"] == "answered"
+    thread = await thread_status(h, tid["id"], "done")  # staging needs no approval
+    assert "2.1.0 on staging" in thread["last_reply"]
+
+
+async def test_token_comes_from_the_data_dir_and_errors_say_what_to_do(
+    h: Harness, tmp_path: Path
+) -> None:
+    (tmp_path / "api_token").write_text(TOKEN + "\n")
+    got = await cli(h, "threads", API_TOKEN="", DATA_DIR=str(tmp_path))
+    assert got.exit_code == 0 and "0 of 0 threads" in got.stdout
+
+    (tmp_path / "api_token").write_text("stale")
+    got = await cli(h, "threads", API_TOKEN="", DATA_DIR=str(tmp_path))
+    assert got.exit_code == 1
+    assert "bearer token" in got.stderr and "--token" in got.stderr
+
+    gone = await cli(h, "requests", "--url", "http://127.0.0.1:9")
+    assert gone.exit_code == 1 and "cannot reach Greenlight" in gone.stderr
+    missing = await cli(h, "show", "th_" + "0" * 20)
+    assert missing.exit_code == 1 and "no thread" in missing.stderr
+
+
+async def test_chat_answers_a_question_then_approves_with_a_key(h: Harness) -> None:
+    keys = "deploy api to production\n1.5.0\na"
+    got = await cli(h, "chat", "deploy", "--user", "ann", "--as", "bob", stdin=keys)
+    assert got.exit_code == 0, got.output
+    out = got.stdout
+    assert "question: Which version of api should I deploy?" in out
+    assert "approval: deploy(service='api', version='1.5.0', environment='production')" in out
+    assert "agent: Done: api" in out and "-> 1.5.0 on production" in out
+    assert out.rstrip().endswith("bye")
+
+    (thread,) = (await h.api.get("/threads")).json()["items"]
+    events = (await h.api.get(f"/threads/{thread['id']}")).json()["events"]
+    answer = next(e for e in events if e["type"] == "human_answer")
+    decision = next(e for e in events if e["type"] == "approval_decision")
+    assert (answer["by"]["id"], answer["text"]) == ("ann", "1.5.0")
+    assert (decision["by"]["id"], decision["decision"]) == ("bob", "approve")
+
+
+async def test_chat_reject_asks_for_a_reason_the_agent_hears(h: Harness) -> None:
+    keys = "deploy api 1.5.0 to production\nrchange freeze\n"
+    got = await cli(h, "chat", "deploy", "--user", "ann", "--as", "bob", stdin=keys)
+    assert got.exit_code == 0, got.output
+    assert "agent: Not done. Rejected by bob: change freeze" in got.stdout
+
+
+async def test_chat_refuses_self_approval_and_says_who_can(h: Harness) -> None:
+    keys = "deploy api 1.5.0 to production\na"  # then the input ends: the user leaves
+    got = await cli(h, "chat", "deploy", "--user", "ann", stdin=keys)
+    assert got.exit_code == 0, got.output
+    req = await open_request(h)
+    assert "ann asked for this and may not approve it themselves" in got.stdout
+    assert f"greenlight approve {req['id']} --as NAME" in got.stdout
+    assert req["status"] == "open" and req["approvals"] == []

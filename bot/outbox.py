@@ -113,13 +113,13 @@ class Outbox:
         jobs = await self._claim(keys=[keys.retries()], args=[now, 60, limit])
         for raw in jobs:
             job = _Job(**json.loads(raw))
-            await self.store.redis.zrem(keys.retries(), raw)
             channel = self.channels.get(job.c)
-            if channel is None:
-                continue
-            state = await self.store.load(job.t)
-            events = await self.store.events(job.t)
-            await self._try(channel, state, events[job.e], job)
+            if channel is not None:
+                state = await self.store.load(job.t)
+                events = await self.store.events(job.t)
+                await self._try(channel, state, events[job.e], job)
+            # Only now: a worker dying mid-delivery leaves the claimed job to fire again.
+            await self.store.redis.zrem(keys.retries(), raw)
         return len(jobs)
 
     async def _try(self, channel: Channel, state: ThreadState, event: Event, job: _Job) -> None:

@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,9 @@ class Agent:
     offline: OfflineScript | None = None
     max_steps: int = 10
 
+    @cached_property
     def all_tools(self) -> dict[str, Tool]:
+        """Its own tools and the built-ins, by name."""
         return {t.name: t for t in (*self.tools, *BUILTINS)}
 
 

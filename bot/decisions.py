@@ -152,7 +152,7 @@ class Decisions:
         self, state: ThreadState, asked: ApprovalRequested, edited: dict[str, Any]
     ) -> dict[str, Any]:
         agent = self.agents.get(state.agent)
-        tool = agent.all_tools().get(asked.tool) if agent else None
+        tool = agent.all_tools.get(asked.tool) if agent else None
         if tool is None:
             raise ConflictError(f"tool {asked.tool!r} is no longer available")
         return tool.validate(edited).model_dump(mode="json")

@@ -32,10 +32,13 @@ class Actor(BaseModel):
     """The identity within that channel: a Slack user id, an address, an API user name."""
     name: str | None = None
     email: str | None = None
+    groups: tuple[str, ...] = ()
+    """Groups the channel vouches the actor is in (a Slack user group id ``S123``)."""
 
     def names(self) -> set[str]:
         """Every name a policy may use for this actor (``U123``, ``slack:U123``, an email)."""
         found = {self.id, f"{self.channel}:{self.id}"}
+        found |= {n for g in self.groups for n in (g, f"{self.channel}:{g}")}
         if self.email:
             found |= {self.email.lower(), f"email:{self.email.lower()}"}
         if self.name:

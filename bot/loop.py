@@ -149,7 +149,7 @@ class Loop:
 
     async def _settle(self, s: ThreadState, agent: Agent, call_id: str) -> ThreadState:
         call = s.calls[call_id]
-        tool = agent.all_tools().get(call.asked.tool)
+        tool = agent.all_tools.get(call.asked.tool)
         if call.status is CallStatus.REJECTED:
             req = s.requests.get(call.request_id or "")
             who = ", ".join(a.label() for a in req.closed_by) if req else "policy"
@@ -196,12 +196,12 @@ class Loop:
     # --- model turns ----------------------------------------------------------------------
 
     async def _model_turn(self, s: ThreadState, agent: Agent) -> list[Event]:
-        tools = agent.all_tools()
+        tools = agent.all_tools
         request = ModelRequest(
             agent=agent.name,
             system=agent.prompt,
             blocks=to_blocks(await self.store.events(s.id)),
-            tools=[t.spec() for t in tools.values()],
+            tools=[t.spec for t in tools.values()],
         )
         try:
             turn = await self.model.complete(request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -17,6 +17,7 @@ from bot.outbox import Channel, Outbox
 from bot.policy import Groups
 from bot.queue import Queue
 from bot.store import Store
+from bot.threads import ThreadState
 from bot.worker import Worker, consumer_name
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class Runtime:
         lease_ms: int = 30_000,
         claim_idle_ms: int = 60_000,
         block_ms: int = 1000,
+        on_step: Callable[[ThreadState], None] | None = None,
     ) -> Worker:
         queue = Queue(self.redis, name or consumer_name(), lease_ms=lease_ms)
         return Worker(
@@ -53,6 +55,7 @@ class Runtime:
             concurrency=concurrency,
             claim_idle_ms=claim_idle_ms,
             block_ms=block_ms,
+            on_step=on_step,
         )
 
 

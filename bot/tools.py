@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -50,7 +51,9 @@ class Tool:
     approval: ApprovalPolicy = NEVER
     idempotent: bool = False
 
+    @cached_property
     def spec(self) -> ToolSpec:
+        """The tool as the model sees it (schema generation is slow: built once)."""
         return ToolSpec(self.name, self.description, self.args.model_json_schema())
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:

@@ -13,6 +13,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 
 from bot.loop import Loop
 from bot.outbox import Outbox
@@ -47,6 +48,7 @@ class Worker:
         concurrency: int = 32,
         claim_idle_ms: int = 60_000,
         block_ms: int = 1000,
+        on_step: Callable[[ThreadState], None] | None = None,
     ) -> None:
         self.loop = loop
         self.queue = queue
@@ -54,6 +56,8 @@ class Worker:
         self.concurrency = concurrency
         self.claim_idle_ms = claim_idle_ms
         self.block_ms = block_ms
+        self.on_step = on_step
+        """Called with each thread's state after it was stepped (metrics, benchmarks)."""
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -130,6 +134,8 @@ class Worker:
                 state = await self.loop.step(thread_id)
                 await self.outbox.flush(state)
                 if await self.queue.release(thread_id, state.version):
+                    if self.on_step is not None:
+                        self.on_step(state)
                     return
                 state = None
         finally:

@@ -115,6 +115,15 @@ def alias(channel: str, key: str) -> str:
     return f"{PREFIX}:alias:{channel}:{key}"
 
 
+def slack(tid: str) -> str:
+    """Hash of the Slack channel's posts for one thread; never expires, like the log.
+
+    ``post:<event id>:<part>`` → ``<channel> <ts>`` makes delivering an event twice a
+    no-op; ``card:<request id>:<channel>`` → ``<ts>`` finds every card to update.
+    """
+    return f"{PREFIX}:{{{tid}}}:slack"
+
+
 def email_sent(tid: str) -> str:
     """Hash of ``<event or inbound id>:<recipient>`` → send time: emails already sent,
     so an at-least-once redelivery sends each once. Never expires, like the log."""

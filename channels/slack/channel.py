@@ -1,0 +1,172 @@
+"""The Slack channel: a Bolt app on ``POST /slack/events`` or Socket Mode, and the poster.
+
+Two Web API clients with different patience: the web process's (Bolt's) retries
+a 429 only when Slack asks to wait at most a second, because Slack wants its
+answer within 3 seconds; the worker's waits out ``Retry-After`` up to three times.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from fastapi import APIRouter, Request, Response
+from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ConfigError
+from bot.events import Event
+from bot.runtime import Runtime
+from bot.settings import Settings
+from bot.threads import ThreadState
+from channels.slack.listeners import Listeners
+from channels.slack.outbound import Outbound
+from channels.slack.people import People
+
+log = logging.getLogger(__name__)
+
+PATH = "/slack/events"
+
+
+class ShortRateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """Retries a 429 once, and only when ``Retry-After`` is at most ``max_wait`` seconds."""
+
+    def __init__(self, max_wait: float = 1.0) -> None:
+        super().__init__(max_retry_count=1)
+        self.max_wait = max_wait
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if response is None or response.status_code != 429:
+            return False
+        wait = next((v for k, v in response.headers.items() if k.lower() == "retry-after"), ["1"])
+        try:
+            return float(wait[0]) <= self.max_wait
+        except (ValueError, IndexError):
+            return False
+
+
+def to_client(token: str, base_url: str, *, patient: bool) -> AsyncWebClient:
+    """A Web API client: ``patient`` waits out rate limits, otherwise only short ones."""
+    handlers: list[AsyncRetryHandler] = [AsyncConnectionErrorRetryHandler()]
+    if patient:
+        handlers.append(AsyncRateLimitErrorRetryHandler(max_retry_count=3))
+    else:
+        handlers.append(ShortRateLimitRetry())
+    return AsyncWebClient(
+        token=token,
+        base_url=base_url if base_url.endswith("/") else base_url + "/",
+        timeout=30 if patient else 5,
+        retry_handlers=handlers,
+    )
+
+
+class SlackChannel:
+    """Chat with agents in Slack, approve with buttons, answer in threads.
+
+    Args:
+        settings: ``slack_bot_token`` plus ``slack_signing_secret`` (HTTP mode)
+            and/or ``slack_app_token`` (Socket Mode); ``slack_api_url``;
+            ``slack_approvals_channel``.
+        runtime: the wired core.
+    """
+
+    name = "slack"
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        if settings.slack_bot_token is None:
+            raise ConfigError("SLACK_BOT_TOKEN is required for the Slack channel")
+        token = settings.slack_bot_token.get_secret_value()
+        secret = settings.slack_signing_secret
+        self.app_token = settings.slack_app_token
+        self.client = to_client(token, settings.slack_api_url, patient=True)
+        self.web_client = to_client(token, settings.slack_api_url, patient=False)
+        approvals = settings.slack_approvals_channel
+        self.outbound = Outbound(
+            self.client, runtime.store, People(self.client), approvals_channel=approvals
+        )
+        web_people = People(self.web_client)
+        self.app = AsyncApp(
+            client=self.web_client,
+            signing_secret=secret.get_secret_value() if secret else "",
+            # Listeners only write to Redis, so they finish before Slack gets its answer:
+            # a failure is a 500 that Slack retries, never a lost event.
+            process_before_response=True,
+            name="greenlight",
+            logger=logging.getLogger("channels.slack.bolt"),
+        )
+        Listeners(
+            runtime,
+            web_people,
+            Outbound(self.web_client, runtime.store, web_people, approvals_channel=approvals),
+        ).register(self.app)
+        self.router: APIRouter | None = to_router(self.app) if secret else None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
+
+    async def start(self) -> None:
+        """Share one HTTP session per client, check the token, open Socket Mode if asked."""
+        for client in (self.client, self.web_client):
+            client.session = aiohttp.ClientSession()
+            self._sessions.append(client.session)
+        try:
+            me = await self.client.auth_test()
+        except SlackApiError as exc:
+            await self.stop()
+            raise ConfigError(
+                f"Slack refused SLACK_BOT_TOKEN ({exc.response.get('error')}); "
+                "copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page"
+            ) from exc
+        log.info(
+            "slack: signed in as %s in %s; HTTP mode on %s: %s; Socket Mode: %s",
+            me.get("user"),
+            me.get("team"),
+            PATH,
+            self.router is not None,
+            self.app_token is not None,
+        )
+        if self.app_token is not None:
+            self._socket = AsyncSocketModeHandler(self.app, self.app_token.get_secret_value())
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        for session in self._sessions:
+            await session.close()
+        self._sessions.clear()
+        self.client.session = self.web_client.session = None
+
+    async def deliver(self, thread: ThreadState, event: Event) -> None:
+        await self.outbound.deliver(thread, event)
+
+
+def to_router(app: AsyncApp) -> APIRouter:
+    """``POST /slack/events`` for events, interactivity and the slash command alike."""
+    handler = AsyncSlackRequestHandler(app)
+    router = APIRouter()
+
+    @router.post(PATH, include_in_schema=False)
+    async def slack_events(request: Request) -> Response:
+        response: Response = await handler.handle(request)
+        return response
+
+    return router

@@ -1,0 +1,265 @@
+"""What Greenlight posts in Slack: cards, their updates, reminders and the agent's replies.
+
+Delivery is at-least-once, so every post is recorded under its event id in the
+thread's Slack hash (``bot.keys.slack``) and skipped when found there. Cards
+are remembered per request, so when a request is decided through any channel,
+expires or is cancelled, every card for it is updated in place.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import keys
+from bot.events import (
+    AgentReply,
+    ApprovalDecision,
+    ApprovalRequested,
+    Cancelled,
+    ErrorEvent,
+    Escalated,
+    Event,
+    Expired,
+    HumanAnswer,
+    HumanQuestion,
+    Reminded,
+    UserMessage,
+)
+from bot.store import Store
+from bot.threads import Request, ThreadState
+from channels.slack.blocks import Block, CardInfo, card, to_chunks, when
+from channels.slack.people import People, escape
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where in Slack something goes: a channel, and a thread in it if any."""
+
+    channel: str
+    thread_ts: str | None = None
+
+
+def to_place(thread: ThreadState) -> Place | None:
+    """The Slack thread a conversation lives in; None when it did not start in Slack."""
+    origin = thread.origin
+    if origin is None or origin.channel != "slack":
+        return None
+    meta = origin.metadata
+    if not meta.get("channel") or not meta.get("thread_ts"):
+        return None
+    return Place(str(meta["channel"]), str(meta["thread_ts"]))
+
+
+class Outbound:
+    """Renders thread events into Slack.
+
+    Args:
+        client: the Web API client (with rate-limit retries).
+        store: the event store (for the Slack hash and the requester's words).
+        people: resolves approvers into mentions.
+        approvals_channel: where cards go when a policy names no channel.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        store: Store,
+        people: People,
+        *,
+        approvals_channel: str | None = None,
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.people = people
+        self.approvals_channel = approvals_channel
+
+    async def deliver(self, thread: ThreadState, event: Event) -> None:
+        """Post or update what ``event`` means for the people in Slack."""
+        match event:
+            case ApprovalRequested() | HumanQuestion():
+                await self._ask(thread, event)
+            case ApprovalDecision() | HumanAnswer() | Expired():
+                await self.refresh(thread, event.request_id)
+            case Escalated():
+                await self.refresh(thread, event.request_id)
+                mentions = [await self.people.mention(a) for a in event.approvers]
+                await self._under_cards(
+                    thread,
+                    event.request_id,
+                    event.id,
+                    f":arrow_up: Escalated to {', '.join(mentions)}.",
+                )
+            case Reminded():
+                req = thread.requests.get(event.request_id)
+                if req is not None and req.is_open:
+                    mentions = [await self.people.mention(a) for a in req.approvers]
+                    due = f"; it expires {when(req.expires_at)}" if req.expires_at else ""
+                    await self._under_cards(
+                        thread,
+                        event.request_id,
+                        event.id,
+                        f":alarm_clock: Still waiting for {_listed(mentions)}{due}.",
+                    )
+            case Cancelled():
+                for request_id in thread.requests:
+                    await self.refresh(thread, request_id)
+            case AgentReply():
+                if place := to_place(thread):
+                    for i, chunk in enumerate(to_chunks(event.text)):
+                        await self._post(thread.id, f"{event.id}:{i}", place, chunk)
+            case ErrorEvent(fatal=True):
+                if place := to_place(thread):
+                    text = f":warning: The {thread.agent} agent stopped: {escape(event.message)}"
+                    await self._post(thread.id, event.id, place, text)
+            case _:
+                return
+
+    async def refresh(
+        self, thread: ThreadState, request_id: str, also: Place | None = None
+    ) -> None:
+        """Update every card of a request (and ``also`` that message) to its current state."""
+        req = thread.requests.get(request_id)
+        if req is None:
+            return
+        cards = await self.cards(thread.id, request_id)
+        if also and also.thread_ts and (also.channel, also.thread_ts) not in cards:
+            cards.append((also.channel, also.thread_ts))
+        for channel, ts in cards:
+            text, blocks = await self.render(thread, req, channel)
+            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+
+    async def cards(self, thread_id: str, request_id: str) -> list[tuple[str, str]]:
+        """The (channel, ts) of every card posted for a request."""
+        found = await self.store.redis.hgetall(keys.slack(thread_id))
+        prefix = f"card:{request_id}:"
+        return [
+            (str(f).removeprefix(prefix), str(ts))
+            for f, ts in found.items()
+            if str(f).startswith(prefix)
+        ]
+
+    async def render(
+        self, thread: ThreadState, req: Request, channel: str
+    ) -> tuple[str, list[Block]]:
+        """A request's card as shown in ``channel``."""
+        place = to_place(thread)
+        if isinstance(req.asked, ApprovalRequested):
+            names = req.approvers
+            why = req.asked.reason or await self._words_before(thread.id, req.asked.id)
+        else:
+            names, why = req.asked.answerers, None
+        link = None
+        if place is None:
+            link = f"thread `{thread.id}`"
+        elif place.channel != channel:
+            link = await self._link(thread.id, place)
+        approvers = [await self.people.mention(n) for n in names]
+        return card(req, CardInfo(agent=thread.agent, approvers=approvers, why=why, link=link))
+
+    async def _ask(self, thread: ThreadState, event: ApprovalRequested | HumanQuestion) -> None:
+        req = thread.requests.get(event.request_id)
+        if req is None:
+            return
+        here = to_place(thread)
+        elsewhere = self.approvals_channel
+        if isinstance(event, ApprovalRequested):
+            elsewhere = event.approvals_channel or elsewhere
+        elif here is not None:
+            elsewhere = None  # a question is asked where the conversation is
+        if elsewhere and (here is None or here.channel != elsewhere):
+            posted = await self._card(thread, req, event.id, Place(elsewhere))
+            await self.store.link("slack", f"{posted.channel}:{posted.thread_ts}", thread.id)
+            if here is not None and isinstance(event, ApprovalRequested):
+                permalink = await self._permalink(posted)
+                where = f"<{permalink}|the approvals channel>" if permalink else f"<#{elsewhere}>"
+                text = (
+                    f":hourglass_flowing_sand: Waiting for approval of *{event.tool}* in {where}."
+                )
+                await self._post(thread.id, f"{event.id}:note", here, text)
+        elif here is not None:
+            await self._card(thread, req, event.id, here)
+
+    async def _card(self, thread: ThreadState, req: Request, event_id: str, place: Place) -> Place:
+        text, blocks = await self.render(thread, req, place.channel)
+        posted = await self._post(thread.id, event_id, place, text, blocks)
+        await self.store.redis.hset(
+            keys.slack(thread.id), f"card:{req.id}:{posted.channel}", str(posted.thread_ts)
+        )
+        return posted
+
+    async def _under_cards(
+        self, thread: ThreadState, request_id: str, event_id: str, text: str
+    ) -> None:
+        for channel, ts in await self.cards(thread.id, request_id):
+            await self._post(thread.id, f"{event_id}:{channel}", Place(channel, ts), text)
+
+    async def _post(
+        self,
+        thread_id: str,
+        part: str,
+        place: Place,
+        text: str,
+        blocks: list[Block] | None = None,
+    ) -> Place:
+        """Post once per ``part``; returns where the message is (its ts as ``thread_ts``)."""
+        field = f"post:{part}"
+        done = await self.store.redis.hget(keys.slack(thread_id), field)
+        if done:
+            channel, ts = str(done).split(" ", 1)
+            return Place(channel, ts)
+        extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
+        answer = await self.client.chat_postMessage(
+            channel=place.channel,
+            thread_ts=place.thread_ts,
+            text=text,
+            unfurl_links=False,
+            unfurl_media=False,
+            **extra,
+        )
+        posted = Place(str(answer["channel"]), str(answer["ts"]))
+        # A crash between the post and this write posts again: at-least-once, like the outbox.
+        await self.store.redis.hset(
+            keys.slack(thread_id), field, f"{posted.channel} {posted.thread_ts}"
+        )
+        log.info("thread %s: slack posted %s in %s", thread_id, part, posted.channel)
+        return posted
+
+    async def _link(self, thread_id: str, place: Place) -> str:
+        key = keys.slack(thread_id)
+        found = str(await self.store.redis.hget(key, "link") or "")
+        if not found:
+            found = await self._permalink(place) or ""
+            if found:
+                await self.store.redis.hset(key, "link", found)
+        return f"<{found}|this conversation>" if found else f"<#{place.channel}>"
+
+    async def _permalink(self, place: Place) -> str | None:
+        try:
+            answer = await self.client.chat_getPermalink(
+                channel=place.channel, message_ts=str(place.thread_ts)
+            )
+        except SlackApiError as exc:
+            log.warning("slack: chat.getPermalink failed: %s", exc.response.get("error"))
+            return None
+        return str(answer.get("permalink") or "") or None
+
+    async def _words_before(self, thread_id: str, event_id: str) -> str | None:
+        """What the requester last said before the request: the "why" on a card."""
+        said = None
+        for event in await self.store.events(thread_id):
+            if event.id == event_id:
+                return said
+            if isinstance(event, UserMessage):
+                said = event.text
+        return said
+
+
+def _listed(mentions: list[str]) -> str:
+    return ", ".join(mentions) or "a decision"

@@ -1,0 +1,162 @@
+"""Who is who in Slack: actors for clicks and messages, mentions for approvers.
+
+Policies name approvers as Slack user ids (``U123``, ``slack:U123``), user
+group ids (``S123``, ``slack:S123``) or email addresses. A click becomes an
+``Actor`` whose names cover all three: the user id, the email from
+``users.info`` and the approver groups the user belongs to. Look-ups are
+cached in the process for ``ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.events import Actor
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_USER = re.compile(r"^(?:slack:)?([UW][A-Z0-9]{2,})$")
+_FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
+_GROUP = re.compile(r"^(?:slack:|subteam:)?(S[A-Z0-9]{2,})$")
+
+
+def to_user_id(identity: str) -> str | None:
+    """``U123`` or ``slack:U123`` → ``U123``; anything else → None."""
+    m = _USER.match(identity)
+    return m.group(1) if m else None
+
+
+def to_group_id(identity: str) -> str | None:
+    """``S123``, ``slack:S123`` or ``subteam:S123`` → ``S123``; anything else → None."""
+    m = _GROUP.match(identity)
+    return m.group(1) if m else None
+
+
+def escape(text: str) -> str:
+    """Escape text for mrkdwn, so nothing in it can ping ``<!channel>`` or fake a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class _Cache(Generic[T]):
+    """Values by key for ``ttl`` seconds; concurrent misses of one key share one load."""
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self._items: dict[str, tuple[float, T]] = {}
+        self._loading: dict[str, asyncio.Future[T]] = {}
+
+    async def get(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
+        """The cached value, or ``load()``'s; a load that says ``False`` is not kept."""
+        hit = self._items.get(key)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        if key in self._loading:  # a burst of clicks by one person makes one API call
+            return await asyncio.shield(self._loading[key])
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            value, keep = await load()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # marked retrieved: the waiters, if any, re-raise it
+            raise
+        finally:
+            del self._loading[key]
+        future.set_result(value)
+        if keep:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[key] = (time.monotonic() + self.ttl, value)
+        return value
+
+
+class People:
+    """Resolves Slack users, emails and user groups, with a cache.
+
+    Args:
+        client: a Web API client with ``users:read``, ``users:read.email``
+            and ``usergroups:read``.
+        ttl: seconds a look-up is kept.
+    """
+
+    def __init__(self, client: AsyncWebClient, *, ttl: float = 600.0) -> None:
+        self.client = client
+        self._users: _Cache[dict[str, Any]] = _Cache(ttl)
+        self._emails: _Cache[str | None] = _Cache(ttl)
+        self._groups: _Cache[frozenset[str]] = _Cache(ttl)
+
+    async def actor(self, user_id: str, approvers: Sequence[str] = ()) -> Actor:
+        """The actor for a Slack user, with the approver groups of ``approvers`` they are in."""
+        user = await self._users.get(user_id, partial(self._user, user_id))
+        profile = user.get("profile") or {}
+        groups = []
+        for identity in approvers:
+            group = to_group_id(identity)
+            if group and user_id in await self._groups.get(group, partial(self._members, group)):
+                groups.append(group)
+        # No display name: anyone can set theirs to "api:dave" or an approver's email,
+        # and Actor.names() would let it match a policy. Slack shows <@id> anyway.
+        return Actor(
+            channel="slack",
+            id=user_id,
+            email=str(profile["email"]).lower() if profile.get("email") else None,
+            groups=tuple(groups),
+        )
+
+    async def mention(self, identity: str) -> str:
+        """How to show an approver in a message: ``<@U1>``, ``<!subteam^S1>``, or as written."""
+        if user := to_user_id(identity):
+            return f"<@{user}>"
+        if group := to_group_id(identity):
+            return f"<!subteam^{group}>"
+        if "@" in identity:
+            email = identity.removeprefix("email:")
+            found = await self._emails.get(email.lower(), partial(self._by_email, email))
+            return f"<@{found}>" if found else escape(email)
+        return escape(identity)
+
+    # Failed look-ups are not cached: the next click asks again.
+
+    async def _user(self, user_id: str) -> tuple[dict[str, Any], bool]:
+        try:
+            answer = await self.client.users_info(user=user_id)
+        except _FAILED as exc:
+            log.warning("slack: users.info %s failed: %r", user_id, exc)
+            return {}, False
+        user = answer.get("user")
+        return (dict(user) if isinstance(user, dict) else {}), True
+
+    async def _by_email(self, email: str) -> tuple[str | None, bool]:
+        try:
+            answer = await self.client.users_lookupByEmail(email=email)
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            log.info("slack: no user for %s: %s", email, error)
+            return None, error == "users_not_found"
+        except _FAILED as exc:
+            log.warning("slack: users.lookupByEmail failed: %r", exc)
+            return None, False
+        user = answer.get("user") or {}
+        return (str(user["id"]) if user.get("id") else None), True
+
+    async def _members(self, group: str) -> tuple[frozenset[str], bool]:
+        try:
+            answer = await self.client.usergroups_users_list(usergroup=group)
+        except _FAILED as exc:
+            log.warning("slack: usergroups.users.list %s failed: %r", group, exc)
+            return frozenset(), False
+        return frozenset(str(u) for u in answer.get("users") or ()), True

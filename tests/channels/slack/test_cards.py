@@ -1,0 +1,87 @@
+"""Cards wherever they are: an approvals channel, REST threads, expiry and cancellation."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from bot import keys
+from bot.embedded import EmbeddedRedis
+from tests.channels.slack.conftest import ANN, BOB, slack_settings
+from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of
+from tests.harness import Harness
+from tests.standins.slack_api import SlackAPI
+
+APPROVALS = "C0APPROVE1"
+
+
+def cards_in(api: SlackAPI, channel: str) -> list[tuple[str, str]]:
+    return [k for k, m in api.messages.items() if k[0] == channel and m.get("blocks")]
+
+
+async def test_cards_in_the_approvals_channel_link_back_and_follow_every_decision(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        root = await slack.mention("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+
+        (card,) = cards_in(api, APPROVALS)
+        assert "thread_ts" not in api.messages[card] or not api.messages[card]["thread_ts"]
+        permalink = f"https://acme.slack.com/archives/{CHANNEL}/p{root.replace('.', '')}"
+        assert f"<{permalink}|this conversation>" in text_of(api.messages[card])
+        (note,) = [m for m in api.messages.values() if m.get("thread_ts") == root]
+        assert (
+            "Waiting for approval of *deploy*" in note["text"]
+            and "archives/C0APPROVE1" in (note["text"])
+        )
+
+        # A REST thread's request gets a card there too, and a Slack click decides it.
+        r = await h.api.post(
+            "/threads",
+            json={"agent": "deploy", "user": "erin", "text": "deploy web 2.1.0 to production"},
+        )
+        rest_thread = r.json()["id"]
+        await h.drain()
+        (_, rest_card) = sorted(cards_in(api, APPROVALS), key=lambda k: k[1])
+        assert rest_thread in text_of(api.messages[rest_card])
+        await slack.click(rest_card, "gl_approve", BOB)
+        await h.drain()
+        assert f"*Approved* by <@{BOB}>" in text_of(api.messages[rest_card])
+        assert (await h.api.get(f"/threads/{rest_thread}")).json()["status"] == "done"
+
+        # Cancelling the Slack thread through the API closes its card.
+        r = await h.api.post(
+            f"/threads/{keys.thread_id_for('slack', f'{TEAM}:{CHANNEL}:{root}')}/cancel",
+            json={"by": "erin", "reason": "wrong day"},
+        )
+        assert r.status_code == 200, r.text
+        await h.drain()
+        assert not has_buttons(api.messages[card])
+        assert "*Cancelled* by erin" in text_of(api.messages[card])
+
+
+async def test_reminder_under_the_card_then_expiry_closes_it(h: Harness, api: SlackAPI, slack: Slack) -> None:
+    root = await slack.mention("deploy api 1.5.0 to production", ANN)
+    await h.drain()
+    (card,) = cards_in(api, CHANNEL)
+    tid = keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}")
+
+    h.rt.loop.clock = lambda: time.time() + 3100  # past the reminder, 10 minutes before expiry
+    await h.redis.zadd(keys.timers(), {tid: 0})  # its timer comes due
+    await h.drain()
+    (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
+    assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
+    assert has_buttons(api.messages[card])
+
+    h.rt.loop.clock = lambda: time.time() + 7200  # two hours on: past the one-hour expiry
+    await h.redis.zadd(keys.timers(), {tid: 0})
+    await h.drain()
+
+    assert "*Expired*" in text_of(api.messages[card]) and not has_buttons(api.messages[card])
+    await slack.interact(slack.click_payload(card, "gl_approve", BOB, as_first_posted=True))
+    notes = [c.params["text"] for c in api.calls_to("chat.postEphemeral")]
+    assert notes and "expired" in notes[-1]

@@ -1,0 +1,147 @@
+"""The wire: signatures, Slack's retries, what is ignored, rate limits, Socket Mode."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bot import keys
+from bot.embedded import EmbeddedRedis
+from bot.events import UserMessage
+from tests.channels.slack.conftest import ANN, slack_settings
+from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample
+from tests.harness import Harness
+from tests.standins.slack_api import SlackAPI
+
+
+def thread_of(root_ts: str) -> str:
+    return keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root_ts}")
+
+
+async def user_messages(h: Harness, root_ts: str) -> list[UserMessage]:
+    return [e for e in await h.rt.store.events(thread_of(root_ts)) if isinstance(e, UserMessage)]
+
+
+async def test_a_retried_event_is_recorded_once(h: Harness, slack: Slack) -> None:
+    payload = slack.mention_payload("deploy api 1.5.0 to production", ANN)
+    first = await slack.event(payload)
+    again = await slack.event(payload, retry=1)
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert len(await user_messages(h, payload["event"]["ts"])) == 1
+
+
+async def test_a_retry_whose_first_delivery_never_came_is_processed(
+    h: Harness, slack: Slack
+) -> None:
+    payload = slack.mention_payload("deploy api 1.5.0 to production", ANN)
+    r = await slack.event(payload, retry=2)
+    assert r.status_code == 200
+    (message,) = await user_messages(h, payload["event"]["ts"])
+    assert message.text == "deploy api 1.5.0 to production" and message.by.id == ANN
+
+
+async def test_bot_messages_edits_and_chatter_are_ignored_with_200(
+    h: Harness, slack: Slack
+) -> None:
+    root = await slack.mention("deploy: list services", ANN)
+    before = (await h.thread(thread_of(root))).version
+    ignored: list[dict[str, Any]] = [sample("bot_message"), sample("message_changed")]
+    for payload in ignored:
+        payload["event"]["thread_ts"] = root
+    own = slack.reply_payload("Done: api 1.4.1 -> 1.5.0", "U0BOT0001", root)
+    own["event"]["bot_id"] = "B0BOT0001"
+    chatter = slack.reply_payload("lunch?", ANN, root)
+    del chatter["event"]["thread_ts"]  # a top-level message in the channel
+    deleted = slack.reply_payload("", ANN, root)
+    deleted["event"].update(subtype="message_deleted", deleted_ts=root)
+    joined = sample("message_in_thread")
+    joined["event"].update(subtype="channel_join", thread_ts=None)
+    other = sample("app_mention")
+    other["event"] = {
+        "type": "reaction_added",
+        "user": ANN,
+        "reaction": "eyes",
+        "item": {"type": "message", "channel": CHANNEL, "ts": root},
+        "event_ts": "1718000010.000100",
+    }
+
+    for payload in [*ignored, own, chatter, deleted, joined, other]:
+        r = await slack.event(payload)
+        assert r.status_code == 200, (payload["event"], r.text)
+
+    assert (await h.thread(thread_of(root))).version == before
+    _ids, total = await h.rt.store.thread_ids()
+    assert total == 1
+
+
+async def test_bad_signature_and_stale_timestamp_are_401(h: Harness, slack: Slack) -> None:
+    payload = slack.mention_payload("deploy api 1.5.0 to production", ANN)
+    forged = await slack.event(payload, secret="not-the-secret")
+    stale = await slack.event(payload, timestamp=int(time.time()) - 600)
+    assert (forged.status_code, stale.status_code) == (401, 401)
+    _ids, total = await h.rt.store.thread_ids()
+    assert total == 0
+    tampered = await slack.send(
+        b'{"type":"event_callback"}', "application/json", timestamp=int(time.time()), secret="other"
+    )
+    assert tampered.status_code == 401
+
+
+async def test_url_verification_answers_the_challenge(slack: Slack) -> None:
+    r = await slack.event(
+        {
+            "token": "x",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
+    assert r.status_code == 200
+    assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P" in r.text
+
+
+async def test_rate_limited_post_is_retried(h: Harness, api: SlackAPI, slack: Slack) -> None:
+    api.fail_next("chat.postMessage", retry_after="0")
+    root = await slack.mention("deploy api 1.5.0 to production", ANN)
+    await h.drain()
+    posts = api.calls_to("chat.postMessage")
+    assert len(posts) == 2 and posts[0].params == posts[1].params
+    assert [m for m in api.messages.values() if m.get("thread_ts") == root and has_buttons(m)]
+
+
+async def test_delivering_an_event_twice_posts_once(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    root = await slack.mention("deploy api 1.5.0 to production", ANN)
+    await h.drain()
+    state = await h.thread(thread_of(root))
+    asked = [e for e in await h.rt.store.events(state.id) if e.type == "approval_requested"]
+    posts = len(api.calls_to("chat.postMessage"))
+
+    (channel,) = [c for c in h.rt.channels if c.name == "slack"]
+    await channel.deliver(state, asked[0])  # at-least-once: the outbox may hand it over again
+    assert len(api.calls_to("chat.postMessage")) == posts
+
+
+async def test_socket_mode(redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI) -> None:
+    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
+    async with Harness(redis_server.url, settings=settings) as h:
+        assert api.calls_to("apps.connections.open")[0].token == api.app_token
+        payload = Slack(h.http, api).mention_payload("deploy api 1.5.0 to production", ANN)
+        ack = await api.push(
+            {
+                "envelope_id": "1d1c5c5a-6b1e-4c7a-9f3e-2b7c8d9e0f11",
+                "type": "events_api",
+                "payload": payload,
+                "accepts_response_payload": False,
+                "retry_attempt": 0,
+                "retry_reason": "",
+            }
+        )
+        assert ack == {"envelope_id": "1d1c5c5a-6b1e-4c7a-9f3e-2b7c8d9e0f11"}
+        (message,) = await user_messages(h, payload["event"]["ts"])
+        assert message.text == "deploy api 1.5.0 to production"
+        # No signing secret: no HTTP endpoint to forge requests against.
+        r = await h.http.post("/slack/events", content=b"{}")
+        assert r.status_code == 404

@@ -59,8 +59,9 @@ class Inbox:
             )
         self._check_text(text)
         tid = thread_id or keys.new_thread_id()
+        # A fresh random id has no log yet: no need to read it.
+        state = ThreadState(id=tid) if thread_id is None else await self.store.load(tid)
         while True:
-            state = await self.store.load(tid)
             events: list[Event] = []
             if not state.exists:
                 events.append(ThreadCreated(agent=agent, origin=origin, by=by))
@@ -70,6 +71,7 @@ class Inbox:
             try:
                 new = await self.store.append(state, events, delivery=delivery)
             except VersionConflict:
+                state = await self.store.load(tid)
                 continue
             except DuplicateDelivery:
                 return Received(await self.store.load(tid), created=False, duplicate=True)

@@ -111,10 +111,10 @@ class Loop:
             )
         if s.turns_since_input >= agent.max_steps:
             return await self._append(s, [_escalation(s, f"{agent.max_steps} steps without input")])
+        fetched: list[Event] = []
         if agent.prefetch and not s.prefetched:
             fetched = [ContextFetched(name=n, data=await f()) for n, f in agent.prefetch.items()]
-            return await self._append(s, fetched)
-        return await self._append(s, await self._model_turn(s, agent))
+        return await self._append(s, [*fetched, *await self._model_turn(s, agent, fetched)])
 
     async def _append(self, s: ThreadState, events: Sequence[Event]) -> ThreadState:
         return await self.store.append(s, events, enqueue=False)
@@ -195,12 +195,12 @@ class Loop:
 
     # --- model turns ----------------------------------------------------------------------
 
-    async def _model_turn(self, s: ThreadState, agent: Agent) -> list[Event]:
+    async def _model_turn(self, s: ThreadState, agent: Agent, fetched: list[Event]) -> list[Event]:
         tools = agent.all_tools
         request = ModelRequest(
             agent=agent.name,
             system=agent.prompt,
-            blocks=to_blocks(await self.store.events(s.id)),
+            blocks=to_blocks([*await self.store.events(s.id, version=s.version), *fetched]),
             tools=[t.spec for t in tools.values()],
         )
         try:

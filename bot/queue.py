@@ -3,7 +3,8 @@
 At-least-once: an entry is acknowledged only after its thread was stepped;
 entries of a dead consumer are reclaimed. One worker steps a thread at a time
 (a lease); a worker that finds the lease taken acknowledges its entry, because
-the holder re-checks the thread's version before letting go.
+the holder re-checks the thread's version before letting go, and sets the
+thread's timer to the lease's expiry in case the holder died.
 """
 
 from __future__ import annotations
@@ -16,13 +17,32 @@ from redis.exceptions import ResponseError
 
 from bot import keys
 
-# Release only if the thread did not change since the holder last looked;
-# otherwise keep the lease and tell the holder to step again.
+# Take the lease, or, if another worker holds it, make sure the thread is looked
+# at again when that lease runs out (its holder may have died), and acknowledge.
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then ttl = tonumber(ARGV[2]) end
+redis.call('ZADD', KEYS[2], 'LT', tonumber(ARGV[3]) + ttl / 1000, ARGV[5])
+redis.call('XACK', KEYS[3], ARGV[6], ARGV[4])
+redis.call('XDEL', KEYS[3], ARGV[4])
+return 0
+"""
+
+# Let go only if the thread did not change since the holder last looked;
+# otherwise keep the lease and tell the holder to step again. On release,
+# re-arm the thread's timer and acknowledge the queue entry.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local v = redis.call('HGET', KEYS[2], 'version')
 if (v or '0') ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
+if ARGV[3] == '' then redis.call('ZREM', KEYS[3], ARGV[6])
+else redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6]) end
+if ARGV[4] ~= '' then
+  redis.call('XACK', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('XDEL', KEYS[4], ARGV[4])
+end
 return 1
 """
 
@@ -59,6 +79,7 @@ class Queue:
         self.consumer = consumer
         self.lease_ms = lease_ms
         self.timer_retry = timer_retry
+        self._take = redis.register_script(_TAKE)
         self._release = redis.register_script(_RELEASE)
         self._renew = redis.register_script(_RENEW)
         self._sweep = redis.register_script(_SWEEP)
@@ -87,27 +108,33 @@ class Queue:
         )
         return [(eid, f["t"]) for eid, f in result[1] if f]
 
-    async def ack(self, *entry_ids: str) -> None:
-        if entry_ids:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xack(keys.queue(), keys.GROUP, *entry_ids)
-            pipe.xdel(keys.queue(), *entry_ids)
-            await pipe.execute()
-
-    async def lease(self, thread_id: str) -> bool:
-        return bool(
-            await self.redis.set(keys.lease(thread_id), self.consumer, nx=True, px=self.lease_ms)
+    async def take(self, thread_id: str, entry_id: str) -> bool:
+        """Lease the thread; if taken, acknowledge the entry and wake it at lease expiry."""
+        got = await self._take(
+            keys=[keys.lease(thread_id), keys.timers(), keys.queue()],
+            args=[self.consumer, self.lease_ms, time.time(), entry_id, thread_id, keys.GROUP],
         )
+        return int(got) == 1
 
     async def renew(self, thread_id: str) -> bool:
         return bool(
             await self._renew(keys=[keys.lease(thread_id)], args=[self.consumer, self.lease_ms])
         )
 
-    async def release(self, thread_id: str, version: int) -> bool:
-        """Let go of the thread; False when it changed meanwhile (step it again)."""
+    async def release(
+        self, thread_id: str, version: int, next_due: float | None, entry_id: str
+    ) -> bool:
+        """Let go of the thread and acknowledge; False when it changed meanwhile."""
         done = await self._release(
-            keys=[keys.lease(thread_id), keys.meta(thread_id)], args=[self.consumer, version]
+            keys=[keys.lease(thread_id), keys.meta(thread_id), keys.timers(), keys.queue()],
+            args=[
+                self.consumer,
+                version,
+                "" if next_due is None else next_due,
+                entry_id,
+                keys.GROUP,
+                thread_id,
+            ],
         )
         return int(done) != 0
 

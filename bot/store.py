@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.errors import ConflictError, NotFoundError, StoreError, VersionConflict
 from bot.events import EVENT, Event, to_json
-from bot.threads import ThreadState, fold, reduce
+from bot.threads import ThreadState, reduce
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,36 @@ class Store:
         seen_ttl: how long (seconds) an inbound delivery key is remembered.
     """
 
-    def __init__(self, redis: Redis, *, seen_ttl: float = 86400.0) -> None:
+    def __init__(
+        self, redis: Redis, *, seen_ttl: float = 86400.0, cache_size: int = 10_000
+    ) -> None:
         self.redis = redis
         self.seen_ttl = seen_ttl
+        self.cache_size = cache_size
         self._append = redis.register_script(_APPEND)
+        # Logs are append-only, so a cached prefix stays true: reads fetch only what is new.
+        self._cache: OrderedDict[str, tuple[ThreadState, list[Event]]] = OrderedDict()
 
     async def load(self, thread_id: str) -> ThreadState:
         """The thread's current state (version 0 when it does not exist)."""
-        raw = await self.redis.lrange(keys.events(thread_id), 0, -1)
-        return fold(thread_id, [self.decode(thread_id, r) for r in raw])
+        return (await self._read(thread_id))[0]
+
+    async def _read(self, thread_id: str) -> tuple[ThreadState, list[Event]]:
+        state, events = self._cache.get(thread_id) or (ThreadState(id=thread_id), [])
+        raw = await self.redis.lrange(keys.events(thread_id), state.version, -1)
+        if raw:
+            new = [self.decode(thread_id, r) for r in raw]
+            for event in new:
+                state = reduce(state, event)
+            events = events + new
+            self._remember(state, events)
+        return state, events
+
+    def _remember(self, state: ThreadState, events: list[Event]) -> None:
+        self._cache[state.id] = (state, events)
+        self._cache.move_to_end(state.id)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     async def get(self, thread_id: str) -> ThreadState:
         """Like ``load`` but a missing thread is a ``NotFoundError``."""
@@ -89,9 +111,12 @@ class Store:
             raise NotFoundError(f"no thread {thread_id!r}", thread_id=thread_id)
         return state
 
-    async def events(self, thread_id: str) -> list[Event]:
-        raw = await self.redis.lrange(keys.events(thread_id), 0, -1)
-        return [self.decode(thread_id, r) for r in raw]
+    async def events(self, thread_id: str, *, version: int | None = None) -> list[Event]:
+        """The thread's events; with ``version``, without a round trip when it is cached."""
+        cached = self._cache.get(thread_id)
+        if version is not None and cached and cached[0].version == version:
+            return list(cached[1])
+        return list((await self._read(thread_id))[1])
 
     async def append(
         self,
@@ -146,6 +171,11 @@ class Store:
             raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
         if code == 0:
             raise VersionConflict(tid, state.version, int(length))
+        cached = self._cache.get(tid)
+        if cached and cached[0].version == state.version:
+            self._remember(new, cached[1] + list(events))
+        elif not state.exists:
+            self._remember(new, list(events))
         log.info(
             "thread %s v%d %s (+%s)",
             tid,

@@ -118,26 +118,22 @@ class Worker:
     async def _handle(self, entry_id: str, thread_id: str) -> None:
         async with self._slots:
             try:
-                if await self.queue.lease(thread_id):
-                    await self._step_leased(thread_id)
-                # Otherwise its holder will see the new version before letting go.
-                await self.queue.ack(entry_id)
+                if await self.queue.take(thread_id, entry_id):
+                    await self._step_leased(thread_id, entry_id)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
 
-    async def _step_leased(self, thread_id: str) -> None:
+    async def _step_leased(self, thread_id: str, entry_id: str) -> None:
         renewer = asyncio.create_task(self._keep_lease(thread_id))
         try:
-            state: ThreadState | None = None
             while True:
                 state = await self.loop.step(thread_id)
                 await self.outbox.flush(state)
-                if await self.queue.release(thread_id, state.version):
+                if await self.queue.release(thread_id, state.version, state.next_due(), entry_id):
                     if self.on_step is not None:
                         self.on_step(state)
                     return
-                state = None
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

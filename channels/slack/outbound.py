@@ -31,11 +31,14 @@ from bot.events import (
     UserMessage,
 )
 from bot.store import Store
-from bot.threads import Request, ThreadState
+from bot.threads import Request, RequestStatus, ThreadState
 from channels.slack.blocks import Block, CardInfo, card, to_chunks, when
 from channels.slack.people import People, escape
 
 log = logging.getLogger(__name__)
+
+_GONE = frozenset({"message_not_found", "channel_not_found", "is_archived", "cant_update_message"})
+"""Answers to chat.update that retrying cannot change: someone deleted the card or channel."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,9 @@ class Outbound:
                         f":alarm_clock: Still waiting for {_listed(mentions)}{due}.",
                     )
             case Cancelled():
-                for request_id in thread.requests:
-                    await self.refresh(thread, request_id)
+                for req in thread.requests.values():
+                    if req.status is RequestStatus.CANCELLED:
+                        await self.refresh(thread, req.id)
             case AgentReply():
                 if place := to_place(thread):
                     for i, chunk in enumerate(to_chunks(event.text)):
@@ -133,7 +137,29 @@ class Outbound:
             cards.append((also.channel, also.thread_ts))
         for channel, ts in cards:
             text, blocks = await self.render(thread, req, channel)
-            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            try:
+                await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
+            except SlackApiError as exc:
+                if exc.response.get("error") not in _GONE:
+                    raise  # retried by the outbox
+                log.warning(
+                    "thread %s: card %s in %s is gone: %s",
+                    thread.id,
+                    ts,
+                    channel,
+                    exc.response.get("error"),
+                )
+
+    async def whisper(
+        self, channel: str, user: str, text: str, thread_ts: str | None = None
+    ) -> None:
+        """An ephemeral notice only ``user`` sees; failing to send it changes nothing."""
+        try:
+            await self.client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts
+            )
+        except SlackApiError as exc:
+            log.warning("slack: chat.postEphemeral failed: %s", exc.response.get("error"))
 
     async def cards(self, thread_id: str, request_id: str) -> list[tuple[str, str]]:
         """The (channel, ts) of every card posted for a request."""

@@ -8,6 +8,7 @@ and modal metadata round-trip through ``to_value``/``from_value``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Collection, Mapping
@@ -71,8 +72,13 @@ class Click:
 
     @property
     def delivery(self) -> str:
-        """One person pressing one button of one message: a second delivery is a replay."""
-        return f"slack:{self.action_id}:{self.channel}:{self.message_ts}:{self.user}"
+        """One person pressing one button, as shown on one message: a second time is a replay.
+
+        The value (request and arguments hash) is part of it, so approving again
+        after the arguments were edited is a new decision, not a replay.
+        """
+        shown = hashlib.sha256(self.value.encode()).hexdigest()[:12]
+        return f"slack:{self.action_id}:{self.channel}:{self.message_ts}:{self.user}:{shown}"
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,9 @@ async def test_cards_in_the_approvals_channel_link_back_and_follow_every_decisio
         assert "*Cancelled* by erin" in text_of(api.messages[card])
 
 
-async def test_reminder_under_the_card_then_expiry_closes_it(h: Harness, api: SlackAPI, slack: Slack) -> None:
+async def test_reminder_under_the_card_then_expiry_closes_it(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
     root = await slack.mention("deploy api 1.5.0 to production", ANN)
     await h.drain()
     (card,) = cards_in(api, CHANNEL)
@@ -85,3 +87,19 @@ async def test_reminder_under_the_card_then_expiry_closes_it(h: Harness, api: Sl
     await slack.interact(slack.click_payload(card, "gl_approve", BOB, as_first_posted=True))
     notes = [c.params["text"] for c in api.calls_to("chat.postEphemeral")]
     assert notes and "expired" in notes[-1]
+
+
+async def test_a_deleted_card_is_not_retried(h: Harness, api: SlackAPI, slack: Slack) -> None:
+    root = await slack.mention("deploy api 1.5.0 to production", ANN)
+    await h.drain()
+    (card,) = cards_in(api, CHANNEL)
+    del api.messages[card]  # someone deleted the card in Slack
+
+    (req,) = (await h.api.get("/requests", params={"status": "open"})).json()["items"]
+    await h.api.post(f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "dave"})
+    await h.drain()
+
+    assert api.calls_to("chat.update")  # it tried once
+    assert await h.redis.zcard(keys.retries()) == 0
+    thread = await h.thread(keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}"))
+    assert thread.failed_deliveries == [] and thread.status.value == "done"

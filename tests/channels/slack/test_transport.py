@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from bot import keys
 from bot.embedded import EmbeddedRedis
+from bot.errors import ConfigError
 from bot.events import UserMessage
 from tests.channels.slack.conftest import ANN, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample
@@ -145,3 +147,26 @@ async def test_socket_mode(redis_server: EmbeddedRedis, redis: Redis, api: Slack
         # No signing secret: no HTTP endpoint to forge requests against.
         r = await h.http.post("/slack/events", content=b"{}")
         assert r.status_code == 404
+
+
+async def test_a_double_click_is_one_decision(h: Harness, api: SlackAPI, slack: Slack) -> None:
+    root = await slack.mention("deploy api 1.5.0 to production", ANN)
+    await h.drain()
+    (card,) = [k for k, m in api.messages.items() if m.get("thread_ts") == root]
+    click = slack.click_payload(card, "gl_approve", "U0BOB0001")
+
+    for _ in range(2):
+        r = await slack.interact(click)
+        assert r.status_code == 200
+    events = await h.rt.store.events(thread_of(root))
+    assert len([e for e in events if e.type == "approval_decision"]) == 1
+    assert api.calls_to("chat.postEphemeral") == []  # the replay is silent
+
+
+async def test_a_refused_token_stops_startup_with_the_reason(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    settings = slack_settings(api, slack_bot_token="xoxb-revoked")
+    with pytest.raises(ConfigError, match="invalid_auth"):
+        async with Harness(redis_server.url, settings=settings):
+            pass

@@ -1,0 +1,259 @@
+"""Buttons and modals: Approve, Reject (with a reason), Edit, View, and question choices.
+
+Every path ends in ``runtime.decisions``: the one place that checks the request
+is open, the arguments are the ones shown and the clicker may decide. The
+checks here only spare people a modal that would be refused anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+
+from bot.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.events import Actor, ApprovalRequested, Decision, HumanQuestion
+from bot.policy import is_allowed, is_same_person
+from bot.runtime import Runtime
+from bot.threads import Request, RequestStatus
+from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
+from channels.slack.outbound import Outbound, Place
+from channels.slack.payloads import Click, from_value, to_click
+from channels.slack.people import People
+from channels.slack.views import (
+    EDIT_VIEW,
+    REASON,
+    REJECT_VIEW,
+    args_modal,
+    edit_modal,
+    from_edit,
+    from_reason,
+    reject_modal,
+    to_errors,
+)
+
+log = logging.getLogger(__name__)
+
+_ERROR_MAX = 150
+"""Slack shows at most this much of a modal input's error."""
+
+
+class Clicks:
+    """Turns button clicks and modal submissions into decisions and answers.
+
+    Args:
+        runtime: the wired core.
+        people: resolves clickers into actors (with the web client).
+        outbound: opens modals, whispers, and refreshes a card a click found stale.
+    """
+
+    def __init__(self, runtime: Runtime, people: People, outbound: Outbound) -> None:
+        self.rt = runtime
+        self.people = people
+        self.outbound = outbound
+
+    def register(self, app: Any) -> None:
+        """Attach the action and view listeners to a Bolt ``AsyncApp``."""
+        app.action(APPROVE)(self.on_approve)
+        app.action(REJECT)(self.on_reject)
+        app.action(EDIT)(self.on_edit)
+        app.action(VIEW)(self.on_view)
+        app.action(re.compile(f"^{CHOICE}[0-9]+$"))(self.on_choice)
+        app.action(re.compile(".*"))(self.on_other)
+        app.view(REJECT_VIEW)(self.on_reject_submitted)
+        app.view(EDIT_VIEW)(self.on_edit_submitted)
+
+    async def on_other(self, ack: Any) -> None:
+        await ack()
+
+    async def on_approve(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        click = to_click(body)
+        found = await self._request(click)
+        if found is None:
+            return
+        req, value = found
+        actor = await self.people.actor(click.user, req.approvers)
+        try:
+            await self.rt.decisions.decide(
+                req.id, Decision.APPROVE, actor, seen_hash=value.get("h"), delivery=click.delivery
+            )
+        except ConflictError as exc:
+            await self._stale(click, req.id, exc)
+        except ForbiddenError as exc:
+            text = await self._refusal(req, actor) or exc.message
+            await self.outbound.whisper(click.channel, click.user, text)
+        except (NotFoundError, InvalidInputError) as exc:
+            await self.outbound.whisper(click.channel, click.user, exc.message)
+
+    async def on_reject(self, ack: Any, body: dict[str, Any]) -> None:
+        await self._open_modal(ack, body, "reject")
+
+    async def on_edit(self, ack: Any, body: dict[str, Any]) -> None:
+        await self._open_modal(ack, body, "edit")
+
+    async def on_view(self, ack: Any, body: dict[str, Any]) -> None:
+        await self._open_modal(ack, body, "view")
+
+    async def on_choice(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        click = to_click(body)
+        found = await self._request(click)
+        if found is None:
+            return
+        req, value = found
+        if not isinstance(req.asked, HumanQuestion):
+            return
+        choices = to_choices(req.asked)
+        index = value.get("i")
+        if not isinstance(index, int) or not 0 <= index < len(choices):
+            await self.outbound.whisper(
+                click.channel, click.user, "That choice is no longer offered."
+            )
+            return
+        actor = await self.people.actor(click.user, req.asked.answerers)
+        try:
+            await self.rt.decisions.answer(req.id, choices[index], actor, delivery=click.delivery)
+        except ConflictError as exc:
+            await self._stale(click, req.id, exc)
+        except (ForbiddenError, NotFoundError, InvalidInputError) as exc:
+            await self.outbound.whisper(click.channel, click.user, exc.message)
+
+    async def _open_modal(self, ack: Any, body: dict[str, Any], kind: str) -> None:
+        await ack()
+        click = to_click(body)
+        found = await self._request(click)
+        if found is None:
+            return
+        req, _ = found
+        if not isinstance(req.asked, ApprovalRequested):
+            return
+        if kind == "view":
+            view = args_modal(req, req.asked)
+        else:
+            actor = await self.people.actor(click.user, req.approvers)
+            if not _is_open(req):
+                await self._stale(click, req.id, None)
+                return
+            if refusal := await self._refusal(req, actor):
+                await self.outbound.whisper(click.channel, click.user, refusal)
+                return
+            maker = reject_modal if kind == "reject" else edit_modal
+            view = maker(req, req.asked)
+        try:
+            await self.outbound.client.views_open(trigger_id=click.trigger_id, view=view)
+        except SlackApiError as exc:  # the trigger expired (3 s) or the view was refused
+            log.warning("slack: views.open failed: %s", exc.response.get("error"))
+            await self.outbound.whisper(
+                click.channel, click.user, "Slack did not open the form; please click again."
+            )
+
+    # --- modals -----------------------------------------------------------------------------
+
+    async def on_reject_submitted(
+        self, ack: Any, body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        meta = from_value(str(view.get("private_metadata") or ""))
+        reason = from_reason(view["state"]["values"])
+        if not reason:
+            await ack(
+                response_action="errors",
+                errors={REASON: "Say why: the agent is told, so it can adjust."},
+            )
+            return
+        user = str(body["user"]["id"])
+        try:
+            req, _ = await self.rt.decisions.find(meta["r"])
+            actor = await self.people.actor(user, req.approvers)
+            await self.rt.decisions.decide(
+                meta["r"],
+                Decision.REJECT,
+                actor,
+                reason=reason,
+                seen_hash=meta.get("h"),
+                delivery=f"slack:view:{view['id']}",
+            )
+        except (ConflictError, ForbiddenError, NotFoundError, InvalidInputError) as exc:
+            await ack(response_action="errors", errors={REASON: cut(exc.message, _ERROR_MAX)})
+            return
+        await ack()
+
+    async def on_edit_submitted(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        meta = from_value(str(view.get("private_metadata") or ""))
+        values = view["state"]["values"]
+        edited, errors = from_edit(values, meta)
+        if edited is None:
+            await ack(response_action="errors", errors=errors)
+            return
+        user = str(body["user"]["id"])
+        try:
+            req, _ = await self.rt.decisions.find(meta["r"])
+            actor = await self.people.actor(user, req.approvers)
+            await self.rt.decisions.decide(
+                meta["r"],
+                Decision.APPROVE,
+                actor,
+                edited_args=edited,
+                seen_hash=meta.get("h"),
+                delivery=f"slack:view:{view['id']}",
+            )
+        except InvalidInputError as exc:
+            listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
+            await ack(response_action="errors", errors=to_errors(listed, values, meta))
+            return
+        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+            block = next(iter(values), "args")
+            await ack(response_action="errors", errors={block: cut(exc.message, _ERROR_MAX)})
+            return
+        await ack()
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    async def _request(self, click: Click) -> tuple[Request, dict[str, Any]] | None:
+        try:
+            value = from_value(click.value)
+            req, _ = await self.rt.decisions.find(value["r"])
+        except (InvalidInputError, NotFoundError) as exc:
+            await self.outbound.whisper(click.channel, click.user, exc.message)
+            return None
+        return req, value
+
+    async def _stale(self, click: Click, request_id: str, exc: ConflictError | None) -> None:
+        """A click on a decided, expired or changed card: say so, and show the card as it is."""
+        req, state = await self.rt.decisions.find(request_id)
+        await self.outbound.whisper(click.channel, click.user, _why_stale(req, exc))
+        try:
+            await self.outbound.refresh(
+                state, request_id, also=Place(click.channel, click.message_ts)
+            )
+        except SlackApiError as exc2:
+            log.warning("slack: refreshing a card failed: %s", exc2.response.get("error"))
+
+    async def _refusal(self, req: Request, actor: Actor) -> str | None:
+        """Why ``actor`` may not decide, checked before a modal opens (decide checks again)."""
+        asked = req.asked
+        if not isinstance(asked, ApprovalRequested):
+            return None
+        if not is_allowed(actor, req.approvers):
+            names = [await self.people.mention(a) for a in req.approvers]
+            return f"You can't decide this request; it is for {', '.join(names)}. Nothing changed."
+        if not asked.allow_self_approval and is_same_person(actor, asked.requester):
+            return "You asked for this, so someone else must decide it. Nothing changed."
+        return None
+
+
+def _is_open(req: Request) -> bool:
+    return req.is_open and (req.expires_at is None or req.expires_at > time.time())
+
+
+def _why_stale(req: Request, exc: ConflictError | None) -> str:
+    if req.is_open and exc is not None:
+        return exc.message
+    if req.status is RequestStatus.EXPIRED or (req.is_open and not _is_open(req)):
+        return "This request has expired; nothing was changed."
+    closed = ", ".join(who(a) for a in req.closed_by)
+    by = f" by {closed}" if closed else ""
+    return f"This request was already {req.status.value}{by}; nothing was changed."

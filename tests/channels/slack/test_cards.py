@@ -103,3 +103,31 @@ async def test_a_deleted_card_is_not_retried(h: Harness, api: SlackAPI, slack: S
     assert await h.redis.zcard(keys.retries()) == 0
     thread = await h.thread(keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}"))
     assert thread.failed_deliveries == [] and thread.status.value == "done"
+
+
+async def test_a_rest_threads_question_is_answered_by_a_reply_under_it(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        r = await h.api.post(
+            "/threads", json={"agent": "deploy", "user": "erin", "text": "deploy api to production"}
+        )
+        tid = r.json()["id"]
+        await h.drain()
+        (question,) = cards_in(api, APPROVALS)
+        assert "Which version of api" in text_of(api.messages[question])
+
+        await slack.reply("1.4.2", BOB, question[1], channel=APPROVALS)
+        await h.drain()
+
+        assert (await h.api.get(f"/threads/{tid}")).json()["status"] == "awaiting_approval"
+        assert "Answered by" in text_of(api.messages[question])
+        (_, card) = sorted(cards_in(api, APPROVALS), key=lambda k: k[1])
+        assert "1.4.2" in text_of(api.messages[card])
+
+        # Talk under a card with no open question is for people, not the agent.
+        version = (await h.thread(tid)).version
+        await slack.reply("looks fine to me", ANN, card[1], channel=APPROVALS)
+        assert (await h.thread(tid)).version == version

@@ -101,7 +101,6 @@ def _pcts(xs: list[float]) -> dict[str, float]:
 
 
 async def bytes_per_suspended(rt: Runtime, waiter: Waiter, n: int) -> float:
-    await rt.redis.flushall()
     before = int((await rt.redis.info("memory"))["used_memory"])
     for _ in range(n):
         await start(rt, waiter)

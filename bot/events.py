@@ -36,13 +36,14 @@ class Actor(BaseModel):
     """Groups the channel vouches the actor is in (a Slack user group id ``S123``)."""
 
     def names(self) -> set[str]:
-        """Every name a policy may use for this actor (``U123``, ``slack:U123``, an email)."""
+        """Every name a policy may use for this actor (``U123``, ``slack:U123``, an email).
+
+        Never the display ``name``: people choose it, so it proves nothing.
+        """
         found = {self.id, f"{self.channel}:{self.id}"}
         found |= {n for g in self.groups for n in (g, f"{self.channel}:{g}")}
         if self.email:
             found |= {self.email.lower(), f"email:{self.email.lower()}"}
-        if self.name:
-            found.add(self.name)
         return found
 
     def label(self) -> str:

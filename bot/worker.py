@@ -15,6 +15,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from redis.exceptions import RedisError
+
 from bot.loop import Loop
 from bot.outbox import Outbox
 from bot.queue import Queue
@@ -76,9 +78,11 @@ class Worker:
                 continue
             try:
                 entries = await self.queue.read(free, self.block_ms)
-            except (ConnectionError, OSError) as exc:
+            except RedisError as exc:
                 log.warning("worker %s: queue unavailable: %r", self.queue.consumer, exc)
                 await _pause(stop, 1.0)
+                with contextlib.suppress(RedisError):
+                    await self.queue.ensure_group()  # the stream may have been deleted
                 continue
             for entry in entries:
                 self._start(entry)

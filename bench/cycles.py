@@ -27,6 +27,7 @@ from bot.embedded import EmbeddedRedis
 from bot.events import Actor, Decision, Origin
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
+from bot.serve import run_loop
 from bot.threads import Status, ThreadState
 
 ANN = Actor(channel="api", id="ann")
@@ -123,6 +124,7 @@ async def main(cycles: int, in_flight: int) -> None:
             await run(rt, waiter, 200, 8)  # warm up
             results = {
                 "redis": "embedded redis-server 6.2, appendonly yes, appendfsync everysec",
+                "event_loop": type(asyncio.get_running_loop()).__module__,
                 "model": "offline",
                 "sequential": await run(rt, waiter, max(cycles // 4, 100), 1),
                 "concurrent": await run(rt, waiter, cycles, in_flight),
@@ -141,4 +143,4 @@ if __name__ == "__main__":
     parser.add_argument("--cycles", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=32)
     ns = parser.parse_args()
-    asyncio.run(main(ns.cycles, ns.in_flight))
+    run_loop(main(ns.cycles, ns.in_flight))

@@ -7,7 +7,6 @@ scripts. An API error is printed from its ``detail`` and exits with status 1.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import getpass
 import json
@@ -87,10 +86,10 @@ def _settings() -> Settings:
 
 
 def _serve(*, web: bool, worker: bool) -> None:
-    from bot.serve import serve
+    from bot.serve import run_loop, serve
 
     try:
-        asyncio.run(serve(_settings(), web=web, worker=worker))
+        run_loop(serve(_settings(), web=web, worker=worker))
     except ConfigError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(2) from exc

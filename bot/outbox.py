@@ -99,7 +99,7 @@ class Outbox:
         cursor = int(await redis.get(keys.outbox(state.id)) or 0)
         if cursor >= state.version:
             return
-        raw = await redis.lrange(keys.events(state.id), cursor, state.version - 1)
+        raw = await redis.lrange(keys.events(state.id), cursor, state.version - 1)  # type: ignore[misc]
         events = [self.store.decode(state.id, r) for r in raw]
         for index, event in enumerate(events, start=cursor):
             for channel in self.channels.values():

@@ -17,16 +17,19 @@ from redis.exceptions import ResponseError
 
 from bot import keys
 
-# Take the lease, or, if another worker holds it, make sure the thread is looked
-# at again when that lease runs out (its holder may have died), and acknowledge.
+# Take the lease and read the events after ARGV[7], or, if another worker holds
+# it, make sure the thread is looked at again when that lease runs out (its
+# holder may have died), and acknowledge.
 _TAKE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('LRANGE', KEYS[4], ARGV[7], -1)}
+end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then ttl = tonumber(ARGV[2]) end
 redis.call('ZADD', KEYS[2], 'LT', tonumber(ARGV[3]) + ttl / 1000, ARGV[5])
 redis.call('XACK', KEYS[3], ARGV[6], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
-return 0
+return {0, {}}
 """
 
 # Let go only if the thread did not change since the holder last looked;
@@ -108,13 +111,25 @@ class Queue:
         )
         return [(eid, f["t"]) for eid, f in result[1] if f]
 
-    async def take(self, thread_id: str, entry_id: str) -> bool:
-        """Lease the thread; if taken, acknowledge the entry and wake it at lease expiry."""
-        got = await self._take(
-            keys=[keys.lease(thread_id), keys.timers(), keys.queue()],
-            args=[self.consumer, self.lease_ms, time.time(), entry_id, thread_id, keys.GROUP],
+    async def take(self, thread_id: str, entry_id: str, known: int) -> list[str] | None:
+        """Lease the thread and return its events after the first ``known`` ones.
+
+        None when another worker holds it: the entry is then acknowledged and
+        the thread's timer set to the lease's expiry, in case the holder died.
+        """
+        got, events = await self._take(
+            keys=[keys.lease(thread_id), keys.timers(), keys.queue(), keys.events(thread_id)],
+            args=[
+                self.consumer,
+                self.lease_ms,
+                time.time(),
+                entry_id,
+                thread_id,
+                keys.GROUP,
+                known,
+            ],
         )
-        return int(got) == 1
+        return list(events) if int(got) == 1 else None
 
     async def renew(self, thread_id: str) -> bool:
         return bool(

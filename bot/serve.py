@@ -7,8 +7,9 @@ import contextlib
 import logging
 import secrets
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from redis.asyncio import Redis
@@ -98,6 +99,16 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await redis.aclose()
         if embedded:
             embedded.stop()
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop where it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def serve(settings: Settings, *, web: bool, worker: bool) -> None:

@@ -87,9 +87,30 @@ class Store:
         """The thread's current state (version 0 when it does not exist)."""
         return (await self._read(thread_id))[0]
 
+    def known(self, thread_id: str) -> int:
+        """How many of the thread's events this process has cached."""
+        cached = self._cache.get(thread_id)
+        return cached[0].version if cached else 0
+
+    async def absorb(self, thread_id: str, raw: Sequence[str], start: int) -> ThreadState:
+        """The state after ``raw``, the thread's events from index ``start`` on (read elsewhere)."""
+        if self.known(thread_id) < start:  # evicted from the cache meanwhile
+            return await self.load(thread_id)
+        return self._absorb(thread_id, raw, start)[0]
+
     async def _read(self, thread_id: str) -> tuple[ThreadState, list[Event]]:
+        while True:
+            start = self.known(thread_id)
+            raw = await self.redis.lrange(keys.events(thread_id), start, -1)  # type: ignore[misc]
+            if self.known(thread_id) >= start:  # else evicted meanwhile: read it all
+                return self._absorb(thread_id, raw, start)
+
+    def _absorb(
+        self, thread_id: str, raw: Sequence[str | bytes], start: int
+    ) -> tuple[ThreadState, list[Event]]:
         state, events = self._cache.get(thread_id) or (ThreadState(id=thread_id), [])
-        raw = await self.redis.lrange(keys.events(thread_id), state.version, -1)
+        # Another coroutine may have cached some of these while we were reading.
+        raw = raw[state.version - start :]
         if raw:
             new = [self.decode(thread_id, r) for r in raw]
             for event in new:
@@ -99,6 +120,8 @@ class Store:
         return state, events
 
     def _remember(self, state: ThreadState, events: list[Event]) -> None:
+        if self.known(state.id) > state.version:
+            return  # a newer read got there first
         self._cache[state.id] = (state, events)
         self._cache.move_to_end(state.id)
         if len(self._cache) > self.cache_size:

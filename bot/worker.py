@@ -122,22 +122,27 @@ class Worker:
     async def _handle(self, entry_id: str, thread_id: str) -> None:
         async with self._slots:
             try:
-                if await self.queue.take(thread_id, entry_id):
-                    await self._step_leased(thread_id, entry_id)
+                store = self.loop.store
+                known = store.known(thread_id)
+                new = await self.queue.take(thread_id, entry_id, known)
+                if new is not None:
+                    await self._step_leased(await store.absorb(thread_id, new, known), entry_id)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
 
-    async def _step_leased(self, thread_id: str, entry_id: str) -> None:
+    async def _step_leased(self, state: ThreadState, entry_id: str) -> None:
+        thread_id = state.id
         renewer = asyncio.create_task(self._keep_lease(thread_id))
         try:
             while True:
-                state = await self.loop.step(thread_id)
+                state = await self.loop.step(thread_id, state)
                 await self.outbox.flush(state)
                 if await self.queue.release(thread_id, state.version, state.next_due(), entry_id):
                     if self.on_step is not None:
                         self.on_step(state)
                     return
+                state = await self.loop.store.load(thread_id)
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -54,7 +54,7 @@ class Mailer:
         """
         redis = self.store.redis
         marker = f"{draft.key}:{draft.to}"
-        if await redis.hexists(keys.email_sent(thread_id), marker):
+        if await redis.hexists(keys.email_sent(thread_id), marker):  # type: ignore[misc]
             return False
         # Linked first: a reply may arrive before this coroutine resumes.
         await self.store.link("email", draft.message_id, thread_id)
@@ -78,7 +78,7 @@ class Mailer:
                 f"failed: {exc}",
                 thread_id=thread_id,
             ) from exc
-        await redis.hset(keys.email_sent(thread_id), marker, str(time.time()))
+        await redis.hset(keys.email_sent(thread_id), marker, str(time.time()))  # type: ignore[misc]
         log.info(
             "thread %s: sent %s email %s to %s",
             thread_id,

@@ -163,7 +163,7 @@ class Outbound:
 
     async def cards(self, thread_id: str, request_id: str) -> list[tuple[str, str]]:
         """The (channel, ts) of every card posted for a request."""
-        found = await self.store.redis.hgetall(keys.slack(thread_id))
+        found = await self.store.redis.hgetall(keys.slack(thread_id))  # type: ignore[misc]
         prefix = f"card:{request_id}:"
         return [
             (str(f).removeprefix(prefix), str(ts))
@@ -215,7 +215,7 @@ class Outbound:
     async def _card(self, thread: ThreadState, req: Request, event_id: str, place: Place) -> Place:
         text, blocks = await self.render(thread, req, place.channel)
         posted = await self._post(thread.id, event_id, place, text, blocks)
-        await self.store.redis.hset(
+        await self.store.redis.hset(  # type: ignore[misc]
             keys.slack(thread.id), f"card:{req.id}:{posted.channel}", str(posted.thread_ts)
         )
         return posted
@@ -236,7 +236,7 @@ class Outbound:
     ) -> Place:
         """Post once per ``part``; returns where the message is (its ts as ``thread_ts``)."""
         field = f"post:{part}"
-        done = await self.store.redis.hget(keys.slack(thread_id), field)
+        done = await self.store.redis.hget(keys.slack(thread_id), field)  # type: ignore[misc]
         if done:
             channel, ts = str(done).split(" ", 1)
             return Place(channel, ts)
@@ -251,7 +251,7 @@ class Outbound:
         )
         posted = Place(str(answer["channel"]), str(answer["ts"]))
         # A crash between the post and this write posts again: at-least-once, like the outbox.
-        await self.store.redis.hset(
+        await self.store.redis.hset(  # type: ignore[misc]
             keys.slack(thread_id), field, f"{posted.channel} {posted.thread_ts}"
         )
         log.info("thread %s: slack posted %s in %s", thread_id, part, posted.channel)
@@ -259,11 +259,11 @@ class Outbound:
 
     async def _link(self, thread_id: str, place: Place) -> str:
         key = keys.slack(thread_id)
-        found = str(await self.store.redis.hget(key, "link") or "")
+        found = str(await self.store.redis.hget(key, "link") or "")  # type: ignore[misc]
         if not found:
             found = await self._permalink(place) or ""
             if found:
-                await self.store.redis.hset(key, "link", found)
+                await self.store.redis.hset(key, "link", found)  # type: ignore[misc]
         return f"<{found}|this conversation>" if found else f"<#{place.channel}>"
 
     async def _permalink(self, place: Place) -> str | None:

@@ -45,8 +45,11 @@ class Channel(Protocol):
     name: str
     router: APIRouter | None
 
-    async def start(self) -> None:
-        """Open connections and servers (Socket Mode, an SMTP receiver)."""
+    async def start(self, *, inbound: bool) -> None:
+        """Open outbound clients; with ``inbound``, also listeners (Socket Mode, SMTP).
+
+        Web processes take inbound traffic; worker-only processes never do.
+        """
         ...
 
     async def stop(self) -> None:

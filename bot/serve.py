@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import secrets
 import signal
@@ -66,7 +67,7 @@ def token_file(data_dir: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIterator[Runtime]:
     """Connect Redis (embedded when REDIS_URL is unset), wire agents, model, channels."""
     embedded = None
     url = settings.redis_url
@@ -91,7 +92,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.channels.append(channel)
     try:
         for channel in rt.channels:
-            await channel.start()
+            await channel.start(inbound=inbound)
         yield rt
     finally:
         for channel in rt.channels:
@@ -117,7 +118,9 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_runtime(settings) as rt:
+    async with open_runtime(settings, inbound=web) as rt:
+        # Everything built so far lives as long as the process: keep the collector off it.
+        gc.freeze()
         tasks = []
         if worker:
             w = rt.worker(

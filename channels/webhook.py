@@ -239,7 +239,7 @@ class WebhookChannel:
             },
         )
 
-    async def start(self) -> None:
+    async def start(self, *, inbound: bool) -> None:
         self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
 
     async def stop(self) -> None:

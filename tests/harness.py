@@ -80,7 +80,7 @@ class Harness:
         for channel in [*build_channels(s, self.rt), *self.extra_channels]:
             self.rt.outbox.add(channel)
             self.rt.channels.append(channel)
-            await channel.start()
+            await channel.start(inbound=True)
             self._stack.push_async_callback(channel.stop)
         self.app = create_app(
             self.rt,

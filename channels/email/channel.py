@@ -74,8 +74,9 @@ class EmailChannel:
                 max_bytes=SMTP_MAX_BYTES,
             )
 
-    async def start(self) -> None:
-        if self.receiver is not None:
+    async def start(self, *, inbound: bool) -> None:
+        """Start the SMTP receiver for replies, in processes that take inbound traffic."""
+        if inbound and self.receiver is not None:
             await self.receiver.start()
 
     async def stop(self) -> None:

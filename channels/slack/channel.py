@@ -122,7 +122,7 @@ class SlackChannel:
         self._socket: AsyncSocketModeHandler | None = None
         self._sessions: list[aiohttp.ClientSession] = []
 
-    async def start(self) -> None:
+    async def start(self, *, inbound: bool) -> None:
         """Share one HTTP session per client, check the token, open Socket Mode if asked."""
         for client in (self.client, self.web_client):
             client.session = aiohttp.ClientSession()
@@ -149,7 +149,7 @@ class SlackChannel:
                 self.router is not None,
                 self.app_token is not None,
             )
-        if self.app_token is not None:
+        if inbound and self.app_token is not None:
             self._socket = AsyncSocketModeHandler(self.app, self.app_token.get_secret_value())
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 

@@ -9,6 +9,7 @@ is told who won.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from bot.agents import Agent
 from bot.errors import (
     ConflictError,
     ForbiddenError,
+    GreenlightError,
     InvalidInputError,
     NotFoundError,
     VersionConflict,
@@ -26,6 +28,7 @@ from bot.events import (
     ApprovalDecision,
     ApprovalRequested,
     Decision,
+    Event,
     HumanAnswer,
     HumanQuestion,
 )
@@ -84,26 +87,23 @@ class Decisions:
             NotFoundError, ConflictError (closed, changed), ForbiddenError,
             InvalidInputError (edited arguments fail the schema).
         """
-        while True:
-            req, state = await self.find(request_id)
+
+        def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, ApprovalRequested):
                 raise ConflictError(f"{request_id} is a question: answer it instead")
-            if delivery and await self.store.seen(state.id, delivery):
-                return Outcome(req, state, duplicate=True)
             _check_open(req)
             _check_approver(req, req.asked, by)
             new_args, new_hash = None, req.args_hash or req.asked.args_hash
             if seen_hash is not None and seen_hash != new_hash:
                 raise ConflictError(
-                    "the arguments changed since you saw them; look again",
-                    args_hash=new_hash,
+                    "the arguments changed since you saw them; look again", args_hash=new_hash
                 )
             if edited_args is not None:
                 if decision is not Decision.APPROVE:
                     raise InvalidInputError("only an approval can edit the arguments")
                 new_args = self._validate_edit(state, req.asked, edited_args)
                 new_hash = args_hash(new_args)
-            event = ApprovalDecision(
+            return ApprovalDecision(
                 request_id=request_id,
                 decision=decision,
                 by=by,
@@ -112,14 +112,8 @@ class Decisions:
                 edited_args=new_args,
                 delivery=delivery,
             )
-            try:
-                state = await self.store.append(state, [event], delivery=delivery)
-            except VersionConflict:
-                continue
-            except DuplicateDelivery:
-                req, state = await self.find(request_id)
-                return Outcome(req, state, duplicate=True)
-            return Outcome(state.requests[request_id], state)
+
+        return await self._record(request_id, delivery, build)
 
     async def answer(
         self, request_id: str, text: str, by: Actor, *, delivery: str | None = None
@@ -127,18 +121,36 @@ class Decisions:
         """Answer an open question; the whole text goes back to the agent."""
         if not text.strip():
             raise InvalidInputError("the answer is empty")
-        while True:
-            req, state = await self.find(request_id)
+
+        def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, HumanQuestion):
                 raise ConflictError(f"{request_id} is an approval: decide it instead")
-            if delivery and await self.store.seen(state.id, delivery):
-                return Outcome(req, state, duplicate=True)
             _check_open(req)
             if not is_allowed(by, req.asked.answerers):
                 raise ForbiddenError(f"{by.label()} may not answer this question")
+            answer = text
             if req.asked.format == "choices" and req.asked.choices:
-                text = _match_choice(text, req.asked.choices)
-            event = HumanAnswer(request_id=request_id, text=text, by=by, delivery=delivery)
+                answer = _match_choice(text, req.asked.choices)
+            return HumanAnswer(request_id=request_id, text=answer, by=by, delivery=delivery)
+
+        return await self._record(request_id, delivery, build)
+
+    async def _record(
+        self,
+        request_id: str,
+        delivery: str | None,
+        build: Callable[[Request, ThreadState], Event],
+    ) -> Outcome:
+        """Build the event from the latest state and compare-and-append it, retrying races."""
+        while True:
+            req, state = await self.find(request_id)
+            try:
+                event = build(req, state)
+            except GreenlightError:
+                # A replay of a delivery that already decided is a success, not a conflict.
+                if delivery and await self.store.seen(state.id, delivery):
+                    return Outcome(req, state, duplicate=True)
+                raise
             try:
                 state = await self.store.append(state, [event], delivery=delivery)
             except VersionConflict:

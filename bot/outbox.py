@@ -102,8 +102,7 @@ class Outbox:
         cursor = int(await redis.get(keys.outbox(state.id)) or 0)
         if cursor >= state.version:
             return
-        raw = await redis.lrange(keys.events(state.id), cursor, state.version - 1)  # type: ignore[misc]
-        events = [self.store.decode(state.id, r) for r in raw]
+        events = (await self.store.events(state.id, version=state.version))[cursor : state.version]
         for index, event in enumerate(events, start=cursor):
             for channel in self.channels.values():
                 job = _Job(c=channel.name, t=state.id, e=index, n=0, f=time.time())

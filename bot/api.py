@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
@@ -42,18 +42,41 @@ def api_actor(name: str) -> Actor:
     return Actor(channel="api", id=name.strip())
 
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retrying a request with the same key changes nothing the second time.",
+    ),
+]
+
+
+def _delivery(key: str | None) -> str | None:
+    """The delivery key of an API call, apart from other channels' keys."""
+    return f"api:{key}" if key else None
+
+
 router = APIRouter()
 
 
 @router.post("/threads", status_code=201, response_model=ThreadOut, tags=["threads"])
-async def create_thread(body: CreateThread, rt: Rt) -> ThreadOut:
-    """Start a thread with an agent."""
+async def create_thread(
+    body: CreateThread, rt: Rt, response: Response, idempotency_key: IdempotencyKey = None
+) -> ThreadOut:
+    """Start a thread with an agent (200 with the same thread on a retried key)."""
     got = await rt.inbox.message(
         agent=body.agent,
         text=body.text,
         by=api_actor(body.user),
         origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
+        # A key names its thread, so a retry finds the thread it created.
+        thread_id=keys.thread_id_for("api", idempotency_key) if idempotency_key else None,
+        delivery=_delivery(idempotency_key),
     )
+    if got.duplicate:
+        response.status_code = 200
     return ThreadOut.from_state(got.thread)
 
 
@@ -100,9 +123,13 @@ async def get_thread(thread_id: str, rt: Rt) -> ThreadOut:
 
 
 @router.post("/threads/{thread_id}/messages", response_model=ThreadOut, tags=["threads"])
-async def post_message(thread_id: str, body: PostMessage, rt: Rt) -> ThreadOut:
+async def post_message(
+    thread_id: str, body: PostMessage, rt: Rt, idempotency_key: IdempotencyKey = None
+) -> ThreadOut:
     """The user speaks again."""
-    got = await rt.inbox.say(thread_id, body.text, api_actor(body.user))
+    got = await rt.inbox.say(
+        thread_id, body.text, api_actor(body.user), delivery=_delivery(idempotency_key)
+    )
     return ThreadOut.from_state(got.thread)
 
 
@@ -156,7 +183,9 @@ async def get_request(request_id: str, rt: Rt) -> RequestOut:
 
 
 @router.post("/requests/{request_id}/decision", response_model=RequestOut, tags=["requests"])
-async def decide(request_id: str, body: DecisionIn, rt: Rt) -> RequestOut:
+async def decide(
+    request_id: str, body: DecisionIn, rt: Rt, idempotency_key: IdempotencyKey = None
+) -> RequestOut:
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
     done = await rt.decisions.decide(
         request_id,
@@ -165,17 +194,22 @@ async def decide(request_id: str, body: DecisionIn, rt: Rt) -> RequestOut:
         reason=body.reason,
         edited_args=body.edited_args,
         seen_hash=body.args_hash,
+        delivery=_delivery(idempotency_key),
     )
     return RequestOut.from_request(done.thread.id, done.request)
 
 
 @router.post("/requests/{request_id}/answer", response_model=RequestOut, tags=["requests"])
-async def answer(request_id: str, body: AnswerIn, rt: Rt) -> RequestOut:
+async def answer(
+    request_id: str, body: AnswerIn, rt: Rt, idempotency_key: IdempotencyKey = None
+) -> RequestOut:
     """Answer a question with text, or one of its choices."""
     text = body.choice if body.choice is not None else body.text
     if text is None:
         raise InvalidInputError("give `text` or `choice`")
-    done = await rt.decisions.answer(request_id, text, api_actor(body.by))
+    done = await rt.decisions.answer(
+        request_id, text, api_actor(body.by), delivery=_delivery(idempotency_key)
+    )
     return RequestOut.from_request(done.thread.id, done.request)
 
 

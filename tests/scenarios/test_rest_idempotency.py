@@ -1,0 +1,43 @@
+"""Retrying a REST call with the same Idempotency-Key changes nothing the second time."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+
+from bot.embedded import EmbeddedRedis
+from tests.harness import Harness
+
+DEPLOY = {"agent": "deploy", "text": "deploy api 1.5.0 to production", "user": "ann"}
+
+
+async def test_retried_calls_record_once(redis_server: EmbeddedRedis, redis: Redis) -> None:
+    async with Harness(redis_server.url) as h:
+        first = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": "k-1"})
+        again = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": "k-1"})
+        other = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": "k-2"})
+        assert (first.status_code, again.status_code, other.status_code) == (201, 200, 201)
+        tid = first.json()["id"]
+        assert again.json()["id"] == tid != other.json()["id"]
+        assert again.json()["version"] == first.json()["version"] == 2
+
+        await h.drain()
+        requests = (await h.api.get("/requests")).json()["items"]
+        req = next(r for r in requests if r["thread_id"] == tid)
+        decision = {"decision": "approve", "by": "bob"}
+        url = f"/requests/{req['id']}/decision"
+        ok = await h.api.post(url, json=decision, headers={"Idempotency-Key": "d-1"})
+        replay = await h.api.post(url, json=decision, headers={"Idempotency-Key": "d-1"})
+        fresh = await h.api.post(url, json=decision, headers={"Idempotency-Key": "d-2"})
+        assert (ok.status_code, replay.status_code, fresh.status_code) == (200, 200, 409)
+        assert replay.json()["status"] == "approved"
+
+        thread = (await h.api.get(f"/threads/{tid}")).json()
+        types = [e["type"] for e in thread["events"]]
+        assert types.count("user_message") == 1 and types.count("approval_decision") == 1
+
+
+async def test_an_empty_key_is_refused(redis_server: EmbeddedRedis, redis: Redis) -> None:
+    async with Harness(redis_server.url) as h:
+        r = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": ""})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_input"
+        assert await redis.zcard("gl:threads") == 0

@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from bot.agents import Agent, load_agents
 from bot.app import create_app
@@ -76,6 +77,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         embedded.start()  # before any thread exists: see _die_with_parent
         url = embedded.url
     redis = Redis.from_url(url, decode_responses=True)
+    await _warn_without_persistence(redis)
     agents = load_agents()
     rt = build_runtime(
         redis,
@@ -110,6 +112,16 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
+
+
+async def _warn_without_persistence(redis: Redis) -> None:
+    """Suspended threads survive a Redis restart only with the AOF on: say so if it is off."""
+    try:
+        config = await redis.config_get("appendonly")
+    except RedisError:
+        return  # managed Redis often refuses CONFIG; nothing to learn
+    if config.get("appendonly") != "yes":
+        log.warning("Redis has appendonly=no: suspended threads would be lost if Redis restarts")
 
 
 async def serve(settings: Settings, *, web: bool, worker: bool) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bot.errors import ConfigError
 
@@ -67,11 +68,32 @@ class Settings(BaseSettings):
 
     @classmethod
     def load(cls) -> Settings:
-        """Read settings once; a bad value fails with the variable's name."""
+        """Read settings once; a bad value fails with the variable's name.
+
+        Raises:
+            ConfigError: a value does not parse, or ``.env`` has a key that is
+                not a setting; the message names each variable.
+        """
         try:
             return cls()
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-            )
+            problems = "; ".join(cls._problem(e) for e in exc.errors())
             raise ConfigError(f"invalid settings: {problems}") from exc
+        except SettingsError as exc:  # a JSON value (APPROVER_GROUPS) that does not parse
+            field = re.search(r'field "(\w+)"', str(exc))
+            name = field.group(1).upper() if field else "a JSON setting"
+            why = f"not valid JSON ({exc.__cause__})"
+            raise ConfigError(f"invalid settings: {name}: {why}") from exc
+
+    @classmethod
+    def _problem(cls, error: Any) -> str:
+        """One error as ``NAME: what is wrong``; values of secrets and unknown keys not shown."""
+        field, *inside = (str(p) for p in error["loc"])
+        name = field.upper() + (f" (at {'.'.join(inside)})" if inside else "")
+        if error["type"] == "extra_forbidden":
+            # Its value may be a secret under a misspelt name: never echo it.
+            return f"{name}: not a Greenlight setting (.env.example lists every one)"
+        known = cls.model_fields.get(field)
+        if known is None or "SecretStr" in str(known.annotation):
+            return f"{name}: {error['msg']}"
+        return f"{name}: {error['msg']} (got {error['input']!r})"

@@ -1,0 +1,77 @@
+"""Settings: a bad value or an unknown key stops start-up with the variable's name."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.errors import ConfigError
+from bot.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No setting from the developer's shell, and a working folder with no ``.env``."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_an_invalid_value_names_the_variable_and_the_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PORT", "abc")
+    with pytest.raises(ConfigError) as got:
+        Settings.load()
+    assert "PORT" in got.value.message and "'abc'" in got.value.message
+
+
+def test_an_unknown_key_in_dotenv_is_named_without_its_value(clean: Path) -> None:
+    (clean / ".env").write_text("PORT=8001\nAPI_TOKNE=hunter2\n")
+    with pytest.raises(ConfigError) as got:
+        Settings.load()
+    assert "API_TOKNE: not a Greenlight setting" in got.value.message
+    assert "hunter2" not in got.value.message  # a misspelt secret is still a secret
+
+
+def test_empty_values_mean_unset(clean: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (clean / ".env").write_text("PORT=\nREDIS_URL=\nMODEL=claude-x\n")
+    monkeypatch.setenv("WEBHOOK_SECRET", "")
+    monkeypatch.setenv("LOG_LEVEL", "")
+    settings = Settings.load()
+    assert settings.port == 8000 and settings.redis_url is None
+    assert settings.webhook_secret is None and settings.log_level == "INFO"
+    assert settings.model == "claude-x"  # the file was read
+
+
+def test_json_that_does_not_parse_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APPROVER_GROUPS", "{deployers: [ann]}")
+    with pytest.raises(ConfigError, match=r"APPROVER_GROUPS: not valid JSON"):
+        Settings.load()
+
+    monkeypatch.setenv("APPROVER_GROUPS", '{"deployers": [42]}')
+    with pytest.raises(ConfigError, match=r"APPROVER_GROUPS \(at deployers\.0\)"):
+        Settings.load()
+
+
+def test_run_with_an_invalid_value_exits_2_naming_it(clean: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env |= {"PORT": "abc", "DATA_DIR": str(clean / "data")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "run"],
+        cwd=clean,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "PORT" in done.stderr and "'abc'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (clean / "data").exists()  # nothing started: no Redis, no token

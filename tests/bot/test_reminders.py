@@ -1,0 +1,106 @@
+"""Reminders before an approval expires: each sent once, to the channels, the request left open."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter
+from redis.asyncio import Redis
+
+from bot.events import Actor, ApprovalRequested, Decision, Event, Origin, Reminded
+from bot.policy import ApprovalPolicy
+from bot.runtime import Runtime, build_runtime
+from bot.threads import Status, ThreadState
+from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
+
+ALICE = Actor(channel="api", id="alice")
+BOB = Actor(channel="api", id="bob")
+# Expiry far away, reminders due 0.2 s and 0.4 s after the request.
+POLICY = ApprovalPolicy(expires_in=30, remind_before=(29.8, 29.6))
+
+
+class RecordingChannel:
+    """A channel that keeps what it is given to deliver (a double of the Channel port)."""
+
+    name = "recorder"
+    router: APIRouter | None = None
+
+    def __init__(self) -> None:
+        self.got: list[tuple[ThreadState, Event]] = []
+
+    async def start(self, *, inbound: bool) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def deliver(self, thread: ThreadState, event: Event) -> None:
+        self.got.append((thread, event))
+
+    def reminders(self) -> list[tuple[ThreadState, Reminded]]:
+        return [(t, e) for t, e in self.got if isinstance(e, Reminded)]
+
+
+async def start(redis: Redis, ledger: Ledger, channel: RecordingChannel) -> tuple[Runtime, str]:
+    agent = make_agent(ledger, policy=POLICY)
+    model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
+    rt = build_runtime(redis, {"bank": agent}, model, channels=[channel])
+    got = await rt.inbox.message(
+        agent="bank", text="pay bob 10", by=ALICE, origin=Origin(channel="api")
+    )
+    await rt.worker().burst()
+    return rt, got.thread.id
+
+
+async def reminded(rt: Runtime, thread_id: str, until: float) -> list[Reminded]:
+    """Run burst workers until the wall clock passes ``until``; the reminders recorded."""
+
+    async def poll() -> list[Reminded]:
+        while True:
+            await rt.worker().burst()
+            if time.time() > until:
+                return [e for e in await rt.store.events(thread_id) if isinstance(e, Reminded)]
+            await asyncio.sleep(0.02)
+
+    return await asyncio.wait_for(poll(), 5)
+
+
+async def test_each_reminder_is_sent_once_and_the_request_stays_open(redis: Redis) -> None:
+    ledger, channel = Ledger(), RecordingChannel()
+    rt, thread_id = await start(redis, ledger, channel)
+    asked = next(e for e in await rt.store.events(thread_id) if isinstance(e, ApprovalRequested))
+    assert len(asked.remind_at) == 2
+
+    # Many bursts run before, between and after the two reminder times.
+    got = await reminded(rt, thread_id, until=max(asked.remind_at) + 0.2)
+    for _ in range(3):
+        await rt.worker().burst()
+
+    events = [e for e in await rt.store.events(thread_id) if isinstance(e, Reminded)]
+    assert [e.due for e in events] == [e.due for e in got] == sorted(asked.remind_at)
+    assert {e.request_id for e in events} == {asked.request_id}
+    state = await rt.store.load(thread_id)
+    assert state.status is Status.AWAITING_APPROVAL
+    assert state.requests[asked.request_id].is_open and ledger.runs == []
+
+    delivered = channel.reminders()
+    assert [e.id for _, e in delivered] == [e.id for e in events]
+    assert all(t.requests[asked.request_id].is_open for t, _ in delivered)
+
+    # A reminded request is decided like any other.
+    await rt.decisions.decide(asked.request_id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+    assert (await rt.store.load(thread_id)).status is Status.DONE
+    assert [r[0] for r in ledger.runs] == ["transfer"]
+
+
+async def test_a_request_decided_before_its_reminders_gets_none(redis: Redis) -> None:
+    ledger, channel = Ledger(), RecordingChannel()
+    rt, thread_id = await start(redis, ledger, channel)
+    asked = next(e for e in await rt.store.events(thread_id) if isinstance(e, ApprovalRequested))
+
+    await rt.decisions.decide(asked.request_id, Decision.APPROVE, BOB)
+    assert await reminded(rt, thread_id, until=max(asked.remind_at) + 0.2) == []
+    assert channel.reminders() == []
+    assert [r[0] for r in ledger.runs] == ["transfer"]

@@ -164,18 +164,8 @@ class Clicks:
                 errors={REASON: "Say why: the agent is told, so it can adjust."},
             )
             return
-        user = str(body["user"]["id"])
         try:
-            req, _ = await self.rt.decisions.find(meta["r"])
-            actor = await self.people.actor(user, req.approvers)
-            await self.rt.decisions.decide(
-                meta["r"],
-                Decision.REJECT,
-                actor,
-                reason=reason,
-                seen_hash=meta.get("h"),
-                delivery=f"slack:view:{view['id']}",
-            )
+            await self._decide_submitted(body, view, meta, Decision.REJECT, reason=reason)
         except (ConflictError, ForbiddenError, NotFoundError, InvalidInputError) as exc:
             await ack(response_action="errors", errors={REASON: cut(exc.message, _ERROR_MAX)})
             return
@@ -188,18 +178,8 @@ class Clicks:
         if edited is None:
             await ack(response_action="errors", errors=errors)
             return
-        user = str(body["user"]["id"])
         try:
-            req, _ = await self.rt.decisions.find(meta["r"])
-            actor = await self.people.actor(user, req.approvers)
-            await self.rt.decisions.decide(
-                meta["r"],
-                Decision.APPROVE,
-                actor,
-                edited_args=edited,
-                seen_hash=meta.get("h"),
-                delivery=f"slack:view:{view['id']}",
-            )
+            await self._decide_submitted(body, view, meta, Decision.APPROVE, edited_args=edited)
         except InvalidInputError as exc:
             listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
             await ack(response_action="errors", errors=to_errors(listed, values, meta))
@@ -209,6 +189,30 @@ class Clicks:
             await ack(response_action="errors", errors={block: cut(exc.message, _ERROR_MAX)})
             return
         await ack()
+
+    async def _decide_submitted(
+        self,
+        body: dict[str, Any],
+        view: dict[str, Any],
+        meta: dict[str, Any],
+        decision: Decision,
+        *,
+        reason: str | None = None,
+        edited_args: dict[str, Any] | None = None,
+    ) -> None:
+        """Decide as the modal's submitter, on the request and arguments its card showed."""
+        req, _ = await self.rt.decisions.find(meta["r"])
+        actor = await self.people.actor(str(body["user"]["id"]), req.approvers)
+        await self.rt.decisions.decide(
+            req.id,
+            decision,
+            actor,
+            reason=reason,
+            edited_args=edited_args,
+            seen_hash=meta.get("h"),
+            # One submission is one decision, however often Slack delivers it.
+            delivery=f"slack:view:{view['id']}",
+        )
 
     # --- helpers ----------------------------------------------------------------------------
 

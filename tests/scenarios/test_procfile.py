@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,6 +21,7 @@ import pytest
 
 from bot.embedded import EmbeddedRedis, free_port
 from bot.settings import Settings
+from tests.scenarios.processes import wait_for
 
 T = TypeVar("T")
 TOKEN = "procfile-token"
@@ -52,19 +52,9 @@ class Processes:
             for kind, p in self.running.items()
         )
 
-    def wait_for(self, probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:
+    def wait_for(self, probe: Callable[[], T | None], what: str) -> T:
         """Poll ``probe`` until it returns something truthy; fail with the logs otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in self.running.values()):
-                pytest.fail(f"a process exited before {what}:\n{self.logs()}")
-            try:
-                if got := probe():
-                    return got
-            except httpx.TransportError:
-                pass  # not listening yet
-            time.sleep(0.05)
-        pytest.fail(f"timed out waiting for {what}:\n{self.logs()}")
+        return wait_for(probe, what, self.running.values(), self.logs)
 
     def kill_all(self) -> None:
         for process in self.running.values():

@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from bot.embedded import free_port
+from tests.scenarios.processes import wait_for
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
@@ -53,18 +54,7 @@ class Bot:
 
     def wait_for(self, probe: Callable[[], T | None], what: str, timeout: float = 30) -> T:
         """Poll ``probe`` until it returns something truthy; fail with the log otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"greenlight exited ({self.process.returncode}) before {what}:\n"
-                            f"{self.tail()}")  # fmt: skip
-            try:
-                if got := probe():
-                    return got
-            except httpx.TransportError:
-                pass  # not listening yet
-            time.sleep(0.05)
-        pytest.fail(f"timed out waiting for {what}:\n{self.tail()}")
+        return wait_for(probe, what, [self.process], self.tail, timeout)
 
     def tail(self) -> str:
         """The end of the log, without the access lines of our own polling."""

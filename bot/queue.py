@@ -10,6 +10,7 @@ thread's timer to the lease's expiry in case the holder died.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
@@ -65,6 +66,17 @@ return #due
 """
 
 
+@dataclass(eq=False)
+class Lease:
+    """A worker's hold on one thread, taken for one queue entry."""
+
+    thread_id: str
+    holder: str
+    entry_id: str
+    held: bool = True
+    """False once let go (by ``Queue.release`` or with the step's last append)."""
+
+
 class Queue:
     """Queue operations for one consumer.
 
@@ -111,8 +123,10 @@ class Queue:
         )
         return [(eid, f["t"]) for eid, f in result[1] if f]
 
-    async def take(self, thread_id: str, entry_id: str, known: int) -> list[str] | None:
-        """Lease the thread and return its events after the first ``known`` ones.
+    async def take(
+        self, thread_id: str, entry_id: str, known: int
+    ) -> tuple[Lease, list[str]] | None:
+        """Lease the thread and return the lease and its events after the first ``known`` ones.
 
         None when another worker holds it: the entry is then acknowledged and
         the thread's timer set to the lease's expiry, in case the holder died.
@@ -129,29 +143,38 @@ class Queue:
                 known,
             ],
         )
-        return list(events) if int(got) == 1 else None
+        if int(got) != 1:
+            return None
+        return Lease(thread_id, self.consumer, entry_id), list(events)
 
-    async def renew(self, thread_id: str) -> bool:
-        return bool(
-            await self._renew(keys=[keys.lease(thread_id)], args=[self.consumer, self.lease_ms])
-        )
+    async def renew(self, leases: list[Lease]) -> list[Lease]:
+        """Extend the leases still held, in one round trip; returns those that were lost."""
+        pipe = self.redis.pipeline(transaction=False)
+        for lease in leases:
+            await self._renew(
+                keys=[keys.lease(lease.thread_id)], args=[lease.holder, self.lease_ms], client=pipe
+            )
+        kept = await pipe.execute()
+        return [lease for lease, ok in zip(leases, kept, strict=True) if not int(ok)]
 
-    async def release(
-        self, thread_id: str, version: int, next_due: float | None, entry_id: str
-    ) -> bool:
+    async def release(self, lease: Lease, version: int, next_due: float | None) -> bool:
         """Let go of the thread and acknowledge; False when it changed meanwhile."""
+        tid = lease.thread_id
         done = await self._release(
-            keys=[keys.lease(thread_id), keys.meta(thread_id), keys.timers(), keys.queue()],
+            keys=[keys.lease(tid), keys.meta(tid), keys.timers(), keys.queue()],
             args=[
-                self.consumer,
+                lease.holder,
                 version,
                 "" if next_due is None else next_due,
-                entry_id,
+                lease.entry_id,
                 keys.GROUP,
-                thread_id,
+                tid,
             ],
         )
-        return int(done) != 0
+        if int(done) == 0:
+            return False
+        lease.held = False
+        return True
 
     async def sweep_timers(self, limit: int = 100) -> int:
         """Queue threads whose timers are due; returns how many."""

@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from bot.loop import Loop
 from bot.outbox import Outbox
-from bot.queue import Queue
+from bot.queue import Lease, Queue
 from bot.threads import ThreadState
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class Worker:
         """Called with each thread's state after it was stepped (metrics, benchmarks)."""
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._leases: set[Lease] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then finish the steps in hand."""
@@ -88,6 +90,7 @@ class Worker:
                 self._start(entry)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._stop_renewer()
         log.info("worker %s stopped", self.queue.consumer)
 
     async def burst(self) -> int:
@@ -98,6 +101,7 @@ class Worker:
             await self._chores(reclaim=False)
             entries = await self.queue.read(self.concurrency, None)
             if not entries and not self._tasks:
+                await self._stop_renewer()
                 return done
             for entry in entries:
                 self._start(entry)
@@ -124,36 +128,58 @@ class Worker:
             try:
                 store = self.loop.store
                 known = store.known(thread_id)
-                new = await self.queue.take(thread_id, entry_id, known)
-                if new is not None:
-                    await self._step_leased(await store.absorb(thread_id, new, known), entry_id)
+                taken = await self.queue.take(thread_id, entry_id, known)
+                if taken is not None:
+                    lease, new = taken
+                    await self._step_leased(await store.absorb(thread_id, new, known), lease)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
 
-    async def _step_leased(self, state: ThreadState, entry_id: str) -> None:
-        thread_id = state.id
-        renewer = asyncio.create_task(self._keep_lease(thread_id))
+    async def _step_leased(self, state: ThreadState, lease: Lease) -> None:
+        self._leases.add(lease)
+        self._ensure_renewer()
         try:
+            # Delivery must come before letting go (a crash in between would lose it),
+            # so only without channels can the step's last append also let go.
+            folded = None if self.outbox.channels else lease
             while True:
-                state = await self.loop.step(thread_id, state)
-                await self.outbox.flush(state)
-                if await self.queue.release(thread_id, state.version, state.next_due(), entry_id):
-                    if self.on_step is not None:
-                        self.on_step(state)
-                    return
-                state = await self.loop.store.load(thread_id)
-        finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
-
-    async def _keep_lease(self, thread_id: str) -> None:
-        while True:
-            await asyncio.sleep(self.queue.lease_ms / 3000)
-            if not await self.queue.renew(thread_id):
-                log.warning("worker %s lost the lease on %s", self.queue.consumer, thread_id)
+                state = await self.loop.step(state.id, state, lease=folded)
+                if lease.held:
+                    await self.outbox.flush(state)
+                    if not await self.queue.release(lease, state.version, state.next_due()):
+                        state = await self.loop.store.load(state.id)
+                        continue
+                if self.on_step is not None:
+                    self.on_step(state)
                 return
+        finally:
+            self._leases.discard(lease)
+
+    def _ensure_renewer(self) -> None:
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_leases())
+
+    async def _renew_leases(self) -> None:
+        """One loop renews every lease in hand, instead of a task per step."""
+        while self._leases:
+            await asyncio.sleep(self.queue.lease_ms / 3000)
+            held = [lease for lease in self._leases if lease.held]
+            try:
+                lost = await self.queue.renew(held) if held else []
+            except RedisError as exc:
+                log.warning("worker %s could not renew leases: %r", self.queue.consumer, exc)
+                continue
+            # A lease let go of while the renewal was on its way was not lost.
+            for lease in (lease for lease in lost if lease.held):
+                log.warning("worker %s lost the lease on %s", self.queue.consumer, lease.thread_id)
+                self._leases.discard(lease)
+
+    async def _stop_renewer(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -1,0 +1,123 @@
+"""Workers and their leases against a real Redis: letting go, delivering first, renewing."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from fastapi import APIRouter
+from redis.asyncio import Redis
+
+from bot import keys
+from bot.events import Actor, Decision, Event, Origin
+from bot.runtime import Runtime, build_runtime
+from bot.threads import Status, ThreadState
+from bot.tools import Tool, ToolContext
+from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
+from tests.harness import eventually
+
+ALICE = Actor(channel="api", id="alice")
+BOB = Actor(channel="api", id="bob")
+
+
+def runtime(redis: Redis, model: ScriptedModel) -> Runtime:
+    return build_runtime(redis, {"bank": make_agent(Ledger())}, model)
+
+
+async def unsettled(redis: Redis) -> tuple[int, int]:
+    """Queue entries still in the stream, and those read but not acknowledged."""
+    pending = await redis.xpending(keys.queue(), keys.GROUP)
+    return int(await redis.xlen(keys.queue())), int(pending["pending"])
+
+
+async def test_the_step_that_suspends_lets_go_and_acknowledges(redis: Redis) -> None:
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))))
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
+    await rt.worker().burst()
+
+    state = await rt.store.load(got.thread.id)
+    assert state.status is Status.AWAITING_APPROVAL
+    assert await redis.exists(keys.lease(state.id)) == 0
+    assert await unsettled(redis) == (0, 0)
+
+    (req,) = state.open_requests()
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+    assert (await rt.store.load(state.id)).status is Status.DONE
+    assert await redis.exists(keys.lease(state.id)) == 0
+    assert await unsettled(redis) == (0, 0)
+
+
+class LeaseWatcher:
+    """A channel that records, for each event delivered, whether its thread was still leased."""
+
+    name = "watcher"
+    router: APIRouter | None = None
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.seen: list[tuple[str, bool]] = []
+
+    async def start(self, *, inbound: bool) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def deliver(self, thread: ThreadState, event: Event) -> None:
+        leased = bool(await self.redis.exists(keys.lease(thread.id)))
+        self.seen.append((event.type, leased))
+
+
+async def test_with_channels_delivery_comes_before_letting_go(redis: Redis) -> None:
+    # A worker dying between letting go and delivering would lose the approval prompt.
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))))
+    watcher = LeaseWatcher(redis)
+    rt.outbox.add(watcher)
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
+    await rt.worker().burst()
+
+    assert ("approval_requested", True) in watcher.seen
+    assert all(leased for _, leased in watcher.seen)
+    assert await redis.exists(keys.lease(got.thread.id)) == 0
+    assert await unsettled(redis) == (0, 0)
+
+
+async def renewal(redis: Redis, lease: str) -> None:
+    """Wait until the lease's time to live rises: without renewal it only falls."""
+    lowest = float("inf")
+
+    async def rose() -> bool:
+        nonlocal lowest
+        ttl = int(await redis.pttl(lease))
+        if ttl < 0:  # not taken yet
+            return False
+        if ttl > lowest:
+            return True
+        lowest = ttl
+        return False
+
+    await eventually(rose)
+
+
+async def test_a_long_step_keeps_its_lease(redis: Redis) -> None:
+    release = asyncio.Event()
+
+    async def slow(args: Echo, ctx: ToolContext) -> str:
+        await release.wait()
+        return args.word
+
+    agent = make_agent(Ledger())
+    agent = replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
+    rt = build_runtime(redis, {"bank": agent}, ScriptedModel(turns(c("slow", word="hi"))))
+    worker = rt.worker(lease_ms=300)
+    got = await rt.inbox.message(agent="bank", text="go", by=ALICE, origin=Origin(channel="api"))
+    lease = keys.lease(got.thread.id)
+    draining = asyncio.create_task(worker.burst())
+
+    await renewal(redis, lease)
+    await renewal(redis, lease)  # and again: it is kept, not renewed once
+    release.set()
+    await draining
+    assert (await rt.store.load(got.thread.id)).status is Status.DONE
+    assert await redis.exists(lease) == 0

@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from redis.asyncio import Redis
-
 from bot import keys
 from bot.agents import load_agents
 from bot.embedded import EmbeddedRedis
 from bot.events import Actor, Decision, Origin
 from bot.models.offline import OfflineModel
-from bot.runtime import Runtime, build_runtime
+from bot.runtime import Runtime, build_runtime, connect
 from bot.serve import run_loop
 from bot.threads import Status, ThreadState
 
@@ -114,7 +112,7 @@ async def main(cycles: int, in_flight: int) -> None:
         server = EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec")
         server.start()
         try:
-            redis = Redis.from_url(server.url, decode_responses=True)
+            redis = connect(server.url)
             agents = load_agents()
             rt = build_runtime(redis, agents, OfflineModel(agents))
             waiter = Waiter()

@@ -22,7 +22,7 @@ from bot.embedded import EmbeddedRedis
 from bot.model import Model
 from bot.models.offline import OfflineModel
 from bot.policy import Groups
-from bot.runtime import Runtime, build_runtime
+from bot.runtime import Runtime, build_runtime, connect
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         embedded = EmbeddedRedis(settings.data_dir / "redis")
         embedded.start()  # before any thread exists: see _die_with_parent
         url = embedded.url
-    redis = Redis.from_url(url, decode_responses=True)
+    redis = connect(url)
     await _warn_without_persistence(redis)
     agents = load_agents()
     rt = build_runtime(

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.embedded import EmbeddedRedis
+from bot.runtime import connect
 
 # Tests build their settings explicitly; nothing from the developer's shell leaks in.
 for _name in list(os.environ):
@@ -27,7 +28,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 @pytest.fixture
 async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url, decode_responses=True)
+    client = connect(redis_server.url)  # as production connects
     await client.flushall()
     yield client
     await client.aclose()

@@ -65,7 +65,7 @@ class Chat:
 
     def follow(self, thread_id: str) -> None:
         """Print what happens until the thread waits for the user (or for nobody here)."""
-        waiting_since = time.monotonic()
+        started, warned = time.monotonic(), False
         while True:
             thread = self.api.thread(thread_id)
             for event in thread["events"][self.shown :]:
@@ -79,9 +79,9 @@ class Chat:
                 if thread["status"] not in ("waiting_for_user", "done"):
                     self.out.print(f"[dim]thread is[/] {status(thread['status'])}")
                 return
-            if waiting_since and time.monotonic() - waiting_since > 10:
+            if not warned and time.monotonic() - started > 10:
                 self.out.print("[dim]still waiting (is a worker running? Ctrl-C leaves)[/]")
-                waiting_since = 0.0
+                warned = True
             time.sleep(self.poll)
 
     def _show(self, e: dict[str, Any]) -> None:

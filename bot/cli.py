@@ -11,7 +11,6 @@ import contextlib
 import getpass
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -223,7 +222,7 @@ def chat(
 ) -> None:
     """Talk to an agent; approvals and questions appear inline. Ctrl-D leaves."""
     out = Console(highlight=False)
-    me = _me(user)
+    me = _me(user, "--user")
     out.print(f"Talking to [bold]{agent}[/] as {me}. Ctrl-D leaves.")
     with _api(url, token) as api:
         Chat(api, out, agent, me=me, approver=approver or me, poll=poll).run()
@@ -242,10 +241,10 @@ def _api(url: str, token: str | None) -> Iterator[Client]:
         with Client(url, token or find_token()) as api:
             yield api
     except ApiError as exc:
-        fail(exc)
+        _fail(exc)
 
 
-def fail(exc: ApiError) -> None:
+def _fail(exc: ApiError) -> None:
     """Print an API error for people and exit with status 1."""
     hint = {
         0: "Is it running? Start it with `greenlight run`, or pass --url.",
@@ -258,13 +257,16 @@ def fail(exc: ApiError) -> None:
     raise typer.Exit(1)
 
 
-def _me(given: str | None) -> str:
+def _me(given: str | None, option: str = "--as") -> str:
+    """Who is acting: the option's value, else the login name; never a guess."""
     if given:
         return given
     try:
         return getpass.getuser()
-    except OSError:  # no user name in the environment or the password database
-        return os.environ.get("USERNAME", "cli")
+    except (OSError, KeyError):  # KeyError before Python 3.13: a uid with no passwd entry
+        hint = f"pass {option} NAME or set GREENLIGHT_USER"
+        Console(stderr=True).print(f"[bold red]error:[/] cannot tell who you are: {hint}")
+        raise typer.Exit(2) from None
 
 
 def _json(data: Any) -> None:

@@ -89,9 +89,9 @@ class Client:
         offset: int = 0,
         limit: int = 50,
     ) -> dict[str, Any]:
-        params: dict[str, Any] = {"status": status, "agent": agent, "offset": offset}
-        params["limit"] = limit
-        return self._call("GET", "/threads", params={k: v for k, v in params.items() if v})
+        params = {"status": status, "agent": agent, "offset": offset, "limit": limit}
+        given: dict[str, Any] = {k: v for k, v in params.items() if v}  # unset filters left out
+        return self._call("GET", "/threads", params=given)
 
     def thread(self, thread_id: str) -> dict[str, Any]:
         return self._call("GET", f"/threads/{thread_id}")

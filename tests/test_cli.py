@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -150,3 +151,18 @@ async def test_chat_refuses_self_approval_and_says_who_can(h: Harness) -> None:
     assert "ann asked for this and may not approve it themselves" in got.stdout
     assert f"greenlight approve {req['id']} --as NAME" in got.stdout
     assert req["status"] == "open" and req["approvals"] == []
+
+
+async def test_someone_with_no_user_name_is_asked_for_one(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await h.api.post("/threads", json=DEPLOY)
+    req = await open_request(h)
+    # As in a container run under a uid with no passwd entry and no USER set.
+    monkeypatch.setattr(os, "getuid", lambda: 2**31 - 7)
+    unset = dict.fromkeys(("LOGNAME", "USER", "LNAME", "USERNAME", "GREENLIGHT_USER"), "")
+
+    got = await cli(h, "approve", req["id"], **unset)
+    assert got.exit_code == 2, got.output
+    assert "cannot tell who you are: pass --as NAME" in got.stderr
+    assert (await h.api.get(f"/requests/{req['id']}")).json()["status"] == "open"

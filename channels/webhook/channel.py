@@ -72,9 +72,9 @@ class WebhookChannel:
 
     async def receive(self, agent: str, request: Request) -> JSONResponse:
         """201 for a new thread, 202 when it continues one, 200 for a replay."""
-        raw = await request.body()
         if self.secret is None:
             raise UnauthorizedError("the webhook is not configured: set WEBHOOK_SECRET")
+        raw = await request.body()
         # The raw bytes, before any parsing: what was signed is what is checked.
         verify(self.secret, request.headers.get(SIGNATURE_HEADER), raw, time.time())
         body = _parse(raw)

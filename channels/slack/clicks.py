@@ -70,12 +70,10 @@ class Clicks:
         await ack()
 
     async def on_approve(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        click = to_click(body)
-        found = await self._request(click)
+        found = await self._clicked(ack, body)
         if found is None:
             return
-        req, value = found
+        click, req, value = found
         actor = await self.people.actor(click.user, req.approvers)
         try:
             await self.rt.decisions.decide(
@@ -99,12 +97,10 @@ class Clicks:
         await self._open_modal(ack, body, "view")
 
     async def on_choice(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        click = to_click(body)
-        found = await self._request(click)
+        found = await self._clicked(ack, body)
         if found is None:
             return
-        req, value = found
+        click, req, value = found
         if not isinstance(req.asked, HumanQuestion):
             return
         choices = to_choices(req.asked)
@@ -123,12 +119,10 @@ class Clicks:
             await self.outbound.whisper(click.channel, click.user, exc.message)
 
     async def _open_modal(self, ack: Any, body: dict[str, Any], kind: str) -> None:
-        await ack()
-        click = to_click(body)
-        found = await self._request(click)
+        found = await self._clicked(ack, body)
         if found is None:
             return
-        req, _ = found
+        click, req, _ = found
         if not isinstance(req.asked, ApprovalRequested):
             return
         if kind == "view":
@@ -216,14 +210,19 @@ class Clicks:
 
     # --- helpers ----------------------------------------------------------------------------
 
-    async def _request(self, click: Click) -> tuple[Request, dict[str, Any]] | None:
+    async def _clicked(
+        self, ack: Any, body: dict[str, Any]
+    ) -> tuple[Click, Request, dict[str, Any]] | None:
+        """Answer Slack at once, then find the request the button names (None: told why)."""
+        await ack()
+        click = to_click(body)
         try:
             value = from_value(click.value)
             req, _ = await self.rt.decisions.find(value["r"])
         except (InvalidInputError, NotFoundError) as exc:
             await self.outbound.whisper(click.channel, click.user, exc.message)
             return None
-        return req, value
+        return click, req, value
 
     async def _stale(self, click: Click, request_id: str, exc: ConflictError | None) -> None:
         """A click on a decided, expired or changed card: say so, and show the card as it is."""

@@ -26,7 +26,9 @@ from bot.events import Actor, Decision, Origin
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime, connect
 from bot.serve import run_loop
+from bot.settings import Settings
 from bot.threads import Status, ThreadState
+from channels import build_channels
 
 ANN = Actor(channel="api", id="ann")
 BOB = Actor(channel="api", id="bob")
@@ -115,6 +117,11 @@ async def main(cycles: int, in_flight: int) -> None:
             redis = connect(server.url)
             agents = load_agents()
             rt = build_runtime(redis, agents, OfflineModel(agents))
+            # The channels production always has (the webhook channel), so every
+            # step pays for delivery as it would there.
+            for channel in build_channels(Settings(_env_file=None), rt):  # type: ignore[call-arg]
+                rt.outbox.add(channel)
+                await channel.start(inbound=False)
             waiter = Waiter()
             stop = asyncio.Event()
             worker = rt.worker(concurrency=max(in_flight, 1), block_ms=100, on_step=waiter.on_step)
@@ -130,6 +137,8 @@ async def main(cycles: int, in_flight: int) -> None:
             }
             stop.set()
             await serving
+            for channel in rt.outbox.channels.values():
+                await channel.stop()
             await redis.aclose()
         finally:
             server.stop()

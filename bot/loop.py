@@ -37,7 +37,6 @@ from bot.events import (
 from bot.keys import new_request_id
 from bot.model import Model, ModelCall, ModelRequest
 from bot.policy import Groups, args_hash
-from bot.queue import Lease
 from bot.store import Store
 from bot.threads import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
 from bot.tools import REPLY, AskHuman, Reply, Tool, ToolContext
@@ -76,70 +75,49 @@ class Loop:
         self.max_errors = max_errors
         self.clock = clock
 
-    async def step(
-        self, thread_id: str, state: ThreadState | None = None, *, lease: Lease | None = None
-    ) -> ThreadState:
-        """Advance the thread until it waits for a human, or is done.
-
-        With ``lease``, the caller's hold on the thread, the append that leaves
-        the thread settled also lets go of it, saving the caller a round trip:
-        ``lease.held`` is then False and the thread is no longer the caller's.
-        """
+    async def step(self, thread_id: str, state: ThreadState | None = None) -> ThreadState:
+        """Advance the thread until it waits for a human, or is done."""
         state = state or await self.store.load(thread_id)
         while state.exists:
             try:
-                nxt = await self._advance(state, lease)
+                nxt = await self._advance(state)
             except VersionConflict:
                 state = await self.store.load(thread_id)
                 continue
             if nxt is None:
                 return state
             state = nxt
-            if lease is not None and not lease.held:
-                return state
         return state
 
-    def is_settled(self, s: ThreadState) -> bool:
-        """Whether ``s`` leaves a worker nothing to do now (``_advance`` would do nothing)."""
-        if s.status in _IDLE:
-            return True
-        # Not running: it waits for a human or the user, unless a timer is due.
-        return s.status is not Status.RUNNING and s.agent in self.agents and not self._due_timers(s)
-
-    async def _advance(self, s: ThreadState, lease: Lease | None) -> ThreadState | None:
+    async def _advance(self, s: ThreadState) -> ThreadState | None:
         """Take one step; None when there is nothing to do now."""
-        if self.is_settled(s):
+        if s.status in _IDLE:
             return None
         agent = self.agents.get(s.agent)
         if agent is None:
             msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
-            return await self._append(s, [ErrorEvent(message=msg, fatal=True)], lease)
+            return await self._append(s, [ErrorEvent(message=msg, fatal=True)])
         if timed := self._due_timers(s):
-            return await self._append(s, timed, lease)
+            return await self._append(s, timed)
         if s.open_requests():
             return None
         for call in s.pending_calls():
-            return await self._settle(s, agent, call.asked.call_id, lease)
+            return await self._settle(s, agent, call.asked.call_id)
         if not s.awaiting_model:
             return None
         if s.consecutive_errors >= self.max_errors:
             return await self._append(
-                s, [_escalation(s, f"{s.consecutive_errors} errors in a row")], lease
+                s, [_escalation(s, f"{s.consecutive_errors} errors in a row")]
             )
         if s.turns_since_input >= agent.max_steps:
-            why = f"{agent.max_steps} steps without input"
-            return await self._append(s, [_escalation(s, why)], lease)
+            return await self._append(s, [_escalation(s, f"{agent.max_steps} steps without input")])
         fetched: list[Event] = []
         if agent.prefetch and not s.prefetched:
             fetched = [ContextFetched(name=n, data=await f()) for n, f in agent.prefetch.items()]
-        return await self._append(s, [*fetched, *await self._model_turn(s, agent, fetched)], lease)
+        return await self._append(s, [*fetched, *await self._model_turn(s, agent, fetched)])
 
-    async def _append(
-        self, s: ThreadState, events: Sequence[Event], lease: Lease | None
-    ) -> ThreadState:
-        return await self.store.append(
-            s, events, enqueue=False, release=lease, release_if=self.is_settled
-        )
+    async def _append(self, s: ThreadState, events: Sequence[Event]) -> ThreadState:
+        return await self.store.append(s, events, enqueue=False)
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -169,9 +147,7 @@ class Loop:
 
     # --- tool calls -----------------------------------------------------------------------
 
-    async def _settle(
-        self, s: ThreadState, agent: Agent, call_id: str, lease: Lease | None
-    ) -> ThreadState:
+    async def _settle(self, s: ThreadState, agent: Agent, call_id: str) -> ThreadState:
         call = s.calls[call_id]
         tool = agent.all_tools.get(call.asked.tool)
         if call.status is CallStatus.REJECTED:
@@ -180,7 +156,7 @@ class Loop:
             why = (req.reason if req else None) or "no reason given"
             output = f"Rejected by {who or 'expiry'}: {why}"
             return await self._append(
-                s, [ToolResult(call_id=call_id, outcome=Outcome.REJECTED, output=output)], lease
+                s, [ToolResult(call_id=call_id, outcome=Outcome.REJECTED, output=output)]
             )
         if call.status is CallStatus.STARTED and not (tool and tool.idempotent):
             # A worker died mid-run: the tool may or may not have acted (invariant 6).
@@ -194,28 +170,24 @@ class Loop:
                 f"{call.asked.tool}({_short(call.args)}) was interrupted mid-run; "
                 "its outcome is unknown. Please check and tell me what happened.",
             )
-            return await self._append(s, [unknown, question], lease)
+            return await self._append(s, [unknown, question])
         if tool is None:  # cannot happen for calls the loop recorded itself
             return await self._append(
-                s,
-                [ToolResult(call_id=call_id, outcome=Outcome.ERROR, output="unknown tool")],
-                lease,
+                s, [ToolResult(call_id=call_id, outcome=Outcome.ERROR, output="unknown tool")]
             )
         key = f"{s.id}:{call_id}"
         if call.status is CallStatus.READY:
             s = await self._append(
-                s, [ToolStarted(call_id=call_id, idempotency_key=key, args=call.args)], lease
+                s, [ToolStarted(call_id=call_id, idempotency_key=key, args=call.args)]
             )
         result = await _run(tool, call.args, ToolContext(s.id, call_id, key))
-        return await self._append_result(s, result, lease)
+        return await self._append_result(s, result)
 
-    async def _append_result(
-        self, s: ThreadState, result: ToolResult, lease: Lease | None
-    ) -> ThreadState:
+    async def _append_result(self, s: ThreadState, result: ToolResult) -> ThreadState:
         # The tool has run: its result must land even if a decision raced in meanwhile.
         while True:
             try:
-                return await self._append(s, [result], lease)
+                return await self._append(s, [result])
             except VersionConflict:
                 s = await self.store.load(s.id)
                 if s.calls[result.call_id].status is not CallStatus.STARTED:

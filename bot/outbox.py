@@ -94,20 +94,19 @@ class Outbox:
     def add(self, channel: Channel) -> None:
         self.channels[channel.name] = channel
 
-    async def flush(self, state: ThreadState) -> None:
-        """Deliver every event of ``state`` not delivered yet."""
-        if not self.channels:
-            return
-        redis = self.store.redis
-        cursor = int(await redis.get(keys.outbox(state.id)) or 0)
+    async def flush(self, state: ThreadState, cursor: int) -> int:
+        """Deliver the events of ``state`` from index ``cursor`` on; returns the new cursor.
+
+        The caller records the cursor when it lets go of the thread (``Queue.release``).
+        """
         if cursor >= state.version:
-            return
+            return cursor
         events = (await self.store.events(state.id, version=state.version))[cursor : state.version]
         for index, event in enumerate(events, start=cursor):
             for channel in self.channels.values():
                 job = _Job(c=channel.name, t=state.id, e=index, n=0, f=time.time())
                 await self._try(channel, state, event, job)
-        await redis.set(keys.outbox(state.id), state.version)
+        return state.version
 
     async def retry_due(self, limit: int = 50) -> int:
         """Retry failed deliveries that are due; returns how many were tried."""

@@ -18,29 +18,30 @@ from redis.exceptions import ResponseError
 
 from bot import keys
 
-# Take the lease and read the events after ARGV[7], or, if another worker holds
-# it, make sure the thread is looked at again when that lease runs out (its
-# holder may have died), and acknowledge.
+# Take the lease and read the events after ARGV[7] and how far delivery got,
+# or, if another worker holds it, make sure the thread is looked at again when
+# that lease runs out (its holder may have died), and acknowledge.
 _TAKE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, redis.call('LRANGE', KEYS[4], ARGV[7], -1)}
+  return {1, redis.call('LRANGE', KEYS[4], ARGV[7], -1), redis.call('GET', KEYS[5]) or '0'}
 end
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl < 0 then ttl = tonumber(ARGV[2]) end
 redis.call('ZADD', KEYS[2], 'LT', tonumber(ARGV[3]) + ttl / 1000, ARGV[5])
 redis.call('XACK', KEYS[3], ARGV[6], ARGV[4])
 redis.call('XDEL', KEYS[3], ARGV[4])
-return {0, {}}
+return {0, {}, '0'}
 """
 
 # Let go only if the thread did not change since the holder last looked;
 # otherwise keep the lease and tell the holder to step again. On release,
-# re-arm the thread's timer and acknowledge the queue entry.
+# record how far delivery got, re-arm the thread's timer, acknowledge the entry.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
 local v = redis.call('HGET', KEYS[2], 'version')
 if (v or '0') ~= ARGV[2] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[5], ARGV[7])
 if ARGV[3] == '' then redis.call('ZREM', KEYS[3], ARGV[6])
 else redis.call('ZADD', KEYS[3], ARGV[3], ARGV[6]) end
 if ARGV[4] ~= '' then
@@ -73,8 +74,10 @@ class Lease:
     thread_id: str
     holder: str
     entry_id: str
+    delivered: int = 0
+    """How many of the thread's events the channels have been handed."""
     held: bool = True
-    """False once let go (by ``Queue.release`` or with the step's last append)."""
+    """False once let go."""
 
 
 class Queue:
@@ -131,8 +134,14 @@ class Queue:
         None when another worker holds it: the entry is then acknowledged and
         the thread's timer set to the lease's expiry, in case the holder died.
         """
-        got, events = await self._take(
-            keys=[keys.lease(thread_id), keys.timers(), keys.queue(), keys.events(thread_id)],
+        got, events, delivered = await self._take(
+            keys=[
+                keys.lease(thread_id),
+                keys.timers(),
+                keys.queue(),
+                keys.events(thread_id),
+                keys.outbox(thread_id),
+            ],
             args=[
                 self.consumer,
                 self.lease_ms,
@@ -145,7 +154,7 @@ class Queue:
         )
         if int(got) != 1:
             return None
-        return Lease(thread_id, self.consumer, entry_id), list(events)
+        return Lease(thread_id, self.consumer, entry_id, int(delivered)), list(events)
 
     async def renew(self, leases: list[Lease]) -> list[Lease]:
         """Extend the leases still held, in one round trip; returns those that were lost."""
@@ -161,7 +170,7 @@ class Queue:
         """Let go of the thread and acknowledge; False when it changed meanwhile."""
         tid = lease.thread_id
         done = await self._release(
-            keys=[keys.lease(tid), keys.meta(tid), keys.timers(), keys.queue()],
+            keys=[keys.lease(tid), keys.meta(tid), keys.timers(), keys.queue(), keys.outbox(tid)],
             args=[
                 lease.holder,
                 version,
@@ -169,6 +178,7 @@ class Queue:
                 lease.entry_id,
                 keys.GROUP,
                 tid,
+                lease.delivered,
             ],
         )
         if int(done) == 0:

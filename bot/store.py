@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -20,13 +20,12 @@ from redis.asyncio import Redis
 from bot import keys
 from bot.errors import ConflictError, NotFoundError, StoreError, VersionConflict
 from bot.events import EVENT, Event, to_json
-from bot.queue import Lease
 from bot.threads import ThreadState, reduce
 
 log = logging.getLogger(__name__)
 
-# KEYS: events meta seen threads old_status new_status open_requests timers queue lease
-# ARGV: expected delivery now seen_ttl status agent created due enqueue holder entry group
+# KEYS: events meta seen threads old_status new_status open_requests timers queue
+# ARGV: expected delivery now seen_ttl status agent created due enqueue
 #       n_opened opened... n_closed closed... events...
 _APPEND = """
 local expected = tonumber(ARGV[1])
@@ -40,7 +39,7 @@ if delivery ~= '' then
 end
 local len = redis.call('LLEN', KEYS[1])
 if len ~= expected then return {0, len} end
-local i = 13
+local i = 10
 local opened = tonumber(ARGV[i]); i = i + 1
 local opened_at = i; i = i + opened
 local closed = tonumber(ARGV[i]); i = i + 1
@@ -58,13 +57,6 @@ for j = closed_at, closed_at + closed - 1 do redis.call('ZREM', KEYS[7], ARGV[j]
 if ARGV[8] == '' then redis.call('ZREM', KEYS[8], tid)
 else redis.call('ZADD', KEYS[8], ARGV[8], tid) end
 if ARGV[9] == '1' then redis.call('XADD', KEYS[9], '*', 't', tid) end
--- Let go of the holder's lease and acknowledge its entry (Queue.release), which
--- needs no version check of its own: this append just compared the version.
-if ARGV[10] ~= '' and redis.call('GET', KEYS[10]) == ARGV[10] then
-  redis.call('DEL', KEYS[10])
-  redis.call('XACK', KEYS[9], ARGV[12], ARGV[11])
-  redis.call('XDEL', KEYS[9], ARGV[11])
-end
 return {1, newlen}
 """
 
@@ -156,22 +148,16 @@ class Store:
         *,
         delivery: str | None = None,
         enqueue: bool = True,
-        release: Lease | None = None,
-        release_if: Callable[[ThreadState], bool] | None = None,
     ) -> ThreadState:
         """Append ``events`` if the thread is still at ``state.version``.
 
         Returns the new state. Raises ``VersionConflict`` when another writer
         got there first (re-read and retry) and ``DuplicateDelivery`` when
-        ``delivery`` was already recorded on this thread. With ``release``, a
-        worker's lease on the thread, the same round trip lets go of it and
-        acknowledges its queue entry when ``release_if(new state)`` holds.
+        ``delivery`` was already recorded on this thread.
         """
         new = state
         for event in events:
             new = reduce(new, event)
-        if release is not None and not (release_if is None or release_if(new)):
-            release = None
         before = {r.id for r in state.open_requests()}
         after = {r.id for r in new.open_requests()}
         due = new.next_due()
@@ -186,9 +172,6 @@ class Store:
             new.created_at,
             "" if due is None else due,
             "1" if enqueue else "0",
-            release.holder if release else "",
-            release.entry_id if release else "",
-            keys.GROUP,
             len(after - before),
             *sorted(after - before),
             len(before - after),
@@ -205,15 +188,12 @@ class Store:
             keys.open_requests(),
             keys.timers(),
             keys.queue(),
-            keys.lease(tid),
         ]
         code, length = await self._append(keys=keys_, args=argv)
         if code == 2:
             raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
         if code == 0:
             raise VersionConflict(tid, state.version, int(length))
-        if release is not None:
-            release.held = False
         cached = self._cache.get(tid)
         if cached and cached[0].version == state.version:
             self._remember(new, cached[1] + list(events))

@@ -140,16 +140,13 @@ class Worker:
         self._leases.add(lease)
         self._ensure_renewer()
         try:
-            # Delivery must come before letting go (a crash in between would lose it),
-            # so only without channels can the step's last append also let go.
-            folded = None if self.outbox.channels else lease
             while True:
-                state = await self.loop.step(state.id, state, lease=folded)
-                if lease.held:
-                    await self.outbox.flush(state)
-                    if not await self.queue.release(lease, state.version, state.next_due()):
-                        state = await self.loop.store.load(state.id)
-                        continue
+                state = await self.loop.step(state.id, state)
+                # Delivered before letting go: a crash in between delivers again, never less.
+                lease.delivered = await self.outbox.flush(state, lease.delivered)
+                if not await self.queue.release(lease, state.version, state.next_due()):
+                    state = await self.loop.store.load(state.id)
+                    continue
                 if self.on_step is not None:
                     self.on_step(state)
                 return

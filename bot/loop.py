@@ -101,8 +101,8 @@ class Loop:
             return await self._append(s, timed)
         if s.open_requests():
             return None
-        for call in s.pending_calls():
-            return await self._settle(s, agent, call.asked.call_id)
+        if pending := s.pending_calls():
+            return await self._settle(s, agent, pending[0].asked.call_id)
         if not s.awaiting_model:
             return None
         if s.consecutive_errors >= self.max_errors:

@@ -109,9 +109,6 @@ class Queue:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def enqueue(self, thread_id: str) -> None:
-        await self.redis.xadd(keys.queue(), {"t": thread_id})
-
     async def read(self, count: int, block_ms: int | None) -> list[tuple[str, str]]:
         """New entries for this consumer: (entry id, thread id) pairs."""
         got: Any = await self.redis.xreadgroup(
@@ -197,7 +194,3 @@ class Queue:
 
     async def heartbeat(self) -> None:
         await self.redis.zadd(keys.workers(), {self.consumer: time.time()})
-
-    async def backlog(self) -> int:
-        """Entries not yet acknowledged, read or not."""
-        return int(await self.redis.xlen(keys.queue()))

@@ -89,19 +89,10 @@ async def list_threads(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[ThreadSummary]:
     """Threads, newest first; filter by status and agent."""
-    key = status.value if status else None
-    if agent:
-        # No per-agent index: filter the whole listing, then page, so totals and pages agree.
-        ids, _ = await rt.store.thread_ids(status=key, offset=0, limit=2**31)
-        found = [
-            (tid, m)
-            for tid, m in zip(ids, await rt.store.metas(ids), strict=True)
-            if m.get("agent") == agent
-        ]
-        total, rows = len(found), found[offset : offset + limit]
-    else:
-        ids, total = await rt.store.thread_ids(status=key, offset=offset, limit=limit)
-        rows = list(zip(ids, await rt.store.metas(ids), strict=True))
+    ids, total = await rt.store.thread_ids(
+        status=status.value if status else None, agent=agent, offset=offset, limit=limit
+    )
+    rows = zip(ids, await rt.store.metas(ids), strict=True)
     items = [
         ThreadSummary(
             id=tid,

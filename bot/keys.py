@@ -77,6 +77,11 @@ def threads() -> str:
     return f"{PREFIX}:threads"
 
 
+def by_agent(agent: str) -> str:
+    """Sorted set: thread ids of one agent, by creation time."""
+    return f"{PREFIX}:agent:{agent}"
+
+
 def by_status(status: str) -> str:
     """Sorted set: thread ids in one status, by last update."""
     return f"{PREFIX}:status:{status}"

@@ -24,7 +24,7 @@ from bot.threads import ThreadState, reduce
 
 log = logging.getLogger(__name__)
 
-# KEYS: events meta seen threads old_status new_status open_requests timers queue
+# KEYS: events meta seen threads old_status new_status open_requests timers queue agent
 # ARGV: expected delivery now seen_ttl status agent created due enqueue
 #       n_opened opened... n_closed closed... events...
 _APPEND = """
@@ -49,7 +49,10 @@ if delivery ~= '' then redis.call('ZADD', KEYS[3], now, delivery) end
 local tid = string.match(KEYS[1], '{(.-)}')
 redis.call('HSET', KEYS[2], 'version', newlen, 'status', ARGV[5], 'agent', ARGV[6],
   'updated', now, 'created', ARGV[7])
-if expected == 0 then redis.call('ZADD', KEYS[4], ARGV[7], tid) end
+if expected == 0 then
+  redis.call('ZADD', KEYS[4], ARGV[7], tid)
+  redis.call('ZADD', KEYS[10], ARGV[7], tid)
+end
 if KEYS[5] ~= KEYS[6] then redis.call('ZREM', KEYS[5], tid) end
 redis.call('ZADD', KEYS[6], now, tid)
 for j = opened_at, opened_at + opened - 1 do redis.call('ZADD', KEYS[7], now, ARGV[j]) end
@@ -188,6 +191,7 @@ class Store:
             keys.open_requests(),
             keys.timers(),
             keys.queue(),
+            keys.by_agent(new.agent),
         ]
         code, length = await self._append(keys=keys_, args=argv)
         if code == 2:
@@ -213,10 +217,27 @@ class Store:
         return await self.redis.zscore(keys.seen(thread_id), delivery) is not None
 
     async def thread_ids(
-        self, *, status: str | None = None, offset: int = 0, limit: int = 50
+        self,
+        *,
+        status: str | None = None,
+        agent: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
     ) -> tuple[list[str], int]:
-        """Thread ids, newest first, and how many there are in all."""
-        key = keys.by_status(status) if status else keys.threads()
+        """Thread ids, newest first, and how many there are in all.
+
+        Status and agent each have an index; both at once filter the agent's
+        threads by status.
+        """
+        if status and agent:
+            ids, _ = await self.thread_ids(agent=agent, limit=2**31)
+            metas = await self.metas(ids)
+            found = [t for t, m in zip(ids, metas, strict=True) if m.get("status") == status]
+            return found[offset : offset + limit], len(found)
+        if agent:
+            key = keys.by_agent(agent)
+        else:
+            key = keys.by_status(status) if status else keys.threads()
         pipe = self.redis.pipeline(transaction=False)
         pipe.zrevrange(key, offset, offset + limit - 1)
         pipe.zcard(key)

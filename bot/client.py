@@ -101,6 +101,13 @@ class Client:
             "POST", f"/threads/{thread_id}/messages", json={"text": text, "user": user}
         )
 
+    def control(
+        self, thread_id: str, action: str, *, by: str, reason: str | None = None
+    ) -> dict[str, Any]:
+        """``pause``, ``resume`` or ``cancel`` a thread."""
+        body = {"by": by, "reason": reason}
+        return self._call("POST", f"/threads/{thread_id}/{action}", json=body)
+
     # --- requests -----------------------------------------------------------------------
 
     def requests(self, *, offset: int = 0, limit: int = 50) -> dict[str, Any]:

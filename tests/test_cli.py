@@ -166,3 +166,23 @@ async def test_someone_with_no_user_name_is_asked_for_one(
     assert got.exit_code == 2, got.output
     assert "cannot tell who you are: pass --as NAME" in got.stderr
     assert (await h.api.get(f"/requests/{req['id']}")).json()["status"] == "open"
+
+
+async def test_pause_resume_cancel(h: Harness) -> None:
+    tid = (await h.api.post("/threads", json=DEPLOY)).json()["id"]
+    req = await open_request(h)
+
+    paused = await cli(h, "pause", tid, "--as", "ann", "--reason", "freeze")
+    assert paused.exit_code == 0 and f"{tid}: paused" in paused.stdout
+    await h.api.post(f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "bob"})
+    await h.drain()
+    assert (await h.api.get(f"/threads/{tid}")).json()["status"] == "paused"  # nothing ran
+
+    resumed = await cli(h, "resume", tid, "--as", "ann")
+    assert resumed.exit_code == 0, resumed.output
+    await thread_status(h, tid, "done")
+
+    again = await cli(h, "resume", tid, "--as", "ann")
+    assert again.exit_code == 1 and "not paused" in again.stderr
+    cancelled = await cli(h, "cancel", tid, "--as", "ann", "--json")
+    assert cancelled.exit_code == 0 and json.loads(cancelled.stdout)["status"] == "cancelled"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -29,16 +29,17 @@ def create_app(
     *,
     api_token: str | None,
     max_body_bytes: int = 1_000_000,
-    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """Build the app around a ready runtime.
+
+    The runtime's channels add their own routes (authenticated by their own
+    signatures rather than the API token) and their own body limits.
 
     Args:
         runtime: the wired collaborators.
         api_token: the bearer token the REST API requires.
-        max_body_bytes: larger request bodies get a 413.
-        routers: channel routes (webhook, Slack, email), authenticated by
-            their own signatures rather than the API token.
+        max_body_bytes: larger request bodies get a 413, unless a channel's
+            route says otherwise.
     """
     app = FastAPI(
         title="Greenlight",
@@ -59,10 +60,12 @@ def create_app(
 
     app.include_router(router, dependencies=[Depends(bearer)])
     app.include_router(health)
-    for extra in routers:
-        app.include_router(extra)
+    for channel in runtime.channels:
+        if channel.router is not None:
+            app.include_router(channel.router)
     _add_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    per_path = {p: n for c in runtime.channels for p, n in c.body_limits.items()}
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
     return app
 
 
@@ -115,17 +118,21 @@ def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
 class BodyLimit:
     """Answers 413 for bodies over ``max_bytes``, declared or streamed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(send, limit)
             return
         seen = 0
 
@@ -133,19 +140,17 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge(self.max_bytes)
+            if seen > limit:
+                raise _TooLarge(limit)
             return message
 
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(send, limit)
 
-    async def _reject(self, send: Send) -> None:
-        body = JSONResponse(
-            error_body("payload_too_large", f"the body is over {self.max_bytes} bytes"), 413
-        )
+    async def _reject(self, send: Send, limit: int) -> None:
+        body = JSONResponse(error_body("payload_too_large", f"the body is over {limit} bytes"), 413)
         await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
         await send({"type": "http.response.body", "body": body.body})
 

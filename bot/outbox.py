@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -40,10 +40,15 @@ class Channel(Protocol):
     Attributes:
         name: ``webhook``, ``slack``, ``email``.
         router: its inbound HTTP routes, mounted by the app (None: none).
+        body_limits: request body limits of its routes by path, where the
+            app's default does not fit (raw emails with attachments).
     """
 
     name: str
     router: APIRouter | None
+
+    @property
+    def body_limits(self) -> Mapping[str, int]: ...
 
     async def start(self, *, inbound: bool) -> None:
         """Open outbound clients; with ``inbound``, also listeners (Socket Mode, SMTP).

@@ -146,7 +146,6 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 rt,
                 api_token=api_token(settings),
                 max_body_bytes=settings.max_body_bytes,
-                routers=[c.router for c in rt.channels if c.router is not None],
             )
             config = uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_config=None, lifespan="off"

@@ -86,7 +86,6 @@ class Harness:
             self.rt,
             api_token=s.api_token.get_secret_value() if s.api_token else None,
             max_body_bytes=s.max_body_bytes,
-            routers=[c.router for c in self.rt.channels if c.router is not None],
         )
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False

@@ -64,6 +64,8 @@ class EmailChannel:
         self.router: APIRouter | None = build_router(
             self.cfg, runtime, self.intake, secret.get_secret_value() if secret else None
         )
+        # Providers forward whole messages, attachments and inline images included.
+        self.body_limits = {"/email/inbound": SMTP_MAX_BYTES}
         self.receiver: SmtpReceiver | None = None
         if settings.email_smtp_port is not None:
             self.receiver = SmtpReceiver(

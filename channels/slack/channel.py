@@ -119,6 +119,7 @@ class SlackChannel:
         Listeners(runtime, web_people, answering).register(self.app)
         Clicks(runtime, web_people, answering).register(self.app)
         self.router: APIRouter | None = to_router(self.app) if secret else None
+        self.body_limits: dict[str, int] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._sessions: list[aiohttp.ClientSession] = []
 

@@ -42,6 +42,7 @@ class WebhookChannel:
         self.runtime = runtime
         self._client: httpx.AsyncClient | None = None
         self.router: APIRouter | None = APIRouter(tags=["webhooks"])
+        self.body_limits: dict[str, int] = {}
         self.router.add_api_route(
             "/webhooks/{agent}",
             self.receive,

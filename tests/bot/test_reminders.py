@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import ClassVar
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
@@ -25,6 +26,7 @@ class RecordingChannel:
 
     name = "recorder"
     router: APIRouter | None = None
+    body_limits: ClassVar[dict[str, int]] = {}
 
     def __init__(self) -> None:
         self.got: list[tuple[ThreadState, Event]] = []

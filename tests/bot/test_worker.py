@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from typing import ClassVar
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
@@ -53,6 +54,7 @@ class LeaseWatcher:
 
     name = "watcher"
     router: APIRouter | None = None
+    body_limits: ClassVar[dict[str, int]] = {}
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis

@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 from bot.errors import UnauthorizedError
 
 SIGNATURE_HEADER = "X-Greenlight-Signature"
+# ASCII only, and bounded: str.isdigit() also accepts "²" (which int() refuses) and
+# digits of other scripts, and a huge t overflows the comparison with a float clock.
+_STAMP = re.compile(r"[0-9]{1,12}")
+_HEX = re.compile(r"[0-9a-fA-F]{1,128}")
 TOLERANCE = 300.0
 """Seconds a signature's timestamp may be off, either way: bounds replays of a captured request."""
 
@@ -33,8 +38,8 @@ def verify(
         raise UnauthorizedError(f"missing {SIGNATURE_HEADER} header")
     parts = [p.strip().partition("=") for p in header.split(",")]
     stamps = [v for k, _, v in parts if k == "t"]
-    given = [v for k, _, v in parts if k == "v1"]
-    if len(stamps) != 1 or not stamps[0].isdigit() or not given:
+    given = [v.lower() for k, _, v in parts if k == "v1" and _HEX.fullmatch(v)]
+    if len(stamps) != 1 or not _STAMP.fullmatch(stamps[0]) or not given:
         raise UnauthorizedError(f"malformed {SIGNATURE_HEADER}: expected t=<unix>,v1=<hex>")
     t = int(stamps[0])
     if abs(now - t) > tolerance:

@@ -79,6 +79,19 @@ def test_any_v1_may_match_so_secrets_can_rotate() -> None:
         verify(SECRET, f"t={now},v1={old}", body, now)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "t=\u00b2,v1=ab",  # a superscript digit: str.isdigit() says yes, int() says no
+        "t=" + "9" * 400 + ",v1=ab",  # too large to compare with a float clock
+        "t=1700000000,v1=\u00e9\u00e9",  # non-ASCII hex: compare_digest raises on str
+    ],
+)
+def test_odd_signature_headers_are_refused_not_crashes(header: str) -> None:
+    with pytest.raises(UnauthorizedError):
+        verify(SECRET, header, b"{}", 1_700_000_000.5)
+
+
 # --- inbound --------------------------------------------------------------------------------
 
 
@@ -118,6 +131,24 @@ async def test_bad_signature_is_401_and_records_nothing(
         assert r.status_code == 401, why
         assert r.json()["error"] == "unauthorized" and SIGNATURE_HEADER in r.json()["detail"]
         assert await redis.keys("*") == []
+
+
+async def test_a_non_ascii_signature_header_is_401(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    raw = json.dumps({"text": DEPLOY, "user": "ann"}).encode()
+    stamp = int(time.time())
+    mac = sign(SECRET, raw, stamp).split(",v1=")[1]
+    # Headers arrive as latin-1: b"\xb2" is "²", which str.isdigit() accepts.
+    for header in (b"t=\xb2,v1=" + mac.encode(), f"t={stamp},v1=\xe9".encode("latin-1")):
+        async with Harness(redis_server.url, settings=make_settings(webhook_secret=SECRET)) as h:
+            r = await h.http.post(
+                "/webhooks/deploy",
+                content=raw,
+                headers={SIGNATURE_HEADER: header, "Content-Type": "application/json"},
+            )
+            assert r.status_code == 401, r.text
+            assert await redis.keys("*") == []
 
 
 async def test_unconfigured_webhook_refuses_everything(

@@ -196,7 +196,13 @@ class ThreadState:
         ]
 
     def next_due(self) -> float | None:
-        """When a timer (expiry, reminder) next needs this thread."""
+        """When a timer (expiry, reminder) next needs this thread.
+
+        None while paused or failed: the loop does nothing then, so a due timer
+        would only requeue the thread on every sweep. Resuming re-arms it.
+        """
+        if self.paused or self.failed or self.cancelled:
+            return None
         return min((d for r in self.requests.values() if (d := r.next_due())), default=None)
 
     def clone(self) -> ThreadState:

@@ -1,0 +1,48 @@
+"""Edge cases of the loop and the worker: pauses over timers, failing prefetch, cancel mid-run."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+from bot import keys
+from bot.events import Actor, Origin
+from bot.policy import ApprovalPolicy
+from bot.runtime import build_runtime
+from bot.threads import RequestStatus, Status
+from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
+from tests.harness import eventually
+
+ALICE = Actor(channel="api", id="alice")
+ORIGIN = Origin(channel="api")
+
+
+async def test_a_paused_thread_past_its_expiry_is_not_requeued_forever(redis: Redis) -> None:
+    ledger = Ledger()
+    agent = make_agent(ledger, policy=ApprovalPolicy(expires_in=0.2))
+    rt = build_runtime(
+        redis, {"bank": agent}, ScriptedModel(turns(c("transfer", to="b", amount=1)))
+    )
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
+    await rt.worker().burst()
+    (req,) = (await rt.store.load(got.thread.id)).open_requests()
+    await rt.inbox.control(got.thread.id, "pause", ALICE)
+
+    async def overdue() -> bool:
+        return time.time() > (req.expires_at or 0)
+
+    await eventually(overdue)
+    # Paused, nothing can happen: a burst worker finds nothing to do and returns.
+    await asyncio.wait_for(rt.worker().burst(), 5)
+    state = await rt.store.load(got.thread.id)
+    assert state.status is Status.PAUSED and state.requests[req.id].is_open
+    assert await redis.zscore(keys.timers(), got.thread.id) is None
+
+    # Resumed, the overdue expiry takes effect.
+    await rt.inbox.control(got.thread.id, "resume", ALICE)
+    await asyncio.wait_for(rt.worker().burst(), 5)
+    state = await rt.store.load(got.thread.id)
+    assert state.requests[req.id].status is RequestStatus.EXPIRED
+    assert ledger.runs == []

@@ -57,6 +57,35 @@ def cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def cut_escaped(text: str, limit: int) -> str:
+    """``text`` escaped for mrkdwn and cut so that the escaped form fits ``limit``.
+
+    Escaping can make text up to five times longer (``&`` is ``&amp;``), so cutting
+    before escaping can overflow Block Kit, and cutting after it can end inside
+    an entity, which Slack shows raw.
+    """
+    text = escape(text)
+    if len(text) <= limit:
+        return text
+    return _entity_safe(text, limit - 1) + "…"
+
+
+def _entity_safe(text: str, at: int) -> str:
+    """``text[:at]``, moved back to before an entity (``&lt;``) the cut would split."""
+    amp = text.rfind("&", max(0, at - 4), at)
+    return text[:amp] if amp != -1 and ";" not in text[amp:at] else text[:at]
+
+
+def to_pieces(text: str, size: int) -> list[str]:
+    """Escaped ``text`` in pieces of at most ``size`` characters, no entity split."""
+    pieces: list[str] = []
+    while len(text) > size:
+        piece = _entity_safe(text, size)
+        pieces.append(piece)
+        text = text[len(piece) :]
+    return [*pieces, text]
+
+
 def who(actor: Actor) -> str:
     """An actor as Slack shows people: a mention for Slack users, the name otherwise."""
     return f"<@{actor.id}>" if actor.channel == "slack" else escape(actor.label())
@@ -120,7 +149,8 @@ def approval_card(
                 "elements": [_button("View full arguments", VIEW, to_value(r=req.id))],
             }
         )
-    text = f"{title}: {asked.tool}({cut(_inline(args), 200)}) for the {info.agent} agent"
+    # The fallback text is mrkdwn too, and it is what notifications show.
+    text = f"{title}: {asked.tool}({cut_escaped(_inline(args), 200)}) for the {info.agent} agent"
     return text, blocks
 
 
@@ -141,7 +171,7 @@ def question_card(req: Request, asked: HumanQuestion, info: CardInfo) -> tuple[s
         ]
         blocks.append({"type": "actions", "block_id": "gl_choices", "elements": buttons})
     blocks.append({"type": "context", "elements": [_mrkdwn(_question_status(req, info))]})
-    return f"{info.agent} asks: {cut(asked.question, 300)}", blocks
+    return f"{info.agent} asks: {cut_escaped(asked.question, 300)}", blocks
 
 
 def to_choices(asked: HumanQuestion) -> list[str]:
@@ -172,7 +202,7 @@ def _approval_status(req: Request, asked: ApprovalRequested, info: CardInfo) -> 
         edited = " with edited arguments" if req.args_hash != asked.args_hash else ""
         return f":white_check_mark: *Approved* by {closed} {at}{edited}"
     if req.status is RequestStatus.REJECTED:
-        reason = f": {escape(cut(req.reason, 1500))}" if req.reason else ""
+        reason = f": {cut_escaped(req.reason, 1500)}" if req.reason else ""
         return f":no_entry: *Rejected* by {closed} {at}{reason}"
     if req.status is RequestStatus.EXPIRED:
         return f":hourglass: *Expired* {at} without a decision"
@@ -192,7 +222,7 @@ def _question_status(req: Request, info: CardInfo) -> str:
     closed = ", ".join(who(a) for a in req.closed_by)
     at = when(req.closed_at) if req.closed_at else ""
     if req.status is RequestStatus.ANSWERED:
-        answer = escape(cut(req.answer or "", 1500))
+        answer = cut_escaped(req.answer or "", 1500)
         return f":speech_balloon: Answered by {closed} {at}: *{answer}*"
     if req.status is RequestStatus.EXPIRED:
         return f":hourglass: *Expired* {at} without an answer"

@@ -12,7 +12,7 @@ from typing import Any
 
 from bot.events import ApprovalRequested
 from bot.threads import Request
-from channels.slack.blocks import Block, cut, to_shown
+from channels.slack.blocks import Block, cut, to_pieces, to_shown
 from channels.slack.payloads import to_value
 from channels.slack.people import escape
 
@@ -97,9 +97,9 @@ def args_modal(req: Request, asked: ApprovalRequested) -> Block:
     whole = json.dumps(
         req.args if req.args is not None else asked.args, indent=2, ensure_ascii=False, default=str
     )
-    size = 2500  # leaves room in a 3,000-character section for escaping
-    chunks = [whole[i : i + size] for i in range(0, len(whole), size)] or ["{}"]
-    blocks = [_section(cut(f"```{escape(c)}```", INPUT_MAX)) for c in chunks[: BLOCKS_MAX - 1]]
+    # Escaped before it is split: escaping can make it five times longer.
+    chunks = to_pieces(escape(whole), INPUT_MAX - len("``````"))
+    blocks = [_section(f"```{c}```") for c in chunks[: BLOCKS_MAX - 1]]
     if len(chunks) >= BLOCKS_MAX:
         blocks.append(_section(f"_…cut here; read request `{req.id}` through the REST API._"))
     return {

@@ -213,6 +213,8 @@ class SlackAPI:
         channel = str(p.get("channel"))
         if channel in self.not_in_channel:
             return {"ok": False, "error": "not_in_channel"}
+        if refused := _refused_message(p):
+            return refused
         ts = self._next_ts()
         message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "ts": ts, **p}
         self.messages[(channel, ts)] = self.originals[(channel, ts)] = message
@@ -222,6 +224,8 @@ class SlackAPI:
         key = (str(p.get("channel")), str(p.get("ts")))
         if key not in self.messages:
             return {"ok": False, "error": "message_not_found"}
+        if refused := _refused_message(p):
+            return refused
         self.messages[key] = {**self.messages[key], **p}
         return {"ok": True, "channel": key[0], "ts": key[1], "text": p.get("text")}
 
@@ -238,6 +242,8 @@ class SlackAPI:
 
     def _views_open(self, p: dict[str, Any]) -> dict[str, Any]:
         view = dict(p.get("view") or {})
+        if problems := _view_problems(view):
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": problems}
         return {
             "ok": True,
             "view": {
@@ -272,6 +278,54 @@ class SlackAPI:
 
     def _apps_connections_open(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}
+
+
+# Slack's Block Kit limits, as its API enforces them (characters).
+_TEXT_MAX = {"header": 150, "section": 3000, "context": 3000}
+
+
+def _refused_message(p: dict[str, Any]) -> dict[str, Any] | None:
+    """Slack's answer to a message beyond its limits, or None when it is within them."""
+    blocks = p.get("blocks") or []
+    problems = _block_problems(blocks, max_blocks=50)
+    if len(str(p.get("text") or "")) > 40_000:
+        problems.append("text is longer than 40000")
+    if problems:
+        return {"ok": False, "error": "invalid_blocks", "errors": problems}
+    return None
+
+
+def _view_problems(view: dict[str, Any]) -> dict[str, list[str]] | None:
+    problems = _block_problems(view.get("blocks") or [], max_blocks=100)
+    if len(str((view.get("title") or {}).get("text") or "")) > 24:
+        problems.append("title is longer than 24")
+    if len(str(view.get("private_metadata") or "")) > 3000:
+        problems.append("private_metadata is longer than 3000")
+    return {"messages": problems} if problems else None
+
+
+def _block_problems(blocks: list[dict[str, Any]], *, max_blocks: int) -> list[str]:
+    problems = [f"more than {max_blocks} blocks"] if len(blocks) > max_blocks else []
+    for i, block in enumerate(blocks):
+        kind = str(block.get("type"))
+        texts = [block.get("text") or {}]
+        if kind == "context":
+            texts += block.get("elements") or []
+        for text in texts:
+            if len(str(text.get("text") or "")) > _TEXT_MAX.get(kind, 3000):
+                problems.append(f"blocks[{i}].text is too long")
+        fields = block.get("fields") or []
+        if len(fields) > 10 or any(len(str(f.get("text"))) > 2000 for f in fields):
+            problems.append(f"blocks[{i}].fields are too many or too long")
+        for element in block.get("elements") or [] if kind == "actions" else []:
+            if len(str(element.get("value") or "")) > 2000:
+                problems.append(f"blocks[{i}] has a button value longer than 2000")
+            if len(str((element.get("text") or {}).get("text") or "")) > 75:
+                problems.append(f"blocks[{i}] has a button text longer than 75")
+        element = block.get("element") or {}
+        if len(str(element.get("initial_value") or "")) > 3000:
+            problems.append(f"blocks[{i}].element.initial_value is longer than 3000")
+    return problems
 
 
 def _user(u: SlackUser) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot import keys
 from bot.events import ApprovalDecision, HumanAnswer, ToolResult, UserMessage
-from tests.channels.slack.conftest import ANN, BOB, CAROL, DAN, MAL
+from tests.channels.slack.conftest import ANN, BOB, CAROL, DAN, MAL, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of
 from tests.doubles import ScriptedModel, c, turns
 from tests.harness import Harness
@@ -356,3 +356,69 @@ async def test_a_display_name_never_passes_for_an_approver(
     events = await h.rt.store.events(thread_of(root))
     assert not [e for e in events if isinstance(e, ApprovalDecision)]
     assert "can't decide" in ephemerals(api, "U0EVE0001")[-1]
+
+
+PASTED = "<li>&nbsp;</li>" * 120
+"""A reason or answer pasted from a web page: 1,800 characters, twice that once escaped."""
+
+
+async def test_a_long_reason_full_of_markup_still_updates_the_card(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    root, card = await ask_for_approval(h, slack, api)
+    await slack.click(card, "gl_reject", BOB)
+    r = await slack.submit(last_view(api), {"reason": {"reason": PASTED}}, BOB)
+    assert r.status_code == 200 and not r.content, r.text
+    await h.drain()
+
+    assert f"*Rejected* by <@{BOB}>" in text_of(api.messages[card])
+    assert not has_buttons(api.messages[card])
+    assert (await h.thread(thread_of(root))).failed_deliveries == []
+
+
+async def test_a_long_answer_full_of_markup_still_updates_the_question(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    root = await slack.mention("deploy api to production", ANN)
+    await h.drain()
+    question = card_in(api, root)
+
+    await slack.reply(PASTED, ANN, root)
+    await h.drain()
+
+    assert "Answered by" in text_of(api.messages[question])
+    assert (await h.thread(thread_of(root))).failed_deliveries == []
+
+
+async def test_model_written_mentions_never_ping_from_a_cards_text(
+    redis_server: Any, redis: Any, api: SlackAPI
+) -> None:
+    model = ScriptedModel(
+        turns(
+            c("ask_human", question="<!channel> which service?"),
+            c("deploy", service="<!here> <@U0MAL0001>", version="1.5.0", environment="production"),
+        )
+    )
+    async with Harness(redis_server.url, settings=slack_settings(api), model=model) as h:
+        slack = Slack(h.http, api)
+        root = await slack.mention("deploy something", ANN)
+        await h.drain()
+        await slack.reply("api", ANN, root)
+        await h.drain()
+
+        posts = [c.params for c in api.calls_to("chat.postMessage") if c.params.get("blocks")]
+        assert len(posts) == 2, posts
+        for post in posts:
+            shown = " ".join([post["text"], *mrkdwn_in(post["blocks"])])  # plain_text never pings
+            assert "<!channel>" not in shown and "<!here>" not in shown, shown
+            assert "<@U0MAL0001>" not in shown, shown
+
+
+def mrkdwn_in(found: Any) -> list[str]:
+    """Every mrkdwn text in some blocks: what Slack parses for mentions and links."""
+    if isinstance(found, list):
+        return [t for item in found for t in mrkdwn_in(item)]
+    if not isinstance(found, dict):
+        return []
+    own = [str(found["text"])] if found.get("type") == "mrkdwn" else []
+    return own + [t for value in found.values() for t in mrkdwn_in(value)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 
 import pytest
@@ -149,3 +150,13 @@ def test_edit_modal_falls_back_to_one_json_input_for_big_arguments() -> None:
         "args": {"value": {"type": "plain_text_input", "value": field["element"]["initial_value"]}}
     }
     assert from_edit(ok, meta)[0] == {f"k{i}": i for i in range(60)}
+
+
+def test_full_arguments_are_all_shown_even_when_escaping_lengthens_them() -> None:
+    args = {"page": "<li>&nbsp;</li>" * 400}
+    req = request(args)
+    full = args_modal(req, req.asked)  # type: ignore[arg-type]
+    texts = [b["text"]["text"] for b in full["blocks"]]
+    assert all(len(t) <= 3000 for t in texts)
+    shown = "".join(html.unescape(t.removeprefix("```").removesuffix("```")) for t in texts)
+    assert shown == json.dumps(args, indent=2, ensure_ascii=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate, parseaddr
 from pathlib import Path
@@ -18,6 +19,8 @@ _ENV = Environment(
     undefined=StrictUndefined,
     keep_trailing_newline=True,
 )
+# Line breaks and other controls: subjects carry an inbound subject or a model's arguments.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 
 
 def render(template: str, **context: Any) -> tuple[str, str]:
@@ -44,7 +47,7 @@ def to_message(draft: Draft, cfg: EmailConfig) -> EmailMessage:
         (name or (f"Greenlight ({agent})" if agent else "Greenlight"), address)
     )
     msg["To"] = draft.to
-    msg["Subject"] = draft.subject
+    msg["Subject"] = " ".join(_CONTROLS.sub(" ", draft.subject).split())
     msg["Date"] = formatdate(localtime=False, usegmt=True)
     msg["Message-ID"] = draft.message_id
     if draft.in_reply_to:

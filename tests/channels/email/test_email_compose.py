@@ -22,6 +22,7 @@ from bot.threads import ThreadState, fold
 from channels.email import compose, tokens
 from channels.email.config import EmailConfig
 from channels.email.drafts import message_id
+from channels.email.render import to_message
 
 CFG = EmailConfig(
     sender="Greenlight <bot@example.test>",
@@ -102,3 +103,14 @@ def test_expiry_is_told_to_the_approvers() -> None:
     drafts = compose.for_event(CFG, state, expired)
     assert [d.to for d in drafts] == ["ops@example.test", "sre@example.test"]
     assert all("expired" in d.context["text"] for d in drafts)
+
+
+def test_arguments_with_line_breaks_still_make_a_one_line_subject() -> None:
+    state, asked = thread()
+    asked = asked.model_copy(update={"args": {"service": "api\r\nBcc: eve@evil.test"}})
+    (draft, _) = compose.for_event(CFG, state, asked)
+    msg = to_message(draft, CFG)
+    # Without the fold, setting the header raised: no approval email could ever go out.
+    subject = "Approval needed: deploy wants to run deploy(service=api Bcc: eve@evil.test)"
+    assert msg["Subject"] == subject
+    assert msg["Bcc"] is None

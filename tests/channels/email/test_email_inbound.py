@@ -214,3 +214,20 @@ async def test_required_authentication_results(
         assert (await room.smtp(signed)).startswith("decided")
         await h.drain()
         assert (await h.thread(tid)).status is Status.DONE
+
+
+async def test_a_subject_with_an_encoded_line_break_cannot_add_headers(room: Mailroom) -> None:
+    # "Release\r\nBcc: eve@evil.test" as an RFC 2047 encoded word: legal on the wire,
+    # and reused for every email in the thread's conversation.
+    raw = (
+        b"From: ann@example.test\r\nTo: deploy@example.test\r\n"
+        b"Subject: =?utf-8?q?Release=0D=0ABcc=3A_eve=40evil=2Etest?=\r\n"
+        b"Message-ID: <crlf@client.test>\r\n\r\ndeploy api 1.5.0 to production\r\n"
+    )
+    r = await room.post(raw)
+    assert r.json()["status"] == "created", r.text
+    await room.h.drain()
+    waiting = room.provider.last_to(ANN)  # the notice that approval was asked for
+    assert waiting["Subject"] == "Re: Release Bcc: eve@evil.test"
+    assert waiting["Bcc"] == "" and room.provider.to("eve@evil.test") == []
+    assert room.provider.to(OPS), "the approval email went out too"

@@ -22,7 +22,7 @@ from bot.threads import Request, RequestStatus
 from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click
-from channels.slack.people import People
+from channels.slack.people import People, UnknownUserError
 from channels.slack.views import (
     EDIT_VIEW,
     REASON,
@@ -74,7 +74,9 @@ class Clicks:
         if found is None:
             return
         click, req, value = found
-        actor = await self.people.actor(click.user, req.approvers)
+        actor = await self._actor(click, req.approvers)
+        if actor is None:
+            return
         try:
             await self.rt.decisions.decide(
                 req.id, Decision.APPROVE, actor, seen_hash=value.get("h"), delivery=click.delivery
@@ -110,7 +112,9 @@ class Clicks:
                 click.channel, click.user, "That choice is no longer offered."
             )
             return
-        actor = await self.people.actor(click.user, req.asked.answerers)
+        actor = await self._actor(click, req.asked.answerers)
+        if actor is None:
+            return
         try:
             await self.rt.decisions.answer(req.id, choices[index], actor, delivery=click.delivery)
         except ConflictError as exc:
@@ -128,7 +132,9 @@ class Clicks:
         if kind == "view":
             view = args_modal(req, req.asked)
         else:
-            actor = await self.people.actor(click.user, req.approvers)
+            actor = await self._actor(click, req.approvers)
+            if actor is None:
+                return
             if not _is_open(req):
                 await self._stale(click, req.id, None)
                 return
@@ -160,7 +166,13 @@ class Clicks:
             return
         try:
             await self._decide_submitted(body, view, meta, Decision.REJECT, reason=reason)
-        except (ConflictError, ForbiddenError, NotFoundError, InvalidInputError) as exc:
+        except (
+            ConflictError,
+            ForbiddenError,
+            NotFoundError,
+            InvalidInputError,
+            UnknownUserError,
+        ) as exc:
             await ack(response_action="errors", errors={REASON: cut(exc.message, _ERROR_MAX)})
             return
         await ack()
@@ -178,7 +190,7 @@ class Clicks:
             listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
             await ack(response_action="errors", errors=to_errors(listed, values, meta))
             return
-        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+        except (ConflictError, ForbiddenError, NotFoundError, UnknownUserError) as exc:
             block = next(iter(values), "args")
             await ack(response_action="errors", errors={block: cut(exc.message, _ERROR_MAX)})
             return
@@ -223,6 +235,14 @@ class Clicks:
             await self.outbound.whisper(click.channel, click.user, exc.message)
             return None
         return click, req, value
+
+    async def _actor(self, click: Click, allowed: list[str]) -> Actor | None:
+        """Who clicked (None: Slack would not say, and the clicker was told so)."""
+        try:
+            return await self.people.actor(click.user, allowed)
+        except UnknownUserError as exc:
+            await self.outbound.whisper(click.channel, click.user, exc.message)
+            return None
 
     async def _stale(self, click: Click, request_id: str, exc: ConflictError | None) -> None:
         """A click on a decided, expired or changed card: say so, and show the card as it is."""

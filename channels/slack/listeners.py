@@ -78,7 +78,8 @@ class Listeners:
         if (alias and question is None) or (state.exists and not msg.text):
             return  # talk under a card elsewhere is for people; no text says nothing
         answerers = question[1].answerers if question else []
-        actor = await self.people.actor(msg.user, answerers)
+        # Not strict: a person talking is no decision, and a refused answer becomes a message.
+        actor = await self.people.actor(msg.user, answerers, strict=False)
         if question is not None and is_allowed(actor, answerers):
             await self._answer(msg, question[0].id, msg.text, actor)
             return
@@ -95,7 +96,7 @@ class Listeners:
         if agent is None or not msg.text:
             await self.outbound.whisper(msg.channel, msg.user, self._help(), msg.thread_ts)
             return
-        await self._say(msg, tid, agent, actor or await self.people.actor(msg.user))
+        await self._say(msg, tid, agent, actor or await self.people.actor(msg.user, strict=False))
 
     async def _say(self, msg: Message, tid: str, agent: str, actor: Actor) -> None:
         origin = Origin(
@@ -129,7 +130,7 @@ class Listeners:
         if agent is None or not cmd.text:
             await ack(text=self._help(COMMAND))
             return
-        actor = await self.people.actor(cmd.user)
+        actor = await self.people.actor(cmd.user, strict=False)
         try:
             posted = await self.outbound.client.chat_postMessage(
                 channel=cmd.channel,

@@ -21,6 +21,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import GreenlightError
 from bot.events import Actor
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,12 @@ def to_group_id(identity: str) -> str | None:
 def escape(text: str) -> str:
     """Escape text for mrkdwn, so nothing in it can ping ``<!channel>`` or fake a link."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class UnknownUserError(GreenlightError):
+    """Slack did not say who a user is (``users.info`` failed), so they cannot decide now."""
+
+    code = "slack_user_unknown"
 
 
 class _Cache(Generic[T]):
@@ -99,9 +106,20 @@ class People:
         self._emails: _Cache[str | None] = _Cache(ttl)
         self._groups: _Cache[frozenset[str]] = _Cache(ttl)
 
-    async def actor(self, user_id: str, approvers: Sequence[str] = ()) -> Actor:
-        """The actor for a Slack user, with the approver groups of ``approvers`` they are in."""
+    async def actor(
+        self, user_id: str, approvers: Sequence[str] = (), *, strict: bool = True
+    ) -> Actor:
+        """The actor for a Slack user, with the approver groups of ``approvers`` they are in.
+
+        Raises:
+            UnknownUserError: ``users.info`` failed and ``strict``: without the email,
+                a requester known by email could approve their own request.
+        """
         user = await self._users.get(user_id, partial(self._user, user_id))
+        if strict and not user:
+            raise UnknownUserError(
+                "Slack did not tell me who you are just now, so nothing changed; try again."
+            )
         profile = user.get("profile") or {}
         groups = []
         for identity in approvers:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from redis.asyncio import Redis
 
 from bot import keys
 from bot.embedded import EmbeddedRedis
+from bot.events import Actor, ApprovalDecision, Origin
 from tests.channels.slack.conftest import ANN, BOB, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of
 from tests.harness import Harness
@@ -131,3 +133,30 @@ async def test_a_rest_threads_question_is_answered_by_a_reply_under_it(
         version = (await h.thread(tid)).version
         await slack.reply("looks fine to me", ANN, card[1], channel=APPROVALS)
         assert (await h.thread(tid)).version == version
+
+
+@pytest.mark.parametrize("slack_knows_who", [True, False])
+async def test_the_requester_by_email_may_not_approve_in_slack_even_when_slack_is_failing(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, slack_knows_who: bool
+) -> None:
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        bob = Actor(channel="email", id="bob@example.com", email="bob@example.com")
+        asked = await h.rt.inbox.message(
+            agent="deploy",
+            text="deploy api 1.5.0 to production",
+            by=bob,
+            origin=Origin(channel="email", conversation="<1@example.com>"),
+        )
+        await h.drain()
+        (card,) = cards_in(api, APPROVALS)
+        if not slack_knows_who:
+            api.fail_next("users.info", status=500, times=5)  # Slack has a bad minute
+
+        r = await slack.click(card, "gl_approve", BOB)  # Bob again, as Slack's U0BOB0001
+        assert r.status_code == 200
+        events = await h.rt.store.events(asked.thread.id)
+        assert not [e for e in events if isinstance(e, ApprovalDecision)]
+        notes = [c.params["text"] for c in api.calls_to("chat.postEphemeral")]
+        assert len(notes) == 1 and "nothing changed" in notes[0].lower(), notes

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from channels.slack.channel import to_client
-from channels.slack.people import People, to_group_id, to_user_id
+from channels.slack.people import People, UnknownUserError, to_group_id, to_user_id
 from tests.standins.slack_api import SlackAPI, SlackUser
 
 
@@ -18,7 +20,9 @@ async def test_a_burst_of_clicks_by_one_person_looks_them_up_once() -> None:
         assert await people.mention("bob@example.com") == "<@U0BOB0001>"
         assert await people.mention("nobody@example.com") == "nobody@example.com"
         assert await people.mention("slack:S0OPS0001") == "<!subteam^S0OPS0001>"
-        unknown = await people.actor("U0GHOST01")  # users.info fails: an id-only actor
+        unknown = await people.actor("U0GHOST01", strict=False)  # users.info fails: id only
         assert (unknown.id, unknown.email) == ("U0GHOST01", None)
+        with pytest.raises(UnknownUserError):  # to decide, Slack must say who it is
+            await people.actor("U0GHOST01")
     assert to_user_id("slack:U0BOB0001") == "U0BOB0001" and to_user_id("bob") is None
     assert to_group_id("subteam:S0OPS0001") == "S0OPS0001" and to_group_id("U0BOB0001") is None

@@ -113,7 +113,14 @@ class Loop:
             return await self._append(s, [_escalation(s, f"{agent.max_steps} steps without input")])
         fetched: list[Event] = []
         if agent.prefetch and not s.prefetched:
-            fetched = [ContextFetched(name=n, data=await f()) for n, f in agent.prefetch.items()]
+            try:
+                fetched = [
+                    ContextFetched(name=n, data=await f()) for n, f in agent.prefetch.items()
+                ]
+            except Exception as exc:  # an error event, so it counts toward escalation
+                log.warning("prefetch for %s failed: %r", s.id, exc)
+                message = f"prefetch failed: {type(exc).__name__}: {exc}"
+                return await self._append(s, [ErrorEvent(message=message)])
         return await self._append(s, [*fetched, *await self._model_turn(s, agent, fetched)])
 
     async def _append(self, s: ThreadState, events: Sequence[Event]) -> ThreadState:

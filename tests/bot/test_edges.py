@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+from typing import Any
 
 from redis.asyncio import Redis
 
 from bot import keys
-from bot.events import Actor, Origin
+from bot.events import Actor, ErrorEvent, HumanQuestion, Origin
 from bot.policy import ApprovalPolicy
 from bot.runtime import build_runtime
 from bot.threads import RequestStatus, Status
@@ -46,3 +48,23 @@ async def test_a_paused_thread_past_its_expiry_is_not_requeued_forever(redis: Re
     state = await rt.store.load(got.thread.id)
     assert state.requests[req.id].status is RequestStatus.EXPIRED
     assert ledger.runs == []
+
+
+async def test_a_failing_prefetch_is_recorded_and_escalates(redis: Redis) -> None:
+    async def down() -> dict[str, Any]:
+        raise ConnectionError("inventory is down")
+
+    agent = replace(make_agent(Ledger()), prefetch={"services": down})
+    model = ScriptedModel(turns())
+    rt = build_runtime(redis, {"bank": agent}, model)
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
+    await rt.worker().burst()
+
+    state = await rt.store.load(got.thread.id)
+    events = await rt.store.events(got.thread.id)
+    errors = [e for e in events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 3 and "inventory is down" in errors[0].message
+    assert state.status is Status.AWAITING_HUMAN
+    assert any(isinstance(e, HumanQuestion) and e.call_id is None for e in events)
+    assert model.requests == []
+    assert int((await redis.xpending(keys.queue(), keys.GROUP))["pending"]) == 0

@@ -22,6 +22,18 @@ from channels.email.replies import to_new_text
 _MSGID = re.compile(r"<[^<>\s]+>")
 _AUTO_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 _DAEMONS = {"mailer-daemon", "postmaster"}
+# What auto-responders put before the original subject (or send alone), in the languages
+# replies are read in: many send no Auto-Submitted, and then this is all that tells.
+# Only as a prefix with its colon, so "Out of office tomorrow, deploy first" still counts.
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(?:out of (?:the )?office|automatic reply|auto[- ]?reply|autoreply|auto[- ]?response"
+    r"|abwesenheitsnotiz|automatische antwort|r[ée]ponse automatique|absence du bureau"
+    r"|respuesta autom[áa]tica|fuera de la oficina|risposta automatica|fuori sede"
+    r"|automatisch antwoord|afwezig|automatiskt svar|autosvar|fraværende"
+    r"|odpowied[źz] automatyczna|automatick[áa] odpov[ěe][ďd])"
+    r"(?:\s+auto-?reply)?\s*(?::|$)",  # "Automatic reply: <theirs>", or that alone
+    re.IGNORECASE,
+)
 # Defects after which we cannot trust we read the message as the sender meant it.
 _FATAL_DEFECTS = {
     "MissingHeaderBodySeparatorDefect": "no blank line between headers and body (not MIME?)",
@@ -120,6 +132,9 @@ def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | N
             return f"{name} header"
     if mail_from == "" or str(msg.get("Return-Path", "")).strip() == "<>":
         return "empty Return-Path (a bounce)"
+    subject = str(msg.get("Subject", "") or "")
+    if _AUTO_SUBJECT.match(subject):
+        return f"an auto-reply's subject ({subject[:60]!r})"
     if msg.get_content_type() == "multipart/report":
         return "a delivery or read report"
     local = _address(msg.get("From", "")).partition("@")[0]

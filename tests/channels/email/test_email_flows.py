@@ -181,3 +181,26 @@ async def test_only_the_person_asked_can_answer_a_question(room: Mailroom) -> No
     assert [e for e in events if isinstance(e, HumanQuestion)]
     (asked,) = [e for e in events if isinstance(e, ApprovalRequested)]
     assert asked.args["version"] == "1.4.2"
+
+
+async def test_an_out_of_office_without_auto_submitted_answers_nothing(room: Mailroom) -> None:
+    # Many responders (older Exchange, hosted panels, phone apps) send no RFC 3834 header;
+    # their subject is all that tells. Else the OOO text became the answer to a question,
+    # and each "please answer again" could trigger another auto-reply.
+    await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
+    await room.h.drain()
+    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    question = room.provider.last_to(ANN)
+    before = len(room.provider.sent)
+    for subject in (
+        "Automatic reply: Re: Refund",
+        "Out of Office: Re: Refund",
+        "Abwesenheitsnotiz: Re: Refund",
+        "Réponse automatique : Re: Refund",
+    ):
+        ooo = reply_to(question, "I am out of the office until Monday.", sender=ANN)
+        ooo.replace_header("Subject", subject)
+        assert (await room.smtp(ooo)).startswith("ignored"), subject
+    assert len(room.provider.sent) == before
+    assert not [e for e in await room.events(tid) if isinstance(e, HumanAnswer)]
+    assert (await room.h.thread(tid)).status is Status.AWAITING_HUMAN

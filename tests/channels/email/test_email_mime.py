@@ -92,3 +92,23 @@ def test_a_missing_message_id_gets_a_stable_one() -> None:
 def test_malformed() -> None:
     with pytest.raises(InvalidInputError, match="no From address"):
         from_bytes(b"To: deploy@example.test\r\n\r\nhello\r\n")
+
+
+@pytest.mark.parametrize(
+    ("subject", "automatic"),
+    [
+        ("Automatic reply: Approval needed", True),
+        ("Out of Office AutoReply: Approval needed", True),
+        ("Out of Office", True),
+        ("AW: Abwesenheitsnotiz: Approval needed", False),  # a person forwarding one
+        ("Automatische Antwort: Approval needed", True),
+        ("Réponse automatique : Approval needed", True),
+        ("Respuesta automática: Approval needed", True),
+        ("Out of office tomorrow, deploy api first", False),
+        ("Re: Approval needed", False),
+    ],
+)
+def test_auto_reply_subjects_are_recognised(subject: str, automatic: bool) -> None:
+    headers = BASE.replace("Subject: Re: Approval needed", f"Subject: {subject}")
+    raw = f"{headers}\r\nI am away until Monday.\r\n".encode()
+    assert bool(from_bytes(raw).automatic) is automatic

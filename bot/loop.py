@@ -197,7 +197,8 @@ class Loop:
                 return await self._append(s, [result])
             except VersionConflict:
                 s = await self.store.load(s.id)
-                if s.calls[result.call_id].status is not CallStatus.STARTED:
+                # Another worker settled it (its lease was lost); a cancel does not count.
+                if s.calls[result.call_id].result is not None:
                     return s
 
     # --- model turns ----------------------------------------------------------------------

@@ -10,11 +10,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot import keys
-from bot.events import Actor, ErrorEvent, HumanQuestion, Origin
+from bot.events import Actor, ErrorEvent, HumanQuestion, Origin, Outcome, ToolResult, ToolStarted
 from bot.policy import ApprovalPolicy
 from bot.runtime import build_runtime
 from bot.threads import RequestStatus, Status
-from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
+from bot.tools import Tool, ToolContext
+from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually
 
 ALICE = Actor(channel="api", id="alice")
@@ -68,3 +69,31 @@ async def test_a_failing_prefetch_is_recorded_and_escalates(redis: Redis) -> Non
     assert any(isinstance(e, HumanQuestion) and e.call_id is None for e in events)
     assert model.requests == []
     assert int((await redis.xpending(keys.queue(), keys.GROUP))["pending"]) == 0
+
+
+async def test_cancel_while_a_tool_runs_keeps_its_result(redis: Redis) -> None:
+    running, finish = asyncio.Event(), asyncio.Event()
+
+    async def slow(args: Echo, ctx: ToolContext) -> str:
+        running.set()
+        await finish.wait()
+        return f"charged {args.word}"
+
+    agent = make_agent(Ledger())
+    agent = replace(agent, tools=(*agent.tools, Tool("charge", "Charge a card.", Echo, slow)))
+    rt = build_runtime(redis, {"bank": agent}, ScriptedModel(turns(c("charge", word="ann"))))
+    got = await rt.inbox.message(agent="bank", text="charge", by=ALICE, origin=ORIGIN)
+    draining = asyncio.create_task(rt.worker().burst())
+    await asyncio.wait_for(running.wait(), 5)
+
+    await rt.inbox.control(got.thread.id, "cancel", ALICE)
+    finish.set()
+    await asyncio.wait_for(draining, 5)
+
+    events = await rt.store.events(got.thread.id)
+    (started,) = [e for e in events if isinstance(e, ToolStarted)]
+    # The side effect happened: the log must say so, even though the thread was cancelled.
+    (result,) = [e for e in events if isinstance(e, ToolResult)]
+    assert result.call_id == started.call_id
+    assert result.outcome is Outcome.OK and result.output == "charged ann"
+    assert (await rt.store.load(got.thread.id)).status is Status.CANCELLED

@@ -114,8 +114,10 @@ def _approval(
     reminder: bool = False,
     follows: str | None = None,
 ) -> Draft:
-    token = tokens.mint(e.request_id, to, _token_expiry(expires_at, e.at), cfg.secret)
-    link = f"{cfg.public_url}/email/decide/{token}?a={quote(to)}"
+    until = _token_expiry(expires_at, e.at)
+    token = tokens.mint(e.request_id, to, until, cfg.secret)
+    link_token = tokens.mint(e.request_id, to, until, cfg.secret, purpose="link")
+    link = f"{cfg.public_url}/email/decide/{link_token}?a={quote(to)}"
     context = {
         "agent": thread.agent,
         "tool": e.tool,

@@ -123,7 +123,7 @@ class _Link:
 
 
 async def _open_link(cfg: EmailConfig, runtime: Runtime, token: str, address: str) -> _Link:
-    claim = tokens.verify(token.lower(), cfg.secret)
+    claim = tokens.verify(token.lower(), cfg.secret, purpose="link")
     if claim is None or not claim.is_for(address, cfg.secret):
         raise NotFoundError("this decision link is not valid")
     try:

@@ -8,6 +8,10 @@ a MAC over all of it (8 bytes), in lowercase base32: 48 characters, so
 The recipient is a keyed tag rather than a MAC input so a token can be checked
 on its own (at RCPT time, before the sender is known) and then, separately,
 matched against who actually replied. Everything here is pure.
+
+A decision link carries a token of its own (``purpose="link"``, another MAC
+key): a reply address travels in headers and mail logs, and knowing it must
+not open the web page, where no sender or DKIM check stands behind it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 from bot.keys import REQUEST_ID
 
@@ -45,7 +50,17 @@ class Claim:
         return hmac.compare_digest(self.recipient_tag, _recipient_tag(address, secret))
 
 
-def mint(request_id: str, recipient: str, expires_at: float, secret: bytes) -> str:
+Purpose = Literal["reply", "link"]
+
+
+def mint(
+    request_id: str,
+    recipient: str,
+    expires_at: float,
+    secret: bytes,
+    *,
+    purpose: Purpose = "reply",
+) -> str:
     """A token for ``recipient`` to answer ``request_id`` until ``expires_at``.
 
     Deterministic: the same inputs give the same token, so a resent email
@@ -61,10 +76,10 @@ def mint(request_id: str, recipient: str, expires_at: float, secret: bytes) -> s
         + struct.pack(">I", int(expires_at))
         + _recipient_tag(recipient, secret)
     )
-    return _b32(body + _mac(body, secret))
+    return _b32(body + _mac(body, secret, purpose))
 
 
-def verify(token: str, secret: bytes) -> Claim | None:
+def verify(token: str, secret: bytes, *, purpose: Purpose = "reply") -> Claim | None:
     """The claim of a genuine token, or None for anything forged, altered or malformed.
 
     Expiry and the recipient are for the caller to check against the claim.
@@ -78,7 +93,7 @@ def verify(token: str, secret: bytes) -> Claim | None:
     if len(raw) != _SIZE:
         return None
     body, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-    if not hmac.compare_digest(mac, _mac(body, secret)):
+    if not hmac.compare_digest(mac, _mac(body, secret, purpose)):
         return None
     thread_hex, request_hex = body[:10].hex(), body[10:_ID_BYTES].hex()
     (expires_at,) = struct.unpack(">I", body[_ID_BYTES : _ID_BYTES + 4])
@@ -106,8 +121,9 @@ def _recipient_tag(address: str, secret: bytes) -> bytes:
     return hmac.new(key, address.strip().lower().encode(), hashlib.sha256).digest()[:_TAG_BYTES]
 
 
-def _mac(body: bytes, secret: bytes) -> bytes:
-    key = b"token\x00" + secret
+def _mac(body: bytes, secret: bytes, purpose: Purpose) -> bytes:
+    # "token" for replies: the key reply addresses already sent out were signed with.
+    key = (b"token\x00" if purpose == "reply" else b"link\x00") + secret
     return hmac.new(key, body, hashlib.sha256).digest()[:_MAC_BYTES]
 
 

@@ -6,7 +6,8 @@ import re
 
 from bot.events import ApprovalRequested, DeliveryFailed
 from bot.threads import Status
-from tests.channels.email.helpers import ANN, OPS, Mailroom, new_mail
+from channels.email import tokens
+from tests.channels.email.helpers import ANN, DOMAIN, OPS, Mailroom, new_mail
 
 LINK = re.compile(r"/email/decide/[a-z2-7]{48}\?a=[^\s\"<>]+")
 
@@ -125,3 +126,29 @@ async def test_a_second_email_in_the_same_conversation_continues_the_thread(
     _, total = await room.h.rt.store.thread_ids()
     assert total == 1
     assert "Running now" in room.provider.last_to(ANN).text
+
+
+async def test_a_reply_address_is_not_a_decision_link(room: Mailroom) -> None:
+    # Reply addresses show up where the email's body does not: MTA logs, the To of a
+    # reply someone Cc'd. Knowing one must not let anyone decide on the web page, where
+    # neither the sender nor DKIM is checked.
+    tid = await start_by_api(room)
+    await room.h.drain()
+    ask = room.provider.last_to(OPS)
+    token = tokens.token_of(ask["Reply-To"], DOMAIN)
+    assert token is not None
+    link = LINK.search(ask.text)
+    assert link and token not in link.group(0)
+
+    guessed = f"/email/decide/{token}?a={OPS}"
+    assert (await room.h.http.get(guessed)).status_code == 404
+    r = await room.h.http.post(
+        guessed,
+        content=b"decision=approve",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 404
+    assert (await room.h.thread(tid)).status is Status.AWAITING_APPROVAL
+    # Nor is a link's token a reply address.
+    link_token = link.group(0).split("/")[-1].partition("?")[0]
+    assert room.channel.intake.check_recipient(f"reply+{link_token}@{DOMAIN}") is not None

@@ -60,3 +60,12 @@ def test_reply_addresses() -> None:
     assert tokens.token_of("deploy@example.test", "example.test") is None
     with pytest.raises(ValueError, match="not a request id"):
         tokens.mint("th_nope", "ops@example.test", LATER, SECRET)
+
+
+def test_reply_and_link_tokens_do_not_stand_in_for_each_other() -> None:
+    reply = tokens.mint(REQUEST, "ops@example.test", LATER, SECRET)
+    link = tokens.mint(REQUEST, "ops@example.test", LATER, SECRET, purpose="link")
+    assert reply != link
+    assert tokens.verify(link, SECRET, purpose="link") is not None
+    assert tokens.verify(link, SECRET) is None
+    assert tokens.verify(reply, SECRET, purpose="link") is None

@@ -72,7 +72,13 @@ class Worker:
         last_chores = 0.0
         while not stop.is_set():
             if time.monotonic() - last_chores >= 1.0:
-                await self._chores()
+                # A failed chore is retried a second later; it must not end the worker.
+                try:
+                    await self._chores()
+                except RedisError as exc:
+                    log.warning("worker %s: chores failed: %r", self.queue.consumer, exc)
+                except Exception:
+                    log.exception("worker %s: chores failed", self.queue.consumer)
                 last_chores = time.monotonic()
             free = self.concurrency - len(self._tasks)
             if free <= 0:

@@ -1,18 +1,21 @@
-"""Edge cases of the loop and the worker: pauses over timers, failing prefetch, cancel mid-run."""
+"""Edge cases of the loop and the worker: timers while paused, failures, cancel mid-run."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from bot import keys
+from bot.embedded import EmbeddedRedis
 from bot.events import Actor, ErrorEvent, HumanQuestion, Origin, Outcome, ToolResult, ToolStarted
 from bot.policy import ApprovalPolicy
-from bot.runtime import build_runtime
+from bot.runtime import build_runtime, connect
 from bot.threads import RequestStatus, Status
 from bot.tools import Tool, ToolContext
 from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
@@ -97,3 +100,41 @@ async def test_cancel_while_a_tool_runs_keeps_its_result(redis: Redis) -> None:
     assert result.call_id == started.call_id
     assert result.outcome is Outcome.OK and result.output == "charged ann"
     assert (await rt.store.load(got.thread.id)).status is Status.CANCELLED
+
+
+async def test_a_worker_outlives_a_redis_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")
+    server.start()
+    redis = connect(server.url)
+    rt = build_runtime(
+        redis, {"bank": make_agent(Ledger())}, ScriptedModel(turns(c("transfer", to="b", amount=1)))
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(rt.worker(block_ms=50).run(stop))
+    try:
+        await eventually(lambda: redis.zcard(keys.workers()))  # it is serving
+        server.stop(kill=True)
+
+        async def outage_seen() -> bool:
+            unavailable = [r for r in caplog.records if "queue unavailable" in r.message]
+            # The second warning comes after the periodic chores met the outage too.
+            return serving.done() or len(unavailable) >= 2
+
+        await eventually(outage_seen)
+        assert not serving.done(), serving.exception()
+
+        server.start()
+        got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
+
+        async def suspended() -> bool:
+            state = await rt.store.load(got.thread.id)
+            return state.status is Status.AWAITING_APPROVAL
+
+        await eventually(suspended)
+    finally:
+        stop.set()
+        await asyncio.gather(serving, return_exceptions=True)
+        await redis.aclose()
+        server.stop()

@@ -294,6 +294,7 @@ def _apply(s: ThreadState, e: Event) -> None:
             s.last_reply = e
             s.awaiting_model = False
             s.turns_since_input += 1
+            s.consecutive_errors, s.last_error = 0, None  # a success, as the context shows it
         case ErrorEvent():
             s.consecutive_errors += 1
             s.last_error = e.message

@@ -13,7 +13,9 @@ from redis.asyncio import Redis
 
 from bot import keys
 from bot.embedded import EmbeddedRedis
+from bot.errors import ModelError
 from bot.events import Actor, ErrorEvent, HumanQuestion, Origin, Outcome, ToolResult, ToolStarted
+from bot.model import ModelCall
 from bot.policy import ApprovalPolicy
 from bot.runtime import build_runtime, connect
 from bot.threads import RequestStatus, Status
@@ -138,3 +140,20 @@ async def test_a_worker_outlives_a_redis_outage(
         await asyncio.gather(serving, return_exceptions=True)
         await redis.aclose()
         server.stop()
+
+
+async def test_errors_before_a_reply_do_not_count_after_it(redis: Redis) -> None:
+    down = ModelError("overloaded")
+    reply = [ModelCall("reply", {"text": "which account?"})]
+    model = ScriptedModel(turns(down, down, reply, down, c("echo", word="ok")))
+    rt = build_runtime(redis, {"bank": make_agent(Ledger())}, model)
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
+    await rt.worker().burst()
+    assert (await rt.store.load(got.thread.id)).status is Status.WAITING_FOR_USER
+
+    # One error since the last success is not three in a row: no human is asked.
+    await rt.inbox.say(got.thread.id, "savings", ALICE)
+    await rt.worker().burst()
+    events = await rt.store.events(got.thread.id)
+    assert not any(isinstance(e, HumanQuestion) for e in events)
+    assert (await rt.store.load(got.thread.id)).status is Status.DONE

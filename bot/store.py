@@ -197,6 +197,10 @@ class Store:
         if code == 2:
             raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
         if code == 0:
+            if int(length) < self.known(tid):
+                # Redis lost writes (a restart within its fsync window): the log
+                # is shorter than our copy, so our copy is no longer the truth.
+                self._cache.pop(tid, None)
             raise VersionConflict(tid, state.version, int(length))
         cached = self._cache.get(tid)
         if cached and cached[0].version == state.version:

@@ -120,7 +120,13 @@ class Outbox:
         for raw in jobs:
             job = _Job(**json.loads(raw))
             channel = self.channels.get(job.c)
-            if channel is not None:
+            if channel is None:
+                log.warning(
+                    "thread %s: dropped a retry for channel %s, not configured in this process",
+                    job.t,
+                    job.c,
+                )
+            else:
                 state = await self.store.load(job.t)
                 events = await self.store.events(job.t)
                 await self._try(channel, state, events[job.e], job)

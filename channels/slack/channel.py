@@ -1,8 +1,11 @@
 """The Slack channel: a Bolt app on ``POST /slack/events`` or Socket Mode, and the poster.
 
-Two Web API clients with different patience: the web process's (Bolt's) retries
-a 429 only when Slack asks to wait at most a second, because Slack wants its
-answer within 3 seconds; the worker's waits out ``Retry-After`` up to three times.
+Two Web API clients with different patience. The one Slack's answer may wait
+for (Bolt's: who clicked, ``views.open``) gives up after ``WEB_TIMEOUT`` and
+retries a 429 only when Slack asks to wait at most a second, because Slack
+wants its answer within 3 seconds. The other waits out ``Retry-After`` up to
+three times: the worker posts with it, and so do the web process's private
+notes and card refreshes, which run after Slack has its answer.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from bot.events import Event
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.threads import ThreadState
+from channels.slack.background import Background
 from channels.slack.clicks import Clicks
 from channels.slack.listeners import Listeners
 from channels.slack.outbound import Outbound
@@ -38,6 +42,10 @@ from channels.slack.people import People
 log = logging.getLogger(__name__)
 
 PATH = "/slack/events"
+WEB_TIMEOUT = 2
+"""Seconds one Web API call on the way to Slack's answer may take (Slack waits 3)."""
+IDENTITY_BUDGET = 1.5
+"""Seconds a click may wait to learn who clicked (users.info, user groups) in all."""
 
 
 class ShortRateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -74,7 +82,7 @@ def to_client(token: str, base_url: str, *, patient: bool) -> AsyncWebClient:
     return AsyncWebClient(
         token=token,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
-        timeout=30 if patient else 5,
+        timeout=30 if patient else WEB_TIMEOUT,
         retry_handlers=handlers,
     )
 
@@ -103,21 +111,21 @@ class SlackChannel:
         self.outbound = Outbound(
             self.client, runtime.store, People(self.client), approvals_channel=approvals
         )
-        web_people = People(self.web_client)
+        web_people = People(self.web_client, budget=IDENTITY_BUDGET)
         self.app = AsyncApp(
             client=self.web_client,
             signing_secret=secret.get_secret_value() if secret else "",
-            # Listeners only write to Redis, so they finish before Slack gets its answer:
-            # a failure is a 500 that Slack retries, never a lost event.
+            # Listeners only write to Redis (and ask, briefly, who clicked), so they finish
+            # before Slack gets its answer: a failure is a 500 that Slack retries, never a
+            # lost event. Slower calls go to self.background and run after the answer.
             process_before_response=True,
             name="greenlight",
             logger=logging.getLogger("channels.slack.bolt"),
         )
-        answering = Outbound(
-            self.web_client, runtime.store, web_people, approvals_channel=approvals
-        )
-        Listeners(runtime, web_people, answering).register(self.app)
-        Clicks(runtime, web_people, answering).register(self.app)
+        self.background = Background()
+        aside = Outbound(self.client, runtime.store, web_people, approvals_channel=approvals)
+        Listeners(runtime, web_people, aside, self.background).register(self.app)
+        Clicks(runtime, web_people, aside, self.background, self.web_client).register(self.app)
         self.router: APIRouter | None = to_router(self.app) if secret else None
         self.body_limits: dict[str, int] = {}
         self._socket: AsyncSocketModeHandler | None = None
@@ -158,6 +166,7 @@ class SlackChannel:
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
+        await self.background.stop()
         for session in self._sessions:
             await session.close()
         self._sessions.clear()

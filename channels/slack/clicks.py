@@ -3,22 +3,34 @@
 Every path ends in ``runtime.decisions``: the one place that checks the request
 is open, the arguments are the ones shown and the clicker may decide. The
 checks here only spare people a modal that would be refused anyway.
+
+Slack's answer waits for a listener (``process_before_response``), so a click
+holds it only for what decides the outcome: finding the request, who clicked
+(within ``People``'s budget), the decision in Redis, and ``views.open``, whose
+trigger expires 3 seconds after the click. Private notes and card refreshes
+run in ``Background`` after the answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from bot.events import Actor, ApprovalRequested, Decision, HumanQuestion
 from bot.policy import is_allowed, is_same_person
 from bot.runtime import Runtime
 from bot.threads import Request, RequestStatus
+from channels.slack.background import Background
 from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click
@@ -39,6 +51,9 @@ log = logging.getLogger(__name__)
 
 _ERROR_MAX = 150
 """Slack shows at most this much of a modal input's error."""
+OPEN_WITHIN = 2.5
+"""Seconds from a click to the end of ``views.open``: its trigger id expires after 3."""
+_FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class Clicks:
@@ -46,14 +61,25 @@ class Clicks:
 
     Args:
         runtime: the wired core.
-        people: resolves clickers into actors (with the web client).
-        outbound: opens modals, whispers, and refreshes a card a click found stale.
+        people: resolves clickers into actors, within a time budget.
+        outbound: whispers, and refreshes a card a click found stale.
+        background: runs those after Slack has its answer.
+        client: the web process's Web API client, for ``views.open``.
     """
 
-    def __init__(self, runtime: Runtime, people: People, outbound: Outbound) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        people: People,
+        outbound: Outbound,
+        background: Background,
+        client: AsyncWebClient,
+    ) -> None:
         self.rt = runtime
         self.people = people
         self.outbound = outbound
+        self.background = background
+        self.client = client
 
     def register(self, app: Any) -> None:
         """Attach the action and view listeners to a Bolt ``AsyncApp``."""
@@ -82,12 +108,12 @@ class Clicks:
                 req.id, Decision.APPROVE, actor, seen_hash=value.get("h"), delivery=click.delivery
             )
         except ConflictError as exc:
-            await self._stale(click, req.id, exc)
+            self._stale(click, req.id, exc)
         except ForbiddenError as exc:
-            text = await self._refusal(req, actor) or exc.message
-            await self.outbound.whisper(click.channel, click.user, text)
+            refused = _is_refused(req, actor)
+            self._tell(click, partial(self._refusal, req, actor) if refused else exc.message)
         except (NotFoundError, InvalidInputError) as exc:
-            await self.outbound.whisper(click.channel, click.user, exc.message)
+            self._tell(click, exc.message)
 
     async def on_reject(self, ack: Any, body: dict[str, Any]) -> None:
         await self._open_modal(ack, body, "reject")
@@ -108,9 +134,7 @@ class Clicks:
         choices = to_choices(req.asked)
         index = value.get("i")
         if not isinstance(index, int) or not 0 <= index < len(choices):
-            await self.outbound.whisper(
-                click.channel, click.user, "That choice is no longer offered."
-            )
+            self._tell(click, "That choice is no longer offered.")
             return
         actor = await self._actor(click, req.asked.answerers)
         if actor is None:
@@ -118,11 +142,12 @@ class Clicks:
         try:
             await self.rt.decisions.answer(req.id, choices[index], actor, delivery=click.delivery)
         except ConflictError as exc:
-            await self._stale(click, req.id, exc)
+            self._stale(click, req.id, exc)
         except (ForbiddenError, NotFoundError, InvalidInputError) as exc:
-            await self.outbound.whisper(click.channel, click.user, exc.message)
+            self._tell(click, exc.message)
 
     async def _open_modal(self, ack: Any, body: dict[str, Any], kind: str) -> None:
+        deadline = asyncio.get_running_loop().time() + OPEN_WITHIN
         found = await self._clicked(ack, body)
         if found is None:
             return
@@ -136,20 +161,20 @@ class Clicks:
             if actor is None:
                 return
             if not _is_open(req):
-                await self._stale(click, req.id, None)
+                self._stale(click, req.id, None)
                 return
-            if refusal := await self._refusal(req, actor):
-                await self.outbound.whisper(click.channel, click.user, refusal)
+            if _is_refused(req, actor):
+                self._tell(click, partial(self._refusal, req, actor))
                 return
             maker = reject_modal if kind == "reject" else edit_modal
             view = maker(req, req.asked)
         try:
-            await self.outbound.client.views_open(trigger_id=click.trigger_id, view=view)
-        except SlackApiError as exc:  # the trigger expired (3 s) or the view was refused
-            log.warning("slack: views.open failed: %s", exc.response.get("error"))
-            await self.outbound.whisper(
-                click.channel, click.user, "Slack did not open the form; please click again."
-            )
+            async with asyncio.timeout_at(deadline):
+                await self.client.views_open(trigger_id=click.trigger_id, view=view)
+        except _FAILED as exc:  # the trigger expired (3 s), the view was refused, Slack was slow
+            error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
+            log.warning("slack: views.open failed: %s", error)
+            self._tell(click, "Slack did not open the form; please click again.")
 
     # --- modals -----------------------------------------------------------------------------
 
@@ -232,40 +257,58 @@ class Clicks:
             value = from_value(click.value)
             req, _ = await self.rt.decisions.find(value["r"])
         except (InvalidInputError, NotFoundError) as exc:
-            await self.outbound.whisper(click.channel, click.user, exc.message)
+            self._tell(click, exc.message)
             return None
         return click, req, value
 
     async def _actor(self, click: Click, allowed: list[str]) -> Actor | None:
-        """Who clicked (None: Slack would not say, and the clicker was told so)."""
+        """Who clicked (None: Slack would not say in time, and the clicker is told so)."""
         try:
             return await self.people.actor(click.user, allowed)
         except UnknownUserError as exc:
-            await self.outbound.whisper(click.channel, click.user, exc.message)
+            self._tell(click, exc.message)
             return None
 
-    async def _stale(self, click: Click, request_id: str, exc: ConflictError | None) -> None:
+    def _tell(self, click: Click, text: str | Callable[[], Awaitable[str]]) -> None:
+        """A private note to the clicker, after Slack has its answer (``text()`` runs then)."""
+
+        async def whisper() -> None:
+            said = text if isinstance(text, str) else await text()
+            await self.outbound.whisper(click.channel, click.user, said)
+
+        self.background.start("a private note", whisper)
+
+    def _stale(self, click: Click, request_id: str, exc: ConflictError | None) -> None:
         """A click on a decided, expired or changed card: say so, and show the card as it is."""
-        req, state = await self.rt.decisions.find(request_id)
-        await self.outbound.whisper(click.channel, click.user, _why_stale(req, exc))
-        try:
-            await self.outbound.refresh(
-                state, request_id, also=Place(click.channel, click.message_ts)
-            )
-        except SlackApiError as exc2:
-            log.warning("slack: refreshing a card failed: %s", exc2.response.get("error"))
 
-    async def _refusal(self, req: Request, actor: Actor) -> str | None:
-        """Why ``actor`` may not decide, checked before a modal opens (decide checks again)."""
-        asked = req.asked
-        if not isinstance(asked, ApprovalRequested):
-            return None
-        if not is_allowed(actor, req.approvers):
-            names = [await self.people.mention(a) for a in req.approvers]
-            return f"You can't decide this request; it is for {', '.join(names)}. Nothing changed."
-        if not asked.allow_self_approval and is_same_person(actor, asked.requester):
+        async def show() -> None:
+            req, state = await self.rt.decisions.find(request_id)
+            await self.outbound.whisper(click.channel, click.user, _why_stale(req, exc))
+            try:
+                await self.outbound.refresh(
+                    state, request_id, also=Place(click.channel, click.message_ts)
+                )
+            except SlackApiError as exc2:
+                log.warning("slack: refreshing a card failed: %s", exc2.response.get("error"))
+
+        self.background.start("refreshing a stale card", show)
+
+    async def _refusal(self, req: Request, actor: Actor) -> str:
+        """Why ``actor``, whom ``_is_refused`` refuses, may not decide: it names who may."""
+        if is_allowed(actor, req.approvers):
             return "You asked for this, so someone else must decide it. Nothing changed."
-        return None
+        names = [await self.people.mention(a) for a in req.approvers]
+        return f"You can't decide this request; it is for {', '.join(names)}. Nothing changed."
+
+
+def _is_refused(req: Request, actor: Actor) -> bool:
+    """Whether the policy refuses ``actor``: checked before a modal opens (decide checks again)."""
+    asked = req.asked
+    if not isinstance(asked, ApprovalRequested):
+        return False
+    if not is_allowed(actor, req.approvers):
+        return True
+    return not asked.allow_self_approval and is_same_person(actor, asked.requester)
 
 
 def _is_open(req: Request) -> bool:

@@ -1,18 +1,21 @@
 """People talking: mentions, DMs, thread replies and ``/greenlight`` into ``runtime.inbox``.
 
-Each listener only records (a Redis write) and, at most, posts an ephemeral
-notice, so Slack gets its answer well inside 3 seconds; the agent runs in a
-worker. Every event gets a 200, handled or not, so Slack never retries
-something we chose to ignore. Clicks and modals are in ``clicks``.
+Each listener only records (a Redis write) and answers, so Slack gets its
+answer well inside 3 seconds; the agent runs in a worker. Private notes and the
+slash command's opening post go to Slack in ``Background``, after the answer.
+Every event gets a 200, handled or not, so Slack never retries something we
+chose to ignore. Clicks and modals are in ``clicks``.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot import keys
 from bot.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
@@ -20,9 +23,17 @@ from bot.events import Actor, HumanQuestion, Origin
 from bot.policy import is_allowed
 from bot.runtime import Runtime
 from bot.threads import Request, ThreadState
+from channels.slack.background import Background
 from channels.slack.blocks import cut, who
 from channels.slack.outbound import Outbound
-from channels.slack.payloads import Message, to_agent, to_command, to_conversation, to_message
+from channels.slack.payloads import (
+    Command,
+    Message,
+    to_agent,
+    to_command,
+    to_conversation,
+    to_message,
+)
 from channels.slack.people import People, escape
 
 log = logging.getLogger(__name__)
@@ -35,14 +46,18 @@ class Listeners:
 
     Args:
         runtime: the wired core.
-        people: resolves writers into actors (with the web client).
+        people: resolves writers into actors, within a time budget.
         outbound: posts the slash command's opening message and ephemeral notices.
+        background: runs those after Slack has its answer.
     """
 
-    def __init__(self, runtime: Runtime, people: People, outbound: Outbound) -> None:
+    def __init__(
+        self, runtime: Runtime, people: People, outbound: Outbound, background: Background
+    ) -> None:
         self.rt = runtime
         self.people = people
         self.outbound = outbound
+        self.background = background
 
     def register(self, app: Any) -> None:
         """Attach the event and command listeners to a Bolt ``AsyncApp``."""
@@ -94,7 +109,7 @@ class Listeners:
         """A conversation begins: the first word names the agent (or there is only one)."""
         agent = to_agent(msg.text, self.rt.agents) or _only(self.rt.agents)
         if agent is None or not msg.text:
-            await self.outbound.whisper(msg.channel, msg.user, self._help(), msg.thread_ts)
+            self._tell(msg, self._help())
             return
         await self._say(msg, tid, agent, actor or await self.people.actor(msg.user, strict=False))
 
@@ -114,13 +129,18 @@ class Listeners:
                 delivery=msg.delivery,
             )
         except (ConflictError, InvalidInputError) as exc:
-            await self.outbound.whisper(msg.channel, msg.user, exc.message, msg.thread_ts)
+            self._tell(msg, exc.message)
 
     async def _answer(self, msg: Message, request_id: str, text: str, actor: Actor) -> None:
         try:
             await self.rt.decisions.answer(request_id, text, actor, delivery=msg.delivery)
         except (ConflictError, ForbiddenError, InvalidInputError, NotFoundError) as exc:
-            await self.outbound.whisper(msg.channel, msg.user, exc.message, msg.thread_ts)
+            self._tell(msg, exc.message)
+
+    def _tell(self, msg: Message, text: str) -> None:
+        """A private note to the writer, after Slack has its answer."""
+        whisper = partial(self.outbound.whisper, msg.channel, msg.user, text, msg.thread_ts)
+        self.background.start("a private note", whisper)
 
     # --- the slash command ------------------------------------------------------------------
 
@@ -130,6 +150,12 @@ class Listeners:
         if agent is None or not cmd.text:
             await ack(text=self._help(COMMAND))
             return
+        await ack()
+        # The thread is the opening post's, so nothing can be recorded before that post.
+        self.background.start(COMMAND, partial(self._open, cmd, agent))
+
+    async def _open(self, cmd: Command, agent: str) -> None:
+        """Post who asked which agent what, and start the thread under that post."""
         actor = await self.people.actor(cmd.user, strict=False)
         try:
             posted = await self.outbound.client.chat_postMessage(
@@ -139,7 +165,8 @@ class Listeners:
         except SlackApiError as exc:
             error = exc.response.get("error")
             log.info("slack: /greenlight could not post in %s: %s", cmd.channel, error)
-            await ack(text=f"I can't post here ({error}). Invite me first: `/invite @Greenlight`.")
+            text = f"I can't post here ({error}). Invite me first: `/invite @Greenlight`."
+            await self._respond(cmd, text)
             return
         channel, root = str(posted["channel"]), str(posted["ts"])
         conversation = to_conversation(cmd.team, channel, root)
@@ -155,7 +182,15 @@ class Listeners:
             thread_id=keys.thread_id_for("slack", conversation),
             delivery=f"slack:{channel}:{root}",
         )
-        await ack()
+
+    async def _respond(self, cmd: Command, text: str) -> None:
+        """Answer the command privately through its ``response_url`` (works where we can't post)."""
+        if not cmd.response_url:
+            return
+        hook = AsyncWebhookClient(cmd.response_url, session=self.outbound.client.session)
+        answer = await hook.send(text=text, response_type="ephemeral")
+        if answer.status_code != 200:
+            log.warning("slack: response_url answered %s: %s", answer.status_code, answer.body)
 
     def _help(self, how: str = "@Greenlight") -> str:
         names = ", ".join(f"`{n}`" for n in sorted(self.rt.agents))

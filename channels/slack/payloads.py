@@ -90,6 +90,8 @@ class Command:
     user: str
     text: str
     trigger_id: str
+    response_url: str = ""
+    """Where to answer the command privately, for 30 minutes after it was sent."""
 
 
 def to_conversation(team: str, channel: str, root_ts: str) -> str:
@@ -180,6 +182,7 @@ def to_command(body: Mapping[str, Any]) -> Command:
         user=str(body.get("user_id") or ""),
         text=" ".join(str(body.get("text") or "").split()),
         trigger_id=str(body.get("trigger_id") or ""),
+        response_url=str(body.get("response_url") or ""),
     )
 
 

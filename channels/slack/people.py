@@ -4,7 +4,8 @@ Policies name approvers as Slack user ids (``U123``, ``slack:U123``), user
 group ids (``S123``, ``slack:S123``) or email addresses. A click becomes an
 ``Actor`` whose names cover all three: the user id, the email from
 ``users.info`` and the approver groups the user belongs to. Look-ups are
-cached in the process for ``ttl`` seconds.
+cached in the process for ``ttl`` seconds. On the web process a look-up has a
+time budget: Slack wants its answer within 3 seconds, however slow ``users.info`` is.
 """
 
 from __future__ import annotations
@@ -56,39 +57,45 @@ class UnknownUserError(GreenlightError):
 
 
 class _Cache(Generic[T]):
-    """Values by key for ``ttl`` seconds; concurrent misses of one key share one load."""
+    """Values by key for ``ttl`` seconds; concurrent misses of one key share one load.
+
+    A load runs in its own task, so a caller that gives up (its time budget ran
+    out) leaves it running: its answer is cached for the next caller.
+    """
 
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._items: dict[str, tuple[float, T]] = {}
-        self._loading: dict[str, asyncio.Future[T]] = {}
+        self._loading: dict[str, asyncio.Task[T]] = {}
 
     async def get(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
         """The cached value, or ``load()``'s; a load that says ``False`` is not kept."""
         hit = self._items.get(key)
         if hit and hit[0] > time.monotonic():
             return hit[1]
-        if key in self._loading:  # a burst of clicks by one person makes one API call
-            return await asyncio.shield(self._loading[key])
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
+        task = self._loading.get(key)
+        if task is None:  # a burst of clicks by one person makes one API call
+            task = asyncio.get_running_loop().create_task(self._load(key, load))
+            task.add_done_callback(_retrieved)
+            self._loading[key] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
         try:
             value, keep = await load()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # marked retrieved: the waiters, if any, re-raise it
-            raise
         finally:
             del self._loading[key]
-        future.set_result(value)
         if keep:
             if len(self._items) > 10_000:
                 self._items.clear()
             self._items[key] = (time.monotonic() + self.ttl, value)
         return value
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Mark a load's failure seen: whoever still waits re-raises it; nobody may be left."""
+    if not task.cancelled():
+        task.exception()
 
 
 class People:
@@ -98,10 +105,14 @@ class People:
         client: a Web API client with ``users:read``, ``users:read.email``
             and ``usergroups:read``.
         ttl: seconds a look-up is kept.
+        budget: seconds ``actor`` may wait for Slack in all; None waits for the client.
     """
 
-    def __init__(self, client: AsyncWebClient, *, ttl: float = 600.0) -> None:
+    def __init__(
+        self, client: AsyncWebClient, *, ttl: float = 600.0, budget: float | None = None
+    ) -> None:
         self.client = client
+        self.budget = budget
         self._users: _Cache[dict[str, Any]] = _Cache(ttl)
         self._emails: _Cache[str | None] = _Cache(ttl)
         self._groups: _Cache[frozenset[str]] = _Cache(ttl)
@@ -112,20 +123,21 @@ class People:
         """The actor for a Slack user, with the approver groups of ``approvers`` they are in.
 
         Raises:
-            UnknownUserError: ``users.info`` failed and ``strict``: without the email,
-                a requester known by email could approve their own request.
+            UnknownUserError: ``users.info`` failed or took longer than the budget, and
+                ``strict``: without the email, a requester known by email could approve
+                their own request. Not strict, the actor is then known by id only.
         """
-        user = await self._users.get(user_id, partial(self._user, user_id))
+        try:
+            async with asyncio.timeout(self.budget):
+                user, groups = await self._look_up(user_id, approvers)
+        except TimeoutError:
+            log.warning("slack: looking up %s took more than %ss", user_id, self.budget)
+            user, groups = {}, []
         if strict and not user:
             raise UnknownUserError(
                 "Slack did not tell me who you are just now, so nothing changed; try again."
             )
         profile = user.get("profile") or {}
-        groups = []
-        for identity in approvers:
-            group = to_group_id(identity)
-            if group and user_id in await self._groups.get(group, partial(self._members, group)):
-                groups.append(group)
         # No display name: anyone can set theirs to "api:dave" or an approver's email,
         # and Actor.names() would let it match a policy. Slack shows <@id> anyway.
         return Actor(
@@ -134,6 +146,18 @@ class People:
             email=str(profile["email"]).lower() if profile.get("email") else None,
             groups=tuple(groups),
         )
+
+    async def _look_up(
+        self, user_id: str, approvers: Sequence[str]
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The user's profile (empty when Slack failed) and which groups of ``approvers``."""
+        user = await self._users.get(user_id, partial(self._user, user_id))
+        groups = []
+        for identity in approvers:
+            group = to_group_id(identity)
+            if group and user_id in await self._groups.get(group, partial(self._members, group)):
+                groups.append(group)
+        return user, groups
 
     async def mention(self, identity: str) -> str:
         """How to show an approver in a message: ``<@U1>``, ``<!subteam^S1>``, or as written."""

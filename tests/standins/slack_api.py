@@ -10,9 +10,11 @@ Usage::
 
 It serves ``POST``/``GET /api/<method>`` with form or JSON bodies and a bearer
 token, keeps the messages it was asked to post and update, answers ``429``
-with ``Retry-After`` when told to, and speaks Socket Mode: ``apps.connections.open``
-hands out a websocket on which ``push`` sends envelopes and acknowledgements
-are recorded.
+with ``Retry-After`` when told to, holds a method's calls unanswered while it
+is ``hold``-ed (a slow Slack), records what is posted to a slash command's
+``response_url`` (``/commands/...``), and speaks Socket Mode:
+``apps.connections.open`` hands out a websocket on which ``push`` sends
+envelopes and acknowledgements are recorded.
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ class SlackAPI:
     bot_token: str = "xoxb-test-token"
     app_token: str = "xapp-test-token"
     calls: list[Call] = field(default_factory=list)
+    """Answered calls, in the order they were answered."""
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    """What was posted to slash commands' ``response_url``."""
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     """Posted messages by (channel, ts), as last posted or updated."""
     originals: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -83,6 +88,9 @@ class SlackAPI:
         self._connected = asyncio.Event()
         self._acked = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._gates: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
+        self._recorded = asyncio.Condition()
         self.base = ""
 
     @property
@@ -97,6 +105,26 @@ class SlackAPI:
     def calls_to(self, method: str) -> list[Call]:
         return [c for c in self.calls if c.method == method]
 
+    def hold(self, method: str) -> None:
+        """Keep calls of ``method`` waiting (unanswered, unrecorded) until ``release``."""
+        self._gates.setdefault(method, asyncio.Event())
+
+    def release(self, method: str) -> None:
+        """Answer the held calls of ``method``, and the next ones at once."""
+        gate = self._gates.pop(method, None)
+        if gate is not None:
+            gate.set()
+
+    def waiting(self, method: str) -> int:
+        """How many calls of ``method`` are held right now."""
+        return self._waiting.get(method, 0)
+
+    async def called(self, method: str, n: int = 1, timeout: float = WAIT) -> list[Call]:  # noqa: ASYNC109
+        """Wait until ``method`` was answered at least ``n`` times; its calls."""
+        async with asyncio.timeout(timeout), self._recorded:
+            await self._recorded.wait_for(lambda: len(self.calls_to(method)) >= n)
+        return self.calls_to(method)
+
     def fail_next(
         self, method: str, *, status: int = 429, retry_after: str = "0", times: int = 1
     ) -> None:
@@ -107,6 +135,7 @@ class SlackAPI:
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/commands/{path:.*}", self._response_url)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -115,6 +144,8 @@ class SlackAPI:
         self.base = f"http://{host}:{port}"
 
     async def stop(self) -> None:
+        for method in list(self._gates):
+            self.release(method)
         for ws in list(self._sockets):
             await ws.close()
         if self._runner is not None:
@@ -176,7 +207,15 @@ class SlackAPI:
         method = request.match_info["method"]
         params = await _params(request)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        self.calls.append(Call(method, params, token))
+        if (gate := self._gates.get(method)) is not None:
+            self._waiting[method] = self._waiting.get(method, 0) + 1
+            try:
+                await gate.wait()
+            finally:
+                self._waiting[method] -= 1
+        async with self._recorded:
+            self.calls.append(Call(method, params, token))
+            self._recorded.notify_all()
         failure = self._failures.get(method)
         if failure is not None and failure.times > 0:
             failure.times -= 1
@@ -193,6 +232,10 @@ class SlackAPI:
             return web.json_response({"ok": False, "error": "unknown_method"})
         body: dict[str, Any] = answer(params)
         return web.json_response(body)
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        self.responses.append({**await request.json(), "path": request.match_info["path"]})
+        return web.Response(text="ok")
 
     def _next_ts(self) -> str:
         return f"1718000{next(self._ts):03d}.000100"

@@ -9,6 +9,7 @@ submissions return the view the bot actually opened.
 from __future__ import annotations
 
 import copy
+import html
 import itertools
 import json
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 from slack_sdk.signature import SignatureVerifier
 
+from tests.harness import eventually
 from tests.standins.slack_api import SlackAPI
 
 SAMPLES = Path(__file__).parents[2] / "samples" / "slack"
@@ -184,8 +186,28 @@ class Slack:
         """``/greenlight text``, form-encoded as Slack sends slash commands."""
         form = sample("slash_command")
         form.update(text=text, user_id=user, user_name=user.lower(), channel_id=channel)
+        form["response_url"] = f"{self.api.base}/commands/{TEAM}/{next(self._ids)}/aB3cD4"
         body = urllib.parse.urlencode(form).encode()
         return await self.send(body, "application/x-www-form-urlencoded")
+
+
+def ephemerals(api: SlackAPI, user: str) -> list[str]:
+    """The private notes ``user`` got so far, unescaped."""
+    return [
+        html.unescape(c.params["text"])
+        for c in api.calls_to("chat.postEphemeral")
+        if c.params["user"] == user
+    ]
+
+
+async def whispers(api: SlackAPI, user: str, n: int = 1) -> list[str]:
+    """The private notes ``user`` got, once there are ``n``: they follow Slack's answer."""
+
+    async def enough() -> list[str] | None:
+        notes = ephemerals(api, user)
+        return notes if len(notes) >= n else None
+
+    return await eventually(enough)
 
 
 def find_button(blocks: list[dict[str, Any]], action_id: str) -> dict[str, Any]:

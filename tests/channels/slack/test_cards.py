@@ -11,7 +11,7 @@ from bot import keys
 from bot.embedded import EmbeddedRedis
 from bot.events import Actor, ApprovalDecision, Origin
 from tests.channels.slack.conftest import ANN, BOB, slack_settings
-from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of
+from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of, whispers
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI
 
@@ -87,8 +87,7 @@ async def test_reminder_under_the_card_then_expiry_closes_it(
 
     assert "*Expired*" in text_of(api.messages[card]) and not has_buttons(api.messages[card])
     await slack.interact(slack.click_payload(card, "gl_approve", BOB, as_first_posted=True))
-    notes = [c.params["text"] for c in api.calls_to("chat.postEphemeral")]
-    assert notes and "expired" in notes[-1]
+    assert "expired" in (await whispers(api, BOB))[-1]
 
 
 async def test_a_deleted_card_is_not_retried(h: Harness, api: SlackAPI, slack: Slack) -> None:
@@ -158,5 +157,5 @@ async def test_the_requester_by_email_may_not_approve_in_slack_even_when_slack_i
         assert r.status_code == 200
         events = await h.rt.store.events(asked.thread.id)
         assert not [e for e in events if isinstance(e, ApprovalDecision)]
-        notes = [c.params["text"] for c in api.calls_to("chat.postEphemeral")]
+        notes = await whispers(api, BOB)
         assert len(notes) == 1 and "nothing changed" in notes[0].lower(), notes

@@ -10,7 +10,14 @@ from typing import Any
 from bot import keys
 from bot.events import ApprovalDecision, HumanAnswer, ToolResult, UserMessage
 from tests.channels.slack.conftest import ANN, BOB, CAROL, DAN, MAL, slack_settings
-from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of
+from tests.channels.slack.slack import (
+    CHANNEL,
+    TEAM,
+    Slack,
+    has_buttons,
+    text_of,
+    whispers,
+)
 from tests.doubles import ScriptedModel, c, turns
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI, SlackUser
@@ -35,14 +42,6 @@ def replies_in(api: SlackAPI, root_ts: str) -> list[str]:
         html.unescape(m["text"])
         for m in api.messages.values()
         if m.get("thread_ts") == root_ts and not m.get("blocks")
-    ]
-
-
-def ephemerals(api: SlackAPI, user: str) -> list[str]:
-    return [
-        html.unescape(c.params["text"])
-        for c in api.calls_to("chat.postEphemeral")
-        if c.params["user"] == user
     ]
 
 
@@ -176,7 +175,7 @@ async def test_non_approver_gets_an_ephemeral_and_nothing_changes(
         r = await slack.click(card, action, MAL)
         assert r.status_code == 200
     assert (await h.thread(thread_of(root))).version == before.version
-    notes = ephemerals(api, MAL)
+    notes = await whispers(api, MAL, 3)
     assert len(notes) == 3 and all("can't decide" in n for n in notes), notes
     assert f"<@{BOB}>" in notes[0]  # says who can
     assert api.calls_to("views.open") == []
@@ -192,8 +191,9 @@ async def test_requester_may_not_approve_their_own_request(
 
     await slack.click(card, "gl_approve", BOB)
     await slack.click(card, "gl_reject", BOB)
-    assert all("themselves" in n or "someone else" in n for n in ephemerals(api, BOB))
-    assert len(ephemerals(api, BOB)) == 2
+    notes = await whispers(api, BOB, 2)
+    assert all("themselves" in n or "someone else" in n for n in notes)
+    assert len(notes) == 2
     assert (await h.thread(thread_of(root))).version == version
 
 
@@ -219,7 +219,7 @@ async def test_two_approvers_at_once_make_one_decision(
     events = await h.rt.store.events(thread_of(root))
     (decision,) = [e for e in events if isinstance(e, ApprovalDecision)]
     loser = CAROL if decision.by.id == BOB else BOB
-    (note,) = ephemerals(api, loser)
+    (note,) = await whispers(api, loser)
     assert f"already approved by <@{decision.by.id}>" in note
 
 
@@ -240,9 +240,9 @@ async def test_stale_click_after_a_decision_elsewhere(
     # A card still showing its buttons in someone's client is clicked.
     r = await slack.interact(slack.click_payload(card, "gl_approve", BOB, as_first_posted=True))
     assert r.status_code == 200
-    assert "already approved by dave" in ephemerals(api, BOB)[-1]
-    assert len(api.calls_to("chat.update")) == updates + 1  # refreshed
-    assert api.calls_to("chat.update")[-1].params["ts"] == card[1]
+    assert "already approved by dave" in (await whispers(api, BOB))[-1]
+    refreshes = await api.called("chat.update", updates + 1)
+    assert len(refreshes) == updates + 1 and refreshes[-1].params["ts"] == card[1]
     assert (await h.thread(thread_of(root))).version == version
 
 
@@ -283,7 +283,7 @@ async def test_thread_reply_without_a_question_is_a_user_message(
 async def test_slash_command_starts_a_thread(h: Harness, api: SlackAPI, slack: Slack) -> None:
     r = await slack.command("deploy: list services", ANN)
     assert r.status_code == 200 and not r.content, r.text
-    (intro,) = api.calls_to("chat.postMessage")
+    (intro,) = await api.called("chat.postMessage")
     assert "*deploy* agent" in intro.params["text"]
     await h.drain()
     root = next(ts for (ch, ts), m in api.messages.items() if m["text"] == intro.params["text"])
@@ -297,7 +297,7 @@ async def test_mention_without_an_agent_name_gets_help(
     h: Harness, api: SlackAPI, slack: Slack
 ) -> None:
     await slack.mention("hello there", ANN)
-    assert "Agents:" in ephemerals(api, ANN)[-1]
+    assert "Agents:" in (await whispers(api, ANN))[-1]
     _ids, total = await h.rt.store.thread_ids()
     assert total == 0
 
@@ -355,7 +355,7 @@ async def test_a_display_name_never_passes_for_an_approver(
     await slack.click(card, "gl_approve", "U0EVE0001")
     events = await h.rt.store.events(thread_of(root))
     assert not [e for e in events if isinstance(e, ApprovalDecision)]
-    assert "can't decide" in ephemerals(api, "U0EVE0001")[-1]
+    assert "can't decide" in (await whispers(api, "U0EVE0001"))[-1]
 
 
 PASTED = "<li>&nbsp;</li>" * 120

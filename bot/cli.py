@@ -143,62 +143,25 @@ def show(
         out.print(f"[bold yellow]open[/] {req['id']}: {escape(display.what(req))}")
 
 
-def _control(
-    action: str,
+@app.command("cancel", help="End a thread; its open requests are closed.")
+@app.command("resume", help="Resume a paused or failed thread where it stopped.")
+@app.command("pause", help="Stop the agent taking steps; decisions are still recorded.")
+def control(
+    ctx: typer.Context,
     thread_id: str,
-    reason: str | None,
     *,
-    me: str | None,
-    url: str,
-    token: str | None,
-    as_json: bool,
+    reason: Annotated[str | None, typer.Option(help="Why; recorded.")] = None,
+    me: Me = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
 ) -> None:
+    """Pause, resume or cancel a thread: the command's name says which."""
     with _api(url, token) as api:
-        thread = api.control(thread_id, action, by=_me(me), reason=reason)
+        thread = api.control(thread_id, str(ctx.info_name), by=_me(me), reason=reason)
     if as_json:
         return _json(thread)
     Console(highlight=False).print(f"{thread['id']}: {display.status(thread['status'])}")
-
-
-@app.command()
-def pause(
-    thread_id: str,
-    *,
-    reason: Annotated[str | None, typer.Option(help="Why; recorded.")] = None,
-    me: Me = None,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    as_json: AsJson = False,
-) -> None:
-    """Stop the agent taking steps; decisions are still recorded."""
-    _control("pause", thread_id, reason, me=me, url=url, token=token, as_json=as_json)
-
-
-@app.command()
-def resume(
-    thread_id: str,
-    *,
-    me: Me = None,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    as_json: AsJson = False,
-) -> None:
-    """Resume a paused or failed thread where it stopped."""
-    _control("resume", thread_id, None, me=me, url=url, token=token, as_json=as_json)
-
-
-@app.command()
-def cancel(
-    thread_id: str,
-    *,
-    reason: Annotated[str | None, typer.Option(help="Why; recorded.")] = None,
-    me: Me = None,
-    url: Url = DEFAULT_URL,
-    token: Token = None,
-    as_json: AsJson = False,
-) -> None:
-    """End a thread; its open requests are closed."""
-    _control("cancel", thread_id, reason, me=me, url=url, token=token, as_json=as_json)
 
 
 @app.command()

@@ -195,22 +195,13 @@ async def test_concurrent_decisions_exactly_one_wins(redis: Redis, redis_server:
 async def test_same_delivery_twice_is_one_event(redis: Redis) -> None:
     ledger = Ledger()
     rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), ledger)
-    first = await rt.inbox.message(
-        agent="bank",
-        text="hi",
-        by=ALICE,
-        origin=ORIGIN,
-        thread_id="th_" + "a" * 20,
-        delivery="evt-1",
-    )
-    again = await rt.inbox.message(
-        agent="bank",
-        text="hi",
-        by=ALICE,
-        origin=ORIGIN,
-        thread_id="th_" + "a" * 20,
-        delivery="evt-1",
-    )
+    tid = "th_" + "a" * 20
+    first, again = [
+        await rt.inbox.message(
+            agent="bank", text="hi", by=ALICE, origin=ORIGIN, thread_id=tid, delivery="evt-1"
+        )
+        for _ in range(2)
+    ]
     assert again.duplicate and not first.duplicate
     assert again.thread.version == first.thread.version == 2
 

@@ -12,8 +12,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The README demo's approvers, unless APPROVER_GROUPS is set in the environment or .env:
+# `greenlight run` itself refuses to start when a policy's group is missing or empty.
+DEMO_GROUPS := {"deployers": ["bob"], "finance": ["bob"]}
+
 run: $(STAMP)
-	$(BIN)/greenlight run
+	@if [ -z "$$APPROVER_GROUPS" ] && ! grep -qs '^APPROVER_GROUPS=.' .env; then \
+	  echo 'make run: APPROVER_GROUPS is not set: the demo approver is bob (deployers, finance)'; \
+	  export APPROVER_GROUPS='$(DEMO_GROUPS)'; \
+	fi; exec $(BIN)/greenlight run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

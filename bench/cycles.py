@@ -24,6 +24,7 @@ from bot.agents import load_agents
 from bot.embedded import EmbeddedRedis
 from bot.events import Actor, Decision, Origin
 from bot.models.offline import OfflineModel
+from bot.policy import Groups
 from bot.runtime import Runtime, build_runtime, connect
 from bot.serve import run_loop
 from bot.settings import Settings
@@ -116,7 +117,8 @@ async def main(cycles: int, in_flight: int) -> None:
         try:
             redis = connect(server.url)
             agents = load_agents()
-            rt = build_runtime(redis, agents, OfflineModel(agents))
+            groups = Groups({"deployers": ("bob",), "finance": ("bob",)})
+            rt = build_runtime(redis, agents, OfflineModel(agents), groups=groups)
             # The channels production always has (the webhook channel), so every
             # step pays for delivery as it would there.
             for channel in build_channels(Settings(_env_file=None), rt):  # type: ignore[call-arg]

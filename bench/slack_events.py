@@ -119,6 +119,7 @@ async def web_process(redis_url: str, api: SlackAPI, data: Path) -> AsyncIterato
         "PORT": str(port),
         "DATA_DIR": str(data),
         "LOG_LEVEL": "WARNING",
+        "APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}',
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -32,7 +32,7 @@ from bot.events import (
     HumanAnswer,
     HumanQuestion,
 )
-from bot.policy import args_hash, is_allowed, is_same_person
+from bot.policy import args_hash, is_allowed, is_same_person, may_answer
 from bot.store import DuplicateDelivery, Store
 from bot.threads import Request, ThreadState
 
@@ -126,7 +126,7 @@ class Decisions:
             if not isinstance(req.asked, HumanQuestion):
                 raise ConflictError(f"{request_id} is an approval: decide it instead")
             _check_open(req)
-            if not is_allowed(by, req.asked.answerers):
+            if not may_answer(by, req.asked.answerers):
                 raise ForbiddenError(f"{by.label()} may not answer this question")
             answer = text
             if req.asked.format == "choices" and req.asked.choices:

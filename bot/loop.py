@@ -263,8 +263,11 @@ class Loop:
         p = tool.approval
         now = self.clock()
         expires = now + p.expires_in if p.expires_in else None
+        request_id = new_request_id(s.id)
+        for name in self.groups.empty_in(p.approvers):
+            log.warning("request %s: %s is empty: only admins may decide", request_id, name)
         return ApprovalRequested(
-            request_id=new_request_id(s.id),
+            request_id=request_id,
             call_id=call.call_id,
             tool=tool.name,
             args=call.args,

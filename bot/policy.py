@@ -10,9 +10,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from bot.errors import ConfigError
 from bot.events import Actor, OnExpiry
 
 Predicate = Callable[[Any], bool]
+
+ANYONE = "*"
+"""The explicit approver "anyone who can reach the request": never what an empty list means."""
 
 
 @dataclass(frozen=True)
@@ -23,8 +27,8 @@ class ApprovalPolicy:
         required: ``True`` (always), ``False`` (never) or a predicate on the
             validated arguments, e.g. ``lambda a: a.amount > 500``.
         approvers: identities (``U123``, ``slack:U123``, ``ops@example.com``)
-            or ``group:<name>`` resolved through the settings' approver groups.
-            Empty: anyone who can reach the request may decide.
+            or ``group:<name>`` resolved through the settings' approver groups,
+            or ``ANYONE``. They must resolve to somebody: start-up fails otherwise.
         min_approvals: how many distinct approvers must approve (N of M).
         allow_self_approval: whether the person who asked may approve.
         expires_in: seconds until the request expires; None never expires.
@@ -58,25 +62,111 @@ NEVER = ApprovalPolicy(required=False)
 
 @dataclass(frozen=True)
 class Groups:
-    """Named groups of identities (``group:oncall``), from settings."""
+    """Named groups of identities (``group:oncall``), from settings.
+
+    Attributes:
+        members: each group's identities.
+        allow_empty: groups that may be empty on purpose; an empty one then
+            stands for ``admins``, so only they can decide.
+        admins: who decides for a group allowed to be empty.
+    """
 
     members: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    allow_empty: frozenset[str] = frozenset()
+    admins: tuple[str, ...] = ()
 
     def expand(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """The identities ``names`` stand for; a group allowed empty stands for the admins."""
         out: list[str] = []
         for name in names:
             if name.startswith("group:"):
-                out.extend(self.members.get(name.removeprefix("group:"), ()))
+                out.extend(
+                    self.members.get(name.removeprefix("group:"), ()) or self._stand_in(name)
+                )
             else:
                 out.append(name)
         return sorted({n.lower() if "@" in n else n for n in out})
 
+    def empty_in(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """The groups among ``names`` that are allowed empty and are (only admins decide)."""
+        return [n for n in names if n.startswith("group:") and self._stand_in(n)]
+
+    def check(self, names: tuple[str, ...], where: str) -> None:
+        """Fail when ``names`` resolve to nobody: a missing or empty group is never "anyone".
+
+        Raises:
+            ConfigError: naming ``where`` (agent and tool) and each group at fault.
+        """
+        for name in names:
+            group = name.removeprefix("group:")
+            if not name.startswith("group:") or self.members.get(group):
+                continue
+            if group not in self.members:
+                known = ", ".join(sorted(self.members)) or "none"
+                raise ConfigError(
+                    f"{where}: approver group {group!r} is not in APPROVER_GROUPS "
+                    f"(groups: {known}); name its members, or the policy names the wrong group"
+                )
+            if group not in self.allow_empty:
+                raise ConfigError(
+                    f"{where}: approver group {group!r} is empty, so nobody could decide; "
+                    f"name its members in APPROVER_GROUPS, or list it in "
+                    f"APPROVER_GROUPS_ALLOW_EMPTY to let only ADMINS decide"
+                )
+            if not self.admins:
+                raise ConfigError(
+                    f"{where}: approver group {group!r} may be empty, but ADMINS names nobody"
+                )
+        if not self.expand(names):
+            raise ConfigError(f"{where}: the policy names no approver (ANYONE must be explicit)")
+
+    def _stand_in(self, name: str) -> tuple[str, ...]:
+        group = name.removeprefix("group:")
+        if self.members.get(group) or group not in self.allow_empty:
+            return ()
+        return self.admins
+
 
 def is_allowed(actor: Actor, allowed: list[str]) -> bool:
-    """True when ``actor`` is one of ``allowed``; an empty list allows anyone."""
-    if not allowed:
-        return True
-    return bool(actor.names() & set(allowed))
+    """True when ``actor`` is one of ``allowed``, or ``allowed`` names ``ANYONE``.
+
+    An empty list allows nobody (fail closed).
+    """
+    return ANYONE in allowed or bool(actor.names() & set(allowed))
+
+
+def may_answer(actor: Actor, answerers: list[str]) -> bool:
+    """Whether ``actor`` may answer a question.
+
+    A question that names no answerers belongs to its conversation: whoever
+    can reach it there answers (the person who asked the agent, an approver
+    escalated to). Approvals never work this way: see ``is_allowed``.
+    """
+    return not answerers or is_allowed(actor, answerers)
+
+
+def check_policies(agents: Mapping[str, Any], groups: Groups) -> list[str]:
+    """Check every gated tool's approvers at start-up; returns warnings to log.
+
+    Raises:
+        ConfigError: a policy's approvers (or escalation) resolve to nobody.
+    """
+    warnings: list[str] = []
+    for agent in agents.values():
+        for tool in agent.tools:
+            policy: ApprovalPolicy = tool.approval
+            if policy.required is False:
+                continue
+            where = f"agent {agent.name!r}, tool {tool.name!r}"
+            groups.check(policy.approvers, where)
+            if policy.on_expiry == OnExpiry.ESCALATE:
+                groups.check(policy.escalate_to, f"{where} (escalate_to)")
+            for name in groups.empty_in([*policy.approvers, *policy.escalate_to]):
+                warnings.append(
+                    f"{where}: {name} is empty (APPROVER_GROUPS_ALLOW_EMPTY): only ADMINS "
+                    f"({', '.join(groups.admins)}) can decide its requests"
+                )
+    return warnings
 
 
 def is_same_person(a: Actor, b: Actor) -> bool:

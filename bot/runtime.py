@@ -23,7 +23,7 @@ from bot.inbox import Inbox
 from bot.loop import Loop
 from bot.model import Model
 from bot.outbox import Channel, Outbox
-from bot.policy import Groups
+from bot.policy import Groups, check_policies
 from bot.queue import Queue
 from bot.store import Store
 from bot.threads import ThreadState
@@ -119,7 +119,14 @@ def build_runtime(
     delivery_base_delay: float = 2.0,
     delivery_give_up_after: float = 3600.0,
 ) -> Runtime:
-    """Build a runtime around a Redis client (``decode_responses=True``)."""
+    """Build a runtime around a Redis client (``decode_responses=True``).
+
+    Raises:
+        ConfigError: a gated tool's approvers resolve to nobody (fail closed).
+    """
+    groups = groups or Groups()
+    for warning in check_policies(agents, groups):
+        log.warning("%s", warning)
     store = Store(redis)
     outbox = Outbox(
         store, channels, base_delay=delivery_base_delay, give_up_after=delivery_give_up_after

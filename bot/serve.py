@@ -21,7 +21,7 @@ from bot.app import create_app
 from bot.embedded import EmbeddedRedis
 from bot.model import Model
 from bot.models.offline import OfflineModel
-from bot.policy import Groups
+from bot.policy import Groups, check_policies
 from bot.runtime import Runtime, build_runtime, connect
 from bot.settings import Settings
 
@@ -50,6 +50,15 @@ def make_model(settings: Settings, agents: dict[str, Agent]) -> Model:
     )
 
 
+def groups_from(settings: Settings) -> Groups:
+    """The approver groups, and who decides for a group allowed to be empty."""
+    return Groups(
+        {k: tuple(v) for k, v in settings.approver_groups.items()},
+        allow_empty=frozenset(settings.approver_groups_allow_empty),
+        admins=tuple(settings.admins),
+    )
+
+
 def api_token(settings: Settings) -> str:
     """The configured token, or one generated and kept in the data folder for the CLI."""
     if settings.api_token is not None:
@@ -70,6 +79,9 @@ def token_file(data_dir: Path) -> Path:
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIterator[Runtime]:
     """Connect Redis (embedded when REDIS_URL is unset), wire agents, model, channels."""
+    agents = load_agents()
+    groups = groups_from(settings)
+    check_policies(agents, groups)  # before anything starts: a refused start leaves nothing
     embedded = None
     url = settings.redis_url
     if url is None:
@@ -78,12 +90,11 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         url = embedded.url
     redis = connect(url)
     await _warn_without_persistence(redis)
-    agents = load_agents()
     rt = build_runtime(
         redis,
         agents,
         make_model(settings, agents),
-        groups=Groups({k: tuple(v) for k, v in settings.approver_groups.items()}),
+        groups=groups,
         delivery_base_delay=settings.delivery_base_delay,
         delivery_give_up_after=settings.delivery_give_up_after,
     )

@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
+    approver_groups_allow_empty: list[str] = Field(default_factory=list)
+    admins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(1_000_000, gt=0)
     worker_concurrency: int = Field(32, ge=1)
     lease_ms: int = Field(30_000, ge=100)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from bot.agents import Agent
 from bot.errors import ModelError
 from bot.model import ModelCall, ModelRequest, ModelTurn
-from bot.policy import ApprovalPolicy
+from bot.policy import ANYONE, ApprovalPolicy
 from bot.tools import Tool, ToolContext
 
 Script = Callable[[ModelRequest], list[ModelCall]]
@@ -102,7 +102,11 @@ def make_agent(
         prompt="You move money.",
         tools=(
             Tool(
-                "transfer", "Move money.", Transfer, transfer, approval=policy or ApprovalPolicy()
+                "transfer",
+                "Move money.",
+                Transfer,
+                transfer,
+                approval=policy or ApprovalPolicy(approvers=(ANYONE,)),
             ),
             Tool("echo", "Echo a word.", Echo, echo),
         ),

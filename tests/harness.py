@@ -25,19 +25,25 @@ from bot.app import create_app
 from bot.model import Model
 from bot.models.offline import OfflineModel
 from bot.outbox import Channel
-from bot.policy import Groups
 from bot.runtime import Runtime, build_runtime
+from bot.serve import groups_from
 from bot.settings import Settings
 from bot.threads import ThreadState
 from bot.worker import Worker
 
 T = TypeVar("T")
 TOKEN = "test-token"
+# The bundled agents' groups, as the README's demo names them.
+DEMO_GROUPS = {"deployers": ["bob"], "finance": ["bob"]}
 
 
 def test_settings(**overrides: Any) -> Settings:
     """Settings built explicitly: nothing read from the environment or a .env file."""
-    values: dict[str, Any] = {"api_token": TOKEN, "delivery_base_delay": 0.05}
+    values: dict[str, Any] = {
+        "api_token": TOKEN,
+        "delivery_base_delay": 0.05,
+        "approver_groups": DEMO_GROUPS,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
@@ -71,7 +77,7 @@ class Harness:
             self.redis,
             self.agents,
             self.model,
-            groups=Groups({k: tuple(v) for k, v in s.approver_groups.items()}),
+            groups=groups_from(s),
             delivery_base_delay=s.delivery_base_delay,
             delivery_give_up_after=s.delivery_give_up_after,
         )

@@ -20,13 +20,17 @@ from typer.testing import CliRunner, Result
 from bot.cli import app
 from bot.embedded import EmbeddedRedis
 from tests.harness import TOKEN, Harness
+from tests.harness import test_settings as settings_with
 
 DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
 
 
 @pytest.fixture
 async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
-    async with Harness(redis_server.url, background_worker=True) as harness:
+    # ann may approve deploys, but never her own.
+    groups = {"deployers": ["ann", "bob"], "finance": ["bob"]}
+    settings = settings_with(approver_groups=groups)
+    async with Harness(redis_server.url, settings=settings, background_worker=True) as harness:
         yield harness
 
 

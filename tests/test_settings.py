@@ -75,3 +75,26 @@ def test_run_with_an_invalid_value_exits_2_naming_it(clean: Path) -> None:
     assert "PORT" in done.stderr and "'abc'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (clean / "data").exists()  # nothing started: no Redis, no token
+
+
+@pytest.mark.parametrize(
+    "groups",
+    ['{"deployers": [], "finance": []}', '{"deployer": ["bob"], "finance": ["fin"]}'],
+)
+def test_run_with_approvers_that_resolve_to_nobody_exits_2(clean: Path, groups: str) -> None:
+    """As ``.env.example`` used to ship it, or with a misspelt group: no start, no Redis."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env |= {"APPROVER_GROUPS": groups, "DATA_DIR": str(clean / "data")}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "run"],
+        cwd=clean,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "agent 'deploy', tool 'deploy': approver group 'deployers'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (clean / "data" / "redis").exists()

@@ -21,6 +21,7 @@ from bot.events import (
     HumanQuestion,
     Reminded,
 )
+from bot.policy import ANYONE
 from bot.threads import Request, ThreadState
 from channels.email import tokens
 from channels.email.config import TOKEN_TTL, EmailConfig
@@ -83,7 +84,7 @@ def _approval_asked(
         for to in approvers
     ]
     waiting = [a for a in originators(thread) if a not in approvers]
-    who = ", ".join(e.approvers) or "anyone who can reach the request"
+    who = "anyone who can reach the request" if ANYONE in e.approvers else ", ".join(e.approvers)
     text = (
         f"I need approval to run {describe_call(e.tool, e.args)}. I have asked {who}; "
         "I will carry on when they answer."

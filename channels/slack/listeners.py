@@ -20,7 +20,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot import keys
 from bot.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from bot.events import Actor, HumanQuestion, Origin
-from bot.policy import is_allowed
+from bot.policy import may_answer
 from bot.runtime import Runtime
 from bot.threads import Request, ThreadState
 from channels.slack.background import Background
@@ -95,7 +95,7 @@ class Listeners:
         answerers = question[1].answerers if question else []
         # Not strict: a person talking is no decision, and a refused answer becomes a message.
         actor = await self.people.actor(msg.user, answerers, strict=False)
-        if question is not None and is_allowed(actor, answerers):
+        if question is not None and may_answer(actor, answerers):
             await self._answer(msg, question[0].id, msg.text, actor)
             return
         if alias:

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from bot.agents import Agent
-from bot.policy import ApprovalPolicy
+from bot.policy import ANYONE, ApprovalPolicy
 from bot.runtime import build_runtime
 from bot.tools import Tool, ToolContext
 from tests.doubles import ScriptedModel, c, turns
@@ -39,7 +39,7 @@ def crash_agent(redis: Redis, *, idempotent: bool, hang: bool) -> Agent:
         "Move money.",
         Transfer,
         transfer,
-        approval=ApprovalPolicy(),
+        approval=ApprovalPolicy(approvers=(ANYONE,)),
         idempotent=idempotent,
     )
     return Agent(name="bank", prompt="You move money.", tools=(tool,))

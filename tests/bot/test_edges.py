@@ -16,7 +16,7 @@ from bot.embedded import EmbeddedRedis
 from bot.errors import ModelError
 from bot.events import Actor, ErrorEvent, HumanQuestion, Origin, Outcome, ToolResult, ToolStarted
 from bot.model import ModelCall
-from bot.policy import ApprovalPolicy
+from bot.policy import ANYONE, ApprovalPolicy
 from bot.runtime import build_runtime, connect
 from bot.threads import RequestStatus, Status
 from bot.tools import Tool, ToolContext
@@ -29,7 +29,7 @@ ORIGIN = Origin(channel="api")
 
 async def test_a_paused_thread_past_its_expiry_is_not_requeued_forever(redis: Redis) -> None:
     ledger = Ledger()
-    agent = make_agent(ledger, policy=ApprovalPolicy(expires_in=0.2))
+    agent = make_agent(ledger, policy=ApprovalPolicy(approvers=(ANYONE,), expires_in=0.2))
     rt = build_runtime(
         redis, {"bank": agent}, ScriptedModel(turns(c("transfer", to="b", amount=1)))
     )

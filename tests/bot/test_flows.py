@@ -18,7 +18,7 @@ from bot.events import (
     Outcome,
     ToolResult,
 )
-from bot.policy import ApprovalPolicy
+from bot.policy import ANYONE, ApprovalPolicy
 from bot.runtime import Runtime, build_runtime
 from bot.threads import Status, ThreadState
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
@@ -243,7 +243,7 @@ async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None
         redis,
         ScriptedModel(turns(c("transfer", to="bob", amount=10))),
         ledger,
-        policy=ApprovalPolicy(expires_in=0.3),
+        policy=ApprovalPolicy(approvers=(ANYONE,), expires_in=0.3),
     )
     state = await start(rt)
     (req,) = state.open_requests()

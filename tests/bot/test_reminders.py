@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from redis.asyncio import Redis
 
 from bot.events import Actor, ApprovalRequested, Decision, Event, Origin, Reminded
-from bot.policy import ApprovalPolicy
+from bot.policy import ANYONE, ApprovalPolicy
 from bot.runtime import Runtime, build_runtime
 from bot.threads import Status, ThreadState
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
@@ -18,7 +18,7 @@ from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 ALICE = Actor(channel="api", id="alice")
 BOB = Actor(channel="api", id="bob")
 # Expiry far away, reminders due 0.2 s and 0.4 s after the request.
-POLICY = ApprovalPolicy(expires_in=30, remind_before=(29.8, 29.6))
+POLICY = ApprovalPolicy(approvers=(ANYONE,), expires_in=30, remind_before=(29.8, 29.6))
 
 
 class RecordingChannel:

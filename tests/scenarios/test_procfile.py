@@ -8,6 +8,7 @@ cleanly.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import pytest
 
 from bot.embedded import EmbeddedRedis, free_port
 from bot.settings import Settings
+from tests.harness import DEMO_GROUPS
 from tests.scenarios.processes import wait_for
 
 T = TypeVar("T")
@@ -77,7 +79,8 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 def procs(tmp_path: Path, redis_url: str) -> Iterator[Processes]:
     env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
     env |= {"REDIS_URL": redis_url, "API_TOKEN": TOKEN, "PORT": str(free_port()),
-            "DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "INFO"}  # fmt: skip
+            "DATA_DIR": str(tmp_path / "data"), "LOG_LEVEL": "INFO",
+            "APPROVER_GROUPS": json.dumps(DEMO_GROUPS)}  # fmt: skip
     started = Processes(tmp_path, env)
     try:
         yield started

@@ -35,7 +35,9 @@ async def snapshot(redis: Redis) -> dict[Any, Any]:
 
 @pytest.fixture
 async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
-    settings = make_settings(approver_groups={"deployers": ["alice", "bob"]}, max_body_bytes=4096)
+    settings = make_settings(
+        approver_groups={"deployers": ["alice", "bob"], "finance": ["fin"]}, max_body_bytes=4096
+    )
     async with Harness(redis_server.url, settings=settings) as harness:
         yield harness
 

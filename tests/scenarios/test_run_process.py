@@ -7,6 +7,7 @@ when it starts again, and resume when approved.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from bot.embedded import free_port
+from tests.harness import DEMO_GROUPS
 from tests.scenarios.processes import wait_for
 
 T = TypeVar("T")
@@ -36,7 +38,8 @@ class Bot:
         # If the kill lands mid-step, the dead worker's lease and queue entry are what
         # recover the thread: short values keep that to a second, not a minute.
         env |= {"DATA_DIR": str(data_dir), "PORT": str(port), "API_TOKEN": TOKEN,
-                "LEASE_MS": "500", "CLAIM_IDLE_MS": "1500", "LOG_LEVEL": "INFO"}  # fmt: skip
+                "LEASE_MS": "500", "CLAIM_IDLE_MS": "1500", "LOG_LEVEL": "INFO",
+                "APPROVER_GROUPS": json.dumps(DEMO_GROUPS)}  # fmt: skip
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(

@@ -23,7 +23,10 @@ USERS = [
     SlackUser(MAL, "mallory", "mallory@example.com"),
 ]
 # Bob by Slack id, Carol by email, Dan through a Slack user group, Dave through the REST API.
-GROUPS = {"deployers": [f"slack:{BOB}", "carol@example.com", OPS, "api:dave"]}
+GROUPS = {
+    "deployers": [f"slack:{BOB}", "carol@example.com", OPS, "api:dave"],
+    "finance": [f"slack:{BOB}"],
+}
 
 
 def slack_settings(api: SlackAPI, **overrides: Any) -> Any:

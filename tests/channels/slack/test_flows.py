@@ -422,3 +422,26 @@ def mrkdwn_in(found: Any) -> list[str]:
         return []
     own = [str(found["text"])] if found.get("type") == "mrkdwn" else []
     return own + [t for value in found.values() for t in mrkdwn_in(value)]
+
+
+async def test_an_empty_group_allowed_on_purpose_lets_only_admins_click(
+    redis_server: Any, redis: Any, api: SlackAPI
+) -> None:
+    settings = slack_settings(
+        api,
+        approver_groups={"deployers": [], "finance": [f"slack:{BOB}"]},
+        approver_groups_allow_empty=["deployers"],
+        admins=[f"slack:{CAROL}"],
+    )
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        root, card = await ask_for_approval(h, slack, api)
+        before = await h.thread(thread_of(root))
+        for user in (MAL, BOB, DAN):
+            await slack.click(card, "gl_approve", user)
+            assert "can't decide" in (await whispers(api, user))[-1]
+        assert (await h.thread(thread_of(root))).version == before.version
+
+        await slack.click(card, "gl_approve", CAROL)
+        await h.drain()
+        assert any("-> 1.5.0 on production" in text for text in replies_in(api, root))

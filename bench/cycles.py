@@ -19,16 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot import keys
-from bot.agents import load_agents
-from bot.embedded import EmbeddedRedis
-from bot.events import Actor, Decision, Origin
+from bot.domain.agents import load_agents
+from bot.domain.events import Actor, Decision, Origin
+from bot.domain.policy import Groups
+from bot.domain.reducer import Status, ThreadState
 from bot.models.offline import OfflineModel
-from bot.policy import Groups
 from bot.runtime import Runtime, build_runtime, connect
 from bot.serve import run_loop
 from bot.settings import Settings
-from bot.threads import Status, ThreadState
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis
 from channels import build_channels
 
 ANN = Actor(channel="api", id="ann")

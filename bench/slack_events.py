@@ -32,8 +32,8 @@ import httpx
 from redis.asyncio import Redis
 from slack_sdk.signature import SignatureVerifier
 
-from bot import keys
-from bot.embedded import EmbeddedRedis
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis
 from tests.standins.slack_api import SlackAPI, SlackUser
 
 SECRET = "bench-signing-secret"

@@ -17,17 +17,17 @@ from redis.asyncio.connection import (
 )
 from redis.exceptions import DataError
 
-from bot.agents import Agent
-from bot.decisions import Decisions
-from bot.inbox import Inbox
-from bot.loop import Loop
-from bot.model import Model
-from bot.outbox import Channel, Outbox
-from bot.policy import Groups, check_policies
-from bot.queue import Queue
-from bot.store import Store
-from bot.threads import ThreadState
-from bot.worker import Worker, consumer_name
+from bot.domain.agents import Agent
+from bot.domain.model import Model
+from bot.domain.policy import Groups, check_policies
+from bot.domain.reducer import ThreadState
+from bot.engine.decisions import Decisions
+from bot.engine.inbox import Inbox
+from bot.engine.loop import Loop
+from bot.engine.outbox import Channel, Outbox
+from bot.engine.worker import Worker, consumer_name
+from bot.storage.queue import Queue
+from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,14 @@ import uvicorn
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from bot.agents import Agent, load_agents
-from bot.app import create_app
-from bot.embedded import EmbeddedRedis
-from bot.model import Model
+from bot.domain.agents import Agent, load_agents
+from bot.domain.model import Model
+from bot.domain.policy import Groups, check_policies
 from bot.models.offline import OfflineModel
-from bot.policy import Groups, check_policies
 from bot.runtime import Runtime, build_runtime, connect
 from bot.settings import Settings
+from bot.storage.embedded import EmbeddedRedis
+from bot.web.app import create_app
 
 log = logging.getLogger(__name__)
 

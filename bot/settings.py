@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from bot.errors import ConfigError
+from bot.domain.errors import ConfigError
 
 
 class Settings(BaseSettings):

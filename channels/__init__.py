@@ -1,14 +1,14 @@
 """Channel adapters: each turns inbound traffic into events and renders outbound prompts.
 
 ``build_channels`` picks the ones whose settings are present. Each adapter
-implements ``bot.outbox.Channel`` and is built as ``Adapter(settings, runtime)``.
+implements ``bot.engine.outbox.Channel`` and is built as ``Adapter(settings, runtime)``.
 """
 
 from __future__ import annotations
 
 import logging
 
-from bot.outbox import Channel
+from bot.engine.outbox import Channel
 from bot.runtime import Runtime
 from bot.settings import Settings
 

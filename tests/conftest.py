@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
 from bot.runtime import connect
+from bot.storage.embedded import EmbeddedRedis
 
 # Tests build their settings explicitly; nothing from the developer's shell leaks in.
 for _name in list(os.environ):

@@ -8,11 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bot.agents import Agent
-from bot.errors import ModelError
-from bot.model import ModelCall, ModelRequest, ModelTurn
-from bot.policy import ANYONE, ApprovalPolicy
-from bot.tools import Tool, ToolContext
+from bot.domain.agents import Agent
+from bot.domain.errors import ModelError
+from bot.domain.model import ModelCall, ModelRequest, ModelTurn
+from bot.domain.policy import ANYONE, ApprovalPolicy
+from bot.domain.tools import Tool, ToolContext
 
 Script = Callable[[ModelRequest], list[ModelCall]]
 

@@ -20,16 +20,16 @@ import httpx
 import uvicorn
 from redis.asyncio import Redis
 
-from bot.agents import Agent, load_agents
-from bot.app import create_app
-from bot.model import Model
+from bot.domain.agents import Agent, load_agents
+from bot.domain.model import Model
+from bot.domain.reducer import ThreadState
+from bot.engine.outbox import Channel
+from bot.engine.worker import Worker
 from bot.models.offline import OfflineModel
-from bot.outbox import Channel
 from bot.runtime import Runtime, build_runtime
 from bot.serve import groups_from
 from bot.settings import Settings
-from bot.threads import ThreadState
-from bot.worker import Worker
+from bot.web.app import create_app
 
 T = TypeVar("T")
 TOKEN = "test-token"

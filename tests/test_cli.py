@@ -17,8 +17,8 @@ import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner, Result
 
-from bot.cli import app
-from bot.embedded import EmbeddedRedis
+from bot.cli.commands import app
+from bot.storage.embedded import EmbeddedRedis
 from tests.harness import TOKEN, Harness
 from tests.harness import test_settings as settings_with
 

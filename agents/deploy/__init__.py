@@ -8,9 +8,9 @@ from pydantic import BaseModel, Field
 
 from agents.deploy.inventory import INVENTORY, RELEASES
 from agents.deploy.offline import script
-from bot.agents import Agent, read_prompt
-from bot.policy import ApprovalPolicy
-from bot.tools import Tool, ToolContext
+from bot.domain.agents import Agent, read_prompt
+from bot.domain.policy import ApprovalPolicy
+from bot.domain.tools import Tool, ToolContext
 
 Environment = Literal["production", "staging"]
 

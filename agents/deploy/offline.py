@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.model import ModelCall, ModelRequest
+from bot.domain.model import ModelCall, ModelRequest
 from bot.models.offline import call, last_block
 
 DEPLOY = re.compile(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from bot.model import ModelCall, ModelRequest
+from bot.domain.model import ModelCall, ModelRequest
 from bot.models.offline import call, last_block
 
 ORDER = re.compile(r"\b([A-Z]-\d{4})\b", re.I)

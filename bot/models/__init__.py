@@ -1,1 +1,1 @@
-"""Model adapters: each implements ``bot.model.Model``."""
+"""Model adapters: each implements ``bot.domain.model.Model``."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anthropic
 from anthropic.types import CacheControlEphemeralParam, TextBlockParam, ToolParam, ToolUseBlock
 
-from bot.errors import ModelError
-from bot.model import ModelCall, ModelRequest, ModelTurn, ToolSpec
+from bot.domain.errors import ModelError
+from bot.domain.model import ModelCall, ModelRequest, ModelTurn, ToolSpec
 
 # Tools and system prompt are the same on every turn of an agent. The API caches the prefix
 # tools -> system -> messages, so the breakpoint on the system block caches both, and the one on

@@ -7,9 +7,9 @@ same rendered blocks a language model would. Greenlight runs on it when no
 
 from __future__ import annotations
 
-from bot.agents import Agent
-from bot.errors import ModelError
-from bot.model import Block, ModelCall, ModelRequest, ModelTurn
+from bot.domain.agents import Agent
+from bot.domain.errors import ModelError
+from bot.domain.model import Block, ModelCall, ModelRequest, ModelTurn
 
 
 class OfflineModel:

@@ -6,7 +6,7 @@ import logging
 
 from fastapi import APIRouter
 
-from bot.events import (
+from bot.domain.events import (
     AgentReply,
     ApprovalDecision,
     ApprovalRequested,
@@ -18,9 +18,9 @@ from bot.events import (
     Reminded,
     UserMessage,
 )
+from bot.domain.reducer import ThreadState
 from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.threads import ThreadState
 from channels.email import compose, drafts
 from channels.email.config import EmailConfig
 from channels.email.inbound import Intake
@@ -46,7 +46,7 @@ _CONCERNS = (
 
 
 class EmailChannel:
-    """Email as a channel (``bot.outbox.Channel``).
+    """Email as a channel (``bot.engine.outbox.Channel``).
 
     Outbound, each event of interest becomes the emails ``compose.for_event``
     asks for. Inbound, the SMTP receiver (when ``EMAIL_SMTP_PORT`` is set) and

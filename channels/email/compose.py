@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from bot.events import (
+from bot.domain.events import (
     Actor,
     AgentReply,
     ApprovalDecision,
@@ -21,8 +21,8 @@ from bot.events import (
     HumanQuestion,
     Reminded,
 )
-from bot.policy import ANYONE
-from bot.threads import Request, ThreadState
+from bot.domain.policy import ANYONE
+from bot.domain.reducer import Request, ThreadState
 from channels.email import tokens
 from channels.email.config import TOKEN_TTL, EmailConfig
 from channels.email.drafts import (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from email.utils import parseaddr
 
-from bot.errors import ConfigError
+from bot.domain.errors import ConfigError
 from bot.settings import Settings
 
 TOKEN_TTL = 7 * 86400.0

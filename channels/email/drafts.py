@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.events import ApprovalRequested, HumanQuestion
-from bot.threads import ThreadState
+from bot.domain.events import ApprovalRequested, HumanQuestion
+from bot.domain.reducer import ThreadState
 from channels.email.config import EmailConfig
 from channels.email.mime import Inbound
 

@@ -14,16 +14,16 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bot import keys
-from bot.errors import (
+from bot.domain.errors import (
     ConflictError,
     DeliveryError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
 )
-from bot.events import Actor, ApprovalRequested, Decision, Origin
+from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
 from bot.runtime import Runtime
+from bot.storage import keys
 from channels.email import compose, drafts, mime, tokens
 from channels.email.config import EmailConfig
 from channels.email.mime import Inbound

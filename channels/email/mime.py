@@ -16,7 +16,7 @@ from email.utils import getaddresses, parseaddr
 
 import html2text
 
-from bot.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError
 from channels.email.replies import to_new_text
 
 _MSGID = re.compile(r"<[^<>\s]+>")

@@ -12,10 +12,10 @@ import time
 
 import aiosmtplib
 
-from bot import keys
-from bot.errors import DeliveryError
+from bot.domain.errors import DeliveryError
 from bot.settings import Settings
-from bot.store import Store
+from bot.storage import keys
+from bot.storage.store import Store
 from channels.email.config import EmailConfig
 from channels.email.drafts import Draft
 from channels.email.render import to_message

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bot.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError
 from channels.email.inbound import Intake
 
 log = logging.getLogger(__name__)

@@ -21,14 +21,14 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from bot.errors import (
+from bot.domain.errors import (
     ConflictError,
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
     UnauthorizedError,
 )
-from bot.events import Actor, ApprovalRequested, Decision
+from bot.domain.events import Actor, ApprovalRequested, Decision
 from bot.runtime import Runtime
 from channels.email import tokens
 from channels.email.config import EmailConfig

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bot.events import Actor, AnswerFormat, ApprovalRequested, HumanQuestion
-from bot.threads import Request, RequestStatus
+from bot.domain.events import Actor, AnswerFormat, ApprovalRequested, HumanQuestion
+from bot.domain.reducer import Request, RequestStatus
 from channels.slack.payloads import to_value
 from channels.slack.people import escape
 

@@ -28,11 +28,11 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ConfigError
-from bot.events import Event
+from bot.domain.errors import ConfigError
+from bot.domain.events import Event
+from bot.domain.reducer import ThreadState
 from bot.runtime import Runtime
 from bot.settings import Settings
-from bot.threads import ThreadState
 from channels.slack.background import Background
 from channels.slack.clicks import Clicks
 from channels.slack.listeners import Listeners

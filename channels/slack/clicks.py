@@ -25,11 +25,11 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from bot.events import Actor, ApprovalRequested, Decision, HumanQuestion
-from bot.policy import is_allowed, is_same_person
+from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.events import Actor, ApprovalRequested, Decision, HumanQuestion
+from bot.domain.policy import is_allowed, is_same_person
+from bot.domain.reducer import Request, RequestStatus
 from bot.runtime import Runtime
-from bot.threads import Request, RequestStatus
 from channels.slack.background import Background
 from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
 from channels.slack.outbound import Outbound, Place

@@ -17,12 +17,12 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot import keys
-from bot.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
-from bot.events import Actor, HumanQuestion, Origin
-from bot.policy import may_answer
+from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.events import Actor, HumanQuestion, Origin
+from bot.domain.policy import may_answer
+from bot.domain.reducer import Request, ThreadState
 from bot.runtime import Runtime
-from bot.threads import Request, ThreadState
+from bot.storage import keys
 from channels.slack.background import Background
 from channels.slack.blocks import cut, who
 from channels.slack.outbound import Outbound

@@ -1,7 +1,7 @@
 """What Greenlight posts in Slack: cards, their updates, reminders and the agent's replies.
 
 Delivery is at-least-once, so every post is recorded under its event id in the
-thread's Slack hash (``bot.keys.slack``) and skipped when found there. Cards
+thread's Slack hash (``bot.storage.keys.slack``) and skipped when found there. Cards
 are remembered per request, so when a request is decided through any channel,
 expires or is cancelled, every card for it is updated in place.
 """
@@ -15,8 +15,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import keys
-from bot.events import (
+from bot.domain.events import (
     AgentReply,
     ApprovalDecision,
     ApprovalRequested,
@@ -30,8 +29,9 @@ from bot.events import (
     Reminded,
     UserMessage,
 )
-from bot.store import Store
-from bot.threads import Request, RequestStatus, ThreadState
+from bot.domain.reducer import Request, RequestStatus, ThreadState
+from bot.storage import keys
+from bot.storage.store import Store
 from channels.slack.blocks import Block, CardInfo, card, to_chunks, when
 from channels.slack.people import People, escape
 

@@ -15,7 +15,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError
 
 # Subtypes that are still a person writing; every other subtype (edits, deletions,
 # joins, bot messages, topic changes…) is ignored.

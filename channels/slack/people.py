@@ -22,8 +22,8 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import GreenlightError
-from bot.events import Actor
+from bot.domain.errors import GreenlightError
+from bot.domain.events import Actor
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bot.events import ApprovalRequested
-from bot.threads import Request
+from bot.domain.events import ApprovalRequested
+from bot.domain.reducer import Request
 from channels.slack.blocks import Block, cut, to_pieces, to_shown
 from channels.slack.payloads import to_value
 from channels.slack.people import escape

@@ -12,12 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from bot.errors import DeliveryError, UnauthorizedError
-from bot.events import Actor, Event, Origin
+from bot.domain.errors import DeliveryError, UnauthorizedError
+from bot.domain.events import Actor, Event, Origin
+from bot.domain.reducer import ThreadState
 from bot.runtime import Runtime
-from bot.schemas import ThreadOut
 from bot.settings import Settings
-from bot.threads import ThreadState
+from bot.web.schemas import ThreadOut
 from channels.webhook.payloads import WebhookIn, to_callback, to_thread_id
 from channels.webhook.signing import SIGNATURE_HEADER, sign, verify
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.events import (
+from bot.domain.events import (
     Actor,
     AgentReply,
     ApprovalDecision,
@@ -18,8 +18,8 @@ from bot.events import (
     HumanAnswer,
     HumanQuestion,
 )
-from bot.keys import thread_id_for
-from bot.threads import ThreadState
+from bot.domain.reducer import ThreadState
+from bot.storage.keys import thread_id_for
 
 
 class WebhookIn(BaseModel):

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import re
 
-from bot.errors import UnauthorizedError
+from bot.domain.errors import UnauthorizedError
 
 SIGNATURE_HEADER = "X-Greenlight-Signature"
 # ASCII only, and bounded: str.isdigit() also accepts "²" (which int() refuses) and

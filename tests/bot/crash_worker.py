@@ -11,10 +11,10 @@ import sys
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from bot.agents import Agent
-from bot.policy import ANYONE, ApprovalPolicy
+from bot.domain.agents import Agent
+from bot.domain.policy import ANYONE, ApprovalPolicy
+from bot.domain.tools import Tool, ToolContext
 from bot.runtime import build_runtime
-from bot.tools import Tool, ToolContext
 from tests.doubles import ScriptedModel, c, turns
 
 RUNS = "test:transfer:runs"

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
-from bot.events import Actor, Decision, HumanQuestion, Origin, Outcome, ToolResult
+from bot.domain.events import Actor, Decision, HumanQuestion, Origin, Outcome, ToolResult
+from bot.domain.reducer import Status, ThreadState
 from bot.runtime import Runtime, build_runtime
-from bot.threads import Status, ThreadState
+from bot.storage.embedded import EmbeddedRedis
 from tests.bot.crash_worker import RUNS, crash_agent
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually

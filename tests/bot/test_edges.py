@@ -11,15 +11,23 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.embedded import EmbeddedRedis
-from bot.errors import ModelError
-from bot.events import Actor, ErrorEvent, HumanQuestion, Origin, Outcome, ToolResult, ToolStarted
-from bot.model import ModelCall
-from bot.policy import ANYONE, ApprovalPolicy
+from bot.domain.errors import ModelError
+from bot.domain.events import (
+    Actor,
+    ErrorEvent,
+    HumanQuestion,
+    Origin,
+    Outcome,
+    ToolResult,
+    ToolStarted,
+)
+from bot.domain.model import ModelCall
+from bot.domain.policy import ANYONE, ApprovalPolicy
+from bot.domain.reducer import RequestStatus, Status
+from bot.domain.tools import Tool, ToolContext
 from bot.runtime import build_runtime, connect
-from bot.threads import RequestStatus, Status
-from bot.tools import Tool, ToolContext
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis
 from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually
 

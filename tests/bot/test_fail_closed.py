@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.agents import load_agents
-from bot.embedded import EmbeddedRedis
-from bot.errors import ConfigError
-from bot.events import SYSTEM, ApprovalRequested, Origin, ToolCall
+from bot.domain.agents import load_agents
+from bot.domain.errors import ConfigError
+from bot.domain.events import SYSTEM, ApprovalRequested, Origin, ToolCall
+from bot.domain.policy import ANYONE, ApprovalPolicy, Groups, check_policies, is_allowed
 from bot.models.offline import OfflineModel
-from bot.policy import ANYONE, ApprovalPolicy, Groups, check_policies, is_allowed
 from bot.runtime import build_runtime
+from bot.storage.embedded import EmbeddedRedis
 from tests.doubles import Ledger, make_agent
 from tests.harness import Harness
 from tests.harness import test_settings as settings_with

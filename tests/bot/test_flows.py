@@ -7,8 +7,8 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from bot.errors import ConflictError, ForbiddenError, InvalidInputError
-from bot.events import (
+from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError
+from bot.domain.events import (
     Actor,
     AgentReply,
     ApprovalDecision,
@@ -18,9 +18,9 @@ from bot.events import (
     Outcome,
     ToolResult,
 )
-from bot.policy import ANYONE, ApprovalPolicy
+from bot.domain.policy import ANYONE, ApprovalPolicy
+from bot.domain.reducer import Status, ThreadState
 from bot.runtime import Runtime, build_runtime
-from bot.threads import Status, ThreadState
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 
 ALICE = Actor(channel="api", id="alice")

@@ -9,10 +9,10 @@ from typing import ClassVar
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
-from bot.events import Actor, ApprovalRequested, Decision, Event, Origin, Reminded
-from bot.policy import ANYONE, ApprovalPolicy
+from bot.domain.events import Actor, ApprovalRequested, Decision, Event, Origin, Reminded
+from bot.domain.policy import ANYONE, ApprovalPolicy
+from bot.domain.reducer import Status, ThreadState
 from bot.runtime import Runtime, build_runtime
-from bot.threads import Status, ThreadState
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 
 ALICE = Actor(channel="api", id="alice")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.events import Actor, Origin, UserMessage
+from bot.domain.events import Actor, Origin, UserMessage
+from bot.domain.reducer import ThreadState
 from bot.runtime import build_runtime
-from bot.store import Store
-from bot.threads import ThreadState
+from bot.storage import keys
+from bot.storage.store import Store
 from tests.doubles import Ledger, ScriptedModel, make_agent, turns
 
 ANN = Actor(channel="api", id="ann")

@@ -9,11 +9,11 @@ from typing import ClassVar
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.events import Actor, Decision, Event, Origin
+from bot.domain.events import Actor, Decision, Event, Origin
+from bot.domain.reducer import Status, ThreadState
+from bot.domain.tools import Tool, ToolContext
 from bot.runtime import Runtime, build_runtime
-from bot.threads import Status, ThreadState
-from bot.tools import Tool, ToolContext
+from bot.storage import keys
 from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually
 

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.embedded import EmbeddedRedis
-from bot.errors import UnauthorizedError
-from bot.events import AgentReply, DeliveryFailed, Event, UserMessage
+from bot.domain.errors import UnauthorizedError
+from bot.domain.events import AgentReply, DeliveryFailed, Event, UserMessage
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis
 from channels.webhook import SIGNATURE_HEADER, sign, verify
 from tests.harness import Harness
 from tests.harness import test_settings as make_settings

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.errors import ModelError
-from bot.model import Block, ModelCall, ModelRequest, ToolSpec
+from bot.domain.errors import ModelError
+from bot.domain.model import Block, ModelCall, ModelRequest, ToolSpec
 from bot.models.anthropic import AnthropicModel
 from tests.standins.anthropic_api import AnthropicAPI
 

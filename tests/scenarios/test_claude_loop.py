@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
 from bot.models.anthropic import AnthropicModel
+from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 from tests.standins.anthropic_api import AnthropicAPI
 

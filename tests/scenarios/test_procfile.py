@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from bot.embedded import EmbeddedRedis, free_port
 from bot.settings import Settings
+from bot.storage.embedded import EmbeddedRedis, free_port
 from tests.harness import DEMO_GROUPS
 from tests.scenarios.processes import wait_for
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
+from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 from tests.harness import test_settings as make_settings
 

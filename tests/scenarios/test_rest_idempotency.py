@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
+from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 
 DEPLOY = {"agent": "deploy", "text": "deploy api 1.5.0 to production", "user": "ann"}

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from bot.embedded import free_port
+from bot.storage.embedded import free_port
 from tests.harness import DEMO_GROUPS
 from tests.scenarios.processes import wait_for
 

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
+from bot.storage.embedded import EmbeddedRedis
 from tests.channels.email.helpers import Mailroom, email_settings
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness

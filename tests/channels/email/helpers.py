@@ -9,7 +9,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 
-from bot.events import Event
+from bot.domain.events import Event
 from bot.settings import Settings
 from channels.email import EmailChannel
 from tests.channels.email.provider import MailProvider, Sent

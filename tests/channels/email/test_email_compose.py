@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from bot.events import (
+from bot.domain.events import (
     Actor,
     ApprovalDecision,
     ApprovalRequested,
@@ -18,7 +18,7 @@ from bot.events import (
     ToolCall,
     UserMessage,
 )
-from bot.threads import ThreadState, fold
+from bot.domain.reducer import ThreadState, fold
 from channels.email import compose, tokens
 from channels.email.config import EmailConfig
 from channels.email.drafts import message_id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bot.events import (
+from bot.domain.events import (
     ApprovalDecision,
     ApprovalRequested,
     HumanAnswer,
@@ -12,7 +12,7 @@ from bot.events import (
     Outcome,
     ToolResult,
 )
-from bot.threads import Status
+from bot.domain.reducer import Status
 from tests.channels.email.helpers import ANN, FIN, OPS, Mailroom, new_mail, reply_to
 
 TOKEN_ADDRESS = re.compile(r"^reply\+[a-z2-7]{48}@example\.test$")

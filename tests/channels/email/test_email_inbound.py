@@ -9,9 +9,9 @@ import aiosmtplib
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
-from bot.events import ApprovalDecision
-from bot.threads import Status
+from bot.domain.events import ApprovalDecision
+from bot.domain.reducer import Status
+from bot.storage.embedded import EmbeddedRedis
 from channels.email import tokens
 from tests.channels.email.helpers import (
     ANN,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError
 from channels.email.mime import Inbound, from_bytes
 
 BASE = (

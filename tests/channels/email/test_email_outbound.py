@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from bot.events import ApprovalRequested, DeliveryFailed
-from bot.threads import Status
+from bot.domain.events import ApprovalRequested, DeliveryFailed
+from bot.domain.reducer import Status
 from channels.email import tokens
 from tests.channels.email.helpers import ANN, DOMAIN, OPS, Mailroom, new_mail
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot.embedded import EmbeddedRedis
+from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.slack import SECRET, Slack
 from tests.harness import Harness, test_settings
 from tests.standins.slack_api import SlackAPI, SlackUser

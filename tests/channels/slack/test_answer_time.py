@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
-from bot import keys
-from bot.events import ApprovalDecision, UserMessage
+from bot.domain.events import ApprovalDecision, UserMessage
+from bot.storage import keys
 from channels.slack.channel import IDENTITY_BUDGET
 from channels.slack.clicks import OPEN_WITHIN
 from tests.channels.slack.conftest import ANN, BOB, MAL

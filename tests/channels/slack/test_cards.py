@@ -7,9 +7,9 @@ import time
 import pytest
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.embedded import EmbeddedRedis
-from bot.events import Actor, ApprovalDecision, Origin
+from bot.domain.events import Actor, ApprovalDecision, Origin
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import ANN, BOB, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of, whispers
 from tests.harness import Harness

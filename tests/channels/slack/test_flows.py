@@ -7,8 +7,8 @@ import html
 import json
 from typing import Any
 
-from bot import keys
-from bot.events import ApprovalDecision, HumanAnswer, ToolResult, UserMessage
+from bot.domain.events import ApprovalDecision, HumanAnswer, ToolResult, UserMessage
+from bot.storage import keys
 from tests.channels.slack.conftest import ANN, BOB, CAROL, DAN, MAL, slack_settings
 from tests.channels.slack.slack import (
     CHANNEL,

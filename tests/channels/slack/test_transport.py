@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.embedded import EmbeddedRedis
-from bot.errors import ConfigError
-from bot.events import UserMessage
+from bot.domain.errors import ConfigError
+from bot.domain.events import UserMessage
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import ANN, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample
 from tests.harness import Harness

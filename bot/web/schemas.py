@@ -6,8 +6,8 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.events import ApprovalRequested, Event
-from bot.threads import Request, ThreadState
+from bot.domain.events import ApprovalRequested, Event
+from bot.domain.reducer import Request, ThreadState
 
 T = TypeVar("T")
 

@@ -17,9 +17,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.api import health, router
-from bot.errors import GreenlightError, UnauthorizedError
+from bot.domain.errors import GreenlightError, UnauthorizedError
 from bot.runtime import Runtime
+from bot.web.api import health, router
 
 log = logging.getLogger(__name__)
 

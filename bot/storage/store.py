@@ -17,10 +17,10 @@ from typing import Any
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
-from bot import keys
-from bot.errors import ConflictError, NotFoundError, StoreError, VersionConflict
-from bot.events import EVENT, Event, to_json
-from bot.threads import ThreadState, reduce
+from bot.domain.errors import ConflictError, NotFoundError, StoreError, VersionConflict
+from bot.domain.events import EVENT, Event, to_json
+from bot.domain.reducer import ThreadState, reduce
+from bot.storage import keys
 
 log = logging.getLogger(__name__)
 

@@ -17,10 +17,10 @@ from collections.abc import Callable
 
 from redis.exceptions import RedisError
 
-from bot.loop import Loop
-from bot.outbox import Outbox
-from bot.queue import Lease, Queue
-from bot.threads import ThreadState
+from bot.domain.reducer import ThreadState
+from bot.engine.loop import Loop
+from bot.engine.outbox import Outbox
+from bot.storage.queue import Lease, Queue
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bot.events import (
+from bot.domain.events import (
     AgentReply,
     ApprovalDecision,
     ContextFetched,
@@ -23,7 +23,7 @@ from bot.events import (
     ToolResult,
     UserMessage,
 )
-from bot.model import Block
+from bot.domain.model import Block
 
 REJECTED_NOTE = (
     "The call was rejected; it did not run. Do not retry the same call unchanged: "

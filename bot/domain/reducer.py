@@ -10,7 +10,7 @@ import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from bot.events import (
+from bot.domain.events import (
     Actor,
     AgentReply,
     ApprovalDecision,

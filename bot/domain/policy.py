@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bot.errors import ConfigError
-from bot.events import Actor, OnExpiry
+from bot.domain.errors import ConfigError
+from bot.domain.events import Actor, OnExpiry
 
 Predicate = Callable[[Any], bool]
 

@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bot import display
-from bot.chat import Chat
-from bot.client import DEFAULT_URL, ApiError, Client, find_token
-from bot.errors import ConfigError
+from bot.cli import display
+from bot.cli.chat import Chat
+from bot.cli.client import DEFAULT_URL, ApiError, Client, find_token
+from bot.domain.errors import ConfigError
 from bot.settings import Settings
 
 app = typer.Typer(

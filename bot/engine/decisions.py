@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot import keys
-from bot.agents import Agent
-from bot.errors import (
+from bot.domain.agents import Agent
+from bot.domain.errors import (
     ConflictError,
     ForbiddenError,
     GreenlightError,
@@ -23,7 +22,7 @@ from bot.errors import (
     NotFoundError,
     VersionConflict,
 )
-from bot.events import (
+from bot.domain.events import (
     Actor,
     ApprovalDecision,
     ApprovalRequested,
@@ -32,9 +31,10 @@ from bot.events import (
     HumanAnswer,
     HumanQuestion,
 )
-from bot.policy import args_hash, is_allowed, is_same_person, may_answer
-from bot.store import DuplicateDelivery, Store
-from bot.threads import Request, ThreadState
+from bot.domain.policy import args_hash, is_allowed, is_same_person, may_answer
+from bot.domain.reducer import Request, ThreadState
+from bot.storage import keys
+from bot.storage.store import DuplicateDelivery, Store
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bot import keys
-from bot.errors import ConflictError, InvalidInputError, VersionConflict
-from bot.events import Actor, Cancelled, Event, Origin, Paused, Resumed, ThreadCreated, UserMessage
-from bot.store import DuplicateDelivery, Store
-from bot.threads import Status, ThreadState
+from bot.domain.errors import ConflictError, InvalidInputError, VersionConflict
+from bot.domain.events import (
+    Actor,
+    Cancelled,
+    Event,
+    Origin,
+    Paused,
+    Resumed,
+    ThreadCreated,
+    UserMessage,
+)
+from bot.domain.reducer import Status, ThreadState
+from bot.storage import keys
+from bot.storage.store import DuplicateDelivery, Store
 
 Control = Literal["pause", "resume", "cancel"]
 

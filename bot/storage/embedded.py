@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from bot.errors import ConfigError
+from bot.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bot import keys
+from bot.storage import keys
 
 # Take the lease and read the events after ARGV[7] and how far delivery got,
 # or, if another worker holds it, make sure the thread is looked at again when

@@ -9,12 +9,13 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
-from bot import keys
-from bot.errors import InvalidInputError, NotFoundError
-from bot.events import Actor, Decision, Origin
-from bot.inbox import Control
+from bot.domain.errors import InvalidInputError, NotFoundError
+from bot.domain.events import Actor, Decision, Origin
+from bot.domain.reducer import Status
+from bot.engine.inbox import Control
 from bot.runtime import Runtime
-from bot.schemas import (
+from bot.storage import keys
+from bot.web.schemas import (
     AnswerIn,
     ControlIn,
     CreateThread,
@@ -25,7 +26,6 @@ from bot.schemas import (
     ThreadOut,
     ThreadSummary,
 )
-from bot.threads import Status
 
 
 def runtime(request: Request) -> Runtime:

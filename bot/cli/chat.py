@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bot.client import ApiError, Client
-from bot.display import event_line, status, what
+from bot.cli.client import ApiError, Client
+from bot.cli.display import event_line, status, what
 
 # Statuses in which the thread waits for someone else than the agent.
 SETTLED = {"waiting_for_user", "done", "failed", "cancelled", "paused"}

@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from bot.agents import Agent
-from bot.context import to_blocks
-from bot.errors import GreenlightError, InvalidInputError, ModelError, VersionConflict
-from bot.events import (
+from bot.domain.agents import Agent
+from bot.domain.context import to_blocks
+from bot.domain.errors import GreenlightError, InvalidInputError, ModelError, VersionConflict
+from bot.domain.events import (
     SYSTEM,
     AgentReply,
     AnswerFormat,
@@ -34,12 +34,12 @@ from bot.events import (
     Urgency,
     new_id,
 )
-from bot.keys import new_request_id
-from bot.model import Model, ModelCall, ModelRequest
-from bot.policy import Groups, args_hash
-from bot.store import Store
-from bot.threads import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
-from bot.tools import REPLY, AskHuman, Reply, Tool, ToolContext
+from bot.domain.model import Model, ModelCall, ModelRequest
+from bot.domain.policy import Groups, args_hash
+from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
+from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
+from bot.storage.keys import new_request_id
+from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
 

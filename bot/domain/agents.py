@@ -10,9 +10,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from bot.errors import ConfigError
-from bot.model import ModelCall, ModelRequest
-from bot.tools import BUILTINS, Tool
+from bot.domain.errors import ConfigError
+from bot.domain.model import ModelCall, ModelRequest
+from bot.domain.tools import BUILTINS, Tool
 
 Prefetch = Callable[[], Awaitable[dict[str, Any]]]
 OfflineScript = Callable[[ModelRequest], list[ModelCall]]

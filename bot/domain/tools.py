@@ -13,9 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from bot.errors import InvalidInputError
-from bot.model import ToolSpec
-from bot.policy import NEVER, ApprovalPolicy
+from bot.domain.errors import InvalidInputError
+from bot.domain.model import ToolSpec
+from bot.domain.policy import NEVER, ApprovalPolicy
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ class Block:
 
 @dataclass(frozen=True)
 class ModelRequest:
-    """Everything a model turn needs; built by ``bot.context``."""
+    """Everything a model turn needs; built by ``bot.domain.context``."""
 
     agent: str
     system: str

@@ -18,11 +18,11 @@ from typing import Protocol
 
 from fastapi import APIRouter
 
-from bot import keys
-from bot.errors import VersionConflict
-from bot.events import DeliveryFailed, Event
-from bot.store import Store
-from bot.threads import ThreadState
+from bot.domain.errors import VersionConflict
+from bot.domain.events import DeliveryFailed, Event
+from bot.domain.reducer import ThreadState
+from bot.storage import keys
+from bot.storage.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.domain import ids
 from bot.domain.agents import load_agents
 from bot.domain.events import Actor, Decision, Origin
 from bot.domain.policy import Groups
 from bot.domain.reducer import Status, ThreadState
 from bot.models.offline import OfflineModel
-from bot.runtime import Runtime, build_runtime, connect
+from bot.runtime import Runtime, build_runtime
 from bot.serve import run_loop
 from bot.settings import Settings
-from bot.storage import keys
+from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis
 from channels import build_channels
 
@@ -69,7 +70,7 @@ async def cycle(rt: Runtime, waiter: Waiter, lat: dict[str, list[float]]) -> Non
 
 async def start(rt: Runtime, waiter: Waiter) -> ThreadState:
     """A new thread with a user message, returned once it is suspended for approval."""
-    tid = keys.new_thread_id()
+    tid = ids.new_thread_id()
     suspended = waiter.expect(tid, Status.AWAITING_APPROVAL)
     await rt.inbox.message(
         agent="deploy", text=TEXT, by=ANN, origin=Origin(channel="api"), thread_id=tid
@@ -115,14 +116,20 @@ async def main(cycles: int, in_flight: int) -> None:
         server = EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec")
         server.start()
         try:
-            redis = connect(server.url)
+            redis = await connect(server.url)
             agents = load_agents()
             groups = Groups({"deployers": ("bob",), "finance": ("bob",)})
-            rt = build_runtime(redis, agents, OfflineModel(agents), groups=groups)
+            settings = Settings(_env_file=None)  # type: ignore[call-arg]
             # The channels production always has (the webhook channel), so every
             # step pays for delivery as it would there.
-            for channel in build_channels(Settings(_env_file=None), rt):  # type: ignore[call-arg]
-                rt.outbox.add(channel)
+            rt = build_runtime(
+                redis,
+                agents,
+                OfflineModel(agents),
+                channels=lambda ports: build_channels(settings, ports),
+                groups=groups,
+            )
+            for channel in rt.channels:
                 await channel.start(inbound=False)
             waiter = Waiter()
             stop = asyncio.Event()
@@ -139,7 +146,7 @@ async def main(cycles: int, in_flight: int) -> None:
             }
             stop.set()
             await serving
-            for channel in rt.outbox.channels.values():
+            for channel in rt.channels:
                 await channel.stop()
             await redis.aclose()
         finally:

@@ -32,8 +32,8 @@ import httpx
 from redis.asyncio import Redis
 from slack_sdk.signature import SignatureVerifier
 
-from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.indexes import Indexes
 from tests.standins.slack_api import SlackAPI, SlackUser
 
 SECRET = "bench-signing-secret"
@@ -186,7 +186,7 @@ async def main(in_flight: int, rounds: int) -> dict[str, Any]:
                     cpu = cpu_seconds(pid) - cpu
                     times = [ms for ms, _ in answers]
                     statuses = [status for _, status in answers]
-            threads = await redis.zcard(keys.threads())
+            threads = (await Indexes(redis).threads(offset=0, limit=1))[1]
         finally:
             await redis.aclose()
             server.stop()

@@ -1,90 +1,58 @@
-"""Wires the collaborators once (store, loop, decisions, inbox, outbox, queue)."""
+"""The composition root: builds every collaborator once, in order, and nothing after.
+
+Storage first (thread logs, indexes, retries), then the engine (inbox,
+decisions, loop), then the channels, each given only its ``ChannelPorts``,
+then the outbox that delivers to them. ``Runtime.worker`` makes the workers.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import hiredis
-from redis.asyncio import Redis
-from redis.asyncio.connection import (
-    AbstractConnection,
-    Connection,
-    SSLConnection,
-    UnixDomainSocketConnection,
-)
-from redis.exceptions import DataError
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from bot.domain.agents import Agent
+from bot.domain.clock import Clock, SystemClock
 from bot.domain.model import Model
 from bot.domain.policy import Groups, check_policies
 from bot.domain.reducer import ThreadState
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
 from bot.engine.loop import Loop
-from bot.engine.outbox import Channel, Outbox
+from bot.engine.outbox import Outbox
+from bot.engine.ports import Channel, ChannelPorts
 from bot.engine.worker import Worker, consumer_name
+from bot.storage.channelstate import ChannelState
+from bot.storage.connection import Client
+from bot.storage.indexes import Indexes
 from bot.storage.queue import Queue
-from bot.storage.store import Store
+from bot.storage.retries import Retries
+from bot.storage.threadlog import ThreadLog
+from bot.storage.timers import Timers
 
 log = logging.getLogger(__name__)
 
+PortsFor = Callable[[str], ChannelPorts]
+"""The ports of the channel with this name."""
 
-class _HiredisPacking(AbstractConnection):
-    """Packs commands with hiredis (C): redis-py 5.2's asyncio client packs in Python,
-    which measured ~10% of a worker's CPU (bench/cycles.py)."""
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):  # 'SCRIPT LOAD' is two words on the wire
-            args = (*args[0].encode().split(), *args[1:])
-        try:
-            return [hiredis.pack_command(args)]
-        except TypeError as exc:
-            raise DataError(str(exc)) from exc
+MakeChannels = Callable[[PortsFor], Sequence[Channel]]
 
 
-class _Tcp(_HiredisPacking, Connection):
-    pass
-
-
-class _Tls(_HiredisPacking, SSLConnection):
-    pass
-
-
-class _Unix(_HiredisPacking, UnixDomainSocketConnection):
-    pass
-
-
-_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
-    Connection: _Tcp,
-    SSLConnection: _Tls,
-    UnixDomainSocketConnection: _Unix,
-}
-
-
-def connect(url: str) -> Redis:
-    """A Redis client for ``url`` (``decode_responses=True``), as Greenlight uses it."""
-    redis: Redis = Redis.from_url(url, decode_responses=True)
-    pool = redis.connection_pool
-    pool.connection_class = _PACKING.get(pool.connection_class, pool.connection_class)
-    return redis
-
-
-@dataclass
+@dataclass(frozen=True)
 class Runtime:
-    """Everything a web or worker process needs, built once."""
+    """Everything a web or worker process needs, built once by ``build_runtime``."""
 
-    redis: Redis
-    store: Store
-    agents: dict[str, Agent]
+    redis: Client
+    clock: Clock
+    log: ThreadLog
+    indexes: Indexes
+    agents: Mapping[str, Agent]
     model: Model
     loop: Loop
     decisions: Decisions
     inbox: Inbox
     outbox: Outbox
-    channels: list[Channel] = field(default_factory=list)
+    channels: tuple[Channel, ...]
 
     def worker(
         self,
@@ -96,12 +64,14 @@ class Runtime:
         block_ms: int = 1000,
         on_step: Callable[[ThreadState], None] | None = None,
     ) -> Worker:
-        queue = Queue(self.redis, name or consumer_name(), lease_ms=lease_ms)
         return Worker(
+            self.log,
             self.loop,
-            queue,
+            Queue(self.redis, name or consumer_name(), self.clock),
+            Timers(self.redis, self.clock),
             self.outbox,
             concurrency=concurrency,
+            lease_ms=lease_ms,
             claim_idle_ms=claim_idle_ms,
             block_ms=block_ms,
             on_step=on_step,
@@ -109,11 +79,12 @@ class Runtime:
 
 
 def build_runtime(
-    redis: Redis,
+    redis: Client,
     agents: dict[str, Agent],
     model: Model,
     *,
-    channels: Sequence[Channel] = (),
+    channels: MakeChannels | None = None,
+    clock: Clock | None = None,
     groups: Groups | None = None,
     max_errors: int = 3,
     delivery_base_delay: float = 2.0,
@@ -121,24 +92,43 @@ def build_runtime(
 ) -> Runtime:
     """Build a runtime around a Redis client (``decode_responses=True``).
 
+    Args:
+        channels: makes the channels from their ports; None: no channel.
+
     Raises:
         ConfigError: a gated tool's approvers resolve to nobody (fail closed).
     """
     groups = groups or Groups()
     for warning in check_policies(agents, groups):
         log.warning("%s", warning)
-    store = Store(redis)
+    clock = clock or SystemClock()
+    thread_log = ThreadLog(redis, clock)
+    inbox = Inbox(thread_log, set(agents))
+    decisions = Decisions(thread_log, agents)
+
+    def ports(name: str) -> ChannelPorts:
+        state = ChannelState(redis, name)
+        return ChannelPorts(inbox, decisions, thread_log, state, agents, clock)
+
+    made = tuple(channels(ports)) if channels else ()
     outbox = Outbox(
-        store, channels, base_delay=delivery_base_delay, give_up_after=delivery_give_up_after
+        thread_log,
+        Retries(redis),
+        made,
+        clock,
+        base_delay=delivery_base_delay,
+        give_up_after=delivery_give_up_after,
     )
     return Runtime(
         redis=redis,
-        store=store,
+        clock=clock,
+        log=thread_log,
+        indexes=Indexes(redis),
         agents=agents,
         model=model,
-        loop=Loop(store, agents, model, groups=groups, max_errors=max_errors),
-        decisions=Decisions(store, agents),
-        inbox=Inbox(store, set(agents)),
+        loop=Loop(thread_log, agents, model, groups=groups, max_errors=max_errors, clock=clock.now),
+        decisions=decisions,
+        inbox=inbox,
         outbox=outbox,
-        channels=list(channels),
+        channels=made,
     )

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from bot.domain.agents import Agent, load_agents
 from bot.domain.model import Model
 from bot.domain.policy import Groups, check_policies
 from bot.models.offline import OfflineModel
-from bot.runtime import Runtime, build_runtime, connect
+from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.storage.connection import Client, connect
 from bot.storage.embedded import EmbeddedRedis
 from bot.web.app import create_app
 
@@ -88,21 +88,19 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         embedded = EmbeddedRedis(settings.data_dir / "redis")
         embedded.start()  # before any thread exists: see _die_with_parent
         url = embedded.url
-    redis = connect(url)
+    redis = await connect(url)
     await _warn_without_persistence(redis)
+    from channels import build_channels
+
     rt = build_runtime(
         redis,
         agents,
         make_model(settings, agents),
+        channels=lambda ports: build_channels(settings, ports),
         groups=groups,
         delivery_base_delay=settings.delivery_base_delay,
         delivery_give_up_after=settings.delivery_give_up_after,
     )
-    from channels import build_channels
-
-    for channel in build_channels(settings, rt):
-        rt.outbox.add(channel)
-        rt.channels.append(channel)
     try:
         for channel in rt.channels:
             await channel.start(inbound=inbound)
@@ -125,7 +123,7 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def _warn_without_persistence(redis: Redis) -> None:
+async def _warn_without_persistence(redis: Client) -> None:
     """Suspended threads survive a Redis restart only with the AOF on: say so if it is off."""
     try:
         config = await redis.config_get("appendonly")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from bot.runtime import connect
+from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis
 
 # Tests build their settings explicitly; nothing from the developer's shell leaks in.
@@ -28,7 +28,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 
 @pytest.fixture
 async def redis(redis_server: EmbeddedRedis) -> AsyncIterator[Redis]:
-    client = connect(redis_server.url)  # as production connects
+    client = await connect(redis_server.url)  # as production connects
     await client.flushall()
     yield client
     await client.aclose()

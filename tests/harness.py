@@ -18,17 +18,17 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
-from redis.asyncio import Redis
 
 from bot.domain.agents import Agent, load_agents
 from bot.domain.model import Model
 from bot.domain.reducer import ThreadState
-from bot.engine.outbox import Channel
+from bot.engine.ports import Channel
 from bot.engine.worker import Worker
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
 from bot.serve import groups_from
 from bot.settings import Settings
+from bot.storage.connection import connect
 from bot.web.app import create_app
 
 T = TypeVar("T")
@@ -70,22 +70,21 @@ class Harness:
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Harness:
-        self.redis = Redis.from_url(self.redis_url, decode_responses=True)
+        self.redis = await connect(self.redis_url)
         self._stack.push_async_callback(self.redis.aclose)
         s = self.settings
+        from channels import build_channels
+
         self.rt: Runtime = build_runtime(
             self.redis,
             self.agents,
             self.model,
+            channels=lambda ports: [*build_channels(s, ports), *self.extra_channels],
             groups=groups_from(s),
             delivery_base_delay=s.delivery_base_delay,
             delivery_give_up_after=s.delivery_give_up_after,
         )
-        from channels import build_channels
-
-        for channel in [*build_channels(s, self.rt), *self.extra_channels]:
-            self.rt.outbox.add(channel)
-            self.rt.channels.append(channel)
+        for channel in self.rt.channels:
             await channel.start(inbound=True)
             self._stack.push_async_callback(channel.stop)
         self.app = create_app(
@@ -135,7 +134,7 @@ class Harness:
         return await self.rt.worker(name="burst").burst()
 
     async def thread(self, thread_id: str) -> ThreadState:
-        return await self.rt.store.load(thread_id)
+        return await self.rt.log.load(thread_id)
 
     async def wait_for(
         self,

@@ -87,3 +87,7 @@ class DeliveryError(GreenlightError):
     """A channel could not deliver an outbound message; it will be retried."""
 
     code = "delivery_error"
+
+
+class ContentionError(ConflictError):
+    """A thread kept changing under a writer: every attempt lost the race."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bot.domain import ids
 from bot.domain.agents import Agent
 from bot.domain.errors import (
     ConflictError,
@@ -20,7 +21,6 @@ from bot.domain.errors import (
     GreenlightError,
     InvalidInputError,
     NotFoundError,
-    VersionConflict,
 )
 from bot.domain.events import (
     Actor,
@@ -33,8 +33,8 @@ from bot.domain.events import (
 )
 from bot.domain.policy import args_hash, is_allowed, is_same_person, may_answer
 from bot.domain.reducer import Request, ThreadState
-from bot.storage import keys
-from bot.storage.store import DuplicateDelivery, Store
+from bot.engine.writes import write
+from bot.storage.threadlog import DuplicateDelivery, ThreadLog
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,21 @@ class Decisions:
     """Records approvals, rejections and answers.
 
     Args:
-        store: the event store.
+        log: the thread logs.
         agents: to validate edited arguments against the tool's schema.
     """
 
-    def __init__(self, store: Store, agents: dict[str, Agent]) -> None:
-        self.store = store
+    def __init__(self, log: ThreadLog, agents: dict[str, Agent]) -> None:
+        self.log = log
         self.agents = agents
 
     async def find(self, request_id: str) -> tuple[Request, ThreadState]:
-        tid = keys.thread_of_request(request_id)
-        state = await self.store.load(tid) if tid else None
-        if state is None or request_id not in state.requests:
+        """The request and its thread, as they stand now."""
+        tid = ids.thread_of_request(request_id)
+        state = await self.log.load(tid) if tid else None
+        if state is None:
             raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
-        return state.requests[request_id], state
+        return _request(state, request_id), state
 
     async def decide(
         self,
@@ -141,24 +142,26 @@ class Decisions:
         delivery: str | None,
         build: Callable[[Request, ThreadState], Event],
     ) -> Outcome:
-        """Build the event from the latest state and compare-and-append it, retrying races."""
-        while True:
+        """Build the event from the latest state and compare-and-append it."""
+        req, state = await self.find(request_id)
+        try:
+            done = await write(
+                self.log,
+                state.id,
+                lambda s: [build(_request(s, request_id), s)],
+                state=state,
+                delivery=delivery,
+            )
+        except DuplicateDelivery:
             req, state = await self.find(request_id)
-            try:
-                event = build(req, state)
-            except GreenlightError:
-                # A replay of a delivery that already decided is a success, not a conflict.
-                if delivery and await self.store.seen(state.id, delivery):
-                    return Outcome(req, state, duplicate=True)
-                raise
-            try:
-                state = await self.store.append(state, [event], delivery=delivery)
-            except VersionConflict:
-                continue
-            except DuplicateDelivery:
+            return Outcome(req, state, duplicate=True)
+        except GreenlightError:
+            # A replay of a delivery that already decided is a success, not a conflict.
+            if delivery and await self.log.seen(state.id, delivery):
                 req, state = await self.find(request_id)
                 return Outcome(req, state, duplicate=True)
-            return Outcome(state.requests[request_id], state)
+            raise
+        return Outcome(done.state.requests[request_id], done.state)
 
     def _validate_edit(
         self, state: ThreadState, asked: ApprovalRequested, edited: dict[str, Any]
@@ -168,6 +171,12 @@ class Decisions:
         if tool is None:
             raise ConflictError(f"tool {asked.tool!r} is no longer available")
         return tool.validate(edited).model_dump(mode="json")
+
+
+def _request(state: ThreadState, request_id: str) -> Request:
+    if request_id not in state.requests:
+        raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
+    return state.requests[request_id]
 
 
 def _check_open(req: Request) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.domain.errors import ConflictError, InvalidInputError, VersionConflict
+from bot.domain import ids
+from bot.domain.errors import ConflictError, InvalidInputError, NotFoundError
 from bot.domain.events import (
     Actor,
     Cancelled,
@@ -21,8 +22,8 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.reducer import Status, ThreadState
-from bot.storage import keys
-from bot.storage.store import DuplicateDelivery, Store
+from bot.engine.writes import write
+from bot.storage.threadlog import DuplicateDelivery, ThreadLog
 
 Control = Literal["pause", "resume", "cancel"]
 
@@ -40,13 +41,13 @@ class Inbox:
     """Records inbound messages and controls.
 
     Args:
-        store: the event store.
+        log: the thread logs.
         agents: names of the agents that exist.
         max_text: the longest message accepted, in characters.
     """
 
-    def __init__(self, store: Store, agents: set[str], *, max_text: int = 20_000) -> None:
-        self.store = store
+    def __init__(self, log: ThreadLog, agents: set[str], *, max_text: int = 20_000) -> None:
+        self.log = log
         self.agents = agents
         self.max_text = max_text
 
@@ -67,30 +68,33 @@ class Inbox:
                 agent=agent,
             )
         self._check_text(text)
-        tid = thread_id or keys.new_thread_id()
-        # A fresh random id has no log yet: no need to read it.
-        state = ThreadState(id=tid) if thread_id is None else await self.store.load(tid)
-        while True:
+        tid = thread_id or ids.new_thread_id()
+        created = False
+
+        def build(state: ThreadState) -> list[Event]:
+            nonlocal created
             events: list[Event] = []
-            if not state.exists:
+            created = not state.exists
+            if created:
                 events.append(ThreadCreated(agent=agent, origin=origin, by=by))
             elif state.status is Status.CANCELLED:
                 raise ConflictError(f"thread {tid} was cancelled; start a new one")
             events.append(UserMessage(text=text, by=by))
-            try:
-                new = await self.store.append(state, events, delivery=delivery)
-            except VersionConflict:
-                state = await self.store.load(tid)
-                continue
-            except DuplicateDelivery:
-                return Received(await self.store.load(tid), created=False, duplicate=True)
-            return Received(new, created=not state.exists)
+            return events
+
+        # A fresh random id has no log yet: no need to read it.
+        fresh = ThreadState(id=tid) if thread_id is None else None
+        try:
+            done = await write(self.log, tid, build, state=fresh, delivery=delivery)
+        except DuplicateDelivery:
+            return Received(await self.log.load(tid), created=False, duplicate=True)
+        return Received(done.state, created=created)
 
     async def say(
         self, thread_id: str, text: str, by: Actor, *, delivery: str | None = None
     ) -> Received:
         """The user speaks again on an existing thread."""
-        state = await self.store.get(thread_id)
+        state = await self.log.get(thread_id)
         assert state.origin is not None
         return await self.message(
             agent=state.agent,
@@ -105,28 +109,27 @@ class Inbox:
         self, thread_id: str, action: Control, by: Actor, reason: str | None = None
     ) -> ThreadState:
         """Pause, resume or cancel a thread."""
-        while True:
-            state = await self.store.get(thread_id)
+
+        def build(state: ThreadState) -> list[Event]:
             status = state.status
-            event: Event
+            if not state.exists:
+                raise NotFoundError(f"no thread {thread_id!r}", thread_id=thread_id)
             if status is Status.CANCELLED:
                 raise ConflictError(f"thread {thread_id} is cancelled", status=status.value)
             if action == "pause":
                 if state.paused:
                     raise ConflictError(f"thread {thread_id} is already paused")
-                event = Paused(by=by, reason=reason)
-            elif action == "resume":
+                return [Paused(by=by, reason=reason)]
+            if action == "resume":
                 if status not in (Status.PAUSED, Status.FAILED):
                     raise ConflictError(
                         f"thread {thread_id} is {status.value}, not paused", status=status.value
                     )
-                event = Resumed(by=by)
-            else:
-                event = Cancelled(by=by, reason=reason)
-            try:
-                return await self.store.append(state, [event])
-            except VersionConflict:
-                continue
+                return [Resumed(by=by)]
+            return [Cancelled(by=by, reason=reason)]
+
+        state = await self.log.get(thread_id)
+        return (await write(self.log, thread_id, build, state=state)).state
 
     def _check_text(self, text: str) -> None:
         if not text.strip():

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from bot.domain.agents import Agent
 from bot.domain.context import to_blocks
-from bot.domain.errors import GreenlightError, InvalidInputError, ModelError, VersionConflict
+from bot.domain.errors import GreenlightError, InvalidInputError, ModelError
 from bot.domain.events import (
     SYSTEM,
     AgentReply,
@@ -34,12 +34,13 @@ from bot.domain.events import (
     Urgency,
     new_id,
 )
+from bot.domain.ids import new_request_id
 from bot.domain.model import Model, ModelCall, ModelRequest
 from bot.domain.policy import Groups, args_hash
 from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
-from bot.storage.keys import new_request_id
-from bot.storage.store import Store
+from bot.engine.writes import write
+from bot.storage.threadlog import ThreadLog
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class Loop:
     """Steps threads: render, ask the model, dispatch, suspend or continue.
 
     Args:
-        store: the event store.
+        log: the thread logs.
         agents: the agents by name.
         model: the model port.
         groups: approver groups for policies that name ``group:…``.
@@ -60,7 +61,7 @@ class Loop:
 
     def __init__(
         self,
-        store: Store,
+        log: ThreadLog,
         agents: dict[str, Agent],
         model: Model,
         *,
@@ -68,7 +69,7 @@ class Loop:
         max_errors: int = 3,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.log = log
         self.agents = agents
         self.model = model
         self.groups = groups or Groups()
@@ -77,40 +78,36 @@ class Loop:
 
     async def step(self, thread_id: str, state: ThreadState | None = None) -> ThreadState:
         """Advance the thread until it waits for a human, or is done."""
-        state = state or await self.store.load(thread_id)
+        state = state or await self.log.load(thread_id)
         while state.exists:
-            try:
-                nxt = await self._advance(state)
-            except VersionConflict:
-                state = await self.store.load(thread_id)
-                continue
-            if nxt is None:
+            done = await write(self.log, thread_id, self._next, state=state, enqueue=False)
+            state = done.state
+            if not done.events:
                 return state
-            state = nxt
+            if isinstance(started := done.events[-1], ToolStarted):
+                state = await self._run(state, started)
         return state
 
-    async def _advance(self, s: ThreadState) -> ThreadState | None:
-        """Take one step; None when there is nothing to do now."""
+    async def _next(self, s: ThreadState) -> list[Event]:
+        """The events of the thread's next step; none when there is nothing to do now."""
         if s.status in _IDLE:
-            return None
+            return []
         agent = self.agents.get(s.agent)
         if agent is None:
             msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
-            return await self._append(s, [ErrorEvent(message=msg, fatal=True)])
+            return [ErrorEvent(message=msg, fatal=True)]
         if timed := self._due_timers(s):
-            return await self._append(s, timed)
+            return timed
         if s.open_requests():
-            return None
+            return []
         if pending := s.pending_calls():
             return await self._settle(s, agent, pending[0].asked.call_id)
         if not s.awaiting_model:
-            return None
+            return []
         if s.consecutive_errors >= self.max_errors:
-            return await self._append(
-                s, [_escalation(s, f"{s.consecutive_errors} errors in a row")]
-            )
+            return [_escalation(s, f"{s.consecutive_errors} errors in a row")]
         if s.turns_since_input >= agent.max_steps:
-            return await self._append(s, [_escalation(s, f"{agent.max_steps} steps without input")])
+            return [_escalation(s, f"{agent.max_steps} steps without input")]
         fetched: list[Event] = []
         if agent.prefetch and not s.prefetched:
             try:
@@ -119,12 +116,8 @@ class Loop:
                 ]
             except Exception as exc:  # an error event, so it counts toward escalation
                 log.warning("prefetch for %s failed: %r", s.id, exc)
-                message = f"prefetch failed: {type(exc).__name__}: {exc}"
-                return await self._append(s, [ErrorEvent(message=message)])
-        return await self._append(s, [*fetched, *await self._model_turn(s, agent, fetched)])
-
-    async def _append(self, s: ThreadState, events: Sequence[Event]) -> ThreadState:
-        return await self.store.append(s, events, enqueue=False)
+                return [ErrorEvent(message=f"prefetch failed: {type(exc).__name__}: {exc}")]
+        return [*fetched, *await self._model_turn(s, agent, fetched)]
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -154,7 +147,7 @@ class Loop:
 
     # --- tool calls -----------------------------------------------------------------------
 
-    async def _settle(self, s: ThreadState, agent: Agent, call_id: str) -> ThreadState:
+    async def _settle(self, s: ThreadState, agent: Agent, call_id: str) -> list[Event]:
         call = s.calls[call_id]
         tool = agent.all_tools.get(call.asked.tool)
         if call.status is CallStatus.REJECTED:
@@ -162,9 +155,7 @@ class Loop:
             who = ", ".join(a.label() for a in req.closed_by) if req else "policy"
             why = (req.reason if req else None) or "no reason given"
             output = f"Rejected by {who or 'expiry'}: {why}"
-            return await self._append(
-                s, [ToolResult(call_id=call_id, outcome=Outcome.REJECTED, output=output)]
-            )
+            return [ToolResult(call_id=call_id, outcome=Outcome.REJECTED, output=output)]
         if call.status is CallStatus.STARTED and not (tool and tool.idempotent):
             # A worker died mid-run: the tool may or may not have acted (invariant 6).
             unknown = ToolResult(
@@ -177,29 +168,29 @@ class Loop:
                 f"{call.asked.tool}({_short(call.args)}) was interrupted mid-run; "
                 "its outcome is unknown. Please check and tell me what happened.",
             )
-            return await self._append(s, [unknown, question])
+            return [unknown, question]
         if tool is None:  # cannot happen for calls the loop recorded itself
-            return await self._append(
-                s, [ToolResult(call_id=call_id, outcome=Outcome.ERROR, output="unknown tool")]
-            )
+            return [ToolResult(call_id=call_id, outcome=Outcome.ERROR, output="unknown tool")]
         key = f"{s.id}:{call_id}"
         if call.status is CallStatus.READY:
-            s = await self._append(
-                s, [ToolStarted(call_id=call_id, idempotency_key=key, args=call.args)]
-            )
-        result = await _run(tool, call.args, ToolContext(s.id, call_id, key))
-        return await self._append_result(s, result)
+            # Recorded before it runs (invariant 6); ``step`` runs it once this lands.
+            return [ToolStarted(call_id=call_id, idempotency_key=key, args=call.args)]
+        # Idempotent and cut mid-run: run it again with the same key.
+        return [await _run(tool, call.args, ToolContext(s.id, call_id, key))]
 
-    async def _append_result(self, s: ThreadState, result: ToolResult) -> ThreadState:
-        # The tool has run: its result must land even if a decision raced in meanwhile.
-        while True:
-            try:
-                return await self._append(s, [result])
-            except VersionConflict:
-                s = await self.store.load(s.id)
-                # Another worker settled it (its lease was lost); a cancel does not count.
-                if s.calls[result.call_id].result is not None:
-                    return s
+    async def _run(self, s: ThreadState, started: ToolStarted) -> ThreadState:
+        """Run the tool whose start was just recorded, and record its result."""
+        call = s.calls[started.call_id]
+        tool = self.agents[s.agent].all_tools[call.asked.tool]
+        ctx = ToolContext(s.id, started.call_id, started.idempotency_key)
+        result = await _run(tool, call.args, ctx)
+
+        def land(current: ThreadState) -> list[Event]:
+            # It has run: its result lands even if a decision or a cancel raced in,
+            # unless another worker settled it meanwhile (it lost its lease to us).
+            return [] if current.calls[result.call_id].result is not None else [result]
+
+        return (await write(self.log, s.id, land, state=s, enqueue=False)).state
 
     # --- model turns ----------------------------------------------------------------------
 
@@ -208,7 +199,7 @@ class Loop:
         request = ModelRequest(
             agent=agent.name,
             system=agent.prompt,
-            blocks=to_blocks([*await self.store.events(s.id, version=s.version), *fetched]),
+            blocks=to_blocks([*await self.log.events(s.id, version=s.version), *fetched]),
             tools=[t.spec for t in tools.values()],
         )
         try:

@@ -20,7 +20,9 @@ from redis.exceptions import RedisError
 from bot.domain.reducer import ThreadState
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
-from bot.storage.queue import Lease, Queue
+from bot.storage.queue import Entry, Queue
+from bot.storage.threadlog import Lease, ThreadLog
+from bot.storage.timers import Timers
 
 log = logging.getLogger(__name__)
 
@@ -33,29 +35,38 @@ class Worker:
     """One worker process's main loop.
 
     Args:
+        log: the thread logs (leases).
         loop: steps threads.
         queue: this worker's queue handle (its consumer name).
+        timers: swept into the queue when due.
         outbox: delivers new events to the channels.
         concurrency: threads stepped at once.
+        lease_ms: how long a thread lease lives without renewal.
         claim_idle_ms: an entry unacknowledged this long was taken by a dead
             worker and is reclaimed.
     """
 
     def __init__(
         self,
+        log: ThreadLog,
         loop: Loop,
         queue: Queue,
+        timers: Timers,
         outbox: Outbox,
         *,
         concurrency: int = 32,
+        lease_ms: int = 30_000,
         claim_idle_ms: int = 60_000,
         block_ms: int = 1000,
         on_step: Callable[[ThreadState], None] | None = None,
     ) -> None:
+        self.log = log
         self.loop = loop
         self.queue = queue
+        self.timers = timers
         self.outbox = outbox
         self.concurrency = concurrency
+        self.lease_ms = lease_ms
         self.claim_idle_ms = claim_idle_ms
         self.block_ms = block_ms
         self.on_step = on_step
@@ -67,7 +78,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then finish the steps in hand."""
-        await self.queue.ensure_group()
+        await self.queue.ensure_groups()
         log.info("worker %s started (concurrency %d)", self.queue.consumer, self.concurrency)
         last_chores = 0.0
         while not stop.is_set():
@@ -90,24 +101,26 @@ class Worker:
                 log.warning("worker %s: queue unavailable: %r", self.queue.consumer, exc)
                 await _pause(stop, 1.0)
                 with contextlib.suppress(RedisError):
-                    await self.queue.ensure_group()  # the stream may have been deleted
+                    await self.queue.ensure_groups()  # the stream may have been deleted
                 continue
             for entry in entries:
                 self._start(entry)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_renewer()
+        await self.queue.close()
         log.info("worker %s stopped", self.queue.consumer)
 
     async def burst(self) -> int:
         """Process everything queued or due now, and return how many entries."""
-        await self.queue.ensure_group()
+        await self.queue.ensure_groups()
         done = 0
         while True:
             await self._chores(reclaim=False)
             entries = await self.queue.read(self.concurrency, None)
             if not entries and not self._tasks:
                 await self._stop_renewer()
+                await self.queue.close()
                 return done
             for entry in entries:
                 self._start(entry)
@@ -117,14 +130,14 @@ class Worker:
 
     async def _chores(self, *, reclaim: bool = True) -> None:
         await self.queue.heartbeat()
-        await self.queue.sweep_timers()
+        await self.timers.sweep()
         await self.outbox.retry_due()
         if reclaim:
             for entry in await self.queue.reclaim(self.claim_idle_ms):
                 log.info("worker %s reclaimed %s", self.queue.consumer, entry[1])
                 self._start(entry)
 
-    def _start(self, entry: tuple[str, str]) -> None:
+    def _start(self, entry: Entry) -> None:
         task = asyncio.create_task(self._handle(*entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -132,17 +145,14 @@ class Worker:
     async def _handle(self, entry_id: str, thread_id: str) -> None:
         async with self._slots:
             try:
-                store = self.loop.store
-                known = store.known(thread_id)
-                taken = await self.queue.take(thread_id, entry_id, known)
+                taken = await self.log.take(thread_id, entry_id, self.queue.consumer, self.lease_ms)
                 if taken is not None:
-                    lease, new = taken
-                    await self._step_leased(await store.absorb(thread_id, new, known), lease)
+                    await self._step_leased(*taken)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
 
-    async def _step_leased(self, state: ThreadState, lease: Lease) -> None:
+    async def _step_leased(self, lease: Lease, state: ThreadState) -> None:
         self._leases.add(lease)
         self._ensure_renewer()
         try:
@@ -150,8 +160,8 @@ class Worker:
                 state = await self.loop.step(state.id, state)
                 # Delivered before letting go: a crash in between delivers again, never less.
                 lease.delivered = await self.outbox.flush(state, lease.delivered)
-                if not await self.queue.release(lease, state.version, state.next_due()):
-                    state = await self.loop.store.load(state.id)
+                if not await self.log.release(lease, state.version, state.next_due()):
+                    state = await self.log.load(state.id)
                     continue
                 if self.on_step is not None:
                     self.on_step(state)
@@ -166,10 +176,10 @@ class Worker:
     async def _renew_leases(self) -> None:
         """One loop renews every lease in hand, instead of a task per step."""
         while self._leases:
-            await asyncio.sleep(self.queue.lease_ms / 3000)
+            await asyncio.sleep(self.lease_ms / 3000)
             held = [lease for lease in self._leases if lease.held]
             try:
-                lost = await self.queue.renew(held) if held else []
+                lost = await self.log.renew(held) if held else []
             except RedisError as exc:
                 log.warning("worker %s could not renew leases: %r", self.queue.consumer, exc)
                 continue

@@ -1,135 +1,137 @@
-"""Every Redis key Greenlight uses, in one place.
+"""Every Redis key Greenlight uses, in one place, and the shard each one lives in.
 
-Keys of one thread share the hash tag ``{th_…}`` so a script may touch them
-together on Redis Cluster. The global indexes below are derived: each can be
-rebuilt from the thread logs.
+Threads are spread over ``SHARDS`` shards by a hash of their id. A shard is a
+hash tag: every key of a thread (its log, lease, delivery cursor, dedupe set,
+channel state) and every key of its shard (queue, timers, retries, indexes)
+carry the same tag, so each script touches one slot and the same code runs on
+one Redis and on Redis Cluster. The tags are chosen so the shards' slots are
+spread evenly over the slot space, hence over a cluster's primaries.
+
+Each family is written by one module, named below; the indexes are derived
+and can be rebuilt from the logs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
-import secrets
+import zlib
+from functools import cache
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 PREFIX = "gl"
-
-THREAD_ID = re.compile(r"^th_[0-9a-f]{20}$")
-REQUEST_ID = re.compile(r"^(th_[0-9a-f]{20})\.r[0-9a-f]{8}$")
-
-
-def new_thread_id() -> str:
-    return "th_" + secrets.token_hex(10)
+SHARDS = 16
+"""Fixed: changing it moves every thread to another shard (a migration)."""
+GROUP = "workers"
+"""The consumer group of every shard's queue."""
 
 
-def thread_id_for(channel: str, conversation: str) -> str:
-    """The thread of an external conversation: derived, so two first messages agree."""
-    digest = hashlib.sha256(f"{channel}\x00{conversation}".encode()).hexdigest()
-    return "th_" + digest[:20]
+def _spread_tags() -> tuple[str, ...]:
+    """One tag per shard whose slot falls in the shard's equal share of the slot space."""
+    width = REDIS_CLUSTER_HASH_SLOTS // SHARDS
+    tags = []
+    for shard in range(SHARDS):
+        n = 0
+        while key_slot(f"{{{PREFIX}{shard}.{n}}}".encode()) // width != shard:
+            n += 1
+        tags.append(f"{{{PREFIX}{shard}.{n}}}")
+    return tuple(tags)
 
 
-def new_request_id(thread_id: str) -> str:
-    """A request id names its thread, so a decision needs no index lookup."""
-    return f"{thread_id}.r{secrets.token_hex(4)}"
+TAGS = _spread_tags()
 
 
-def thread_of_request(request_id: str) -> str | None:
-    match = REQUEST_ID.match(request_id)
-    return match.group(1) if match else None
+@cache
+def shard_of(thread_id: str) -> int:
+    return zlib.crc32(thread_id.encode()) % SHARDS
 
 
-def is_thread_id(value: str) -> bool:
-    return bool(THREAD_ID.match(value))
+def tag_of(thread_id: str) -> str:
+    return TAGS[shard_of(thread_id)]
 
 
-# --- per thread (hash-tagged) ----------------------------------------------------------------
+# --- one thread's keys: owned by bot.storage.threadlog, except channel state --------------
 
 
-def events(tid: str) -> str:
+def log(tid: str) -> str:
     """List of JSON events; its length is the thread's version. Never expires."""
-    return f"{PREFIX}:{{{tid}}}:events"
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:log"
 
 
 def meta(tid: str) -> str:
-    """Hash of derived fields (status, agent, version) for listings. Never expires."""
-    return f"{PREFIX}:{{{tid}}}:meta"
+    """Hash of derived fields (status, agent, version, times) for listings. Never expires."""
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:meta"
 
 
 def seen(tid: str) -> str:
-    """Sorted set of inbound delivery keys by arrival time; trimmed to the dedupe TTL."""
-    return f"{PREFIX}:{{{tid}}}:seen"
+    """Sorted set of inbound delivery keys by arrival; trimmed to the dedupe window."""
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:seen"
 
 
 def lease(tid: str) -> str:
-    """The worker stepping this thread; expires with the lease TTL unless renewed."""
-    return f"{PREFIX}:{{{tid}}}:lease"
+    """The worker stepping this thread; expires with the lease unless renewed."""
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:lease"
 
 
-def outbox(tid: str) -> str:
-    """How many events have been handed to the channels. Never expires."""
-    return f"{PREFIX}:{{{tid}}}:outbox"
+def cursor(tid: str) -> str:
+    """How many of the thread's events the channels have been handed. Never expires."""
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:cursor"
 
 
-# --- global (derived indexes, queue, timers) -----------------------------------------------
+def channel_state(tid: str, channel: str) -> str:
+    """Hash of one channel's own ids for one thread (Slack posts, emails sent), written by
+    ``bot.storage.channelstate``; never expires, like the log."""
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:ch:{channel}"
 
 
-def threads() -> str:
-    """Sorted set: every thread id by creation time."""
-    return f"{PREFIX}:threads"
+# --- one shard's keys ------------------------------------------------------------------------
 
 
-def by_agent(agent: str) -> str:
-    """Sorted set: thread ids of one agent, by creation time."""
-    return f"{PREFIX}:agent:{agent}"
+def queue(shard: int) -> str:
+    """Stream of thread ids with work to do, consumer group ``GROUP`` (``bot.storage.queue``)."""
+    return f"{PREFIX}:{TAGS[shard]}:queue"
 
 
-def by_status(status: str) -> str:
-    """Sorted set: thread ids in one status, by last update."""
-    return f"{PREFIX}:status:{status}"
+def timers(shard: int) -> str:
+    """Sorted set: thread id by when a timer (expiry, reminder, a lease to check) next needs
+    it (``bot.storage.timers``)."""
+    return f"{PREFIX}:{TAGS[shard]}:timers"
 
 
-def open_requests() -> str:
+def retries(shard: int) -> str:
+    """Sorted set: outbound deliveries to retry (JSON job) by due time
+    (``bot.storage.retries``)."""
+    return f"{PREFIX}:{TAGS[shard]}:retries"
+
+
+def threads(shard: int) -> str:
+    """Sorted set: thread ids by creation time (``bot.storage.indexes``, like all below)."""
+    return f"{PREFIX}:{TAGS[shard]}:threads"
+
+
+def by_agent(shard: int, agent: str) -> str:
+    """Sorted set: thread ids of one agent by creation time."""
+    return f"{PREFIX}:{TAGS[shard]}:agent:{agent}"
+
+
+def by_status(shard: int, status: str) -> str:
+    """Sorted set: thread ids in one status by last update."""
+    return f"{PREFIX}:{TAGS[shard]}:status:{status}"
+
+
+def open_requests(shard: int) -> str:
     """Sorted set: open request ids by creation time."""
-    return f"{PREFIX}:requests:open"
+    return f"{PREFIX}:{TAGS[shard]}:open"
 
 
-def timers() -> str:
-    """Sorted set: thread id scored by when a timer (expiry, reminder) next needs it."""
-    return f"{PREFIX}:timers"
-
-
-def retries() -> str:
-    """Sorted set: outbound deliveries to retry (JSON job) scored by due time."""
-    return f"{PREFIX}:retries"
-
-
-def queue() -> str:
-    """Stream of thread ids with work to do; consumer group ``GROUP``."""
-    return f"{PREFIX}:queue"
-
-
-GROUP = "workers"
+# --- global: one key each, so any slot --------------------------------------------------------
 
 
 def workers() -> str:
-    """Sorted set: worker name by last heartbeat (for /readyz)."""
+    """Sorted set: worker name by last heartbeat, for /readyz (``bot.storage.queue``)."""
     return f"{PREFIX}:workers"
 
 
 def alias(channel: str, key: str) -> str:
-    """An external id (an email Message-ID we sent) → thread id. Never expires."""
+    """An external id (an email Message-ID we sent) → thread id; never expires
+    (``bot.storage.channelstate``)."""
     return f"{PREFIX}:alias:{channel}:{key}"
-
-
-def slack(tid: str) -> str:
-    """Hash of the Slack channel's posts for one thread; never expires, like the log.
-
-    ``post:<event id>:<part>`` → ``<channel> <ts>`` makes delivering an event twice a
-    no-op; ``card:<request id>:<channel>`` → ``<ts>`` finds every card to update.
-    """
-    return f"{PREFIX}:{{{tid}}}:slack"
-
-
-def email_sent(tid: str) -> str:
-    """Hash of ``<event or inbound id>:<recipient>`` → send time: emails already sent,
-    so an at-least-once redelivery sends each once. Never expires, like the log."""
-    return f"{PREFIX}:{{{tid}}}:email:sent"

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from bot.domain import ids
 from bot.domain.errors import InvalidInputError, NotFoundError
 from bot.domain.events import Actor, Decision, Origin
 from bot.domain.reducer import Status
 from bot.engine.inbox import Control
 from bot.runtime import Runtime
-from bot.storage import keys
+from bot.storage.indexes import Page as Page_
+from bot.storage.queue import last_heartbeat
 from bot.web.schemas import (
     AnswerIn,
     ControlIn,
@@ -58,6 +59,11 @@ def _delivery(key: str | None) -> str | None:
     return f"api:{key}" if key else None
 
 
+MAX_SCAN = 10_000
+"""Threads of one agent read to filter them by status."""
+MAX_OFFSET = 100_000
+"""The deepest page: listings merge every shard's first offset + limit entries."""
+
 router = APIRouter()
 
 
@@ -72,7 +78,7 @@ async def create_thread(
         by=api_actor(body.user),
         origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
         # A key names its thread, so a retry finds the thread it created.
-        thread_id=keys.thread_id_for("api", idempotency_key) if idempotency_key else None,
+        thread_id=ids.thread_id_for("api", idempotency_key) if idempotency_key else None,
         delivery=_delivery(idempotency_key),
     )
     if got.duplicate:
@@ -85,14 +91,17 @@ async def list_threads(
     rt: Rt,
     status: Status | None = None,
     agent: str | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[ThreadSummary]:
     """Threads, newest first; filter by status and agent."""
-    ids, total = await rt.store.thread_ids(
-        status=status.value if status else None, agent=agent, offset=offset, limit=limit
-    )
-    rows = zip(ids, await rt.store.metas(ids), strict=True)
+    if status and agent:
+        tids, total = await _with_status(rt, agent, status.value, offset, limit)
+    else:
+        tids, total = await rt.indexes.threads(
+            status=status.value if status else None, agent=agent, offset=offset, limit=limit
+        )
+    rows = zip(tids, await rt.log.metas(tids), strict=True)
     items = [
         ThreadSummary(
             id=tid,
@@ -109,8 +118,8 @@ async def list_threads(
 @router.get("/threads/{thread_id}", response_model=ThreadOut, tags=["threads"])
 async def get_thread(thread_id: str, rt: Rt) -> ThreadOut:
     """A thread: status, open requests and every event."""
-    state = await rt.store.get(thread_id)
-    return ThreadOut.from_state(state, await rt.store.events(thread_id))
+    state = await rt.log.get(thread_id)
+    return ThreadOut.from_state(state, await rt.log.events(thread_id, version=state.version))
 
 
 @router.post("/threads/{thread_id}/messages", response_model=ThreadOut, tags=["threads"])
@@ -151,13 +160,13 @@ async def cancel(thread_id: str, rt: Rt, body: ControlIn | None = None) -> Threa
 async def list_requests(
     rt: Rt,
     status: Annotated[str, Query(pattern="^open$")] = "open",
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[RequestOut]:
     """Open approvals and questions across threads, oldest first."""
-    ids, total = await rt.store.open_request_ids(offset=offset, limit=limit)
+    rids, total = await rt.indexes.open_requests(offset=offset, limit=limit)
     items = []
-    for rid in ids:
+    for rid in rids:
         try:
             req, state = await rt.decisions.find(rid)
         except NotFoundError:
@@ -217,12 +226,19 @@ async def healthz() -> dict[str, str]:
 async def readyz(rt: Rt) -> JSONResponse:
     """Redis answers and a worker was seen in the last 15 seconds."""
     try:
-        await rt.redis.ping()
-        seen = await rt.redis.zrevrange(keys.workers(), 0, 0, withscores=True)
+        seen = await last_heartbeat(rt.redis)
     except RedisError as exc:
         return JSONResponse({"error": "not_ready", "detail": f"redis: {exc}"}, status_code=503)
-    if not seen or time.time() - float(seen[0][1]) > 15:
+    if seen is None or rt.clock.now() - seen[1] > 15:
         return JSONResponse(
             {"error": "not_ready", "detail": "no worker seen recently"}, status_code=503
         )
-    return JSONResponse({"status": "ready", "worker": seen[0][0]})
+    return JSONResponse({"status": "ready", "worker": seen[0]})
+
+
+async def _with_status(rt: Runtime, agent: str, status: str, offset: int, limit: int) -> Page_:
+    """An agent's threads in one status: its whole index, filtered by each thread's meta."""
+    tids, _ = await rt.indexes.threads(agent=agent, offset=0, limit=MAX_SCAN)
+    metas = await rt.log.metas(tids)
+    found = [t for t, m in zip(tids, metas, strict=True) if m.get("status") == status]
+    return found[offset : offset + limit], len(found)

@@ -19,7 +19,7 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.reducer import ThreadState
-from bot.runtime import Runtime
+from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from channels.email import compose, drafts
 from channels.email.config import EmailConfig
@@ -55,10 +55,10 @@ class EmailChannel:
 
     name = "email"
 
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, runtime: ChannelPorts) -> None:
         self.cfg = EmailConfig.from_settings(settings)
         self.runtime = runtime
-        self.mailer = Mailer(settings, self.cfg, runtime.store)
+        self.mailer = Mailer(settings, self.cfg, runtime.state, runtime.clock)
         self.intake = Intake(self.cfg, runtime, self.mailer)
         secret = settings.email_inbound_secret
         self.router: APIRouter | None = build_router(
@@ -100,7 +100,7 @@ class EmailChannel:
     async def _why(self, thread_id: str, asked: ApprovalRequested) -> str | None:
         """What the requester last said before the approval was asked for."""
         said = None
-        for event in await self.runtime.store.events(thread_id):
+        for event in await self.runtime.threads.events(thread_id):
             if event.id == asked.id:
                 break
             if isinstance(event, UserMessage):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.domain import ids
 from bot.domain.errors import (
     ConflictError,
     DeliveryError,
@@ -22,8 +23,7 @@ from bot.domain.errors import (
     NotFoundError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
-from bot.runtime import Runtime
-from bot.storage import keys
+from bot.engine.ports import ChannelPorts
 from channels.email import compose, drafts, mime, tokens
 from channels.email.config import EmailConfig
 from channels.email.mime import Inbound
@@ -64,11 +64,11 @@ class Intake:
 
     Args:
         cfg: the channel's email settings.
-        runtime: the inbox, decisions and store.
+        runtime: the inbox, decisions, threads and the email state.
         mailer: sends the short answers (asking again, refusals).
     """
 
-    def __init__(self, cfg: EmailConfig, runtime: Runtime, mailer: Mailer) -> None:
+    def __init__(self, cfg: EmailConfig, runtime: ChannelPorts, mailer: Mailer) -> None:
         self.cfg = cfg
         self.rt = runtime
         self.mailer = mailer
@@ -103,7 +103,7 @@ class Intake:
             if token := tokens.token_of(address, self.cfg.domain):
                 return await self._answer(mail, token)
         for mid in mail.thread_ids():
-            if tid := await self.rt.store.resolve("email", mid):
+            if tid := await self.rt.state.resolve(mid):
                 return await self._message(mail, tid)
         for address in mail.recipients:
             local, _, domain = address.rpartition("@")
@@ -121,7 +121,7 @@ class Intake:
         if not text:
             return Handled(Disposition.IGNORED, "the email is empty")
         root = mail.root()
-        tid = keys.thread_id_for("email", root)
+        tid = ids.thread_id_for("email", root)
         origin = Origin(
             channel="email",
             conversation=root,
@@ -143,8 +143,8 @@ class Intake:
             )
         except ConflictError as exc:
             return await self._refuse(mail, tid, exc.message)
-        await self.rt.store.link("email", root, tid)
-        await self.rt.store.link("email", mail.message_id, tid)
+        await self.rt.state.link(root, tid)
+        await self.rt.state.link(mail.message_id, tid)
         if got.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)
         kind = Disposition.CREATED if got.created else Disposition.MESSAGE
@@ -157,7 +157,7 @@ class Intake:
             got = await self.rt.inbox.say(tid, mail.text, _actor(mail), delivery=mail.message_id)
         except (ConflictError, NotFoundError) as exc:
             return await self._refuse(mail, tid, exc.message)
-        await self.rt.store.link("email", mail.message_id, tid)
+        await self.rt.state.link(mail.message_id, tid)
         if got.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)
         return Handled(Disposition.MESSAGE, "message on the thread", tid)
@@ -172,7 +172,7 @@ class Intake:
                 "email %s from %s: forged reply token refused", mail.message_id, mail.sender
             )
             return Handled(Disposition.REFUSED, "unknown or forged reply address")
-        tid = keys.thread_of_request(claim.request_id)
+        tid = ids.thread_of_request(claim.request_id)
         assert tid is not None  # a genuine token names a well-formed request id
         if claim.is_expired(time.time()):
             return await self._refuse(mail, tid, "This reply address has expired.")
@@ -194,9 +194,9 @@ class Intake:
             req, state = await self.rt.decisions.find(claim.request_id)
         except NotFoundError:
             return await self._refuse(mail, tid, "The request this answers no longer exists.")
-        if await self.rt.store.seen(state.id, mail.message_id):
+        if await self.rt.threads.seen(state.id, mail.message_id):
             return Handled(Disposition.DUPLICATE, "seen before", tid)
-        await self.rt.store.link("email", mail.message_id, tid)
+        await self.rt.state.link(mail.message_id, tid)
         if isinstance(req.asked, ApprovalRequested):
             return await self._decide(mail, tid, token, req.asked)
         return await self._reply_to_question(mail, tid, token, claim.request_id)

@@ -8,14 +8,13 @@ checked before the next. A failure raises, and the outbox retries durably.
 from __future__ import annotations
 
 import logging
-import time
 
 import aiosmtplib
 
+from bot.domain.clock import Clock
 from bot.domain.errors import DeliveryError
+from bot.engine.ports import StateStore
 from bot.settings import Settings
-from bot.storage import keys
-from bot.storage.store import Store
 from channels.email.config import EmailConfig
 from channels.email.drafts import Draft
 from channels.email.render import to_message
@@ -32,12 +31,15 @@ class Mailer:
     Args:
         settings: ``SMTP_*``.
         cfg: the channel's email settings.
-        store: to link sent Message-IDs to threads (replies find their thread).
+        state: what was sent, and sent Message-IDs linked to threads (replies find them).
     """
 
-    def __init__(self, settings: Settings, cfg: EmailConfig, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, cfg: EmailConfig, state: StateStore, clock: Clock
+    ) -> None:
         self.cfg = cfg
-        self.store = store
+        self.state = state
+        self.clock = clock
         self.host = settings.smtp_host or "localhost"
         self.port = settings.smtp_port
         self.username = settings.smtp_username
@@ -52,12 +54,11 @@ class Mailer:
         Raises:
             DeliveryError: the SMTP server refused or could not be reached.
         """
-        redis = self.store.redis
-        marker = f"{draft.key}:{draft.to}"
-        if await redis.hexists(keys.email_sent(thread_id), marker):  # type: ignore[misc]
+        marker = f"sent:{draft.key}:{draft.to}"
+        if await self.state.get(thread_id, marker) is not None:
             return False
         # Linked first: a reply may arrive before this coroutine resumes.
-        await self.store.link("email", draft.message_id, thread_id)
+        await self.state.link(draft.message_id, thread_id)
         message = to_message(draft, self.cfg)
         try:
             await aiosmtplib.send(
@@ -78,7 +79,7 @@ class Mailer:
                 f"failed: {exc}",
                 thread_id=thread_id,
             ) from exc
-        await redis.hset(keys.email_sent(thread_id), marker, str(time.time()))  # type: ignore[misc]
+        await self.state.put(thread_id, marker, str(self.clock.now()))
         log.info(
             "thread %s: sent %s email %s to %s",
             thread_id,

@@ -29,7 +29,7 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision
-from bot.runtime import Runtime
+from bot.engine.ports import ChannelPorts
 from channels.email import tokens
 from channels.email.config import EmailConfig
 from channels.email.drafts import to_rows, to_utc
@@ -40,7 +40,7 @@ SECRET_HEADER = "x-greenlight-inbound-secret"
 
 
 def build_router(
-    cfg: EmailConfig, runtime: Runtime, intake: Intake, inbound_secret: str | None
+    cfg: EmailConfig, runtime: ChannelPorts, intake: Intake, inbound_secret: str | None
 ) -> APIRouter:
     """The email channel's routes."""
     router = APIRouter(tags=["email"])
@@ -122,7 +122,7 @@ class _Link:
     """Why the request can no longer be decided here; None when it can."""
 
 
-async def _open_link(cfg: EmailConfig, runtime: Runtime, token: str, address: str) -> _Link:
+async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, address: str) -> _Link:
     claim = tokens.verify(token.lower(), cfg.secret, purpose="link")
     if claim is None or not claim.is_for(address, cfg.secret):
         raise NotFoundError("this decision link is not valid")

@@ -24,7 +24,7 @@ import struct
 from dataclasses import dataclass
 from typing import Literal
 
-from bot.storage.keys import REQUEST_ID
+from bot.domain.ids import REQUEST_ID
 
 REPLY_PREFIX = "reply+"
 _ID_BYTES = 14

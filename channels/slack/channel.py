@@ -31,7 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.errors import ConfigError
 from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
-from bot.runtime import Runtime
+from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from channels.slack.background import Background
 from channels.slack.clicks import Clicks
@@ -99,7 +99,7 @@ class SlackChannel:
 
     name = "slack"
 
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, runtime: ChannelPorts) -> None:
         if settings.slack_bot_token is None:
             raise ConfigError("SLACK_BOT_TOKEN is required for the Slack channel")
         token = settings.slack_bot_token.get_secret_value()
@@ -109,7 +109,11 @@ class SlackChannel:
         self.web_client = to_client(token, settings.slack_api_url, patient=False)
         approvals = settings.slack_approvals_channel
         self.outbound = Outbound(
-            self.client, runtime.store, People(self.client), approvals_channel=approvals
+            self.client,
+            runtime.threads,
+            runtime.state,
+            People(self.client),
+            approvals_channel=approvals,
         )
         web_people = People(self.web_client, budget=IDENTITY_BUDGET)
         self.app = AsyncApp(
@@ -123,7 +127,9 @@ class SlackChannel:
             logger=logging.getLogger("channels.slack.bolt"),
         )
         self.background = Background()
-        aside = Outbound(self.client, runtime.store, web_people, approvals_channel=approvals)
+        aside = Outbound(
+            self.client, runtime.threads, runtime.state, web_people, approvals_channel=approvals
+        )
         Listeners(runtime, web_people, aside, self.background).register(self.app)
         Clicks(runtime, web_people, aside, self.background, self.web_client).register(self.app)
         self.router: APIRouter | None = to_router(self.app) if secret else None

@@ -29,7 +29,7 @@ from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, 
 from bot.domain.events import Actor, ApprovalRequested, Decision, HumanQuestion
 from bot.domain.policy import is_allowed, is_same_person
 from bot.domain.reducer import Request, RequestStatus
-from bot.runtime import Runtime
+from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
 from channels.slack.outbound import Outbound, Place
@@ -69,7 +69,7 @@ class Clicks:
 
     def __init__(
         self,
-        runtime: Runtime,
+        runtime: ChannelPorts,
         people: People,
         outbound: Outbound,
         background: Background,

@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.domain import ids
 from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from bot.domain.events import Actor, HumanQuestion, Origin
 from bot.domain.policy import may_answer
 from bot.domain.reducer import Request, ThreadState
-from bot.runtime import Runtime
-from bot.storage import keys
+from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import cut, who
 from channels.slack.outbound import Outbound
@@ -52,7 +53,7 @@ class Listeners:
     """
 
     def __init__(
-        self, runtime: Runtime, people: People, outbound: Outbound, background: Background
+        self, runtime: ChannelPorts, people: People, outbound: Outbound, background: Background
     ) -> None:
         self.rt = runtime
         self.people = people
@@ -79,14 +80,14 @@ class Listeners:
 
     async def hear(self, msg: Message) -> None:
         """A person wrote: answer an open question, continue a thread, or start one."""
-        tid = keys.thread_id_for("slack", msg.conversation)
+        tid = ids.thread_id_for("slack", msg.conversation)
         if not msg.is_reply:
             # A new post: no thread, no question, no card under it (a retry is deduplicated).
             await self._start(msg, tid)
             return
-        alias = await self.rt.store.resolve("slack", f"{msg.channel}:{msg.root}")
+        alias = await self.rt.state.resolve(f"{msg.channel}:{msg.root}")
         tid = alias or tid
-        state = await self.rt.store.load(tid)
+        state = await self.rt.threads.load(tid)
         if not state.exists and not msg.mention and not msg.direct:
             return  # a thread the bot is not part of
         question = _open_question(state)
@@ -179,7 +180,7 @@ class Listeners:
                 conversation=conversation,
                 metadata={"team": cmd.team, "channel": channel, "thread_ts": root},
             ),
-            thread_id=keys.thread_id_for("slack", conversation),
+            thread_id=ids.thread_id_for("slack", conversation),
             delivery=f"slack:{channel}:{root}",
         )
 
@@ -207,5 +208,5 @@ def _open_question(state: ThreadState) -> tuple[Request, HumanQuestion] | None:
     return None
 
 
-def _only(agents: dict[str, Any]) -> str | None:
+def _only(agents: Mapping[str, Any]) -> str | None:
     return next(iter(agents)) if len(agents) == 1 else None

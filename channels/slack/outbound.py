@@ -1,7 +1,7 @@
 """What Greenlight posts in Slack: cards, their updates, reminders and the agent's replies.
 
 Delivery is at-least-once, so every post is recorded under its event id in the
-thread's Slack hash (``bot.storage.keys.slack``) and skipped when found there. Cards
+thread's Slack state (``ChannelPorts.state``) and skipped when found there. Cards
 are remembered per request, so when a request is decided through any channel,
 expires or is cancelled, every card for it is updated in place.
 """
@@ -30,8 +30,7 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.reducer import Request, RequestStatus, ThreadState
-from bot.storage import keys
-from bot.storage.store import Store
+from bot.engine.ports import StateStore, ThreadReader
 from channels.slack.blocks import Block, CardInfo, card, to_chunks, when
 from channels.slack.people import People, escape
 
@@ -65,7 +64,8 @@ class Outbound:
 
     Args:
         client: the Web API client (with rate-limit retries).
-        store: the event store (for the Slack hash and the requester's words).
+        threads: the requester's words before a request.
+        state: Slack's own state: what was posted for each thread, and where.
         people: resolves approvers into mentions.
         approvals_channel: where cards go when a policy names no channel.
     """
@@ -73,13 +73,15 @@ class Outbound:
     def __init__(
         self,
         client: AsyncWebClient,
-        store: Store,
+        threads: ThreadReader,
+        state: StateStore,
         people: People,
         *,
         approvals_channel: str | None = None,
     ) -> None:
         self.client = client
-        self.store = store
+        self.threads = threads
+        self.state = state
         self.people = people
         self.approvals_channel = approvals_channel
 
@@ -163,7 +165,7 @@ class Outbound:
 
     async def cards(self, thread_id: str, request_id: str) -> list[tuple[str, str]]:
         """The (channel, ts) of every card posted for a request."""
-        found = await self.store.redis.hgetall(keys.slack(thread_id))  # type: ignore[misc]
+        found = await self.state.all(thread_id)
         prefix = f"card:{request_id}:"
         return [
             (str(f).removeprefix(prefix), str(ts))
@@ -201,7 +203,7 @@ class Outbound:
             elsewhere = None  # a question is asked where the conversation is
         if elsewhere and (here is None or here.channel != elsewhere):
             posted = await self._card(thread, req, event.id, Place(elsewhere))
-            await self.store.link("slack", f"{posted.channel}:{posted.thread_ts}", thread.id)
+            await self.state.link(f"{posted.channel}:{posted.thread_ts}", thread.id)
             if here is not None and isinstance(event, ApprovalRequested):
                 permalink = await self._permalink(posted)
                 where = f"<{permalink}|the approvals channel>" if permalink else f"<#{elsewhere}>"
@@ -215,9 +217,7 @@ class Outbound:
     async def _card(self, thread: ThreadState, req: Request, event_id: str, place: Place) -> Place:
         text, blocks = await self.render(thread, req, place.channel)
         posted = await self._post(thread.id, event_id, place, text, blocks)
-        await self.store.redis.hset(  # type: ignore[misc]
-            keys.slack(thread.id), f"card:{req.id}:{posted.channel}", str(posted.thread_ts)
-        )
+        await self.state.put(thread.id, f"card:{req.id}:{posted.channel}", str(posted.thread_ts))
         return posted
 
     async def _under_cards(
@@ -236,7 +236,7 @@ class Outbound:
     ) -> Place:
         """Post once per ``part``; returns where the message is (its ts as ``thread_ts``)."""
         field = f"post:{part}"
-        done = await self.store.redis.hget(keys.slack(thread_id), field)  # type: ignore[misc]
+        done = await self.state.get(thread_id, field)
         if done:
             channel, ts = str(done).split(" ", 1)
             return Place(channel, ts)
@@ -251,19 +251,16 @@ class Outbound:
         )
         posted = Place(str(answer["channel"]), str(answer["ts"]))
         # A crash between the post and this write posts again: at-least-once, like the outbox.
-        await self.store.redis.hset(  # type: ignore[misc]
-            keys.slack(thread_id), field, f"{posted.channel} {posted.thread_ts}"
-        )
+        await self.state.put(thread_id, field, f"{posted.channel} {posted.thread_ts}")
         log.info("thread %s: slack posted %s in %s", thread_id, part, posted.channel)
         return posted
 
     async def _link(self, thread_id: str, place: Place) -> str:
-        key = keys.slack(thread_id)
-        found = str(await self.store.redis.hget(key, "link") or "")  # type: ignore[misc]
+        found = await self.state.get(thread_id, "link") or ""
         if not found:
             found = await self._permalink(place) or ""
             if found:
-                await self.store.redis.hset(key, "link", found)  # type: ignore[misc]
+                await self.state.put(thread_id, "link", found)
         return f"<{found}|this conversation>" if found else f"<#{place.channel}>"
 
     async def _permalink(self, place: Place) -> str | None:
@@ -279,7 +276,7 @@ class Outbound:
     async def _words_before(self, thread_id: str, event_id: str) -> str | None:
         """What the requester last said before the request: the "why" on a card."""
         said = None
-        for event in await self.store.events(thread_id):
+        for event in await self.threads.events(thread_id):
             if event.id == event_id:
                 return said
             if isinstance(event, UserMessage):

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from bot.domain.errors import DeliveryError, UnauthorizedError
 from bot.domain.events import Actor, Event, Origin
 from bot.domain.reducer import ThreadState
-from bot.runtime import Runtime
+from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from bot.web.schemas import ThreadOut
 from channels.webhook.payloads import WebhookIn, to_callback, to_thread_id
@@ -34,7 +34,7 @@ class WebhookChannel:
 
     name = "webhook"
 
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, runtime: ChannelPorts) -> None:
         secret = settings.webhook_secret
         self.secret = secret.get_secret_value() if secret else None
         self.public_url = settings.public_url

@@ -18,8 +18,8 @@ from bot.domain.events import (
     HumanAnswer,
     HumanQuestion,
 )
+from bot.domain.ids import thread_id_for
 from bot.domain.reducer import ThreadState
-from bot.storage.keys import thread_id_for
 
 
 class WebhookIn(BaseModel):

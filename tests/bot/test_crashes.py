@@ -58,7 +58,7 @@ async def test_worker_killed_mid_tool_another_worker_finishes(
         await serving
 
     runs = await redis.lrange(RUNS, 0, -1)  # type: ignore[misc]
-    events = await rt.store.events(tid)
+    events = await rt.log.events(tid)
     (result,) = [e for e in events if isinstance(e, ToolResult)]
     if idempotent:
         # Re-run with the same idempotency key, so the system acted on can dedupe.
@@ -72,7 +72,7 @@ async def test_worker_killed_mid_tool_another_worker_finishes(
 
 
 async def _status(rt: Runtime, tid: str, status: Status) -> ThreadState | None:
-    state = await rt.store.load(tid)
+    state = await rt.log.load(tid)
     return state if state.status is status else None
 
 
@@ -87,7 +87,7 @@ async def test_suspended_threads_survive_a_redis_restart(tmp_path: Path) -> None
         rt = build_runtime(redis, agents, model)
         got = await rt.inbox.message(agent="bank", text="pay", by=ANN, origin=Origin(channel="api"))
         await rt.worker().burst()
-        (req,) = (await rt.store.load(got.thread.id)).open_requests()
+        (req,) = (await rt.log.load(got.thread.id)).open_requests()
         await redis.aclose()
 
         server.stop(kill=True)  # no shutdown, no final fsync: the AOF must already hold it
@@ -95,10 +95,10 @@ async def test_suspended_threads_survive_a_redis_restart(tmp_path: Path) -> None
 
         redis = Redis.from_url(server.url, decode_responses=True)
         rt = build_runtime(redis, agents, model)
-        assert (await rt.store.load(got.thread.id)).status is Status.AWAITING_APPROVAL
+        assert (await rt.log.load(got.thread.id)).status is Status.AWAITING_APPROVAL
         await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
         await rt.worker().burst()
-        assert (await rt.store.load(got.thread.id)).status is Status.DONE
+        assert (await rt.log.load(got.thread.id)).status is Status.DONE
         assert len(ledger.runs) == 1
         await redis.aclose()
     finally:

@@ -25,8 +25,9 @@ from bot.domain.model import ModelCall
 from bot.domain.policy import ANYONE, ApprovalPolicy
 from bot.domain.reducer import RequestStatus, Status
 from bot.domain.tools import Tool, ToolContext
-from bot.runtime import build_runtime, connect
+from bot.runtime import build_runtime
 from bot.storage import keys
+from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis
 from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually
@@ -43,7 +44,7 @@ async def test_a_paused_thread_past_its_expiry_is_not_requeued_forever(redis: Re
     )
     got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
     await rt.worker().burst()
-    (req,) = (await rt.store.load(got.thread.id)).open_requests()
+    (req,) = (await rt.log.load(got.thread.id)).open_requests()
     await rt.inbox.control(got.thread.id, "pause", ALICE)
 
     async def overdue() -> bool:
@@ -52,14 +53,14 @@ async def test_a_paused_thread_past_its_expiry_is_not_requeued_forever(redis: Re
     await eventually(overdue)
     # Paused, nothing can happen: a burst worker finds nothing to do and returns.
     await asyncio.wait_for(rt.worker().burst(), 5)
-    state = await rt.store.load(got.thread.id)
+    state = await rt.log.load(got.thread.id)
     assert state.status is Status.PAUSED and state.requests[req.id].is_open
-    assert await redis.zscore(keys.timers(), got.thread.id) is None
+    assert await redis.zscore(keys.timers(keys.shard_of(got.thread.id)), got.thread.id) is None
 
     # Resumed, the overdue expiry takes effect.
     await rt.inbox.control(got.thread.id, "resume", ALICE)
     await asyncio.wait_for(rt.worker().burst(), 5)
-    state = await rt.store.load(got.thread.id)
+    state = await rt.log.load(got.thread.id)
     assert state.requests[req.id].status is RequestStatus.EXPIRED
     assert ledger.runs == []
 
@@ -74,14 +75,15 @@ async def test_a_failing_prefetch_is_recorded_and_escalates(redis: Redis) -> Non
     got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
     await rt.worker().burst()
 
-    state = await rt.store.load(got.thread.id)
-    events = await rt.store.events(got.thread.id)
+    state = await rt.log.load(got.thread.id)
+    events = await rt.log.events(got.thread.id)
     errors = [e for e in events if isinstance(e, ErrorEvent)]
     assert len(errors) == 3 and "inventory is down" in errors[0].message
     assert state.status is Status.AWAITING_HUMAN
     assert any(isinstance(e, HumanQuestion) and e.call_id is None for e in events)
     assert model.requests == []
-    assert int((await redis.xpending(keys.queue(), keys.GROUP))["pending"]) == 0
+    shard = keys.shard_of(got.thread.id)
+    assert int((await redis.xpending(keys.queue(shard), keys.GROUP))["pending"]) == 0
 
 
 async def test_cancel_while_a_tool_runs_keeps_its_result(redis: Redis) -> None:
@@ -103,13 +105,13 @@ async def test_cancel_while_a_tool_runs_keeps_its_result(redis: Redis) -> None:
     finish.set()
     await asyncio.wait_for(draining, 5)
 
-    events = await rt.store.events(got.thread.id)
+    events = await rt.log.events(got.thread.id)
     (started,) = [e for e in events if isinstance(e, ToolStarted)]
     # The side effect happened: the log must say so, even though the thread was cancelled.
     (result,) = [e for e in events if isinstance(e, ToolResult)]
     assert result.call_id == started.call_id
     assert result.outcome is Outcome.OK and result.output == "charged ann"
-    assert (await rt.store.load(got.thread.id)).status is Status.CANCELLED
+    assert (await rt.log.load(got.thread.id)).status is Status.CANCELLED
 
 
 async def test_a_worker_outlives_a_redis_outage(
@@ -117,7 +119,7 @@ async def test_a_worker_outlives_a_redis_outage(
 ) -> None:
     server = EmbeddedRedis(tmp_path / "redis")
     server.start()
-    redis = connect(server.url)
+    redis = await connect(server.url)
     rt = build_runtime(
         redis, {"bank": make_agent(Ledger())}, ScriptedModel(turns(c("transfer", to="b", amount=1)))
     )
@@ -139,7 +141,7 @@ async def test_a_worker_outlives_a_redis_outage(
         got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
 
         async def suspended() -> bool:
-            state = await rt.store.load(got.thread.id)
+            state = await rt.log.load(got.thread.id)
             return state.status is Status.AWAITING_APPROVAL
 
         await eventually(suspended)
@@ -157,11 +159,11 @@ async def test_errors_before_a_reply_do_not_count_after_it(redis: Redis) -> None
     rt = build_runtime(redis, {"bank": make_agent(Ledger())}, model)
     got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
     await rt.worker().burst()
-    assert (await rt.store.load(got.thread.id)).status is Status.WAITING_FOR_USER
+    assert (await rt.log.load(got.thread.id)).status is Status.WAITING_FOR_USER
 
     # One error since the last success is not three in a row: no human is asked.
     await rt.inbox.say(got.thread.id, "savings", ALICE)
     await rt.worker().burst()
-    events = await rt.store.events(got.thread.id)
+    events = await rt.log.events(got.thread.id)
     assert not any(isinstance(e, HumanQuestion) for e in events)
-    assert (await rt.store.load(got.thread.id)).status is Status.DONE
+    assert (await rt.log.load(got.thread.id)).status is Status.DONE

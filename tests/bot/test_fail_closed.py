@@ -142,7 +142,7 @@ async def _decided_by_nobody(h: Harness) -> None:
         requester=SYSTEM,
         approvers=[],
     )
-    state = await h.rt.store.append(state, [call, asked], enqueue=False)
+    state = await h.rt.log.append(state, [call, asked], enqueue=False)
     for who in ("mallory", "bob", "ann"):
         body: dict[str, Any] = {"decision": "approve", "by": who}
         r = await h.api.post(f"/requests/{asked.request_id}/decision", json=body)

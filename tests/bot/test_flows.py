@@ -37,7 +37,7 @@ def runtime(redis: Redis, model: ScriptedModel, ledger: Ledger, **agent: object)
 async def start(rt: Runtime, text: str = "pay bob 10", by: Actor = ALICE) -> ThreadState:
     got = await rt.inbox.message(agent="bank", text=text, by=by, origin=ORIGIN)
     await rt.worker().burst()
-    return await rt.store.load(got.thread.id)
+    return await rt.log.load(got.thread.id)
 
 
 def results(events: list[object]) -> list[ToolResult]:
@@ -57,10 +57,10 @@ async def test_full_cycle_approve_runs_the_tool_then_replies(redis: Redis) -> No
     await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
     await rt.worker().burst()
 
-    state = await rt.store.load(state.id)
+    state = await rt.log.load(state.id)
     assert state.status is Status.DONE
     assert [r[0] for r in ledger.runs] == ["transfer"]
-    events = await rt.store.events(state.id)
+    events = await rt.log.events(state.id)
     assert results(events)[0].output == "sent 10 to bob"
     assert isinstance(events[-1], AgentReply) and events[-1].text == "done"
     # The model's second turn saw the tool's result.
@@ -78,7 +78,7 @@ async def test_reject_gives_the_reason_to_the_model_and_never_runs(redis: Redis)
     await rt.worker().burst()
 
     assert ledger.runs == []
-    events = await rt.store.events(state.id)
+    events = await rt.log.events(state.id)
     (rejected,) = results(events)
     assert rejected.outcome is Outcome.REJECTED
     context = model.requests[-1].context_text()
@@ -96,12 +96,12 @@ async def test_edited_arguments_run_and_invalid_edits_are_refused(redis: Redis) 
         await rt.decisions.decide(
             req.id, Decision.APPROVE, BOB, edited_args={"to": "bob", "amount": "lots"}
         )
-    assert (await rt.store.load(state.id)).version == state.version  # nothing recorded
+    assert (await rt.log.load(state.id)).version == state.version  # nothing recorded
 
     await rt.decisions.decide(req.id, Decision.APPROVE, BOB, edited_args={"to": "bob", "amount": 5})
     await rt.worker().burst()
     assert ledger.runs[0][1] == {"to": "bob", "amount": 5}
-    decision = next(e for e in await rt.store.events(state.id) if isinstance(e, ApprovalDecision))
+    decision = next(e for e in await rt.log.events(state.id) if isinstance(e, ApprovalDecision))
     assert decision.edited_args == {"to": "bob", "amount": 5}
 
 
@@ -118,7 +118,7 @@ async def test_ask_human_answer_continues_the_loop(redis: Redis) -> None:
 
     assert "Bob Marley" in model.requests[1].context_text()
     assert [r[0] for r in ledger.runs] == ["echo"]
-    assert (await rt.store.load(state.id)).status is Status.DONE
+    assert (await rt.log.load(state.id)).status is Status.DONE
 
 
 async def test_two_gated_calls_in_one_turn_resume_when_both_are_decided(redis: Redis) -> None:
@@ -153,7 +153,7 @@ async def test_n_of_m_and_no_self_approval(redis: Redis) -> None:
     await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
     await rt.worker().burst()
     assert ledger.runs == []
-    assert (await rt.store.load(state.id)).status is Status.AWAITING_APPROVAL
+    assert (await rt.log.load(state.id)).status is Status.AWAITING_APPROVAL
     with pytest.raises(ConflictError, match="already approved"):
         await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
 
@@ -188,7 +188,7 @@ async def test_concurrent_decisions_exactly_one_wins(redis: Redis, redis_server:
     assert sorted(o.split(":")[0] for o in outcomes) == ["lost", "won"]
     loser = next(o for o in outcomes if o.startswith("lost"))
     assert "already" in loser and ("bob" in loser or "carol" in loser)
-    decisions = [e for e in await rt.store.events(state.id) if isinstance(e, ApprovalDecision)]
+    decisions = [e for e in await rt.log.events(state.id) if isinstance(e, ApprovalDecision)]
     assert len(decisions) == 1
 
 
@@ -206,12 +206,12 @@ async def test_same_delivery_twice_is_one_event(redis: Redis) -> None:
     assert again.thread.version == first.thread.version == 2
 
     await rt.worker().burst()
-    (req,) = (await rt.store.load(first.thread.id)).open_requests()
+    (req,) = (await rt.log.load(first.thread.id)).open_requests()
     await rt.decisions.decide(req.id, Decision.APPROVE, BOB, delivery="click-1")
     replay = await rt.decisions.decide(req.id, Decision.APPROVE, BOB, delivery="click-1")
     assert replay.duplicate
     decisions = [
-        e for e in await rt.store.events(req.id.split(".")[0]) if isinstance(e, ApprovalDecision)
+        e for e in await rt.log.events(req.id.split(".")[0]) if isinstance(e, ApprovalDecision)
     ]
     assert len(decisions) == 1
 
@@ -223,7 +223,7 @@ async def test_three_consecutive_tool_errors_ask_a_human(redis: Redis) -> None:
     state = await start(rt)
 
     assert state.status is Status.AWAITING_HUMAN
-    question = next(e for e in await rt.store.events(state.id) if isinstance(e, HumanQuestion))
+    question = next(e for e in await rt.log.events(state.id) if isinstance(e, HumanQuestion))
     assert "3 errors in a row" in question.question
     assert len(model.requests) == 3
     # Errors are compacted into one block showing the latest.
@@ -233,7 +233,7 @@ async def test_three_consecutive_tool_errors_ask_a_human(redis: Redis) -> None:
     (req,) = state.open_requests()
     await rt.decisions.answer(req.id, "try again, it is back", CAROL)
     await rt.worker().burst()
-    state = await rt.store.load(state.id)
+    state = await rt.log.load(state.id)
     assert state.status is Status.DONE and "<errors" not in model.requests[-1].context_text()
 
 
@@ -251,7 +251,7 @@ async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None
     async def expired() -> ThreadState:
         while True:
             await rt.worker().burst()
-            s = await rt.store.load(state.id)
+            s = await rt.log.load(state.id)
             if s.status is not Status.AWAITING_APPROVAL:
                 return s
             await asyncio.sleep(0.05)
@@ -261,7 +261,7 @@ async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None
     assert ledger.runs == []
     with pytest.raises(ConflictError, match="expired"):
         await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
-    assert results(await rt.store.events(state.id))[0].outcome is Outcome.REJECTED
+    assert results(await rt.log.events(state.id))[0].outcome is Outcome.REJECTED
 
 
 async def test_expiry_escalates_to_other_approvers(redis: Redis) -> None:
@@ -281,7 +281,7 @@ async def test_expiry_escalates_to_other_approvers(redis: Redis) -> None:
     async def escalated() -> ThreadState:
         while True:
             await rt.worker().burst()
-            s = await rt.store.load(state.id)
+            s = await rt.log.load(state.id)
             if s.requests[req.id].approvers == ["carol"]:
                 return s
             await asyncio.sleep(0.05)

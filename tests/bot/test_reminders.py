@@ -47,7 +47,7 @@ class RecordingChannel:
 async def start(redis: Redis, ledger: Ledger, channel: RecordingChannel) -> tuple[Runtime, str]:
     agent = make_agent(ledger, policy=POLICY)
     model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
-    rt = build_runtime(redis, {"bank": agent}, model, channels=[channel])
+    rt = build_runtime(redis, {"bank": agent}, model, channels=lambda _: [channel])
     got = await rt.inbox.message(
         agent="bank", text="pay bob 10", by=ALICE, origin=Origin(channel="api")
     )
@@ -62,7 +62,7 @@ async def reminded(rt: Runtime, thread_id: str, until: float) -> list[Reminded]:
         while True:
             await rt.worker().burst()
             if time.time() > until:
-                return [e for e in await rt.store.events(thread_id) if isinstance(e, Reminded)]
+                return [e for e in await rt.log.events(thread_id) if isinstance(e, Reminded)]
             await asyncio.sleep(0.02)
 
     return await asyncio.wait_for(poll(), 5)
@@ -71,7 +71,7 @@ async def reminded(rt: Runtime, thread_id: str, until: float) -> list[Reminded]:
 async def test_each_reminder_is_sent_once_and_the_request_stays_open(redis: Redis) -> None:
     ledger, channel = Ledger(), RecordingChannel()
     rt, thread_id = await start(redis, ledger, channel)
-    asked = next(e for e in await rt.store.events(thread_id) if isinstance(e, ApprovalRequested))
+    asked = next(e for e in await rt.log.events(thread_id) if isinstance(e, ApprovalRequested))
     assert len(asked.remind_at) == 2
 
     # Many bursts run before, between and after the two reminder times.
@@ -79,10 +79,10 @@ async def test_each_reminder_is_sent_once_and_the_request_stays_open(redis: Redi
     for _ in range(3):
         await rt.worker().burst()
 
-    events = [e for e in await rt.store.events(thread_id) if isinstance(e, Reminded)]
+    events = [e for e in await rt.log.events(thread_id) if isinstance(e, Reminded)]
     assert [e.due for e in events] == [e.due for e in got] == sorted(asked.remind_at)
     assert {e.request_id for e in events} == {asked.request_id}
-    state = await rt.store.load(thread_id)
+    state = await rt.log.load(thread_id)
     assert state.status is Status.AWAITING_APPROVAL
     assert state.requests[asked.request_id].is_open and ledger.runs == []
 
@@ -93,14 +93,14 @@ async def test_each_reminder_is_sent_once_and_the_request_stays_open(redis: Redi
     # A reminded request is decided like any other.
     await rt.decisions.decide(asked.request_id, Decision.APPROVE, BOB)
     await rt.worker().burst()
-    assert (await rt.store.load(thread_id)).status is Status.DONE
+    assert (await rt.log.load(thread_id)).status is Status.DONE
     assert [r[0] for r in ledger.runs] == ["transfer"]
 
 
 async def test_a_request_decided_before_its_reminders_gets_none(redis: Redis) -> None:
     ledger, channel = Ledger(), RecordingChannel()
     rt, thread_id = await start(redis, ledger, channel)
-    asked = next(e for e in await rt.store.events(thread_id) if isinstance(e, ApprovalRequested))
+    asked = next(e for e in await rt.log.events(thread_id) if isinstance(e, ApprovalRequested))
 
     await rt.decisions.decide(asked.request_id, Decision.APPROVE, BOB)
     assert await reminded(rt, thread_id, until=max(asked.remind_at) + 0.2) == []

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from bot.domain.events import Actor, Decision, Event, Origin
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.tools import Tool, ToolContext
+from bot.engine.ports import Channel
 from bot.runtime import Runtime, build_runtime
 from bot.storage import keys
 from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
@@ -21,14 +22,16 @@ ALICE = Actor(channel="api", id="alice")
 BOB = Actor(channel="api", id="bob")
 
 
-def runtime(redis: Redis, model: ScriptedModel) -> Runtime:
-    return build_runtime(redis, {"bank": make_agent(Ledger())}, model)
+def runtime(redis: Redis, model: ScriptedModel, *channels: Channel) -> Runtime:
+    return build_runtime(redis, {"bank": make_agent(Ledger())}, model, channels=lambda _: channels)
 
 
 async def unsettled(redis: Redis) -> tuple[int, int]:
-    """Queue entries still in the stream, and those read but not acknowledged."""
-    pending = await redis.xpending(keys.queue(), keys.GROUP)
-    return int(await redis.xlen(keys.queue())), int(pending["pending"])
+    """Queue entries still in the streams, and those read but not acknowledged."""
+    streams = [keys.queue(s) for s in range(keys.SHARDS)]
+    pending = [await redis.xpending(q, keys.GROUP) for q in streams]
+    waiting = [int(await redis.xlen(q)) for q in streams]
+    return sum(waiting), sum(int(p["pending"]) for p in pending)
 
 
 async def test_the_step_that_suspends_lets_go_and_acknowledges(redis: Redis) -> None:
@@ -36,7 +39,7 @@ async def test_the_step_that_suspends_lets_go_and_acknowledges(redis: Redis) -> 
     got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
     await rt.worker().burst()
 
-    state = await rt.store.load(got.thread.id)
+    state = await rt.log.load(got.thread.id)
     assert state.status is Status.AWAITING_APPROVAL
     assert await redis.exists(keys.lease(state.id)) == 0
     assert await unsettled(redis) == (0, 0)
@@ -44,7 +47,7 @@ async def test_the_step_that_suspends_lets_go_and_acknowledges(redis: Redis) -> 
     (req,) = state.open_requests()
     await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
     await rt.worker().burst()
-    assert (await rt.store.load(state.id)).status is Status.DONE
+    assert (await rt.log.load(state.id)).status is Status.DONE
     assert await redis.exists(keys.lease(state.id)) == 0
     assert await unsettled(redis) == (0, 0)
 
@@ -73,9 +76,8 @@ class LeaseWatcher:
 
 async def test_with_channels_delivery_comes_before_letting_go(redis: Redis) -> None:
     # A worker dying between letting go and delivering would lose the approval prompt.
-    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))))
     watcher = LeaseWatcher(redis)
-    rt.outbox.add(watcher)
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), watcher)
     got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
     await rt.worker().burst()
 
@@ -121,5 +123,5 @@ async def test_a_long_step_keeps_its_lease(redis: Redis) -> None:
     await renewal(redis, lease)  # and again: it is kept, not renewed once
     release.set()
     await draining
-    assert (await rt.store.load(got.thread.id)).status is Status.DONE
+    assert (await rt.log.load(got.thread.id)).status is Status.DONE
     assert await redis.exists(lease) == 0

@@ -15,6 +15,8 @@ from bot.domain.errors import UnauthorizedError
 from bot.domain.events import AgentReply, DeliveryFailed, Event, UserMessage
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.indexes import Indexes
+from bot.storage.retries import Retries
 from channels.webhook import SIGNATURE_HEADER, sign, verify
 from tests.harness import Harness
 from tests.harness import test_settings as make_settings
@@ -33,7 +35,7 @@ def signed(body: dict[str, Any], *, secret: str = SECRET, t: float | None = None
 
 
 async def events_of(h: Harness, thread_id: str) -> list[Event]:
-    return await h.rt.store.events(thread_id)
+    return await h.rt.log.events(thread_id)
 
 
 async def drained_until(h: Harness, probe: Any) -> Any:
@@ -171,7 +173,7 @@ async def test_replayed_id_is_one_message(redis_server: EmbeddedRedis, redis: Re
         assert again.json()["duplicate"] is True and again.json()["id"] == first.json()["id"]
         messages = [e for e in await events_of(h, first.json()["id"]) if e.type == "user_message"]
         assert len(messages) == 1
-        assert await redis.zcard(keys.threads()) == 1
+        assert (await Indexes(redis).threads(offset=0, limit=1))[1] == 1
 
 
 async def test_conversation_id_continues_the_thread(
@@ -294,7 +296,7 @@ async def test_callback_is_retried_until_the_receiver_takes_it(
         ids = {r.json()["id"] for r in receiver.requests}
         assert len(ids) == 1 and {r.headers["idempotency-key"] for r in receiver.requests} == ids
         assert not [e for e in await events_of(h, tid) if isinstance(e, DeliveryFailed)]
-        assert await redis.zcard(keys.retries()) == 0
+        assert await Retries(redis).count() == 0
 
 
 async def test_a_pending_retry_survives_a_restart(
@@ -307,7 +309,7 @@ async def test_a_pending_retry_survives_a_restart(
             await h.http.post("/webhooks/deploy", **signed(body))
             await h.drain()
         assert [r.status for r in receiver.requests] == [500]
-        assert await redis.zcard(keys.retries()) == 1  # only Redis remembers it now
+        assert await Retries(redis).count() == 1  # only Redis remembers it now
 
         async with Harness(redis_server.url, settings=settings) as fresh:
             await drained_until(fresh, lambda: receiver.delivered(1))
@@ -333,7 +335,7 @@ async def test_giving_up_is_recorded_on_the_thread(
         assert failed.channel == "webhook" and failed.event_id == asked["id"]
         assert "500" in failed.error
         assert len(receiver.requests) >= 2  # retried before giving up
-        assert await redis.zcard(keys.retries()) == 0
+        assert await Retries(redis).count() == 0
         # The thread itself is unharmed: still waiting for its approval.
         assert (await h.thread(tid)).status == "awaiting_approval"
 
@@ -378,5 +380,9 @@ async def test_a_retry_cut_off_mid_delivery_stays_scheduled(
             await retrying
 
         # The claimed job is still in Redis, due again after the claim timeout.
-        (job,) = await redis.zrange(keys.retries(), 0, -1, withscores=True)
+        (job,) = [
+            row
+            for s in range(keys.SHARDS)
+            for row in await redis.zrange(keys.retries(s), 0, -1, withscores=True)
+        ]
         assert json.loads(str(job[0]))["c"] == "webhook" and float(job[1]) <= time.time() + 61

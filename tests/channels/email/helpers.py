@@ -120,7 +120,7 @@ class Mailroom:
         return await self.h.http.post("/email/inbound", content=raw, headers=headers, params=params)
 
     async def events(self, thread_id: str) -> list[Event]:
-        return await self.h.rt.store.events(thread_id)
+        return await self.h.rt.log.events(thread_id)
 
     async def drain_until(self, probe: Any) -> Any:
         """Drain the worker until ``probe()`` is truthy (for retries due a little later)."""

@@ -23,7 +23,7 @@ async def start_deploy(room: Mailroom, text: str = "deploy api 1.5.0 to producti
     answer = await room.smtp(new_mail(ANN, "deploy@example.test", "Release api", text))
     assert answer.startswith("created"), answer
     await room.h.drain()
-    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     return tid
 
 
@@ -59,7 +59,7 @@ async def test_email_to_agent_then_approve_by_reply_runs_the_tool(room: Mailroom
     assert (await room.smtp(reply)).startswith("decided")
     await room.h.drain()
 
-    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     state = await room.h.thread(tid)
     assert state.status is Status.DONE
     events = await room.events(tid)
@@ -96,7 +96,7 @@ async def test_reject_by_reply_gives_the_model_the_reason(room: Mailroom) -> Non
 async def test_answering_an_ask_human_email_resumes_the_agent(room: Mailroom) -> None:
     await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
     await room.h.drain()
-    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     question = room.provider.last_to(ANN)
     assert "What is the reason for refunding A-1002?" in question.text
     assert TOKEN_ADDRESS.match(question["Reply-To"])
@@ -189,7 +189,7 @@ async def test_an_out_of_office_without_auto_submitted_answers_nothing(room: Mai
     # and each "please answer again" could trigger another auto-reply.
     await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
     await room.h.drain()
-    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     question = room.provider.last_to(ANN)
     before = len(room.provider.sent)
     for subject in (

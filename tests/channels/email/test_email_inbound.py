@@ -47,7 +47,7 @@ async def snapshot(redis: Redis) -> dict[str, object]:
 async def open_request(room: Mailroom) -> tuple[str, str]:
     await room.smtp(new_mail(ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod"))
     await room.h.drain()
-    (tid,) = (await room.h.rt.store.thread_ids())[0]
+    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     (req,) = (await room.h.thread(tid)).open_requests()
     return tid, req.id
 

@@ -123,7 +123,7 @@ async def test_a_second_email_in_the_same_conversation_continues_the_thread(
     )
     assert (await room.smtp(follow)).startswith("message")
     await room.h.drain()
-    _, total = await room.h.rt.store.thread_ids()
+    _, total = await room.h.rt.indexes.threads(offset=0, limit=50)
     assert total == 1
     assert "Running now" in room.provider.last_to(ANN).text
 

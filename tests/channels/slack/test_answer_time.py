@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 
+from bot.domain import ids
 from bot.domain.events import ApprovalDecision, UserMessage
-from bot.storage import keys
 from channels.slack.channel import IDENTITY_BUDGET
 from channels.slack.clicks import OPEN_WITHIN
 from tests.channels.slack.conftest import ANN, BOB, MAL
@@ -22,7 +22,7 @@ MARGIN = 0.8
 
 
 def thread_of(root_ts: str) -> str:
-    return keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root_ts}")
+    return ids.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root_ts}")
 
 
 async def card_for(h: Harness, slack: Slack, api: SlackAPI) -> tuple[str, tuple[str, str]]:
@@ -101,7 +101,7 @@ async def test_a_slow_users_info_decides_nothing_and_asks_to_try_again(
 
     r = await slack.click(card, "gl_approve", BOB)  # Slack is quick again
     assert r.status_code == 200
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     (decision,) = [e for e in events if isinstance(e, ApprovalDecision)]
     assert decision.by.id == BOB
 
@@ -133,7 +133,7 @@ async def test_the_slash_command_is_answered_before_its_post(
     root = next(ts for (_ch, ts), m in api.messages.items() if m["text"] == intro.params["text"])
 
     async def recorded() -> list[UserMessage]:
-        events = await h.rt.store.events(thread_of(root))
+        events = await h.rt.log.events(thread_of(root))
         return [e for e in events if isinstance(e, UserMessage)]
 
     (message,) = await eventually(recorded)
@@ -153,5 +153,5 @@ async def test_the_slash_command_where_the_bot_is_not_says_so_privately(
     (response,) = await eventually(answered)
     assert response["response_type"] == "ephemeral"
     assert "not_in_channel" in str(response["text"]) and "/invite" in str(response["text"])
-    _ids, total = await h.rt.store.thread_ids()
+    _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
     assert total == 0

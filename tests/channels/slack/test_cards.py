@@ -7,9 +7,11 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain import ids
 from bot.domain.events import Actor, ApprovalDecision, Origin
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.retries import Retries
 from tests.channels.slack.conftest import ANN, BOB, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, text_of, whispers
 from tests.harness import Harness
@@ -57,7 +59,7 @@ async def test_cards_in_the_approvals_channel_link_back_and_follow_every_decisio
 
         # Cancelling the Slack thread through the API closes its card.
         r = await h.api.post(
-            f"/threads/{keys.thread_id_for('slack', f'{TEAM}:{CHANNEL}:{root}')}/cancel",
+            f"/threads/{ids.thread_id_for('slack', f'{TEAM}:{CHANNEL}:{root}')}/cancel",
             json={"by": "erin", "reason": "wrong day"},
         )
         assert r.status_code == 200, r.text
@@ -72,17 +74,17 @@ async def test_reminder_under_the_card_then_expiry_closes_it(
     root = await slack.mention("deploy api 1.5.0 to production", ANN)
     await h.drain()
     (card,) = cards_in(api, CHANNEL)
-    tid = keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}")
+    tid = ids.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}")
 
     h.rt.loop.clock = lambda: time.time() + 3100  # past the reminder, 10 minutes before expiry
-    await h.redis.zadd(keys.timers(), {tid: 0})  # its timer comes due
+    await h.redis.zadd(keys.timers(keys.shard_of(tid)), {tid: 0})  # its timer comes due
     await h.drain()
     (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
     assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
     assert has_buttons(api.messages[card])
 
     h.rt.loop.clock = lambda: time.time() + 7200  # two hours on: past the one-hour expiry
-    await h.redis.zadd(keys.timers(), {tid: 0})
+    await h.redis.zadd(keys.timers(keys.shard_of(tid)), {tid: 0})
     await h.drain()
 
     assert "*Expired*" in text_of(api.messages[card]) and not has_buttons(api.messages[card])
@@ -101,8 +103,8 @@ async def test_a_deleted_card_is_not_retried(h: Harness, api: SlackAPI, slack: S
     await h.drain()
 
     assert api.calls_to("chat.update")  # it tried once
-    assert await h.redis.zcard(keys.retries()) == 0
-    thread = await h.thread(keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}"))
+    assert await Retries(h.redis).count() == 0
+    thread = await h.thread(ids.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}"))
     assert thread.failed_deliveries == [] and thread.status.value == "done"
 
 
@@ -155,7 +157,7 @@ async def test_the_requester_by_email_may_not_approve_in_slack_even_when_slack_i
 
         r = await slack.click(card, "gl_approve", BOB)  # Bob again, as Slack's U0BOB0001
         assert r.status_code == 200
-        events = await h.rt.store.events(asked.thread.id)
+        events = await h.rt.log.events(asked.thread.id)
         assert not [e for e in events if isinstance(e, ApprovalDecision)]
         notes = await whispers(api, BOB)
         assert len(notes) == 1 and "nothing changed" in notes[0].lower(), notes

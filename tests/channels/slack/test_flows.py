@@ -7,8 +7,8 @@ import html
 import json
 from typing import Any
 
+from bot.domain import ids
 from bot.domain.events import ApprovalDecision, HumanAnswer, ToolResult, UserMessage
-from bot.storage import keys
 from tests.channels.slack.conftest import ANN, BOB, CAROL, DAN, MAL, slack_settings
 from tests.channels.slack.slack import (
     CHANNEL,
@@ -24,7 +24,7 @@ from tests.standins.slack_api import SlackAPI, SlackUser
 
 
 def thread_of(root_ts: str, channel: str = CHANNEL) -> str:
-    return keys.thread_id_for("slack", f"{TEAM}:{channel}:{root_ts}")
+    return ids.thread_id_for("slack", f"{TEAM}:{channel}:{root_ts}")
 
 
 def card_in(api: SlackAPI, root_ts: str) -> tuple[str, str]:
@@ -80,7 +80,7 @@ async def test_mention_card_approve_runs_and_replies(
     assert r.status_code == 200, r.text
     await h.drain()
 
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     assert [e.outcome for e in events if isinstance(e, ToolResult)] == ["ok"]
     updated = api.messages[card]
     assert not has_buttons(updated)
@@ -105,7 +105,7 @@ async def test_reject_with_reason_updates_card_and_tells_the_model(
     assert "not during the freeze" in text_of(api.messages[card])
     assert not has_buttons(api.messages[card])
     assert any("not during the freeze" in text for text in replies_in(api, root))
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     assert [e.outcome for e in events if isinstance(e, ToolResult)] == ["rejected"]
 
 
@@ -153,7 +153,7 @@ async def test_edit_shows_schema_errors_then_runs_the_edited_arguments(
     assert r.status_code == 200 and not r.content, r.text
     await h.drain()
 
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     (decision,) = [e for e in events if isinstance(e, ApprovalDecision)]
     assert decision.edited_args == {
         "service": "api",
@@ -201,7 +201,7 @@ async def test_user_group_member_may_approve(h: Harness, api: SlackAPI, slack: S
     root, card = await ask_for_approval(h, slack, api)
     r = await slack.click(card, "gl_approve", DAN)
     assert r.status_code == 200
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     (decision,) = [e for e in events if isinstance(e, ApprovalDecision)]
     assert decision.by.id == DAN and decision.by.groups == ("S0OPS0001",)
     assert api.calls_to("usergroups.users.list")
@@ -216,7 +216,7 @@ async def test_two_approvers_at_once_make_one_decision(
     answers = await asyncio.gather(*(slack.interact(p) for p in clicks))
     assert [r.status_code for r in answers] == [200, 200]
 
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     (decision,) = [e for e in events if isinstance(e, ApprovalDecision)]
     loser = CAROL if decision.by.id == BOB else BOB
     (note,) = await whispers(api, loser)
@@ -257,7 +257,7 @@ async def test_free_text_reply_in_the_thread_answers_the_question(
     await slack.reply("1.4.2 please", ANN, root)
     await h.drain()
 
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     (answer,) = [e for e in events if isinstance(e, HumanAnswer)]
     assert answer.text == "1.4.2 please" and answer.by.id == ANN
     assert "Answered by" in text_of(api.messages[question])
@@ -275,7 +275,7 @@ async def test_thread_reply_without_a_question_is_a_user_message(
 
     await slack.reply("thanks, now deploy web 2.1.0 to staging", ANN, root)
     await h.drain()
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     assert [e.text for e in events if isinstance(e, UserMessage)][-1].startswith("thanks")
     assert any("-> 2.1.0 on staging" in t for t in replies_in(api, root))
 
@@ -298,7 +298,7 @@ async def test_mention_without_an_agent_name_gets_help(
 ) -> None:
     await slack.mention("hello there", ANN)
     assert "Agents:" in (await whispers(api, ANN))[-1]
-    _ids, total = await h.rt.store.thread_ids()
+    _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
     assert total == 0
 
 
@@ -337,7 +337,7 @@ async def test_ask_human_choices_are_buttons(redis_server: Any, redis: Any, api:
         assert r.status_code == 200
         await h.drain()
 
-        events = await h.rt.store.events(thread_of(root))
+        events = await h.rt.log.events(thread_of(root))
         (answer,) = [e for e in events if isinstance(e, HumanAnswer)]
         assert answer.text == "staging" and answer.by.id == BOB
         assert "staging" in model.requests[-1].context_text()
@@ -353,7 +353,7 @@ async def test_a_display_name_never_passes_for_an_approver(
     api.add_user(SlackUser("U0EVE0001", "api:dave", "eve@example.com"))  # Dave's identity
 
     await slack.click(card, "gl_approve", "U0EVE0001")
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     assert not [e for e in events if isinstance(e, ApprovalDecision)]
     assert "can't decide" in (await whispers(api, "U0EVE0001"))[-1]
 

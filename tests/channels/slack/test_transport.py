@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain import ids
 from bot.domain.errors import ConfigError
 from bot.domain.events import UserMessage
-from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import ANN, slack_settings
 from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample
@@ -19,11 +19,11 @@ from tests.standins.slack_api import SlackAPI
 
 
 def thread_of(root_ts: str) -> str:
-    return keys.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root_ts}")
+    return ids.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root_ts}")
 
 
 async def user_messages(h: Harness, root_ts: str) -> list[UserMessage]:
-    return [e for e in await h.rt.store.events(thread_of(root_ts)) if isinstance(e, UserMessage)]
+    return [e for e in await h.rt.log.events(thread_of(root_ts)) if isinstance(e, UserMessage)]
 
 
 async def test_a_retried_event_is_recorded_once(h: Harness, slack: Slack) -> None:
@@ -74,7 +74,7 @@ async def test_bot_messages_edits_and_chatter_are_ignored_with_200(
         assert r.status_code == 200, (payload["event"], r.text)
 
     assert (await h.thread(thread_of(root))).version == before
-    _ids, total = await h.rt.store.thread_ids()
+    _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
     assert total == 1
 
 
@@ -83,7 +83,7 @@ async def test_bad_signature_and_stale_timestamp_are_401(h: Harness, slack: Slac
     forged = await slack.event(payload, secret="not-the-secret")
     stale = await slack.event(payload, timestamp=int(time.time()) - 600)
     assert (forged.status_code, stale.status_code) == (401, 401)
-    _ids, total = await h.rt.store.thread_ids()
+    _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
     assert total == 0
     tampered = await slack.send(
         b'{"type":"event_callback"}', "application/json", timestamp=int(time.time()), secret="other"
@@ -118,7 +118,7 @@ async def test_delivering_an_event_twice_posts_once(
     root = await slack.mention("deploy api 1.5.0 to production", ANN)
     await h.drain()
     state = await h.thread(thread_of(root))
-    asked = [e for e in await h.rt.store.events(state.id) if e.type == "approval_requested"]
+    asked = [e for e in await h.rt.log.events(state.id) if e.type == "approval_requested"]
     posts = len(api.calls_to("chat.postMessage"))
 
     (channel,) = [c for c in h.rt.channels if c.name == "slack"]
@@ -158,7 +158,7 @@ async def test_a_double_click_is_one_decision(h: Harness, api: SlackAPI, slack: 
     for _ in range(2):
         r = await slack.interact(click)
         assert r.status_code == 200
-    events = await h.rt.store.events(thread_of(root))
+    events = await h.rt.log.events(thread_of(root))
     assert len([e for e in events if e.type == "approval_decision"]) == 1
     assert api.calls_to("chat.postEphemeral") == []  # the replay is silent
 

@@ -1,0 +1,34 @@
+"""Identifiers of threads and requests: what they look like and how they are made."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+THREAD_ID = re.compile(r"^th_[0-9a-f]{20}$")
+REQUEST_ID = re.compile(r"^(th_[0-9a-f]{20})\.r[0-9a-f]{8}$")
+
+
+def new_thread_id() -> str:
+    return "th_" + secrets.token_hex(10)
+
+
+def thread_id_for(channel: str, conversation: str) -> str:
+    """The thread of an external conversation: derived, so two first messages agree."""
+    digest = hashlib.sha256(f"{channel}\x00{conversation}".encode()).hexdigest()
+    return "th_" + digest[:20]
+
+
+def new_request_id(thread_id: str) -> str:
+    """A request id names its thread, so a decision needs no index lookup."""
+    return f"{thread_id}.r{secrets.token_hex(4)}"
+
+
+def thread_of_request(request_id: str) -> str | None:
+    match = REQUEST_ID.match(request_id)
+    return match.group(1) if match else None
+
+
+def is_thread_id(value: str) -> bool:
+    return bool(THREAD_ID.match(value))

@@ -1,0 +1,44 @@
+"""A channel's own small state: its ids per thread, and external ids that lead to a thread.
+
+Slack keeps the timestamps of the messages it posted for a thread, email the
+Message-IDs it sent; both map an external id (a Slack thread, a Message-ID
+someone replies to) back to the thread. Each channel sees only its own.
+"""
+
+from __future__ import annotations
+
+from bot.storage import keys
+from bot.storage.connection import Client
+
+
+class ChannelState:
+    """The state store of one channel.
+
+    Args:
+        redis: a client with ``decode_responses=True``.
+        channel: the channel's name; its keys are apart from every other channel's.
+    """
+
+    def __init__(self, redis: Client, channel: str) -> None:
+        self.redis = redis
+        self.channel = channel
+
+    async def get(self, thread_id: str, field: str) -> str | None:
+        found = await self.redis.hget(keys.channel_state(thread_id, self.channel), field)  # type: ignore[misc]
+        return None if found is None else str(found)
+
+    async def put(self, thread_id: str, field: str, value: str) -> None:
+        await self.redis.hset(keys.channel_state(thread_id, self.channel), field, value)  # type: ignore[misc]
+
+    async def all(self, thread_id: str) -> dict[str, str]:
+        found = await self.redis.hgetall(keys.channel_state(thread_id, self.channel))  # type: ignore[misc]
+        return {str(k): str(v) for k, v in found.items()}
+
+    async def link(self, external: str, thread_id: str) -> None:
+        """Remember that an external id belongs to a thread."""
+        await self.redis.set(keys.alias(self.channel, external), thread_id)
+
+    async def resolve(self, external: str) -> str | None:
+        """The thread an external id belongs to, if any."""
+        found = await self.redis.get(keys.alias(self.channel, external))
+        return str(found) if found else None

@@ -1,0 +1,90 @@
+"""Derived indexes: threads by creation, by agent and by status, and open requests.
+
+Each shard keeps its own; the thread log's append script calls ``reindex`` so
+an index never lags its log. Listings merge the shards: a page at ``offset``
+reads the first ``offset + limit`` of each shard and merges them by score.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import Callable
+
+from bot.storage import keys
+from bot.storage.connection import Client
+
+REINDEX = """
+local function reindex(threads, agent, old_status, new_status, open, tid, created, now,
+                       is_new, opened, closed)
+  if is_new then
+    redis.call('ZADD', threads, created, tid)
+    redis.call('ZADD', agent, created, tid)
+  end
+  if old_status ~= new_status then redis.call('ZREM', old_status, tid) end
+  redis.call('ZADD', new_status, now, tid)
+  for rid in string.gmatch(opened, '%S+') do redis.call('ZADD', open, now, rid) end
+  for rid in string.gmatch(closed, '%S+') do redis.call('ZREM', open, rid) end
+end
+"""
+"""Keys and arguments of one append: see ``bot.storage.threadlog``."""
+
+Page = tuple[list[str], int]
+"""Ids on the page, and how many there are in all."""
+
+
+def reindex_keys(thread_id: str, agent: str, old_status: str, new_status: str) -> dict[str, str]:
+    """The index keys one append of ``thread_id`` touches, all in its shard."""
+    shard = keys.shard_of(thread_id)
+    return {
+        "threads": keys.threads(shard),
+        "agent": keys.by_agent(shard, agent),
+        "old_status": keys.by_status(shard, old_status),
+        "new_status": keys.by_status(shard, new_status),
+        "open": keys.open_requests(shard),
+    }
+
+
+class Indexes:
+    """Reads the indexes across shards."""
+
+    def __init__(self, redis: Client) -> None:
+        self.redis = redis
+
+    async def threads(
+        self, *, status: str | None = None, agent: str | None = None, offset: int, limit: int
+    ) -> Page:
+        """Thread ids, newest first (by creation; by last update with ``status``)."""
+        if agent:
+            return await self._page(lambda s: keys.by_agent(s, agent), offset, limit, newest=True)
+        if status:
+            return await self._page(lambda s: keys.by_status(s, status), offset, limit, newest=True)
+        return await self._page(keys.threads, offset, limit, newest=True)
+
+    async def open_requests(self, *, offset: int, limit: int) -> Page:
+        """Open request ids, oldest first."""
+        return await self._page(keys.open_requests, offset, limit, newest=False)
+
+    async def _page(
+        self, key_of: Callable[[int], str], offset: int, limit: int, *, newest: bool
+    ) -> Page:
+        end = offset + limit - 1
+
+        async def shard(s: int) -> tuple[list[tuple[str, float]], int]:
+            key = key_of(s)
+            pipe = self.redis.pipeline(transaction=False)
+            if newest:
+                pipe.zrevrange(key, 0, end, withscores=True)
+            else:
+                pipe.zrange(key, 0, end, withscores=True)
+            pipe.zcard(key)
+            rows, total = await pipe.execute()
+            return [(str(m), float(score)) for m, score in rows], int(total)
+
+        shards = await asyncio.gather(*(shard(s) for s in range(keys.SHARDS)))
+        merged = heapq.merge(
+            *(rows for rows, _ in shards),
+            key=lambda row: -row[1] if newest else row[1],
+        )
+        ids = [member for member, _ in merged][offset : offset + limit]
+        return ids, sum(total for _, total in shards)

@@ -1,0 +1,396 @@
+"""A thread's own keys: its event log, derived meta, dedupe set, lease and delivery cursor.
+
+Every write is a compare-and-append at the version the writer read (invariant
+2), in one script that also drops a replayed inbound delivery, refreshes the
+indexes, arms the thread's timer and, unless the writer holds the thread,
+queues it: an event is never recorded without the work it implies being
+queued. A worker takes a thread (the lease, the events it has not seen and
+the delivery cursor, in one round trip) and releases it (the cursor, the
+timer and the queue entry's acknowledgement, only if nothing changed since).
+
+Logs are append-only, so this process keeps each thread's events and state in
+a small cache and reads only what is new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from bot.domain import ids
+from bot.domain.clock import Clock
+from bot.domain.errors import ConflictError, NotFoundError, StoreError, VersionConflict
+from bot.domain.events import EVENT, Event, to_json
+from bot.domain.reducer import ThreadState, reduce
+from bot.storage import keys
+from bot.storage.connection import Client
+from bot.storage.indexes import REINDEX, reindex_keys
+from bot.storage.queue import ACK, ENQUEUE
+from bot.storage.script import Script
+from bot.storage.timers import ARM
+
+log = logging.getLogger(__name__)
+
+_APPEND = Script(
+    """
+if A.delivery ~= '' then
+  redis.call('ZREMRANGEBYSCORE', K.seen, '-inf', A.now - A.seen_ttl)
+  if redis.call('ZSCORE', K.seen, A.delivery) then return {2, redis.call('LLEN', K.log)} end
+end
+local len = redis.call('LLEN', K.log)
+if len ~= tonumber(A.expected) then return {0, len} end
+local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
+if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
+redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
+  'updated', A.now, 'created', A.created)
+reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, A.tid, A.created, A.now,
+  len == 0, A.opened, A.closed)
+arm(K.timers, A.tid, A.due)
+if A.enqueue == '1' then enqueue(K.queue, A.tid) end
+return {1, newlen}
+""",
+    keys=(
+        "log",
+        "meta",
+        "seen",
+        "timers",
+        "queue",
+        "threads",
+        "agent",
+        "old_status",
+        "new_status",
+        "open",
+    ),
+    args=(
+        "tid",
+        "expected",
+        "delivery",
+        "now",
+        "seen_ttl",
+        "status",
+        "agent",
+        "created",
+        "due",
+        "enqueue",
+        "opened",
+        "closed",
+    ),
+    fragments=(REINDEX, ARM, ENQUEUE),
+)
+
+# Take the lease and read what the worker has not seen and how far delivery got;
+# if another worker holds it, look at the thread again when that lease runs out
+# (its holder may have died), and acknowledge the entry.
+_TAKE = Script(
+    """
+if redis.call('SET', K.lease, A.holder, 'NX', 'PX', A.lease_ms) then
+  return {1, redis.call('LRANGE', K.log, A.known, -1), redis.call('GET', K.cursor) or '0'}
+end
+local ttl = redis.call('PTTL', K.lease)
+if ttl < 0 then ttl = tonumber(A.lease_ms) end
+arm_by(K.timers, A.tid, tonumber(A.now) + ttl / 1000)
+ack(K.queue, A.entry)
+return {0, {}, '0'}
+""",
+    keys=("lease", "log", "cursor", "timers", "queue"),
+    args=("tid", "holder", "lease_ms", "now", "entry", "known"),
+    fragments=(ARM, ACK),
+)
+
+# Let go only if the thread did not change since the holder last looked;
+# otherwise keep the lease and tell the holder to step again.
+_RELEASE = Script(
+    """
+if redis.call('GET', K.lease) ~= A.holder then return -1 end
+if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
+redis.call('DEL', K.lease)
+redis.call('SET', K.cursor, A.delivered)
+arm(K.timers, A.tid, A.due)
+ack(K.queue, A.entry)
+return 1
+""",
+    keys=("lease", "meta", "cursor", "timers", "queue"),
+    args=("tid", "holder", "version", "due", "entry", "delivered"),
+    fragments=(ARM, ACK),
+)
+
+_RENEW = Script(
+    """
+if redis.call('GET', K.lease) ~= A.holder then return 0 end
+return redis.call('PEXPIRE', K.lease, A.lease_ms)
+""",
+    keys=("lease",),
+    args=("holder", "lease_ms"),
+)
+
+
+class DuplicateDelivery(ConflictError):
+    """The inbound delivery was recorded before; the caller answers success."""
+
+
+@dataclass(eq=False)
+class Lease:
+    """A worker's hold on one thread, taken for one queue entry."""
+
+    thread_id: str
+    holder: str
+    entry_id: str
+    ms: int
+    """How long it lives without renewal."""
+    delivered: int = 0
+    """How many of the thread's events the channels have been handed."""
+    held: bool = True
+    """False once let go."""
+
+
+class ThreadLog:
+    """Thread logs in Redis, with this process's cache of them.
+
+    Args:
+        redis: a client with ``decode_responses=True``.
+        clock: the time of appends (the dedupe window, ``updated``) and leases.
+        seen_ttl: how long (seconds) an inbound delivery key is remembered.
+    """
+
+    def __init__(
+        self,
+        redis: Client,
+        clock: Clock,
+        *,
+        seen_ttl: float = 86400.0,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.redis = redis
+        self.clock = clock
+        self.seen_ttl = seen_ttl
+        self.cache_size = cache_size
+        self._append = _APPEND.bind(redis)
+        self._take = _TAKE.bind(redis)
+        self._release = _RELEASE.bind(redis)
+        self._renew = _RENEW.bind(redis)
+        self._cache: OrderedDict[str, tuple[ThreadState, list[Event]]] = OrderedDict()
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def load(self, thread_id: str) -> ThreadState:
+        """The thread's current state (version 0 when it does not exist)."""
+        return (await self._read(thread_id))[0]
+
+    async def get(self, thread_id: str) -> ThreadState:
+        """Like ``load`` but a missing thread is a ``NotFoundError``."""
+        state = await self.load(thread_id) if ids.is_thread_id(thread_id) else None
+        if state is None or not state.exists:
+            raise NotFoundError(f"no thread {thread_id!r}", thread_id=thread_id)
+        return state
+
+    async def events(self, thread_id: str, *, version: int | None = None) -> list[Event]:
+        """The thread's events; with ``version``, without a round trip when it is cached."""
+        cached = self._cache.get(thread_id)
+        if version is not None and cached and cached[0].version == version:
+            return list(cached[1])
+        return list((await self._read(thread_id))[1])
+
+    def known(self, thread_id: str) -> int:
+        """How many of the thread's events this process has cached."""
+        cached = self._cache.get(thread_id)
+        return cached[0].version if cached else 0
+
+    async def seen(self, thread_id: str, delivery: str) -> bool:
+        """Whether an inbound delivery was already recorded on this thread."""
+        return await self.redis.zscore(keys.seen(thread_id), delivery) is not None
+
+    async def metas(self, thread_ids: Sequence[str]) -> list[dict[str, str]]:
+        """The derived fields of each thread (status, agent, version, times)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for tid in thread_ids:
+            pipe.hgetall(keys.meta(tid))
+        return list(await pipe.execute())
+
+    async def _read(self, thread_id: str) -> tuple[ThreadState, list[Event]]:
+        while True:
+            start = self.known(thread_id)
+            raw = await self.redis.lrange(keys.log(thread_id), start, -1)  # type: ignore[misc]
+            if self.known(thread_id) >= start:  # else evicted meanwhile: read it all
+                return self._absorb(thread_id, raw, start)
+
+    def _absorb(
+        self, thread_id: str, raw: Sequence[str | bytes], start: int
+    ) -> tuple[ThreadState, list[Event]]:
+        state, events = self._cache.get(thread_id) or (ThreadState(id=thread_id), [])
+        # Another coroutine may have cached some of these while we were reading.
+        raw = raw[state.version - start :]
+        if raw:
+            new = [_decode(thread_id, r) for r in raw]
+            for event in new:
+                state = reduce(state, event)
+            events = events + new
+            self._remember(state, events)
+        return state, events
+
+    def _remember(self, state: ThreadState, events: list[Event]) -> None:
+        if self.known(state.id) > state.version:
+            return  # a newer read got there first
+        self._cache[state.id] = (state, events)
+        self._cache.move_to_end(state.id)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    # --- writing ------------------------------------------------------------------------------
+
+    async def append(
+        self,
+        state: ThreadState,
+        events: Sequence[Event],
+        *,
+        delivery: str | None = None,
+        enqueue: bool = True,
+    ) -> ThreadState:
+        """Append ``events`` if the thread is still at ``state.version``; returns the new state.
+
+        Raises:
+            VersionConflict: another writer got there first (re-read and retry;
+                ``bot.engine.writes`` does).
+            DuplicateDelivery: ``delivery`` was already recorded on this thread.
+        """
+        new = state
+        for event in events:
+            new = reduce(new, event)
+        before = {r.id for r in state.open_requests()}
+        after = {r.id for r in new.open_requests()}
+        due = new.next_due()
+        tid = state.id
+        old_status = state.status.value if state.exists else new.status.value
+        code, length = await self._append(
+            keys={
+                "log": keys.log(tid),
+                "meta": keys.meta(tid),
+                "seen": keys.seen(tid),
+                "timers": keys.timers(keys.shard_of(tid)),
+                "queue": keys.queue(keys.shard_of(tid)),
+                **reindex_keys(tid, new.agent, old_status, new.status.value),
+            },
+            args={
+                "tid": tid,
+                "expected": state.version,
+                "delivery": delivery or "",
+                "now": self.clock.now(),
+                "seen_ttl": self.seen_ttl,
+                "status": new.status.value,
+                "agent": new.agent,
+                "created": new.created_at,
+                "due": "" if due is None else due,
+                "enqueue": "1" if enqueue else "0",
+                "opened": " ".join(sorted(after - before)),
+                "closed": " ".join(sorted(before - after)),
+            },
+            rest=[to_json(e) for e in events],
+        )
+        if code == 2:
+            raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
+        if code == 0:
+            if int(length) < self.known(tid):
+                # Redis lost writes (a restart within its fsync window): the log
+                # is shorter than our copy, so our copy is no longer the truth.
+                self._cache.pop(tid, None)
+            raise VersionConflict(tid, state.version, int(length))
+        cached = self._cache.get(tid)
+        if cached and cached[0].version == state.version:
+            self._remember(new, cached[1] + list(events))
+        elif not state.exists:
+            self._remember(new, list(events))
+        log.info(
+            "thread %s v%d %s (+%s)",
+            tid,
+            new.version,
+            new.status.value,
+            ",".join(e.type for e in events),
+        )
+        return new
+
+    # --- leases -------------------------------------------------------------------------------
+
+    async def take(
+        self, thread_id: str, entry_id: str, holder: str, lease_ms: int
+    ) -> tuple[Lease, ThreadState] | None:
+        """Lease the thread for ``holder`` and return the lease and the thread's state.
+
+        None when another worker holds it: the entry is then acknowledged and
+        the thread's timer brought to the lease's expiry, in case the holder died.
+        """
+        known = self.known(thread_id)
+        shard = keys.shard_of(thread_id)
+        got, raw, delivered = await self._take(
+            keys={
+                "lease": keys.lease(thread_id),
+                "log": keys.log(thread_id),
+                "cursor": keys.cursor(thread_id),
+                "timers": keys.timers(shard),
+                "queue": keys.queue(shard),
+            },
+            args={
+                "tid": thread_id,
+                "holder": holder,
+                "lease_ms": lease_ms,
+                "now": self.clock.now(),
+                "entry": entry_id,
+                "known": known,
+            },
+        )
+        if int(got) != 1:
+            return None
+        lease = Lease(thread_id, holder, entry_id, lease_ms, int(delivered))
+        if self.known(thread_id) < known:  # evicted from the cache meanwhile
+            return lease, await self.load(thread_id)
+        return lease, self._absorb(thread_id, raw, known)[0]
+
+    async def release(self, lease: Lease, version: int, next_due: float | None) -> bool:
+        """Let go of the thread and acknowledge its entry; False when it changed meanwhile."""
+        tid = lease.thread_id
+        shard = keys.shard_of(tid)
+        done = await self._release(
+            keys={
+                "lease": keys.lease(tid),
+                "meta": keys.meta(tid),
+                "cursor": keys.cursor(tid),
+                "timers": keys.timers(shard),
+                "queue": keys.queue(shard),
+            },
+            args={
+                "tid": tid,
+                "holder": lease.holder,
+                "version": version,
+                "due": "" if next_due is None else next_due,
+                "entry": lease.entry_id,
+                "delivered": lease.delivered,
+            },
+        )
+        if int(done) == 0:
+            return False
+        lease.held = False
+        return True
+
+    async def renew(self, leases: Sequence[Lease]) -> list[Lease]:
+        """Extend the leases still held; returns those that were lost."""
+        kept = await asyncio.gather(
+            *(
+                self._renew(
+                    keys={"lease": keys.lease(lease.thread_id)},
+                    args={"holder": lease.holder, "lease_ms": lease.ms},
+                )
+                for lease in leases
+            )
+        )
+        return [lease for lease, ok in zip(leases, kept, strict=True) if not int(ok)]
+
+
+def _decode(thread_id: str, raw: str | bytes) -> Event:
+    """Parse one stored event; an unreadable one is a ``StoreError``."""
+    try:
+        return EVENT.validate_json(raw)
+    except ValidationError as exc:
+        raise StoreError(f"thread {thread_id} has an unreadable event: {exc}") from exc

@@ -24,14 +24,14 @@ class ChannelState:
         self.channel = channel
 
     async def get(self, thread_id: str, field: str) -> str | None:
-        found = await self.redis.hget(keys.channel_state(thread_id, self.channel), field)  # type: ignore[misc]
+        found = await self.redis.hget(keys.channel_state(thread_id, self.channel), field)
         return None if found is None else str(found)
 
     async def put(self, thread_id: str, field: str, value: str) -> None:
-        await self.redis.hset(keys.channel_state(thread_id, self.channel), field, value)  # type: ignore[misc]
+        await self.redis.hset(keys.channel_state(thread_id, self.channel), field, value)
 
     async def all(self, thread_id: str) -> dict[str, str]:
-        found = await self.redis.hgetall(keys.channel_state(thread_id, self.channel))  # type: ignore[misc]
+        found = await self.redis.hgetall(keys.channel_state(thread_id, self.channel))
         return {str(k): str(v) for k, v in found.items()}
 
     async def link(self, external: str, thread_id: str) -> None:

@@ -11,10 +11,29 @@ from __future__ import annotations
 from typing import Any, TypeGuard
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.exceptions import DataError
 
 Client = Redis | RedisCluster
+
+# redis-py's default socket_timeout (5 s since 6.0) runs every command under
+# asyncio.wait_for, a task per command: about 15% of a worker's CPU on our cycle
+# (bench/cycles.py). Dead peers are found by TCP keepalive instead; blocking
+# reads set their own timeout (BLOCK).
+_OPTIONS: dict[str, Any] = {
+    "decode_responses": True,
+    "socket_timeout": None,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+}
 
 
 def is_cluster(client: Client) -> TypeGuard[RedisCluster]:
@@ -32,9 +51,11 @@ async def connect(url: str) -> Client:
             await probe.aclose()
         said = bool(info.get("cluster_enabled"))
     if said:
-        cluster: RedisCluster = RedisCluster.from_url(plain, decode_responses=True)
+        cluster: RedisCluster = RedisCluster.from_url(plain, **_OPTIONS)
         return cluster
-    single: Redis = Redis.from_url(plain, decode_responses=True)
+    single: Redis = Redis.from_url(plain, **_OPTIONS)
+    pool = single.connection_pool
+    pool.connection_class = _PACKING.get(pool.connection_class, pool.connection_class)
     return single
 
 
@@ -48,3 +69,36 @@ def _cluster_param(url: str) -> tuple[str, bool | None]:
     if not said:
         return plain, None
     return plain, said[-1] in ("1", "yes", "true", "on")
+
+
+class _HiredisPacking(AbstractConnection):
+    """Packs commands with hiredis (C): redis-py's asyncio client packs in Python,
+    about 10% of a worker's CPU (bench/cycles.py). The cluster client fixes its
+    connection class, so it packs in Python."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):  # 'SCRIPT LOAD' is two words on the wire
+            args = (*args[0].encode().split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+
+class _Tcp(_HiredisPacking, Connection):
+    pass
+
+
+class _Tls(_HiredisPacking, SSLConnection):
+    pass
+
+
+class _Unix(_HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {
+    Connection: _Tcp,
+    SSLConnection: _Tls,
+    UnixDomainSocketConnection: _Unix,
+}

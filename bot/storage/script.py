@@ -63,7 +63,7 @@ class Bound:
 
     def __init__(self, script: Script, client: Client) -> None:
         self.script = script
-        self._call: Any = client.register_script(script.lua)  # type: ignore[misc]
+        self._call: Any = client.register_script(script.lua)
 
     async def __call__(
         self,

@@ -214,7 +214,7 @@ class ThreadLog:
     async def _read(self, thread_id: str) -> tuple[ThreadState, list[Event]]:
         while True:
             start = self.known(thread_id)
-            raw = await self.redis.lrange(keys.log(thread_id), start, -1)  # type: ignore[misc]
+            raw = await self.redis.lrange(keys.log(thread_id), start, -1)
             if self.known(thread_id) >= start:  # else evicted meanwhile: read it all
                 return self._absorb(thread_id, raw, start)
 

@@ -143,13 +143,15 @@ class Decisions:
         build: Callable[[Request, ThreadState], Event],
     ) -> Outcome:
         """Build the event from the latest state and compare-and-append it."""
-        req, state = await self.find(request_id)
+        tid = ids.thread_of_request(request_id)
+        if tid is None:
+            raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
         try:
             done = await write(
                 self.log,
-                state.id,
+                tid,
                 lambda s: [build(_request(s, request_id), s)],
-                state=state,
+                state=self.log.cached(tid),
                 delivery=delivery,
             )
         except DuplicateDelivery:
@@ -157,7 +159,7 @@ class Decisions:
             return Outcome(req, state, duplicate=True)
         except GreenlightError:
             # A replay of a delivery that already decided is a success, not a conflict.
-            if delivery and await self.log.seen(state.id, delivery):
+            if delivery and await self.log.seen(tid, delivery):
                 req, state = await self.find(request_id)
                 return Outcome(req, state, duplicate=True)
             raise

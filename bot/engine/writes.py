@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from bot.domain.errors import ContentionError, VersionConflict
+from bot.domain.errors import ContentionError, GreenlightError, VersionConflict
 from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
 from bot.storage.threadlog import ThreadLog
@@ -22,7 +22,8 @@ ATTEMPTS = 16
 
 Build = Callable[[ThreadState], Sequence[Event] | Awaitable[Sequence[Event]]]
 """What to append given the thread as read; nothing to append: an empty list. It may
-raise a ``GreenlightError`` to refuse, which ``write`` lets through."""
+raise a ``GreenlightError`` to refuse: ``write`` lets that through once the refusal
+was made on the thread as Redis has it, not on an older copy."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,9 @@ async def write(
     """Append what ``build`` makes of the thread, at the version it saw.
 
     Args:
-        state: the thread as the caller already read it (skips the first read).
+        state: the thread as the caller has it, perhaps behind (this process's cached
+            copy): it skips the first read. A clash brings what was missed, and a
+            refusal made on it is checked again on a fresh read.
         delivery: the inbound delivery's key; a replay raises ``DuplicateDelivery``.
         enqueue: queue the thread for a worker (False when a worker is stepping it).
 
@@ -54,17 +57,28 @@ async def write(
         ContentionError: every attempt lost a race.
         DuplicateDelivery: ``delivery`` was recorded before.
     """
+    read = False
     for _ in range(attempts):
         if state is None:
-            state = await log.load(thread_id)
-        built = build(state)
-        events = await built if inspect.isawaitable(built) else built
+            state, read = await log.load(thread_id), True
+        try:
+            built = build(state)
+            events = await built if inspect.isawaitable(built) else built
+        except GreenlightError:
+            if read:
+                raise
+            state = None  # refused on a copy that may be behind: look again
+            continue
         if not events:
             return Written(state, ())
         try:
             new = await log.append(state, events, delivery=delivery, enqueue=enqueue)
-        except VersionConflict:
-            state = None
+        except VersionConflict as clash:
+            # The clash brought what we missed, when our copy was the one it extends.
+            state = log.cached(thread_id)
+            if state is not None and state.version != clash.actual:
+                state = None
+            read = state is not None
             continue
         return Written(new, events)
     raise ContentionError(

@@ -43,7 +43,7 @@ if A.delivery ~= '' then
   if redis.call('ZSCORE', K.seen, A.delivery) then return {2, redis.call('LLEN', K.log)} end
 end
 local len = redis.call('LLEN', K.log)
-if len ~= tonumber(A.expected) then return {0, len} end
+if len ~= tonumber(A.expected) then return {0, len, redis.call('LRANGE', K.log, A.expected, -1)} end
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
 if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
 redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
@@ -195,6 +195,11 @@ class ThreadLog:
             return list(cached[1])
         return list((await self._read(thread_id))[1])
 
+    def cached(self, thread_id: str) -> ThreadState | None:
+        """This process's last copy of the thread, without a round trip: maybe behind."""
+        cached = self._cache.get(thread_id)
+        return cached[0] if cached else None
+
     def known(self, thread_id: str) -> int:
         """How many of the thread's events this process has cached."""
         cached = self._cache.get(thread_id)
@@ -265,7 +270,7 @@ class ThreadLog:
         due = new.next_due()
         tid = state.id
         old_status = state.status.value if state.exists else new.status.value
-        code, length = await self._append(
+        code, length, *missed = await self._append(
             keys={
                 "log": keys.log(tid),
                 "meta": keys.meta(tid),
@@ -297,6 +302,9 @@ class ThreadLog:
                 # Redis lost writes (a restart within its fsync window): the log
                 # is shorter than our copy, so our copy is no longer the truth.
                 self._cache.pop(tid, None)
+            elif missed and self.known(tid) == state.version:
+                # What we missed came back with the refusal: the retry needs no read.
+                self._absorb(tid, missed[0], state.version)
             raise VersionConflict(tid, state.version, int(length))
         cached = self._cache.get(tid)
         if cached and cached[0].version == state.version:

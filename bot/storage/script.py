@@ -12,13 +12,15 @@ same round trip calls the owner's function instead of writing its commands.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
-Client = Redis | RedisCluster
+from bot.storage.connection import Client
 
 
 class Script:
@@ -53,17 +55,19 @@ class Script:
             ]
         )
 
-    def bind(self, client: Client) -> Bound:
-        """This script on ``client``, ready to call."""
-        return Bound(self, client)
+    def bind(self, client: Client, batcher: Batcher | None = None) -> Bound:
+        """This script on ``client``, ready to call; through ``batcher`` if given."""
+        return Bound(self, client, batcher)
 
 
 class Bound:
-    """A script bound to a client: loaded by hash on first use, reloaded if Redis forgot it."""
+    """A script bound to a client, run by its SHA1 (loaded again if Redis forgot it)."""
 
-    def __init__(self, script: Script, client: Client) -> None:
+    def __init__(self, script: Script, client: Client, batcher: Batcher | None) -> None:
         self.script = script
-        self._call: Any = client.register_script(script.lua)
+        self.sha = hashlib.sha1(script.lua.encode()).hexdigest()
+        self._client = client
+        self._batch = batcher
 
     async def __call__(
         self,
@@ -73,6 +77,80 @@ class Bound:
     ) -> Any:
         """Run with every declared key and argument, by name."""
         values = args or {}
-        ordered_keys = [keys[k] for k in self.script.keys]
-        ordered_args = [*(values[a] for a in self.script.args), *rest]
-        return await self._call(keys=ordered_keys, args=ordered_args)
+        ordered = [
+            len(self.script.keys),
+            *(keys[k] for k in self.script.keys),
+            *(values[a] for a in self.script.args),
+            *rest,
+        ]
+        if self._batch is not None:
+            return await self._batch.run(self, ordered)
+        try:
+            return await self._client.evalsha(self.sha, *ordered)
+        except NoScriptError:
+            await self._client.script_load(self.script.lua)
+            return await self._client.evalsha(self.sha, *ordered)
+
+
+class Batcher:
+    """Sends the script calls made in one turn of the event loop as one pipeline.
+
+    Calls from many coroutines (a worker stepping 32 threads, a web process
+    answering many requests) travel together: one write and one read instead
+    of one each. One server only: a cluster client's pipelines cannot carry
+    scripts, so a cluster sends each call on its own.
+    """
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self.waiting: list[tuple[Bound, list[Any], asyncio.Future[Any]]] = []
+
+    @staticmethod
+    def for_client(client: Client) -> Batcher | None:
+        return Batcher(client) if isinstance(client, Redis) else None
+
+    async def run(self, script: Bound, ordered: list[Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self.waiting:
+            loop.call_soon(self._send)
+        self.waiting.append((script, ordered, future))
+        return await future
+
+    def _send(self) -> None:
+        batch, self.waiting = self.waiting, []
+        task = asyncio.get_running_loop().create_task(self._execute(batch))
+        _IN_FLIGHT.add(task)
+        task.add_done_callback(_IN_FLIGHT.discard)
+
+    async def _execute(self, batch: list[tuple[Bound, list[Any], asyncio.Future[Any]]]) -> None:
+        try:
+            answers = await self._pipeline(batch)
+            if any(isinstance(a, NoScriptError) for a in answers):  # Redis restarted or flushed
+                for script in {id(s): s for s, _, _ in batch}.values():
+                    await self.client.script_load(script.script.lua)
+                answers = await self._pipeline(batch)
+        except BaseException as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, future), answer in zip(batch, answers, strict=True):
+            if future.done():
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    async def _pipeline(self, batch: list[tuple[Bound, list[Any], asyncio.Future[Any]]]) -> Any:
+        pipe = self.client.pipeline(transaction=False)
+        for script, ordered, _ in batch:
+            pipe.execute_command("EVALSHA", script.sha, *ordered)
+        return await pipe.execute(raise_on_error=False)
+
+
+_IN_FLIGHT: set[asyncio.Task[None]] = set()
+"""Pipelines on their way: held so the event loop does not drop them."""

@@ -31,7 +31,7 @@ from bot.storage import keys
 from bot.storage.connection import Client
 from bot.storage.indexes import REINDEX, reindex_keys
 from bot.storage.queue import ACK, ENQUEUE
-from bot.storage.script import Script
+from bot.storage.script import Batcher, Script
 from bot.storage.timers import ARM
 
 log = logging.getLogger(__name__)
@@ -169,10 +169,12 @@ class ThreadLog:
         self.clock = clock
         self.seen_ttl = seen_ttl
         self.cache_size = cache_size
-        self._append = _APPEND.bind(redis)
-        self._take = _TAKE.bind(redis)
-        self._release = _RELEASE.bind(redis)
-        self._renew = _RENEW.bind(redis)
+        # The scripts of every step: sent together when many threads step at once.
+        batcher = Batcher.for_client(redis)
+        self._append = _APPEND.bind(redis, batcher)
+        self._take = _TAKE.bind(redis, batcher)
+        self._release = _RELEASE.bind(redis, batcher)
+        self._renew = _RENEW.bind(redis, batcher)
         self._cache: OrderedDict[str, tuple[ThreadState, list[Event]]] = OrderedDict()
 
     # --- reading ------------------------------------------------------------------------------

@@ -17,7 +17,14 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.domain.errors import GreenlightError, UnauthorizedError
+from bot.domain.errors import (
+    ConflictError,
+    ForbiddenError,
+    GreenlightError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from bot.runtime import Runtime
 from bot.web.api import health, router
 
@@ -73,13 +80,32 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
 
+_STATUSES: dict[type[GreenlightError], int] = {
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+}
+"""The one mapping of domain errors to HTTP statuses; anything else is a 500."""
+
+
+def status_of(exc: GreenlightError) -> int:
+    """The HTTP status that answers ``exc``: its nearest class in ``_STATUSES``, else 500."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUSES:
+            return _STATUSES[cls]
+    return 500
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GreenlightError)
     async def greenlight(request: Request, exc: GreenlightError) -> JSONResponse:
-        if exc.status >= 500:
+        status = status_of(exc)
+        if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return JSONResponse(
-            error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=exc.status
+            error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=status
         )
 
     @app.exception_handler(RequestValidationError)

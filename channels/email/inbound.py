@@ -17,9 +17,9 @@ from enum import StrEnum
 from bot.domain.errors import (
     ConflictError,
     DeliveryError,
-    ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    RefusedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
 from bot.runtime import Runtime
@@ -155,7 +155,7 @@ class Intake:
             return Handled(Disposition.IGNORED, "nothing new in the reply", tid)
         try:
             got = await self.rt.inbox.say(tid, mail.text, _actor(mail), delivery=mail.message_id)
-        except (ConflictError, NotFoundError) as exc:
+        except RefusedError as exc:
             return await self._refuse(mail, tid, exc.message)
         await self.rt.store.link("email", mail.message_id, tid)
         if got.duplicate:
@@ -225,7 +225,7 @@ class Intake:
                 seen_hash=asked.args_hash,
                 delivery=mail.message_id,
             )
-        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+        except RefusedError as exc:
             return await self._refuse(mail, tid, exc.message)
         if outcome.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)
@@ -247,7 +247,7 @@ class Intake:
             )
         except InvalidInputError as exc:
             return await self._ask_again(mail, tid, token, exc.message)
-        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+        except RefusedError as exc:
             return await self._refuse(mail, tid, exc.message)
         if outcome.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)

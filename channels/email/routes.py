@@ -21,15 +21,10 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from bot.domain.errors import (
-    ConflictError,
-    ForbiddenError,
-    InvalidInputError,
-    NotFoundError,
-    UnauthorizedError,
-)
+from bot.domain.errors import InvalidInputError, NotFoundError, RefusedError, UnauthorizedError
 from bot.domain.events import Actor, ApprovalRequested, Decision
 from bot.runtime import Runtime
+from bot.web.app import status_of
 from channels.email import tokens
 from channels.email.config import EmailConfig
 from channels.email.drafts import to_rows, to_utc
@@ -91,8 +86,8 @@ def build_router(
                 seen_hash=asked.args_hash,
                 delivery=f"link:{token}:{choice}",
             )
-        except (ConflictError, ForbiddenError) as exc:
-            return HTMLResponse(_decide_page(link, exc.message), status_code=exc.status)
+        except RefusedError as exc:
+            return HTMLResponse(_decide_page(link, exc.message), status_code=status_of(exc))
         verb = "Approved" if choice == "approve" else "Rejected"
         return HTMLResponse(_decide_page(link, f"{verb}. Thank you; you can close this page."))
 

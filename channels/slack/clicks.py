@@ -25,7 +25,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, RefusedError
 from bot.domain.events import Actor, ApprovalRequested, Decision, HumanQuestion
 from bot.domain.policy import is_allowed, is_same_person
 from bot.domain.reducer import Request, RequestStatus
@@ -112,7 +112,7 @@ class Clicks:
         except ForbiddenError as exc:
             refused = _is_refused(req, actor)
             self._tell(click, partial(self._refusal, req, actor) if refused else exc.message)
-        except (NotFoundError, InvalidInputError) as exc:
+        except RefusedError as exc:
             self._tell(click, exc.message)
 
     async def on_reject(self, ack: Any, body: dict[str, Any]) -> None:
@@ -143,7 +143,7 @@ class Clicks:
             await self.rt.decisions.answer(req.id, choices[index], actor, delivery=click.delivery)
         except ConflictError as exc:
             self._stale(click, req.id, exc)
-        except (ForbiddenError, NotFoundError, InvalidInputError) as exc:
+        except RefusedError as exc:
             self._tell(click, exc.message)
 
     async def _open_modal(self, ack: Any, body: dict[str, Any], kind: str) -> None:
@@ -191,13 +191,7 @@ class Clicks:
             return
         try:
             await self._decide_submitted(body, view, meta, Decision.REJECT, reason=reason)
-        except (
-            ConflictError,
-            ForbiddenError,
-            NotFoundError,
-            InvalidInputError,
-            UnknownUserError,
-        ) as exc:
+        except (RefusedError, UnknownUserError) as exc:
             await ack(response_action="errors", errors={REASON: cut(exc.message, _ERROR_MAX)})
             return
         await ack()
@@ -215,7 +209,7 @@ class Clicks:
             listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
             await ack(response_action="errors", errors=to_errors(listed, values, meta))
             return
-        except (ConflictError, ForbiddenError, NotFoundError, UnknownUserError) as exc:
+        except (RefusedError, UnknownUserError) as exc:
             block = next(iter(values), "args")
             await ack(response_action="errors", errors={block: cut(exc.message, _ERROR_MAX)})
             return
@@ -256,7 +250,7 @@ class Clicks:
         try:
             value = from_value(click.value)
             req, _ = await self.rt.decisions.find(value["r"])
-        except (InvalidInputError, NotFoundError) as exc:
+        except RefusedError as exc:
             self._tell(click, exc.message)
             return None
         return click, req, value

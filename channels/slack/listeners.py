@@ -17,7 +17,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.errors import RefusedError
 from bot.domain.events import Actor, HumanQuestion, Origin
 from bot.domain.policy import may_answer
 from bot.domain.reducer import Request, ThreadState
@@ -128,13 +128,13 @@ class Listeners:
                 thread_id=tid,
                 delivery=msg.delivery,
             )
-        except (ConflictError, InvalidInputError) as exc:
+        except RefusedError as exc:
             self._tell(msg, exc.message)
 
     async def _answer(self, msg: Message, request_id: str, text: str, actor: Actor) -> None:
         try:
             await self.rt.decisions.answer(request_id, text, actor, delivery=msg.delivery)
-        except (ConflictError, ForbiddenError, InvalidInputError, NotFoundError) as exc:
+        except RefusedError as exc:
             self._tell(msg, exc.message)
 
     def _tell(self, msg: Message, text: str) -> None:

@@ -14,6 +14,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -89,6 +91,9 @@ _STATUSES: dict[type[GreenlightError], int] = {
 }
 """The one mapping of domain errors to HTTP statuses; anything else is a 500."""
 
+RETRY_AFTER = 2
+"""Seconds a client should wait when Redis is unreachable (restarting, loading its AOF)."""
+
 
 def status_of(exc: GreenlightError) -> int:
     """The HTTP status that answers ``exc``: its nearest class in ``_STATUSES``, else 500."""
@@ -107,6 +112,19 @@ def _add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=status
         )
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Expected while Redis restarts: one line, no traceback, and a status clients retry.
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("unavailable", "Redis is unavailable; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
+
+    # BusyLoadingError (Redis is loading its AOF) is a ConnectionError.
+    app.add_exception_handler(RedisConnectionError, unavailable)
+    app.add_exception_handler(RedisTimeoutError, unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

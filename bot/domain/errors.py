@@ -7,7 +7,10 @@ business: only the web layer maps these classes to statuses.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.domain.refusals import Refusal
 
 
 class GreenlightError(Exception):
@@ -25,9 +28,18 @@ class GreenlightError(Exception):
 
 
 class RefusedError(GreenlightError):
-    """The request was understood and refused; nothing changed. Channels catch this family."""
+    """The request was understood and refused; nothing changed. Channels catch this family.
+
+    Attributes:
+        refusal: when a decision rule refused (closed, not an approver, ...), which
+            one and why, for a channel to word in its own way; else None.
+    """
 
     code = "refused"
+
+    def __init__(self, message: str, *, refusal: Refusal | None = None, **detail: Any) -> None:
+        super().__init__(message, **detail)
+        self.refusal = refusal
 
 
 class NotFoundError(RefusedError):

@@ -22,6 +22,7 @@ from bot.domain.errors import (
     RefusedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
+from bot.domain.refusals import why_refused
 from bot.runtime import Runtime
 from bot.storage import keys
 from channels.email import compose, drafts, mime, tokens
@@ -174,7 +175,8 @@ class Intake:
             return Handled(Disposition.REFUSED, "unknown or forged reply address")
         tid = keys.thread_of_request(claim.request_id)
         assert tid is not None  # a genuine token names a well-formed request id
-        if claim.is_expired(time.time()):
+        now = time.time()
+        if claim.is_expired(now):
             return await self._refuse(mail, tid, "This reply address has expired.")
         if not claim.is_for(mail.sender, self.cfg.secret):
             return await self._refuse(
@@ -197,6 +199,8 @@ class Intake:
         if await self.rt.store.seen(state.id, mail.message_id):
             return Handled(Disposition.DUPLICATE, "seen before", tid)
         await self.rt.store.link("email", mail.message_id, tid)
+        if refusal := why_refused(req, _actor(mail), now):  # before reading what it says
+            return await self._refuse(mail, tid, refusal.message)
         if isinstance(req.asked, ApprovalRequested):
             return await self._decide(mail, tid, token, req.asked)
         return await self._reply_to_question(mail, tid, token, claim.request_id)

@@ -14,15 +14,23 @@ import base64
 import binascii
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from bot.domain.errors import InvalidInputError, NotFoundError, RefusedError, UnauthorizedError
+from bot.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RefusedError,
+    UnauthorizedError,
+)
 from bot.domain.events import Actor, ApprovalRequested, Decision
+from bot.domain.reducer import RequestStatus
+from bot.domain.refusals import AlreadyVoted, Closed, Expired, Refusal, why_refused
 from bot.runtime import Runtime
 from bot.web.app import status_of
 from channels.email import tokens
@@ -69,19 +77,18 @@ def build_router(
     async def decide(token: str, request: Request, a: str = "") -> HTMLResponse:
         link = await _open_link(cfg, runtime, token, a)
         if link.done:
-            return HTMLResponse(_decide_page(link, link.done), status_code=409)
+            return HTMLResponse(_decide_page(link, link.done), status_code=link.status)
         asked = link.asked
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         choice = (form.get("decision") or [""])[0]
         if choice not in ("approve", "reject"):
             raise InvalidInputError("decision must be approve or reject")
         reason = (form.get("reason") or [""])[0].strip() or None
-        actor = Actor(channel="email", id=link.approver, email=link.approver)
         try:
             await runtime.decisions.decide(
                 asked.request_id,
                 Decision(choice),
-                actor,
+                link.actor,
                 reason=reason if choice == "reject" else None,
                 seen_hash=asked.args_hash,
                 delivery=f"link:{token}:{choice}",
@@ -113,8 +120,14 @@ class _Link:
     asked: ApprovalRequested
     agent: str
     approver: str
-    done: str | None
-    """Why the request can no longer be decided here; None when it can."""
+    done: str | None = None
+    """Why the approver can no longer decide the request here; None when they can."""
+    status: int = 200
+    """The HTTP status a decision posted now would get."""
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(channel="email", id=self.approver, email=self.approver)
 
 
 async def _open_link(cfg: EmailConfig, runtime: Runtime, token: str, address: str) -> _Link:
@@ -127,13 +140,28 @@ async def _open_link(cfg: EmailConfig, runtime: Runtime, token: str, address: st
         raise NotFoundError("this decision link is not valid") from exc
     if not isinstance(req.asked, ApprovalRequested):
         raise NotFoundError("this decision link is not valid")
-    done = None
-    if not req.is_open:
-        who = ", ".join(a.label() for a in req.closed_by)
-        done = f"This request is already {req.status.value}" + (f" by {who}." if who else ".")
-    elif claim.is_expired(time.time()):
-        done = "This link has expired."
-    return _Link(req.asked, state.agent, address.lower(), done)
+    link = _Link(req.asked, state.agent, address.lower())
+    now = time.time()
+    if refusal := why_refused(req, link.actor, now):
+        return replace(link, done=_note(refusal), status=status_of(refusal.error()))
+    if claim.is_expired(now):
+        expired = ConflictError("This link has expired.")
+        return replace(link, done=expired.message, status=status_of(expired))
+    return link
+
+
+def _note(refusal: Refusal) -> str:
+    """``refusal`` in words for the approver who opened the link."""
+    match refusal:
+        case Expired() | Closed(status=RequestStatus.EXPIRED):
+            return "This request has expired."
+        case Closed():
+            by = f" by {refusal.who}." if refusal.who else "."
+            return f"This request is already {refusal.status.value}{by}"
+        case AlreadyVoted():
+            left = max(refusal.needed - refusal.counted, 1)
+            return f"You have already approved this request; it waits for {left} more approval(s)."
+    return refusal.message
 
 
 def _decide_page(link: _Link, done: str | None) -> str:

@@ -105,6 +105,11 @@ class AlreadyVoted:
     """How many it has."""
 
     @property
+    def missing(self) -> int:
+        """How many more approvals, from other people, the request waits for."""
+        return max(self.needed - self.counted, 1)
+
+    @property
     def message(self) -> str:
         return f"{self.actor.label()} has already approved this request"
 

@@ -159,8 +159,8 @@ def _note(refusal: Refusal) -> str:
             by = f" by {refusal.who}." if refusal.who else "."
             return f"This request is already {refusal.status.value}{by}"
         case AlreadyVoted():
-            left = max(refusal.needed - refusal.counted, 1)
-            return f"You have already approved this request; it waits for {left} more approval(s)."
+            more = f"{refusal.missing} more approval" + ("s" if refusal.missing > 1 else "")
+            return f"You have already approved this request; it waits for {more}."
     return refusal.message
 
 

@@ -320,8 +320,7 @@ class Clicks:
             case OwnRequest():
                 return "You asked for this, so someone else must decide it. Nothing changed."
             case AlreadyVoted():
-                left = max(refusal.needed - refusal.counted, 1)
-                more = "1 more approval" if left == 1 else f"{left} more approvals"
+                more = f"{refusal.missing} more approval" + ("s" if refusal.missing > 1 else "")
                 return (
                     f"You have already approved this request; it waits for {more} "
                     "from someone else. Nothing changed."

@@ -134,6 +134,7 @@ def test_an_approver_who_voted_waits_for_the_others() -> None:
     assert is_open(req, T0 + 61)
     refusal = why_refused(req, BOB, T0 + 61)
     assert refusal == AlreadyVoted(BOB, first, needed=2, counted=1)
+    assert refusal.missing == 1
     assert refusal.message == "bob has already approved this request"
     assert why_refused(req, CAROL, T0 + 61) is None
 

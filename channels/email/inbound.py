@@ -23,6 +23,7 @@ from bot.domain.errors import (
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
 from bot.domain.refusals import why_refused
+from bot.domain.text import cut
 from bot.runtime import Runtime
 from bot.storage import keys
 from channels.email import compose, drafts, mime, tokens
@@ -211,7 +212,7 @@ class Intake:
         verdict = read_verdict(mail.text)
         if verdict.kind is Kind.UNCLEAR:
             first = next((ln.strip() for ln in mail.text.splitlines() if ln.strip()), "")
-            said = f' ("{first[:80]}")' if first else ""
+            said = f' ("{cut(first, 80)}")' if first else ""
             return await self._ask_again(
                 mail,
                 tid,

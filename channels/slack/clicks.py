@@ -39,9 +39,10 @@ from bot.domain.refusals import (
     Refusal,
     why_refused,
 )
+from bot.domain.text import cut
 from bot.runtime import Runtime
 from channels.slack.background import Background
-from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
+from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, to_choices, who
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click
 from channels.slack.people import People, UnknownUserError

@@ -21,10 +21,11 @@ from bot.domain.errors import RefusedError
 from bot.domain.events import Actor, HumanQuestion, Origin
 from bot.domain.policy import may_answer
 from bot.domain.reducer import Request, ThreadState
+from bot.domain.text import cut
 from bot.runtime import Runtime
 from bot.storage import keys
 from channels.slack.background import Background
-from channels.slack.blocks import cut, who
+from channels.slack.blocks import who
 from channels.slack.outbound import Outbound
 from channels.slack.payloads import (
     Command,

@@ -1,15 +1,17 @@
 """The two rules every decision path asks: is the request still open, and may this person decide.
 
 Both are pure: the caller passes the request, the actor and ``now``. Each
-returns ``None`` (go ahead) or a typed refusal naming why, which a channel
-words in its own way and ``Decisions`` raises as an error (``refusal.error()``)
-with the same words everywhere.
+returns ``None`` (go ahead) or a typed refusal naming why. ``Decisions`` raises
+it as an error (``refusal.error()``, the API's wording); channels tell the
+person refused with ``to_words``, naming people their own way.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import assert_never
 
 from bot.domain.errors import ConflictError, ForbiddenError, RefusedError
 from bot.domain.events import Actor, ApprovalDecision, HumanQuestion
@@ -62,17 +64,20 @@ class Expired:
 
 
 @dataclass(frozen=True)
-class NotApprover:
-    """The actor is not among the approvers the policy names."""
+class NotAllowed:
+    """The actor is not among those the request names: its approvers, or who answers a question."""
 
     actor: Actor
-    approvers: tuple[str, ...]
+    allowed: tuple[str, ...]
+    question: bool = False
 
     @property
     def message(self) -> str:
+        if self.question:
+            return f"{self.actor.label()} may not answer this question"
         return (
             f"{self.actor.label()} may not decide this request; "
-            f"approvers: {', '.join(self.approvers)}"
+            f"approvers: {', '.join(self.allowed)}"
         )
 
     def error(self) -> RefusedError:
@@ -117,22 +122,7 @@ class AlreadyVoted:
         return ConflictError(self.message, refusal=self)
 
 
-@dataclass(frozen=True)
-class NotAnswerer:
-    """The question names who answers it, and the actor is not one of them."""
-
-    actor: Actor
-    answerers: tuple[str, ...]
-
-    @property
-    def message(self) -> str:
-        return f"{self.actor.label()} may not answer this question"
-
-    def error(self) -> RefusedError:
-        return ForbiddenError(self.message, refusal=self)
-
-
-Refusal = Closed | Expired | NotApprover | OwnRequest | AlreadyVoted | NotAnswerer
+Refusal = Closed | Expired | NotAllowed | OwnRequest | AlreadyVoted
 """Why a human may not decide or answer a request now."""
 
 
@@ -164,9 +154,9 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
     if isinstance(asked, HumanQuestion):
         if may_answer(actor, asked.answerers):
             return None
-        return NotAnswerer(actor, tuple(asked.answerers))
+        return NotAllowed(actor, tuple(asked.answerers), question=True)
     if not is_allowed(actor, req.approvers):
-        return NotApprover(actor, tuple(req.approvers))
+        return NotAllowed(actor, tuple(req.approvers))
     if not asked.allow_self_approval and is_same_person(actor, asked.requester):
         return OwnRequest(actor)
     for vote in req.votes:
@@ -178,6 +168,37 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
 def may_decide(req: Request, actor: Actor, now: float) -> bool:
     """Whether ``actor`` may decide (or answer) ``req`` at ``now``."""
     return why_refused(req, actor, now) is None
+
+
+def to_words(
+    refusal: Refusal,
+    *,
+    who: Callable[[Actor], str] = Actor.label,
+    allowed: str | None = None,
+) -> str:
+    """``refusal`` as one sentence to the person refused, without its final full stop.
+
+    Args:
+        who: how the channel names the people who closed a request (a mention).
+        allowed: who may decide instead, as the channel names them; by default
+            as the policy does.
+    """
+    match refusal:
+        case Expired() | Closed(status=RequestStatus.EXPIRED):
+            return "This request has expired"
+        case Closed():
+            by = f" by {', '.join(who(a) for a in refusal.by)}" if refusal.by else ""
+            return f"This request was already {refusal.status.value}{by}"
+        case NotAllowed():
+            names = allowed or ", ".join(refusal.allowed)
+            what = "answer this question" if refusal.question else "decide this request"
+            return f"You can't {what}; it is for {names}"
+        case OwnRequest():
+            return "You asked for this, so someone else must decide it"
+        case AlreadyVoted():
+            more = f"{refusal.missing} more approval" + ("s" if refusal.missing > 1 else "")
+            return f"You have already approved this request; it waits for {more} from someone else"
+    assert_never(refusal)
 
 
 def _utc(at: float | None) -> str:

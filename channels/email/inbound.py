@@ -22,7 +22,7 @@ from bot.domain.errors import (
     RefusedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
-from bot.domain.refusals import why_refused
+from bot.domain.refusals import to_words, why_refused
 from bot.domain.text import cut
 from bot.runtime import Runtime
 from bot.storage import keys
@@ -201,7 +201,7 @@ class Intake:
             return Handled(Disposition.DUPLICATE, "seen before", tid)
         await self.rt.store.link("email", mail.message_id, tid)
         if refusal := why_refused(req, _actor(mail), now):  # before reading what it says
-            return await self._refuse(mail, tid, refusal.message)
+            return await self._refuse(mail, tid, f"{to_words(refusal)}.")
         if isinstance(req.asked, ApprovalRequested):
             return await self._decide(mail, tid, token, req.asked)
         return await self._reply_to_question(mail, tid, token, claim.request_id)

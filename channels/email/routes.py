@@ -29,8 +29,7 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision
-from bot.domain.reducer import RequestStatus
-from bot.domain.refusals import AlreadyVoted, Closed, Expired, Refusal, why_refused
+from bot.domain.refusals import to_words, why_refused
 from bot.runtime import Runtime
 from bot.web.app import status_of
 from channels.email import tokens
@@ -143,25 +142,11 @@ async def _open_link(cfg: EmailConfig, runtime: Runtime, token: str, address: st
     link = _Link(req.asked, state.agent, address.lower())
     now = time.time()
     if refusal := why_refused(req, link.actor, now):
-        return replace(link, done=_note(refusal), status=status_of(refusal.error()))
+        return replace(link, done=f"{to_words(refusal)}.", status=status_of(refusal.error()))
     if claim.is_expired(now):
         expired = ConflictError("This link has expired.")
         return replace(link, done=expired.message, status=status_of(expired))
     return link
-
-
-def _note(refusal: Refusal) -> str:
-    """``refusal`` in words for the approver who opened the link."""
-    match refusal:
-        case Expired() | Closed(status=RequestStatus.EXPIRED):
-            return "This request has expired."
-        case Closed():
-            by = f" by {refusal.who}." if refusal.who else "."
-            return f"This request is already {refusal.status.value}{by}"
-        case AlreadyVoted():
-            more = f"{refusal.missing} more approval" + ("s" if refusal.missing > 1 else "")
-            return f"You have already approved this request; it waits for {more}."
-    return refusal.message
 
 
 def _decide_page(link: _Link, done: str | None) -> str:

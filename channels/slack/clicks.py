@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, assert_never
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -28,17 +28,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import ConflictError, InvalidInputError, RefusedError
 from bot.domain.events import Actor, ApprovalRequested, Decision, HumanQuestion
-from bot.domain.reducer import Request, RequestStatus
-from bot.domain.refusals import (
-    AlreadyVoted,
-    Closed,
-    Expired,
-    NotAnswerer,
-    NotApprover,
-    OwnRequest,
-    Refusal,
-    why_refused,
-)
+from bot.domain.reducer import Request
+from bot.domain.refusals import Closed, Expired, NotAllowed, Refusal, to_words, why_refused
 from bot.domain.text import cut
 from bot.runtime import Runtime
 from channels.slack.background import Background
@@ -309,27 +300,10 @@ class Clicks:
 
     async def _words(self, refusal: Refusal) -> str:
         """``refusal`` in Slack's words, for the clicker; it names who may decide."""
-        match refusal:
-            case Expired() | Closed(status=RequestStatus.EXPIRED):
-                return "This request has expired; nothing was changed."
-            case Closed():
-                by = f" by {', '.join(who(a) for a in refusal.by)}" if refusal.by else ""
-                return f"This request was already {refusal.status.value}{by}; nothing was changed."
-            case NotApprover():
-                names = await self._mentions(refusal.approvers)
-                return f"You can't decide this request; it is for {names}. Nothing changed."
-            case OwnRequest():
-                return "You asked for this, so someone else must decide it. Nothing changed."
-            case AlreadyVoted():
-                more = f"{refusal.missing} more approval" + ("s" if refusal.missing > 1 else "")
-                return (
-                    f"You have already approved this request; it waits for {more} "
-                    "from someone else. Nothing changed."
-                )
-            case NotAnswerer():
-                names = await self._mentions(refusal.answerers)
-                return f"You can't answer this question; it is for {names}. Nothing changed."
-        assert_never(refusal)
+        allowed = None
+        if isinstance(refusal, NotAllowed):
+            allowed = await self._mentions(refusal.allowed)
+        return f"{to_words(refusal, who=who, allowed=allowed)}. Nothing changed."
 
     async def _mentions(self, names: tuple[str, ...]) -> str:
         return ", ".join([await self.people.mention(name) for name in names])

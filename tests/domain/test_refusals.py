@@ -27,11 +27,11 @@ from bot.domain.refusals import (
     AlreadyVoted,
     Closed,
     Expired,
-    NotAnswerer,
-    NotApprover,
+    NotAllowed,
     OwnRequest,
     is_open,
     may_decide,
+    to_words,
     why_closed,
     why_refused,
 )
@@ -108,12 +108,12 @@ def test_expired_and_cancelled_requests_name_nobody() -> None:
 
 def test_someone_the_policy_does_not_name_is_told_who_may() -> None:
     refusal = why_refused(approval(), MAL, T0)
-    assert refusal == NotApprover(MAL, ("bob", "carol@example.com"))
+    assert refusal == NotAllowed(MAL, ("bob", "carol@example.com"))
     assert refusal.message == (
         "mallory may not decide this request; approvers: bob, carol@example.com"
     )
     assert not may_decide(approval(), MAL, T0)
-    assert why_refused(approval(approvers=[]), BOB, T0) == NotApprover(BOB, ())  # fail closed
+    assert why_refused(approval(approvers=[]), BOB, T0) == NotAllowed(BOB, ())  # fail closed
     assert why_refused(approval(approvers=[ANYONE]), MAL, T0) is None
 
 
@@ -143,7 +143,7 @@ def test_a_question_names_who_answers_or_belongs_to_its_conversation() -> None:
     assert why_refused(question(), MAL, T0) is None
     named = question(answerers=["bob"])
     assert why_refused(named, BOB, T0) is None
-    assert why_refused(named, MAL, T0) == NotAnswerer(MAL, ("bob",))
+    assert why_refused(named, MAL, T0) == NotAllowed(MAL, ("bob",), question=True)
     answered = question(HumanAnswer(request_id=RID, text="1.5.0", by=BOB, at=T0 + 9))
     assert why_refused(answered, BOB, T0 + 10) == Closed(
         RID, RequestStatus.ANSWERED, (BOB,), T0 + 9
@@ -169,3 +169,20 @@ def test_each_refusal_raises_as_the_error_decisions_always_raised(
     exc = refusal.error()
     assert type(exc) is error and exc.refusal == refusal and exc.message == refusal.message
     assert detail.items() <= exc.detail.items()
+
+
+def test_the_person_refused_is_told_why_in_words_each_channel_can_name_people_in() -> None:
+    decided = why_refused(approval(vote(BOB, at=T0 + 1)), CAROL, T0 + 2)
+    assert decided is not None and to_words(decided) == "This request was already approved by bob"
+    assert to_words(decided, who=lambda a: f"<@{a.id}>") == (
+        "This request was already approved by <@bob>"
+    )
+    expired = why_refused(approval(), BOB, T0 + 3600)
+    assert expired is not None and to_words(expired) == "This request has expired"
+    stranger = why_refused(approval(), MAL, T0)
+    assert stranger is not None
+    assert to_words(stranger) == "You can't decide this request; it is for bob, carol@example.com"
+    assert to_words(stranger, allowed="<@U0BOB0001>").endswith("it is for <@U0BOB0001>")
+    voted = why_refused(approval(vote(BOB), min_approvals=3), BOB, T0 + 61)
+    assert voted is not None and "already approved" in to_words(voted)
+    assert "waits for 2 more approvals" in to_words(voted)

@@ -10,6 +10,8 @@ from typing import Any
 
 from rich.markup import escape
 
+from bot.domain.text import cut, to_call
+
 STATUS_STYLE = {
     "running": "cyan",
     "awaiting_approval": "bold yellow",
@@ -42,7 +44,7 @@ def ago(at: float) -> str:
 def what(req: dict[str, Any]) -> str:
     """One line saying what a request asks (plain text: escape it for markup)."""
     if req["kind"] == "approval":
-        return f"{req['tool']}({_args(req['args'])})"
+        return to_call(req["tool"], req["args"] or {}, show=repr)
     choices = f" [{' / '.join(req['choices'])}]" if req.get("choices") else ""
     return f"{req['question']}{choices}"
 
@@ -56,9 +58,9 @@ def event_line(e: dict[str, Any]) -> str:
         case "user_message":
             return f"[bold]{by}:[/] {escape(e['text'])}"
         case "tool_call":
-            return f"[dim]→ {e['tool']}({escape(_args(e['args']))})[/]"
+            return f"[dim]→ {escape(to_call(e['tool'], e['args'] or {}, show=repr))}[/]"
         case "tool_result":
-            return f"[dim]← {e['outcome']}: {escape(str(e['output'])[:160])}[/]"
+            return f"[dim]← {e['outcome']}: {escape(cut(str(e['output']), 160))}[/]"
         case "approval_requested":
             return f"[yellow]? approval for {e['tool']} ({e['request_id']})[/]"
         case "approval_decision":
@@ -75,7 +77,3 @@ def event_line(e: dict[str, Any]) -> str:
         case "error":
             return f"[red]! {escape(e['message'])}[/]"
     return f"[dim]{e['type']} {by}[/]"
-
-
-def _args(args: dict[str, Any] | None) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in (args or {}).items())

@@ -1,14 +1,21 @@
-"""One base error with three families: control flow, configuration, runtime."""
+"""One base error with three families: control flow, configuration, runtime.
+
+Errors name what went wrong; ``code`` is the API's error code. How an error
+reaches a client (an HTTP status, a Slack note, an email) is the entry point's
+business: only the web layer maps these classes to statuses.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.domain.refusals import Refusal
 
 
 class GreenlightError(Exception):
     """Base of every error Greenlight raises on purpose."""
 
-    status = 500
     code = "internal_error"
 
     def __init__(self, message: str, **detail: Any) -> None:
@@ -20,30 +27,49 @@ class GreenlightError(Exception):
 # --- control flow: the request was understood and refused ---------------------------------
 
 
-class NotFoundError(GreenlightError):
-    status, code = 404, "not_found"
+class RefusedError(GreenlightError):
+    """The request was understood and refused; nothing changed. Channels catch this family.
+
+    Attributes:
+        refusal: when a decision rule refused (closed, not an approver, ...), which
+            one and why, for a channel to word in its own way; else None.
+    """
+
+    code = "refused"
+
+    def __init__(self, message: str, *, refusal: Refusal | None = None, **detail: Any) -> None:
+        super().__init__(message, **detail)
+        self.refusal = refusal
 
 
-class ConflictError(GreenlightError):
+class NotFoundError(RefusedError):
+    """What the caller names does not exist (a thread, a request, a link)."""
+
+    code = "not_found"
+
+
+class ConflictError(RefusedError):
     """The thing changed under the caller: a request already decided, a stale version."""
 
-    status, code = 409, "conflict"
+    code = "conflict"
 
 
-class ForbiddenError(GreenlightError):
+class ForbiddenError(RefusedError):
     """The actor may not do this (not an approver, self-approval)."""
 
-    status, code = 403, "forbidden"
+    code = "forbidden"
 
 
-class InvalidInputError(GreenlightError):
+class InvalidInputError(RefusedError):
     """Input failed validation (edited arguments against a tool's schema)."""
 
-    status, code = 422, "invalid_input"
+    code = "invalid_input"
 
 
-class UnauthorizedError(GreenlightError):
-    status, code = 401, "unauthorized"
+class UnauthorizedError(RefusedError):
+    """The caller did not prove who it is (a missing or wrong token, secret or signature)."""
+
+    code = "unauthorized"
 
 
 class VersionConflict(ConflictError):

@@ -17,7 +17,6 @@ from bot.domain import ids
 from bot.domain.agents import Agent
 from bot.domain.errors import (
     ConflictError,
-    ForbiddenError,
     GreenlightError,
     InvalidInputError,
     NotFoundError,
@@ -31,8 +30,9 @@ from bot.domain.events import (
     HumanAnswer,
     HumanQuestion,
 )
-from bot.domain.policy import args_hash, is_allowed, is_same_person, may_answer
+from bot.domain.policy import args_hash
 from bot.domain.reducer import Request, ThreadState
+from bot.domain.refusals import why_refused
 from bot.engine.writes import write
 from bot.storage.threadlog import DuplicateDelivery, ThreadLog
 
@@ -92,8 +92,8 @@ class Decisions:
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, ApprovalRequested):
                 raise ConflictError(f"{request_id} is a question: answer it instead")
-            _check_open(req)
-            _check_approver(req, req.asked, by)
+            if refusal := why_refused(req, by, time.time()):
+                raise refusal.error()
             new_args, new_hash = None, req.args_hash or req.asked.args_hash
             if seen_hash is not None and seen_hash != new_hash:
                 raise ConflictError(
@@ -126,9 +126,8 @@ class Decisions:
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, HumanQuestion):
                 raise ConflictError(f"{request_id} is an approval: decide it instead")
-            _check_open(req)
-            if not may_answer(by, req.asked.answerers):
-                raise ForbiddenError(f"{by.label()} may not answer this question")
+            if refusal := why_refused(req, by, time.time()):
+                raise refusal.error()
             answer = text
             if req.asked.format == "choices" and req.asked.choices:
                 answer = _match_choice(text, req.asked.choices)
@@ -179,33 +178,6 @@ def _request(state: ThreadState, request_id: str) -> Request:
     if request_id not in state.requests:
         raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
     return state.requests[request_id]
-
-
-def _check_open(req: Request) -> None:
-    if req.is_open and (req.expires_at is None or req.expires_at > time.time()):
-        return
-    if req.is_open:
-        raise ConflictError(f"request {req.id} has expired", status="expired")
-    who = ", ".join(a.label() for a in req.closed_by) or None
-    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(req.closed_at or 0))
-    by = f" by {who}" if who else ""
-    raise ConflictError(
-        f"request {req.id} is already {req.status.value}{by} at {when}",
-        status=req.status.value,
-        decided_by=who,
-        decided_at=when,
-    )
-
-
-def _check_approver(req: Request, asked: ApprovalRequested, by: Actor) -> None:
-    if not is_allowed(by, req.approvers):
-        raise ForbiddenError(
-            f"{by.label()} may not decide this request; approvers: {', '.join(req.approvers)}"
-        )
-    if not asked.allow_self_approval and is_same_person(by, asked.requester):
-        raise ForbiddenError(f"{by.label()} asked for this and may not approve it themselves")
-    if any(is_same_person(v.by, by) and v.args_hash == req.args_hash for v in req.votes):
-        raise ConflictError(f"{by.label()} has already approved this request")
 
 
 def _match_choice(text: str, choices: list[str]) -> str:

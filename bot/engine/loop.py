@@ -38,6 +38,7 @@ from bot.domain.ids import new_request_id
 from bot.domain.model import Model, ModelCall, ModelRequest
 from bot.domain.policy import Groups, args_hash
 from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
+from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 from bot.engine.writes import write
 from bot.storage.threadlog import ThreadLog
@@ -163,9 +164,10 @@ class Loop:
                 outcome=Outcome.UNKNOWN,
                 output="The run was interrupted; whether it took effect is unknown.",
             )
+            shown = to_call(call.asked.tool, call.args, show=repr, limit=200)
             question = _escalation(
                 s,
-                f"{call.asked.tool}({_short(call.args)}) was interrupted mid-run; "
+                f"{shown} was interrupted mid-run; "
                 "its outcome is unknown. Please check and tell me what happened.",
             )
             return [unknown, question]
@@ -298,7 +300,3 @@ def _escalation(s: ThreadState, why: str) -> HumanQuestion:
         context=s.last_error,
         urgency=Urgency.HIGH,
     )
-
-
-def _short(args: dict[str, object]) -> str:
-    return ", ".join(f"{k}={v!r}" for k, v in args.items())[:200]

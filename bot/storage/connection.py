@@ -20,6 +20,8 @@ from redis.asyncio.connection import (
     SSLConnection,
     UnixDomainSocketConnection,
 )
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import DataError
 
 Client = Redis | RedisCluster
@@ -28,11 +30,15 @@ Client = Redis | RedisCluster
 # asyncio.wait_for, a task per command: about 15% of a worker's CPU on our cycle
 # (bench/cycles.py). Dead peers are found by TCP keepalive instead; blocking
 # reads set their own timeout (BLOCK).
+#
+# A pooled connection that Redis closed (a restart, a failover) is retried on
+# a fresh one, a few times with a short backoff; from_url alone retries nothing.
 _OPTIONS: dict[str, Any] = {
     "decode_responses": True,
     "socket_timeout": None,
     "socket_connect_timeout": 5.0,
     "socket_keepalive": True,
+    "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
 }
 
 

@@ -14,10 +14,19 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.domain.errors import GreenlightError, UnauthorizedError
+from bot.domain.errors import (
+    ConflictError,
+    ForbiddenError,
+    GreenlightError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthorizedError,
+)
 from bot.runtime import Runtime
 from bot.web.api import health, router
 
@@ -73,14 +82,49 @@ def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"error": code, "detail": detail, **extra}
 
 
+_STATUSES: dict[type[GreenlightError], int] = {
+    UnauthorizedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+    InvalidInputError: 422,
+}
+"""The one mapping of domain errors to HTTP statuses; anything else is a 500."""
+
+RETRY_AFTER = 2
+"""Seconds a client should wait when Redis is unreachable (restarting, loading its AOF)."""
+
+
+def status_of(exc: GreenlightError) -> int:
+    """The HTTP status that answers ``exc``: its nearest class in ``_STATUSES``, else 500."""
+    for cls in type(exc).__mro__:
+        if cls in _STATUSES:
+            return _STATUSES[cls]
+    return 500
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GreenlightError)
     async def greenlight(request: Request, exc: GreenlightError) -> JSONResponse:
-        if exc.status >= 500:
+        status = status_of(exc)
+        if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
         return JSONResponse(
-            error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=exc.status
+            error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=status
         )
+
+    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+        # Expected while Redis restarts: one line, no traceback, and a status clients retry.
+        log.warning("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            error_body("unavailable", "Redis is unavailable; try again shortly"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
+
+    # BusyLoadingError (Redis is loading its AOF) is a ConnectionError.
+    app.add_exception_handler(RedisConnectionError, unavailable)
+    app.add_exception_handler(RedisTimeoutError, unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

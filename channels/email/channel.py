@@ -19,6 +19,7 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.reducer import ThreadState
+from bot.domain.text import cut
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from channels.email import compose, drafts
@@ -105,4 +106,4 @@ class EmailChannel:
                 break
             if isinstance(event, UserMessage):
                 said = event.text
-        return said[:500] if said else None
+        return cut(said, 500) if said else None

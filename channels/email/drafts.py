@@ -8,13 +8,13 @@ message, and a follow-up names the message it follows without a lookup.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.events import ApprovalRequested, HumanQuestion
 from bot.domain.reducer import ThreadState
+from bot.domain.text import cut, to_call, to_shown
 from channels.email.config import EmailConfig
 from channels.email.mime import Inbound
 
@@ -179,7 +179,7 @@ def origin_subject(thread: ThreadState) -> str:
 
 def approval_subject(agent: str, e: ApprovalRequested) -> str:
     """The subject of an approval email (and, with ``Re:``, of what follows it)."""
-    return clip(f"Approval needed: {agent} wants to run {describe_call(e.tool, e.args)}", 150)
+    return cut(f"Approval needed: {agent} wants to run {describe_call(e.tool, e.args)}", 150)
 
 
 def with_re(subject: str) -> str:
@@ -189,15 +189,12 @@ def with_re(subject: str) -> str:
 
 def describe_call(tool: str, args: dict[str, Any]) -> str:
     """``tool(name=value, …)``, short enough for a subject line."""
-    inner = ", ".join(f"{k}={v}" for k, v in args.items())
-    return clip(f"{tool}({inner})", 100)
+    return to_call(tool, args, limit=100)
 
 
 def to_rows(args: dict[str, Any]) -> list[tuple[str, str]]:
     """Tool arguments as (name, value) rows for a table."""
-    return [
-        (k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in args.items()
-    ]
+    return [(k, to_shown(v)) for k, v in args.items()]
 
 
 def to_utc(at: float | None) -> str | None:
@@ -205,8 +202,3 @@ def to_utc(at: float | None) -> str | None:
     if at is None:
         return None
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
-
-
-def clip(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters, with an ellipsis when cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -18,11 +18,13 @@ from bot.domain import ids
 from bot.domain.errors import (
     ConflictError,
     DeliveryError,
-    ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    RefusedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision, Origin
+from bot.domain.refusals import to_words, why_refused
+from bot.domain.text import cut
 from bot.engine.ports import ChannelPorts
 from channels.email import compose, drafts, mime, tokens
 from channels.email.config import EmailConfig
@@ -155,7 +157,7 @@ class Intake:
             return Handled(Disposition.IGNORED, "nothing new in the reply", tid)
         try:
             got = await self.rt.inbox.say(tid, mail.text, _actor(mail), delivery=mail.message_id)
-        except (ConflictError, NotFoundError) as exc:
+        except RefusedError as exc:
             return await self._refuse(mail, tid, exc.message)
         await self.rt.state.link(mail.message_id, tid)
         if got.duplicate:
@@ -174,7 +176,8 @@ class Intake:
             return Handled(Disposition.REFUSED, "unknown or forged reply address")
         tid = ids.thread_of_request(claim.request_id)
         assert tid is not None  # a genuine token names a well-formed request id
-        if claim.is_expired(time.time()):
+        now = time.time()
+        if claim.is_expired(now):
             return await self._refuse(mail, tid, "This reply address has expired.")
         if not claim.is_for(mail.sender, self.cfg.secret):
             return await self._refuse(
@@ -197,6 +200,8 @@ class Intake:
         if await self.rt.threads.seen(state.id, mail.message_id):
             return Handled(Disposition.DUPLICATE, "seen before", tid)
         await self.rt.state.link(mail.message_id, tid)
+        if refusal := why_refused(req, _actor(mail), now):  # before reading what it says
+            return await self._refuse(mail, tid, f"{to_words(refusal)}.")
         if isinstance(req.asked, ApprovalRequested):
             return await self._decide(mail, tid, token, req.asked)
         return await self._reply_to_question(mail, tid, token, claim.request_id)
@@ -207,7 +212,7 @@ class Intake:
         verdict = read_verdict(mail.text)
         if verdict.kind is Kind.UNCLEAR:
             first = next((ln.strip() for ln in mail.text.splitlines() if ln.strip()), "")
-            said = f' ("{first[:80]}")' if first else ""
+            said = f' ("{cut(first, 80)}")' if first else ""
             return await self._ask_again(
                 mail,
                 tid,
@@ -225,7 +230,7 @@ class Intake:
                 seen_hash=asked.args_hash,
                 delivery=mail.message_id,
             )
-        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+        except RefusedError as exc:
             return await self._refuse(mail, tid, exc.message)
         if outcome.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)
@@ -247,7 +252,7 @@ class Intake:
             )
         except InvalidInputError as exc:
             return await self._ask_again(mail, tid, token, exc.message)
-        except (ConflictError, ForbiddenError, NotFoundError) as exc:
+        except RefusedError as exc:
             return await self._refuse(mail, tid, exc.message)
         if outcome.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)

@@ -14,7 +14,7 @@ import base64
 import binascii
 import hmac
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -23,13 +23,15 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from bot.domain.errors import (
     ConflictError,
-    ForbiddenError,
     InvalidInputError,
     NotFoundError,
+    RefusedError,
     UnauthorizedError,
 )
 from bot.domain.events import Actor, ApprovalRequested, Decision
+from bot.domain.refusals import to_words, why_refused
 from bot.engine.ports import ChannelPorts
+from bot.web.app import status_of
 from channels.email import tokens
 from channels.email.config import EmailConfig
 from channels.email.drafts import to_rows, to_utc
@@ -74,25 +76,24 @@ def build_router(
     async def decide(token: str, request: Request, a: str = "") -> HTMLResponse:
         link = await _open_link(cfg, runtime, token, a)
         if link.done:
-            return HTMLResponse(_decide_page(link, link.done), status_code=409)
+            return HTMLResponse(_decide_page(link, link.done), status_code=link.status)
         asked = link.asked
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         choice = (form.get("decision") or [""])[0]
         if choice not in ("approve", "reject"):
             raise InvalidInputError("decision must be approve or reject")
         reason = (form.get("reason") or [""])[0].strip() or None
-        actor = Actor(channel="email", id=link.approver, email=link.approver)
         try:
             await runtime.decisions.decide(
                 asked.request_id,
                 Decision(choice),
-                actor,
+                link.actor,
                 reason=reason if choice == "reject" else None,
                 seen_hash=asked.args_hash,
                 delivery=f"link:{token}:{choice}",
             )
-        except (ConflictError, ForbiddenError) as exc:
-            return HTMLResponse(_decide_page(link, exc.message), status_code=exc.status)
+        except RefusedError as exc:
+            return HTMLResponse(_decide_page(link, exc.message), status_code=status_of(exc))
         verb = "Approved" if choice == "approve" else "Rejected"
         return HTMLResponse(_decide_page(link, f"{verb}. Thank you; you can close this page."))
 
@@ -118,8 +119,14 @@ class _Link:
     asked: ApprovalRequested
     agent: str
     approver: str
-    done: str | None
-    """Why the request can no longer be decided here; None when it can."""
+    done: str | None = None
+    """Why the approver can no longer decide the request here; None when they can."""
+    status: int = 200
+    """The HTTP status a decision posted now would get."""
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(channel="email", id=self.approver, email=self.approver)
 
 
 async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, address: str) -> _Link:
@@ -132,13 +139,14 @@ async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, addres
         raise NotFoundError("this decision link is not valid") from exc
     if not isinstance(req.asked, ApprovalRequested):
         raise NotFoundError("this decision link is not valid")
-    done = None
-    if not req.is_open:
-        who = ", ".join(a.label() for a in req.closed_by)
-        done = f"This request is already {req.status.value}" + (f" by {who}." if who else ".")
-    elif claim.is_expired(time.time()):
-        done = "This link has expired."
-    return _Link(req.asked, state.agent, address.lower(), done)
+    link = _Link(req.asked, state.agent, address.lower())
+    now = time.time()
+    if refusal := why_refused(req, link.actor, now):
+        return replace(link, done=f"{to_words(refusal)}.", status=status_of(refusal.error()))
+    if claim.is_expired(now):
+        expired = ConflictError("This link has expired.")
+        return replace(link, done=expired.message, status=status_of(expired))
+    return link
 
 
 def _decide_page(link: _Link, done: str | None) -> str:

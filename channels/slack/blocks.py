@@ -7,13 +7,13 @@ is cut within Block Kit's limits; model-written text is escaped.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.events import Actor, AnswerFormat, ApprovalRequested, HumanQuestion
 from bot.domain.reducer import Request, RequestStatus
+from bot.domain.text import cut, to_args, to_call, to_shown
 from channels.slack.payloads import to_value
 from channels.slack.people import escape
 
@@ -52,11 +52,6 @@ class CardInfo:
     link: str | None = None
 
 
-def cut(text: str, limit: int) -> str:
-    """``text`` within ``limit`` characters, ending in … when shortened."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def cut_escaped(text: str, limit: int) -> str:
     """``text`` escaped for mrkdwn and cut so that the escaped form fits ``limit``.
 
@@ -64,23 +59,20 @@ def cut_escaped(text: str, limit: int) -> str:
     before escaping can overflow Block Kit, and cutting after it can end inside
     an entity, which Slack shows raw.
     """
-    text = escape(text)
-    if len(text) <= limit:
-        return text
-    return _entity_safe(text, limit - 1) + "…"
+    return cut(escape(text), limit, boundary=_entity_safe)
 
 
-def _entity_safe(text: str, at: int) -> str:
-    """``text[:at]``, moved back to before an entity (``&lt;``) the cut would split."""
+def _entity_safe(text: str, at: int) -> int:
+    """``at``, moved back to before an entity (``&lt;``) a cut there would split."""
     amp = text.rfind("&", max(0, at - 4), at)
-    return text[:amp] if amp != -1 and ";" not in text[amp:at] else text[:at]
+    return amp if amp != -1 and ";" not in text[amp:at] else at
 
 
 def to_pieces(text: str, size: int) -> list[str]:
     """Escaped ``text`` in pieces of at most ``size`` characters, no entity split."""
     pieces: list[str] = []
     while len(text) > size:
-        piece = _entity_safe(text, size)
+        piece = text[: _entity_safe(text, size)]
         pieces.append(piece)
         text = text[len(piece) :]
     return [*pieces, text]
@@ -95,13 +87,6 @@ def when(at: float) -> str:
     """A date Slack shows in each reader's time zone."""
     fallback = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(at))
     return f"<!date^{int(at)}^{{date_short_pretty}} at {{time}}|{fallback}>"
-
-
-def to_shown(value: Any) -> str:
-    """One argument as people read it: strings as they are, the rest as JSON."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 def card(req: Request, info: CardInfo) -> tuple[str, list[Block]]:
@@ -150,7 +135,7 @@ def approval_card(
             }
         )
     # The fallback text is mrkdwn too, and it is what notifications show.
-    text = f"{title}: {asked.tool}({cut_escaped(_inline(args), 200)}) for the {info.agent} agent"
+    text = f"{title}: {asked.tool}({cut_escaped(to_args(args), 200)}) for the {info.agent} agent"
     return text, blocks
 
 
@@ -242,7 +227,7 @@ def _approval_buttons(req: Request, asked: ApprovalRequested, cut_short: bool) -
     if asked.risky:
         approve["confirm"] = {
             "title": _plain(cut(f"Approve {asked.tool}?", 100)),
-            "text": _plain(cut(f"{asked.tool}({_inline(req.args or asked.args)})", 300)),
+            "text": _plain(to_call(asked.tool, req.args or asked.args, limit=300)),
             "confirm": _plain("Approve"),
             "deny": _plain("Cancel"),
             "style": "primary",
@@ -270,10 +255,6 @@ def _fields(args: dict[str, Any]) -> tuple[list[Block], bool]:
     if len(args) > len(shown):
         fields.append(_mrkdwn(f"_…and {len(args) - len(shown)} more_"))
     return fields, cut_short
-
-
-def _inline(args: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={to_shown(v)}" for k, v in args.items())
 
 
 def _quote(text: str) -> str:

@@ -1,8 +1,9 @@
 """Buttons and modals: Approve, Reject (with a reason), Edit, View, and question choices.
 
 Every path ends in ``runtime.decisions``: the one place that checks the request
-is open, the arguments are the ones shown and the clicker may decide. The
-checks here only spare people a modal that would be refused anyway.
+is open, the arguments are the ones shown and the clicker may decide. Before a
+modal opens, the same rules (``bot.domain.refusals``) spare people a form that
+would be refused anyway; a refusal is worded here, for Slack.
 
 Slack's answer waits for a listener (``process_before_response``), so a click
 holds it only for what decides the outcome: finding the request, who clicked
@@ -25,13 +26,14 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.errors import ConflictError, InvalidInputError, RefusedError
 from bot.domain.events import Actor, ApprovalRequested, Decision, HumanQuestion
-from bot.domain.policy import is_allowed, is_same_person
-from bot.domain.reducer import Request, RequestStatus
+from bot.domain.reducer import Request
+from bot.domain.refusals import Closed, Expired, NotAllowed, Refusal, to_words, why_refused
+from bot.domain.text import cut
 from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
-from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, cut, to_choices, who
+from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, to_choices, who
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click
 from channels.slack.people import People, UnknownUserError
@@ -107,13 +109,8 @@ class Clicks:
             await self.rt.decisions.decide(
                 req.id, Decision.APPROVE, actor, seen_hash=value.get("h"), delivery=click.delivery
             )
-        except ConflictError as exc:
-            self._stale(click, req.id, exc)
-        except ForbiddenError as exc:
-            refused = _is_refused(req, actor)
-            self._tell(click, partial(self._refusal, req, actor) if refused else exc.message)
-        except (NotFoundError, InvalidInputError) as exc:
-            self._tell(click, exc.message)
+        except RefusedError as exc:
+            self._refused(click, req.id, exc)
 
     async def on_reject(self, ack: Any, body: dict[str, Any]) -> None:
         await self._open_modal(ack, body, "reject")
@@ -141,10 +138,8 @@ class Clicks:
             return
         try:
             await self.rt.decisions.answer(req.id, choices[index], actor, delivery=click.delivery)
-        except ConflictError as exc:
-            self._stale(click, req.id, exc)
-        except (ForbiddenError, NotFoundError, InvalidInputError) as exc:
-            self._tell(click, exc.message)
+        except RefusedError as exc:
+            self._refused(click, req.id, exc)
 
     async def _open_modal(self, ack: Any, body: dict[str, Any], kind: str) -> None:
         deadline = asyncio.get_running_loop().time() + OPEN_WITHIN
@@ -160,11 +155,8 @@ class Clicks:
             actor = await self._actor(click, req.approvers)
             if actor is None:
                 return
-            if not _is_open(req):
-                self._stale(click, req.id, None)
-                return
-            if _is_refused(req, actor):
-                self._tell(click, partial(self._refusal, req, actor))
+            if refusal := why_refused(req, actor, time.time()):
+                self._refused(click, req.id, refusal)
                 return
             maker = reject_modal if kind == "reject" else edit_modal
             view = maker(req, req.asked)
@@ -191,13 +183,7 @@ class Clicks:
             return
         try:
             await self._decide_submitted(body, view, meta, Decision.REJECT, reason=reason)
-        except (
-            ConflictError,
-            ForbiddenError,
-            NotFoundError,
-            InvalidInputError,
-            UnknownUserError,
-        ) as exc:
+        except (RefusedError, UnknownUserError) as exc:
             await ack(response_action="errors", errors={REASON: cut(exc.message, _ERROR_MAX)})
             return
         await ack()
@@ -215,7 +201,7 @@ class Clicks:
             listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
             await ack(response_action="errors", errors=to_errors(listed, values, meta))
             return
-        except (ConflictError, ForbiddenError, NotFoundError, UnknownUserError) as exc:
+        except (RefusedError, UnknownUserError) as exc:
             block = next(iter(values), "args")
             await ack(response_action="errors", errors={block: cut(exc.message, _ERROR_MAX)})
             return
@@ -256,7 +242,7 @@ class Clicks:
         try:
             value = from_value(click.value)
             req, _ = await self.rt.decisions.find(value["r"])
-        except (InvalidInputError, NotFoundError) as exc:
+        except RefusedError as exc:
             self._tell(click, exc.message)
             return None
         return click, req, value
@@ -278,48 +264,46 @@ class Clicks:
 
         self.background.start("a private note", whisper)
 
-    def _stale(self, click: Click, request_id: str, exc: ConflictError | None) -> None:
+    def _refused(self, click: Click, request_id: str, why: Refusal | RefusedError) -> None:
+        """Tell the clicker why nothing changed; a card gone stale is shown as it now is."""
+        if isinstance(why, RefusedError):
+            if why.refusal is None:  # no rule refused: changed arguments (stale), or bad input
+                if isinstance(why, ConflictError):
+                    self._stale(click, request_id, why.message)
+                else:
+                    self._tell(click, why.message)
+                return
+            why = why.refusal
+        words = partial(self._words, why)
+        if isinstance(why, Closed | Expired):
+            self._stale(click, request_id, words)
+        else:
+            self._tell(click, words)
+
+    def _stale(
+        self, click: Click, request_id: str, text: str | Callable[[], Awaitable[str]]
+    ) -> None:
         """A click on a decided, expired or changed card: say so, and show the card as it is."""
 
         async def show() -> None:
-            req, state = await self.rt.decisions.find(request_id)
-            await self.outbound.whisper(click.channel, click.user, _why_stale(req, exc))
+            _, state = await self.rt.decisions.find(request_id)
+            said = text if isinstance(text, str) else await text()
+            await self.outbound.whisper(click.channel, click.user, said)
             try:
                 await self.outbound.refresh(
                     state, request_id, also=Place(click.channel, click.message_ts)
                 )
-            except SlackApiError as exc2:
-                log.warning("slack: refreshing a card failed: %s", exc2.response.get("error"))
+            except SlackApiError as exc:
+                log.warning("slack: refreshing a card failed: %s", exc.response.get("error"))
 
         self.background.start("refreshing a stale card", show)
 
-    async def _refusal(self, req: Request, actor: Actor) -> str:
-        """Why ``actor``, whom ``_is_refused`` refuses, may not decide: it names who may."""
-        if is_allowed(actor, req.approvers):
-            return "You asked for this, so someone else must decide it. Nothing changed."
-        names = [await self.people.mention(a) for a in req.approvers]
-        return f"You can't decide this request; it is for {', '.join(names)}. Nothing changed."
+    async def _words(self, refusal: Refusal) -> str:
+        """``refusal`` in Slack's words, for the clicker; it names who may decide."""
+        allowed = None
+        if isinstance(refusal, NotAllowed):
+            allowed = await self._mentions(refusal.allowed)
+        return f"{to_words(refusal, who=who, allowed=allowed)}. Nothing changed."
 
-
-def _is_refused(req: Request, actor: Actor) -> bool:
-    """Whether the policy refuses ``actor``: checked before a modal opens (decide checks again)."""
-    asked = req.asked
-    if not isinstance(asked, ApprovalRequested):
-        return False
-    if not is_allowed(actor, req.approvers):
-        return True
-    return not asked.allow_self_approval and is_same_person(actor, asked.requester)
-
-
-def _is_open(req: Request) -> bool:
-    return req.is_open and (req.expires_at is None or req.expires_at > time.time())
-
-
-def _why_stale(req: Request, exc: ConflictError | None) -> str:
-    if req.is_open and exc is not None:
-        return exc.message
-    if req.status is RequestStatus.EXPIRED or (req.is_open and not _is_open(req)):
-        return "This request has expired; nothing was changed."
-    closed = ", ".join(who(a) for a in req.closed_by)
-    by = f" by {closed}" if closed else ""
-    return f"This request was already {req.status.value}{by}; nothing was changed."
+    async def _mentions(self, names: tuple[str, ...]) -> str:
+        return ", ".join([await self.people.mention(name) for name in names])

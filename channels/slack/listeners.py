@@ -19,13 +19,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain import ids
-from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.errors import RefusedError
 from bot.domain.events import Actor, HumanQuestion, Origin
 from bot.domain.policy import may_answer
 from bot.domain.reducer import Request, ThreadState
+from bot.domain.text import cut
 from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
-from channels.slack.blocks import cut, who
+from channels.slack.blocks import who
 from channels.slack.outbound import Outbound
 from channels.slack.payloads import (
     Command,
@@ -129,13 +130,13 @@ class Listeners:
                 thread_id=tid,
                 delivery=msg.delivery,
             )
-        except (ConflictError, InvalidInputError) as exc:
+        except RefusedError as exc:
             self._tell(msg, exc.message)
 
     async def _answer(self, msg: Message, request_id: str, text: str, actor: Actor) -> None:
         try:
             await self.rt.decisions.answer(request_id, text, actor, delivery=msg.delivery)
-        except (ConflictError, ForbiddenError, InvalidInputError, NotFoundError) as exc:
+        except RefusedError as exc:
             self._tell(msg, exc.message)
 
     def _tell(self, msg: Message, text: str) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 from bot.domain.events import ApprovalRequested
 from bot.domain.reducer import Request
-from channels.slack.blocks import Block, cut, to_pieces, to_shown
+from bot.domain.text import cut, to_shown
+from channels.slack.blocks import Block, to_pieces
 from channels.slack.payloads import to_value
 from channels.slack.people import escape
 

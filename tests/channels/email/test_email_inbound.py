@@ -94,6 +94,24 @@ async def test_an_expired_token_does_not_decide(room: Mailroom) -> None:
     assert not [e for e in await room.events(tid) if isinstance(e, ApprovalDecision)]
 
 
+async def test_a_reply_to_a_decided_request_is_refused_before_it_is_read(room: Mailroom) -> None:
+    tid, request_id = await open_request(room)
+    ask = room.provider.last_to(OPS)
+    r = await room.h.api.post(
+        f"/requests/{request_id}/decision", json={"decision": "reject", "by": "bob"}
+    )
+    assert r.status_code == 200, r.text
+    asked = len(room.provider.to(OPS))
+
+    # Not a decision it could read: still no "please answer again", since nothing can count.
+    answer = await room.smtp(reply_to(ask, "what is this about?", sender=OPS))
+    assert answer.startswith("refused") and "already rejected by bob" in answer
+    told = room.provider.to(OPS)
+    assert len(told) == asked + 1 and "already rejected by bob" in told[-1].text
+    assert told[-1]["Reply-To"] != ask["Reply-To"]  # not asked again
+    assert len([e for e in await room.events(tid) if isinstance(e, ApprovalDecision)]) == 1
+
+
 async def test_inbound_post_with_a_wrong_secret_is_401_and_changes_nothing(
     room: Mailroom, redis: Redis
 ) -> None:

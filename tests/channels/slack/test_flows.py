@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.domain import ids
 from bot.domain.events import ApprovalDecision, HumanAnswer, ToolResult, UserMessage
+from bot.domain.policy import ApprovalPolicy
 from tests.channels.slack.conftest import ANN, BOB, CAROL, DAN, MAL, slack_settings
 from tests.channels.slack.slack import (
     CHANNEL,
@@ -18,7 +19,7 @@ from tests.channels.slack.slack import (
     text_of,
     whispers,
 )
-from tests.doubles import ScriptedModel, c, turns
+from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI, SlackUser
 
@@ -445,3 +446,36 @@ async def test_an_empty_group_allowed_on_purpose_lets_only_admins_click(
         await slack.click(card, "gl_approve", CAROL)
         await h.drain()
         assert any("-> 1.5.0 on production" in text for text in replies_in(api, root))
+
+
+async def test_an_approver_who_already_voted_is_told_so_and_no_form_opens(
+    redis_server: Any, redis: Any, api: SlackAPI
+) -> None:
+    policy = ApprovalPolicy(approvers=(f"slack:{BOB}", f"slack:{CAROL}"), min_approvals=2)
+    ledger = Ledger()
+    agents = {"bank": make_agent(ledger, policy=policy)}
+    model = ScriptedModel(turns(c("transfer", to="dan", amount=5)))
+    async with Harness(
+        redis_server.url, settings=slack_settings(api), agents=agents, model=model
+    ) as h:
+        slack = Slack(h.http, api)
+        root = await slack.mention("bank: pay dan 5", ANN)
+        await h.drain()
+        card = card_in(api, root)
+        await slack.click(card, "gl_approve", BOB)  # one of the two approvals it needs
+        await h.drain()
+        version = (await h.thread(thread_of(root))).version
+
+        # The same click again is a replay (one person, one button, one card): no change.
+        assert (await slack.click(card, "gl_approve", BOB)).status_code == 200
+        for action in ("gl_reject", "gl_edit"):
+            assert (await slack.click(card, action, BOB)).status_code == 200
+        notes = await whispers(api, BOB, 2)
+        assert len(notes) == 2 and all("already approved" in n for n in notes), notes
+        assert "1 more approval" in notes[0]
+        assert api.calls_to("views.open") == []  # no form that would be refused anyway
+        assert (await h.thread(thread_of(root))).version == version and ledger.runs == []
+
+        await slack.click(card, "gl_approve", CAROL)
+        await h.drain()
+        assert [run[1] for run in ledger.runs] == [{"to": "dan", "amount": 5}]

@@ -1,0 +1,61 @@
+"""Text for people: a tool call on one line, an argument's value, and cutting text short.
+
+Every channel and the CLI show calls and cut text with these, so a call reads
+the same in Slack, in an email subject and in the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+ELLIPSIS = "…"
+
+
+def to_shown(value: Any) -> str:
+    """One argument as people read it: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def to_args(args: Mapping[str, Any], show: Callable[[Any], str] = to_shown) -> str:
+    """Arguments as ``name=value, …``, each value through ``show``."""
+    return ", ".join(f"{name}={show(value)}" for name, value in args.items())
+
+
+def to_call(
+    tool: str,
+    args: Mapping[str, Any],
+    *,
+    show: Callable[[Any], str] = to_shown,
+    limit: int | None = None,
+) -> str:
+    """A tool call as ``tool(name=value, …)``.
+
+    Args:
+        show: renders each value; ``repr`` quotes strings, as a terminal shows them.
+        limit: the most characters the whole call may take; the arguments are cut
+            (with …) so that the closing parenthesis stays.
+    """
+    inner = to_args(args, show)
+    if limit is not None:
+        inner = cut(inner, max(limit - len(tool) - 2, len(ELLIPSIS)))
+    return f"{tool}({inner})"
+
+
+def cut(text: str, limit: int, *, boundary: Callable[[str, int], int] | None = None) -> str:
+    """``text`` within ``limit`` characters, ending in … when shortened.
+
+    Args:
+        boundary: given the text and the index a cut would fall at, where it may
+            fall instead (at or before it), so that it splits nothing the caller
+            cares about, such as a markup entity.
+    """
+    if len(text) <= limit:
+        return text
+    at = limit - len(ELLIPSIS)
+    if boundary is not None:
+        at = boundary(text, at)
+    return text[:at] + ELLIPSIS

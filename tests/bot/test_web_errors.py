@@ -1,0 +1,63 @@
+"""How errors reach HTTP clients: one status table, and Redis outages as a JSON 503."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bot.domain import errors
+from bot.storage.embedded import EmbeddedRedis
+from bot.web.app import status_of
+from tests.harness import Harness
+
+DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
+
+
+def test_every_refusal_is_a_4xx_and_anything_else_a_500() -> None:
+    refusals = {
+        errors.UnauthorizedError: 401,
+        errors.ForbiddenError: 403,
+        errors.NotFoundError: 404,
+        errors.ConflictError: 409,
+        errors.InvalidInputError: 422,
+    }
+    for cls, status in refusals.items():
+        assert issubclass(cls, errors.RefusedError)
+        assert status_of(cls("refused")) == status
+    assert status_of(errors.VersionConflict("th_1", 1, 2)) == 409
+    for failure in (errors.StoreError, errors.ModelError, errors.DeliveryError, errors.ConfigError):
+        assert not issubclass(failure, errors.RefusedError)
+        assert status_of(failure("failed")) == 500
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["stopped", "killed"])
+async def test_redis_unreachable_is_a_json_503_with_retry_after(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kill: bool
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")  # our own: the session's server stays up
+    server.start()
+    try:
+        async with Harness(server.url) as h:
+            assert (await h.api.get("/threads")).status_code == 200
+            server.stop(kill=kill)
+            caplog.clear()
+
+            with caplog.at_level(logging.DEBUG):
+                listed = await h.api.get("/threads")
+                created = await h.api.post("/threads", json=DEPLOY)
+
+            for r in (listed, created):
+                assert r.status_code == 503, r.text
+                assert r.headers["content-type"] == "application/json"
+                assert r.headers["retry-after"].isdigit()
+                body = r.json()
+                assert body["error"] == "unavailable" and "Redis" in body["detail"], body
+            errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(errors) == 2, [r.getMessage() for r in errors]  # one line a request
+            for record, path in zip(errors, ("GET /threads", "POST /threads"), strict=True):
+                assert record.exc_info is None and "\n" not in record.getMessage()
+                assert path in record.getMessage()
+    finally:
+        server.stop()

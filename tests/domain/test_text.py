@@ -1,0 +1,37 @@
+"""The one tool-call formatter and the one cutter every channel and the CLI use."""
+
+from __future__ import annotations
+
+from bot.domain.text import cut, to_args, to_call, to_shown
+from channels.slack.blocks import cut_escaped
+
+ARGS = {"service": "api", "replicas": 3, "canary": True, "tags": ["a", "é"]}
+
+
+def test_a_call_reads_the_same_everywhere() -> None:
+    assert to_shown("api") == "api" and to_shown({"é": None}) == '{"é": null}'
+    assert to_args(ARGS) == 'service=api, replicas=3, canary=true, tags=["a", "é"]'
+    assert to_call("deploy", ARGS) == f"deploy({to_args(ARGS)})"
+    # The terminal quotes strings, so "1.5.0" and 1.5 look different.
+    assert to_call("deploy", {"version": "1.5.0"}, show=repr) == "deploy(version='1.5.0')"
+    assert to_call("list_services", {}) == "list_services()"
+
+
+def test_a_long_call_is_cut_inside_its_parentheses() -> None:
+    long = to_call("deploy", {"note": "x" * 500}, limit=40)
+    assert len(long) == 40 and long.startswith("deploy(note=xxx") and long.endswith("x…)")
+    assert to_call("deploy", {"a": 1}, limit=40) == "deploy(a=1)"  # short: untouched
+    assert to_call("a_very_long_tool_name", {"a": 1}, limit=5) == "a_very_long_tool_name(…)"
+
+
+def test_cut_marks_what_it_shortened() -> None:
+    assert cut("short", 5) == "short"
+    assert cut("longer", 5) == "long…" and len(cut("x" * 100, 10)) == 10
+    # A boundary moves the cut back, never forward.
+    assert cut("ab cd ef", 7, boundary=lambda text, at: text.rfind(" ", 0, at)) == "ab cd…"
+
+
+def test_slack_cuts_escaped_text_without_splitting_an_entity() -> None:
+    cut_there = cut_escaped("ab<cd", 6)  # "ab&lt;cd": a plain cut would end in "ab&lt"
+    assert cut_there == "ab…"
+    assert cut_escaped("a<b", 10) == "a&lt;b"

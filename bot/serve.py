@@ -86,7 +86,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
     url = settings.redis_url
     if url is None:
         embedded = EmbeddedRedis(settings.data_dir / "redis")
-        embedded.start()  # before any thread exists: see _die_with_parent
+        embedded.start()  # from the main thread: see die_with_parent
         url = embedded.url
     redis = await connect(url)
     await _warn_without_persistence(redis)

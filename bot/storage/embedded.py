@@ -16,15 +16,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+import redis
 
 from bot.domain.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-_SERVERS = (b"valkey-server", b"redis-server")
-"""Names a stale embedded server may run under (older releases ran redis-server)."""
 
 
 def server_binary() -> str:
@@ -42,9 +41,12 @@ def server_binary() -> str:
     return path
 
 
+HOST = "127.0.0.1"
+
+
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((HOST, 0))
         return int(s.getsockname()[1])
 
 
@@ -54,8 +56,9 @@ class EmbeddedRedis:
     Args:
         data_dir: where the AOF and the pid/log files live.
         port: the port; 0 picks a free one.
-        appendfsync: ``everysec`` (the default: at most one second lost on a
-            machine crash, none on a process crash) or ``always``.
+        appendfsync: ``everysec`` (the default: a crash of the machine or of
+            the server loses at most the last second or two of writes) or
+            ``always`` (none: every write is on disk before its reply).
     """
 
     def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:
@@ -66,15 +69,15 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{HOST}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        _stop_stale(self.data_dir / "redis.pid")
+        stop_stale(self.data_dir / "redis.pid", None)
         args = [
             server_binary(),
             "--bind",
-            "127.0.0.1",
+            HOST,
             "--port",
             str(self.port),
             "--dir",
@@ -98,14 +101,14 @@ class EmbeddedRedis:
             args,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only calls prctl, takes no lock
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only calls prctl
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""
                 raise ConfigError(f"embedded server exited: {err or 'see redis.log'}")
-            if _answers(self.port):
+            if is_ours(self.port, self.process.pid):
                 log.info("embedded Redis on port %d, data in %s", self.port, self.data_dir)
                 return
             time.sleep(0.02)
@@ -124,39 +127,80 @@ _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM (and flush the AOF) when our process dies, even by SIGKILL."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM (and flushes its AOF) when ``parent`` dies.
+
+    The kernel sends it when the *thread* that forked dies, so start servers from
+    a thread that lives as long as they should (the main thread, as pytest
+    fixtures and tests run). A parent that died before prctl ran is caught by the
+    getppid check.
+    """
+
+    def preexec() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    return preexec
 
 
-def _stop_stale(pidfile: Path) -> None:
-    """Stop a server a crashed run left on this data folder: two must never share an AOF."""
+def stop_stale(pidfile: Path, port: int | None) -> None:
+    """Stop a server a crashed run left on this folder: two must never share an AOF.
+
+    With ``port``, only a server on that port (a cluster node keeps its port);
+    without, any embedded server the pid file names (the single server takes a
+    free port each run).
+    """
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return
-    cmdline = Path(f"/proc/{pid}/cmdline")
-    if cmdline.exists() and not any(n in cmdline.read_bytes() for n in _SERVERS):
-        return  # the pid was reused by something else
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return  # gone
+    # Both servers retitle themselves "...-server 127.0.0.1:PORT [cluster]". Matching the
+    # port too spares another suite's server that happens to have reused the pid.
+    title = f" {HOST}:{port} " if port else "-server "
+    if title.encode() not in cmdline:
+        return
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid):
             return
         time.sleep(0.05)
-    log.warning("stale embedded server %d did not stop", pid)
+    log.warning("stale server %d did not stop", pid)
 
 
-def _answers(port: int) -> bool:
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs: a zombie (exited, not yet reaped by its parent) does not."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def is_ours(port: int, pid: int) -> bool:
+    """Whether the server on ``port`` is process ``pid``.
+
+    A PING is not enough: when the port is taken, our child dies on "Address already
+    in use" while the server already there answers, and races our exit check.
+    """
+    try:
+        with redis.Redis(host=HOST, port=port, socket_timeout=0.5) as client:
+            return int(client.info("server")["process_id"]) == pid
+    except (redis.RedisError, KeyError, ValueError):
+        return False
+
+
+def tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.domain import ids
 from bot.domain.agents import Agent
+from bot.domain.clock import Clock
 from bot.domain.errors import (
     ConflictError,
     ForbiddenError,
@@ -52,11 +53,13 @@ class Decisions:
     Args:
         log: the thread logs.
         agents: to validate edited arguments against the tool's schema.
+        clock: whether a request has expired.
     """
 
-    def __init__(self, log: ThreadLog, agents: dict[str, Agent]) -> None:
+    def __init__(self, log: ThreadLog, agents: dict[str, Agent], *, clock: Clock) -> None:
         self.log = log
         self.agents = agents
+        self.clock = clock
 
     async def find(self, request_id: str) -> tuple[Request, ThreadState]:
         """The request and its thread, as they stand now."""
@@ -92,7 +95,7 @@ class Decisions:
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, ApprovalRequested):
                 raise ConflictError(f"{request_id} is a question: answer it instead")
-            _check_open(req)
+            _check_open(req, self.clock.now())
             _check_approver(req, req.asked, by)
             new_args, new_hash = None, req.args_hash or req.asked.args_hash
             if seen_hash is not None and seen_hash != new_hash:
@@ -126,7 +129,7 @@ class Decisions:
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, HumanQuestion):
                 raise ConflictError(f"{request_id} is an approval: decide it instead")
-            _check_open(req)
+            _check_open(req, self.clock.now())
             if not may_answer(by, req.asked.answerers):
                 raise ForbiddenError(f"{by.label()} may not answer this question")
             answer = text
@@ -181,8 +184,8 @@ def _request(state: ThreadState, request_id: str) -> Request:
     return state.requests[request_id]
 
 
-def _check_open(req: Request) -> None:
-    if req.is_open and (req.expires_at is None or req.expires_at > time.time()):
+def _check_open(req: Request, now: float) -> None:
+    if req.is_open and (req.expires_at is None or req.expires_at > now):
         return
     if req.is_open:
         raise ConflictError(f"request {req.id} has expired", status="expired")

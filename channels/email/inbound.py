@@ -10,7 +10,6 @@ linked; an agent's address → a new thread. Decisions go through
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -174,7 +173,7 @@ class Intake:
             return Handled(Disposition.REFUSED, "unknown or forged reply address")
         tid = ids.thread_of_request(claim.request_id)
         assert tid is not None  # a genuine token names a well-formed request id
-        if claim.is_expired(time.time()):
+        if claim.is_expired(self.rt.clock.now()):
             return await self._refuse(mail, tid, "This reply address has expired.")
         if not claim.is_for(mail.sender, self.cfg.secret):
             return await self._refuse(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -136,7 +135,7 @@ async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, addres
     if not req.is_open:
         who = ", ".join(a.label() for a in req.closed_by)
         done = f"This request is already {req.status.value}" + (f" by {who}." if who else ".")
-    elif claim.is_expired(time.time()):
+    elif claim.is_expired(runtime.clock.now()):
         done = "This link has expired."
     return _Link(req.asked, state.agent, address.lower(), done)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -160,7 +159,7 @@ class Clicks:
             actor = await self._actor(click, req.approvers)
             if actor is None:
                 return
-            if not _is_open(req):
+            if not _is_open(req, self.rt.clock.now()):
                 self._stale(click, req.id, None)
                 return
             if _is_refused(req, actor):
@@ -283,7 +282,9 @@ class Clicks:
 
         async def show() -> None:
             req, state = await self.rt.decisions.find(request_id)
-            await self.outbound.whisper(click.channel, click.user, _why_stale(req, exc))
+            await self.outbound.whisper(
+                click.channel, click.user, _why_stale(req, exc, self.rt.clock.now())
+            )
             try:
                 await self.outbound.refresh(
                     state, request_id, also=Place(click.channel, click.message_ts)
@@ -311,14 +312,14 @@ def _is_refused(req: Request, actor: Actor) -> bool:
     return not asked.allow_self_approval and is_same_person(actor, asked.requester)
 
 
-def _is_open(req: Request) -> bool:
-    return req.is_open and (req.expires_at is None or req.expires_at > time.time())
+def _is_open(req: Request, now: float) -> bool:
+    return req.is_open and (req.expires_at is None or req.expires_at > now)
 
 
-def _why_stale(req: Request, exc: ConflictError | None) -> str:
+def _why_stale(req: Request, exc: ConflictError | None, now: float) -> str:
     if req.is_open and exc is not None:
         return exc.message
-    if req.status is RequestStatus.EXPIRED or (req.is_open and not _is_open(req)):
+    if req.status is RequestStatus.EXPIRED or (req.is_open and not _is_open(req, now)):
         return "This request has expired; nothing was changed."
     closed = ", ".join(who(a) for a in req.closed_by)
     by = f" by {closed}" if closed else ""

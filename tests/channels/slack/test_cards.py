@@ -92,6 +92,23 @@ async def test_reminder_under_the_card_then_expiry_closes_it(
         assert "expired" in (await whispers(api, BOB))[-1]
 
 
+async def test_a_click_after_expiry_is_refused_before_the_worker_sweeps(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    clock = ManualClock(time.time())
+    async with Harness(redis_server.url, settings=slack_settings(api), clock=clock) as h:
+        slack = Slack(h.http, api)
+        await slack.mention("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+        (card,) = cards_in(api, CHANNEL)
+
+        clock.advance(7200)  # past the one-hour expiry; no worker has looked yet
+        await slack.interact(slack.click_payload(card, "gl_reject", BOB, as_first_posted=True))
+        assert "expired" in (await whispers(api, BOB))[-1]
+        (req,) = (await h.api.get("/requests", params={"status": "open"})).json()["items"]
+        assert req["status"] == "open"  # refused, not decided: expiry is the worker's to record
+
+
 async def test_a_deleted_card_is_not_retried(h: Harness, api: SlackAPI, slack: Slack) -> None:
     root = await slack.mention("deploy api 1.5.0 to production", ANN)
     await h.drain()

@@ -94,6 +94,7 @@ def build_runtime(
 
     Args:
         channels: makes the channels from their ports; None: no channel.
+        clock: the one clock every part reads (the system clock when None).
 
     Raises:
         ConfigError: a gated tool's approvers resolve to nobody (fail closed).
@@ -101,10 +102,10 @@ def build_runtime(
     groups = groups or Groups()
     for warning in check_policies(agents, groups):
         log.warning("%s", warning)
-    clock = clock or SystemClock()
+    clock = SystemClock() if clock is None else clock
     thread_log = ThreadLog(redis, clock)
     inbox = Inbox(thread_log, set(agents))
-    decisions = Decisions(thread_log, agents)
+    decisions = Decisions(thread_log, agents, clock=clock)
 
     def ports(name: str) -> ChannelPorts:
         state = ChannelState(redis, name)
@@ -126,7 +127,7 @@ def build_runtime(
         indexes=Indexes(redis),
         agents=agents,
         model=model,
-        loop=Loop(thread_log, agents, model, groups=groups, max_errors=max_errors, clock=clock.now),
+        loop=Loop(thread_log, agents, model, groups=groups, max_errors=max_errors, clock=clock),
         decisions=decisions,
         inbox=inbox,
         outbox=outbox,

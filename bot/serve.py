@@ -16,6 +16,7 @@ import uvicorn
 from redis.exceptions import RedisError
 
 from bot.domain.agents import Agent, load_agents
+from bot.domain.clock import SystemClock
 from bot.domain.model import Model
 from bot.domain.policy import Groups, check_policies
 from bot.models.offline import OfflineModel
@@ -97,6 +98,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         agents,
         make_model(settings, agents),
         channels=lambda ports: build_channels(settings, ports),
+        clock=SystemClock(),
         groups=groups,
         delivery_base_delay=settings.delivery_base_delay,
         delivery_give_up_after=settings.delivery_give_up_after,

@@ -5,6 +5,9 @@
         await h.drain()                       # run the worker until the queue is empty
         await h.wait_for(lambda: ...)         # or poll with a timeout
 
+Pass ``clock=ManualClock(...)`` to hold time still: the web, the worker and the
+channels all read it, and moving it then draining makes due timers fire.
+
 Channels come from ``channels.build_channels`` with the given settings, exactly
 as in production; pass ``model`` or ``agents`` to replace the defaults.
 """
@@ -20,6 +23,7 @@ import httpx
 import uvicorn
 
 from bot.domain.agents import Agent, load_agents
+from bot.domain.clock import Clock, SystemClock
 from bot.domain.model import Model
 from bot.domain.reducer import ThreadState
 from bot.engine.ports import Channel
@@ -59,6 +63,7 @@ class Harness:
         agents: dict[str, Agent] | None = None,
         model: Model | None = None,
         channels: list[Channel] | None = None,
+        clock: Clock | None = None,
         background_worker: bool = False,
     ) -> None:
         self.redis_url = redis_url
@@ -66,6 +71,7 @@ class Harness:
         self.agents = agents if agents is not None else load_agents()
         self.model = model or OfflineModel(self.agents)
         self.extra_channels = channels or []
+        self.clock = SystemClock() if clock is None else clock
         self.background_worker = background_worker
         self._stack = contextlib.AsyncExitStack()
 
@@ -80,6 +86,7 @@ class Harness:
             self.agents,
             self.model,
             channels=lambda ports: [*build_channels(s, ports), *self.extra_channels],
+            clock=self.clock,
             groups=groups_from(s),
             delivery_base_delay=s.delivery_base_delay,
             delivery_give_up_after=s.delivery_give_up_after,

@@ -8,13 +8,13 @@ is told who won.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bot.domain import ids
 from bot.domain.agents import Agent
+from bot.domain.clock import Clock
 from bot.domain.errors import (
     ConflictError,
     GreenlightError,
@@ -52,11 +52,13 @@ class Decisions:
     Args:
         log: the thread logs.
         agents: to validate edited arguments against the tool's schema.
+        clock: whether a request has expired.
     """
 
-    def __init__(self, log: ThreadLog, agents: dict[str, Agent]) -> None:
+    def __init__(self, log: ThreadLog, agents: dict[str, Agent], *, clock: Clock) -> None:
         self.log = log
         self.agents = agents
+        self.clock = clock
 
     async def find(self, request_id: str) -> tuple[Request, ThreadState]:
         """The request and its thread, as they stand now."""
@@ -92,7 +94,7 @@ class Decisions:
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, ApprovalRequested):
                 raise ConflictError(f"{request_id} is a question: answer it instead")
-            if refusal := why_refused(req, by, time.time()):
+            if refusal := why_refused(req, by, self.clock.now()):
                 raise refusal.error()
             new_args, new_hash = None, req.args_hash or req.asked.args_hash
             if seen_hash is not None and seen_hash != new_hash:
@@ -126,7 +128,7 @@ class Decisions:
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, HumanQuestion):
                 raise ConflictError(f"{request_id} is an approval: decide it instead")
-            if refusal := why_refused(req, by, time.time()):
+            if refusal := why_refused(req, by, self.clock.now()):
                 raise refusal.error()
             answer = text
             if req.asked.format == "choices" and req.asked.choices:

@@ -8,11 +8,10 @@ is decided from the events alone.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 from bot.domain.agents import Agent
+from bot.domain.clock import Clock
 from bot.domain.context import to_blocks
 from bot.domain.errors import GreenlightError, InvalidInputError, ModelError
 from bot.domain.events import (
@@ -57,7 +56,7 @@ class Loop:
         model: the model port.
         groups: approver groups for policies that name ``group:…``.
         max_errors: consecutive errors before a human is asked instead.
-        clock: the time source (tests move it forward).
+        clock: when requests expire and reminders are due (tests move it forward).
     """
 
     def __init__(
@@ -66,9 +65,9 @@ class Loop:
         agents: dict[str, Agent],
         model: Model,
         *,
+        clock: Clock,
         groups: Groups | None = None,
         max_errors: int = 3,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.log = log
         self.agents = agents
@@ -123,7 +122,7 @@ class Loop:
     # --- timers ---------------------------------------------------------------------------
 
     def _due_timers(self, s: ThreadState) -> list[Event]:
-        now = self.clock()
+        now = self.clock.now()
         out: list[Event] = []
         for req in s.open_requests():
             if req.expires_at is not None and req.expires_at <= now:
@@ -243,6 +242,7 @@ class Loop:
 
     def _question(self, s: ThreadState, call: ToolCall, q: AskHuman) -> HumanQuestion:
         return HumanQuestion(
+            at=self.clock.now(),  # its reply tokens live from here
             request_id=new_request_id(s.id),
             call_id=call.call_id,
             question=q.question,
@@ -254,12 +254,13 @@ class Loop:
 
     def _approval(self, s: ThreadState, tool: Tool, call: ToolCall) -> ApprovalRequested:
         p = tool.approval
-        now = self.clock()
+        now = self.clock.now()
         expires = now + p.expires_in if p.expires_in else None
         request_id = new_request_id(s.id)
         for name in self.groups.empty_in(p.approvers):
             log.warning("request %s: %s is empty: only admins may decide", request_id, name)
         return ApprovalRequested(
+            at=now,  # the clock its expiry and reminders are read from
             request_id=request_id,
             call_id=call.call_id,
             tool=tool.name,

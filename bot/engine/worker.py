@@ -82,6 +82,7 @@ class Worker:
         log.info("worker %s started (concurrency %d)", self.queue.consumer, self.concurrency)
         last_chores = 0.0
         while not stop.is_set():
+            # Paces the chores only: when a timer or retry is due is read from the clock.
             if time.monotonic() - last_chores >= 1.0:
                 # A failed chore is retried a second later; it must not end the worker.
                 try:

@@ -10,7 +10,6 @@ linked; an agent's address → a new thread. Decisions go through
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -176,7 +175,7 @@ class Intake:
             return Handled(Disposition.REFUSED, "unknown or forged reply address")
         tid = ids.thread_of_request(claim.request_id)
         assert tid is not None  # a genuine token names a well-formed request id
-        now = time.time()
+        now = self.rt.clock.now()
         if claim.is_expired(now):
             return await self._refuse(mail, tid, "This reply address has expired.")
         if not claim.is_for(mail.sender, self.cfg.secret):

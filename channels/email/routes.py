@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import time
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
@@ -140,7 +139,7 @@ async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, addres
     if not isinstance(req.asked, ApprovalRequested):
         raise NotFoundError("this decision link is not valid")
     link = _Link(req.asked, state.agent, address.lower())
-    now = time.time()
+    now = runtime.clock.now()
     if refusal := why_refused(req, link.actor, now):
         return replace(link, done=f"{to_words(refusal)}.", status=status_of(refusal.error()))
     if claim.is_expired(now):

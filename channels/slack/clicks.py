@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
@@ -155,7 +154,7 @@ class Clicks:
             actor = await self._actor(click, req.approvers)
             if actor is None:
                 return
-            if refusal := why_refused(req, actor, time.time()):
+            if refusal := why_refused(req, actor, self.rt.clock.now()):
                 self._refused(click, req.id, refusal)
                 return
             maker = reject_modal if kind == "reject" else edit_modal

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 import httpx
 from fastapi import APIRouter, Request
@@ -77,7 +76,7 @@ class WebhookChannel:
             raise UnauthorizedError("the webhook is not configured: set WEBHOOK_SECRET")
         raw = await request.body()
         # The raw bytes, before any parsing: what was signed is what is checked.
-        verify(self.secret, request.headers.get(SIGNATURE_HEADER), raw, time.time())
+        verify(self.secret, request.headers.get(SIGNATURE_HEADER), raw, self.runtime.clock.now())
         body = _parse(raw)
         got = await self.runtime.inbox.message(
             agent=agent,
@@ -105,7 +104,7 @@ class WebhookChannel:
         headers = {"Content-Type": "application/json", "Idempotency-Key": event.id}
         if self.secret is not None:
             # Signed at send time, so a retry hours later is still inside the window.
-            headers[SIGNATURE_HEADER] = sign(self.secret, raw, int(time.time()))
+            headers[SIGNATURE_HEADER] = sign(self.secret, raw, int(self.runtime.clock.now()))
         try:
             answer = await self._client.post(url, content=raw, headers=headers)
         except httpx.HTTPError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain.clock import ManualClock
 from bot.domain.errors import ModelError
 from bot.domain.events import (
     Actor,
@@ -37,20 +38,20 @@ ORIGIN = Origin(channel="api")
 
 
 async def test_a_paused_thread_past_its_expiry_is_not_requeued_forever(redis: Redis) -> None:
-    ledger = Ledger()
-    agent = make_agent(ledger, policy=ApprovalPolicy(approvers=(ANYONE,), expires_in=0.2))
+    ledger, clock = Ledger(), ManualClock(time.time())
+    agent = make_agent(ledger, policy=ApprovalPolicy(approvers=(ANYONE,), expires_in=600))
     rt = build_runtime(
-        redis, {"bank": agent}, ScriptedModel(turns(c("transfer", to="b", amount=1)))
+        redis,
+        {"bank": agent},
+        ScriptedModel(turns(c("transfer", to="b", amount=1))),
+        clock=clock,
     )
     got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
     await rt.worker().burst()
     (req,) = (await rt.log.load(got.thread.id)).open_requests()
     await rt.inbox.control(got.thread.id, "pause", ALICE)
 
-    async def overdue() -> bool:
-        return time.time() > (req.expires_at or 0)
-
-    await eventually(overdue)
+    clock.advance(601)  # overdue
     # Paused, nothing can happen: a burst worker finds nothing to do and returns.
     await asyncio.wait_for(rt.worker().burst(), 5)
     state = await rt.log.load(got.thread.id)

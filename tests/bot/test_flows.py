@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain.clock import Clock, ManualClock
 from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError
 from bot.domain.events import (
     Actor,
@@ -29,9 +31,16 @@ CAROL = Actor(channel="api", id="carol")
 ORIGIN = Origin(channel="api")
 
 
-def runtime(redis: Redis, model: ScriptedModel, ledger: Ledger, **agent: object) -> Runtime:
+def runtime(
+    redis: Redis,
+    model: ScriptedModel,
+    ledger: Ledger,
+    *,
+    clock: Clock | None = None,
+    **agent: object,
+) -> Runtime:
     bank = make_agent(ledger, **agent)  # type: ignore[arg-type]
-    return build_runtime(redis, {"bank": bank}, model)
+    return build_runtime(redis, {"bank": bank}, model, clock=clock)
 
 
 async def start(rt: Runtime, text: str = "pay bob 10", by: Actor = ALICE) -> ThreadState:
@@ -238,25 +247,23 @@ async def test_three_consecutive_tool_errors_ask_a_human(redis: Redis) -> None:
 
 
 async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None:
-    ledger = Ledger()
+    ledger, clock = Ledger(), ManualClock(time.time())
     rt = runtime(
         redis,
         ScriptedModel(turns(c("transfer", to="bob", amount=10))),
         ledger,
-        policy=ApprovalPolicy(approvers=(ANYONE,), expires_in=0.3),
+        clock=clock,
+        policy=ApprovalPolicy(approvers=(ANYONE,), expires_in=3600),
     )
     state = await start(rt)
     (req,) = state.open_requests()
 
-    async def expired() -> ThreadState:
-        while True:
-            await rt.worker().burst()
-            s = await rt.log.load(state.id)
-            if s.status is not Status.AWAITING_APPROVAL:
-                return s
-            await asyncio.sleep(0.05)
-
-    state = await asyncio.wait_for(expired(), 5)
+    clock.advance(3599)
+    await rt.worker().burst()
+    assert (await rt.log.load(state.id)).status is Status.AWAITING_APPROVAL
+    clock.advance(1)
+    await rt.worker().burst()
+    state = await rt.log.load(state.id)
     assert state.requests[req.id].status == "expired"
     assert ledger.runs == []
     with pytest.raises(ConflictError, match="expired"):
@@ -265,28 +272,29 @@ async def test_expiry_rejects_and_late_decision_is_refused(redis: Redis) -> None
 
 
 async def test_expiry_escalates_to_other_approvers(redis: Redis) -> None:
-    ledger = Ledger()
+    ledger, clock = Ledger(), ManualClock(time.time())
     policy = ApprovalPolicy(
         approvers=("bob",),
-        expires_in=0.3,
+        expires_in=3600,
         on_expiry="escalate",  # type: ignore[arg-type]
         escalate_to=("carol",),
     )
     rt = runtime(
-        redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger, policy=policy
+        redis,
+        ScriptedModel(turns(c("transfer", to="x", amount=1))),
+        ledger,
+        clock=clock,
+        policy=policy,
     )
     state = await start(rt)
     (req,) = state.open_requests()
 
-    async def escalated() -> ThreadState:
-        while True:
-            await rt.worker().burst()
-            s = await rt.log.load(state.id)
-            if s.requests[req.id].approvers == ["carol"]:
-                return s
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(escalated(), 5)
+    clock.advance(3600)
+    await rt.worker().burst()
+    escalated = (await rt.log.load(state.id)).requests[req.id]
+    assert escalated.approvers == ["carol"]
+    # The escalation gets as long again, from when it happened.
+    assert escalated.expires_at == clock.now() + 3600
     with pytest.raises(ForbiddenError):
         await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
     await rt.decisions.decide(req.id, Decision.APPROVE, CAROL)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import ClassVar
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
+from bot.domain.clock import ManualClock
 from bot.domain.events import Actor, ApprovalRequested, Decision, Event, Origin, Reminded
 from bot.domain.policy import ANYONE, ApprovalPolicy
 from bot.domain.reducer import Status, ThreadState
@@ -17,8 +17,8 @@ from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 
 ALICE = Actor(channel="api", id="alice")
 BOB = Actor(channel="api", id="bob")
-# Expiry far away, reminders due 0.2 s and 0.4 s after the request.
-POLICY = ApprovalPolicy(approvers=(ANYONE,), expires_in=30, remind_before=(29.8, 29.6))
+# Expires in an hour; reminders due 30 and 50 minutes after the request.
+POLICY = ApprovalPolicy(approvers=(ANYONE,), expires_in=3600, remind_before=(1800, 600))
 
 
 class RecordingChannel:
@@ -44,10 +44,12 @@ class RecordingChannel:
         return [(t, e) for t, e in self.got if isinstance(e, Reminded)]
 
 
-async def start(redis: Redis, ledger: Ledger, channel: RecordingChannel) -> tuple[Runtime, str]:
+async def start(
+    redis: Redis, ledger: Ledger, channel: RecordingChannel, clock: ManualClock
+) -> tuple[Runtime, str]:
     agent = make_agent(ledger, policy=POLICY)
     model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
-    rt = build_runtime(redis, {"bank": agent}, model, channels=lambda _: [channel])
+    rt = build_runtime(redis, {"bank": agent}, model, channels=lambda _: [channel], clock=clock)
     got = await rt.inbox.message(
         agent="bank", text="pay bob 10", by=ALICE, origin=Origin(channel="api")
     )
@@ -55,27 +57,23 @@ async def start(redis: Redis, ledger: Ledger, channel: RecordingChannel) -> tupl
     return rt, got.thread.id
 
 
-async def reminded(rt: Runtime, thread_id: str, until: float) -> list[Reminded]:
-    """Run burst workers until the wall clock passes ``until``; the reminders recorded."""
-
-    async def poll() -> list[Reminded]:
-        while True:
-            await rt.worker().burst()
-            if time.time() > until:
-                return [e for e in await rt.log.events(thread_id) if isinstance(e, Reminded)]
-            await asyncio.sleep(0.02)
-
-    return await asyncio.wait_for(poll(), 5)
+async def reminded(rt: Runtime, clock: ManualClock, thread_id: str, until: float) -> list[Reminded]:
+    """Burst a worker at each minute of the clock until it passes ``until``; the reminders."""
+    while True:
+        await rt.worker().burst()
+        if clock.now() > until:
+            return [e for e in await rt.log.events(thread_id) if isinstance(e, Reminded)]
+        clock.advance(60)
 
 
 async def test_each_reminder_is_sent_once_and_the_request_stays_open(redis: Redis) -> None:
-    ledger, channel = Ledger(), RecordingChannel()
-    rt, thread_id = await start(redis, ledger, channel)
+    ledger, channel, clock = Ledger(), RecordingChannel(), ManualClock(time.time())
+    rt, thread_id = await start(redis, ledger, channel, clock)
     asked = next(e for e in await rt.log.events(thread_id) if isinstance(e, ApprovalRequested))
     assert len(asked.remind_at) == 2
 
     # Many bursts run before, between and after the two reminder times.
-    got = await reminded(rt, thread_id, until=max(asked.remind_at) + 0.2)
+    got = await reminded(rt, clock, thread_id, until=max(asked.remind_at) + 120)
     for _ in range(3):
         await rt.worker().burst()
 
@@ -98,11 +96,11 @@ async def test_each_reminder_is_sent_once_and_the_request_stays_open(redis: Redi
 
 
 async def test_a_request_decided_before_its_reminders_gets_none(redis: Redis) -> None:
-    ledger, channel = Ledger(), RecordingChannel()
-    rt, thread_id = await start(redis, ledger, channel)
+    ledger, channel, clock = Ledger(), RecordingChannel(), ManualClock(time.time())
+    rt, thread_id = await start(redis, ledger, channel, clock)
     asked = next(e for e in await rt.log.events(thread_id) if isinstance(e, ApprovalRequested))
 
     await rt.decisions.decide(asked.request_id, Decision.APPROVE, BOB)
-    assert await reminded(rt, thread_id, until=max(asked.remind_at) + 0.2) == []
+    assert await reminded(rt, clock, thread_id, until=max(asked.remind_at) + 120) == []
     assert channel.reminders() == []
     assert [r[0] for r in ledger.runs] == ["transfer"]

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain.clock import ManualClock
 from bot.domain.errors import UnauthorizedError
 from bot.domain.events import AgentReply, DeliveryFailed, Event, UserMessage
 from bot.storage import keys
@@ -38,12 +39,15 @@ async def events_of(h: Harness, thread_id: str) -> list[Event]:
     return await h.rt.log.events(thread_id)
 
 
-async def drained_until(h: Harness, probe: Any) -> Any:
-    """Run the worker (retries included) until ``probe`` finds what it waits for."""
+async def drained_until(h: Harness, clock: ManualClock, probe: Any) -> Any:
+    """Run the worker (retries included), moving the clock a second after each run, until
+    ``probe`` finds what it waits for."""
 
     async def step() -> Any:
         await h.drain()
-        return await probe()
+        found = await probe()
+        clock.advance(1)
+        return found
 
     return await h.wait_for(step)
 
@@ -284,13 +288,14 @@ async def test_rest_threads_with_a_callback_url_get_callbacks(
 async def test_callback_is_retried_until_the_receiver_takes_it(
     redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
+    clock = ManualClock(time.time())
     async with (
         Receiver(fail_first=2) as receiver,
-        Harness(redis_server.url, settings=make_settings(webhook_secret=SECRET)) as h,
+        Harness(redis_server.url, settings=make_settings(webhook_secret=SECRET), clock=clock) as h,
     ):
         body = {"text": DEPLOY, "user": "ann", "callback_url": receiver.url}
         tid = (await h.http.post("/webhooks/deploy", **signed(body))).json()["id"]
-        await drained_until(h, lambda: receiver.delivered(1))
+        await drained_until(h, clock, lambda: receiver.delivered(1))
 
         assert [r.status for r in receiver.requests] == [500, 500, 200]
         ids = {r.json()["id"] for r in receiver.requests}
@@ -302,17 +307,17 @@ async def test_callback_is_retried_until_the_receiver_takes_it(
 async def test_a_pending_retry_survives_a_restart(
     redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
-    settings = make_settings(webhook_secret=SECRET)
+    settings, clock = make_settings(webhook_secret=SECRET), ManualClock(time.time())
     async with Receiver(fail_first=1) as receiver:
-        async with Harness(redis_server.url, settings=settings) as h:
+        async with Harness(redis_server.url, settings=settings, clock=clock) as h:
             body = {"text": DEPLOY, "user": "ann", "callback_url": receiver.url}
             await h.http.post("/webhooks/deploy", **signed(body))
             await h.drain()
         assert [r.status for r in receiver.requests] == [500]
         assert await Retries(redis).count() == 1  # only Redis remembers it now
 
-        async with Harness(redis_server.url, settings=settings) as fresh:
-            await drained_until(fresh, lambda: receiver.delivered(1))
+        async with Harness(redis_server.url, settings=settings, clock=clock) as fresh:
+            await drained_until(fresh, clock, lambda: receiver.delivered(1))
         assert receiver.ok()[0].json()["type"] == "approval_requested"
 
 
@@ -320,9 +325,10 @@ async def test_giving_up_is_recorded_on_the_thread(
     redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
     settings = make_settings(webhook_secret=SECRET, delivery_give_up_after=0.2)
+    clock = ManualClock(time.time())
     async with (
         Receiver(fail_always=True) as receiver,
-        Harness(redis_server.url, settings=settings) as h,
+        Harness(redis_server.url, settings=settings, clock=clock) as h,
     ):
         body = {"text": DEPLOY, "user": "ann", "callback_url": receiver.url}
         tid = (await h.http.post("/webhooks/deploy", **signed(body))).json()["id"]
@@ -330,7 +336,7 @@ async def test_giving_up_is_recorded_on_the_thread(
         async def gave_up() -> list[DeliveryFailed]:
             return [e for e in await events_of(h, tid) if isinstance(e, DeliveryFailed)]
 
-        (failed,) = await drained_until(h, gave_up)
+        (failed,) = await drained_until(h, clock, gave_up)
         asked = receiver.requests[0].json()
         assert failed.channel == "webhook" and failed.event_id == asked["id"]
         assert "500" in failed.error
@@ -346,14 +352,15 @@ async def test_unreachable_callback_is_retried_like_a_failure(
     async with Receiver() as gone:
         url = gone.url
     settings = make_settings(webhook_secret=SECRET, delivery_give_up_after=0.1)
-    async with Harness(redis_server.url, settings=settings) as h:
+    clock = ManualClock(time.time())
+    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
         body = {"text": DEPLOY, "user": "ann", "callback_url": url}
         tid = (await h.http.post("/webhooks/deploy", **signed(body))).json()["id"]
 
         async def gave_up() -> list[DeliveryFailed]:
             return [e for e in await events_of(h, tid) if isinstance(e, DeliveryFailed)]
 
-        (failed,) = await drained_until(h, gave_up)
+        (failed,) = await drained_until(h, clock, gave_up)
         assert "ConnectError" in failed.error
         replies = [e for e in await events_of(h, tid) if isinstance(e, AgentReply)]
         assert replies == []
@@ -362,9 +369,10 @@ async def test_unreachable_callback_is_retried_like_a_failure(
 async def test_a_retry_cut_off_mid_delivery_stays_scheduled(
     redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
+    clock = ManualClock(time.time())
     async with (
         Receiver(fail_first=1, hang=True) as receiver,
-        Harness(redis_server.url, settings=make_settings(webhook_secret=SECRET)) as h,
+        Harness(redis_server.url, settings=make_settings(webhook_secret=SECRET), clock=clock) as h,
     ):
         body = {"text": DEPLOY, "user": "ann", "callback_url": receiver.url}
         await h.http.post("/webhooks/deploy", **signed(body))
@@ -373,7 +381,7 @@ async def test_a_retry_cut_off_mid_delivery_stays_scheduled(
             return len(receiver.requests) >= 2
 
         # The worker dies while the retry hangs: its task is cancelled mid-request.
-        retrying = asyncio.create_task(drained_until(h, second_attempt))
+        retrying = asyncio.create_task(drained_until(h, clock, second_attempt))
         await h.wait_for(second_attempt)
         retrying.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -386,3 +394,20 @@ async def test_a_retry_cut_off_mid_delivery_stays_scheduled(
             for row in await redis.zrange(keys.retries(s), 0, -1, withscores=True)
         ]
         assert json.loads(str(job[0]))["c"] == "webhook" and float(job[1]) <= time.time() + 61
+
+
+async def test_the_signature_window_is_read_from_the_runtime_clock(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    clock = ManualClock(time.time())
+    settings = make_settings(webhook_secret=SECRET)
+    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
+        body = {"text": DEPLOY, "user": "ann"}
+        sent = signed(body, t=clock.now())
+        clock.advance(301)  # the same request, five minutes and a second later
+        r = await h.http.post("/webhooks/deploy", **sent)
+        assert r.status_code == 401 and r.json()["error"] == "unauthorized"
+        assert await redis.keys("*") == []
+
+        r = await h.http.post("/webhooks/deploy", **signed(body, t=clock.now()))
+        assert r.status_code == 201, r.text

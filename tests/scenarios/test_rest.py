@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain.clock import ManualClock
 from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 from tests.harness import test_settings as make_settings
@@ -333,3 +335,29 @@ async def test_health_and_readiness(h: Harness) -> None:
     await h.drain()  # a worker ran: it left a heartbeat
     r = await h.http.get("/readyz")
     assert r.status_code == 200 and r.json()["status"] == "ready"
+
+
+async def test_the_web_and_the_worker_read_one_clock_for_expiry(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    clock = ManualClock(time.time())
+    settings = make_settings(approver_groups={"deployers": ["alice", "bob"], "finance": ["fin"]})
+    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
+        tid, req = await launch(h)
+        assert req["expires_at"] == clock.now() + 3600  # the deploy policy: one hour
+
+        # A second before expiry the web still sees it open; after, no worker has swept yet,
+        # and the web refuses a decision as expired all the same.
+        clock.advance(3599)
+        assert (await h.api.get(f"/requests/{req['id']}")).json()["status"] == "open"
+        clock.advance(1)
+        before = await snapshot(redis)
+        url = f"/requests/{req['id']}/decision"
+        r = await h.api.post(url, json={"decision": "approve", "by": "bob"})
+        assert_error(r, 409, "conflict", "expired")
+        assert await snapshot(redis) == before
+
+        # The worker, on the same clock, finds the timer due and records the expiry.
+        await h.drain()
+        assert (await h.api.get(f"/requests/{req['id']}")).json()["status"] == "expired"
+        assert (await h.api.get(f"/threads/{tid}")).json()["open_requests"] == []

@@ -9,6 +9,7 @@ from typing import Any
 import aiosmtplib
 import httpx
 
+from bot.domain.clock import ManualClock
 from bot.domain.events import Event
 from bot.settings import Settings
 from channels.email import EmailChannel
@@ -91,6 +92,12 @@ class Mailroom:
         self.provider = provider
 
     @property
+    def clock(self) -> ManualClock:
+        """The harness's clock, which stands still until a test (or ``drain_until``) moves it."""
+        assert isinstance(self.h.clock, ManualClock), "give the harness a ManualClock"
+        return self.h.clock
+
+    @property
     def channel(self) -> EmailChannel:
         (found,) = [c for c in self.h.rt.channels if isinstance(c, EmailChannel)]
         return found
@@ -123,10 +130,13 @@ class Mailroom:
         return await self.h.rt.log.events(thread_id)
 
     async def drain_until(self, probe: Any) -> Any:
-        """Drain the worker until ``probe()`` is truthy (for retries due a little later)."""
+        """Drain the worker, moving the clock a second after each run, until ``probe()`` is
+        truthy (for retries due a little later)."""
 
         async def step() -> Any:
             await self.h.drain()
-            return probe()
+            found = probe()
+            self.clock.advance(1)
+            return found
 
         return await self.h.wait_for(step)

@@ -249,3 +249,12 @@ async def test_a_subject_with_an_encoded_line_break_cannot_add_headers(room: Mai
     assert waiting["Subject"] == "Re: Release Bcc: eve@evil.test"
     assert waiting["Bcc"] == "" and room.provider.to("eve@evil.test") == []
     assert room.provider.to(OPS), "the approval email went out too"
+
+
+async def test_a_reply_after_expiry_is_refused_before_any_worker_sweeps(room: Mailroom) -> None:
+    tid, _ = await open_request(room)
+    ask = room.provider.last_to(OPS)
+    room.clock.advance(3600)  # the deploy policy's hour: the reply address expires with it
+    answer = await room.smtp(reply_to(ask, "APPROVE", sender=OPS))
+    assert answer.startswith("refused") and "expired" in answer
+    assert not [e for e in await room.events(tid) if isinstance(e, ApprovalDecision)]

@@ -94,6 +94,22 @@ async def test_the_decision_link_page_decides_only_on_post(room: Mailroom) -> No
     assert forged.status_code == 404
 
 
+async def test_a_decision_link_expires_with_its_request_on_the_shared_clock(
+    room: Mailroom,
+) -> None:
+    tid = await start_by_api(room)
+    await room.h.drain()
+    match = LINK.search(room.provider.last_to(OPS).text)
+    assert match
+    room.clock.advance(3600)  # the deploy policy's hour; no worker has swept yet
+
+    page = await room.h.http.get(match.group(0))
+    assert page.status_code == 200 and "This request has expired." in page.text
+    r = await room.h.http.post(match.group(0), content=b"decision=approve")
+    assert r.status_code == 409 and "This request has expired." in r.text
+    assert (await room.h.thread(tid)).status is Status.AWAITING_APPROVAL
+
+
 async def test_threads_from_other_channels_send_no_replies_by_email(room: Mailroom) -> None:
     r = await room.h.api.post(
         "/threads", json={"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to staging"}

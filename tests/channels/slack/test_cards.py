@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from bot.domain import ids
+from bot.domain.clock import ManualClock
 from bot.domain.events import Actor, ApprovalDecision, Origin
-from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.retries import Retries
 from tests.channels.slack.conftest import ANN, BOB, slack_settings
@@ -69,27 +69,44 @@ async def test_cards_in_the_approvals_channel_link_back_and_follow_every_decisio
 
 
 async def test_reminder_under_the_card_then_expiry_closes_it(
-    h: Harness, api: SlackAPI, slack: Slack
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
 ) -> None:
-    root = await slack.mention("deploy api 1.5.0 to production", ANN)
-    await h.drain()
-    (card,) = cards_in(api, CHANNEL)
-    tid = ids.thread_id_for("slack", f"{TEAM}:{CHANNEL}:{root}")
+    clock = ManualClock(time.time())
+    async with Harness(redis_server.url, settings=slack_settings(api), clock=clock) as h:
+        slack = Slack(h.http, api)
+        await slack.mention("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+        (card,) = cards_in(api, CHANNEL)
 
-    h.rt.loop.clock = lambda: time.time() + 3100  # past the reminder, 10 minutes before expiry
-    await h.redis.zadd(keys.timers(keys.shard_of(tid)), {tid: 0})  # its timer comes due
-    await h.drain()
-    (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
-    assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
-    assert has_buttons(api.messages[card])
+        clock.advance(3100)  # past the reminder, 10 minutes before expiry
+        await h.drain()
+        (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
+        assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
+        assert has_buttons(api.messages[card])
 
-    h.rt.loop.clock = lambda: time.time() + 7200  # two hours on: past the one-hour expiry
-    await h.redis.zadd(keys.timers(keys.shard_of(tid)), {tid: 0})
-    await h.drain()
+        clock.advance(4100)  # two hours on: past the one-hour expiry
+        await h.drain()
 
-    assert "*Expired*" in text_of(api.messages[card]) and not has_buttons(api.messages[card])
-    await slack.interact(slack.click_payload(card, "gl_approve", BOB, as_first_posted=True))
-    assert "expired" in (await whispers(api, BOB))[-1]
+        assert "*Expired*" in text_of(api.messages[card]) and not has_buttons(api.messages[card])
+        await slack.interact(slack.click_payload(card, "gl_approve", BOB, as_first_posted=True))
+        assert "expired" in (await whispers(api, BOB))[-1]
+
+
+async def test_a_click_after_expiry_is_refused_before_the_worker_sweeps(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    clock = ManualClock(time.time())
+    async with Harness(redis_server.url, settings=slack_settings(api), clock=clock) as h:
+        slack = Slack(h.http, api)
+        await slack.mention("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+        (card,) = cards_in(api, CHANNEL)
+
+        clock.advance(7200)  # past the one-hour expiry; no worker has looked yet
+        await slack.interact(slack.click_payload(card, "gl_reject", BOB, as_first_posted=True))
+        assert "expired" in (await whispers(api, BOB))[-1]
+        (req,) = (await h.api.get("/requests", params={"status": "open"})).json()["items"]
+        assert req["status"] == "open"  # refused, not decided: expiry is the worker's to record
 
 
 async def test_a_deleted_card_is_not_retried(h: Harness, api: SlackAPI, slack: Slack) -> None:

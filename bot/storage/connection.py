@@ -58,6 +58,7 @@ async def connect(url: str) -> Client:
         said = bool(info.get("cluster_enabled"))
     if said:
         cluster: RedisCluster = RedisCluster.from_url(plain, **_OPTIONS)
+        await cluster.initialize()  # learn the slot map now: a bad cluster fails at start
         return cluster
     single: Redis = Redis.from_url(plain, **_OPTIONS)
     pool = single.connection_pool

@@ -9,12 +9,12 @@ import asyncio
 import sys
 
 from pydantic import BaseModel
-from redis.asyncio import Redis
 
 from bot.domain.agents import Agent
 from bot.domain.policy import ANYONE, ApprovalPolicy
 from bot.domain.tools import Tool, ToolContext
 from bot.runtime import build_runtime
+from bot.storage.connection import Client, connect
 from tests.doubles import ScriptedModel, c, turns
 
 RUNS = "test:transfer:runs"
@@ -27,7 +27,7 @@ class Transfer(BaseModel):
     amount: int
 
 
-def crash_agent(redis: Redis, *, idempotent: bool, hang: bool) -> Agent:
+def crash_agent(redis: Client, *, idempotent: bool, hang: bool) -> Agent:
     async def transfer(args: Transfer, ctx: ToolContext) -> str:
         await redis.rpush(RUNS, ctx.idempotency_key)  # type: ignore[misc]
         if hang:
@@ -50,7 +50,7 @@ def crash_model() -> ScriptedModel:
 
 
 async def main(url: str, idempotent: bool) -> None:
-    redis = Redis.from_url(url, decode_responses=True)
+    redis = await connect(url)  # one server or a cluster
     agent = crash_agent(redis, idempotent=idempotent, hang=True)
     rt = build_runtime(redis, {"bank": agent}, crash_model())
     await rt.worker(name="doomed", lease_ms=500, block_ms=50).run(asyncio.Event())

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bot.domain.events import Actor, Decision, HumanQuestion, Origin, Outcome, ToolResult
 from bot.domain.reducer import Status, ThreadState
 from bot.runtime import Runtime, build_runtime
+from bot.storage.connection import Client
 from bot.storage.embedded import EmbeddedRedis
 from tests.bot.crash_worker import RUNS, crash_agent
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
@@ -27,12 +28,18 @@ BOB = Actor(channel="api", id="bob")
 async def test_worker_killed_mid_tool_another_worker_finishes(
     redis: Redis, redis_server: EmbeddedRedis, idempotent: bool
 ) -> None:
+    await kill_a_worker_mid_tool(redis, redis_server.url, idempotent=idempotent)
+
+
+async def kill_a_worker_mid_tool(redis: Client, url: str, *, idempotent: bool) -> None:
+    """A worker process dies while its tool runs; another finishes, running it at most once
+    (or again with the same key when it is idempotent)."""
     # The doomed worker plays the model's first turn; this process only sees the end.
     agent = crash_agent(redis, idempotent=idempotent, hang=False)
     rt = build_runtime(redis, {"bank": agent}, ScriptedModel(turns()))
     got = await rt.inbox.message(agent="bank", text="pay bob", by=ANN, origin=Origin(channel="api"))
     tid = got.thread.id
-    args = [sys.executable, "-m", "tests.bot.crash_worker", redis_server.url]
+    args = [sys.executable, "-m", "tests.bot.crash_worker", url]
     doomed = await asyncio.create_subprocess_exec(
         *args, *(["idempotent"] if idempotent else []), cwd=ROOT
     )

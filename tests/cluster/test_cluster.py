@@ -1,0 +1,110 @@
+"""The engine on a real three-primary Redis Cluster: same code, same keys as on one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from bot.domain.events import ApprovalDecision
+from bot.domain.reducer import Status
+from bot.storage import keys
+from bot.storage.connection import Client
+from bot.storage.embedded_cluster import EmbeddedCluster
+from tests.bot.test_crashes import kill_a_worker_mid_tool
+from tests.harness import Harness
+
+DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
+
+
+async def launch(h: Harness) -> tuple[str, dict[str, Any]]:
+    r = await h.api.post("/threads", json=DEPLOY)
+    assert r.status_code == 201, r.text
+    await h.drain()
+    thread = (await h.api.get(f"/threads/{r.json()['id']}")).json()
+    (req,) = thread["open_requests"]
+    return thread["id"], req
+
+
+async def test_it_is_a_cluster_and_the_shards_span_every_primary(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    assert isinstance(cluster_redis, RedisCluster)
+    owners = {str(cluster_redis.get_node_from_key(keys.queue(s)).port) for s in range(keys.SHARDS)}
+    assert owners == {str(p) for p in cluster.ports}
+    # Every key of a thread, and of its shard, lives in one slot.
+    tid = "th_0123456789abcdef0123"
+    shard = keys.shard_of(tid)
+    slots = {key_slot(k.encode()) for k in (keys.log(tid), keys.lease(tid), keys.queue(shard))}
+    assert len(slots) == 1
+
+
+async def test_the_full_approval_cycle(cluster: EmbeddedCluster, cluster_redis: Client) -> None:
+    async with Harness(cluster.url) as h:
+        tid, req = await launch(h)
+        assert req["tool"] == "deploy"
+        r = await h.api.post(
+            f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "bob"}
+        )
+        assert r.status_code == 200, r.text
+        await h.drain()
+        thread = (await h.api.get(f"/threads/{tid}")).json()
+        assert thread["status"] == "done" and "1.5.0 on production" in thread["last_reply"]
+        listed = (await h.api.get("/threads")).json()
+        assert listed["total"] == 1 and listed["items"][0]["id"] == tid
+        assert (await h.api.get("/requests")).json()["total"] == 0
+
+
+async def test_two_concurrent_decisions_exactly_one_wins(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    async with Harness(cluster.url) as h, Harness(cluster.url) as other:
+        tid, req = await launch(h)
+        url = f"/requests/{req['id']}/decision"
+        approve, reject = await asyncio.gather(
+            h.api.post(url, json={"decision": "approve", "by": "bob"}),
+            other.api.post(url, json={"decision": "reject", "by": "bob", "reason": "no"}),
+        )
+        codes = sorted([approve.status_code, reject.status_code])
+        assert codes == [200, 409], (approve.text, reject.text)
+        loser = approve if approve.status_code == 409 else reject
+        assert "already" in loser.json()["detail"] and "bob" in loser.json()["detail"]
+        events = await h.rt.log.events(tid)
+        assert len([e for e in events if isinstance(e, ApprovalDecision)]) == 1
+
+
+async def test_a_worker_killed_mid_step_is_finished_by_another(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    await kill_a_worker_mid_tool(cluster_redis, cluster.url, idempotent=False)
+
+
+async def test_a_primary_restarted_with_its_aof_loses_no_suspended_thread(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    async with Harness(cluster.url) as h:
+        tid, req = await launch(h)
+        owner = cluster_redis.get_node_from_key(keys.log(tid))  # type: ignore[union-attr]
+        primary = cluster.ports.index(int(owner.port))
+
+        cluster.kill(primary)  # SIGKILL: no shutdown, no final fsync
+        cluster.restart(primary)
+
+        state = await h.wait_for(lambda: _suspended(h, tid), timeout=20)
+        assert [r.id for r in state.open_requests()] == [req["id"]]
+        r = await h.api.post(
+            f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "bob"}
+        )
+        assert r.status_code == 200, r.text
+        await h.drain()
+        assert (await h.thread(tid)).status is Status.DONE
+
+
+async def _suspended(h: Harness, tid: str) -> Any:
+    try:
+        state = await h.rt.log.load(tid)
+    except Exception:  # the client is still finding the restarted primary
+        return None
+    return state if state.status is Status.AWAITING_APPROVAL else None

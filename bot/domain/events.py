@@ -99,7 +99,7 @@ class _Base(BaseModel):
     v: int = SCHEMA_VERSION
     id: str = Field(default_factory=lambda: new_id("ev"))
     at: float = Field(default_factory=time.time)
-    """Unix time, seconds."""
+    """Unix time, seconds: when it was recorded (the thread log stamps it from the one clock)."""
 
 
 class ThreadCreated(_Base):

@@ -203,7 +203,8 @@ class ThreadState:
         """
         if self.paused or self.failed or self.cancelled:
             return None
-        return min((d for r in self.requests.values() if (d := r.next_due())), default=None)
+        due = (d for r in self.requests.values() if (d := r.next_due()) is not None)
+        return min(due, default=None)
 
     def clone(self) -> ThreadState:
         new = copy.copy(self)
@@ -271,8 +272,8 @@ def _apply(s: ThreadState, e: Event) -> None:
             req.answer = e.text
             if call := s.calls.get(req.asked.call_id or ""):
                 call.status = CallStatus.DONE
-            else:
-                s.consecutive_errors = 0
+            # A person answered: the streak of errors ends here, as the context shows it.
+            s.consecutive_errors, s.last_error = 0, None
             s.turns_since_input = 0
             _maybe_await_model(s)
         case ToolStarted():
@@ -284,7 +285,7 @@ def _apply(s: ThreadState, e: Event) -> None:
             if e.outcome == "error":
                 s.consecutive_errors += 1
                 s.last_error = str(e.output)
-            elif e.outcome == "ok":
+            else:  # done, rejected or unknown: information, not an error (the context agrees)
                 s.consecutive_errors = 0
                 s.last_error = None
             _maybe_await_model(s)

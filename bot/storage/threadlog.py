@@ -264,6 +264,9 @@ class ThreadLog:
                 ``bot.engine.writes`` does).
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
         """
+        now = self.clock.now()
+        # Recorded at: the one clock's time, whatever the event was built with.
+        events = [e.model_copy(update={"at": now}) for e in events]
         new = state
         for event in events:
             new = reduce(new, event)
@@ -285,7 +288,7 @@ class ThreadLog:
                 "tid": tid,
                 "expected": state.version,
                 "delivery": delivery or "",
-                "now": self.clock.now(),
+                "now": now,
                 "seen_ttl": self.seen_ttl,
                 "status": new.status.value,
                 "agent": new.agent,

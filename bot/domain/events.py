@@ -6,8 +6,8 @@ discriminated union and ``EVENTS`` round-trips one event to and from JSON.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -18,7 +18,7 @@ SCHEMA_VERSION = 1
 
 def new_id(prefix: str) -> str:
     """A short random id with a readable prefix (``ev_…``, ``call_…``)."""
-    return f"{prefix}_{uuid.uuid4().hex[:20]}"
+    return f"{prefix}_{os.urandom(10).hex()}"
 
 
 class Actor(BaseModel):

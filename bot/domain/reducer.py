@@ -6,9 +6,9 @@ Nothing here does I/O. ``reduce(state, event)`` returns a new state;
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 from bot.domain.events import (
     Actor,
@@ -36,6 +36,8 @@ from bot.domain.events import (
     ToolStarted,
     UserMessage,
 )
+
+_T = TypeVar("_T")
 
 
 class Status(StrEnum):
@@ -207,14 +209,11 @@ class ThreadState:
         return min(due, default=None)
 
     def clone(self) -> ThreadState:
-        new = copy.copy(self)
-        new.requests = {k: copy.copy(v) for k, v in self.requests.items()}
-        for r in new.requests.values():
-            r.votes = list(r.votes)
-            r.reminded = set(r.reminded)
-            r.closed_by = list(r.closed_by)
-        new.calls = {k: copy.copy(v) for k, v in self.calls.items()}
-        new.failed_deliveries = list(self.failed_deliveries)
+        """A copy to change: requests and calls are shared until one is changed
+        (``_request`` and ``_call`` copy the one an event touches)."""
+        new = _shallow(self)
+        new.requests = dict(self.requests)
+        new.calls = dict(self.calls)
         return new
 
 
@@ -267,20 +266,20 @@ def _apply(s: ThreadState, e: Event) -> None:
                 _call_waits(s, e.call_id, e.request_id)
             s.awaiting_model = False
         case HumanAnswer():
-            req = s.requests[e.request_id]
+            req = _request(s, e.request_id)
             _close(req, RequestStatus.ANSWERED, e.by, e.at)
             req.answer = e.text
-            if call := s.calls.get(req.asked.call_id or ""):
-                call.status = CallStatus.DONE
+            if (call_id := req.asked.call_id) and call_id in s.calls:
+                _call(s, call_id).status = CallStatus.DONE
             # A person answered: the streak of errors ends here, as the context shows it.
             s.consecutive_errors, s.last_error = 0, None
             s.turns_since_input = 0
             _maybe_await_model(s)
         case ToolStarted():
-            call = s.calls[e.call_id]
+            call = _call(s, e.call_id)
             call.status, call.started = CallStatus.STARTED, e
         case ToolResult():
-            call = s.calls[e.call_id]
+            call = _call(s, e.call_id)
             call.status, call.result = CallStatus.DONE, e
             if e.outcome == "error":
                 s.consecutive_errors += 1
@@ -311,28 +310,28 @@ def _apply(s: ThreadState, e: Event) -> None:
             s.cancelled = True
             s.awaiting_model = False
             for req in s.open_requests():
-                _close(req, RequestStatus.CANCELLED, e.by, e.at)
+                _close(_request(s, req.id), RequestStatus.CANCELLED, e.by, e.at)
             for call in s.pending_calls():
-                call.status = CallStatus.DONE
+                _call(s, call.asked.call_id).status = CallStatus.DONE
         case Expired():
-            req = s.requests[e.request_id]
+            req = _request(s, e.request_id)
             _close(req, RequestStatus.EXPIRED, None, e.at)
             req.reason = "expired"
             if req.kind == "approval":
-                s.calls[req.asked.call_id or ""].status = CallStatus.REJECTED
-            elif call := s.calls.get(req.asked.call_id or ""):
-                call.status = CallStatus.DONE
+                _call(s, req.asked.call_id or "").status = CallStatus.REJECTED
+            elif (call_id := req.asked.call_id) and call_id in s.calls:
+                _call(s, call_id).status = CallStatus.DONE
                 _maybe_await_model(s)
             else:
                 s.failed = True  # nobody answered Greenlight's own escalation
         case Escalated():
-            req = s.requests[e.request_id]
+            req = _request(s, e.request_id)
             req.approvers = list(e.approvers)
             req.expires_at = e.expires_at
         case Reminded():
-            s.requests[e.request_id].reminded.add(e.due)
+            _request(s, e.request_id).reminded.add(e.due)
         case DeliveryFailed():
-            s.failed_deliveries.append(e)
+            s.failed_deliveries = [*s.failed_deliveries, e]
 
 
 def _turn_counted(s: ThreadState, turn: str) -> bool:
@@ -340,16 +339,16 @@ def _turn_counted(s: ThreadState, turn: str) -> bool:
 
 
 def _call_waits(s: ThreadState, call_id: str, request_id: str) -> None:
-    call = s.calls[call_id]
+    call = _call(s, call_id)
     call.status, call.request_id = CallStatus.AWAITING_HUMAN, request_id
 
 
 def _apply_vote(s: ThreadState, e: ApprovalDecision) -> None:
-    req = s.requests[e.request_id]
+    req = _request(s, e.request_id)
     req.votes.append(e)
     if e.edited_args is not None:
         req.args, req.args_hash = dict(e.edited_args), e.args_hash
-    call = s.calls[req.asked.call_id or ""]
+    call = _call(s, req.asked.call_id or "")
     if e.decision is Decision.REJECT:
         _close(req, RequestStatus.REJECTED, e.by, e.at)
         req.reason = e.reason
@@ -362,6 +361,27 @@ def _apply_vote(s: ThreadState, e: ApprovalDecision) -> None:
         req.closed_by = [v.by for v in approvals]
         req.reason = e.reason
         call.status, call.args = CallStatus.READY, dict(req.args or {})
+
+
+def _request(s: ThreadState, request_id: str) -> Request:
+    """The request, copied into ``s`` so changing it leaves earlier states as they were."""
+    req = _shallow(s.requests[request_id])
+    req.votes, req.reminded, req.closed_by = list(req.votes), set(req.reminded), list(req.closed_by)
+    s.requests[request_id] = req
+    return req
+
+
+def _call(s: ThreadState, call_id: str) -> Call:
+    """The call, copied into ``s`` so changing it leaves earlier states as they were."""
+    call = s.calls[call_id] = _shallow(s.calls[call_id])
+    return call
+
+
+def _shallow(obj: _T) -> _T:
+    """A shallow copy of a dataclass instance, without ``copy.copy``'s generic machinery."""
+    new: _T = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__)
+    return new
 
 
 def _close(req: Request, status: RequestStatus, by: Actor | None, at: float) -> None:

@@ -265,8 +265,8 @@ class ThreadLog:
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
         """
         now = self.clock.now()
-        # Recorded at: the one clock's time, whatever the event was built with.
-        events = [e.model_copy(update={"at": now}) for e in events]
+        for event in events:  # recorded at the one clock's time, whatever it was built with
+            event.at = now
         new = state
         for event in events:
             new = reduce(new, event)

@@ -1,11 +1,21 @@
-"""HITL cycles per second, suspend/resume latency, and Redis bytes per suspended thread.
+"""HITL cycles per second, suspend/resume latency, CPU per cycle and Redis bytes per thread.
 
 One cycle: a new thread with a user message -> the (offline) model picks a gated
 tool -> the thread is suspended durably -> a decision through the public decision
-path -> the tool runs -> the model replies -> done. Real Redis (embedded binary,
-AOF everysec), a real worker consuming the queue. Prints JSON.
+path -> the tool runs -> the model replies -> done. Real Redis servers (the
+embedded binary, AOF everysec). Three sections, each on its own fresh server:
 
-    python -m bench.cycles [--cycles N] [--in-flight 32]
+- ``one_process``: the driver, inbox, decisions and a worker in this process,
+  on one Redis; also Redis bytes per suspended thread.
+- ``web_and_2_workers``: ``python -m bot web`` and two ``python -m bot worker``
+  processes on one Redis, driven over HTTP (see ``bench.web_workers``).
+- ``cluster``: as ``one_process``, on a 3-primary Redis Cluster.
+
+Each run reports the CPU milliseconds per cycle of every process involved,
+since wall-clock figures drift on a shared machine. Prints one JSON document on
+stdout; progress goes to stderr.
+
+    python -m bench.cycles [--cycles N] [--in-flight 32] [--only one_process,cluster]
 """
 
 from __future__ import annotations
@@ -13,12 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import logging
+import os
+import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import web_workers
+from bench.measure import CpuMeter, load_average, percentiles, server_version, used_memory
 from bot.domain import ids
 from bot.domain.agents import load_agents
 from bot.domain.events import Actor, Decision, Origin
@@ -30,11 +45,16 @@ from bot.serve import run_loop
 from bot.settings import Settings
 from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.embedded_cluster import EmbeddedCluster
 from channels import build_channels
+
+log = logging.getLogger("bench.cycles")
 
 ANN = Actor(channel="api", id="ann")
 BOB = Actor(channel="api", id="bob")
 TEXT = "deploy api 1.5.0 to production"
+SECTIONS = ("one_process", "web_and_2_workers", "cluster")
+"""In this order: ``side_by_side.sh`` takes the first 32-in-flight figure it meets."""
 
 
 class Waiter:
@@ -47,6 +67,7 @@ class Waiter:
         want = self.wanted.get(state.id)
         if want and state.status is want[0] and not want[1].done():
             want[1].set_result(state)
+            del self.wanted[state.id]
 
     def expect(self, thread_id: str, status: Status) -> asyncio.Future[ThreadState]:
         fut: asyncio.Future[ThreadState] = asyncio.get_running_loop().create_future()
@@ -78,7 +99,10 @@ async def start(rt: Runtime, waiter: Waiter) -> ThreadState:
     return await suspended
 
 
-async def run(rt: Runtime, waiter: Waiter, cycles: int, in_flight: int) -> dict[str, Any]:
+async def run(
+    rt: Runtime, waiter: Waiter, cycles: int, in_flight: int, redis_pids: Sequence[int]
+) -> dict[str, Any]:
+    """``cycles`` cycles, ``in_flight`` at a time: throughput, latency, CPU per cycle."""
     lat: dict[str, list[float]] = {"suspend": [], "resume": []}
     slots = asyncio.Semaphore(in_flight)
 
@@ -86,6 +110,7 @@ async def run(rt: Runtime, waiter: Waiter, cycles: int, in_flight: int) -> dict[
         async with slots:
             await cycle(rt, waiter, lat)
 
+    cpu = CpuMeter({"redis": redis_pids}, own="process")
     t0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(cycles)))
     elapsed = time.perf_counter() - t0
@@ -93,70 +118,170 @@ async def run(rt: Runtime, waiter: Waiter, cycles: int, in_flight: int) -> dict[
         "in_flight": in_flight,
         "cycles": cycles,
         "cycles_per_s": round(cycles / elapsed, 1),
-        "suspend_ms": _pcts(lat["suspend"]),
-        "resume_ms": _pcts(lat["resume"]),
+        "suspend_ms": percentiles(lat["suspend"]),
+        "resume_ms": percentiles(lat["resume"]),
+        "cpu_ms_per_cycle": cpu.ms_per(cycles),
     }
 
 
-def _pcts(xs: list[float]) -> dict[str, float]:
-    qs = statistics.quantiles(xs, n=100)
-    return {"p50": round(qs[49] * 1000, 3), "p99": round(qs[98] * 1000, 3)}
-
-
-async def bytes_per_suspended(rt: Runtime, waiter: Waiter, n: int) -> float:
-    before = int((await rt.redis.info("memory"))["used_memory"])
+async def bytes_per_suspended(rt: Runtime, waiter: Waiter, nodes: Sequence[str], n: int) -> float:
+    """Growth of the servers' ``used_memory`` per thread left suspended."""
+    before = await used_memory(nodes)
     for _ in range(n):
         await start(rt, waiter)
-    after = int((await rt.redis.info("memory"))["used_memory"])
+    after = await used_memory(nodes)
     return round((after - before) / n, 1)
 
 
-async def main(cycles: int, in_flight: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp) / "redis", appendfsync="everysec")
-        server.start()
-        try:
-            redis = await connect(server.url)
-            agents = load_agents()
-            groups = Groups({"deployers": ("bob",), "finance": ("bob",)})
-            settings = Settings(_env_file=None)  # type: ignore[call-arg]
-            # The channels production always has (the webhook channel), so every
-            # step pays for delivery as it would there.
-            rt = build_runtime(
-                redis,
-                agents,
-                OfflineModel(agents),
-                channels=lambda ports: build_channels(settings, ports),
-                groups=groups,
-            )
-            for channel in rt.channels:
-                await channel.start(inbound=False)
-            waiter = Waiter()
-            stop = asyncio.Event()
-            worker = rt.worker(concurrency=max(in_flight, 1), block_ms=100, on_step=waiter.on_step)
-            serving = asyncio.create_task(worker.run(stop))
-            await run(rt, waiter, 200, 8)  # warm up
-            results = {
-                "redis": "embedded redis-server 6.2, appendonly yes, appendfsync everysec",
-                "event_loop": type(asyncio.get_running_loop()).__module__,
-                "model": "offline",
-                "sequential": await run(rt, waiter, max(cycles // 4, 100), 1),
-                "concurrent": await run(rt, waiter, cycles, in_flight),
-                "redis_bytes_per_suspended_thread": await bytes_per_suspended(rt, waiter, 1000),
-            }
-            stop.set()
+async def in_process(
+    url: str, nodes: Sequence[str], redis_pids: Sequence[int], cycles: int, in_flight: int
+) -> dict[str, Any]:
+    """The one-process figures against the server (or cluster) at ``url``."""
+    redis = await connect(url)
+    agents = load_agents()
+    groups = Groups({"deployers": ("bob",), "finance": ("bob",)})
+    settings = Settings(_env_file=None)
+    # The channels production always has (the webhook channel), so every
+    # step pays for delivery as it would there.
+    rt = build_runtime(
+        redis,
+        agents,
+        OfflineModel(agents),
+        channels=lambda ports: build_channels(settings, ports),
+        groups=groups,
+    )
+    stop = asyncio.Event()
+    serving: asyncio.Task[None] | None = None
+    try:
+        for channel in rt.channels:
+            await channel.start(inbound=False)
+        waiter = Waiter()
+        worker = rt.worker(concurrency=max(in_flight, 1), block_ms=100, on_step=waiter.on_step)
+        serving = asyncio.create_task(worker.run(stop))
+        await run(rt, waiter, 200, 8, redis_pids)  # warm up
+        return {
+            "redis": f"embedded {await server_version(nodes[0])}, appendfsync everysec",
+            "event_loop": type(asyncio.get_running_loop()).__module__,
+            "model": "offline",
+            "sequential": await run(rt, waiter, max(cycles // 4, 100), 1, redis_pids),
+            "concurrent": await run(rt, waiter, cycles, in_flight, redis_pids),
+            "redis_bytes_per_suspended_thread": await bytes_per_suspended(rt, waiter, nodes, 1000),
+        }
+    finally:
+        stop.set()
+        if serving is not None:
             await serving
-            for channel in rt.channels:
-                await channel.stop()
-            await redis.aclose()
-        finally:
-            server.stop()
-    print(json.dumps(results, indent=2))
+        for channel in rt.channels:
+            await channel.stop()
+        await redis.aclose()
+
+
+async def one_process(tmp: Path, cycles: int, in_flight: int) -> dict[str, Any]:
+    """Driver, inbox and worker in this process, on one embedded Redis."""
+    server = EmbeddedRedis(tmp / "redis", appendfsync="everysec")
+    server.start()
+    try:
+        pids = [server.process.pid] if server.process else []
+        return await in_process(server.url, [server.url], pids, cycles, in_flight)
+    finally:
+        server.stop()
+
+
+async def cluster(tmp: Path, cycles: int, in_flight: int) -> dict[str, Any]:
+    """As ``one_process``, on a real 3-primary cluster of the embedded binary."""
+    nodes = EmbeddedCluster(tmp / "cluster", primaries=3, appendfsync="everysec")
+    nodes.start()
+    try:
+        pids = [p.pid for p in nodes.processes if p is not None]
+        figures = await in_process(nodes.url, nodes.urls, pids, cycles, in_flight)
+        return {**figures, "redis": f"{figures['redis']}, 3-primary cluster"}
+    finally:
+        nodes.stop()
+
+
+async def web_and_workers(tmp: Path, cycles: int, in_flight: int) -> dict[str, Any]:
+    """A web process and 2 worker processes on one embedded Redis, driven over HTTP."""
+    server = EmbeddedRedis(tmp / "redis", appendfsync="everysec")
+    server.start()
+    try:
+        pids = [server.process.pid] if server.process else []
+        figures = await web_workers.section(
+            server.url, pids, tmp, cycles=cycles, in_flight=in_flight
+        )
+        return {
+            "redis": f"embedded {await server_version(server.url)}, appendfsync everysec",
+            **figures,
+        }
+    finally:
+        server.stop()
+
+
+Section = Callable[[Path, int, int], Awaitable[dict[str, Any]]]
+RUNNERS: dict[str, Section] = {
+    "one_process": one_process,
+    "web_and_2_workers": web_and_workers,
+    "cluster": cluster,
+}
+
+
+async def main(cycles: int, in_flight: int, only: Sequence[str]) -> dict[str, Any]:
+    """Run the chosen sections in turn; a section that fails reports its error."""
+    figures: dict[str, Any] = {}
+    before = load_average()
+    for name in SECTIONS:
+        if name not in only:
+            continue
+        log.info("%s: %d cycles, %d in flight", name, cycles, in_flight)
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
+            try:
+                figures[name] = await RUNNERS[name](Path(tmp), cycles, in_flight)
+            except Exception as exc:
+                log.exception("%s failed", name)
+                figures[name] = {"error": repr(exc)}
+        log.info("%s: done in %.1f s", name, time.monotonic() - started)
+    figures["machine"] = {
+        "cpus": os.cpu_count(),
+        "load_average": {"before": before, "after": load_average()},
+    }
+    return figures
+
+
+def _sections(text: str) -> list[str]:
+    chosen = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}"
+        )
+    return chosen
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--cycles", type=int, default=2000, help="cycles of each in-flight run (sequential: 1/4)"
+    )
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument(
+        "--only",
+        type=_sections,
+        default=list(SECTIONS),
+        help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
+    )
+    ns = parser.parse_args()
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    result: dict[str, Any] = {}
+
+    async def go() -> None:
+        result.update(await main(ns.cycles, ns.in_flight, ns.only))
+
+    run_loop(go())
+    print(json.dumps(result, indent=2))
+    if any(isinstance(v, dict) and "error" in v for v in result.values()):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cycles", type=int, default=2000)
-    parser.add_argument("--in-flight", type=int, default=32)
-    ns = parser.parse_args()
-    run_loop(main(ns.cycles, ns.in_flight))
+    cli()

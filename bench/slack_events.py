@@ -84,7 +84,7 @@ def signed(body: bytes) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "X-Slack-Request-Timestamp": stamp,
-        "X-Slack-Signature": signature,
+        "X-Slack-Signature": signature or "",
     }
 
 

@@ -1,0 +1,83 @@
+"""What the benchmarks read off the machine: latency percentiles, CPU time, Redis memory."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+
+def percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 and p99 of durations in seconds, as milliseconds."""
+    qs = statistics.quantiles(seconds, n=100)
+    return {"p50": round(qs[49] * 1000, 3), "p99": round(qs[98] * 1000, 3)}
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` used so far, from ``/proc``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used during a run by this process and by named child processes.
+
+    ``/proc`` counts in clock ticks (10 ms here), so per-cycle figures need a
+    run of a few hundred cycles or more to mean anything.
+
+    Args:
+        children: a name per group of pids, e.g. ``{"redis": [pid]}``; a
+            group's CPU is the sum over its pids.
+        own: the name this process's CPU is reported under.
+    """
+
+    def __init__(
+        self, children: Mapping[str, Sequence[int]] | None = None, *, own: str = "bench"
+    ) -> None:
+        self.children = dict(children or {})
+        self.own = own
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        now = {self.own: time.process_time()}
+        for name, pids in self.children.items():
+            now[name] = sum(cpu_seconds(pid) for pid in pids)
+        return now
+
+    def ms_per(self, cycles: int) -> dict[str, float]:
+        """Milliseconds of CPU per cycle for each process group since the meter started."""
+        end = self._read()
+        return {name: round((end[name] - self._start[name]) * 1000 / cycles, 3) for name in end}
+
+
+async def used_memory(urls: Sequence[str]) -> int:
+    """Bytes of memory the Redis servers at ``urls`` use together (``INFO memory``)."""
+    total = 0
+    for url in urls:
+        node: Redis = Redis.from_url(url)
+        try:
+            total += int((await node.info("memory"))["used_memory"])
+        finally:
+            await node.aclose()
+    return total
+
+
+async def server_version(url: str) -> str:
+    """``valkey 8.1.1`` or ``redis 7.2.4``: what the server at ``url`` says it is."""
+    node: Redis = Redis.from_url(url, decode_responses=True)
+    try:
+        info = await node.info("server")
+    finally:
+        await node.aclose()
+    if "valkey_version" in info:
+        return f"valkey {info['valkey_version']}"
+    return f"redis {info['redis_version']}"
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages: how busy the shared machine was."""
+    return [round(x, 2) for x in os.getloadavg()]

@@ -296,8 +296,8 @@ EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def to_json(event: Event) -> str:
-    """Serialise one event compactly."""
-    return event.model_dump_json(exclude_defaults=False)
+    """Serialise one event compactly: fields that are None are left out (read back as None)."""
+    return event.model_dump_json(exclude_none=True)
 
 
 def from_json(raw: str | bytes) -> Event:

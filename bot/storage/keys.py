@@ -58,7 +58,8 @@ def log(tid: str) -> str:
 
 
 def meta(tid: str) -> str:
-    """Hash of derived fields (status, agent, version, times) for listings. Never expires."""
+    """Hash of derived fields (status, agent, version, times) for listings, and ``cursor``:
+    how many of the thread's events the channels have been handed. Never expires."""
     return f"{PREFIX}:{tag_of(tid)}:{tid}:meta"
 
 
@@ -71,10 +72,6 @@ def lease(tid: str) -> str:
     """The worker stepping this thread; expires with the lease unless renewed."""
     return f"{PREFIX}:{tag_of(tid)}:{tid}:lease"
 
-
-def cursor(tid: str) -> str:
-    """How many of the thread's events the channels have been handed. Never expires."""
-    return f"{PREFIX}:{tag_of(tid)}:{tid}:cursor"
 
 
 def channel_state(tid: str, channel: str) -> str:

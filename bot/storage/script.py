@@ -85,11 +85,15 @@ class Bound:
         ]
         if self._batch is not None:
             return await self._batch.run(self, ordered)
+        return await self.call(self._client, ordered)
+
+    async def call(self, client: Client, ordered: list[Any]) -> Any:
+        """One EVALSHA of this script, loading it first if Redis forgot it."""
         try:
-            return await self._client.evalsha(self.sha, *ordered)
+            return await client.evalsha(self.sha, *ordered)
         except NoScriptError:
-            await self._client.script_load(self.script.lua)
-            return await self._client.evalsha(self.sha, *ordered)
+            await client.script_load(self.script.lua)
+            return await client.evalsha(self.sha, *ordered)
 
 
 class Batcher:
@@ -103,27 +107,41 @@ class Batcher:
 
     def __init__(self, client: Redis) -> None:
         self.client = client
-        self.waiting: list[tuple[Bound, list[Any], asyncio.Future[Any]]] = []
+        self._gathering: list[_Call] | None = None
 
     @staticmethod
     def for_client(client: Client) -> Batcher | None:
         return Batcher(client) if isinstance(client, Redis) else None
 
     async def run(self, script: Bound, ordered: list[Any]) -> Any:
+        """Run one call: the first of a turn gathers the others and sends them all."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self.waiting:
-            loop.call_soon(self._send)
-        self.waiting.append((script, ordered, future))
-        return await future
+        if self._gathering is not None:
+            joined: asyncio.Future[Any] = loop.create_future()
+            self._gathering.append((script, ordered, joined))
+            return await joined
+        mine: asyncio.Future[Any] = loop.create_future()
+        batch = self._gathering = [(script, ordered, mine)]
+        try:
+            await asyncio.sleep(0)  # the other coroutines of this turn join meanwhile
+        except asyncio.CancelledError:
+            if len(batch) > 1:  # send the others' calls all the same
+                self._send(batch[1:])
+            raise
+        finally:
+            self._gathering = None
+        if len(batch) == 1:  # alone: no pipeline, no task
+            return await script.call(self.client, ordered)
+        # Sent by a task of its own: cancelling this caller must not strand the others.
+        self._send(batch)
+        return await mine
 
-    def _send(self) -> None:
-        batch, self.waiting = self.waiting, []
-        task = asyncio.get_running_loop().create_task(self._execute(batch))
-        _IN_FLIGHT.add(task)
-        task.add_done_callback(_IN_FLIGHT.discard)
+    def _send(self, batch: list[_Call]) -> None:
+        sending = asyncio.get_running_loop().create_task(self._execute(batch))
+        _IN_FLIGHT.add(sending)
+        sending.add_done_callback(_IN_FLIGHT.discard)
 
-    async def _execute(self, batch: list[tuple[Bound, list[Any], asyncio.Future[Any]]]) -> None:
+    async def _execute(self, batch: list[_Call]) -> None:
         try:
             answers = await self._pipeline(batch)
             if any(isinstance(a, NoScriptError) for a in answers):  # Redis restarted or flushed
@@ -145,12 +163,15 @@ class Batcher:
             else:
                 future.set_result(answer)
 
-    async def _pipeline(self, batch: list[tuple[Bound, list[Any], asyncio.Future[Any]]]) -> Any:
+    async def _pipeline(self, batch: list[_Call]) -> Any:
         pipe = self.client.pipeline(transaction=False)
         for script, ordered, _ in batch:
             pipe.execute_command("EVALSHA", script.sha, *ordered)
         return await pipe.execute(raise_on_error=False)
 
+
+_Call = tuple[Bound, list[Any], "asyncio.Future[Any]"]
+"""A script, its keys and arguments in order, and where its answer goes."""
 
 _IN_FLIGHT: set[asyncio.Task[None]] = set()
 """Pipelines on their way: held so the event loop does not drop them."""

@@ -89,7 +89,7 @@ return {1, newlen}
 _TAKE = Script(
     """
 if redis.call('SET', K.lease, A.holder, 'NX', 'PX', A.lease_ms) then
-  return {1, redis.call('LRANGE', K.log, A.known, -1), redis.call('GET', K.cursor) or '0'}
+  return {1, redis.call('LRANGE', K.log, A.known, -1), redis.call('HGET', K.meta, 'cursor') or '0'}
 end
 local ttl = redis.call('PTTL', K.lease)
 if ttl < 0 then ttl = tonumber(A.lease_ms) end
@@ -97,7 +97,7 @@ arm_by(K.timers, A.tid, tonumber(A.now) + ttl / 1000)
 ack(K.queue, A.entry)
 return {0, {}, '0'}
 """,
-    keys=("lease", "log", "cursor", "timers", "queue"),
+    keys=("lease", "log", "meta", "timers", "queue"),
     args=("tid", "holder", "lease_ms", "now", "entry", "known"),
     fragments=(ARM, ACK),
 )
@@ -109,12 +109,12 @@ _RELEASE = Script(
 if redis.call('GET', K.lease) ~= A.holder then return -1 end
 if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
 redis.call('DEL', K.lease)
-redis.call('SET', K.cursor, A.delivered)
+redis.call('HSET', K.meta, 'cursor', A.delivered)
 arm(K.timers, A.tid, A.due)
 ack(K.queue, A.entry)
 return 1
 """,
-    keys=("lease", "meta", "cursor", "timers", "queue"),
+    keys=("lease", "meta", "timers", "queue"),
     args=("tid", "holder", "version", "due", "entry", "delivered"),
     fragments=(ARM, ACK),
 )
@@ -341,7 +341,7 @@ class ThreadLog:
             keys={
                 "lease": keys.lease(thread_id),
                 "log": keys.log(thread_id),
-                "cursor": keys.cursor(thread_id),
+                "meta": keys.meta(thread_id),
                 "timers": keys.timers(shard),
                 "queue": keys.queue(shard),
             },
@@ -369,7 +369,6 @@ class ThreadLog:
             keys={
                 "lease": keys.lease(tid),
                 "meta": keys.meta(tid),
-                "cursor": keys.cursor(tid),
                 "timers": keys.timers(shard),
                 "queue": keys.queue(shard),
             },

@@ -40,7 +40,7 @@ from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expi
 from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 from bot.engine.writes import write
-from bot.storage.threadlog import ThreadLog
+from bot.storage.threadlog import ReleaseIf, ThreadLog
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +76,24 @@ class Loop:
         self.max_errors = max_errors
         self.clock = clock
 
-    async def step(self, thread_id: str, state: ThreadState | None = None) -> ThreadState:
-        """Advance the thread until it waits for a human, or is done."""
+    async def step(
+        self,
+        thread_id: str,
+        state: ThreadState | None = None,
+        *,
+        release_if: ReleaseIf | None = None,
+    ) -> ThreadState:
+        """Advance the thread until it waits for a human, or is done.
+
+        Args:
+            release_if: how a worker lets go of its lease with the last append
+                (``ThreadLog.append``).
+        """
         state = state or await self.log.load(thread_id)
         while state.exists:
-            done = await write(self.log, thread_id, self._next, state=state, enqueue=False)
+            done = await write(
+                self.log, thread_id, self._next, state=state, enqueue=False, release_if=release_if
+            )
             state = done.state
             if not done.events:
                 return state
@@ -88,9 +101,19 @@ class Loop:
                 state = await self._run(state, started)
         return state
 
+    def is_at_rest(self, s: ThreadState) -> bool:
+        """Whether the thread has no step to take now: done, idle, or waiting for a human."""
+        if s.status in _IDLE:
+            return True
+        if s.agent not in self.agents or self._due_timers(s):
+            return False
+        if s.open_requests():
+            return True
+        return not (s.pending_calls() or s.awaiting_model)
+
     async def _next(self, s: ThreadState) -> list[Event]:
         """The events of the thread's next step; none when there is nothing to do now."""
-        if s.status in _IDLE:
+        if self.is_at_rest(s):
             return []
         agent = self.agents.get(s.agent)
         if agent is None:
@@ -98,12 +121,8 @@ class Loop:
             return [ErrorEvent(message=msg, fatal=True)]
         if timed := self._due_timers(s):
             return timed
-        if s.open_requests():
-            return []
         if pending := s.pending_calls():
             return await self._settle(s, agent, pending[0].asked.call_id)
-        if not s.awaiting_model:
-            return []
         if s.consecutive_errors >= self.max_errors:
             return [_escalation(s, f"{s.consecutive_errors} errors in a row")]
         if s.turns_since_input >= agent.max_steps:

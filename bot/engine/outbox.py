@@ -55,6 +55,10 @@ class Outbox:
         self.max_delay = max_delay
         self.give_up_after = give_up_after
 
+    def concerned(self, state: ThreadState, events: Sequence[Event]) -> bool:
+        """Whether any channel may have something to deliver for any of ``events``."""
+        return any(c.concerns(state, e) for e in events for c in self.channels.values())
+
     async def flush(self, state: ThreadState, cursor: int) -> int:
         """Deliver the events of ``state`` from index ``cursor`` on; returns the new cursor.
 

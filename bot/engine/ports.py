@@ -30,6 +30,14 @@ class Outbound(Protocol):
     name: str
     """``webhook``, ``slack``, ``email``."""
 
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        """Whether ``deliver`` may have something to do for ``event`` (pure, no I/O).
+
+        False lets a worker skip the delivery and let go of the thread sooner;
+        when unsure, say True.
+        """
+        ...
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         """Render ``event`` to the humans concerned, or do nothing if none are here.
 

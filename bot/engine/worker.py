@@ -13,10 +13,11 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 
+from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
@@ -156,9 +157,23 @@ class Worker:
     async def _step_leased(self, lease: Lease, state: ThreadState) -> None:
         self._leases.add(lease)
         self._ensure_renewer()
+
+        async def release_if(after: ThreadState, events: Sequence[Event]) -> Lease | None:
+            """Let go with this append when nothing is left to do or to deliver."""
+            if not self.loop.is_at_rest(after):
+                return None
+            before = await self.log.events(after.id, version=after.version - len(events))
+            if self.outbox.concerned(after, [*before[lease.delivered :], *events]):
+                return None
+            return lease
+
         try:
             while True:
-                state = await self.loop.step(state.id, state)
+                state = await self.loop.step(state.id, state, release_if=release_if)
+                if not lease.held:  # let go with the last append: nothing to deliver
+                    if self.on_step is not None:
+                        self.on_step(state)
+                    return
                 # Delivered before letting go: a crash in between delivers again, never less.
                 lease.delivered = await self.outbox.flush(state, lease.delivered)
                 if not await self.log.release(lease, state.version, state.next_due()):

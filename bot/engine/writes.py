@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bot.domain.errors import ContentionError, GreenlightError, VersionConflict
 from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
-from bot.storage.threadlog import ThreadLog
+from bot.storage.threadlog import ReleaseIf, ThreadLog
 
 ATTEMPTS = 16
 """Clashes one write survives; more means the thread changes faster than it can be read."""
@@ -42,6 +42,7 @@ async def write(
     state: ThreadState | None = None,
     delivery: str | None = None,
     enqueue: bool = True,
+    release_if: ReleaseIf | None = None,
     attempts: int = ATTEMPTS,
 ) -> Written:
     """Append what ``build`` makes of the thread, at the version it saw.
@@ -52,6 +53,8 @@ async def write(
             refusal made on it is checked again on a fresh read.
         delivery: the inbound delivery's key; a replay raises ``DuplicateDelivery``.
         enqueue: queue the thread for a worker (False when a worker is stepping it).
+        release_if: a worker letting go of its lease with this append, if it may
+            (``ThreadLog.append``).
 
     Raises:
         ContentionError: every attempt lost a race.
@@ -72,7 +75,9 @@ async def write(
         if not events:
             return Written(state, ())
         try:
-            new = await log.append(state, events, delivery=delivery, enqueue=enqueue)
+            new = await log.append(
+                state, events, delivery=delivery, enqueue=enqueue, release_if=release_if
+            )
         except VersionConflict as clash:
             # The clash brought what we missed, when our copy was the one it extends.
             state = log.cached(thread_id)

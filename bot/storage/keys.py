@@ -73,7 +73,6 @@ def lease(tid: str) -> str:
     return f"{PREFIX}:{tag_of(tid)}:{tid}:lease"
 
 
-
 def channel_state(tid: str, channel: str) -> str:
     """Hash of one channel's own ids for one thread (Slack posts, emails sent), written by
     ``bot.storage.channelstate``; never expires, like the log."""

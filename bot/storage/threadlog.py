@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -52,12 +52,20 @@ reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, A.tid, A.created
   len == 0, A.opened, A.closed)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid) end
-return {1, newlen}
+local released = 0
+if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
+  redis.call('DEL', K.lease)
+  redis.call('HSET', K.meta, 'cursor', newlen)
+  ack(K.queue, A.entry)
+  released = 1
+end
+return {1, newlen, released}
 """,
     keys=(
         "log",
         "meta",
         "seen",
+        "lease",
         "timers",
         "queue",
         "threads",
@@ -79,8 +87,10 @@ return {1, newlen}
         "enqueue",
         "opened",
         "closed",
+        "holder",
+        "entry",
     ),
-    fragments=(REINDEX, ARM, ENQUEUE),
+    fragments=(REINDEX, ARM, ENQUEUE, ACK),
 )
 
 # Take the lease and read what the worker has not seen and how far delivery got;
@@ -127,6 +137,10 @@ return redis.call('PEXPIRE', K.lease, A.lease_ms)
     keys=("lease",),
     args=("holder", "lease_ms"),
 )
+
+
+ReleaseIf = Callable[[ThreadState, Sequence[Event]], Awaitable["Lease | None"]]
+"""Given the state after an append and its events: the lease to let go of with it, if any."""
 
 
 class DuplicateDelivery(ConflictError):
@@ -256,8 +270,14 @@ class ThreadLog:
         *,
         delivery: str | None = None,
         enqueue: bool = True,
+        release_if: ReleaseIf | None = None,
     ) -> ThreadState:
         """Append ``events`` if the thread is still at ``state.version``; returns the new state.
+
+        ``release_if`` is asked, with the state after the events and the events,
+        whether this append also lets go of a lease: the holder has nothing left
+        to do or deliver, so the thread is released (and its queue entry
+        acknowledged) in the same round trip. The lease says ``held=False`` then.
 
         Raises:
             VersionConflict: another writer got there first (re-read and retry;
@@ -275,11 +295,13 @@ class ThreadLog:
         due = new.next_due()
         tid = state.id
         old_status = state.status.value if state.exists else new.status.value
-        code, length, *missed = await self._append(
+        lease = await release_if(new, events) if release_if is not None else None
+        code, length, *rest = await self._append(
             keys={
                 "log": keys.log(tid),
                 "meta": keys.meta(tid),
                 "seen": keys.seen(tid),
+                "lease": keys.lease(tid),
                 "timers": keys.timers(keys.shard_of(tid)),
                 "queue": keys.queue(keys.shard_of(tid)),
                 **reindex_keys(tid, new.agent, old_status, new.status.value),
@@ -297,6 +319,8 @@ class ThreadLog:
                 "enqueue": "1" if enqueue else "0",
                 "opened": " ".join(sorted(after - before)),
                 "closed": " ".join(sorted(before - after)),
+                "holder": lease.holder if lease else "",
+                "entry": lease.entry_id if lease else "",
             },
             rest=[to_json(e) for e in events],
         )
@@ -307,10 +331,12 @@ class ThreadLog:
                 # Redis lost writes (a restart within its fsync window): the log
                 # is shorter than our copy, so our copy is no longer the truth.
                 self._cache.pop(tid, None)
-            elif missed and self.known(tid) == state.version:
+            elif rest and self.known(tid) == state.version:
                 # What we missed came back with the refusal: the retry needs no read.
-                self._absorb(tid, missed[0], state.version)
+                self._absorb(tid, rest[0], state.version)
             raise VersionConflict(tid, state.version, int(length))
+        if lease is not None and int(rest[0]):
+            lease.held, lease.delivered = False, new.version
         cached = self._cache.get(tid)
         if cached and cached[0].version == state.version:
             self._remember(new, cached[1] + list(events))

@@ -86,6 +86,9 @@ class EmailChannel:
         if self.receiver is not None:
             await self.receiver.stop()
 
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        return isinstance(event, _CONCERNS)
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         """Send the emails ``event`` calls for; raises so the outbox retries a failure."""
         if not isinstance(event, _CONCERNS):

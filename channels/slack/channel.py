@@ -178,6 +178,9 @@ class SlackChannel:
         self._sessions.clear()
         self.client.session = self.web_client.session = None
 
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        return self.outbound.concerns(thread, event)
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         await self.outbound.deliver(thread, event)
 

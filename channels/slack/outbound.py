@@ -59,6 +59,19 @@ def to_place(thread: ThreadState) -> Place | None:
     return Place(str(meta["channel"]), str(meta["thread_ts"]))
 
 
+_RENDERED = (
+    ApprovalRequested,
+    HumanQuestion,
+    ApprovalDecision,
+    HumanAnswer,
+    Expired,
+    Escalated,
+    Reminded,
+    Cancelled,
+    AgentReply,
+)
+
+
 class Outbound:
     """Renders thread events into Slack.
 
@@ -84,6 +97,10 @@ class Outbound:
         self.state = state
         self.people = people
         self.approvals_channel = approvals_channel
+
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        """The events ``deliver`` renders (it may still find nothing to post)."""
+        return isinstance(event, _RENDERED) or (isinstance(event, ErrorEvent) and event.fatal)
 
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         """Post or update what ``event`` means for the people in Slack."""

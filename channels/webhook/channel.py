@@ -92,6 +92,10 @@ class WebhookChannel:
         out = ThreadOut.from_state(got.thread).model_dump(mode="json")
         return JSONResponse({**out, "duplicate": got.duplicate}, status_code=status)
 
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        """Only threads with a callback URL are called back."""
+        return bool(thread.origin and thread.origin.callback_url)
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         """POST ``event`` to the thread's callback URL, if it has one and the event is sent."""
         url = thread.origin.callback_url if thread.origin else None

@@ -37,6 +37,9 @@ class RecordingChannel:
     async def stop(self) -> None:
         pass
 
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        return True
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         self.got.append((thread, event))
 

@@ -69,6 +69,11 @@ class LeaseWatcher:
     async def stop(self) -> None:
         return None
 
+    def concerns(self, thread: ThreadState, event: Event) -> bool:
+        return self.interested
+
+    interested = True
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         leased = bool(await self.redis.exists(keys.lease(thread.id)))
         self.seen.append((event.type, leased))
@@ -85,6 +90,30 @@ async def test_with_channels_delivery_comes_before_letting_go(redis: Redis) -> N
     assert all(leased for _, leased in watcher.seen)
     assert await redis.exists(keys.lease(got.thread.id)) == 0
     assert await unsettled(redis) == (0, 0)
+
+
+async def test_with_nothing_to_deliver_the_last_append_lets_go(redis: Redis) -> None:
+    # A channel with nothing to say about these events is not called, and the
+    # step's last write releases the thread and acknowledges its entry itself.
+    watcher = LeaseWatcher(redis)
+    watcher.interested = False
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), watcher)
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
+    await rt.worker().burst()
+
+    state = await rt.log.load(got.thread.id)
+    assert state.status is Status.AWAITING_APPROVAL and watcher.seen == []
+    assert await redis.exists(keys.lease(got.thread.id)) == 0
+    assert await unsettled(redis) == (0, 0)
+    # Delivery is not owed later either: the cursor moved with the release.
+    meta = await redis.hgetall(keys.meta(got.thread.id))  # type: ignore[misc]
+    assert int(meta["cursor"]) == state.version
+
+    (req,) = state.open_requests()
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+    assert (await rt.log.load(got.thread.id)).status is Status.DONE
+    assert await unsettled(redis) == (0, 0) and watcher.seen == []
 
 
 async def renewal(redis: Redis, lease: str) -> None:

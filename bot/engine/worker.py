@@ -15,12 +15,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
-from redis.exceptions import RedisError
-
 from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
+from bot.storage.connection import StorageFailure
 from bot.storage.queue import Entry, Queue
 from bot.storage.threadlog import Lease, ThreadLog
 from bot.storage.timers import Timers
@@ -88,7 +87,7 @@ class Worker:
                 # A failed chore is retried a second later; it must not end the worker.
                 try:
                     await self._chores()
-                except RedisError as exc:
+                except StorageFailure as exc:
                     log.warning("worker %s: chores failed: %r", self.queue.consumer, exc)
                 except Exception:
                     log.exception("worker %s: chores failed", self.queue.consumer)
@@ -99,10 +98,10 @@ class Worker:
                 continue
             try:
                 entries = await self.queue.read(free, self.block_ms)
-            except RedisError as exc:
+            except StorageFailure as exc:
                 log.warning("worker %s: queue unavailable: %r", self.queue.consumer, exc)
                 await _pause(stop, 1.0)
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(StorageFailure):
                     await self.queue.ensure_groups()  # the stream may have been deleted
                 continue
             for entry in entries:
@@ -196,7 +195,7 @@ class Worker:
             held = [lease for lease in self._leases if lease.held]
             try:
                 lost = await self.log.renew(held) if held else []
-            except RedisError as exc:
+            except StorageFailure as exc:
                 log.warning("worker %s could not renew leases: %r", self.queue.consumer, exc)
                 continue
             # A lease let go of while the renewal was on its way was not lost.

@@ -22,9 +22,13 @@ from redis.asyncio.connection import (
 )
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import DataError
+from redis.exceptions import DataError, RedisError
 
 Client = Redis | RedisCluster
+
+StorageFailure = RedisError
+"""What a Redis call raises when Redis is down, restarting or refusing: the engine
+catches this name, so it needs no Redis import of its own."""
 
 # redis-py's default socket_timeout (5 s since 6.0) runs every command under
 # asyncio.wait_for, a task per command: about 15% of a worker's CPU on our cycle

@@ -22,6 +22,7 @@ from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
 from bot.engine.ports import Channel, ChannelPorts
 from bot.engine.worker import Worker, consumer_name
+from bot.storage.audit import AuditLog
 from bot.storage.channelstate import ChannelState
 from bot.storage.connection import Client
 from bot.storage.indexes import Indexes
@@ -46,6 +47,7 @@ class Runtime:
     clock: Clock
     log: ThreadLog
     indexes: Indexes
+    audit: AuditLog
     agents: Mapping[str, Agent]
     model: Model
     loop: Loop
@@ -125,6 +127,7 @@ def build_runtime(
         clock=clock,
         log=thread_log,
         indexes=Indexes(redis),
+        audit=AuditLog(redis),
         agents=agents,
         model=model,
         loop=Loop(thread_log, agents, model, groups=groups, max_errors=max_errors, clock=clock),

@@ -126,6 +126,17 @@ class Client:
     def answer(self, request_id: str, text: str, *, by: str) -> dict[str, Any]:
         return self._call("POST", f"/requests/{request_id}/answer", json={"text": text, "by": by})
 
+    # --- audit --------------------------------------------------------------------------
+
+    def verify(self, thread_id: str) -> dict[str, Any]:
+        """Whether the thread's hash chain holds, and where it breaks."""
+        return self._call("GET", f"/threads/{thread_id}/audit")
+
+    def audit(self, *, since: str | None = None, until: str | None = None) -> dict[str, Any]:
+        """Decision records between two ISO 8601 times, oldest first."""
+        params = {k: v for k, v in {"since": since, "until": until}.items() if v}
+        return self._call("GET", "/audit", params=params)
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

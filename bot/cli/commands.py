@@ -8,12 +8,14 @@ scripts. An API error is printed from its ``detail`` and exits with status 1.
 from __future__ import annotations
 
 import contextlib
+import csv
 import getpass
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -247,6 +249,75 @@ def chat(
     out.print(f"Talking to [bold]{agent}[/] as {me}. Ctrl-D leaves.")
     with _api(url, token) as api:
         Chat(api, out, agent, me=me, approver=approver or me, poll=poll).run()
+
+
+audit = typer.Typer(help="Check that thread logs are as recorded; export decisions.")
+app.add_typer(audit, name="audit")
+
+Format = Literal["jsonl", "csv"]
+AUDIT_COLUMNS = (
+    "at", "thread", "kind", "outcome", "request", "by", "by_id", "channel", "reason",
+    "args_hash", "event", "hash",
+)  # fmt: skip
+
+
+@audit.command("verify")
+def audit_verify(
+    thread_id: Annotated[
+        str | None, typer.Argument(help="One thread; default: every thread.")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Check each thread's hash chain; exit 1 if any event was edited, removed or moved."""
+    with _api(url, token) as api:
+        if thread_id is not None:
+            checked = [api.verify(thread_id)]
+        else:
+            checked = [api.verify(t) for t in _every_thread(api)]
+    if as_json:
+        _json(checked)
+    else:
+        out = Console(highlight=False)
+        for chain in checked:
+            tid = chain["thread"]
+            if chain["intact"]:
+                out.print(f"{tid}: intact ({chain['events']} events)")
+            for b in chain["breaks"]:
+                out.print(f"[bold red]{tid}[/]: event {b['index']} ({b['event_id']}): {b['why']}")
+    if any(not chain["intact"] for chain in checked):
+        raise typer.Exit(1)
+
+
+@audit.command("export")
+def audit_export(
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time, e.g. 2026-11-01.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time; default: now.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+) -> None:
+    """Write every decision, answer and expiry in the window, with its event's chain hash."""
+    with _api(url, token) as api:
+        rows = api.audit(since=since, until=until)["items"]
+    if fmt == "jsonl":
+        for row in rows:
+            typer.echo(json.dumps(row, separators=(",", ":")))
+        return
+    out = csv.DictWriter(sys.stdout, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+    out.writeheader()
+    out.writerows(rows)
+
+
+def _every_thread(api: Client) -> Iterator[str]:
+    offset = 0
+    while True:
+        page = api.threads(offset=offset, limit=200)
+        yield from (t["id"] for t in page["items"])
+        offset += len(page["items"])
+        if not page["items"] or offset >= page["total"]:
+            return
 
 
 def main() -> None:

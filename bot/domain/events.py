@@ -100,6 +100,9 @@ class _Base(BaseModel):
     id: str = Field(default_factory=lambda: new_id("ev"))
     at: float = Field(default_factory=time.time)
     """Unix time, seconds: when it was recorded (the thread log stamps it from the one clock)."""
+    prev: str | None = None
+    """The hash of the event stored before it in its thread (``bot.domain.audit``), set by
+    the thread log when it records the event; None for a thread's first event."""
 
 
 class ThreadCreated(_Base):

@@ -155,6 +155,9 @@ class ThreadState:
     """True when the next step is a model turn."""
     turns_since_input: int = 0
     consecutive_errors: int = 0
+    last_hash: str | None = None
+    """The hash of the last stored event, which the next one links to (set by the thread
+    log, which sees events as stored; ``bot.domain.audit``)."""
     prefetched: bool = False
     paused: bool = False
     cancelled: bool = False

@@ -119,6 +119,12 @@ def open_requests(shard: int) -> str:
     return f"{PREFIX}:{TAGS[shard]}:open"
 
 
+def audit(shard: int) -> str:
+    """Stream of audit records of the shard's decisions, appended with them; never trimmed
+    (``bot.storage.audit``)."""
+    return f"{PREFIX}:{TAGS[shard]}:audit"
+
+
 # --- global: one key each, so any slot --------------------------------------------------------
 
 

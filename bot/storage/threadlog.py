@@ -15,6 +15,7 @@ a small cache and reads only what is new.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,11 +24,13 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from bot.domain import ids
+from bot.domain.audit import chain_hash, to_record
 from bot.domain.clock import Clock
 from bot.domain.errors import ConflictError, NotFoundError, StoreError, VersionConflict
 from bot.domain.events import EVENT, Event, to_json
 from bot.domain.reducer import ThreadState, reduce
 from bot.storage import keys
+from bot.storage.audit import RECORD
 from bot.storage.connection import Client
 from bot.storage.indexes import REINDEX, reindex_keys
 from bot.storage.queue import ACK, ENQUEUE
@@ -52,6 +55,7 @@ reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, A.tid, A.created
   len == 0, A.opened, A.closed)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid) end
+if A.audit ~= '' then record(K.audit, A.audit) end
 local released = 0
 if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
   redis.call('DEL', K.lease)
@@ -68,6 +72,7 @@ return {1, newlen, released}
         "lease",
         "timers",
         "queue",
+        "audit",
         "threads",
         "agent",
         "old_status",
@@ -89,8 +94,9 @@ return {1, newlen, released}
         "closed",
         "holder",
         "entry",
+        "audit",
     ),
-    fragments=(REINDEX, ARM, ENQUEUE, ACK),
+    fragments=(REINDEX, ARM, ENQUEUE, ACK, RECORD),
 )
 
 # Take the lease and read what the worker has not seen and how far delivery got;
@@ -221,6 +227,10 @@ class ThreadLog:
         cached = self._cache.get(thread_id)
         return cached[0].version if cached else 0
 
+    async def stored(self, thread_id: str) -> list[str]:
+        """The thread's events exactly as Redis holds them, for checking the chain."""
+        return [str(r) for r in await self.redis.lrange(keys.log(thread_id), 0, -1)]
+
     async def seen(self, thread_id: str, delivery: str) -> bool:
         """Whether an inbound delivery was already recorded on this thread."""
         return await self.redis.zscore(keys.seen(thread_id), delivery) is not None
@@ -249,6 +259,7 @@ class ThreadLog:
             new = [_decode(thread_id, r) for r in raw]
             for event in new:
                 state = reduce(state, event)
+            state.last_hash = chain_hash(raw[-1])
             events = events + new
             self._remember(state, events)
         return state, events
@@ -285,8 +296,15 @@ class ThreadLog:
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
         """
         now = self.clock.now()
-        for event in events:  # recorded at the one clock's time, whatever it was built with
-            event.at = now
+        # Recorded at the one clock's time, whatever they were built with, and chained.
+        head, stored, audit = state.last_hash, [], []
+        for event in events:
+            event.at, event.prev = now, head
+            raw = to_json(event)
+            head = chain_hash(raw)
+            stored.append(raw)
+            if (record := to_record(state.id, event, head)) is not None:
+                audit.append(json.dumps(record, separators=(",", ":")))
         new = state
         for event in events:
             new = reduce(new, event)
@@ -304,6 +322,7 @@ class ThreadLog:
                 "lease": keys.lease(tid),
                 "timers": keys.timers(keys.shard_of(tid)),
                 "queue": keys.queue(keys.shard_of(tid)),
+                "audit": keys.audit(keys.shard_of(tid)),
                 **reindex_keys(tid, new.agent, old_status, new.status.value),
             },
             args={
@@ -321,8 +340,9 @@ class ThreadLog:
                 "closed": " ".join(sorted(before - after)),
                 "holder": lease.holder if lease else "",
                 "entry": lease.entry_id if lease else "",
+                "audit": "\n".join(audit),
             },
-            rest=[to_json(e) for e in events],
+            rest=stored,
         )
         if code == 2:
             raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
@@ -337,6 +357,7 @@ class ThreadLog:
             raise VersionConflict(tid, state.version, int(length))
         if lease is not None and int(rest[0]):
             lease.held, lease.delivered = False, new.version
+        new.last_hash = head
         cached = self._cache.get(tid)
         if cached and cached[0].version == state.version:
             self._remember(new, cached[1] + list(events))

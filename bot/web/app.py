@@ -28,6 +28,7 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.runtime import Runtime
+from bot.web import audit
 from bot.web.api import health, router
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def create_app(
             raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer …)")
 
     app.include_router(router, dependencies=[Depends(bearer)])
+    app.include_router(audit.router, dependencies=[Depends(bearer)])
     app.include_router(health)
     for channel in runtime.channels:
         if channel.router is not None:

@@ -1,0 +1,99 @@
+"""The audit trail: each thread's events chained by hash, and decisions as audit records.
+
+Every stored event carries ``prev``, the hash of the event stored before it in
+its thread (None for the first). Editing, removing or reordering an event in
+Redis afterwards breaks the chain at that point, which ``verify_chain`` finds.
+Decisions (approvals, rejections, answers, expiries) also become flat records
+for an auditor, each with the hash of the event it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.domain.events import ApprovalDecision, Event, Expired, HumanAnswer
+
+
+def chain_hash(raw: str | bytes) -> str:
+    """The hash of one event as stored: SHA-256, its first 128 bits in base64url."""
+    data = raw.encode() if isinstance(raw, str) else raw
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()[:16]).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class Break:
+    """Where a thread's chain breaks, and what that means."""
+
+    index: int
+    """Position in the log of the first event whose link does not hold."""
+    event_id: str | None
+    why: str
+
+
+def verify_chain(raws: Sequence[str | bytes]) -> list[Break]:
+    """Every place where ``raws`` (a thread's stored events, in order) break the chain."""
+    breaks: list[Break] = []
+    prev: str | None = None
+    for index, raw in enumerate(raws):
+        try:
+            data = json.loads(raw)
+            linked, event_id = data.get("prev"), data.get("id")
+        except (ValueError, AttributeError):
+            breaks.append(Break(index, None, "not a readable event"))
+            prev = chain_hash(raw)
+            continue
+        if linked != prev:
+            why = (
+                "the event before it was edited, removed or moved"
+                if index
+                else "the first event was removed, or one was put before it"
+            )
+            breaks.append(Break(index, event_id, f"{why} (expected prev {prev}, found {linked})"))
+        prev = chain_hash(raw)
+    return breaks
+
+
+def to_record(thread_id: str, event: Event, event_hash: str) -> dict[str, Any] | None:
+    """The audit record of a decision event, or None for other events."""
+    match event:
+        case ApprovalDecision():
+            record = {
+                "kind": "decision",
+                "outcome": event.decision.value,
+                "request": event.request_id,
+                "by": event.by.label(),
+                "by_id": f"{event.by.channel}:{event.by.id}",
+                "channel": event.by.channel,
+                "reason": event.reason,
+                "args_hash": event.args_hash,
+            }
+        case HumanAnswer():
+            record = {
+                "kind": "answer",
+                "outcome": "answered",
+                "request": event.request_id,
+                "by": event.by.label(),
+                "by_id": f"{event.by.channel}:{event.by.id}",
+                "channel": event.by.channel,
+                "reason": None,
+                "args_hash": None,
+            }
+        case Expired():
+            record = {
+                "kind": "expiry",
+                "outcome": "expired",
+                "request": event.request_id,
+                "by": None,
+                "by_id": None,
+                "channel": "system",
+                "reason": None,
+                "args_hash": None,
+            }
+        case _:
+            return None
+    return {"at": event.at, "thread": thread_id, **record, "event": event.id, "hash": event_hash}

@@ -1,0 +1,48 @@
+"""The audit streams: per shard, the record of every decision, appended with the decision.
+
+The thread log's append script calls ``record`` in the same round trip as the
+decision event, so a decision is never recorded without its audit record.
+Reading merges the shards by time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import json
+from typing import Any
+
+from bot.storage import keys
+from bot.storage.connection import Client
+
+RECORD = """
+local function record(stream, lines)
+  for line in string.gmatch(lines, '[^\\n]+') do redis.call('XADD', stream, '*', 'r', line) end
+end
+"""
+"""Appends newline-separated JSON records (JSON escapes the newlines inside them)."""
+
+
+class AuditLog:
+    """Reads the audit records of every shard."""
+
+    def __init__(self, redis: Client) -> None:
+        self.redis = redis
+
+    async def records(self, since: float, until: float, *, limit: int) -> list[dict[str, Any]]:
+        """Records stored from ``since`` to ``until`` (Unix seconds), oldest first."""
+        low, high = f"{int(since * 1000)}-0", f"{int(until * 1000)}-18446744073709551615"
+
+        async def shard(s: int) -> list[tuple[str, dict[str, Any]]]:
+            rows: Any = await self.redis.xrange(keys.audit(s), low, high, count=limit)
+            return [(_order(entry), json.loads(fields["r"])) for entry, fields in rows]
+
+        found = await asyncio.gather(*(shard(s) for s in range(keys.SHARDS)))
+        merged = heapq.merge(*found, key=lambda row: row[0])
+        return [record for _, record in merged][:limit]
+
+
+def _order(entry_id: str) -> str:
+    """A stream entry id as a string that sorts by time across streams."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{int(ms):016d}-{int(seq):010d}"

@@ -1,0 +1,75 @@
+"""Audit routes: check a thread's hash chain, and read the decisions for an auditor."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from bot.domain.audit import verify_chain
+from bot.web.api import Rt
+
+router = APIRouter(tags=["audit"])
+
+MAX_RECORDS = 10_000
+
+
+class BreakOut(BaseModel):
+    index: int
+    event_id: str | None
+    why: str
+
+
+class ChainOut(BaseModel):
+    """Whether a thread's log is as it was recorded."""
+
+    thread: str
+    events: int
+    intact: bool
+    breaks: list[BreakOut]
+
+
+class RecordOut(BaseModel):
+    """One decision, answer or expiry, with the hash of the event it was recorded as."""
+
+    at: float
+    thread: str
+    kind: str
+    outcome: str
+    request: str
+    by: str | None
+    by_id: str | None
+    channel: str
+    reason: str | None
+    args_hash: str | None
+    event: str
+    hash: str
+
+
+class RecordsOut(BaseModel):
+    items: list[RecordOut]
+
+
+@router.get("/threads/{thread_id}/audit", response_model=ChainOut)
+async def verify(thread_id: str, rt: Rt) -> ChainOut:
+    """Check the thread's hash chain: any event edited, removed or reordered in Redis shows."""
+    await rt.log.get(thread_id)  # 404 for a thread that does not exist
+    stored = await rt.log.stored(thread_id)
+    breaks = [BreakOut(index=b.index, event_id=b.event_id, why=b.why) for b in verify_chain(stored)]
+    return ChainOut(thread=thread_id, events=len(stored), intact=not breaks, breaks=breaks)
+
+
+@router.get("/audit", response_model=RecordsOut)
+async def records(
+    rt: Rt,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = MAX_RECORDS,
+) -> RecordsOut:
+    """Decisions, answers and expiries recorded between ``since`` and ``until``, oldest first."""
+    start = since.timestamp() if since else 0.0
+    end = until.timestamp() if until else rt.clock.now()
+    found: list[dict[str, Any]] = await rt.audit.records(start, end, limit=limit)
+    return RecordsOut(items=[RecordOut(**r) for r in found])

@@ -1,0 +1,48 @@
+"""The hash chain finds an event edited, removed or moved (pure, no Redis)."""
+
+from __future__ import annotations
+
+import json
+
+from bot.domain.audit import chain_hash, verify_chain
+
+
+def chained(*texts: str) -> list[str]:
+    raws, prev = [], None
+    for i, text in enumerate(texts):
+        raw = json.dumps({"id": f"ev_{i}", "prev": prev, "text": text})
+        raws.append(raw)
+        prev = chain_hash(raw)
+    return raws
+
+
+def test_an_untouched_chain_is_intact() -> None:
+    assert verify_chain(chained("a", "b", "c")) == []
+
+
+def test_an_edited_event_breaks_the_link_after_it() -> None:
+    raws = chained("a", "b", "c")
+    raws[1] = raws[1].replace('"b"', '"B"')
+    (broken,) = verify_chain(raws)
+    assert (broken.index, broken.event_id) == (2, "ev_2") and "edited" in broken.why
+
+
+def test_a_removed_event_breaks_the_chain_where_it_was() -> None:
+    raws = chained("a", "b", "c")
+    del raws[1]
+    assert [b.index for b in verify_chain(raws)] == [1]
+
+
+def test_moved_events_break_the_chain() -> None:
+    raws = chained("a", "b", "c", "d")
+    raws[1], raws[2] = raws[2], raws[1]
+    assert [b.index for b in verify_chain(raws)] == [1, 2, 3]
+
+
+def test_a_removed_first_event_shows() -> None:
+    (broken,) = verify_chain(chained("a", "b")[1:])
+    assert broken.index == 0 and "first event" in broken.why
+
+
+def test_the_hash_is_short_and_stable() -> None:
+    assert chain_hash('{"a":1}') == chain_hash(b'{"a":1}') and len(chain_hash("x")) == 22

@@ -3,7 +3,9 @@
 Every path ends in ``runtime.decisions``: the one place that checks the request
 is open, the arguments are the ones shown and the clicker may decide. Before a
 modal opens, the same rules (``bot.domain.refusals``) spare people a form that
-would be refused anyway; a refusal is worded here, for Slack.
+would be refused anyway; a refusal is worded here, for Slack. Before any of it, a
+click or submission by someone of another workspace than the request's (Slack
+Connect, ``teams``) is refused.
 
 Slack's answer waits for a listener (``process_before_response``), so a click
 holds it only for what decides the outcome: finding the request, who clicked
@@ -34,8 +36,9 @@ from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, to_choices, who
 from channels.slack.outbound import Outbound, Place
-from channels.slack.payloads import Click, from_value, to_click
+from channels.slack.payloads import Click, from_value, to_click, to_user_team
 from channels.slack.people import People, UnknownUserError
+from channels.slack.teams import OtherTeamError, to_home, why_other_team
 from channels.slack.views import (
     EDIT_VIEW,
     REASON,
@@ -96,8 +99,8 @@ class Clicks:
     async def on_other(self, ack: Any) -> None:
         await ack()
 
-    async def on_approve(self, ack: Any, body: dict[str, Any]) -> None:
-        found = await self._clicked(ack, body)
+    async def on_approve(self, ack: Any, body: dict[str, Any], context: Any) -> None:
+        found = await self._clicked(ack, body, context)
         if found is None:
             return
         click, req, value = found
@@ -111,17 +114,17 @@ class Clicks:
         except RefusedError as exc:
             self._refused(click, req.id, exc)
 
-    async def on_reject(self, ack: Any, body: dict[str, Any]) -> None:
-        await self._open_modal(ack, body, "reject")
+    async def on_reject(self, ack: Any, body: dict[str, Any], context: Any) -> None:
+        await self._open_modal(ack, body, context, "reject")
 
-    async def on_edit(self, ack: Any, body: dict[str, Any]) -> None:
-        await self._open_modal(ack, body, "edit")
+    async def on_edit(self, ack: Any, body: dict[str, Any], context: Any) -> None:
+        await self._open_modal(ack, body, context, "edit")
 
-    async def on_view(self, ack: Any, body: dict[str, Any]) -> None:
-        await self._open_modal(ack, body, "view")
+    async def on_view(self, ack: Any, body: dict[str, Any], context: Any) -> None:
+        await self._open_modal(ack, body, context, "view")
 
-    async def on_choice(self, ack: Any, body: dict[str, Any]) -> None:
-        found = await self._clicked(ack, body)
+    async def on_choice(self, ack: Any, body: dict[str, Any], context: Any) -> None:
+        found = await self._clicked(ack, body, context)
         if found is None:
             return
         click, req, value = found
@@ -140,9 +143,9 @@ class Clicks:
         except RefusedError as exc:
             self._refused(click, req.id, exc)
 
-    async def _open_modal(self, ack: Any, body: dict[str, Any], kind: str) -> None:
+    async def _open_modal(self, ack: Any, body: dict[str, Any], context: Any, kind: str) -> None:
         deadline = asyncio.get_running_loop().time() + OPEN_WITHIN
-        found = await self._clicked(ack, body)
+        found = await self._clicked(ack, body, context)
         if found is None:
             return
         click, req, _ = found
@@ -170,7 +173,7 @@ class Clicks:
     # --- modals -----------------------------------------------------------------------------
 
     async def on_reject_submitted(
-        self, ack: Any, body: dict[str, Any], view: dict[str, Any]
+        self, ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
     ) -> None:
         meta = from_value(str(view.get("private_metadata") or ""))
         reason = from_reason(view["state"]["values"])
@@ -181,13 +184,15 @@ class Clicks:
             )
             return
         try:
-            await self._decide_submitted(body, view, meta, Decision.REJECT, reason=reason)
+            await self._decide_submitted(body, view, context, meta, Decision.REJECT, reason=reason)
         except (RefusedError, UnknownUserError) as exc:
             await ack(response_action="errors", errors={REASON: cut(exc.message, _ERROR_MAX)})
             return
         await ack()
 
-    async def on_edit_submitted(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+    async def on_edit_submitted(
+        self, ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
+    ) -> None:
         meta = from_value(str(view.get("private_metadata") or ""))
         values = view["state"]["values"]
         edited, errors = from_edit(values, meta)
@@ -195,7 +200,9 @@ class Clicks:
             await ack(response_action="errors", errors=errors)
             return
         try:
-            await self._decide_submitted(body, view, meta, Decision.APPROVE, edited_args=edited)
+            await self._decide_submitted(
+                body, view, context, meta, Decision.APPROVE, edited_args=edited
+            )
         except InvalidInputError as exc:
             listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
             await ack(response_action="errors", errors=to_errors(listed, values, meta))
@@ -210,14 +217,21 @@ class Clicks:
         self,
         body: dict[str, Any],
         view: dict[str, Any],
+        context: Any,
         meta: dict[str, Any],
         decision: Decision,
         *,
         reason: str | None = None,
         edited_args: dict[str, Any] | None = None,
     ) -> None:
-        """Decide as the modal's submitter, on the request and arguments its card showed."""
-        req, _ = await self.rt.decisions.find(meta["r"])
+        """Decide as the modal's submitter, on the request and arguments its card showed.
+
+        A submission has no channel for a private note: a refusal is shown in the form.
+        """
+        req, thread = await self.rt.decisions.find(meta["r"])
+        why = why_other_team(to_user_team(body), thread, to_home(context), doing="decide")
+        if why is not None:
+            raise OtherTeamError(why)
         actor = await self.people.actor(str(body["user"]["id"]), req.approvers)
         await self.rt.decisions.decide(
             req.id,
@@ -233,16 +247,26 @@ class Clicks:
     # --- helpers ----------------------------------------------------------------------------
 
     async def _clicked(
-        self, ack: Any, body: dict[str, Any]
+        self, ack: Any, body: dict[str, Any], context: Any
     ) -> tuple[Click, Request, dict[str, Any]] | None:
-        """Answer Slack at once, then find the request the button names (None: told why)."""
+        """Answer Slack at once, then find the request the button names (None: told why).
+
+        A clicker of another workspace than the request's gets no further, whatever
+        the button, so a policy naming people by email cannot be met by another
+        organisation's user of that email.
+        """
         await ack()
         click = to_click(body)
         try:
             value = from_value(click.value)
-            req, _ = await self.rt.decisions.find(value["r"])
+            req, thread = await self.rt.decisions.find(value["r"])
         except RefusedError as exc:
             self._tell(click, exc.message)
+            return None
+        doing = "answer" if isinstance(req.asked, HumanQuestion) else "decide"
+        if why := why_other_team(click.user_team, thread, to_home(context), doing=doing):
+            log.info("thread %s: a click from team %r refused", thread.id, click.user_team)
+            self._tell(click, why)
             return None
         return click, req, value
 

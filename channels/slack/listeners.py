@@ -4,7 +4,9 @@ Each listener only records (a Redis write) and answers, so Slack gets its
 answer well inside 3 seconds; the agent runs in a worker. Private notes and the
 slash command's opening post go to Slack in ``Background``, after the answer.
 Every event gets a 200, handled or not, so Slack never retries something we
-chose to ignore. Clicks and modals are in ``clicks``.
+chose to ignore. Clicks and modals are in ``clicks``. An answer to an open
+question by someone of another workspace than the question's (Slack Connect,
+``teams``) is refused, and not kept as a message either.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from channels.slack.payloads import (
     to_message,
 )
 from channels.slack.people import People, escape
+from channels.slack.teams import to_home, why_other_team
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +80,13 @@ class Listeners:
         await ack()
         message = to_message(body, context.get("bot_user_id"))
         if message is not None:
-            await self.hear(message)
+            await self.hear(message, to_home(context))
 
-    async def hear(self, msg: Message) -> None:
-        """A person wrote: answer an open question, continue a thread, or start one."""
+    async def hear(self, msg: Message, home: str) -> None:
+        """A person wrote: answer an open question, continue a thread, or start one.
+
+        ``home`` is the app's own workspace: where a thread not started in Slack asks.
+        """
         tid = ids.thread_id_for("slack", msg.conversation)
         if not msg.is_reply:
             # A new post: no thread, no question, no card under it (a retry is deduplicated).
@@ -94,6 +100,10 @@ class Listeners:
         question = _open_question(state)
         if (alias and question is None) or (state.exists and not msg.text):
             return  # talk under a card elsewhere is for people; no text says nothing
+        if question and (why := why_other_team(msg.user_team, state, home, doing="answer")):
+            log.info("thread %s: a reply from team %r refused", state.id, msg.user_team)
+            self._tell(msg, why)
+            return
         answerers = question[1].answerers if question else []
         # Not strict: a person talking is no decision, and a refused answer becomes a message.
         actor = await self.people.actor(msg.user, answerers, strict=False)

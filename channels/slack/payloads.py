@@ -28,6 +28,7 @@ class Message:
     """A person's message the bot should hear."""
 
     team: str
+    """The workspace whose installation of the app heard it: the conversation's."""
     channel: str
     user: str
     text: str
@@ -38,6 +39,9 @@ class Message:
     """True for an ``app_mention``: someone called the bot by name."""
     direct: bool
     """True in a direct message with the bot."""
+    user_team: str
+    """The writer's own workspace: ``event.user_team``, which in a Slack Connect channel
+    may differ from ``event.team`` (the host's); Slack leaves it out for the app's own side."""
 
     @property
     def root(self) -> str:
@@ -69,6 +73,8 @@ class Click:
     action_id: str
     value: str
     trigger_id: str
+    user_team: str
+    """The clicker's own workspace (``user.team_id``); ``team`` may be the host's."""
 
     @property
     def delivery(self) -> str:
@@ -130,7 +136,7 @@ def to_message(body: Mapping[str, Any], bot_user_id: str | None) -> Message | No
         if bot_user_id and _mentions(raw, bot_user_id):
             return None  # the app_mention event for the same post carries it
     return Message(
-        team=str(body.get("team_id") or event.get("team") or ""),
+        team=_installed_team(body) or str(event.get("team") or ""),
         channel=channel,
         user=str(user),
         text=to_plain(raw, bot_user_id),
@@ -138,7 +144,20 @@ def to_message(body: Mapping[str, Any], bot_user_id: str | None) -> Message | No
         thread_ts=str(thread_ts) if thread_ts else None,
         mention=kind == "app_mention",
         direct=direct,
+        user_team=str(event.get("user_team") or event.get("team") or body.get("team_id") or ""),
     )
+
+
+def _installed_team(body: Mapping[str, Any]) -> str:
+    """The workspace of the installation an event was sent to.
+
+    In a Slack Connect channel the wrapper's ``team_id`` can be the writer's
+    workspace; ``authorizations`` names the installation's, as Bolt reads it.
+    """
+    auths = body.get("authorizations")
+    first = auths[0] if isinstance(auths, list) and auths else None
+    team = first.get("team_id") if isinstance(first, Mapping) else None
+    return str(team or body.get("team_id") or "")
 
 
 def to_plain(text: str, bot_user_id: str | None) -> str:
@@ -171,7 +190,17 @@ def to_click(body: Mapping[str, Any]) -> Click:
         action_id=str(action.get("action_id") or ""),
         value=str(action.get("value") or ""),
         trigger_id=str(body.get("trigger_id") or ""),
+        user_team=to_user_team(body),
     )
+
+
+def to_user_team(body: Mapping[str, Any]) -> str:
+    """Who acted's own workspace in an interactivity payload: ``user.team_id``, or "".
+
+    Not ``team.id``: in a Slack Connect channel that is the workspace the app is
+    installed in, whoever clicked.
+    """
+    return str((body.get("user") or {}).get("team_id") or "")
 
 
 def to_command(body: Mapping[str, Any]) -> Command:

@@ -162,6 +162,11 @@ class Slack:
         self, view: dict[str, Any], values: dict[str, dict[str, str]], user: str
     ) -> httpx.Response:
         """Submit a modal the bot opened: ``values`` maps block id → action id → text."""
+        return await self.interact(self.submit_payload(view, values, user))
+
+    def submit_payload(
+        self, view: dict[str, Any], values: dict[str, dict[str, str]], user: str
+    ) -> dict[str, Any]:
         payload = sample("view_submission")
         payload["user"].update(id=user, username=user.lower(), name=user.lower())
         opened = copy.deepcopy(view)
@@ -180,7 +185,7 @@ class Slack:
             title=opened.get("title"),
             state={"values": state},
         )
-        return await self.interact(payload)
+        return payload
 
     async def command(self, text: str, user: str, *, channel: str = CHANNEL) -> httpx.Response:
         """``/greenlight text``, form-encoded as Slack sends slash commands."""

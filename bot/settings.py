@@ -66,7 +66,9 @@ class Settings(BaseSettings):
     email_secret: SecretStr | None = None
     email_inbound_secret: SecretStr | None = None
     email_require_auth_results: bool = False
+    email_authserv_id: str | None = None
     email_bounces: bool = True
+    email_ask_again_per_hour: int = Field(5, ge=0, le=1000)
 
     @classmethod
     def load(cls) -> Settings:

@@ -88,7 +88,8 @@ class ThreadReader(Protocol):
 
 
 class StateStore(Protocol):
-    """A channel's own small state: its ids per thread, and external ids leading to threads."""
+    """A channel's own small state: its ids per thread, external ids leading to threads,
+    and rate limits (uses of a key per window)."""
 
     async def get(self, thread_id: str, field: str) -> str | None: ...
 
@@ -102,6 +103,11 @@ class StateStore(Protocol):
 
     async def resolve(self, external: str) -> str | None:
         """The thread an external id belongs to, if any."""
+        ...
+
+    async def take(self, key: str, *, limit: int, per: float, now: float) -> bool:
+        """Use one of ``limit`` uses of ``key`` per ``per`` seconds (``now`` from the clock);
+        False, and nothing used, when none is left."""
         ...
 
 

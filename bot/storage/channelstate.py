@@ -7,8 +7,24 @@ someone replies to) back to the thread. Each channel sees only its own.
 
 from __future__ import annotations
 
+import os
+
 from bot.storage import keys
 from bot.storage.connection import Client
+from bot.storage.script import Script
+
+# Sliding window: forget uses older than the window, then take one if any is left.
+_TAKE = Script(
+    """
+redis.call('ZREMRANGEBYSCORE', K.rate, '-inf', A.since)
+if redis.call('ZCARD', K.rate) >= tonumber(A.limit) then return 0 end
+redis.call('ZADD', K.rate, A.now, A.member)
+redis.call('PEXPIRE', K.rate, A.ttl_ms)
+return 1
+""",
+    keys=("rate",),
+    args=("since", "limit", "now", "member", "ttl_ms"),
+)
 
 
 class ChannelState:
@@ -22,6 +38,7 @@ class ChannelState:
     def __init__(self, redis: Client, channel: str) -> None:
         self.redis = redis
         self.channel = channel
+        self._take = _TAKE.bind(redis)
 
     async def get(self, thread_id: str, field: str) -> str | None:
         found = await self.redis.hget(keys.channel_state(thread_id, self.channel), field)
@@ -42,3 +59,20 @@ class ChannelState:
         """The thread an external id belongs to, if any."""
         found = await self.redis.get(keys.alias(self.channel, external))
         return str(found) if found else None
+
+    async def take(self, key: str, *, limit: int, per: float, now: float) -> bool:
+        """Use one of ``limit`` uses of ``key`` allowed per ``per`` seconds, as of ``now``.
+
+        Returns:
+            False, and nothing used, when all of them were used in the last ``per`` seconds.
+        """
+        if limit <= 0:
+            return False
+        args = {
+            "since": now - per,
+            "limit": limit,
+            "now": now,
+            "member": f"{now!r}:{os.urandom(6).hex()}",
+            "ttl_ms": max(1, int(per * 1000)),
+        }
+        return bool(await self._take(keys={"rate": keys.rate(self.channel, key)}, args=args))

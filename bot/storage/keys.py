@@ -137,3 +137,10 @@ def alias(channel: str, key: str) -> str:
     """An external id (an email Message-ID we sent) → thread id; never expires
     (``bot.storage.channelstate``)."""
     return f"{PREFIX}:alias:{channel}:{key}"
+
+
+def rate(channel: str, key: str) -> str:
+    """Sorted set: one channel's recent uses of something it limits (answers sent to one
+    sender), scored by when; entries older than the window are dropped on each use, and
+    the key expires a window after its last use (``bot.storage.channelstate``)."""
+    return f"{PREFIX}:rate:{channel}:{key}"

@@ -24,6 +24,9 @@ class EmailConfig:
         public_url: where confirmation links point.
         bounces: whether refused replies get a polite explanation back.
         require_auth_results: replies must pass DKIM or DMARC for their From domain.
+        authserv_id: the receiving server's id in Authentication-Results; only headers
+            naming it count (None: none count).
+        ask_again_per_hour: "please answer again" emails per sender per hour, at most.
     """
 
     sender: str
@@ -32,6 +35,8 @@ class EmailConfig:
     public_url: str
     bounces: bool = True
     require_auth_results: bool = False
+    authserv_id: str | None = None
+    ask_again_per_hour: int = 5
 
     @property
     def sender_address(self) -> str:
@@ -53,6 +58,13 @@ class EmailConfig:
                 "EMAIL_SECRET must be set to at least 16 random characters: it signs reply "
                 "addresses (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
             )
+        authserv_id = (settings.email_authserv_id or "").strip().lower() or None
+        if settings.email_require_auth_results and authserv_id is None:
+            raise ConfigError(
+                "EMAIL_REQUIRE_AUTH_RESULTS=true needs EMAIL_AUTHSERV_ID: the id your receiving "
+                "mail server writes first in its Authentication-Results headers (e.g. "
+                "mx.example.com); headers from any other server prove nothing"
+            )
         return cls(
             sender=sender,
             domain=(settings.email_domain or address.rpartition("@")[2]).lower(),
@@ -60,4 +72,6 @@ class EmailConfig:
             public_url=settings.public_url.rstrip("/"),
             bounces=settings.email_bounces,
             require_auth_results=settings.email_require_auth_results,
+            authserv_id=authserv_id,
+            ask_again_per_hour=settings.email_ask_again_per_hour,
         )

@@ -96,10 +96,16 @@ class Intake:
         Raises:
             InvalidInputError: unreadable, or addressed to no agent, thread or request.
         """
-        mail = mime.from_bytes(raw, mail_from=mail_from, rcpts=rcpts)
+        mail = mime.from_bytes(
+            raw, mail_from=mail_from, rcpts=rcpts, authserv_id=self.cfg.authserv_id
+        )
         if mail.automatic:
             log.info("email %s from %s ignored: %s", mail.message_id, mail.sender, mail.automatic)
             return Handled(Disposition.IGNORED, f"automatic message: {mail.automatic}")
+        if mail.reaction:
+            # A reaction is not an answer: it never decides, and is not worth asking again.
+            log.info("email %s from %s ignored: a reaction", mail.message_id, mail.sender)
+            return Handled(Disposition.IGNORED, "an emoji reaction is not an answer")
         for address in mail.recipients:
             if token := tokens.token_of(address, self.cfg.domain):
                 return await self._answer(mail, token)
@@ -190,7 +196,8 @@ class Intake:
                 mail,
                 tid,
                 "Your message could not be verified (no DKIM or DMARC pass for "
-                f"{mail.sender.rpartition('@')[2]} from our mail server).",
+                f"{mail.sender.rpartition('@')[2]} from our mail server "
+                f"{self.cfg.authserv_id}).",
             )
         try:
             req, state = await self.rt.decisions.find(claim.request_id)
@@ -208,16 +215,21 @@ class Intake:
     async def _decide(
         self, mail: Inbound, tid: str, token: str, asked: ApprovalRequested
     ) -> Handled:
-        verdict = read_verdict(mail.text)
+        verdict = read_verdict(mail.text, exact=asked.risky)
         if verdict.kind is Kind.UNCLEAR:
             first = next((ln.strip() for ln in mail.text.splitlines() if ln.strip()), "")
             said = f' ("{cut(first, 80)}")' if first else ""
+            exactly = (
+                " This request is marked risky: only the word APPROVE or REJECT counts."
+                if asked.risky
+                else ""
+            )
             return await self._ask_again(
                 mail,
                 tid,
                 token,
                 f"I could not read a decision in your reply{said}, so nothing was decided. "
-                f"{compose.HOW_TO_ANSWER} The decision must be on the first line.",
+                f"{compose.HOW_TO_ANSWER} The decision must be on the first line.{exactly}",
             )
         decision = Decision.APPROVE if verdict.kind is Kind.APPROVE else Decision.REJECT
         try:
@@ -275,6 +287,20 @@ class Intake:
 
     async def _ask_again(self, mail: Inbound, tid: str, token: str, why: str) -> Handled:
         log.info("thread %s: email %s from %s unclear: %s", tid, mail.message_id, mail.sender, why)
+        if not await self.rt.state.take(
+            f"ask-again:{mail.sender}",
+            limit=self.cfg.ask_again_per_hour,
+            per=3600.0,
+            now=self.rt.clock.now(),
+        ):
+            # Bounded, so two auto-responders (or someone scripting replies) cannot loop.
+            log.warning(
+                "thread %s: %s not asked again: %d per hour already sent",
+                tid,
+                mail.sender,
+                self.cfg.ask_again_per_hour,
+            )
+            return Handled(Disposition.UNCLEAR, f"{why} (not asked again: limit reached)", tid)
         reply_to = tokens.to_reply_address(token, self.cfg.domain)
         await self._notify(mail, tid, "Please answer again", why, reply_to=reply_to)
         return Handled(Disposition.UNCLEAR, why, tid)

@@ -7,19 +7,22 @@ raw bytes to ``from_bytes``; nothing else parses mail.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.errors import HeaderParseError, MessageDefect
+from email.headerregistry import AddressHeader
 from email.message import EmailMessage, MIMEPart
 from email.utils import getaddresses, parseaddr
 
-import html2text
-
 from bot.domain.errors import InvalidInputError
+from channels.email.htmltext import to_text
 from channels.email.replies import to_new_text
 
 _MSGID = re.compile(r"<[^<>\s]+>")
+_REACTION = "text/vnd.google.email-reaction+json"
+_AUTHSERV_ID = re.compile(r"^\s*(?:\([^()]*\)\s*)*([^\s;()]+)")
 _AUTO_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 _DAEMONS = {"mailer-daemon", "postmaster"}
 # What auto-responders put before the original subject (or send alone), in the languages
@@ -62,7 +65,9 @@ class Inbound:
     automatic: str | None
     """Why this is an auto-reply or bounce (then it never counts), or None."""
     authenticated: bool
-    """Whether the topmost Authentication-Results says dkim or dmarc passed for From's domain."""
+    """Whether our server's Authentication-Results says dkim or dmarc passed for From's domain."""
+    reaction: str | None = None
+    """The emoji of an emoji reaction (Gmail's reaction part), which is never an answer."""
     headers: dict[str, str] = field(default_factory=dict)
 
     def thread_ids(self) -> list[str]:
@@ -79,20 +84,27 @@ class Inbound:
 
 
 def from_bytes(
-    raw: bytes, *, mail_from: str | None = None, rcpts: list[str] | None = None
+    raw: bytes,
+    *,
+    mail_from: str | None = None,
+    rcpts: list[str] | None = None,
+    authserv_id: str | None = None,
 ) -> Inbound:
     """Parse a raw message; ``mail_from``/``rcpts`` are the SMTP envelope when known.
 
+    ``authserv_id`` names our receiving server in Authentication-Results (see
+    ``is_authenticated``).
+
     Raises:
         InvalidInputError: the bytes are not an email we can read (no headers,
-            no From address, a broken MIME structure).
+            a broken MIME structure), or ``From`` is not exactly one address.
     """
     if not raw.strip():
         raise InvalidInputError("malformed email: the message is empty")
     try:
         msg = message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
-        sender = _address(msg.get("From", ""))
+        sender, not_one = _sender(msg)
         subject = str(msg.get("Subject", "") or "").strip()
         headers = {k.lower(): str(v) for k, v in msg.items()}
     except (HeaderParseError, ValueError, IndexError, TypeError) as exc:
@@ -100,8 +112,8 @@ def from_bytes(
     defects = {type(d).__name__ for d in _all_defects(msg)}
     if fatal := sorted(_FATAL_DEFECTS[d] for d in defects if d in _FATAL_DEFECTS):
         raise InvalidInputError(f"malformed email: {'; '.join(fatal)}")
-    if not sender:
-        raise InvalidInputError("malformed email: no From address")
+    if not_one:
+        raise InvalidInputError(not_one)
     text = to_new_text(_body_text(msg))
     ids = _ids(msg.get("Message-ID", ""))
     message_id = ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@missing-id>"
@@ -114,7 +126,8 @@ def from_bytes(
         references=_ids(msg.get("References", "")),
         text=text,
         automatic=automatic_reason(msg, mail_from),
-        authenticated=is_authenticated(msg, sender),
+        authenticated=is_authenticated(msg, sender, authserv_id),
+        reaction=reaction_of(msg),
         headers=headers,
     )
 
@@ -143,17 +156,37 @@ def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | N
     return None
 
 
-def is_authenticated(msg: EmailMessage, sender: str) -> bool:
+def reaction_of(msg: EmailMessage) -> str | None:
+    """The emoji of an emoji reaction (a ``text/vnd.google.email-reaction+json`` part), or None.
+
+    Gmail sends a reaction with a text fallback ("👍 reacted via Gmail"), so it
+    must be recognised by its part, not its text.
+    """
+    for part in msg.walk():
+        if part.get_content_type() != _REACTION:
+            continue
+        try:
+            emoji = json.loads(_content(part)).get("emoji")
+        except (ValueError, AttributeError, InvalidInputError):
+            emoji = None
+        return emoji if isinstance(emoji, str) and emoji else "a reaction"
+    return None
+
+
+def is_authenticated(msg: EmailMessage, sender: str, authserv_id: str | None = None) -> bool:
     """Whether the receiving server's Authentication-Results pass DKIM or DMARC for From.
 
-    Only the topmost header counts: it is the one our own mail server added;
-    the ones below it came with the message and prove nothing.
+    With ``authserv_id``, only headers our server wrote count: those naming it
+    (RFC 8601 §5: any other is ignored, wherever it stands), the topmost of them.
+    Without it, the topmost header, the one the nearest server added.
     """
-    results = msg.get_all("Authentication-Results") or []
+    results = [str(r) for r in msg.get_all("Authentication-Results") or []]
+    if authserv_id is not None:
+        results = [r for r in results if _authserv_id_of(r) == authserv_id.lower()]
     if not results or "@" not in sender:
         return False
     domain = sender.rpartition("@")[2]
-    top = str(results[0]).lower()
+    top = results[0].lower()
     for clause in top.split(";")[1:]:
         method, _, rest = clause.strip().partition("=")
         verdict = rest.split(None, 1)[0] if rest.strip() else ""
@@ -165,6 +198,12 @@ def is_authenticated(msg: EmailMessage, sender: str) -> bool:
         if method == "dmarc" and _aligned(props.get("header.from", ""), domain):
             return True
     return False
+
+
+def _authserv_id_of(header: str) -> str | None:
+    """The authserv-id an Authentication-Results header starts with (after any comment)."""
+    found = _AUTHSERV_ID.match(header)
+    return found[1].lower() if found else None
 
 
 def _aligned(signed: str, domain: str) -> bool:
@@ -185,16 +224,6 @@ def _body_text(msg: EmailMessage) -> str:
     return ""
 
 
-def to_text(html: str) -> str:
-    """HTML-only mail as plain text, blockquotes as ``>`` lines, for the reply reader."""
-    converter = html2text.HTML2Text()
-    converter.body_width = 0
-    converter.ignore_images = True
-    converter.ignore_links = True
-    converter.ignore_emphasis = True
-    return str(converter.handle(html))
-
-
 def _content(part: MIMEPart) -> str:
     try:
         content = part.get_content()
@@ -212,6 +241,25 @@ def _all_defects(msg: EmailMessage) -> list[MessageDefect]:
         if part is not msg:
             found.extend(part.defects)
     return found
+
+
+def _sender(msg: EmailMessage) -> tuple[str, str | None]:
+    """The one From address, lowercased, or why there is not exactly one."""
+    headers = msg.get_all("From") or []
+    if len(headers) > 1:
+        return "", f"refused: {len(headers)} From headers; a reply must come from one address"
+    header = headers[0] if headers else None
+    if not isinstance(header, AddressHeader):
+        return "", "malformed email: no From address"
+    if any(g.display_name is not None for g in header.groups):
+        return "", f"refused: From is a group ({str(header)[:80]!r}), not one person's address"
+    named = [a.addr_spec.lower() for a in header.addresses if "@" in a.addr_spec]
+    if len(named) > 1:
+        listed = ", ".join(named[:5])
+        return "", f"refused: From names {len(named)} addresses ({listed}); it must name one"
+    if not named:
+        return "", "malformed email: no From address"
+    return named[0], None
 
 
 def _address(header: object) -> str:

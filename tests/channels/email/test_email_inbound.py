@@ -203,12 +203,14 @@ async def test_bounces_can_be_turned_off(
 async def test_required_authentication_results(
     redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
 ) -> None:
-    settings = email_settings(provider, email_require_auth_results=True)
+    settings = email_settings(
+        provider, email_require_auth_results=True, email_authserv_id="mx.example.test"
+    )
     async with Harness(redis_server.url, settings=settings) as h:
         room = Mailroom(h, provider)
         tid, _ = await open_request(room)
         ask = room.provider.last_to(OPS)
-        # Only the topmost header counts; an older one further down proves nothing.
+        # Only our server's header (mx.example.test) counts; another one on top proves nothing.
         spoofed = reply_to(
             ask,
             "APPROVE",

@@ -22,6 +22,7 @@ from bot.domain.policy import Groups, check_policies
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.storage.archive import Archive
 from bot.storage.connection import Client, connect
 from bot.storage.embedded import EmbeddedRedis
 from bot.web.app import create_app
@@ -102,6 +103,8 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         groups=groups,
         delivery_base_delay=settings.delivery_base_delay,
         delivery_give_up_after=settings.delivery_give_up_after,
+        archive=Archive(settings.archive_dir or settings.data_dir / "archive"),
+        retain_for=settings.retain_finished_days * 86400,
     )
     try:
         for channel in rt.channels:

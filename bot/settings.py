@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(32, ge=1)
     lease_ms: int = Field(30_000, ge=100)
     claim_idle_ms: int = Field(60_000, ge=100)
+    retain_finished_days: float = Field(30.0, gt=0)
+    archive_dir: Path | None = None
 
     # Webhook callbacks
     callback_timeout: float = Field(10.0, gt=0)

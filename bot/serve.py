@@ -81,7 +81,7 @@ def token_file(data_dir: Path) -> Path:
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIterator[Runtime]:
     """Connect Redis (embedded when REDIS_URL is unset), wire agents, model, channels."""
-    agents = load_agents()
+    agents = load_agents(settings.agent_modules)
     groups = groups_from(settings)
     check_policies(agents, groups)  # before anything starts: a refused start leaves nothing
     embedded = None

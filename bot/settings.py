@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    agent_modules: list[str] = Field(default_factory=lambda: ["agents"])
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     approver_groups_allow_empty: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from bot.engine.inbox import Control
 from bot.runtime import Runtime
 from bot.storage.indexes import Page as Page_
 from bot.storage.queue import last_heartbeat
+from bot.web.bodies import StrictJSONRoute
 from bot.web.schemas import (
     AnswerIn,
     ControlIn,
@@ -64,7 +65,7 @@ MAX_SCAN = 10_000
 MAX_OFFSET = 100_000
 """The deepest page: listings merge every shard's first offset + limit entries."""
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 
 @router.post("/threads", status_code=201, response_model=ThreadOut, tags=["threads"])

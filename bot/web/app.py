@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
+    BadRequestError,
     ConflictError,
     ForbiddenError,
     GreenlightError,
@@ -87,6 +88,7 @@ _STATUSES: dict[type[GreenlightError], int] = {
     ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    BadRequestError: 400,
     InvalidInputError: 422,
 }
 """The one mapping of domain errors to HTTP statuses; anything else is a 500."""

@@ -39,6 +39,7 @@ def create_app(
     *,
     api_token: str | None,
     max_body_bytes: int = 1_000_000,
+    refuse_private_callbacks: bool = False,
 ) -> FastAPI:
     """Build the app around a ready runtime.
 
@@ -50,6 +51,7 @@ def create_app(
         api_token: the bearer token the REST API requires.
         max_body_bytes: larger request bodies get a 413, unless a channel's
             route says otherwise.
+        refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
     """
     app = FastAPI(
         title="Greenlight",
@@ -57,6 +59,7 @@ def create_app(
         version="0.1.0",
     )
     app.state.runtime = runtime
+    app.state.refuse_private_callbacks = refuse_private_callbacks
 
     async def bearer(request: Request) -> None:
         header = request.headers.get("authorization", "")

@@ -160,6 +160,7 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 rt,
                 api_token=api_token(settings),
                 max_body_bytes=settings.max_body_bytes,
+                refuse_private_callbacks=settings.callback_url_refuse_private,
             )
             config = uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_config=None, lifespan="off"

@@ -46,6 +46,7 @@ class Settings(BaseSettings):
 
     # Webhook callbacks
     callback_timeout: float = Field(10.0, gt=0)
+    callback_url_refuse_private: bool = False
     delivery_give_up_after: float = Field(3600.0, gt=0)
     delivery_base_delay: float = Field(2.0, gt=0)
 

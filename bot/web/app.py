@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
+    BadRequestError,
     ConflictError,
     ForbiddenError,
     GreenlightError,
@@ -39,6 +40,7 @@ def create_app(
     *,
     api_token: str | None,
     max_body_bytes: int = 1_000_000,
+    refuse_private_callbacks: bool = False,
 ) -> FastAPI:
     """Build the app around a ready runtime.
 
@@ -50,6 +52,7 @@ def create_app(
         api_token: the bearer token the REST API requires.
         max_body_bytes: larger request bodies get a 413, unless a channel's
             route says otherwise.
+        refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
     """
     app = FastAPI(
         title="Greenlight",
@@ -57,6 +60,7 @@ def create_app(
         version="0.1.0",
     )
     app.state.runtime = runtime
+    app.state.refuse_private_callbacks = refuse_private_callbacks
 
     async def bearer(request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -90,6 +94,7 @@ _STATUSES: dict[type[GreenlightError], int] = {
     ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    BadRequestError: 400,
     InvalidInputError: 422,
 }
 """The one mapping of domain errors to HTTP statuses; anything else is a 500."""

@@ -21,6 +21,7 @@ class Settings(BaseSettings):
 
     # Core
     redis_url: str | None = None
+    redis_wait: float = Field(60.0, ge=0)
     data_dir: Path = Path(".greenlight")
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None

@@ -299,9 +299,15 @@ EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def to_json(event: Event) -> str:
-    """Serialise one event compactly: fields that are None are left out, so every field
-    that may be None defaults to None (tests/domain/test_events.py holds them to it)."""
-    return event.model_dump_json(exclude_none=True)
+    """Serialise one event compactly: fields at their default are left out (a thread's
+    log is most of what Greenlight keeps in Redis), except ``type`` and ``v``.
+
+    Reading fills what is missing from the defaults, so a field's default must never
+    change once events were stored with it: add a new field instead.
+    """
+    body = event.model_dump_json(exclude_defaults=True)
+    head = f'{{"type":"{event.type}","v":{event.v}'
+    return head + ("}" if body == "{}" else "," + body[1:])
 
 
 def from_json(raw: str | bytes) -> Event:

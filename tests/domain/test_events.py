@@ -8,7 +8,16 @@ import typing
 import pytest
 from pydantic import BaseModel
 
-from bot.domain.events import Event, HumanQuestion, from_json, to_json
+from bot.domain.events import (
+    Actor,
+    ApprovalRequested,
+    Event,
+    HumanQuestion,
+    Origin,
+    ThreadCreated,
+    from_json,
+    to_json,
+)
 
 
 def event_classes() -> list[type[BaseModel]]:
@@ -23,7 +32,7 @@ def may_be_none(annotation: object) -> bool:
 
 @pytest.mark.parametrize("cls", event_classes(), ids=lambda c: c.__name__)
 def test_a_field_that_may_be_none_defaults_to_none(cls: type[BaseModel]) -> None:
-    # Stored events leave None out: a required field that may be None would not read back.
+    # Stored events leave defaults out: a required field that may be None would not read back.
     required = [
         name
         for name, field in cls.model_fields.items()
@@ -35,3 +44,25 @@ def test_a_field_that_may_be_none_defaults_to_none(cls: type[BaseModel]) -> None
 def test_greenlights_own_question_reads_back() -> None:
     asked = HumanQuestion(request_id="th_x.r1", question="The agent needs help. How?")
     assert from_json(to_json(asked)) == asked
+
+
+def test_every_event_reads_back_as_it_was_written() -> None:
+
+    ann = Actor(channel="api", id="ann")
+    written = [
+        ThreadCreated(agent="deploy", origin=Origin(channel="api"), by=ann),
+        ApprovalRequested(
+            request_id="th_x.r1",
+            call_id="c1",
+            tool="deploy",
+            args={"a": [1, None]},
+            args_hash="h",
+            requester=ann,
+            approvers=["bob"],
+            min_approvals=2,
+        ),
+    ]
+    for event in written:
+        raw = to_json(event)
+        assert raw.startswith(f'{{"type":"{event.type}","v":')
+        assert from_json(raw) == event

@@ -60,8 +60,12 @@ class Inbox:
         origin: Origin,
         thread_id: str | None = None,
         delivery: str | None = None,
+        fingerprint: str | None = None,
     ) -> Received:
-        """Start a thread with ``agent`` or, if ``thread_id`` exists, continue it."""
+        """Start a thread with ``agent`` or, if ``thread_id`` exists, continue it.
+
+        ``fingerprint`` (what the delivery asked for) refuses a reused delivery key.
+        """
         if agent not in self.agents:
             raise InvalidInputError(
                 f"unknown agent {agent!r}; known: {', '.join(sorted(self.agents))}",
@@ -85,13 +89,21 @@ class Inbox:
         # A fresh random id has no log yet: no need to read it.
         fresh = ThreadState(id=tid) if thread_id is None else None
         try:
-            done = await write(self.log, tid, build, state=fresh, delivery=delivery)
+            done = await write(
+                self.log, tid, build, state=fresh, delivery=delivery, fingerprint=fingerprint
+            )
         except DuplicateDelivery:
             return Received(await self.log.load(tid), created=False, duplicate=True)
         return Received(done.state, created=created)
 
     async def say(
-        self, thread_id: str, text: str, by: Actor, *, delivery: str | None = None
+        self,
+        thread_id: str,
+        text: str,
+        by: Actor,
+        *,
+        delivery: str | None = None,
+        fingerprint: str | None = None,
     ) -> Received:
         """The user speaks again on an existing thread."""
         state = await self.log.get(thread_id)
@@ -103,6 +115,7 @@ class Inbox:
             origin=state.origin,
             thread_id=thread_id,
             delivery=delivery,
+            fingerprint=fingerprint,
         )
 
     async def control(

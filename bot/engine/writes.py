@@ -41,6 +41,7 @@ async def write(
     *,
     state: ThreadState | None = None,
     delivery: str | None = None,
+    fingerprint: str | None = None,
     enqueue: bool = True,
     attempts: int = ATTEMPTS,
 ) -> Written:
@@ -51,6 +52,8 @@ async def write(
             copy): it skips the first read. A clash brings what was missed, and a
             refusal made on it is checked again on a fresh read.
         delivery: the inbound delivery's key; a replay raises ``DuplicateDelivery``.
+        fingerprint: what the delivery asked for; a replay asking for something
+            else raises ``ReusedDelivery``.
         enqueue: queue the thread for a worker (False when a worker is stepping it).
 
     Raises:
@@ -72,7 +75,9 @@ async def write(
         if not events:
             return Written(state, ())
         try:
-            new = await log.append(state, events, delivery=delivery, enqueue=enqueue)
+            new = await log.append(
+                state, events, delivery=delivery, fingerprint=fingerprint, enqueue=enqueue
+            )
         except VersionConflict as clash:
             # The clash brought what we missed, when our copy was the one it extends.
             state = log.cached(thread_id)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import hashlib
+import json
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from bot.domain import ids
@@ -16,6 +20,7 @@ from bot.engine.inbox import Control
 from bot.runtime import Runtime
 from bot.storage.indexes import Page as Page_
 from bot.storage.queue import last_heartbeat
+from bot.storage.threadlog import ReusedDelivery
 from bot.web import callbacks
 from bot.web.bodies import StrictJSONRoute
 from bot.web.schemas import (
@@ -29,6 +34,8 @@ from bot.web.schemas import (
     ThreadOut,
     ThreadSummary,
 )
+
+T = TypeVar("T")
 
 
 def runtime(request: Request) -> Runtime:
@@ -61,6 +68,30 @@ def _delivery(key: str | None) -> str | None:
     return f"api:{key}" if key else None
 
 
+def _fingerprint(request: Request, body: BaseModel | None) -> str:
+    """What an API call asks for: its route and its body as parsed (key order ignored).
+
+    Stored beside the Idempotency-Key, so the same key sent with another body is
+    refused instead of silently answering with the first call's result.
+    """
+    data = body.model_dump(mode="json") if body is not None else None
+    shown = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n{shown}".encode())
+    return digest.hexdigest()[:32]
+
+
+async def _once(key: str | None, call: Awaitable[T]) -> T:
+    """Await ``call``, naming the Idempotency-Key when it was used for another request."""
+    try:
+        return await call
+    except ReusedDelivery as exc:
+        raise InvalidInputError(
+            f"Idempotency-Key {key!r} was already used with a different request body;"
+            " use a new key for a new request",
+            idempotency_key=key,
+        ) from exc
+
+
 MAX_SCAN = 10_000
 """Threads of one agent read to filter them by status."""
 MAX_OFFSET = 100_000
@@ -81,14 +112,18 @@ async def create_thread(
     if body.callback_url is not None:
         private = request.app.state.refuse_private_callbacks
         await callbacks.check(body.callback_url, refuse_private=private)
-    got = await rt.inbox.message(
-        agent=body.agent,
-        text=body.text,
-        by=api_actor(body.user),
-        origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
-        # A key names its thread, so a retry finds the thread it created.
-        thread_id=ids.thread_id_for("api", idempotency_key) if idempotency_key else None,
-        delivery=_delivery(idempotency_key),
+    got = await _once(
+        idempotency_key,
+        rt.inbox.message(
+            agent=body.agent,
+            text=body.text,
+            by=api_actor(body.user),
+            origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
+            # A key names its thread, so a retry finds the thread it created.
+            thread_id=ids.thread_id_for("api", idempotency_key) if idempotency_key else None,
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     if got.duplicate:
         response.status_code = 200
@@ -133,11 +168,22 @@ async def get_thread(thread_id: str, rt: Rt) -> ThreadOut:
 
 @router.post("/threads/{thread_id}/messages", response_model=ThreadOut, tags=["threads"])
 async def post_message(
-    thread_id: str, body: PostMessage, rt: Rt, idempotency_key: IdempotencyKey = None
+    thread_id: str,
+    body: PostMessage,
+    rt: Rt,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
     """The user speaks again."""
-    got = await rt.inbox.say(
-        thread_id, body.text, api_actor(body.user), delivery=_delivery(idempotency_key)
+    got = await _once(
+        idempotency_key,
+        rt.inbox.say(
+            thread_id,
+            body.text,
+            api_actor(body.user),
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     return ThreadOut.from_state(got.thread)
 
@@ -193,31 +239,50 @@ async def get_request(request_id: str, rt: Rt) -> RequestOut:
 
 @router.post("/requests/{request_id}/decision", response_model=RequestOut, tags=["requests"])
 async def decide(
-    request_id: str, body: DecisionIn, rt: Rt, idempotency_key: IdempotencyKey = None
+    request_id: str,
+    body: DecisionIn,
+    rt: Rt,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
-    done = await rt.decisions.decide(
-        request_id,
-        Decision(body.decision),
-        api_actor(body.by),
-        reason=body.reason,
-        edited_args=body.edited_args,
-        seen_hash=body.args_hash,
-        delivery=_delivery(idempotency_key),
+    done = await _once(
+        idempotency_key,
+        rt.decisions.decide(
+            request_id,
+            Decision(body.decision),
+            api_actor(body.by),
+            reason=body.reason,
+            edited_args=body.edited_args,
+            seen_hash=body.args_hash,
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
 
 
 @router.post("/requests/{request_id}/answer", response_model=RequestOut, tags=["requests"])
 async def answer(
-    request_id: str, body: AnswerIn, rt: Rt, idempotency_key: IdempotencyKey = None
+    request_id: str,
+    body: AnswerIn,
+    rt: Rt,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Answer a question with text, or one of its choices."""
     text = body.choice if body.choice is not None else body.text
     if text is None:
         raise InvalidInputError("give `text` or `choice`")
-    done = await rt.decisions.answer(
-        request_id, text, api_actor(body.by), delivery=_delivery(idempotency_key)
+    done = await _once(
+        idempotency_key,
+        rt.decisions.answer(
+            request_id,
+            text,
+            api_actor(body.by),
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
 

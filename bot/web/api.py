@@ -33,6 +33,7 @@ from bot.web.schemas import (
     RequestOut,
     ThreadOut,
     ThreadSummary,
+    error_responses,
 )
 
 T = TypeVar("T")
@@ -97,10 +98,16 @@ MAX_SCAN = 10_000
 MAX_OFFSET = 100_000
 """The deepest page: listings merge every shard's first offset + limit entries."""
 
-router = APIRouter(route_class=StrictJSONRoute)
+router = APIRouter(route_class=StrictJSONRoute, responses=error_responses(400, 401, 413, 422, 503))
 
 
-@router.post("/threads", status_code=201, response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads",
+    status_code=201,
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(409),
+)
 async def create_thread(
     body: CreateThread,
     rt: Rt,
@@ -159,14 +166,24 @@ async def list_threads(
     return Page(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/threads/{thread_id}", response_model=ThreadOut, tags=["threads"])
+@router.get(
+    "/threads/{thread_id}",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404),
+)
 async def get_thread(thread_id: str, rt: Rt) -> ThreadOut:
     """A thread: status, open requests and every event."""
     state = await rt.log.get(thread_id)
     return ThreadOut.from_state(state, await rt.log.events(thread_id, version=state.version))
 
 
-@router.post("/threads/{thread_id}/messages", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/messages",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def post_message(
     thread_id: str,
     body: PostMessage,
@@ -193,19 +210,34 @@ async def _control(rt: Runtime, thread_id: str, action: Control, body: ControlIn
     return ThreadOut.from_state(state)
 
 
-@router.post("/threads/{thread_id}/pause", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/pause",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def pause(thread_id: str, rt: Rt, body: ControlIn | None = None) -> ThreadOut:
     """Stop the agent taking further steps; decisions are still recorded."""
     return await _control(rt, thread_id, "pause", body or ControlIn())
 
 
-@router.post("/threads/{thread_id}/resume", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/resume",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def resume(thread_id: str, rt: Rt, body: ControlIn | None = None) -> ThreadOut:
     """Resume a paused (or failed) thread where it stopped."""
     return await _control(rt, thread_id, "resume", body or ControlIn())
 
 
-@router.post("/threads/{thread_id}/cancel", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/cancel",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def cancel(thread_id: str, rt: Rt, body: ControlIn | None = None) -> ThreadOut:
     """End the thread; its open requests are closed."""
     return await _control(rt, thread_id, "cancel", body or ControlIn())
@@ -230,14 +262,24 @@ async def list_requests(
     return Page(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/requests/{request_id}", response_model=RequestOut, tags=["requests"])
+@router.get(
+    "/requests/{request_id}",
+    response_model=RequestOut,
+    tags=["requests"],
+    responses=error_responses(404),
+)
 async def get_request(request_id: str, rt: Rt) -> RequestOut:
     """One approval or question, open or closed, with its votes."""
     req, state = await rt.decisions.find(request_id)
     return RequestOut.from_request(state.id, req)
 
 
-@router.post("/requests/{request_id}/decision", response_model=RequestOut, tags=["requests"])
+@router.post(
+    "/requests/{request_id}/decision",
+    response_model=RequestOut,
+    tags=["requests"],
+    responses=error_responses(403, 404, 409),
+)
 async def decide(
     request_id: str,
     body: DecisionIn,
@@ -262,7 +304,12 @@ async def decide(
     return RequestOut.from_request(done.thread.id, done.request)
 
 
-@router.post("/requests/{request_id}/answer", response_model=RequestOut, tags=["requests"])
+@router.post(
+    "/requests/{request_id}/answer",
+    response_model=RequestOut,
+    tags=["requests"],
+    responses=error_responses(403, 404, 409),
+)
 async def answer(
     request_id: str,
     body: AnswerIn,
@@ -296,7 +343,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@health.get("/readyz", tags=["health"])
+@health.get("/readyz", tags=["health"], responses=error_responses(503))
 async def readyz(rt: Rt) -> JSONResponse:
     """Redis answers and a worker was seen in the last 15 seconds."""
     try:

@@ -34,7 +34,7 @@ from bot.domain.policy import args_hash
 from bot.domain.reducer import Request, ThreadState
 from bot.domain.refusals import why_refused
 from bot.engine.writes import write
-from bot.storage.threadlog import DuplicateDelivery, ThreadLog
+from bot.storage.threadlog import DuplicateDelivery, ReusedDelivery, ThreadLog
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,7 @@ class Decisions:
         edited_args: dict[str, Any] | None = None,
         seen_hash: str | None = None,
         delivery: str | None = None,
+        fingerprint: str | None = None,
     ) -> Outcome:
         """Record one approver's decision.
 
@@ -85,6 +86,8 @@ class Decisions:
             seen_hash: the ``args_hash`` the approver was shown; a mismatch
                 means the arguments changed since, and nothing is recorded.
             delivery: the inbound delivery's key; a replay changes nothing.
+            fingerprint: what the delivery asked for; the same key asking for
+                something else is refused (``ReusedDelivery``).
 
         Raises:
             NotFoundError, ConflictError (closed, changed), ForbiddenError,
@@ -116,10 +119,16 @@ class Decisions:
                 delivery=delivery,
             )
 
-        return await self._record(request_id, delivery, build)
+        return await self._record(request_id, delivery, fingerprint, build)
 
     async def answer(
-        self, request_id: str, text: str, by: Actor, *, delivery: str | None = None
+        self,
+        request_id: str,
+        text: str,
+        by: Actor,
+        *,
+        delivery: str | None = None,
+        fingerprint: str | None = None,
     ) -> Outcome:
         """Answer an open question; the whole text goes back to the agent."""
         if not text.strip():
@@ -135,12 +144,13 @@ class Decisions:
                 answer = _match_choice(text, req.asked.choices)
             return HumanAnswer(request_id=request_id, text=answer, by=by, delivery=delivery)
 
-        return await self._record(request_id, delivery, build)
+        return await self._record(request_id, delivery, fingerprint, build)
 
     async def _record(
         self,
         request_id: str,
         delivery: str | None,
+        fingerprint: str | None,
         build: Callable[[Request, ThreadState], Event],
     ) -> Outcome:
         """Build the event from the latest state and compare-and-append it."""
@@ -154,13 +164,16 @@ class Decisions:
                 lambda s: [build(_request(s, request_id), s)],
                 state=self.log.cached(tid),
                 delivery=delivery,
+                fingerprint=fingerprint,
             )
         except DuplicateDelivery:
             req, state = await self.find(request_id)
             return Outcome(req, state, duplicate=True)
+        except ReusedDelivery:
+            raise
         except GreenlightError:
             # A replay of a delivery that already decided is a success, not a conflict.
-            if delivery and await self.log.seen(tid, delivery):
+            if delivery and await self.log.seen(tid, delivery, fingerprint):
                 req, state = await self.find(request_id)
                 return Outcome(req, state, duplicate=True)
             raise

@@ -60,8 +60,12 @@ class Inbox:
         origin: Origin,
         thread_id: str | None = None,
         delivery: str | None = None,
+        fingerprint: str | None = None,
     ) -> Received:
-        """Start a thread with ``agent`` or, if ``thread_id`` exists, continue it."""
+        """Start a thread with ``agent`` or, if ``thread_id`` exists, continue it.
+
+        ``fingerprint`` (what the delivery asked for) refuses a reused delivery key.
+        """
         if agent not in self.agents:
             raise InvalidInputError(
                 f"unknown agent {agent!r}; known: {', '.join(sorted(self.agents))}",
@@ -87,13 +91,21 @@ class Inbox:
         # if it is not, the clash brings its events back and the write goes again.
         start = (self.log.cached(tid) if thread_id else None) or ThreadState(id=tid)
         try:
-            done = await write(self.log, tid, build, state=start, delivery=delivery)
+            done = await write(
+                self.log, tid, build, state=start, delivery=delivery, fingerprint=fingerprint
+            )
         except DuplicateDelivery:
             return Received(await self.log.load(tid), created=False, duplicate=True)
         return Received(done.state, created=created)
 
     async def say(
-        self, thread_id: str, text: str, by: Actor, *, delivery: str | None = None
+        self,
+        thread_id: str,
+        text: str,
+        by: Actor,
+        *,
+        delivery: str | None = None,
+        fingerprint: str | None = None,
     ) -> Received:
         """The user speaks again on an existing thread."""
         state = await self.log.get(thread_id)
@@ -105,6 +117,7 @@ class Inbox:
             origin=state.origin,
             thread_id=thread_id,
             delivery=delivery,
+            fingerprint=fingerprint,
         )
 
     async def control(

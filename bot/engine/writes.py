@@ -41,6 +41,7 @@ async def write(
     *,
     state: ThreadState | None = None,
     delivery: str | None = None,
+    fingerprint: str | None = None,
     enqueue: bool = True,
     release_if: ReleaseIf | None = None,
     attempts: int = ATTEMPTS,
@@ -52,6 +53,8 @@ async def write(
             copy): it skips the first read. A clash brings what was missed, and a
             refusal made on it is checked again on a fresh read.
         delivery: the inbound delivery's key; a replay raises ``DuplicateDelivery``.
+        fingerprint: what the delivery asked for; a replay asking for something
+            else raises ``ReusedDelivery``.
         enqueue: queue the thread for a worker (False when a worker is stepping it).
         release_if: a worker letting go of its lease with this append, if it may
             (``ThreadLog.append``).
@@ -76,7 +79,12 @@ async def write(
             return Written(state, ())
         try:
             new = await log.append(
-                state, events, delivery=delivery, enqueue=enqueue, release_if=release_if
+                state,
+                events,
+                delivery=delivery,
+                fingerprint=fingerprint,
+                enqueue=enqueue,
+                release_if=release_if,
             )
         except VersionConflict as clash:
             # The clash brought what we missed, when our copy was the one it extends.

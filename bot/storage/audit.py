@@ -31,7 +31,9 @@ class AuditLog:
 
     async def records(self, since: float, until: float, *, limit: int) -> list[dict[str, Any]]:
         """Records stored from ``since`` to ``until`` (Unix seconds), oldest first."""
-        low, high = f"{int(since * 1000)}-0", f"{int(until * 1000)}-18446744073709551615"
+        if until < since or until < 0:
+            return []
+        low, high = f"{max(0, int(since * 1000))}-0", f"{int(until * 1000)}-18446744073709551615"
 
         async def shard(s: int) -> list[tuple[str, dict[str, Any]]]:
             rows: Any = await self.redis.xrange(keys.audit(s), low, high, count=limit)

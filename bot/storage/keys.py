@@ -68,6 +68,12 @@ def seen(tid: str) -> str:
     return f"{PREFIX}:{tag_of(tid)}:{tid}:seen"
 
 
+def prints(tid: str) -> str:
+    """Hash of delivery key → fingerprint of the request it recorded (Idempotency-Key reuse);
+    expires a dedupe window after the thread's last keyed write."""
+    return f"{PREFIX}:{tag_of(tid)}:{tid}:prints"
+
+
 def lease(tid: str) -> str:
     """The worker stepping this thread; expires with the lease unless renewed."""
     return f"{PREFIX}:{tag_of(tid)}:{tid}:lease"

@@ -26,7 +26,13 @@ from pydantic import ValidationError
 from bot.domain import ids
 from bot.domain.audit import chain_hash, to_record
 from bot.domain.clock import Clock
-from bot.domain.errors import ConflictError, NotFoundError, StoreError, VersionConflict
+from bot.domain.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    StoreError,
+    VersionConflict,
+)
 from bot.domain.events import EVENT, Event, to_json
 from bot.domain.reducer import ThreadState, reduce
 from bot.storage import keys
@@ -43,12 +49,20 @@ _APPEND = Script(
     """
 if A.delivery ~= '' then
   redis.call('ZREMRANGEBYSCORE', K.seen, '-inf', A.now - A.seen_ttl)
-  if redis.call('ZSCORE', K.seen, A.delivery) then return {2, redis.call('LLEN', K.log)} end
+  if redis.call('ZSCORE', K.seen, A.delivery) then
+    local was = redis.call('HGET', K.prints, A.delivery)
+    if A.print ~= '' and was and was ~= A.print then return {3, redis.call('LLEN', K.log)} end
+    return {2, redis.call('LLEN', K.log)}
+  end
 end
 local len = redis.call('LLEN', K.log)
 if len ~= tonumber(A.expected) then return {0, len, redis.call('LRANGE', K.log, A.expected, -1)} end
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
 if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
+if A.print ~= '' then
+  redis.call('HSET', K.prints, A.delivery, A.print)
+  redis.call('EXPIRE', K.prints, math.ceil(tonumber(A.seen_ttl)))
+end
 redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
   'updated', A.now, 'created', A.created)
 reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, A.tid, A.created, A.now,
@@ -70,6 +84,7 @@ return {1, newlen, released}
         "meta",
         "seen",
         "lease",
+        "prints",
         "timers",
         "queue",
         "audit",
@@ -83,6 +98,7 @@ return {1, newlen, released}
         "tid",
         "expected",
         "delivery",
+        "print",
         "now",
         "seen_ttl",
         "status",
@@ -177,6 +193,18 @@ ReleaseIf = Callable[[ThreadState, Sequence[Event]], Awaitable["Lease | None"]]
 
 class DuplicateDelivery(ConflictError):
     """The inbound delivery was recorded before; the caller answers success."""
+
+
+class ReusedDelivery(InvalidInputError):
+    """The delivery key was recorded before for a different request (another fingerprint)."""
+
+    def __init__(self, delivery: str, thread_id: str) -> None:
+        super().__init__(
+            f"delivery key {delivery!r} was already used for a different request",
+            delivery=delivery,
+            thread_id=thread_id,
+        )
+        self.delivery = delivery
 
 
 @dataclass(eq=False)
@@ -295,9 +323,19 @@ class ThreadLog:
         """The thread's events exactly as Redis holds them, for checking the chain."""
         return [str(r) for r in await self.redis.lrange(keys.log(thread_id), 0, -1)]
 
-    async def seen(self, thread_id: str, delivery: str) -> bool:
-        """Whether an inbound delivery was already recorded on this thread."""
-        return await self.redis.zscore(keys.seen(thread_id), delivery) is not None
+    async def seen(self, thread_id: str, delivery: str, fingerprint: str | None = None) -> bool:
+        """Whether an inbound delivery was already recorded on this thread.
+
+        Raises:
+            ReusedDelivery: it was, for a request with another ``fingerprint``.
+        """
+        if await self.redis.zscore(keys.seen(thread_id), delivery) is None:
+            return False
+        if fingerprint is not None:
+            was = await self.redis.hget(keys.prints(thread_id), delivery)
+            if was is not None and was != fingerprint:
+                raise ReusedDelivery(delivery, thread_id)
+        return True
 
     async def metas(self, thread_ids: Sequence[str]) -> list[dict[str, str]]:
         """The derived fields of each thread (status, agent, version, times)."""
@@ -344,6 +382,7 @@ class ThreadLog:
         events: Sequence[Event],
         *,
         delivery: str | None = None,
+        fingerprint: str | None = None,
         enqueue: bool = True,
         release_if: ReleaseIf | None = None,
     ) -> ThreadState:
@@ -354,10 +393,14 @@ class ThreadLog:
         to do or deliver, so the thread is released (and its queue entry
         acknowledged) in the same round trip. The lease says ``held=False`` then.
 
+        ``fingerprint`` names what the delivery asked for (a hash of an API call's
+        body): kept beside the delivery key, a replay with another one is refused.
+
         Raises:
             VersionConflict: another writer got there first (re-read and retry;
                 ``bot.engine.writes`` does).
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
+            ReusedDelivery: ... with another ``fingerprint``.
         """
         now = self.clock.now()
         # Recorded at the one clock's time, whatever they were built with, and chained.
@@ -384,6 +427,7 @@ class ThreadLog:
                 "meta": keys.meta(tid),
                 "seen": keys.seen(tid),
                 "lease": keys.lease(tid),
+                "prints": keys.prints(tid),
                 "timers": keys.timers(keys.shard_of(tid)),
                 "queue": keys.queue(keys.shard_of(tid)),
                 "audit": keys.audit(keys.shard_of(tid)),
@@ -393,6 +437,7 @@ class ThreadLog:
                 "tid": tid,
                 "expected": state.version,
                 "delivery": delivery or "",
+                "print": (fingerprint or "") if delivery else "",
                 "now": now,
                 "seen_ttl": self.seen_ttl,
                 "status": new.status.value,
@@ -408,6 +453,8 @@ class ThreadLog:
             },
             rest=stored,
         )
+        if code == 3:
+            raise ReusedDelivery(str(delivery), tid)
         if code == 2:
             raise DuplicateDelivery(f"delivery {delivery} already recorded", thread_id=tid)
         if code == 0:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import hashlib
+import json
+from collections.abc import Awaitable
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from bot.domain import ids
@@ -16,6 +20,7 @@ from bot.engine.inbox import Control
 from bot.runtime import Runtime
 from bot.storage.indexes import Page as Page_
 from bot.storage.queue import last_heartbeat
+from bot.storage.threadlog import ReusedDelivery
 from bot.web import callbacks
 from bot.web.bodies import StrictJSONRoute
 from bot.web.schemas import (
@@ -28,7 +33,10 @@ from bot.web.schemas import (
     RequestOut,
     ThreadOut,
     ThreadSummary,
+    error_responses,
 )
+
+T = TypeVar("T")
 
 
 def runtime(request: Request) -> Runtime:
@@ -61,15 +69,45 @@ def _delivery(key: str | None) -> str | None:
     return f"api:{key}" if key else None
 
 
+def _fingerprint(request: Request, body: BaseModel | None) -> str:
+    """What an API call asks for: its route and its body as parsed (key order ignored).
+
+    Stored beside the Idempotency-Key, so the same key sent with another body is
+    refused instead of silently answering with the first call's result.
+    """
+    data = body.model_dump(mode="json") if body is not None else None
+    shown = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n{shown}".encode())
+    return digest.hexdigest()[:32]
+
+
+async def _once(key: str | None, call: Awaitable[T]) -> T:
+    """Await ``call``, naming the Idempotency-Key when it was used for another request."""
+    try:
+        return await call
+    except ReusedDelivery as exc:
+        raise InvalidInputError(
+            f"Idempotency-Key {key!r} was already used with a different request body;"
+            " use a new key for a new request",
+            idempotency_key=key,
+        ) from exc
+
+
 MAX_SCAN = 10_000
 """Threads of one agent read to filter them by status."""
 MAX_OFFSET = 100_000
 """The deepest page: listings merge every shard's first offset + limit entries."""
 
-router = APIRouter(route_class=StrictJSONRoute)
+router = APIRouter(route_class=StrictJSONRoute, responses=error_responses(400, 401, 413, 422, 503))
 
 
-@router.post("/threads", status_code=201, response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads",
+    status_code=201,
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(409),
+)
 async def create_thread(
     body: CreateThread,
     rt: Rt,
@@ -81,14 +119,18 @@ async def create_thread(
     if body.callback_url is not None:
         private = request.app.state.refuse_private_callbacks
         await callbacks.check(body.callback_url, refuse_private=private)
-    got = await rt.inbox.message(
-        agent=body.agent,
-        text=body.text,
-        by=api_actor(body.user),
-        origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
-        # A key names its thread, so a retry finds the thread it created.
-        thread_id=ids.thread_id_for("api", idempotency_key) if idempotency_key else None,
-        delivery=_delivery(idempotency_key),
+    got = await _once(
+        idempotency_key,
+        rt.inbox.message(
+            agent=body.agent,
+            text=body.text,
+            by=api_actor(body.user),
+            origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
+            # A key names its thread, so a retry finds the thread it created.
+            thread_id=ids.thread_id_for("api", idempotency_key) if idempotency_key else None,
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     if got.duplicate:
         response.status_code = 200
@@ -124,20 +166,41 @@ async def list_threads(
     return Page(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/threads/{thread_id}", response_model=ThreadOut, tags=["threads"])
+@router.get(
+    "/threads/{thread_id}",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404),
+)
 async def get_thread(thread_id: str, rt: Rt) -> ThreadOut:
     """A thread: status, open requests and every event."""
     state = await rt.log.get(thread_id)
     return ThreadOut.from_state(state, await rt.log.events(thread_id, version=state.version))
 
 
-@router.post("/threads/{thread_id}/messages", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/messages",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def post_message(
-    thread_id: str, body: PostMessage, rt: Rt, idempotency_key: IdempotencyKey = None
+    thread_id: str,
+    body: PostMessage,
+    rt: Rt,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
     """The user speaks again."""
-    got = await rt.inbox.say(
-        thread_id, body.text, api_actor(body.user), delivery=_delivery(idempotency_key)
+    got = await _once(
+        idempotency_key,
+        rt.inbox.say(
+            thread_id,
+            body.text,
+            api_actor(body.user),
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     return ThreadOut.from_state(got.thread)
 
@@ -147,19 +210,34 @@ async def _control(rt: Runtime, thread_id: str, action: Control, body: ControlIn
     return ThreadOut.from_state(state)
 
 
-@router.post("/threads/{thread_id}/pause", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/pause",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def pause(thread_id: str, rt: Rt, body: ControlIn | None = None) -> ThreadOut:
     """Stop the agent taking further steps; decisions are still recorded."""
     return await _control(rt, thread_id, "pause", body or ControlIn())
 
 
-@router.post("/threads/{thread_id}/resume", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/resume",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def resume(thread_id: str, rt: Rt, body: ControlIn | None = None) -> ThreadOut:
     """Resume a paused (or failed) thread where it stopped."""
     return await _control(rt, thread_id, "resume", body or ControlIn())
 
 
-@router.post("/threads/{thread_id}/cancel", response_model=ThreadOut, tags=["threads"])
+@router.post(
+    "/threads/{thread_id}/cancel",
+    response_model=ThreadOut,
+    tags=["threads"],
+    responses=error_responses(404, 409),
+)
 async def cancel(thread_id: str, rt: Rt, body: ControlIn | None = None) -> ThreadOut:
     """End the thread; its open requests are closed."""
     return await _control(rt, thread_id, "cancel", body or ControlIn())
@@ -184,40 +262,74 @@ async def list_requests(
     return Page(items=items, total=total, offset=offset, limit=limit)
 
 
-@router.get("/requests/{request_id}", response_model=RequestOut, tags=["requests"])
+@router.get(
+    "/requests/{request_id}",
+    response_model=RequestOut,
+    tags=["requests"],
+    responses=error_responses(404),
+)
 async def get_request(request_id: str, rt: Rt) -> RequestOut:
     """One approval or question, open or closed, with its votes."""
     req, state = await rt.decisions.find(request_id)
     return RequestOut.from_request(state.id, req)
 
 
-@router.post("/requests/{request_id}/decision", response_model=RequestOut, tags=["requests"])
+@router.post(
+    "/requests/{request_id}/decision",
+    response_model=RequestOut,
+    tags=["requests"],
+    responses=error_responses(403, 404, 409),
+)
 async def decide(
-    request_id: str, body: DecisionIn, rt: Rt, idempotency_key: IdempotencyKey = None
+    request_id: str,
+    body: DecisionIn,
+    rt: Rt,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
-    done = await rt.decisions.decide(
-        request_id,
-        Decision(body.decision),
-        api_actor(body.by),
-        reason=body.reason,
-        edited_args=body.edited_args,
-        seen_hash=body.args_hash,
-        delivery=_delivery(idempotency_key),
+    done = await _once(
+        idempotency_key,
+        rt.decisions.decide(
+            request_id,
+            Decision(body.decision),
+            api_actor(body.by),
+            reason=body.reason,
+            edited_args=body.edited_args,
+            seen_hash=body.args_hash,
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
 
 
-@router.post("/requests/{request_id}/answer", response_model=RequestOut, tags=["requests"])
+@router.post(
+    "/requests/{request_id}/answer",
+    response_model=RequestOut,
+    tags=["requests"],
+    responses=error_responses(403, 404, 409),
+)
 async def answer(
-    request_id: str, body: AnswerIn, rt: Rt, idempotency_key: IdempotencyKey = None
+    request_id: str,
+    body: AnswerIn,
+    rt: Rt,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Answer a question with text, or one of its choices."""
     text = body.choice if body.choice is not None else body.text
     if text is None:
         raise InvalidInputError("give `text` or `choice`")
-    done = await rt.decisions.answer(
-        request_id, text, api_actor(body.by), delivery=_delivery(idempotency_key)
+    done = await _once(
+        idempotency_key,
+        rt.decisions.answer(
+            request_id,
+            text,
+            api_actor(body.by),
+            delivery=_delivery(idempotency_key),
+            fingerprint=_fingerprint(request, body),
+        ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
 
@@ -231,7 +343,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@health.get("/readyz", tags=["health"])
+@health.get("/readyz", tags=["health"], responses=error_responses(503))
 async def readyz(rt: Rt) -> JSONResponse:
     """Redis answers and a worker was seen in the last 15 seconds."""
     try:

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.routing import Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
@@ -62,27 +66,30 @@ def create_app(
     app.state.runtime = runtime
     app.state.refuse_private_callbacks = refuse_private_callbacks
 
-    async def bearer(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if (
-            not api_token
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(token.encode(), api_token.encode())
-        ):
+    async def bearer(
+        given: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
+    ) -> None:
+        token = given.credentials if given is not None else ""
+        if not api_token or not hmac.compare_digest(token.encode(), api_token.encode()):
             raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer …)")
 
-    app.include_router(router, dependencies=[Depends(bearer)])
-    app.include_router(audit.router, dependencies=[Depends(bearer)])
-    app.include_router(archive.router, dependencies=[Depends(bearer)])
-    app.include_router(health)
-    for channel in runtime.channels:
-        if channel.router is not None:
-            app.include_router(channel.router)
+    # The API needs the token; health checks do not, and channels sign their own traffic.
+    protected = [router, audit.router, archive.router]
+    public = [health, *(c.router for c in runtime.channels if c.router is not None)]
+    for routes in protected:
+        app.include_router(routes, dependencies=[Depends(bearer)])
+    for routes in public:
+        app.include_router(routes)
+    app.state.methods_by_path = _methods_by_path([*protected, *public])
     _add_error_handlers(app)
     per_path = {p: n for c in runtime.channels for p, n in c.body_limits.items()}
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
     return app
+
+
+_BEARER = HTTPBearer(
+    auto_error=False, description="API_TOKEN, sent as `Authorization: Bearer <token>`."
+)
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -152,7 +159,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         detail = str(exc.detail)
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's vague "error parsing"
             detail = f"the body is not valid UTF-8 (bad byte at offset {exc.__cause__.start})"
-        return JSONResponse(error_body(code, detail), exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on the path only.
+            headers["Allow"] = ", ".join(_allowed(request))
+        return JSONResponse(error_body(code, detail), exc.status_code, headers=headers)
 
 
 _HTTP_CODES = {
@@ -161,6 +172,25 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
+
+
+def _methods_by_path(routers: list[APIRouter]) -> list[tuple[re.Pattern[str], set[str]]]:
+    """Each route's path pattern and methods, for the Allow header of a 405."""
+    return [
+        (compile_path(route.path)[0], set(route.methods or ()))
+        for r in routers
+        for route in r.routes
+        if isinstance(route, Route | APIRoute)
+    ]
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method some route answers on this request's path."""
+    methods: set[str] = set()
+    for pattern, allowed in request.app.state.methods_by_path:
+        if pattern.match(request.url.path):
+            methods |= allowed
+    return sorted(methods)
 
 
 def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:

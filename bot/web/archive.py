@@ -11,9 +11,9 @@ from bot.domain.events import from_json
 from bot.domain.reducer import fold
 from bot.storage.archive import Archive, Archived
 from bot.web.api import Rt
-from bot.web.schemas import Page, ThreadOut
+from bot.web.schemas import Page, ThreadOut, error_responses
 
-router = APIRouter(tags=["archive"])
+router = APIRouter(tags=["archive"], responses=error_responses(400, 401, 404, 422, 503))
 
 
 class ArchivedOut(ThreadOut):

@@ -10,8 +10,9 @@ from pydantic import BaseModel
 
 from bot.domain.audit import verify_chain
 from bot.web.api import Rt
+from bot.web.schemas import error_responses
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], responses=error_responses(400, 401, 422, 503))
 
 MAX_RECORDS = 10_000
 
@@ -52,7 +53,7 @@ class RecordsOut(BaseModel):
     items: list[RecordOut]
 
 
-@router.get("/threads/{thread_id}/audit", response_model=ChainOut)
+@router.get("/threads/{thread_id}/audit", response_model=ChainOut, responses=error_responses(404))
 async def verify(thread_id: str, rt: Rt) -> ChainOut:
     """Check the thread's hash chain: any event edited, removed or reordered in Redis shows."""
     await rt.log.get(thread_id)  # 404 for a thread that does not exist

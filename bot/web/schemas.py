@@ -152,9 +152,38 @@ class Page(BaseModel, Generic[T]):
     limit: int
 
 
-class ErrorOut(BaseModel):
+class FieldErrorOut(BaseModel):
+    field: str
     error: str
+
+
+class ErrorOut(BaseModel):
+    """Every error answer: a stable code, words for people, sometimes more fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(examples=["not_found"])
     detail: str
+    errors: list[FieldErrorOut] | None = Field(
+        None, description="With invalid_input from validation: each field and what is wrong."
+    )
+
+
+_WHY = {
+    400: "the body could not be read: not JSON or UTF-8, nested too deep, a number too large",
+    401: "missing or wrong credentials",
+    403: "this person may not do this (not an approver, their own request)",
+    404: "no such thread or request",
+    409: "the thread or request changed: closed, cancelled, arguments edited since",
+    413: "the body is too large",
+    422: "the input failed validation; `errors` names each field",
+    503: "Redis is unavailable; retry after `Retry-After` seconds",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses, each with the one error body."""
+    return {s: {"model": ErrorOut, "description": _WHY[s]} for s in statuses}
 
 
 def _actor(a: Any) -> ActorOut:

@@ -132,18 +132,29 @@ def from_bytes(
     ids = _ids(msg.get("Message-ID", ""))
     message_id = ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@missing-id>"
     return Inbound(
-        message_id=message_id,
-        sender=sender,
-        subject=subject,
-        recipients=[a.lower() for a in rcpts] if rcpts else _header_recipients(msg),
-        in_reply_to=_ids(msg.get("In-Reply-To", "")),
-        references=_ids(msg.get("References", "")),
-        text=text,
+        message_id=_storable(message_id),
+        sender=_storable(sender),
+        subject=_storable(subject),
+        recipients=[
+            _storable(a) for a in ([a.lower() for a in rcpts] if rcpts else _header_recipients(msg))
+        ],
+        in_reply_to=[_storable(i) for i in _ids(msg.get("In-Reply-To", ""))],
+        references=[_storable(i) for i in _ids(msg.get("References", ""))],
+        text=_storable(text),
         automatic=automatic_reason(msg, mail_from),
         authenticated=is_authenticated(msg, sender, authserv_id),
         reaction=reaction_of(msg),
-        headers=headers,
+        headers={k: _storable(v) for k, v in headers.items()},
     )
+
+
+def _storable(text: str) -> str:
+    """Text as it can be stored: bytes the parser could not decode (kept as lone
+    surrogates) become U+FFFD, so an event holding it can be written and read back."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _check_shape(msg: EmailMessage) -> None:

@@ -17,7 +17,7 @@ from bot.domain.reducer import ThreadState
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from bot.web import callbacks
-from bot.web.schemas import ThreadOut
+from bot.web.schemas import ThreadOut, error_responses
 from channels.webhook.payloads import WebhookIn, to_callback, to_thread_id
 from channels.webhook.signing import SIGNATURE_HEADER, sign, verify
 
@@ -55,7 +55,11 @@ class WebhookChannel:
                 ' of "<t>.<body>" keyed by WEBHOOK_SECRET>`. 201: a new thread; 202: the'
                 " conversation's thread continues; 200: a replay of a known `id`."
             ),
-            responses={200: {"description": "a replay"}, 202: {"description": "continued"}},
+            responses={
+                200: {"description": "a replay"},
+                202: {"description": "continued"},
+                **error_responses(400, 401, 409, 413, 422, 503),
+            },
             openapi_extra={
                 "requestBody": {
                     "required": True,

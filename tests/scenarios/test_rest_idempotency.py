@@ -6,6 +6,7 @@ from redis.asyncio import Redis
 
 from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
+from tests.scenarios.test_rest import snapshot
 
 DEPLOY = {"agent": "deploy", "text": "deploy api 1.5.0 to production", "user": "ann"}
 
@@ -41,3 +42,41 @@ async def test_an_empty_key_is_refused(redis_server: EmbeddedRedis, redis: Redis
         r = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": ""})
         assert r.status_code == 422 and r.json()["error"] == "invalid_input"
         assert await redis.zcard("gl:threads") == 0
+
+
+async def test_a_key_reused_with_another_body_is_422_naming_it(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    async with Harness(redis_server.url) as h:
+        key = {"Idempotency-Key": "k-reused"}
+        first = await h.api.post("/threads", json=DEPLOY, headers=key)
+        assert first.status_code == 201, first.text
+        tid = first.json()["id"]
+        # The same body in another key order and with a default spelled out is a replay.
+        same = {"user": "ann", "text": DEPLOY["text"], "agent": "deploy", "metadata": {}}
+        again = await h.api.post("/threads", json=same, headers=key)
+        assert again.status_code == 200 and again.json()["id"] == tid
+        before = await snapshot(redis)
+        other = await h.api.post("/threads", json={**DEPLOY, "text": "deploy web 2.0"}, headers=key)
+        assert other.status_code == 422, other.text
+        assert other.json()["error"] == "invalid_input"
+        assert "Idempotency-Key 'k-reused'" in other.json()["detail"]
+        assert await snapshot(redis) == before
+
+        await h.drain()
+        (req,) = (await h.api.get("/requests")).json()["items"]
+        url = f"/requests/{req['id']}/decision"
+        key = {"Idempotency-Key": "d-reused"}
+        ok = await h.api.post(url, json={"decision": "approve", "by": "bob"}, headers=key)
+        assert ok.status_code == 200, ok.text
+        before = await snapshot(redis)
+        # The request is closed now, so the refusal is found after the write is refused.
+        flip = {"decision": "reject", "by": "bob", "reason": "no"}
+        r = await h.api.post(url, json=flip, headers=key)
+        assert r.status_code == 422 and "'d-reused'" in r.json()["detail"], r.text
+        # The key of a message used on a decision: another route, another request.
+        r = await h.api.post(f"/threads/{tid}/messages", json={"text": "hi"}, headers=key)
+        assert r.status_code == 422 and "'d-reused'" in r.json()["detail"], r.text
+        assert await snapshot(redis) == before
+        replay = await h.api.post(url, json={"decision": "approve", "by": "bob"}, headers=key)
+        assert replay.status_code == 200 and replay.json()["status"] == "approved"

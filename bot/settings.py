@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     lease_ms: int = Field(30_000, ge=100)
     claim_idle_ms: int = Field(60_000, ge=100)
 
+    # Operations
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "greenlight"
+
     # Webhook callbacks
     callback_timeout: float = Field(10.0, gt=0)
     delivery_give_up_after: float = Field(3600.0, gt=0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bot.domain.errors import ContentionError, GreenlightError, VersionConflict
 from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
+from bot.engine.tracing import traceparent
 from bot.storage.threadlog import ReleaseIf, ThreadLog
 
 ATTEMPTS = 16
@@ -52,7 +53,8 @@ async def write(
             copy): it skips the first read. A clash brings what was missed, and a
             refusal made on it is checked again on a fresh read.
         delivery: the inbound delivery's key; a replay raises ``DuplicateDelivery``.
-        enqueue: queue the thread for a worker (False when a worker is stepping it).
+        enqueue: queue the thread for a worker (False when a worker is stepping it),
+            with the current trace, so the worker's step continues it.
         release_if: a worker letting go of its lease with this append, if it may
             (``ThreadLog.append``).
 
@@ -76,7 +78,12 @@ async def write(
             return Written(state, ())
         try:
             new = await log.append(
-                state, events, delivery=delivery, enqueue=enqueue, release_if=release_if
+                state,
+                events,
+                delivery=delivery,
+                enqueue=enqueue,
+                release_if=release_if,
+                trace=traceparent() if enqueue else "",
             )
         except VersionConflict as clash:
             # The clash brought what we missed, when our copy was the one it extends.

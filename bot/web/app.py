@@ -30,6 +30,7 @@ from bot.domain.errors import (
 from bot.runtime import Runtime
 from bot.web import audit
 from bot.web.api import health, router
+from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ def create_app(
         title="Greenlight",
         summary="Human-in-the-loop approvals for LLM agents.",
         version="0.1.0",
+        telemetry=NO_NATIVE_TELEMETRY,
     )
     app.state.runtime = runtime
 
@@ -71,12 +73,14 @@ def create_app(
     app.include_router(router, dependencies=[Depends(bearer)])
     app.include_router(audit.router, dependencies=[Depends(bearer)])
     app.include_router(health)
+    app.include_router(metrics_router(api_token))
     for channel in runtime.channels:
         if channel.router is not None:
             app.include_router(channel.router)
     _add_error_handlers(app)
     per_path = {p: n for c in runtime.channels for p, n in c.body_limits.items()}
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
+    app.add_middleware(Traced)  # outermost: refused bodies are traced too
     return app
 
 

@@ -23,12 +23,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from bot.engine import tracing
+from bot.models.anthropic import AnthropicModel
 from bot.storage.embedded import EmbeddedRedis
 from bot.telemetry import log_handler
 from tests.channels.slack.conftest import ANN, BOB, USERS, slack_settings
 from tests.channels.slack.slack import Slack
 from tests.harness import TOKEN, Harness
 from tests.harness import test_settings as make_settings
+from tests.standins.anthropic_api import AnthropicAPI
 from tests.standins.receiver import Receiver
 from tests.standins.slack_api import SlackAPI
 
@@ -280,3 +282,39 @@ def test_tracing_is_off_without_an_endpoint_and_named_with_one() -> None:
     assert attributes["service.name"] == "greenlight"
     assert attributes["greenlight.process"] == "worker"
     provider.shutdown()
+
+
+async def test_claude_turns_count_their_tokens_latency_and_errors(
+    redis_server: EmbeddedRedis, redis: Redis, spans: InMemorySpanExporter
+) -> None:
+    async with AnthropicAPI() as claude:
+        model = AnthropicModel(
+            api_key="sk-ant-secret-key", model="claude-test", base_url=claude.url, max_retries=0
+        )
+        claude.push_error(500)  # no retries left: the turn fails, and the loop records it
+        claude.push_tool_use([("reply", {"text": "Which version?", "final": False})])
+        async with Harness(redis_server.url, model=model) as h:
+            _, before = await scrape(h)
+            r = await h.api.post("/threads", json={"agent": "deploy", "user": "ann", "text": "hi"})
+            await h.drain()
+            text, after = await scrape(h)
+        await model.aclose()
+    tid = r.json()["id"]
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("greenlight_model_errors_total", model="claude-test") == 1
+    assert grew("greenlight_model_seconds_count", model="claude-test") == 2
+    # The stand-in reports 10 input and 5 output tokens a message, as the API's usage does.
+    assert grew("greenlight_model_tokens_total", model="claude-test", direction="input") == 10
+    assert grew("greenlight_model_tokens_total", model="claude-test", direction="output") == 5
+    turns = [
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "model" and (s.attributes or {}).get(tracing.THREAD_ID) == tid
+    ]
+    assert len(turns) == 2 and turns[1].attributes is not None
+    assert turns[1].attributes["gen_ai.usage.input_tokens"] == 10
+    dumped = json.dumps([json.loads(s.to_json()) for s in turns])
+    assert "sk-ant-secret-key" not in dumped and "sk-ant-secret-key" not in text

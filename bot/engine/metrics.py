@@ -139,6 +139,8 @@ async def read_shared(log: ThreadLog, indexes: Indexes, agents: Iterable[str]) -
     Open requests are counted from the open-requests index and the threads it
     names (the thread's own events say the agent and the kind); every agent
     and kind is reported, 0 included, so a gauge falls to 0 instead of vanishing.
+    A scrape costs a round trip per thread waiting for a human (64 at once), which
+    this process's cache of threads keeps small: people bound how many there are.
     """
     counts = {(agent, kind): 0 for agent in agents for kind in KINDS}
     by_thread: dict[str, set[str]] = {}

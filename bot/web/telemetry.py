@@ -42,8 +42,8 @@ class Traced:
             await self.app(scope, receive, send)
             return
         method, path = scope["method"], scope["path"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        parent = propagate.extract({k: v for k, v in headers.items() if k in _PROPAGATED})
+        carrier = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _PROPAGATED}
+        parent = propagate.extract(carrier)
         thread, request = _ids_in(path)
         status = 500
         started = time.perf_counter()
@@ -95,7 +95,8 @@ def _route_of(scope: Scope) -> str | None:
     return path
 
 
-_PROPAGATED = ("traceparent", "tracestate")
+_PROPAGATED = (b"traceparent", b"tracestate")
+"""The only headers read: a caller's trace (ASGI gives header names in lower case)."""
 
 
 def _ids_in(path: str) -> tuple[str | None, str | None]:

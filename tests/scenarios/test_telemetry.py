@@ -318,3 +318,17 @@ async def test_claude_turns_count_their_tokens_latency_and_errors(
     assert turns[1].attributes["gen_ai.usage.input_tokens"] == 10
     dumped = json.dumps([json.loads(s.to_json()) for s in turns])
     assert "sk-ant-secret-key" not in dumped and "sk-ant-secret-key" not in text
+
+
+async def test_a_callers_traceparent_is_continued_and_the_path_is_not_recorded(
+    h: Harness, spans: InMemorySpanExporter
+) -> None:
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    r = await h.api.get("/threads/th_00000000000000000000", headers={"traceparent": caller})
+    assert r.status_code == 404
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "GET /threads/{thread_id}"][-1:]
+    assert span.context is not None and span.parent is not None
+    assert f"{span.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert span.attributes is not None and span.attributes["http.response.status_code"] == 404
+    assert span.attributes[tracing.THREAD_ID] == "th_00000000000000000000"
+    assert "url.path" not in span.attributes and "url.query" not in span.attributes

@@ -21,7 +21,9 @@ from bot.engine.inbox import Inbox
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
 from bot.engine.ports import Channel, ChannelPorts
+from bot.engine.retention import Retention
 from bot.engine.worker import Worker, consumer_name
+from bot.storage.archive import Archive
 from bot.storage.audit import AuditLog
 from bot.storage.channelstate import ChannelState
 from bot.storage.connection import Client
@@ -55,6 +57,8 @@ class Runtime:
     inbox: Inbox
     outbox: Outbox
     channels: tuple[Channel, ...]
+    archive: Archive | None
+    retention: Retention | None
 
     def worker(
         self,
@@ -72,6 +76,7 @@ class Runtime:
             Queue(self.redis, name or consumer_name(), self.clock),
             Timers(self.redis, self.clock),
             self.outbox,
+            retention=self.retention,
             concurrency=concurrency,
             lease_ms=lease_ms,
             claim_idle_ms=claim_idle_ms,
@@ -91,11 +96,15 @@ def build_runtime(
     max_errors: int = 3,
     delivery_base_delay: float = 2.0,
     delivery_give_up_after: float = 3600.0,
+    archive: Archive | None = None,
+    retain_for: float | None = None,
 ) -> Runtime:
     """Build a runtime around a Redis client (``decode_responses=True``).
 
     Args:
         channels: makes the channels from their ports; None: no channel.
+        archive: where finished threads go; with ``retain_for`` (seconds), the
+            workers move finished threads older than that out of Redis.
         clock: the one clock every part reads (the system clock when None).
 
     Raises:
@@ -122,11 +131,16 @@ def build_runtime(
         base_delay=delivery_base_delay,
         give_up_after=delivery_give_up_after,
     )
+    indexes = Indexes(redis)
+    retention = None
+    if archive is not None and retain_for is not None:
+        names = [c.name for c in made]
+        retention = Retention(thread_log, indexes, archive, clock, age=retain_for, channels=names)
     return Runtime(
         redis=redis,
         clock=clock,
         log=thread_log,
-        indexes=Indexes(redis),
+        indexes=indexes,
         audit=AuditLog(redis),
         agents=agents,
         model=model,
@@ -135,4 +149,6 @@ def build_runtime(
         inbox=inbox,
         outbox=outbox,
         channels=made,
+        archive=archive,
+        retention=retention,
     )

@@ -8,6 +8,7 @@ import gc
 import logging
 import secrets
 import signal
+import time
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from redis.exceptions import RedisError
 
 from bot.domain.agents import Agent, load_agents
 from bot.domain.clock import SystemClock
+from bot.domain.errors import ConfigError
 from bot.domain.model import Model
 from bot.domain.policy import Groups, check_policies
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
-from bot.storage.connection import Client, connect
+from bot.storage.archive import Archive
+from bot.storage.connection import Client, StorageFailure, connect
 from bot.storage.embedded import EmbeddedRedis
 from bot.telemetry import setup_tracing
 from bot.web.app import create_app
@@ -82,7 +85,7 @@ def token_file(data_dir: Path) -> Path:
 @contextlib.asynccontextmanager
 async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIterator[Runtime]:
     """Connect Redis (embedded when REDIS_URL is unset), wire agents, model, channels."""
-    agents = load_agents()
+    agents = load_agents(settings.agent_modules)
     groups = groups_from(settings)
     check_policies(agents, groups)  # before anything starts: a refused start leaves nothing
     embedded = None
@@ -91,7 +94,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         embedded = EmbeddedRedis(settings.data_dir / "redis")
         embedded.start()  # from the main thread: see die_with_parent
         url = embedded.url
-    redis = await connect(url)
+    redis = await _reach(url, settings.redis_wait)
     await _warn_without_persistence(redis)
     from channels import build_channels
 
@@ -104,6 +107,8 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         groups=groups,
         delivery_base_delay=settings.delivery_base_delay,
         delivery_give_up_after=settings.delivery_give_up_after,
+        archive=Archive(settings.archive_dir or settings.data_dir / "archive"),
+        retain_for=settings.retain_finished_days * 86400,
     )
     try:
         for channel in rt.channels:
@@ -125,6 +130,26 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
         asyncio.run(main)
         return
     uvloop.run(main)
+
+
+async def _reach(url: str, patience: float) -> Client:
+    """Connect, waiting up to ``patience`` seconds for a Redis that is not up yet
+    (a process started before it, or while it restarts).
+
+    Raises:
+        ConfigError: Redis did not answer in time.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.1
+    while True:
+        try:
+            return await connect(url)
+        except StorageFailure as exc:
+            if time.monotonic() + delay > deadline:
+                raise ConfigError(f"Redis did not answer within {patience:.0f} s: {exc}") from exc
+            log.warning("waiting for Redis: %s", exc)
+            await asyncio.sleep(delay)  # paces the retries; nothing to synchronise with
+            delay = min(delay * 2, 5.0)
 
 
 async def _warn_without_persistence(redis: Client) -> None:
@@ -187,6 +212,7 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 rt,
                 api_token=api_token(settings),
                 max_body_bytes=settings.max_body_bytes,
+                refuse_private_callbacks=settings.callback_url_refuse_private,
             )
             config = uvicorn.Config(
                 app, host=settings.host, port=settings.port, log_config=None, lifespan="off"

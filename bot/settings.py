@@ -21,6 +21,7 @@ class Settings(BaseSettings):
 
     # Core
     redis_url: str | None = None
+    redis_wait: float = Field(60.0, ge=0)
     data_dir: Path = Path(".greenlight")
     anthropic_api_key: SecretStr | None = None
     anthropic_base_url: str | None = None
@@ -33,6 +34,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    agent_modules: list[str] = Field(default_factory=lambda: ["agents"])
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     approver_groups_allow_empty: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(32, ge=1)
     lease_ms: int = Field(30_000, ge=100)
     claim_idle_ms: int = Field(60_000, ge=100)
+    retain_finished_days: float = Field(30.0, gt=0)
+    archive_dir: Path | None = None
 
     # Operations
     log_format: Literal["text", "json"] = "text"
@@ -49,6 +53,7 @@ class Settings(BaseSettings):
 
     # Webhook callbacks
     callback_timeout: float = Field(10.0, gt=0)
+    callback_url_refuse_private: bool = False
     delivery_give_up_after: float = Field(3600.0, gt=0)
     delivery_base_delay: float = Field(2.0, gt=0)
 

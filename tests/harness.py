@@ -32,6 +32,7 @@ from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
 from bot.serve import groups_from
 from bot.settings import Settings
+from bot.storage.archive import Archive
 from bot.storage.connection import connect
 from bot.web.app import create_app
 
@@ -64,6 +65,7 @@ class Harness:
         model: Model | None = None,
         channels: list[Channel] | None = None,
         clock: Clock | None = None,
+        archive: Archive | None = None,
         background_worker: bool = False,
     ) -> None:
         self.redis_url = redis_url
@@ -72,6 +74,7 @@ class Harness:
         self.model = model or OfflineModel(self.agents)
         self.extra_channels = channels or []
         self.clock = SystemClock() if clock is None else clock
+        self.archive = archive
         self.background_worker = background_worker
         self._stack = contextlib.AsyncExitStack()
 
@@ -90,6 +93,8 @@ class Harness:
             groups=groups_from(s),
             delivery_base_delay=s.delivery_base_delay,
             delivery_give_up_after=s.delivery_give_up_after,
+            archive=self.archive,
+            retain_for=s.retain_finished_days * 86400 if self.archive else None,
         )
         for channel in self.rt.channels:
             await channel.start(inbound=True)
@@ -98,6 +103,7 @@ class Harness:
             self.rt,
             api_token=s.api_token.get_secret_value() if s.api_token else None,
             max_body_bytes=s.max_body_bytes,
+            refuse_private_callbacks=s.callback_url_refuse_private,
         )
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False

@@ -126,6 +126,13 @@ class Client:
     def answer(self, request_id: str, text: str, *, by: str) -> dict[str, Any]:
         return self._call("POST", f"/requests/{request_id}/answer", json={"text": text, "by": by})
 
+    def archived(self, *, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """Threads retention moved to the archive, the most recent first."""
+        return self._call("GET", "/archive", params={"offset": offset, "limit": limit})
+
+    def archived_thread(self, thread_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/archive/{thread_id}")
+
     # --- audit --------------------------------------------------------------------------
 
     def verify(self, thread_id: str) -> dict[str, Any]:

@@ -105,18 +105,25 @@ def threads(
     *,
     status: Annotated[str | None, typer.Option(help="Only threads in this status.")] = None,
     agent: Annotated[str | None, typer.Option(help="Only threads of this agent.")] = None,
+    archived: Annotated[
+        bool, typer.Option("--archived", help="Threads retention moved to the archive.")
+    ] = False,
     limit: int = 20,
     offset: int = 0,
     url: Url = DEFAULT_URL,
     token: Token = None,
     as_json: AsJson = False,
 ) -> None:
-    """List threads, newest first."""
+    """List threads, newest first (archived: the most recently archived first)."""
     with _api(url, token) as api:
-        page = api.threads(status=status, agent=agent, offset=offset, limit=limit)
+        if archived:
+            page = api.archived(offset=offset, limit=limit)
+        else:
+            page = api.threads(status=status, agent=agent, offset=offset, limit=limit)
     if as_json:
         return _json(page)
-    table = Table(title=f"{len(page['items'])} of {page['total']} threads")
+    kind = "archived threads" if archived else "threads"
+    table = Table(title=f"{len(page['items'])} of {page['total']} {kind}")
     for name in ("thread", "agent", "status", "events", "updated"):
         table.add_column(name, no_wrap=True)
     for t in page["items"]:
@@ -129,14 +136,21 @@ def threads(
 def show(
     thread_id: str, url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False
 ) -> None:
-    """Show a thread: its status, open requests and every event."""
+    """Show a thread: its status, open requests and every event (archived ones too)."""
     with _api(url, token) as api:
-        thread = api.thread(thread_id)
+        try:
+            thread = api.thread(thread_id)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            thread = _archived_or(api, thread_id, exc)
     if as_json:
         return _json(thread)
     out = Console()
     shown = display.status(thread["status"])
     out.print(f"[bold]{thread['id']}[/]  agent {thread['agent']}  {shown}")
+    if "archived_at" in thread:
+        out.print(f"[dim]archived {display.ago(thread['archived_at'])}[/]")
     for event in thread["events"]:
         at = time.strftime("%H:%M:%S", time.localtime(event["at"]))
         out.print(f"[dim]{at}[/] {display.event_line(event)}")
@@ -307,6 +321,16 @@ def audit_export(
     out = csv.DictWriter(sys.stdout, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
     out.writeheader()
     out.writerows(rows)
+
+
+def _archived_or(api: Client, thread_id: str, missing: ApiError) -> dict[str, Any]:
+    """The archived thread, or the first "no thread" error when it is not archived either."""
+    try:
+        return api.archived_thread(thread_id)
+    except ApiError as exc:
+        if exc.status == 404:
+            raise missing from None
+        raise
 
 
 def _every_thread(api: Client) -> Iterator[str]:

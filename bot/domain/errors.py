@@ -66,6 +66,12 @@ class InvalidInputError(RefusedError):
     code = "invalid_input"
 
 
+class BadRequestError(InvalidInputError):
+    """The request itself could not be read: not JSON, not UTF-8, nested too deep, garbled."""
+
+    code = "bad_request"
+
+
 class UnauthorizedError(RefusedError):
     """The caller did not prove who it is (a missing or wrong token, secret or signature)."""
 

@@ -168,7 +168,7 @@ class ApprovalDecision(_Base):
 class HumanQuestion(_Base):
     type: Literal["human_question"] = "human_question"
     request_id: str
-    call_id: str | None
+    call_id: str | None = None
     """None when Greenlight itself asks (escalation after errors, an unknown outcome)."""
     question: str
     context: str | None = None
@@ -252,7 +252,7 @@ class Escalated(_Base):
     type: Literal["escalated"] = "escalated"
     request_id: str
     approvers: list[str]
-    expires_at: float | None
+    expires_at: float | None = None
 
 
 class Reminded(_Base):
@@ -299,7 +299,8 @@ EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
 def to_json(event: Event) -> str:
-    """Serialise one event compactly: fields that are None are left out (read back as None)."""
+    """Serialise one event compactly: fields that are None are left out, so every field
+    that may be None defaults to None (tests/domain/test_events.py holds them to it)."""
     return event.model_dump_json(exclude_none=True)
 
 

@@ -84,10 +84,12 @@ class Inbox:
             events.append(UserMessage(text=text, by=by))
             return events
 
-        # A fresh random id has no log yet: no need to read it.
-        fresh = ThreadState(id=tid) if thread_id is None else None
+        # A fresh random id has no log yet; a known one starts from this process's copy,
+        # and an id derived from a conversation (a Slack thread, a key) is tried as new:
+        # if it is not, the clash brings its events back and the write goes again.
+        start = (self.log.cached(tid) if thread_id else None) or ThreadState(id=tid)
         try:
-            done = await write(self.log, tid, build, state=fresh, delivery=delivery)
+            done = await write(self.log, tid, build, state=start, delivery=delivery)
         except DuplicateDelivery:
             return Received(await self.log.load(tid), created=False, duplicate=True)
         return Received(done.state, created=created)

@@ -22,6 +22,7 @@ from bot.domain.reducer import Status, ThreadState
 from bot.engine import metrics, tracing
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
+from bot.engine.retention import Retention
 from bot.storage.connection import StorageFailure
 from bot.storage.queue import Entry, Queue
 from bot.storage.threadlog import Lease, ThreadLog
@@ -62,8 +63,11 @@ class Worker:
         claim_idle_ms: int = 60_000,
         block_ms: int = 1000,
         on_step: Callable[[ThreadState], None] | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.log = log
+        self.retention = retention
+        self._swept = -float("inf")
         self.loop = loop
         self.queue = queue
         self.timers = timers
@@ -136,6 +140,9 @@ class Worker:
         await self.queue.heartbeat()
         await self.timers.sweep()
         await self.outbox.retry_due()
+        if self.retention and time.monotonic() - self._swept >= self.retention.every:
+            self._swept = time.monotonic()
+            await self.retention.sweep()
         if reclaim:
             for entry in await self.queue.reclaim(self.claim_idle_ms):
                 log.info("worker %s reclaimed %s", self.queue.consumer, entry.thread_id)

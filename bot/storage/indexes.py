@@ -29,6 +29,16 @@ end
 """
 """Keys and arguments of one append: see ``bot.storage.threadlog``."""
 
+UNINDEX = """
+local function unindex(threads, agent, status, open, tid, requests)
+  redis.call('ZREM', threads, tid)
+  redis.call('ZREM', agent, tid)
+  redis.call('ZREM', status, tid)
+  for rid in string.gmatch(requests, '%S+') do redis.call('ZREM', open, rid) end
+end
+"""
+"""Removes a thread from every index (``bot.storage.threadlog`` forgets archived threads)."""
+
 Page = tuple[list[str], int]
 """Ids on the page, and how many there are in all."""
 
@@ -60,6 +70,23 @@ class Indexes:
         if status:
             return await self._page(lambda s: keys.by_status(s, status), offset, limit, newest=True)
         return await self._page(keys.threads, offset, limit, newest=True)
+
+    async def finished_before(
+        self, statuses: tuple[str, ...], cutoff: float, limit: int
+    ) -> list[str]:
+        """Threads in one of ``statuses`` last updated before ``cutoff``: ``limit`` a shard."""
+
+        async def shard(s: int) -> list[str]:
+            found: list[str] = []
+            for status in statuses:
+                rows = await self.redis.zrangebyscore(
+                    keys.by_status(s, status), "-inf", cutoff, start=0, num=limit
+                )
+                found.extend(str(r) for r in rows)
+            return found
+
+        every = await asyncio.gather(*(shard(s) for s in range(keys.SHARDS)))
+        return [tid for found in every for tid in found]
 
     async def open_requests(self, *, offset: int, limit: int) -> Page:
         """Open request ids, oldest first."""

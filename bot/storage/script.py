@@ -3,7 +3,8 @@
 A script declares the names of its keys and arguments; Lua reads them as
 ``K.log`` and ``A.expected`` instead of ``KEYS[1]`` and ``ARGV[3]``, and
 Python passes them by name. A variable-length tail (events to append) follows
-the named arguments and is read from ``ARGV[REST]`` on.
+the named arguments and is read from ``ARGV[REST]`` on; keys beyond the named
+ones (a thread's channel state, say) from ``KEYS[REST_KEYS]`` on.
 
 A fragment is Lua that one storage module owns for its key family (the queue's
 ``enqueue``, the timers' ``arm``): a script that must touch that family in the
@@ -51,6 +52,7 @@ class Script:
                 f"local K = {{{named_keys}}}",
                 f"local A = {{{named_args}}}",
                 f"local REST = {len(self.args) + 1}",
+                f"local REST_KEYS = {len(self.keys) + 1}",
                 body,
             ]
         )
@@ -74,12 +76,15 @@ class Bound:
         keys: Mapping[str, str],
         args: Mapping[str, Any] | None = None,
         rest: Sequence[Any] = (),
+        extra_keys: Sequence[str] = (),
     ) -> Any:
-        """Run with every declared key and argument, by name."""
+        """Run with every declared key and argument, by name; ``extra_keys`` follow the
+        named keys (``KEYS[REST_KEYS]`` on) and ``rest`` the named arguments."""
         values = args or {}
         ordered = [
-            len(self.script.keys),
+            len(self.script.keys) + len(extra_keys),
             *(keys[k] for k in self.script.keys),
+            *extra_keys,
             *(values[a] for a in self.script.args),
             *rest,
         ]

@@ -32,7 +32,7 @@ from bot.domain.reducer import ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD
 from bot.storage.connection import Client
-from bot.storage.indexes import REINDEX, reindex_keys
+from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys
 from bot.storage.queue import ACK, ENQUEUE
 from bot.storage.script import Batcher, Script
 from bot.storage.timers import ARM
@@ -136,6 +136,32 @@ return 1
     fragments=(ARM, ACK),
 )
 
+# Forget a finished thread once it is archived: only if it did not change since
+# it was read (its version) and no worker holds it.
+_FORGET = Script(
+    """
+if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
+if redis.call('EXISTS', K.lease) == 1 then return 0 end
+unindex(K.threads, K.agent, K.status, K.open, A.tid, A.requests)
+redis.call('ZREM', K.timers, A.tid)
+redis.call('DEL', K.log, K.meta, K.seen, unpack(KEYS, REST_KEYS))
+return 1
+""",
+    keys=(
+        "log",
+        "meta",
+        "seen",
+        "lease",
+        "timers",
+        "threads",
+        "agent",
+        "status",
+        "open",
+    ),
+    args=("tid", "version", "requests"),
+    fragments=(UNINDEX,),
+)
+
 _RENEW = Script(
     """
 if redis.call('GET', K.lease) ~= A.holder then return 0 end
@@ -196,6 +222,7 @@ class ThreadLog:
         self._take = _TAKE.bind(redis, batcher)
         self._release = _RELEASE.bind(redis, batcher)
         self._renew = _RENEW.bind(redis, batcher)
+        self._forget = _FORGET.bind(redis)
         self._cache: OrderedDict[str, tuple[ThreadState, list[Event]]] = OrderedDict()
 
     # --- reading ------------------------------------------------------------------------------
@@ -227,6 +254,43 @@ class ThreadLog:
         """How many of the thread's events this process has cached."""
         cached = self._cache.get(thread_id)
         return cached[0].version if cached else 0
+
+    async def forget(
+        self, state: ThreadState, meta: dict[str, str], channels: Sequence[str]
+    ) -> bool:
+        """Remove a finished thread from Redis (after it was archived), with its index
+        entries and what ``channels`` kept for it; False when it changed or a worker
+        holds it, and nothing was removed."""
+        tid = state.id
+        shard = keys.shard_of(tid)
+        status = meta.get("status", state.status.value)
+        done = await self._forget(
+            keys={
+                "log": keys.log(tid),
+                "meta": keys.meta(tid),
+                "seen": keys.seen(tid),
+                "lease": keys.lease(tid),
+                "timers": keys.timers(shard),
+                "threads": keys.threads(shard),
+                "agent": keys.by_agent(shard, meta.get("agent", state.agent)),
+                "status": keys.by_status(shard, status),
+                "open": keys.open_requests(shard),
+            },
+            args={
+                "tid": tid,
+                "version": meta.get("version", ""),
+                "requests": " ".join(state.requests),
+            },
+            extra_keys=[keys.channel_state(tid, c) for c in channels],
+        )
+        if int(done):
+            self._cache.pop(tid, None)
+        return bool(int(done))
+
+    async def meta(self, thread_id: str) -> dict[str, str]:
+        """The thread's derived fields as Redis holds them (empty when it is gone)."""
+        found = await self.redis.hgetall(keys.meta(thread_id))
+        return {str(k): str(v) for k, v in found.items()}
 
     async def stored(self, thread_id: str) -> list[str]:
         """The thread's events exactly as Redis holds them, for checking the chain."""

@@ -16,6 +16,8 @@ from bot.engine.inbox import Control
 from bot.runtime import Runtime
 from bot.storage.indexes import Page as Page_
 from bot.storage.queue import last_heartbeat
+from bot.web import callbacks
+from bot.web.bodies import StrictJSONRoute
 from bot.web.schemas import (
     AnswerIn,
     ControlIn,
@@ -64,14 +66,21 @@ MAX_SCAN = 10_000
 MAX_OFFSET = 100_000
 """The deepest page: listings merge every shard's first offset + limit entries."""
 
-router = APIRouter()
+router = APIRouter(route_class=StrictJSONRoute)
 
 
 @router.post("/threads", status_code=201, response_model=ThreadOut, tags=["threads"])
 async def create_thread(
-    body: CreateThread, rt: Rt, response: Response, idempotency_key: IdempotencyKey = None
+    body: CreateThread,
+    rt: Rt,
+    request: Request,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
     """Start a thread with an agent (200 with the same thread on a retried key)."""
+    if body.callback_url is not None:
+        private = request.app.state.refuse_private_callbacks
+        await callbacks.check(body.callback_url, refuse_private=private)
     got = await rt.inbox.message(
         agent=body.agent,
         text=body.text,

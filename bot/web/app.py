@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
+    BadRequestError,
     ConflictError,
     ForbiddenError,
     GreenlightError,
@@ -28,7 +29,7 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.runtime import Runtime
-from bot.web import audit
+from bot.web import archive, audit
 from bot.web.api import health, router
 from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
@@ -40,6 +41,7 @@ def create_app(
     *,
     api_token: str | None,
     max_body_bytes: int = 1_000_000,
+    refuse_private_callbacks: bool = False,
 ) -> FastAPI:
     """Build the app around a ready runtime.
 
@@ -51,6 +53,7 @@ def create_app(
         api_token: the bearer token the REST API requires.
         max_body_bytes: larger request bodies get a 413, unless a channel's
             route says otherwise.
+        refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
     """
     app = FastAPI(
         title="Greenlight",
@@ -59,6 +62,7 @@ def create_app(
         telemetry=NO_NATIVE_TELEMETRY,
     )
     app.state.runtime = runtime
+    app.state.refuse_private_callbacks = refuse_private_callbacks
 
     async def bearer(request: Request) -> None:
         header = request.headers.get("authorization", "")
@@ -72,6 +76,7 @@ def create_app(
 
     app.include_router(router, dependencies=[Depends(bearer)])
     app.include_router(audit.router, dependencies=[Depends(bearer)])
+    app.include_router(archive.router, dependencies=[Depends(bearer)])
     app.include_router(health)
     app.include_router(metrics_router(api_token))
     for channel in runtime.channels:
@@ -93,6 +98,7 @@ _STATUSES: dict[type[GreenlightError], int] = {
     ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    BadRequestError: 400,
     InvalidInputError: 422,
 }
 """The one mapping of domain errors to HTTP statuses; anything else is a 500."""

@@ -20,7 +20,12 @@ class CreateThread(_In):
     agent: str = Field(examples=["deploy"])
     text: str = Field(examples=["deploy api 1.5.0 to production"])
     user: str = "api"
-    callback_url: str | None = None
+    callback_url: str | None = Field(
+        None,
+        max_length=2000,
+        pattern=r"^https?://",
+        description="Where to POST this thread's events (http or https).",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -47,6 +47,15 @@ _FATAL_DEFECTS = {
 }
 
 
+MAX_DEPTH = 16
+"""Deepest nesting of multipart and message parts read; real mail nests a handful."""
+MAX_PARTS = 256
+"""Most MIME parts in one message."""
+# Content types that hold other parts, where the parser recurses: counted before parsing,
+# so a message nested a thousand deep is refused before it can exhaust the stack.
+_CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
+
+
 @dataclass(frozen=True)
 class Inbound:
     """One inbound email, as the channel needs it."""
@@ -101,14 +110,19 @@ def from_bytes(
     """
     if not raw.strip():
         raise InvalidInputError("malformed email: the message is empty")
+    if len(_CONTAINER.findall(raw)) > MAX_PARTS:
+        raise InvalidInputError(f"malformed email: over {MAX_PARTS} multipart or message parts")
     try:
         msg = message_from_bytes(raw, policy=policy.default)
         assert isinstance(msg, EmailMessage)
+        _check_shape(msg)
         sender, not_one = _sender(msg)
         subject = str(msg.get("Subject", "") or "").strip()
         headers = {k.lower(): str(v) for k, v in msg.items()}
     except (HeaderParseError, ValueError, IndexError, TypeError) as exc:
         raise InvalidInputError(f"malformed email: unreadable headers ({exc})") from exc
+    except RecursionError as exc:  # a safety net: _CONTAINER counts what the parser nests
+        raise InvalidInputError("malformed email: MIME parts nested too deep") from exc
     defects = {type(d).__name__ for d in _all_defects(msg)}
     if fatal := sorted(_FATAL_DEFECTS[d] for d in defects if d in _FATAL_DEFECTS):
         raise InvalidInputError(f"malformed email: {'; '.join(fatal)}")
@@ -130,6 +144,26 @@ def from_bytes(
         reaction=reaction_of(msg),
         headers=headers,
     )
+
+
+def _check_shape(msg: EmailMessage) -> None:
+    """Refuse a message nested deeper than ``MAX_DEPTH`` or with more than ``MAX_PARTS`` parts.
+
+    Iterative: everything after this (``walk``, ``get_body``) recurses once per level.
+    """
+    stack: list[tuple[object, int]] = [(msg, 1)]
+    parts = 0
+    while stack:
+        part, depth = stack.pop()
+        parts += 1
+        if depth > MAX_DEPTH:
+            raise InvalidInputError(f"malformed email: MIME parts nested deeper than {MAX_DEPTH}")
+        if parts > MAX_PARTS:
+            raise InvalidInputError(f"malformed email: more than {MAX_PARTS} MIME parts")
+        if isinstance(part, EmailMessage) and part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                stack.extend((child, depth + 1) for child in children)
 
 
 def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | None:

@@ -14,9 +14,10 @@ import logging
 
 import aiohttp
 from fastapi import APIRouter, Request, Response
-from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -33,6 +34,7 @@ from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
+from channels.slack import ingress
 from channels.slack.background import Background
 from channels.slack.clicks import Clicks
 from channels.slack.listeners import Listeners
@@ -132,7 +134,9 @@ class SlackChannel:
         )
         Listeners(runtime, web_people, aside, self.background).register(self.app)
         Clicks(runtime, web_people, aside, self.background, self.web_client).register(self.app)
-        self.router: APIRouter | None = to_router(self.app) if secret else None
+        self.router: APIRouter | None = (
+            to_router(self.app, secret.get_secret_value()) if secret else None
+        )
         self.body_limits: dict[str, int] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._sessions: list[aiohttp.ClientSession] = []
@@ -185,17 +189,40 @@ class SlackChannel:
         await self.outbound.deliver(thread, event)
 
 
-def to_router(app: AsyncApp) -> APIRouter:
+def to_router(app: AsyncApp, secret: str) -> APIRouter:
     """``POST /slack/events`` for events, interactivity and the slash command alike.
 
     A plain Starlette route: Bolt reads the raw body itself, so FastAPI's
-    request handling would only add time to Slack's 3 seconds.
+    request handling would only add time to Slack's 3 seconds. The signature is
+    checked on the raw bytes and the body's shape before Bolt parses it
+    (``channels.slack.ingress``): bad input is a 4xx, never a 5xx.
     """
-    handler = AsyncSlackRequestHandler(app)
+
+    async def malformed(error: Exception) -> BoltResponse | None:
+        if not ingress.is_malformed(error):
+            log.error("slack: a listener failed", exc_info=error)
+            return None  # Bolt answers 500: Slack retries
+        log.warning("slack: refused a signed payload: %r", error)
+        status, body = ingress.to_error(error)
+        return BoltResponse(
+            status=status, body=body.decode(), headers={"content-type": "application/json"}
+        )
+
+    app.error(malformed)
 
     async def slack_events(request: Request) -> Response:
-        response: Response = await handler.handle(request)
-        return response
+        raw = await request.body()
+        ingress.verify(secret, raw, request.headers)
+        ingress.check_body(raw, request.headers.get("content-type"))
+        try:
+            response = await app.async_dispatch(to_async_bolt_request(request, raw))
+        except Exception as exc:
+            if not ingress.is_malformed(exc):
+                raise
+            log.warning("slack: refused a signed payload: %r", exc)
+            status, body = ingress.to_error(exc)
+            return Response(body, status, media_type="application/json")
+        return to_starlette_response(response)
 
     router = APIRouter()
     router.add_route(PATH, slack_events, methods=["POST"], include_in_schema=False)

@@ -16,6 +16,7 @@ from bot.domain.events import Actor, Event, Origin
 from bot.domain.reducer import ThreadState
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
+from bot.web import callbacks
 from bot.web.schemas import ThreadOut
 from channels.webhook.payloads import WebhookIn, to_callback, to_thread_id
 from channels.webhook.signing import SIGNATURE_HEADER, sign, verify
@@ -38,6 +39,7 @@ class WebhookChannel:
         self.secret = secret.get_secret_value() if secret else None
         self.public_url = settings.public_url
         self.timeout = settings.callback_timeout
+        self.refuse_private = settings.callback_url_refuse_private
         self.runtime = runtime
         self._client: httpx.AsyncClient | None = None
         self.router: APIRouter | None = APIRouter(tags=["webhooks"])
@@ -78,6 +80,8 @@ class WebhookChannel:
         # The raw bytes, before any parsing: what was signed is what is checked.
         verify(self.secret, request.headers.get(SIGNATURE_HEADER), raw, self.runtime.clock.now())
         body = _parse(raw)
+        if body.callback_url is not None:
+            await callbacks.check(body.callback_url, refuse_private=self.refuse_private)
         got = await self.runtime.inbox.message(
             agent=agent,
             text=body.text,

@@ -1,0 +1,74 @@
+"""Retention: finished threads past an age leave Redis for the archive, by the workers' sweep.
+
+A thread that is done or cancelled and was last updated more than ``age``
+seconds ago is written to the archive (durably), then removed from Redis with
+its index entries and its channels' state, only if it did not change in
+between. A crash after the write and before the removal writes it again next
+time. Redis memory then stays bounded under steady load; archived threads stay
+readable through the API and the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from bot.domain.clock import Clock
+from bot.domain.reducer import Status
+from bot.storage.archive import Archive
+from bot.storage.indexes import Indexes
+from bot.storage.threadlog import ThreadLog
+
+log = logging.getLogger(__name__)
+
+FINISHED = (Status.DONE.value, Status.CANCELLED.value)
+
+
+class Retention:
+    """Archives finished threads older than ``age`` seconds.
+
+    Args:
+        channels: the names of the channels whose per-thread state goes too.
+        every: seconds between two sweeps of one worker.
+    """
+
+    def __init__(
+        self,
+        log: ThreadLog,
+        indexes: Indexes,
+        archive: Archive,
+        clock: Clock,
+        *,
+        age: float,
+        channels: Sequence[str],
+        every: float = 60.0,
+    ) -> None:
+        self.log = log
+        self.indexes = indexes
+        self.archive = archive
+        self.clock = clock
+        self.age = age
+        self.channels = tuple(channels)
+        self.every = every
+
+    async def sweep(self, limit: int = 100) -> int:
+        """Archive and remove what is due; returns how many threads left Redis."""
+        now = self.clock.now()
+        due = await self.indexes.finished_before(FINISHED, now - self.age, limit)
+        moved = 0
+        for thread_id in due:
+            meta = await self.log.meta(thread_id)
+            if meta.get("status") not in FINISHED:
+                continue  # resumed or changed since it was listed
+            state = await self.log.load(thread_id)
+            stored = await self.log.stored(thread_id)
+            if len(stored) != int(meta.get("version", -1)):
+                continue  # written to meanwhile: next sweep
+            await asyncio.to_thread(self.archive.write, thread_id, meta, stored, now)
+            if await self.log.forget(state, meta, self.channels):
+                moved += 1
+                log.info(
+                    "thread %s archived (%s, %d events)", thread_id, meta["status"], len(stored)
+                )
+        return moved

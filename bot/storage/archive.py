@@ -1,0 +1,72 @@
+"""Archived threads: JSON Lines files on disk, one per thread, out of Redis.
+
+``ARCHIVE_DIR/<YYYY-MM>/<thread id>.jsonl`` holds a first line describing the
+thread (its meta and when it was archived), then its events exactly as Redis
+stored them, so the hash chain still verifies. A file is written whole to a
+temporary name and renamed, so a reader never sees half of one; writing the
+same thread again replaces it. Web and worker processes must see the same
+folder (a shared volume when they run on several machines).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Archived:
+    """One archived thread: what was known of it, and its stored events."""
+
+    thread_id: str
+    meta: dict[str, str]
+    archived_at: float
+    events: list[str]
+
+
+class Archive:
+    """The archive folder.
+
+    Args:
+        root: where archived threads are written.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def write(self, thread_id: str, meta: dict[str, str], events: Sequence[str], at: float) -> Path:
+        """Write (or rewrite) one thread's file and make it durable before returning."""
+        folder = self.root / time.strftime("%Y-%m", time.gmtime(at))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{thread_id}.jsonl"
+        head = {"thread": thread_id, "archived_at": at, "meta": meta}
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        with temporary.open("w", encoding="utf-8") as out:
+            out.write(json.dumps(head, separators=(",", ":")) + "\n")
+            out.writelines(f"{raw}\n" for raw in events)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.replace(path)
+        return path
+
+    def read(self, thread_id: str) -> Archived | None:
+        """The archived thread, or None when it was never archived here."""
+        if "/" in thread_id or thread_id.startswith("."):
+            return None
+        found = sorted(self.root.glob(f"*/{thread_id}.jsonl"))
+        if not found:
+            return None
+        head, *events = found[-1].read_text(encoding="utf-8").splitlines()
+        meta: dict[str, Any] = json.loads(head)
+        return Archived(thread_id, dict(meta["meta"]), float(meta["archived_at"]), events)
+
+    def list(self, *, offset: int, limit: int) -> tuple[list[Archived], int]:
+        """Archived threads, the most recently archived first, and how many there are."""
+        files = sorted(self.root.glob("*/*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
+        page = [self.read(p.stem) for p in files[offset : offset + limit]]
+        return [a for a in page if a is not None], len(files)

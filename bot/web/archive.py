@@ -1,0 +1,55 @@
+"""Archived threads: finished threads that retention moved out of Redis, still readable."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from bot.domain.errors import NotFoundError
+from bot.domain.events import from_json
+from bot.domain.reducer import fold
+from bot.storage.archive import Archive, Archived
+from bot.web.api import Rt
+from bot.web.schemas import Page, ThreadOut
+
+router = APIRouter(tags=["archive"])
+
+
+class ArchivedOut(ThreadOut):
+    """A thread as it was when archived."""
+
+    archived_at: float
+
+
+@router.get("/archive", response_model=Page[ArchivedOut])
+async def archived(
+    rt: Rt,
+    offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Page[ArchivedOut]:
+    """Archived threads, the most recently archived first (without their events)."""
+    found, total = _archive(rt.archive).list(offset=offset, limit=limit)
+    items = [to_out(a, with_events=False) for a in found]
+    return Page(items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get("/archive/{thread_id}", response_model=ArchivedOut)
+async def archived_thread(thread_id: str, rt: Rt) -> ArchivedOut:
+    """One archived thread with every event."""
+    found = _archive(rt.archive).read(thread_id)
+    if found is None:
+        raise NotFoundError(f"no archived thread {thread_id!r}", thread_id=thread_id)
+    return to_out(found, with_events=True)
+
+
+def to_out(archived: Archived, *, with_events: bool) -> ArchivedOut:
+    events = [from_json(raw) for raw in archived.events]
+    out = ThreadOut.from_state(fold(archived.thread_id, events), events if with_events else None)
+    return ArchivedOut(**out.model_dump(), archived_at=archived.archived_at)
+
+
+def _archive(archive: Archive | None) -> Archive:
+    if archive is None:
+        raise NotFoundError("this server keeps no archive")
+    return archive

@@ -27,7 +27,9 @@ from bot.settings import Settings
 from bot.storage.archive import Archive
 from bot.storage.connection import Client, StorageFailure, connect
 from bot.storage.embedded import EmbeddedRedis
+from bot.telemetry import setup_tracing
 from bot.web.app import create_app
+from bot.web.telemetry import create_metrics_app
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +164,16 @@ async def _warn_without_persistence(redis: Client) -> None:
 
 async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
     """Serve until SIGINT/SIGTERM; steps in hand are finished first."""
+    process = "both" if web and worker else "web" if web else "worker"
+    provider = setup_tracing(settings, process)
+    try:
+        await _serve(settings, web=web, worker=worker)
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports the spans still buffered
+
+
+async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -170,6 +182,24 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
         # Everything built so far lives as long as the process: keep the collector off it.
         gc.freeze()
         tasks = []
+        metrics_server = None
+        if settings.metrics_port is not None:
+            # A worker has no HTTP server of its own: this is how Prometheus reaches it.
+            metrics_app = create_metrics_app(rt, api_token=api_token(settings))
+            metrics_server = uvicorn.Server(
+                uvicorn.Config(
+                    metrics_app,
+                    host=settings.host,
+                    port=settings.metrics_port,
+                    log_config=None,
+                    lifespan="off",
+                    access_log=False,
+                )
+            )
+            # The process's signals stop it (below), not uvicorn's own handlers.
+            metrics_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+            tasks.append(asyncio.create_task(metrics_server.serve()))
+            log.info("metrics on http://%s:%d/metrics", settings.host, settings.metrics_port)
         if worker:
             w = rt.worker(
                 concurrency=settings.worker_concurrency,
@@ -198,4 +228,6 @@ async def serve(settings: Settings, *, web: bool, worker: bool) -> None:
             server.should_exit = True
             stop.set()
         await stop.wait()
+        if metrics_server is not None:
+            metrics_server.should_exit = True
         await asyncio.gather(*tasks)

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     retain_finished_days: float = Field(30.0, gt=0)
     archive_dir: Path | None = None
 
+    # Operations
+    log_format: Literal["text", "json"] = "text"
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    otel_exporter_otlp_endpoint: str | None = None
+    otel_service_name: str = "greenlight"
+
     # Webhook callbacks
     callback_timeout: float = Field(10.0, gt=0)
     callback_url_refuse_private: bool = False

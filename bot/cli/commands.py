@@ -11,7 +11,6 @@ import contextlib
 import csv
 import getpass
 import json
-import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -64,9 +63,9 @@ def _settings() -> Settings:
     except ConfigError as exc:
         typer.secho(exc.message, fg="red", err=True)
         raise typer.Exit(2) from exc
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from bot.telemetry import setup_logging
+
+    setup_logging(settings)
     return settings
 
 

@@ -60,6 +60,10 @@ class ModelTurn:
     """What one model turn produced: one or more tool calls, never prose."""
 
     calls: list[ModelCall]
+    input_tokens: int | None = None
+    """Tokens the provider counted in the prompt, when it says (for metrics)."""
+    output_tokens: int | None = None
+    """Tokens it produced, when it says."""
 
 
 class Model(Protocol):

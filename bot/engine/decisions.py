@@ -33,6 +33,7 @@ from bot.domain.events import (
 from bot.domain.policy import args_hash
 from bot.domain.reducer import Request, ThreadState
 from bot.domain.refusals import why_refused
+from bot.engine import metrics, tracing
 from bot.engine.writes import write
 from bot.storage.threadlog import DuplicateDelivery, ReusedDelivery, ThreadLog
 
@@ -119,7 +120,10 @@ class Decisions:
                 delivery=delivery,
             )
 
-        return await self._record(request_id, delivery, fingerprint, build)
+        out = await self._record(request_id, delivery, fingerprint, build)
+        if not out.duplicate:
+            metrics.decided(out.thread, request_id, decision.value, by.channel)
+        return out
 
     async def answer(
         self,
@@ -144,7 +148,10 @@ class Decisions:
                 answer = _match_choice(text, req.asked.choices)
             return HumanAnswer(request_id=request_id, text=answer, by=by, delivery=delivery)
 
-        return await self._record(request_id, delivery, fingerprint, build)
+        out = await self._record(request_id, delivery, fingerprint, build)
+        if not out.duplicate:
+            metrics.decided(out.thread, request_id, "answer", by.channel)
+        return out
 
     async def _record(
         self,
@@ -157,6 +164,7 @@ class Decisions:
         tid = ids.thread_of_request(request_id)
         if tid is None:
             raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
+        tracing.bind(thread=tid, request=request_id)
         try:
             done = await write(
                 self.log,

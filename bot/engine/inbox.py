@@ -22,6 +22,7 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.reducer import Status, ThreadState
+from bot.engine import tracing
 from bot.engine.writes import write
 from bot.storage.threadlog import DuplicateDelivery, ThreadLog
 
@@ -73,6 +74,7 @@ class Inbox:
             )
         self._check_text(text)
         tid = thread_id or ids.new_thread_id()
+        tracing.bind(thread=tid)
         created = False
 
         def build(state: ThreadState) -> list[Event]:
@@ -143,6 +145,7 @@ class Inbox:
                 return [Resumed(by=by)]
             return [Cancelled(by=by, reason=reason)]
 
+        tracing.bind(thread=thread_id)
         state = await self.log.get(thread_id)
         return (await write(self.log, thread_id, build, state=state)).state
 

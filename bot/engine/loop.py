@@ -8,7 +8,10 @@ is decided from the events alone.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
+
+from opentelemetry.trace import SpanKind
 
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock
@@ -34,11 +37,13 @@ from bot.domain.events import (
     new_id,
 )
 from bot.domain.ids import new_request_id
-from bot.domain.model import Model, ModelCall, ModelRequest
+from bot.domain.model import Model, ModelCall, ModelRequest, ModelTurn
 from bot.domain.policy import Groups, args_hash
 from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
 from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
+from bot.engine import metrics, tracing
+from bot.engine.tracing import THREAD_ID, tracer
 from bot.engine.writes import write
 from bot.storage.threadlog import ReleaseIf, ThreadLog
 
@@ -97,6 +102,11 @@ class Loop:
             state = done.state
             if not done.events:
                 return state
+            for event in done.events:
+                if isinstance(event, ApprovalRequested | HumanQuestion):
+                    tracing.bind(request=event.request_id)
+                elif isinstance(event, Expired):
+                    metrics.decided(state, event.request_id, "expired", SYSTEM.channel)
             if isinstance(started := done.events[-1], ToolStarted):
                 state = await self._run(state, started)
         return state
@@ -223,13 +233,35 @@ class Loop:
             tools=[t.spec for t in tools.values()],
         )
         try:
-            turn = await self.model.complete(request)
+            turn = await self._complete(s, request)
         except ModelError as exc:
             return [ErrorEvent(message=f"model failed: {exc.message}")]
         try:
             return self._dispatch(s, tools, turn.calls)
         except InvalidInputError as exc:
             return [ErrorEvent(message=exc.message)]
+
+    async def _complete(self, s: ThreadState, request: ModelRequest) -> ModelTurn:
+        """One model turn, timed, counted and traced."""
+        name = self.model.name
+        attributes = {THREAD_ID: s.id, "gen_ai.request.model": name, "greenlight.agent": s.agent}
+        with tracer.start_as_current_span(
+            "model", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            started = time.perf_counter()
+            try:
+                turn = await self.model.complete(request)
+            except ModelError:
+                metrics.MODEL_ERRORS.labels(name).inc()
+                raise
+            finally:
+                metrics.MODEL_LATENCY.labels(name).observe(time.perf_counter() - started)
+            for direction, n in (("input", turn.input_tokens), ("output", turn.output_tokens)):
+                if n is not None:
+                    metrics.MODEL_TOKENS.labels(name, direction).inc(n)
+                    span.set_attribute(f"gen_ai.usage.{direction}_tokens", n)
+            span.set_attribute("greenlight.tools", [c.name for c in turn.calls])
+            return turn
 
     def _dispatch(
         self, s: ThreadState, tools: dict[str, Tool], calls: list[ModelCall]
@@ -299,6 +331,19 @@ class Loop:
 
 
 async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
+    attributes = {
+        THREAD_ID: ctx.thread_id,
+        "greenlight.tool": tool.name,
+        "greenlight.call_id": ctx.call_id,
+    }
+    with tracer.start_as_current_span(f"tool {tool.name}", attributes=attributes) as span:
+        result = await _run_traced(tool, raw, ctx)
+        span.set_attribute("greenlight.outcome", result.outcome.value)
+    metrics.TOOL_RUNS.labels(tool.name, result.outcome.value).inc()
+    return result
+
+
+async def _run_traced(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
     try:
         output = await tool.run(tool.validate(raw), ctx)
     except GreenlightError as exc:

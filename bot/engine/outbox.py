@@ -14,9 +14,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from opentelemetry.trace import StatusCode
+
 from bot.domain.clock import Clock
 from bot.domain.events import DeliveryFailed, Event
 from bot.domain.reducer import ThreadState
+from bot.engine import metrics, tracing
 from bot.engine.ports import Outbound
 from bot.engine.writes import write
 from bot.storage.retries import Retries
@@ -69,6 +72,8 @@ class Outbox:
         events = (await self.log.events(state.id, version=state.version))[cursor : state.version]
         for index, event in enumerate(events, start=cursor):
             for channel in self.channels.values():
+                if not channel.concerns(state, event):
+                    continue  # nothing to deliver, by the channel's word: no span, no count
                 job = _Job(c=channel.name, t=state.id, e=index, n=0, f=self.clock.now())
                 await self._try(channel, state, event, job)
         return state.version
@@ -86,18 +91,33 @@ class Outbox:
                     job.c,
                 )
             else:
-                state = await self.log.load(job.t)
-                events = await self.log.events(job.t, version=state.version)
-                await self._try(channel, state, events[job.e], job)
+                with tracing.bound(thread=job.t):
+                    state = await self.log.load(job.t)
+                    events = await self.log.events(job.t, version=state.version)
+                    await self._try(channel, state, events[job.e], job)
             # Only now: a worker dying mid-delivery leaves the claimed job to fire again.
             await self.retries.done(job.t, raw)
         return len(jobs)
 
     async def _try(self, channel: Outbound, state: ThreadState, event: Event, job: _Job) -> None:
-        try:
-            await channel.deliver(state, event)
-        except Exception as exc:
-            await self._failed(channel, state, event, job, exc)
+        attributes: dict[str, str | int] = {
+            tracing.THREAD_ID: state.id,
+            "greenlight.channel": channel.name,
+            "greenlight.event": event.type,
+            "greenlight.attempt": job.n + 1,
+        }
+        with tracing.tracer.start_as_current_span(
+            f"deliver {channel.name}", attributes=attributes
+        ) as span:
+            try:
+                await channel.deliver(state, event)
+            except Exception as exc:
+                metrics.DELIVERIES.labels(channel.name, "failed").inc()
+                # The type only: a message may carry a callback URL and its query string.
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                await self._failed(channel, state, event, job, exc)
+            else:
+                metrics.DELIVERIES.labels(channel.name, "ok").inc()
 
     async def _failed(
         self, channel: Outbound, state: ThreadState, event: Event, job: _Job, exc: Exception
@@ -105,6 +125,7 @@ class Outbox:
         now = self.clock.now()
         if now - job.f >= self.give_up_after:
             log.warning("thread %s: %s gave up on %s: %r", state.id, channel.name, event.type, exc)
+            metrics.DELIVERY_GIVE_UPS.labels(channel.name).inc()
             failed = DeliveryFailed(channel=channel.name, event_id=event.id, error=repr(exc)[:500])
             await self._record(state.id, failed)
             return
@@ -118,6 +139,7 @@ class Outbox:
             delay,
             exc,
         )
+        metrics.DELIVERY_RETRIES.labels(channel.name).inc()
         retry = _Job(c=channel.name, t=state.id, e=job.e, n=job.n + 1, f=job.f)
         await self.retries.schedule(state.id, json.dumps(asdict(retry)), now + delay)
 

@@ -15,8 +15,11 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+from opentelemetry.trace import SpanKind
+
 from bot.domain.events import Event
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Status, ThreadState
+from bot.engine import metrics, tracing
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
 from bot.engine.retention import Retention
@@ -142,20 +145,31 @@ class Worker:
             await self.retention.sweep()
         if reclaim:
             for entry in await self.queue.reclaim(self.claim_idle_ms):
-                log.info("worker %s reclaimed %s", self.queue.consumer, entry[1])
+                log.info("worker %s reclaimed %s", self.queue.consumer, entry.thread_id)
+                metrics.LEASE_RECLAIMS.inc()
                 self._start(entry)
 
     def _start(self, entry: Entry) -> None:
-        task = asyncio.create_task(self._handle(*entry))
+        task = asyncio.create_task(self._handle(entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, entry_id: str, thread_id: str) -> None:
+    async def _handle(self, entry: Entry) -> None:
+        thread_id = entry.thread_id
         async with self._slots:
             try:
-                taken = await self.log.take(thread_id, entry_id, self.queue.consumer, self.lease_ms)
-                if taken is not None:
-                    await self._step_leased(*taken)
+                # A child of the write that queued the thread: one trace across the queue.
+                with tracing.tracer.start_as_current_span(
+                    "step",
+                    context=tracing.from_traceparent(entry.trace),
+                    kind=SpanKind.CONSUMER,
+                ):
+                    tracing.bind(thread=thread_id)
+                    taken = await self.log.take(
+                        thread_id, entry.id, self.queue.consumer, self.lease_ms
+                    )
+                    if taken is not None:
+                        await self._step_leased(*taken)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
@@ -175,7 +189,11 @@ class Worker:
 
         try:
             while True:
+                was_done = state.status is Status.DONE
                 state = await self.loop.step(state.id, state, release_if=release_if)
+                metrics.STEPS.labels(state.agent).inc()
+                if state.status is Status.DONE and not was_done:
+                    metrics.CYCLES.labels(state.agent).inc()
                 if not lease.held:  # let go with the last append: nothing to deliver
                     if self.on_step is not None:
                         self.on_step(state)
@@ -208,6 +226,7 @@ class Worker:
             # A lease let go of while the renewal was on its way was not lost.
             for lease in (lease for lease in lost if lease.held):
                 log.warning("worker %s lost the lease on %s", self.queue.consumer, lease.thread_id)
+                metrics.LEASES_LOST.inc()
                 self._leases.discard(lease)
 
     async def _stop_renewer(self) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from bot.domain.errors import ContentionError, GreenlightError, VersionConflict
 from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
+from bot.engine.tracing import traceparent
 from bot.storage.threadlog import ReleaseIf, ThreadLog
 
 ATTEMPTS = 16
@@ -55,7 +56,8 @@ async def write(
         delivery: the inbound delivery's key; a replay raises ``DuplicateDelivery``.
         fingerprint: what the delivery asked for; a replay asking for something
             else raises ``ReusedDelivery``.
-        enqueue: queue the thread for a worker (False when a worker is stepping it).
+        enqueue: queue the thread for a worker (False when a worker is stepping it),
+            with the current trace, so the worker's step continues it.
         release_if: a worker letting go of its lease with this append, if it may
             (``ThreadLog.append``).
 
@@ -85,6 +87,7 @@ async def write(
                 fingerprint=fingerprint,
                 enqueue=enqueue,
                 release_if=release_if,
+                trace=traceparent() if enqueue else "",
             )
         except VersionConflict as clash:
             # The clash brought what we missed, when our copy was the one it extends.

@@ -77,7 +77,12 @@ class AnthropicModel:
                 model=self.name,
                 stop_reason=message.stop_reason,
             )
-        return ModelTurn(calls)
+        usage = message.usage
+        return ModelTurn(
+            calls,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+        )
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP connections."""

@@ -92,6 +92,13 @@ class Indexes:
         """Open request ids, oldest first."""
         return await self._page(keys.open_requests, offset, limit, newest=False)
 
+    async def all_open_requests(self) -> list[str]:
+        """Every open request id, in no particular order (for gauges read at scrape time)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(keys.SHARDS):
+            pipe.zrange(keys.open_requests(s), 0, -1)
+        return [str(rid) for rows in await pipe.execute() for rid in rows]
+
     async def _page(
         self, key_of: Callable[[int], str], offset: int, limit: int, *, newest: bool
     ) -> Page:

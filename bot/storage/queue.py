@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import ResponseError
 
@@ -19,8 +19,15 @@ from bot.domain.clock import Clock
 from bot.storage import keys
 from bot.storage.connection import Client, is_cluster
 
+# ``trace``: the writer's W3C traceparent, so the worker's step joins its trace ('' if none).
 ENQUEUE = """
-local function enqueue(stream, tid) redis.call('XADD', stream, '*', 't', tid) end
+local function enqueue(stream, tid, trace)
+  if trace ~= nil and trace ~= '' then
+    redis.call('XADD', stream, '*', 't', tid, 'tp', trace)
+  else
+    redis.call('XADD', stream, '*', 't', tid)
+  end
+end
 """
 
 ACK = f"""
@@ -32,8 +39,15 @@ local function ack(stream, entry)
 end
 """
 
-Entry = tuple[str, str]
-"""A queue entry: (stream entry id, thread id)."""
+
+class Entry(NamedTuple):
+    """A queue entry."""
+
+    id: str
+    """The stream entry's id."""
+    thread_id: str
+    trace: str = ""
+    """The W3C traceparent of the write that queued it; empty when none."""
 
 
 class Queue:
@@ -106,7 +120,7 @@ class Queue:
             result: Any = await self.redis.xautoclaim(
                 keys.queue(shard), keys.GROUP, self.consumer, min_idle_ms, "0-0", count=count
             )
-            found.extend((eid, f["t"]) for eid, f in result[1] if f)
+            found.extend(Entry(eid, f["t"], f.get("tp", "")) for eid, f in result[1] if f)
         return found
 
     async def depth(self) -> int:
@@ -123,5 +137,17 @@ async def last_heartbeat(redis: Client) -> tuple[str, float] | None:
     return (str(seen[0][0]), float(seen[0][1])) if seen else None
 
 
+async def backlog(redis: Client) -> tuple[int, float | None]:
+    """Entries not yet acknowledged in every shard, and when the oldest was queued (unix s)."""
+    pipe = redis.pipeline(transaction=False)
+    for s in range(keys.SHARDS):
+        pipe.xlen(keys.queue(s))
+        pipe.xrange(keys.queue(s), count=1)
+    got = await pipe.execute()
+    depth = sum(int(n) for n in got[0::2])
+    firsts = [int(str(rows[0][0]).split("-")[0]) / 1000 for rows in got[1::2] if rows]
+    return depth, min(firsts) if firsts else None
+
+
 def _entries(got: Any) -> list[Entry]:
-    return [(eid, f["t"]) for _, entries in got or [] for eid, f in entries]
+    return [Entry(eid, f["t"], f.get("tp", "")) for _, entries in got or [] for eid, f in entries]

@@ -68,7 +68,7 @@ redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.age
 reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, A.tid, A.created, A.now,
   len == 0, A.opened, A.closed)
 arm(K.timers, A.tid, A.due)
-if A.enqueue == '1' then enqueue(K.queue, A.tid) end
+if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
 local released = 0
 if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
@@ -111,6 +111,7 @@ return {1, newlen, released}
         "holder",
         "entry",
         "audit",
+        "trace",
     ),
     fragments=(REINDEX, ARM, ENQUEUE, ACK, RECORD),
 )
@@ -385,6 +386,7 @@ class ThreadLog:
         fingerprint: str | None = None,
         enqueue: bool = True,
         release_if: ReleaseIf | None = None,
+        trace: str = "",
     ) -> ThreadState:
         """Append ``events`` if the thread is still at ``state.version``; returns the new state.
 
@@ -392,6 +394,7 @@ class ThreadLog:
         whether this append also lets go of a lease: the holder has nothing left
         to do or deliver, so the thread is released (and its queue entry
         acknowledged) in the same round trip. The lease says ``held=False`` then.
+        ``trace`` (a W3C traceparent) goes with the queue entry, if one is queued.
 
         ``fingerprint`` names what the delivery asked for (a hash of an API call's
         body): kept beside the delivery key, a replay with another one is refused.
@@ -450,6 +453,7 @@ class ThreadLog:
                 "holder": lease.holder if lease else "",
                 "entry": lease.entry_id if lease else "",
                 "audit": "\n".join(audit),
+                "trace": trace if enqueue else "",
             },
             rest=stored,
         )

@@ -35,6 +35,7 @@ from bot.domain.errors import (
 from bot.runtime import Runtime
 from bot.web import archive, audit
 from bot.web.api import health, router
+from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,7 @@ def create_app(
         title="Greenlight",
         summary="Human-in-the-loop approvals for LLM agents.",
         version="0.1.0",
+        telemetry=NO_NATIVE_TELEMETRY,
     )
     app.state.runtime = runtime
     app.state.refuse_private_callbacks = refuse_private_callbacks
@@ -75,7 +77,11 @@ def create_app(
 
     # The API needs the token; health checks do not, and channels sign their own traffic.
     protected = [router, audit.router, archive.router]
-    public = [health, *(c.router for c in runtime.channels if c.router is not None)]
+    public = [
+        health,
+        metrics_router(api_token),
+        *(c.router for c in runtime.channels if c.router is not None),
+    ]
     for routes in protected:
         app.include_router(routes, dependencies=[Depends(bearer)])
     for routes in public:
@@ -84,6 +90,7 @@ def create_app(
     _add_error_handlers(app)
     per_path = {p: n for c in runtime.channels for p, n in c.body_limits.items()}
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
+    app.add_middleware(Traced)  # outermost: refused bodies are traced too
     return app
 
 

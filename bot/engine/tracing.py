@@ -1,0 +1,62 @@
+"""Traces and the ids every log line and span carries (OpenTelemetry's API only).
+
+The SDK, its exporters and the log format are set up by the entry points
+(``bot.telemetry``); without them every span here is a no-op. A trace crosses
+the queue in the queue entry: the writer that queues a thread puts its
+``traceparent`` (W3C, 55 characters) beside the thread id, and the worker that
+takes the entry steps the thread as a child of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+
+tracer = trace.get_tracer("greenlight")
+
+THREAD_ID = "greenlight.thread_id"
+REQUEST_ID = "greenlight.request_id"
+"""Span attribute names of the ids."""
+
+thread_id: ContextVar[str | None] = ContextVar("thread_id", default=None)
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The thread and the request this task works on, when known: for log lines."""
+
+
+def bind(*, thread: str | None = None, request: str | None = None) -> None:
+    """Name the thread (and request) this task works on, for its logs and its current span."""
+    span = trace.get_current_span()
+    if thread is not None:
+        thread_id.set(thread)
+        span.set_attribute(THREAD_ID, thread)
+    if request is not None:
+        request_id.set(request)
+        span.set_attribute(REQUEST_ID, request)
+
+
+@contextlib.contextmanager
+def bound(*, thread: str | None = None, request: str | None = None) -> Iterator[None]:
+    """Like ``bind``, undone on the way out (for code that works on several threads in turn)."""
+    tokens = (thread_id.set(thread), request_id.set(request))
+    try:
+        bind(thread=thread, request=request)
+        yield
+    finally:
+        thread_id.reset(tokens[0])
+        request_id.reset(tokens[1])
+
+
+def traceparent() -> str:
+    """The current span as a W3C ``traceparent``; empty when nothing is traced."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent", "")
+
+
+def from_traceparent(value: str) -> Context | None:
+    """The context a queued ``traceparent`` names, to step the thread as its child."""
+    return propagate.extract({"traceparent": value}) if value else None

@@ -1,0 +1,141 @@
+"""Ingress telemetry: a span per HTTP request, and the bearer-protected ``/metrics``.
+
+``Traced`` starts each request's trace (continuing a caller's ``traceparent``
+if it sends one) and names the thread or request its path is about, so log
+lines and spans carry the ids from the first line on. No header, path, query
+string or body is recorded, only the route's template: tokens and signatures
+travel there (an email decision link's path is its token).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+import time
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.telemetry import TelemetryConfig
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bot.engine import metrics, tracing
+from bot.runtime import Runtime
+
+NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's own spans are off: they record the raw path, and an email decision link's
+path is its token. ``Traced`` records the route template instead."""
+
+_IDS = re.compile(r"/(th_[0-9a-f]{20})(\.r[0-9a-f]{8})?(?:/|$)")
+
+
+class Traced:
+    """ASGI middleware: one server span per HTTP request, the ids bound while it runs."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+        carrier = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _PROPAGATED}
+        parent = propagate.extract(carrier)
+        thread, request = _ids_in(path)
+        status = 500
+        started = time.perf_counter()
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        with (
+            tracing.tracer.start_as_current_span(
+                method,  # named for its route once routing has found it
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"http.request.method": method},
+            ) as span,
+            tracing.bound(thread=thread, request=request),
+        ):
+            try:
+                await self.app(scope, receive, sending)
+            finally:
+                route = _route_of(scope)
+                if route:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                if status >= 500:
+                    span.set_status(StatusCode.ERROR)
+                label = route or "unmatched"  # never the raw path: unbounded, and may be a token
+                metrics.HTTP_REQUESTS.labels(method, label, str(status)).inc()
+                metrics.HTTP_LATENCY.labels(method, label).observe(time.perf_counter() - started)
+
+
+def _route_of(scope: Scope) -> str | None:
+    """The template of the route that answered (``/threads/{thread_id}``); None if none did.
+
+    Routing has run: FastAPI names its own routes in ``route``; a plain route (Slack's)
+    left its ``endpoint`` and ``path_params``, from which the template is rebuilt.
+    """
+    path: str | None = getattr(scope.get("route"), "path", None)
+    if path:
+        return path
+    if "endpoint" not in scope:
+        return None
+    path = scope["path"]
+    for name, value in scope.get("path_params", {}).items():
+        path = path.replace(f"/{value}", f"/{{{name}}}", 1)
+    return path
+
+
+_PROPAGATED = (b"traceparent", b"tracestate")
+"""The only headers read: a caller's trace (ASGI gives header names in lower case)."""
+
+
+def _ids_in(path: str) -> tuple[str | None, str | None]:
+    """The thread and the request a path names (``/threads/th_…``, ``/requests/th_….r…``)."""
+    found = _IDS.search(path)
+    if found is None:
+        return None, None
+    thread, suffix = found.group(1), found.group(2)
+    return thread, thread + suffix if suffix else None
+
+
+def metrics_router(api_token: str | None) -> APIRouter:
+    """``GET /metrics`` in Prometheus' text format, for ``Authorization: Bearer <API_TOKEN>``.
+
+    The shared gauges (open requests, queue) are read from Redis on each scrape.
+    """
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def scrape(request: Request) -> Response:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if (
+            not api_token
+            or scheme.lower() != "bearer"
+            or not hmac.compare_digest(token.encode(), api_token.encode())
+        ):
+            detail = "missing or wrong bearer token (Authorization: Bearer …)"
+            return JSONResponse({"error": "unauthorized", "detail": detail}, status_code=401)
+        rt: Runtime = request.app.state.runtime
+        await metrics.read_shared(rt.log, rt.indexes, rt.agents)
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_metrics_app(runtime: Runtime, *, api_token: str | None) -> FastAPI:
+    """An app with only ``/metrics``, for ``METRICS_PORT`` (workers have no other server)."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_NATIVE_TELEMETRY)
+    app.state.runtime = runtime
+    app.include_router(metrics_router(api_token))
+    return app

@@ -28,7 +28,7 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.runtime import Runtime
-from bot.web import archive, audit
+from bot.web import approvals, archive, audit
 from bot.web.api import health, router
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def create_app(
     app.include_router(router, dependencies=[Depends(bearer)])
     app.include_router(audit.router, dependencies=[Depends(bearer)])
     app.include_router(archive.router, dependencies=[Depends(bearer)])
+    app.include_router(approvals.router, dependencies=[Depends(bearer)])
     app.include_router(health)
     for channel in runtime.channels:
         if channel.router is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock, SystemClock
 from bot.domain.model import Model
-from bot.domain.policy import Groups, check_policies
+from bot.domain.policy import ApprovalPolicy, Groups, check_policies, check_policy
 from bot.domain.reducer import ThreadState
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
@@ -51,6 +51,9 @@ class Runtime:
     indexes: Indexes
     audit: AuditLog
     agents: Mapping[str, Agent]
+    groups: Groups
+    policies: Mapping[str, ApprovalPolicy]
+    """Approval policies agents elsewhere name (APPROVAL_POLICIES), checked at start-up."""
     model: Model
     loop: Loop
     decisions: Decisions
@@ -93,6 +96,7 @@ def build_runtime(
     channels: MakeChannels | None = None,
     clock: Clock | None = None,
     groups: Groups | None = None,
+    policies: Mapping[str, ApprovalPolicy] | None = None,
     max_errors: int = 3,
     delivery_base_delay: float = 2.0,
     delivery_give_up_after: float = 3600.0,
@@ -108,10 +112,15 @@ def build_runtime(
         clock: the one clock every part reads (the system clock when None).
 
     Raises:
-        ConfigError: a gated tool's approvers resolve to nobody (fail closed).
+        ConfigError: a gated tool's or a named policy's approvers resolve to nobody
+            (fail closed).
     """
     groups = groups or Groups()
-    for warning in check_policies(agents, groups):
+    policies = dict(policies or {})
+    warnings = check_policies(agents, groups)
+    for name, policy in policies.items():
+        warnings += check_policy(policy, groups, f"APPROVAL_POLICIES {name!r}")
+    for warning in warnings:
         log.warning("%s", warning)
     clock = SystemClock() if clock is None else clock
     thread_log = ThreadLog(redis, clock)
@@ -143,6 +152,8 @@ def build_runtime(
         indexes=indexes,
         audit=AuditLog(redis),
         agents=agents,
+        groups=groups,
+        policies=policies,
         model=model,
         loop=Loop(thread_log, agents, model, groups=groups, max_errors=max_errors, clock=clock),
         decisions=decisions,

@@ -20,7 +20,7 @@ from bot.domain.agents import Agent, load_agents
 from bot.domain.clock import SystemClock
 from bot.domain.errors import ConfigError
 from bot.domain.model import Model
-from bot.domain.policy import Groups, check_policies
+from bot.domain.policy import ApprovalPolicy, Groups, check_policies, check_policy
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
@@ -65,6 +65,18 @@ def groups_from(settings: Settings) -> Groups:
     )
 
 
+def policies_from(settings: Settings, groups: Groups) -> dict[str, ApprovalPolicy]:
+    """The APPROVAL_POLICIES agents elsewhere name, each checked like an agent's own.
+
+    Raises:
+        ConfigError: a policy's approvers resolve to nobody (fail closed).
+    """
+    policies = {n: p.to_policy() for n, p in settings.approval_policies.items()}
+    for name, policy in policies.items():
+        check_policy(policy, groups, f"APPROVAL_POLICIES {name!r}")
+    return policies
+
+
 def api_token(settings: Settings) -> str:
     """The configured token, or one generated and kept in the data folder for the CLI."""
     if settings.api_token is not None:
@@ -88,6 +100,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
     agents = load_agents(settings.agent_modules)
     groups = groups_from(settings)
     check_policies(agents, groups)  # before anything starts: a refused start leaves nothing
+    policies = policies_from(settings, groups)
     embedded = None
     url = settings.redis_url
     if url is None:
@@ -105,6 +118,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         channels=lambda ports: build_channels(settings, ports),
         clock=SystemClock(),
         groups=groups,
+        policies=policies,
         delivery_base_delay=settings.delivery_base_delay,
         delivery_give_up_after=settings.delivery_give_up_after,
         archive=Archive(settings.archive_dir or settings.data_dir / "archive"),

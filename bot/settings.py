@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from bot.domain.errors import ConfigError
+from bot.domain.policy import PolicySpec
 
 
 class Settings(BaseSettings):
@@ -38,6 +39,7 @@ class Settings(BaseSettings):
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     approver_groups_allow_empty: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
+    approval_policies: dict[str, PolicySpec] = Field(default_factory=dict)
     max_body_bytes: int = Field(1_000_000, gt=0)
     worker_concurrency: int = Field(32, ge=1)
     lease_ms: int = Field(30_000, ge=100)

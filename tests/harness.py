@@ -30,7 +30,7 @@ from bot.engine.ports import Channel
 from bot.engine.worker import Worker
 from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
-from bot.serve import groups_from
+from bot.serve import groups_from, policies_from
 from bot.settings import Settings
 from bot.storage.archive import Archive
 from bot.storage.connection import connect
@@ -91,6 +91,7 @@ class Harness:
             channels=lambda ports: [*build_channels(s, ports), *self.extra_channels],
             clock=self.clock,
             groups=groups_from(s),
+            policies=policies_from(s, groups_from(s)),
             delivery_base_delay=s.delivery_base_delay,
             delivery_give_up_after=s.delivery_give_up_after,
             archive=self.archive,

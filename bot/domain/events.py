@@ -110,6 +110,11 @@ class ThreadCreated(_Base):
     agent: str
     origin: Origin
     by: Actor
+    hosted: bool = True
+    """True: the agent runs here (the loop steps it). False: an approval or a question from
+    an agent that runs elsewhere (``POST /approvals``, ``POST /questions``): the loop only
+    fires its timers (expiry, reminders, escalation), never calls the model for it and never
+    runs its call; the agent reads the decision and acts on it itself."""
 
 
 class UserMessage(_Base):
@@ -148,6 +153,9 @@ class ApprovalRequested(_Base):
     remind_at: list[float] = Field(default_factory=list)
     approvals_channel: str | None = None
     risky: bool = False
+    args_schema: dict[str, Any] | None = None
+    """The JSON Schema approvers' edits must match (an agent that runs elsewhere gives it);
+    None: edits are checked against the tool's own arguments model."""
 
 
 class ApprovalDecision(_Base):
@@ -177,6 +185,11 @@ class HumanQuestion(_Base):
     choices: list[str] = Field(default_factory=list)
     answerers: list[str] = Field(default_factory=list)
     expires_at: float | None = None
+    answer_schema: dict[str, Any] | None = None
+    """The JSON Schema a typed answer must match (the answer is a JSON text); None: text."""
+    approvals_channel: str | None = None
+    """Where a channel asks when the conversation is elsewhere (a Slack channel id); None:
+    the channel's default."""
 
 
 class HumanAnswer(_Base):

@@ -6,12 +6,12 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.domain.errors import ConfigError
-from bot.domain.events import Actor, OnExpiry
+from bot.domain.events import Actor, ApprovalRequested, OnExpiry, ToolCall
 
 Predicate = Callable[[Any], bool]
 
@@ -58,6 +58,48 @@ class ApprovalPolicy:
 
 
 NEVER = ApprovalPolicy(required=False)
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+"""An approver as a policy names it."""
+_MAX_TTL = 90 * 86400.0
+
+
+class PolicySpec(BaseModel):
+    """An approval policy written as data: in a request from an agent that runs elsewhere
+    (``POST /approvals``), or by name in the ``APPROVAL_POLICIES`` setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    approvers: list[Name] = Field(min_length=1, max_length=100)
+    """Identities (``U123``, ``slack:U123``, ``ops@example.com``, ``api:dave``),
+    ``group:<name>`` from APPROVER_GROUPS, or ``*`` for anyone who can reach the request."""
+    min_approvals: int = Field(1, ge=1, le=20)
+    """How many distinct approvers must approve (N of M)."""
+    allow_self_approval: bool = False
+    """Whether the requester may approve its own request."""
+    expires_in: float | None = Field(3600.0, gt=0, le=_MAX_TTL)
+    """Seconds until the request expires; null: never."""
+    on_expiry: OnExpiry = OnExpiry.REJECT
+    """``reject``, or ``escalate`` to ``escalate_to`` with a fresh expiry."""
+    escalate_to: list[Name] = Field(default_factory=list, max_length=100)
+    remind_before: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, max_length=10)
+    """Seconds before expiry at which to remind the approvers."""
+    risky: bool = False
+    """Ask for a confirmation step before approving (Slack)."""
+
+    def to_policy(self, *, approvals_channel: str | None = None) -> ApprovalPolicy:
+        """The policy as the loop's tools declare theirs."""
+        return ApprovalPolicy(
+            approvers=tuple(self.approvers),
+            min_approvals=self.min_approvals,
+            allow_self_approval=self.allow_self_approval,
+            expires_in=self.expires_in,
+            on_expiry=self.on_expiry,
+            escalate_to=tuple(self.escalate_to),
+            remind_before=tuple(self.remind_before),
+            approvals_channel=approvals_channel,
+            risky=self.risky,
+        )
 
 
 @dataclass(frozen=True)
@@ -155,18 +197,65 @@ def check_policies(agents: Mapping[str, Any], groups: Groups) -> list[str]:
     for agent in agents.values():
         for tool in agent.tools:
             policy: ApprovalPolicy = tool.approval
-            if policy.required is False:
-                continue
-            where = f"agent {agent.name!r}, tool {tool.name!r}"
-            groups.check(policy.approvers, where)
-            if policy.on_expiry == OnExpiry.ESCALATE:
-                groups.check(policy.escalate_to, f"{where} (escalate_to)")
-            for name in groups.empty_in([*policy.approvers, *policy.escalate_to]):
-                warnings.append(
-                    f"{where}: {name} is empty (APPROVER_GROUPS_ALLOW_EMPTY): only ADMINS "
-                    f"({', '.join(groups.admins)}) can decide its requests"
-                )
+            if policy.required is not False:
+                where = f"agent {agent.name!r}, tool {tool.name!r}"
+                warnings += check_policy(policy, groups, where)
     return warnings
+
+
+def check_policy(policy: ApprovalPolicy, groups: Groups, where: str) -> list[str]:
+    """Check one policy's approvers (and escalation); returns warnings to log.
+
+    Raises:
+        ConfigError: they resolve to nobody; the message names ``where``.
+    """
+    groups.check(policy.approvers, where)
+    if policy.on_expiry == OnExpiry.ESCALATE:
+        groups.check(policy.escalate_to, f"{where} (escalate_to)")
+    return [
+        f"{where}: {name} is empty (APPROVER_GROUPS_ALLOW_EMPTY): only ADMINS "
+        f"({', '.join(groups.admins)}) can decide its requests"
+        for name in groups.empty_in([*policy.approvers, *policy.escalate_to])
+    ]
+
+
+def to_approval(
+    policy: ApprovalPolicy,
+    call: ToolCall,
+    *,
+    groups: Groups,
+    request_id: str,
+    requester: Actor,
+    now: float,
+    reason: str | None = None,
+    args_schema: dict[str, Any] | None = None,
+) -> ApprovalRequested:
+    """The request for approval of ``call`` under ``policy``, asked at ``now``: groups
+    expanded into people, expiry and reminders timed from ``now``.
+
+    The one construction: the loop's gated tools and agents that run elsewhere both use it.
+    """
+    expires = now + policy.expires_in if policy.expires_in else None
+    return ApprovalRequested(
+        at=now,  # the clock its expiry and reminders are read from
+        request_id=request_id,
+        call_id=call.call_id,
+        tool=call.tool,
+        args=call.args,
+        args_hash=args_hash(call.args),
+        requester=requester,
+        reason=reason,
+        approvers=groups.expand(policy.approvers),
+        min_approvals=policy.min_approvals,
+        allow_self_approval=policy.allow_self_approval,
+        expires_at=expires,
+        on_expiry=policy.on_expiry,
+        escalate_to=groups.expand(policy.escalate_to),
+        remind_at=[expires - b for b in policy.remind_before if expires and expires - b > now],
+        approvals_channel=policy.approvals_channel,
+        risky=policy.risky,
+        args_schema=args_schema,
+    )
 
 
 def is_same_person(a: Actor, b: Actor) -> bool:

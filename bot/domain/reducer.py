@@ -143,6 +143,8 @@ class ThreadState:
     id: str
     version: int = 0
     agent: str = ""
+    hosted: bool = True
+    """False for a request from an agent that runs elsewhere: nothing here steps or runs it."""
     origin: Origin | None = None
     created_by: Actor | None = None
     last_user: Actor | None = None
@@ -179,6 +181,8 @@ class ThreadState:
             return Status.AWAITING_APPROVAL
         if "question" in open_kinds:
             return Status.AWAITING_HUMAN
+        if not self.hosted:  # its request is closed: the agent elsewhere takes it from here
+            return Status.DONE
         if self.awaiting_model or self.pending_calls():
             return Status.RUNNING
         if self.last_reply is not None:
@@ -193,7 +197,10 @@ class ThreadState:
         return [r for r in self.requests.values() if r.is_open]
 
     def pending_calls(self) -> list[Call]:
-        """Calls the worker must act on: ready to run, rejected, or cut mid-run."""
+        """Calls the worker must act on: ready to run, rejected, or cut mid-run (never those
+        of an agent that runs elsewhere: it runs them itself)."""
+        if not self.hosted:
+            return []
         return [
             c
             for c in self.calls.values()
@@ -241,6 +248,7 @@ def _apply(s: ThreadState, e: Event) -> None:
     match e:
         case ThreadCreated():
             s.agent, s.origin, s.created_by, s.created_at = e.agent, e.origin, e.by, e.at
+            s.hosted = e.hosted
             s.last_user = e.by
         case UserMessage():
             s.last_user = e.by
@@ -325,7 +333,7 @@ def _apply(s: ThreadState, e: Event) -> None:
             elif (call_id := req.asked.call_id) and call_id in s.calls:
                 _call(s, call_id).status = CallStatus.DONE
                 _maybe_await_model(s)
-            else:
+            elif s.hosted:
                 s.failed = True  # nobody answered Greenlight's own escalation
         case Escalated():
             req = _request(s, e.request_id)
@@ -394,7 +402,7 @@ def _close(req: Request, status: RequestStatus, by: Actor | None, at: float) -> 
 
 
 def _maybe_await_model(s: ThreadState) -> None:
-    if not s.cancelled and all(c.status is CallStatus.DONE for c in s.calls.values()):
+    if s.hosted and not s.cancelled and all(c.status is CallStatus.DONE for c in s.calls.values()):
         s.awaiting_model = True
 
 

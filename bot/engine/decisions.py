@@ -33,6 +33,7 @@ from bot.domain.events import (
 from bot.domain.policy import args_hash
 from bot.domain.reducer import Request, ThreadState
 from bot.domain.refusals import why_refused
+from bot.domain.validate import check, to_answer
 from bot.engine import metrics, tracing
 from bot.engine.writes import write
 from bot.storage.threadlog import DuplicateDelivery, ReusedDelivery, ThreadLog
@@ -134,7 +135,12 @@ class Decisions:
         delivery: str | None = None,
         fingerprint: str | None = None,
     ) -> Outcome:
-        """Answer an open question; the whole text goes back to the agent."""
+        """Answer an open question; the whole text goes back to the agent.
+
+        Raises:
+            InvalidInputError: not one of its choices, not yes or no for a yes/no
+                question, or not JSON matching its answer schema.
+        """
         if not text.strip():
             raise InvalidInputError("the answer is empty")
 
@@ -143,9 +149,7 @@ class Decisions:
                 raise ConflictError(f"{request_id} is an approval: decide it instead")
             if refusal := why_refused(req, by, self.clock.now()):
                 raise refusal.error()
-            answer = text
-            if req.asked.format == "choices" and req.asked.choices:
-                answer = _match_choice(text, req.asked.choices)
+            answer = to_answer(req.asked, text)
             return HumanAnswer(request_id=request_id, text=answer, by=by, delivery=delivery)
 
         out = await self._record(request_id, delivery, fingerprint, build)
@@ -190,6 +194,13 @@ class Decisions:
     def _validate_edit(
         self, state: ThreadState, asked: ApprovalRequested, edited: dict[str, Any]
     ) -> dict[str, Any]:
+        if asked.args_schema is not None:
+            check(asked.args_schema, edited, "the edited arguments do not match the schema")
+            return edited
+        if not state.hosted:
+            raise InvalidInputError(
+                "this request's arguments cannot be edited: its agent gave no arguments_schema"
+            )
         agent = self.agents.get(state.agent)
         tool = agent.all_tools.get(asked.tool) if agent else None
         if tool is None:
@@ -201,10 +212,3 @@ def _request(state: ThreadState, request_id: str) -> Request:
     if request_id not in state.requests:
         raise NotFoundError(f"no request {request_id!r}", request_id=request_id)
     return state.requests[request_id]
-
-
-def _match_choice(text: str, choices: list[str]) -> str:
-    for choice in choices:
-        if text.strip().lower() == choice.lower():
-            return choice
-    raise InvalidInputError(f"{text!r} is not one of the choices: {', '.join(choices)}")

@@ -85,6 +85,8 @@ class Inbox:
                 events.append(ThreadCreated(agent=agent, origin=origin, by=by))
             elif state.status is Status.CANCELLED:
                 raise ConflictError(f"thread {tid} was cancelled; start a new one")
+            elif not state.hosted:
+                raise ConflictError(f"thread {tid} is a request from an agent elsewhere")
             events.append(UserMessage(text=text, by=by))
             return events
 
@@ -112,6 +114,11 @@ class Inbox:
         """The user speaks again on an existing thread."""
         state = await self.log.get(thread_id)
         assert state.origin is not None
+        if not state.hosted:
+            raise ConflictError(
+                f"thread {thread_id} is a request from an agent that runs elsewhere; "
+                "it takes no messages"
+            )
         return await self.message(
             agent=state.agent,
             text=text,

@@ -38,7 +38,7 @@ from bot.domain.events import (
 )
 from bot.domain.ids import new_request_id
 from bot.domain.model import Model, ModelCall, ModelRequest, ModelTurn
-from bot.domain.policy import Groups, args_hash
+from bot.domain.policy import Groups, to_approval
 from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
 from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
@@ -115,6 +115,8 @@ class Loop:
         """Whether the thread has no step to take now: done, idle, or waiting for a human."""
         if s.status in _IDLE:
             return True
+        if not s.hosted:  # an agent elsewhere: only its timers are ours to fire
+            return not self._due_timers(s)
         if s.agent not in self.agents or self._due_timers(s):
             return False
         if s.open_requests():
@@ -125,6 +127,9 @@ class Loop:
         """The events of the thread's next step; none when there is nothing to do now."""
         if self.is_at_rest(s):
             return []
+        if not s.hosted:
+            # Never the model, never its call: the agent elsewhere runs what was approved.
+            return self._due_timers(s)
         agent = self.agents.get(s.agent)
         if agent is None:
             msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
@@ -304,29 +309,16 @@ class Loop:
         )
 
     def _approval(self, s: ThreadState, tool: Tool, call: ToolCall) -> ApprovalRequested:
-        p = tool.approval
-        now = self.clock.now()
-        expires = now + p.expires_in if p.expires_in else None
         request_id = new_request_id(s.id)
-        for name in self.groups.empty_in(p.approvers):
+        for name in self.groups.empty_in(tool.approval.approvers):
             log.warning("request %s: %s is empty: only admins may decide", request_id, name)
-        return ApprovalRequested(
-            at=now,  # the clock its expiry and reminders are read from
+        return to_approval(
+            tool.approval,
+            call,
+            groups=self.groups,
             request_id=request_id,
-            call_id=call.call_id,
-            tool=tool.name,
-            args=call.args,
-            args_hash=args_hash(call.args),
             requester=s.last_user or SYSTEM,
-            approvers=self.groups.expand(p.approvers),
-            min_approvals=p.min_approvals,
-            allow_self_approval=p.allow_self_approval,
-            expires_at=expires,
-            on_expiry=p.on_expiry,
-            escalate_to=self.groups.expand(p.escalate_to),
-            remind_at=[expires - b for b in p.remind_before if expires and expires - b > now],
-            approvals_channel=p.approvals_channel,
-            risky=p.risky,
+            now=self.clock.now(),
         )
 
 

@@ -33,7 +33,7 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.runtime import Runtime
-from bot.web import archive, audit
+from bot.web import approvals, archive, audit
 from bot.web.api import health, router
 from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
@@ -76,7 +76,7 @@ def create_app(
             raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer …)")
 
     # The API needs the token; health checks do not, and channels sign their own traffic.
-    protected = [router, audit.router, archive.router]
+    protected = [router, audit.router, archive.router, approvals.router]
     public = [
         health,
         metrics_router(api_token),

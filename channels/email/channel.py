@@ -102,7 +102,10 @@ class EmailChannel:
             await self.mailer.send(thread.id, draft)
 
     async def _why(self, thread_id: str, asked: ApprovalRequested) -> str | None:
-        """What the requester last said before the approval was asked for."""
+        """The request's own reason (an agent elsewhere gives one), else what the requester
+        last said before the approval was asked for."""
+        if asked.reason:
+            return cut(asked.reason, 2000)
         said = None
         for event in await self.runtime.threads.events(thread_id):
             if event.id == asked.id:

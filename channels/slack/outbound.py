@@ -218,6 +218,8 @@ class Outbound:
             elsewhere = event.approvals_channel or elsewhere
         elif here is not None:
             elsewhere = None  # a question is asked where the conversation is
+        else:
+            elsewhere = event.approvals_channel or elsewhere
         if elsewhere and (here is None or here.channel != elsewhere):
             posted = await self._card(thread, req, event.id, Place(elsewhere))
             await self.state.link(f"{posted.channel}:{posted.thread_ts}", thread.id)

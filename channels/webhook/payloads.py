@@ -13,6 +13,7 @@ from bot.domain.events import (
     ApprovalRequested,
     Cancelled,
     ErrorEvent,
+    Escalated,
     Event,
     Expired,
     HumanAnswer,
@@ -20,6 +21,7 @@ from bot.domain.events import (
 )
 from bot.domain.ids import thread_id_for
 from bot.domain.reducer import ThreadState
+from bot.domain.validate import answer_value
 
 
 class WebhookIn(BaseModel):
@@ -100,15 +102,29 @@ def _data(s: ThreadState, e: Event, base: str) -> tuple[str, dict[str, Any]] | N
                 "by": _actor(e.by),
                 "reason": e.reason,
                 "request_status": req.status.value if req else None,
+                # What an agent elsewhere runs once approved: the edited arguments if edited.
+                "args": req.args if req else None,
+                "args_hash": req.args_hash if req else None,
+                "edited": e.edited_args is not None,
+                "approvals": len(req.approvals()) if req else None,
             }
         case HumanAnswer():
+            req = s.requests.get(e.request_id)
+            asked = req.asked if req else None
             return "request_answered", {
                 "request_id": e.request_id,
                 "text": e.text,
+                "value": answer_value(asked, e.text) if isinstance(asked, HumanQuestion) else None,
                 "by": _actor(e.by),
             }
         case Expired():
             return "request_expired", {"request_id": e.request_id}
+        case Escalated():
+            return "request_escalated", {
+                "request_id": e.request_id,
+                "approvers": e.approvers,
+                "expires_at": e.expires_at,
+            }
         case Cancelled():
             return "thread_cancelled", {"by": _actor(e.by), "reason": e.reason}
         case ErrorEvent(fatal=True):

@@ -15,6 +15,7 @@ from bot.domain.events import SYSTEM, ApprovalRequested, Origin, ToolCall
 from bot.domain.policy import ANYONE, ApprovalPolicy, Groups, check_policies, is_allowed
 from bot.models.offline import OfflineModel
 from bot.runtime import build_runtime
+from bot.serve import groups_from, policies_from
 from bot.storage.embedded import EmbeddedRedis
 from tests.doubles import Ledger, make_agent
 from tests.harness import Harness
@@ -148,3 +149,12 @@ async def _decided_by_nobody(h: Harness) -> None:
         r = await h.api.post(f"/requests/{asked.request_id}/decision", json=body)
         assert_error(r, 403, "forbidden", "may not decide")
     assert (await h.thread(tid)).version == state.version
+
+
+def test_a_named_policy_for_agents_elsewhere_that_resolves_to_nobody_stops_start_up() -> None:
+    settings = settings_with(
+        approval_policies={"nightly": {"approvers": ["group:ghosts"]}},
+        approver_groups={"deployers": ["bob"], "finance": ["bob"]},
+    )
+    with pytest.raises(ConfigError, match="APPROVAL_POLICIES 'nightly': approver group 'ghosts'"):
+        policies_from(settings, groups_from(settings))

@@ -370,3 +370,43 @@ def test_folding_a_log_is_reducing_it_event_by_event() -> None:
     stepped = functools.reduce(reduce, log, ThreadState(id=TID))
     assert stepped == fold(TID, log)
     assert stepped.version == len(log) and stepped.updated_at == log[-1].at
+
+
+# --- agents that run elsewhere ------------------------------------------------------------
+
+
+def _elsewhere(*more: Event) -> ThreadState:
+    call = ToolCall(turn="t1", call_id="c1", tool="deploy", args=ARGS, at=T0)
+    asked = ApprovalRequested(
+        request_id=RID,
+        call_id="c1",
+        tool="deploy",
+        args=ARGS,
+        args_hash=args_hash(ARGS),
+        requester=ANN,
+        approvers=["bob"],
+        expires_at=T0 + 60,
+        at=T0,
+    )
+    created = ThreadCreated(agent="ext", origin=Origin(channel="api"), by=ANN, hosted=False, at=T0)
+    return fold(TID, [created, call, asked, *more])
+
+
+def test_an_unhosted_request_leaves_nothing_for_the_worker_once_closed() -> None:
+    waiting = _elsewhere()
+    assert not waiting.hosted and waiting.status is Status.AWAITING_APPROVAL
+    vote = ApprovalDecision(
+        request_id=RID, decision=Decision.APPROVE, by=BOB, args_hash=args_hash(ARGS), at=T0 + 1
+    )
+    for closed in (_elsewhere(vote), _elsewhere(Expired(request_id=RID, at=T0 + 61))):
+        assert closed.status is Status.DONE and not closed.awaiting_model
+        assert closed.pending_calls() == [] and closed.next_due() is None
+
+
+def test_an_unhosted_question_that_expires_does_not_fail_its_thread() -> None:
+    created = ThreadCreated(agent="ext", origin=Origin(channel="api"), by=ANN, hosted=False)
+    question = HumanQuestion(request_id=QID, call_id=None, question="ok?", expires_at=T0 + 5)
+    state = fold(TID, [created, question, Expired(request_id=QID)])
+    assert state.status is Status.DONE and not state.failed
+    answered = fold(TID, [created, question, HumanAnswer(request_id=QID, text="yes", by=BOB)])
+    assert answered.status is Status.DONE and not answered.awaiting_model

@@ -1,0 +1,96 @@
+"""What humans send back, checked against what was asked: edits against a JSON Schema,
+answers against the question's format (yes/no, choices) or its schema.
+
+Pure. A mismatch is an ``InvalidInputError`` naming where and why, in jsonschema's words.
+Schemas are read by their ``$schema`` (draft 2020-12 when they name none); a ``$ref`` to
+anything outside the schema is never fetched.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jsonschema import exceptions, validators
+
+from bot.domain.errors import InvalidInputError
+from bot.domain.events import AnswerFormat, HumanQuestion
+
+YES = frozenset({"yes", "y", "true"})
+NO = frozenset({"no", "n", "false"})
+
+
+def check_schema(schema: dict[str, Any], what: str) -> None:
+    """Raise unless ``schema`` is a valid JSON Schema; ``what`` names it in the message."""
+    try:
+        validators.validator_for(schema).check_schema(schema)
+    except exceptions.SchemaError as exc:
+        where = _path(exc.absolute_path)
+        raise InvalidInputError(
+            f"{what} is not a valid JSON Schema at {where}: {exc.message}"
+        ) from exc
+
+
+def check(schema: dict[str, Any], value: Any, what: str) -> None:
+    """Raise unless ``value`` matches ``schema``; ``what`` begins the message."""
+    validator = validators.validator_for(schema)(schema)
+    error = exceptions.best_match(validator.iter_errors(value))
+    if error is not None:
+        where = _path(error.absolute_path)
+        raise InvalidInputError(
+            f"{what} at {where}: {error.message}",
+            schema_path=_path(error.absolute_schema_path),
+        )
+
+
+def to_answer(q: HumanQuestion, text: str) -> str:
+    """The answer as recorded: a choice as the question spells it, a typed answer as compact
+    JSON, a bare yes or no in lower case.
+
+    Raises:
+        InvalidInputError: not one of the choices, not yes or no, or not JSON matching
+            the question's schema.
+    """
+    if q.answer_schema is not None:
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise InvalidInputError(f"the answer must be JSON matching the schema: {exc}") from exc
+        check(q.answer_schema, value, "the answer does not match the schema")
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if q.format is AnswerFormat.YES_NO:
+        said = _yes_no(text)
+        if said is None:
+            raise InvalidInputError(f"{text.strip()!r} is not yes or no; answer yes or no")
+        # A bare word is recorded as the word; more than that reaches the agent as written.
+        bare = text.strip().strip(".!").lower() in YES | NO
+        return ("yes" if said else "no") if bare else text
+    if q.format is AnswerFormat.CHOICES and q.choices:
+        for choice in q.choices:
+            if text.strip().lower() == choice.lower():
+                return choice
+        raise InvalidInputError(f"{text!r} is not one of the choices: {', '.join(q.choices)}")
+    return text
+
+
+def answer_value(q: HumanQuestion, text: str) -> Any:
+    """A recorded answer as a value: the JSON of a typed answer, True or False for yes/no,
+    else the text."""
+    if q.answer_schema is not None:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text  # recorded before the question had a schema: cannot happen today
+    if q.format is AnswerFormat.YES_NO:
+        return _yes_no(text)
+    return text
+
+
+def _yes_no(text: str) -> bool | None:
+    words = text.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
+    first = words[0] if words else ""
+    return True if first in YES else False if first in NO else None
+
+
+def _path(parts: Any) -> str:
+    return "/" + "/".join(str(p) for p in parts)

@@ -141,16 +141,19 @@ def build_runtime(
         give_up_after=delivery_give_up_after,
     )
     indexes = Indexes(redis)
+    audit = AuditLog(redis)
     retention = None
     if archive is not None and retain_for is not None:
         names = [c.name for c in made]
-        retention = Retention(thread_log, indexes, archive, clock, age=retain_for, channels=names)
+        retention = Retention(
+            thread_log, indexes, audit, archive, clock, age=retain_for, channels=names
+        )
     return Runtime(
         redis=redis,
         clock=clock,
         log=thread_log,
         indexes=indexes,
-        audit=AuditLog(redis),
+        audit=audit,
         agents=agents,
         groups=groups,
         policies=policies,

@@ -82,3 +82,22 @@ async def test_sweeping_twice_archives_once(h: Harness) -> None:
     assert await h.rt.retention.sweep() == 0  # nothing left: archived once
     assert (await h.api.get("/archive")).json()["total"] == 1
     assert (await h.api.get(f"/archive/{tid}")).status_code == 200
+
+
+async def test_old_audit_records_move_to_the_archive_and_still_export(
+    h: Harness, redis: Redis
+) -> None:
+    clock = h.clock
+    assert isinstance(clock, ManualClock)
+    tid = await finished(h)
+    (record,) = (await h.api.get("/audit")).json()["items"]
+    clock.advance(8 * DAY)
+    assert h.rt.retention is not None
+    await h.rt.retention.sweep()
+
+    streams = [keys.audit(s) for s in range(keys.SHARDS)]
+    assert sum([await redis.xlen(s) for s in streams]) == 0  # out of Redis
+    got = await cli(h, "audit", "export")
+    assert got.exit_code == 0, got.output
+    (line,) = got.stdout.splitlines()
+    assert line and tid in line and record["hash"] in line

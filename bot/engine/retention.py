@@ -4,8 +4,9 @@ A thread that is done or cancelled and was last updated more than ``age``
 seconds ago is written to the archive (durably), then removed from Redis with
 its index entries and its channels' state, only if it did not change in
 between. A crash after the write and before the removal writes it again next
-time. Redis memory then stays bounded under steady load; archived threads stay
-readable through the API and the CLI.
+time. Audit records older than ``age`` move to the archive the same way, and
+``greenlight audit export`` reads them there. Redis memory then stays bounded
+under steady load; archived threads stay readable through the API and the CLI.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Sequence
 from bot.domain.clock import Clock
 from bot.domain.reducer import Status
 from bot.storage.archive import Archive
+from bot.storage.audit import AuditLog
 from bot.storage.indexes import Indexes
+from bot.storage.keys import SHARDS
 from bot.storage.threadlog import ThreadLog
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,7 @@ class Retention:
         self,
         log: ThreadLog,
         indexes: Indexes,
+        audit: AuditLog,
         archive: Archive,
         clock: Clock,
         *,
@@ -46,6 +50,7 @@ class Retention:
     ) -> None:
         self.log = log
         self.indexes = indexes
+        self.audit = audit
         self.archive = archive
         self.clock = clock
         self.age = age
@@ -71,4 +76,16 @@ class Retention:
                 log.info(
                     "thread %s archived (%s, %d events)", thread_id, meta["status"], len(stored)
                 )
+        await self._audit(now)
         return moved
+
+    async def _audit(self, now: float, limit: int = 1000) -> None:
+        """Move audit records older than the age to the archive, then out of Redis."""
+        for shard in range(SHARDS):
+            batch = await self.audit.older(shard, now - self.age, limit)
+            if not batch:
+                continue
+            lines = [line for _, line in batch]
+            await asyncio.to_thread(self.archive.write_audit, shard, batch[0][0], lines, now)
+            await self.audit.trim(shard, [entry for entry, _ in batch])
+            log.info("audit: %d records of shard %d archived", len(batch), shard)

@@ -54,6 +54,29 @@ class Archive:
         temporary.replace(path)
         return path
 
+    def write_audit(self, shard: int, first: str, lines: Sequence[str], at: float) -> None:
+        """Write a batch of audit records moved out of Redis (durably; the same batch
+        written twice, by two workers or after a crash, is one file)."""
+        folder = self.root / "audit" / time.strftime("%Y-%m", time.gmtime(at))
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{shard:02d}-{first}.jsonl"
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        with temporary.open("w", encoding="utf-8") as out:
+            out.writelines(f"{line}\n" for line in lines)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.replace(path)
+
+    def audit_records(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Archived audit records stored from ``since`` to ``until``, oldest first."""
+        found = [
+            record
+            for path in sorted(self.root.glob("audit/*/*.jsonl"))
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if since <= (record := json.loads(line))["at"] <= until
+        ]
+        return sorted(found, key=lambda r: float(r["at"]))
+
     def read(self, thread_id: str) -> Archived | None:
         """The archived thread, or None when it was never archived here."""
         if "/" in thread_id or thread_id.startswith("."):

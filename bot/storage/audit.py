@@ -43,6 +43,17 @@ class AuditLog:
         merged = heapq.merge(*found, key=lambda row: row[0])
         return [record for _, record in merged][:limit]
 
+    async def older(self, shard: int, before: float, limit: int) -> list[tuple[str, str]]:
+        """The shard's records stored before ``before`` (Unix seconds): (entry id, JSON)."""
+        high = f"{max(0, int(before * 1000))}-0"
+        rows: Any = await self.redis.xrange(keys.audit(shard), "-", f"({high}", count=limit)
+        return [(str(entry), str(fields["r"])) for entry, fields in rows]
+
+    async def trim(self, shard: int, entries: list[str]) -> None:
+        """Remove records from the shard's stream (once they are archived)."""
+        if entries:
+            await self.redis.xdel(keys.audit(shard), *entries)
+
 
 def _order(entry_id: str) -> str:
     """A stream entry id as a string that sorts by time across streams."""

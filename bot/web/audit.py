@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -73,4 +74,8 @@ async def records(
     start = since.timestamp() if since else 0.0
     end = until.timestamp() if until else rt.clock.now()
     found: list[dict[str, Any]] = await rt.audit.records(start, end, limit=limit)
+    if rt.archive is not None:  # what retention moved out of Redis, first
+        archived = await asyncio.to_thread(rt.archive.audit_records, start, end)
+        live = {r["event"] for r in found}
+        found = [*(r for r in archived if r["event"] not in live), *found][:limit]
     return RecordsOut(items=[RecordOut(**r) for r in found])

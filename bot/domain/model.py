@@ -7,6 +7,7 @@ implement ``Model``. The loop never sees a provider's types.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from html import escape
 from typing import Any, Protocol
 
 
@@ -28,8 +29,10 @@ class Block:
     attrs: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
-        attrs = "".join(f' {k}="{v}"' for k, v in self.attrs.items())
-        return f"<{self.tag}{attrs}>\n{self.body}\n</{self.tag}>"
+        """The block as the model reads it. Text is escaped, so words a person wrote
+        (``</user_message>``, a quote in a display name) can never fake a block."""
+        attrs = "".join(f' {k}="{escape(v, quote=True)}"' for k, v in self.attrs.items())
+        return f"<{self.tag}{attrs}>\n{escape(self.body, quote=False)}\n</{self.tag}>"
 
 
 @dataclass(frozen=True)

@@ -228,8 +228,15 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 max_body_bytes=settings.max_body_bytes,
                 refuse_private_callbacks=settings.callback_url_refuse_private,
             )
+            # No access log: paths can carry secrets (an email decision link's token).
+            # Requests are traced and counted by route template instead (bot/web/telemetry.py).
             config = uvicorn.Config(
-                app, host=settings.host, port=settings.port, log_config=None, lifespan="off"
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_config=None,
+                lifespan="off",
+                access_log=False,
             )
             server = uvicorn.Server(config)
             web_task = asyncio.create_task(server.serve())

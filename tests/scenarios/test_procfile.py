@@ -129,3 +129,16 @@ def test_web_and_worker_processes_run_a_deploy_and_stop_on_sigterm(procs: Proces
     codes = [p.wait(timeout=15) for p in (web, worker)]
     assert codes == [0, 0], procs.logs()
     assert "Traceback" not in procs.logs()
+
+
+def test_the_web_process_logs_no_request_path(procs: Processes) -> None:
+    # Paths can carry secrets: an email decision link's token is in its path.
+    web = procs.start("web")
+    with httpx.Client(base_url=f"http://127.0.0.1:{procs.env['PORT']}", timeout=5) as http:
+        procs.wait_for(lambda: http.get("/healthz").status_code == 200, "the web process")
+        http.get("/email/decide/secrettokensecrettoken?a=ann@example.com")
+        http.get("/threads/th_0000000000000000beef", headers={"Authorization": "Bearer x"})
+    web.send_signal(signal.SIGTERM)
+    assert web.wait(timeout=15) == 0
+    log = (procs.tmp / "web.log").read_text()
+    assert "secrettoken" not in log and "th_0000000000000000beef" not in log, log

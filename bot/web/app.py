@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
     BadRequestError,
+    ConfigError,
     ConflictError,
     ForbiddenError,
     GreenlightError,
@@ -34,6 +35,7 @@ from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
 from bot.web import approvals, archive, audit, tokens
 from bot.web.api import health, router
+from bot.web.scopes import scopes_of
 from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,7 @@ def create_app(
     # checks take none, and channels sign their own traffic.
     protected = [router, audit.router, archive.router, approvals.router, tokens.router]
     protected.append(metrics_router())
+    _check_scoped(protected)  # fail closed: an API route without scopes would be public
     public = [health, *(c.router for c in runtime.channels if c.router is not None)]
     for routes in [*protected, *public]:
         app.include_router(routes)
@@ -166,6 +169,19 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
+
+
+def _check_scoped(routers: list[APIRouter]) -> None:
+    """Refuse to build an app with an API route that declares no scope (``bot.web.scopes``)."""
+    for r in routers:
+        for route in r.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            if not any(scopes_of(d.dependency) for d in (*r.dependencies, *route.dependencies)):
+                raise ConfigError(
+                    f"route {sorted(route.methods or ())} {route.path} declares no token scope:"
+                    ' give it dependencies=[scope("admin", ...)]'
+                )
 
 
 def _methods_by_path(routers: list[APIRouter]) -> list[tuple[re.Pattern[str], set[str]]]:

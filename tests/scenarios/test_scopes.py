@@ -12,13 +12,16 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
 from starlette.routing import Route
 
+from bot.domain.errors import ConfigError
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
-from bot.web.scopes import scopes_of
+from bot.web.app import _check_scoped
+from bot.web.scopes import scope, scopes_of
 from tests.harness import Harness
 from tests.harness import test_settings as settings_with
 
@@ -43,12 +46,12 @@ class Tokens:
         self.clients = {
             "admin": h.api,
             "none": h.http,
-            **{scope: _client(h, made[scope]) for scope in ("agent", "approver")},
+            **{name: _client(h, made[name]) for name in ("agent", "approver")},
         }
 
     async def aclose(self) -> None:
-        for scope in ("agent", "approver"):
-            await self.clients[scope].aclose()
+        for name in ("agent", "approver"):
+            await self.clients[name].aclose()
 
 
 def _client(h: Harness, token: str) -> httpx.AsyncClient:
@@ -390,3 +393,19 @@ async def test_a_token_name_is_unique_and_an_approver_needs_an_identity(h: Harne
     assert r.status_code == 422 and "identity" in r.json()["detail"]
     r = await h.api.post("/tokens", json={"name": "y", "scope": "agent", "identity": "bob"})
     assert r.status_code == 422
+
+
+def test_an_api_route_without_scopes_stops_the_app_being_built() -> None:
+    forgot = APIRouter()
+
+    @forgot.get("/forgotten")
+    async def forgotten() -> None: ...
+
+    declared = APIRouter(dependencies=[scope("admin")])
+
+    @declared.get("/declared")
+    async def fine() -> None: ...
+
+    _check_scoped([declared])
+    with pytest.raises(ConfigError, match="/forgotten declares no token scope"):
+        _check_scoped([declared, forgot])

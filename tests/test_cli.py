@@ -190,3 +190,35 @@ async def test_pause_resume_cancel(h: Harness) -> None:
     assert again.exit_code == 1 and "not paused" in again.stderr
     cancelled = await cli(h, "cancel", tid, "--as", "ann", "--json")
     assert cancelled.exit_code == 0 and json.loads(cancelled.stdout)["status"] == "cancelled"
+
+
+async def test_tokens_create_list_revoke_round_trip(h: Harness) -> None:
+    made = await cli(h, "tokens", "create", "bob-laptop", "--scope", "approver", "--as", "bob")
+    assert made.exit_code == 0, made.output
+    token = made.output.strip().splitlines()[-1]
+    assert token.startswith("glt_") and "shown once" in made.output
+
+    listed = await cli(h, "tokens", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "bob-laptop" in listed.output and "approver" in listed.output
+    assert token not in listed.output
+    as_json = json.loads((await cli(h, "tokens", "list", "--json")).output)
+    assert [(t["name"], t["identity"]) for t in as_json["items"]] == [("bob-laptop", "bob")]
+
+    # The approver token works from the CLI: it approves as bob without --as.
+    thread = (await h.api.post("/threads", json=DEPLOY)).json()
+    request = await open_request(h)
+    approved = await cli(h, "approve", request["id"], "--json", API_TOKEN=token)
+    assert approved.exit_code == 0, approved.output
+    assert [a["id"] for a in json.loads(approved.output)["approvals"]] == ["bob"]
+    assert thread["id"] == request["thread_id"]
+
+    refused = await cli(h, "tokens", "list", API_TOKEN=token)
+    assert refused.exit_code == 1 and "needs admin" in refused.output
+
+    revoked = await cli(h, "tokens", "revoke", "bob-laptop")
+    assert revoked.exit_code == 0 and "revoked" in revoked.output
+    gone = await cli(h, "requests", API_TOKEN=token)
+    assert gone.exit_code == 1 and "HTTP 401" in gone.output
+    again = await cli(h, "tokens", "revoke", "bob-laptop")
+    assert again.exit_code == 1 and "no token named" in again.output

@@ -144,6 +144,24 @@ class Client:
         params = {k: v for k, v in {"since": since, "until": until}.items() if v}
         return self._call("GET", "/audit", params=params)
 
+    # --- tokens (an admin token's business) ----------------------------------------------
+
+    def create_token(self, name: str, scope: str, *, identity: str | None = None) -> dict[str, Any]:
+        """A new token; the answer's ``token`` is shown this once."""
+        body = {"name": name, "scope": scope, "identity": identity}
+        return self._call("POST", "/tokens", json={k: v for k, v in body.items() if v})
+
+    def whoami(self) -> dict[str, Any]:
+        """The calling token's name, scope and, for an approver, identity."""
+        return self._call("GET", "/tokens/me")
+
+    def tokens(self) -> dict[str, Any]:
+        """Every token's name, scope, identity, creation and last use; never the token."""
+        return self._call("GET", "/tokens")
+
+    def revoke_token(self, name: str) -> None:
+        self._call("DELETE", f"/tokens/{name}")
+
     # --- plumbing -----------------------------------------------------------------------
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:

@@ -239,7 +239,7 @@ def answer(
 ) -> None:
     """Answer an agent's question (the text, or one of its choices)."""
     with _api(url, token) as api:
-        _decided(api.answer(request_id, text, by=_me(me)), as_json)
+        _decided(api.answer(request_id, text, by=_decider(api, me)), as_json)
 
 
 @app.command()
@@ -343,6 +343,66 @@ def _every_thread(api: Client) -> Iterator[str]:
             return
 
 
+tokens = typer.Typer(help="Scoped API tokens: for agents, for approvers, for admins.")
+app.add_typer(tokens, name="tokens")
+TokenScope = Literal["agent", "approver", "admin"]
+
+
+@tokens.command("create")
+def tokens_create(
+    name: str,
+    *,
+    scope: Annotated[TokenScope, typer.Option(help="What the token may do.")],
+    identity: Annotated[
+        str | None,
+        typer.Option("--as", show_default=False, help="An approver's identity: who it decides as."),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    as_json: AsJson = False,
+) -> None:
+    """Make a token and print it, this once: Greenlight keeps only its SHA-256."""
+    with _api(url, token) as api:
+        made = api.create_token(name, scope, identity=identity)
+    if as_json:
+        return _json(made)
+    who = f" as {made['identity']}" if made.get("identity") else ""
+    typer.echo(f"token {made['name']} (scope {made['scope']}{who}); shown once, keep it now:")
+    typer.echo(made["token"])
+    return None
+
+
+@tokens.command("list")
+def tokens_list(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = False) -> None:
+    """List tokens: name, scope, identity, created, last used; never the tokens."""
+    with _api(url, token) as api:
+        found = api.tokens()
+    if as_json:
+        return _json(found)
+    table = Table(title=f"{len(found['items'])} tokens")
+    for column in ("name", "scope", "as", "created", "last used"):
+        table.add_column(column, no_wrap=True)
+    for t in found["items"]:
+        used = display.ago(t["last_used_at"]) if t["last_used_at"] else "never"
+        table.add_row(
+            escape(t["name"]),
+            t["scope"],
+            escape(t["identity"] or ""),
+            display.ago(t["created_at"]),
+            used,
+        )
+    Console().print(table)
+    return None
+
+
+@tokens.command("revoke")
+def tokens_revoke(name: str, url: Url = DEFAULT_URL, token: Token = None) -> None:
+    """Revoke a token: from now on it is refused (401)."""
+    with _api(url, token) as api:
+        api.revoke_token(name)
+    typer.echo(f"token {name} revoked")
+
+
 def main() -> None:
     app()
 
@@ -384,6 +444,16 @@ def _me(given: str | None, option: str = "--as") -> str:
         raise typer.Exit(2) from None
 
 
+def _decider(api: Client, given: str | None) -> str:
+    """Who decides: ``--as``; else an approver token's identity; else the login name."""
+    if given:
+        return given
+    who = api.whoami()
+    if who["scope"] == "approver" and who.get("identity"):
+        return str(who["identity"])
+    return _me(None)
+
+
 def _json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
@@ -399,7 +469,8 @@ def _decide(
     as_json: bool,
 ) -> None:
     with _api(url, token) as api:
-        _decided(api.decide(request_id, decision, by=_me(me), reason=reason), as_json)
+        by = _decider(api, me)
+        _decided(api.decide(request_id, decision, by=by, reason=reason), as_json)
 
 
 def _decided(request: dict[str, Any], as_json: bool) -> None:

@@ -150,3 +150,24 @@ def rate(channel: str, key: str) -> str:
     sender), scored by when; entries older than the window are dropped on each use, and
     the key expires a window after its last use (``bot.storage.channelstate``)."""
     return f"{PREFIX}:rate:{channel}:{key}"
+
+
+# --- API tokens: one hash tag, so a token's scripts touch one slot (``bot.storage.tokens``) ---
+
+TOKENS_TAG = "{gl.tokens}"
+
+
+def token_names() -> str:
+    """Hash: token name → JSON of its scope, identity, creation time and SHA-256 digest.
+    Never the token itself; never expires (revoking deletes the entry)."""
+    return f"{PREFIX}:{TOKENS_TAG}:names"
+
+
+def token_digests() -> str:
+    """Hash: SHA-256 digest of a token → its name, to find a token by what a caller sent."""
+    return f"{PREFIX}:{TOKENS_TAG}:digests"
+
+
+def token_used() -> str:
+    """Hash: token name → when it last authenticated a request (Unix seconds)."""
+    return f"{PREFIX}:{TOKENS_TAG}:used"

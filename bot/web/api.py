@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from bot.domain import ids
-from bot.domain.errors import InvalidInputError, NotFoundError
+from bot.domain.errors import ForbiddenError, InvalidInputError, NotFoundError
 from bot.domain.events import Actor, Decision, Origin
 from bot.domain.reducer import Status
 from bot.engine.inbox import Control
@@ -35,6 +35,7 @@ from bot.web.schemas import (
     ThreadSummary,
     error_responses,
 )
+from bot.web.scopes import Caller, Who, scope
 
 T = TypeVar("T")
 
@@ -98,21 +99,29 @@ MAX_SCAN = 10_000
 MAX_OFFSET = 100_000
 """The deepest page: listings merge every shard's first offset + limit entries."""
 
-router = APIRouter(route_class=StrictJSONRoute, responses=error_responses(400, 401, 413, 422, 503))
+router = APIRouter(
+    route_class=StrictJSONRoute, responses=error_responses(400, 401, 403, 413, 422, 503)
+)
 
 
 @router.post(
     "/threads",
+    dependencies=[scope("agent", "admin")],
     status_code=201,
     response_model=ThreadOut,
     tags=["threads"],
-    responses=error_responses(409),
+    responses={
+        200: {"description": "the thread a retried Idempotency-Key made"},
+        **error_responses(409),
+    },
 )
 async def create_thread(
     body: CreateThread,
     rt: Rt,
     request: Request,
     response: Response,
+    *,
+    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
     """Start a thread with an agent (200 with the same thread on a retried key)."""
@@ -124,10 +133,12 @@ async def create_thread(
         rt.inbox.message(
             agent=body.agent,
             text=body.text,
-            by=api_actor(body.user),
+            by=_speaker(who, body.user, "user" in body.model_fields_set),
             origin=Origin(channel="api", callback_url=body.callback_url, metadata=body.metadata),
             # A key names its thread, so a retry finds the thread it created.
-            thread_id=ids.thread_id_for("api", idempotency_key) if idempotency_key else None,
+            thread_id=ids.thread_id_for("api", owned_key(who, idempotency_key))
+            if idempotency_key
+            else None,
             delivery=_delivery(idempotency_key),
             fingerprint=_fingerprint(request, body),
         ),
@@ -137,7 +148,12 @@ async def create_thread(
     return ThreadOut.from_state(got.thread)
 
 
-@router.get("/threads", response_model=Page[ThreadSummary], tags=["threads"])
+@router.get(
+    "/threads",
+    response_model=Page[ThreadSummary],
+    tags=["threads"],
+    dependencies=[scope("admin")],
+)
 async def list_threads(
     rt: Rt,
     status: Status | None = None,
@@ -168,18 +184,21 @@ async def list_threads(
 
 @router.get(
     "/threads/{thread_id}",
+    dependencies=[scope("agent", "admin")],
     response_model=ThreadOut,
     tags=["threads"],
     responses=error_responses(404),
 )
-async def get_thread(thread_id: str, rt: Rt) -> ThreadOut:
-    """A thread: status, open requests and every event."""
+async def get_thread(thread_id: str, rt: Rt, who: Who) -> ThreadOut:
+    """A thread: status, open requests and every event (an agent: one it created)."""
     state = await rt.log.get(thread_id)
+    who.check_reads(state)
     return ThreadOut.from_state(state, await rt.log.events(thread_id, version=state.version))
 
 
 @router.post(
     "/threads/{thread_id}/messages",
+    dependencies=[scope("agent", "admin")],
     response_model=ThreadOut,
     tags=["threads"],
     responses=error_responses(404, 409),
@@ -189,15 +208,19 @@ async def post_message(
     body: PostMessage,
     rt: Rt,
     request: Request,
+    *,
+    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
-    """The user speaks again."""
+    """The user speaks again (an agent: in a thread it created)."""
+    if who.scope != "admin":
+        who.check_reads(await rt.log.get(thread_id))
     got = await _once(
         idempotency_key,
         rt.inbox.say(
             thread_id,
             body.text,
-            api_actor(body.user),
+            _speaker(who, body.user, "user" in body.model_fields_set),
             delivery=_delivery(idempotency_key),
             fingerprint=_fingerprint(request, body),
         ),
@@ -212,6 +235,7 @@ async def _control(rt: Runtime, thread_id: str, action: Control, body: ControlIn
 
 @router.post(
     "/threads/{thread_id}/pause",
+    dependencies=[scope("admin")],
     response_model=ThreadOut,
     tags=["threads"],
     responses=error_responses(404, 409),
@@ -223,6 +247,7 @@ async def pause(thread_id: str, rt: Rt, body: ControlIn | None = None) -> Thread
 
 @router.post(
     "/threads/{thread_id}/resume",
+    dependencies=[scope("admin")],
     response_model=ThreadOut,
     tags=["threads"],
     responses=error_responses(404, 409),
@@ -234,6 +259,7 @@ async def resume(thread_id: str, rt: Rt, body: ControlIn | None = None) -> Threa
 
 @router.post(
     "/threads/{thread_id}/cancel",
+    dependencies=[scope("admin")],
     response_model=ThreadOut,
     tags=["threads"],
     responses=error_responses(404, 409),
@@ -243,14 +269,24 @@ async def cancel(thread_id: str, rt: Rt, body: ControlIn | None = None) -> Threa
     return await _control(rt, thread_id, "cancel", body or ControlIn())
 
 
-@router.get("/requests", response_model=Page[RequestOut], tags=["requests"])
+@router.get(
+    "/requests",
+    response_model=Page[RequestOut],
+    tags=["requests"],
+    dependencies=[scope("approver", "admin")],
+)
 async def list_requests(
     rt: Rt,
+    who: Who,
     status: Annotated[str, Query(pattern="^open$")] = "open",
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[RequestOut]:
-    """Open approvals and questions across threads, oldest first."""
+    """Open approvals and questions across threads, oldest first.
+
+    An approver token sees those its identity may decide or answer: the page holds
+    fewer items, and ``total`` counts every open request.
+    """
     rids, total = await rt.indexes.open_requests(offset=offset, limit=limit)
     items = []
     for rid in rids:
@@ -258,24 +294,29 @@ async def list_requests(
             req, state = await rt.decisions.find(rid)
         except NotFoundError:
             continue
-        items.append(RequestOut.from_request(state.id, req))
+        if who.may_read(state, req):
+            items.append(RequestOut.from_request(state.id, req))
     return Page(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.get(
     "/requests/{request_id}",
+    dependencies=[scope("agent", "approver", "admin")],
     response_model=RequestOut,
     tags=["requests"],
     responses=error_responses(404),
 )
-async def get_request(request_id: str, rt: Rt) -> RequestOut:
-    """One approval or question, open or closed, with its votes."""
+async def get_request(request_id: str, rt: Rt, who: Who) -> RequestOut:
+    """One approval or question, open or closed, with its votes (an agent: one it asked;
+    an approver: one it may decide)."""
     req, state = await rt.decisions.find(request_id)
+    who.check_reads(state, req)
     return RequestOut.from_request(state.id, req)
 
 
 @router.post(
     "/requests/{request_id}/decision",
+    dependencies=[scope("approver", "admin")],
     response_model=RequestOut,
     tags=["requests"],
     responses=error_responses(403, 404, 409),
@@ -285,6 +326,8 @@ async def decide(
     body: DecisionIn,
     rt: Rt,
     request: Request,
+    *,
+    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
@@ -293,7 +336,7 @@ async def decide(
         rt.decisions.decide(
             request_id,
             Decision(body.decision),
-            api_actor(body.by),
+            api_actor(who.decider(body.by)),
             reason=body.reason,
             edited_args=body.edited_args,
             seen_hash=body.args_hash,
@@ -306,6 +349,7 @@ async def decide(
 
 @router.post(
     "/requests/{request_id}/answer",
+    dependencies=[scope("approver", "admin")],
     response_model=RequestOut,
     tags=["requests"],
     responses=error_responses(403, 404, 409),
@@ -315,6 +359,8 @@ async def answer(
     body: AnswerIn,
     rt: Rt,
     request: Request,
+    *,
+    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Answer a question with text, or one of its choices."""
@@ -326,7 +372,7 @@ async def answer(
         rt.decisions.answer(
             request_id,
             text,
-            api_actor(body.by),
+            api_actor(who.decider(body.by)),
             delivery=_delivery(idempotency_key),
             fingerprint=_fingerprint(request, body),
         ),
@@ -355,6 +401,23 @@ async def readyz(rt: Rt) -> JSONResponse:
             {"error": "not_ready", "detail": "no worker seen recently"}, status_code=503
         )
     return JSONResponse({"status": "ready", "worker": seen[0]})
+
+
+def owned_key(who: Caller, key: str) -> str:
+    """An Idempotency-Key as it names a thread: an agent's keys apart from everyone else's,
+    so one agent's retry never finds a thread another caller made."""
+    return f"agent:{who.name}:{key}" if who.scope == "agent" else key
+
+
+def _speaker(who: Caller, user: str, given: bool) -> Actor:
+    """Who speaks in a thread: the named user, or for an agent token the agent itself."""
+    if who.scope != "agent":
+        return api_actor(user)
+    if given and user.strip() != who.name:
+        raise ForbiddenError(
+            f"token {who.name!r} (scope agent) speaks only as itself; leave out `user`"
+        )
+    return who.as_agent()
 
 
 async def _with_status(rt: Runtime, agent: str, status: str, offset: int, limit: int) -> Page_:

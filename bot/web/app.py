@@ -6,17 +6,15 @@ enqueues and answers.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
@@ -25,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
     BadRequestError,
+    ConfigError,
     ConflictError,
     ForbiddenError,
     GreenlightError,
@@ -33,8 +32,10 @@ from bot.domain.errors import (
     UnauthorizedError,
 )
 from bot.runtime import Runtime
-from bot.web import approvals, archive, audit
+from bot.storage.tokens import Tokens
+from bot.web import approvals, archive, audit, tokens
 from bot.web.api import health, router
+from bot.web.scopes import scopes_of
 from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,8 @@ def create_app(
 
     Args:
         runtime: the wired collaborators.
-        api_token: the bearer token the REST API requires.
+        api_token: the configured admin token (``API_TOKEN``); tokens made with
+            ``greenlight tokens create`` are found in Redis.
         max_body_bytes: larger request bodies get a 413, unless a channel's
             route says otherwise.
         refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
@@ -68,23 +70,16 @@ def create_app(
     app.state.runtime = runtime
     app.state.refuse_private_callbacks = refuse_private_callbacks
 
-    async def bearer(
-        given: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)],
-    ) -> None:
-        token = given.credentials if given is not None else ""
-        if not api_token or not hmac.compare_digest(token.encode(), api_token.encode()):
-            raise UnauthorizedError("missing or wrong bearer token (Authorization: Bearer …)")
+    app.state.api_token = api_token
+    app.state.tokens = Tokens(runtime.redis)
 
-    # The API needs the token; health checks do not, and channels sign their own traffic.
-    protected = [router, audit.router, archive.router, approvals.router]
-    public = [
-        health,
-        metrics_router(api_token),
-        *(c.router for c in runtime.channels if c.router is not None),
-    ]
-    for routes in protected:
-        app.include_router(routes, dependencies=[Depends(bearer)])
-    for routes in public:
+    # Each API route declares the token scopes it takes (``bot.web.scopes``); health
+    # checks take none, and channels sign their own traffic.
+    protected = [router, audit.router, archive.router, approvals.router, tokens.router]
+    protected.append(metrics_router())
+    _check_scoped(protected)  # fail closed: an API route without scopes would be public
+    public = [health, *(c.router for c in runtime.channels if c.router is not None)]
+    for routes in [*protected, *public]:
         app.include_router(routes)
     app.state.methods_by_path = _methods_by_path([*protected, *public])
     _add_error_handlers(app)
@@ -92,11 +87,6 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
     app.add_middleware(Traced)  # outermost: refused bodies are traced too
     return app
-
-
-_BEARER = HTTPBearer(
-    auto_error=False, description="API_TOKEN, sent as `Authorization: Bearer <token>`."
-)
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -179,6 +169,19 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
 }
+
+
+def _check_scoped(routers: list[APIRouter]) -> None:
+    """Refuse to build an app with an API route that declares no scope (``bot.web.scopes``)."""
+    for r in routers:
+        for route in r.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            if not any(scopes_of(d.dependency) for d in (*r.dependencies, *route.dependencies)):
+                raise ConfigError(
+                    f"route {sorted(route.methods or ())} {route.path} declares no token scope:"
+                    ' give it dependencies=[scope("admin", ...)]'
+                )
 
 
 def _methods_by_path(routers: list[APIRouter]) -> list[tuple[re.Pattern[str], set[str]]]:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from bot.domain import ids
-from bot.domain.errors import ConfigError, InvalidInputError, NotFoundError
+from bot.domain.errors import ConfigError, ForbiddenError, InvalidInputError, NotFoundError
 from bot.domain.events import (
     Actor,
     AnswerFormat,
@@ -34,11 +34,14 @@ from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, check, check_schema
 from bot.engine.external import open_request, wait
 from bot.runtime import Runtime
-from bot.web.api import IdempotencyKey, Rt
+from bot.web.api import IdempotencyKey, Rt, owned_key
 from bot.web.bodies import StrictJSONRoute
 from bot.web.schemas import ActorOut, error_responses
+from bot.web.scopes import Caller, Who, scope
 
-router = APIRouter(route_class=StrictJSONRoute, responses=error_responses(400, 401, 413, 422, 503))
+router = APIRouter(
+    route_class=StrictJSONRoute, responses=error_responses(400, 401, 403, 413, 422, 503)
+)
 
 MAX_WAIT = 60.0
 """The longest long-poll, in seconds: under the usual proxies' idle timeouts."""
@@ -259,13 +262,18 @@ class QuestionOut(BaseModel):
 
 @router.post(
     "/approvals",
+    dependencies=[scope("agent", "admin")],
     status_code=201,
     response_model=ApprovalOut,
     tags=["approvals"],
     responses={200: {"description": "the request a retried Idempotency-Key made"}},
 )
 async def ask_approval(
-    body: ApprovalIn, rt: Rt, response: Response, idempotency_key: IdempotencyKey = None
+    body: ApprovalIn,
+    rt: Rt,
+    response: Response,
+    who: Who,
+    idempotency_key: IdempotencyKey = None,
 ) -> ApprovalOut:
     """Ask people to approve an action an agent elsewhere wants to take.
 
@@ -276,7 +284,7 @@ async def ask_approval(
     if body.arguments_schema is not None:
         check_schema(body.arguments_schema, "arguments_schema")
         check(body.arguments_schema, body.arguments, "arguments do not match arguments_schema")
-    requester = to_requester(body.requester, body.agent)
+    requester = _requester(who, body)
     why = body.summary + (f"\n\n{body.context}" if body.context else "")
 
     def make(tid: str) -> list[Event]:
@@ -295,7 +303,8 @@ async def ask_approval(
         )
         return [_created(body, requester), call, asked]
 
-    tid = ids.thread_id_for("approvals", idempotency_key) if idempotency_key else None
+    key = owned_key(who, idempotency_key) if idempotency_key else None
+    tid = ids.thread_id_for("approvals", key) if key else None
     opened = await open_request(rt.log, tid, make, kind="approval")
     if not opened.created:
         response.status_code = 200
@@ -304,25 +313,31 @@ async def ask_approval(
 
 @router.get(
     "/approvals/{request_id}",
+    dependencies=[scope("agent", "approver", "admin")],
     response_model=ApprovalOut,
     tags=["approvals"],
     responses=error_responses(404),
 )
-async def get_approval(request_id: str, rt: Rt, wait_s: Wait = 0.0) -> ApprovalOut:
+async def get_approval(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) -> ApprovalOut:
     """An approval request; with ``wait``, as soon as it is decided or expires."""
-    req, state = await _waited(rt, request_id, wait_s, "approval")
+    req, state = await _waited(rt, request_id, wait_s, "approval", who)
     return ApprovalOut.from_request(state, req)
 
 
 @router.post(
     "/questions",
+    dependencies=[scope("agent", "admin")],
     status_code=201,
     response_model=QuestionOut,
     tags=["approvals"],
     responses={200: {"description": "the question a retried Idempotency-Key made"}},
 )
 async def ask_question(
-    body: QuestionIn, rt: Rt, response: Response, idempotency_key: IdempotencyKey = None
+    body: QuestionIn,
+    rt: Rt,
+    response: Response,
+    who: Who,
+    idempotency_key: IdempotencyKey = None,
 ) -> QuestionOut:
     """Ask people a question: free text, yes/no, one of some choices, or typed JSON."""
     if body.format == "choices" and not body.choices:
@@ -334,7 +349,7 @@ async def ask_question(
             raise InvalidInputError("answer_schema is for format free_text (a typed answer)")
         check_schema(body.answer_schema, "answer_schema")
     answerers = _people(rt, body.answerers, "answerers") if body.answerers else []
-    requester = to_requester(body.requester, body.agent)
+    requester = _requester(who, body)
 
     def make(tid: str) -> list[Event]:
         now = rt.clock.now()
@@ -354,7 +369,8 @@ async def ask_question(
         )
         return [_created(body, requester), asked]
 
-    tid = ids.thread_id_for("questions", idempotency_key) if idempotency_key else None
+    key = owned_key(who, idempotency_key) if idempotency_key else None
+    tid = ids.thread_id_for("questions", key) if key else None
     opened = await open_request(rt.log, tid, make, kind="question")
     if not opened.created:
         response.status_code = 200
@@ -363,13 +379,14 @@ async def ask_question(
 
 @router.get(
     "/questions/{request_id}",
+    dependencies=[scope("agent", "approver", "admin")],
     response_model=QuestionOut,
     tags=["approvals"],
     responses=error_responses(404),
 )
-async def get_question(request_id: str, rt: Rt, wait_s: Wait = 0.0) -> QuestionOut:
+async def get_question(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) -> QuestionOut:
     """A question; with ``wait``, as soon as it is answered or expires."""
-    req, state = await _waited(rt, request_id, wait_s, "question")
+    req, state = await _waited(rt, request_id, wait_s, "question", who)
     return QuestionOut.from_request(state, req)
 
 
@@ -386,6 +403,18 @@ def to_requester(name: str | None, agent: str) -> Actor:
     if "@" in name:
         return Actor(channel="api", id=name, email=name.lower())
     return Actor(channel="api", id=name)
+
+
+def _requester(who: Caller, body: _Ask) -> Actor:
+    """Who asks: for an agent token the agent itself (so it reads back only what it asked),
+    else the named ``requester``."""
+    if who.scope != "agent":
+        return to_requester(body.requester, body.agent)
+    if body.requester is not None and body.requester != who.name:
+        raise ForbiddenError(
+            f"token {who.name!r} (scope agent) asks only as itself; leave out `requester`"
+        )
+    return who.as_agent()
 
 
 def _created(body: _Ask, requester: Actor) -> ThreadCreated:
@@ -435,11 +464,12 @@ def _people(rt: Runtime, names: list[str], what: str) -> list[str]:
 
 
 async def _waited(
-    rt: Runtime, request_id: str, seconds: float, kind: str
+    rt: Runtime, request_id: str, seconds: float, kind: str, who: Caller
 ) -> tuple[Request, ThreadState]:
-    req, _ = await rt.decisions.find(request_id)
+    req, state = await rt.decisions.find(request_id)
     if req.kind != kind:
         raise NotFoundError(f"no {kind} {request_id!r}", request_id=request_id)
+    who.check_reads(state, req)  # before waiting: nobody waits on what they may not read
     return await wait(rt.decisions, request_id, seconds)
 
 

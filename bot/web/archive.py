@@ -12,8 +12,13 @@ from bot.domain.reducer import fold
 from bot.storage.archive import Archive, Archived
 from bot.web.api import Rt
 from bot.web.schemas import Page, ThreadOut, error_responses
+from bot.web.scopes import scope
 
-router = APIRouter(tags=["archive"], responses=error_responses(400, 401, 404, 422, 503))
+router = APIRouter(
+    tags=["archive"],
+    responses=error_responses(400, 401, 403, 404, 422, 503),
+    dependencies=[scope("admin")],
+)
 
 
 class ArchivedOut(ThreadOut):

@@ -12,8 +12,13 @@ from pydantic import BaseModel
 from bot.domain.audit import verify_chain
 from bot.web.api import Rt
 from bot.web.schemas import error_responses
+from bot.web.scopes import scope
 
-router = APIRouter(tags=["audit"], responses=error_responses(400, 401, 422, 503))
+router = APIRouter(
+    tags=["audit"],
+    responses=error_responses(400, 401, 403, 422, 503),
+    dependencies=[scope("admin")],
+)
 
 MAX_RECORDS = 10_000
 

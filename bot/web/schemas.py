@@ -36,7 +36,11 @@ class PostMessage(_In):
 
 class DecisionIn(_In):
     decision: Literal["approve", "reject"]
-    by: str
+    by: str | None = Field(
+        None,
+        description="Who decides; an approver token's identity when left out."
+        " An admin token must name someone.",
+    )
     reason: str | None = None
     edited_args: dict[str, Any] | None = None
     args_hash: str | None = Field(
@@ -47,7 +51,11 @@ class DecisionIn(_In):
 class AnswerIn(_In):
     text: str | None = None
     choice: str | None = None
-    by: str
+    by: str | None = Field(
+        None,
+        description="Who answers; an approver token's identity when left out."
+        " An admin token must name someone.",
+    )
 
 
 class ControlIn(_In):

@@ -9,7 +9,6 @@ travel there (an email decision link's path is its token).
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 
@@ -21,8 +20,11 @@ from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bot.domain.errors import ForbiddenError, RefusedError
 from bot.engine import metrics, tracing
 from bot.runtime import Runtime
+from bot.storage.tokens import Tokens
+from bot.web.scopes import scope
 
 NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 """FastAPI's own spans are off: they record the raw path, and an email decision link's
@@ -108,24 +110,15 @@ def _ids_in(path: str) -> tuple[str | None, str | None]:
     return thread, thread + suffix if suffix else None
 
 
-def metrics_router(api_token: str | None) -> APIRouter:
-    """``GET /metrics`` in Prometheus' text format, for ``Authorization: Bearer <API_TOKEN>``.
+def metrics_router() -> APIRouter:
+    """``GET /metrics`` in Prometheus' text format, for an admin token.
 
     The shared gauges (open requests, queue) are read from Redis on each scrape.
     """
-    router = APIRouter()
+    router = APIRouter(dependencies=[scope("admin")])
 
     @router.get("/metrics", include_in_schema=False)
     async def scrape(request: Request) -> Response:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if (
-            not api_token
-            or scheme.lower() != "bearer"
-            or not hmac.compare_digest(token.encode(), api_token.encode())
-        ):
-            detail = "missing or wrong bearer token (Authorization: Bearer …)"
-            return JSONResponse({"error": "unauthorized", "detail": detail}, status_code=401)
         rt: Runtime = request.app.state.runtime
         await metrics.read_shared(rt.log, rt.indexes, rt.agents)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
@@ -137,5 +130,13 @@ def create_metrics_app(runtime: Runtime, *, api_token: str | None) -> FastAPI:
     """An app with only ``/metrics``, for ``METRICS_PORT`` (workers have no other server)."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, telemetry=NO_NATIVE_TELEMETRY)
     app.state.runtime = runtime
-    app.include_router(metrics_router(api_token))
+    app.state.api_token = api_token
+    app.state.tokens = Tokens(runtime.redis)
+    app.include_router(metrics_router())
+
+    @app.exception_handler(RefusedError)
+    async def refused(request: Request, exc: RefusedError) -> JSONResponse:
+        status = 403 if isinstance(exc, ForbiddenError) else 401
+        return JSONResponse({"error": exc.code, "detail": exc.message}, status_code=status)
+
     return app

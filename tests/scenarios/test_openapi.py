@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from pydantic import TypeAdapter
@@ -30,22 +31,26 @@ async def document(h: Harness) -> dict[str, Any]:
     return found
 
 
-async def test_the_bearer_scheme_is_declared_on_every_api_route(h: Harness) -> None:
+async def test_every_api_route_declares_the_scopes_its_bearer_token_needs(h: Harness) -> None:
     doc = await document(h)
     schemes = doc["components"]["securitySchemes"]
-    assert schemes == {
-        "HTTPBearer": {
-            "type": "http",
-            "scheme": "bearer",
-            "description": "API_TOKEN, sent as `Authorization: Bearer <token>`.",
-        }
-    }
+    assert schemes == {"HTTPBearer": {"type": "http", "scheme": "bearer", "description": ANY}}
+    assert "scope" in schemes["HTTPBearer"]["description"]
     for path, item in doc["paths"].items():
         for method, op in item.items():
-            secured = op.get("security") == [{"HTTPBearer": []}]
-            # Everything but health checks and channels' own signed routes needs the token.
+            # Everything but health checks and channels' own signed routes needs a token.
             api = not path.startswith(("/healthz", "/readyz", "/slack", "/webhooks", "/email"))
-            assert secured == api, (method, path)
+            if not api:
+                assert "security" not in op, (method, path)
+                continue
+            [requirement] = op["security"]
+            scopes = requirement["HTTPBearer"]
+            assert "admin" in scopes, (method, path)
+            assert set(scopes) <= {"admin", "agent", "approver"}, (method, path)
+    decide = doc["paths"]["/requests/{request_id}/decision"]["post"]["security"]
+    assert decide == [{"HTTPBearer": ["approver", "admin"]}]
+    create = doc["paths"]["/approvals"]["post"]["security"]
+    assert create == [{"HTTPBearer": ["agent", "admin"]}]
 
 
 async def test_every_api_route_declares_its_error_statuses_with_the_error_body(
@@ -53,11 +58,11 @@ async def test_every_api_route_declares_its_error_statuses_with_the_error_body(
 ) -> None:
     doc = await document(h)
     expected = {
-        ("post", "/threads"): {400, 401, 409, 413, 422, 503},
-        ("get", "/threads"): {400, 401, 413, 422, 503},
-        ("get", "/threads/{thread_id}"): {400, 401, 404, 413, 422, 503},
-        ("post", "/threads/{thread_id}/messages"): {400, 401, 404, 409, 413, 422, 503},
-        ("post", "/threads/{thread_id}/cancel"): {400, 401, 404, 409, 413, 422, 503},
+        ("post", "/threads"): {400, 401, 403, 409, 413, 422, 503},
+        ("get", "/threads"): {400, 401, 403, 413, 422, 503},
+        ("get", "/threads/{thread_id}"): {400, 401, 403, 404, 413, 422, 503},
+        ("post", "/threads/{thread_id}/messages"): {400, 401, 403, 404, 409, 413, 422, 503},
+        ("post", "/threads/{thread_id}/cancel"): {400, 401, 403, 404, 409, 413, 422, 503},
         ("post", "/requests/{request_id}/decision"): {400, 401, 403, 404, 409, 413, 422, 503},
         ("post", "/requests/{request_id}/answer"): {400, 401, 403, 404, 409, 413, 422, 503},
         ("post", "/webhooks/{agent}"): {400, 401, 409, 413, 422, 503},

@@ -142,6 +142,13 @@ def _model(fn: Callable[..., Any], params: list[inspect.Parameter]) -> type[pyda
             hint, default = list[hint], []
         elif p.kind is p.VAR_KEYWORD:
             hint, default = dict[str, hint], {}
+        try:
+            pydantic.TypeAdapter(hint).json_schema()
+        except (pydantic.PydanticSchemaGenerationError, pydantic.PydanticUserError) as exc:
+            raise ConfigError(
+                f"argument {p.name!r} of {fn.__qualname__} has no JSON Schema: leave it out "
+                f"with exclude=({p.name!r},), or give arguments_schema=... or False"
+            ) from exc
         fields[p.name] = (hint, default)
     config = pydantic.ConfigDict(extra="forbid", arbitrary_types_allowed=False)
     try:

@@ -1,0 +1,479 @@
+"""The clients: ask for an approval or an answer over HTTP, then long-poll for it.
+
+:class:`Greenlight` blocks, :class:`AsyncGreenlight` awaits; both share everything but
+the sending (:class:`_Base`). Each call opens its own HTTP connection pool, so a client
+is plain configuration: safe to share between threads and event loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, overload
+
+import httpx
+from pydantic import TypeAdapter
+
+from greenlight.calls import Slots, call_key, current_run
+from greenlight.errors import (
+    Cancelled,
+    ConfigError,
+    Expired,
+    GreenlightError,
+    NotApproved,
+    Rejected,
+    RequestError,
+    StillPending,
+)
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+MAX_WAIT = 60.0
+"""The server's longest long-poll, in seconds."""
+Policy = str | dict[str, Any] | None
+"""The name of one of the server's APPROVAL_POLICIES, an inline policy, or its default."""
+
+
+@dataclass(frozen=True)
+class Approved:
+    """An approved request: the arguments to run with (an approver's edit if ``edited``)."""
+
+    request_id: str
+    arguments: dict[str, Any]
+    edited: bool
+    by: list[str]
+    reason: str | None
+
+
+class _Base:
+    """Configuration and the pure halves of each call: what to send, what came back."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        agent: str = "external",
+        requester: str | None = None,
+        timeout: float | None = None,
+        retries: int = 8,
+        http_timeout: float = 10.0,
+    ) -> None:
+        """Args:
+        url: the server; default ``GREENLIGHT_URL``.
+        token: its API token; default ``GREENLIGHT_TOKEN``.
+        agent: the name requests are listed under on the server.
+        requester: who asks (an approval never counts its own vote); default ``api:<agent>``.
+        timeout: how long to wait for people, in seconds, before :class:`StillPending`;
+            None waits until the request is decided or expires on the server.
+        retries: how many times in a row to retry an unreachable server or a 5xx.
+        http_timeout: seconds for one HTTP exchange, on top of any long-poll.
+        """
+        url = url or os.environ.get("GREENLIGHT_URL")
+        if not url:
+            raise ConfigError("give the server's url, or set GREENLIGHT_URL")
+        self.url = url.rstrip("/")
+        self.token = token if token is not None else os.environ.get("GREENLIGHT_TOKEN")
+        self.agent = agent
+        self.requester = requester
+        self.timeout = timeout
+        self.retries = retries
+        self.http_timeout = http_timeout
+        self.slots = Slots()
+
+    def require_approval(
+        self, tool: str | None = None, **options: Any
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """:func:`greenlight.require_approval` asking with this client."""
+        from greenlight.decorator import require_approval
+
+        return require_approval(tool, client=self, **options)  # type: ignore[arg-type]
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "token": self.token,
+            "agent": self.agent,
+            "requester": self.requester,
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "http_timeout": self.http_timeout,
+        }
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"User-Agent": "greenlight-client"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        if key:
+            headers["Idempotency-Key"] = key
+        return headers
+
+    def _ask(self, **fields: Any) -> dict[str, Any]:
+        body = {"agent": self.agent, "requester": self.requester, **fields}
+        return {k: v for k, v in body.items() if v is not None}
+
+    def _question(
+        self,
+        question: str,
+        *,
+        choices: list[str] | None,
+        yes_no: bool,
+        answer_schema: type[Any] | dict[str, Any] | None,
+        key: str | None,
+        fields: dict[str, Any],
+    ) -> tuple[dict[str, Any], TypeAdapter[Any] | None, str]:
+        adapter = None
+        schema = answer_schema
+        if isinstance(answer_schema, dict) or answer_schema is None:
+            pass
+        else:
+            adapter = TypeAdapter(answer_schema)
+            schema = adapter.json_schema()
+        fmt = "choices" if choices else "yes_no" if yes_no else "free_text"
+        body = self._ask(
+            question=question, format=fmt, choices=choices, answer_schema=schema, **fields
+        )
+        run = current_run()
+        base = call_key("question", question, body, f"{key}\x00{run}" if key or run else None)
+        return body, adapter, base
+
+    def _retry_in(self, failures: int) -> float | None:
+        """Seconds before retrying after ``failures`` failures in a row; None: give up."""
+        return None if failures > self.retries else min(0.25 * 2**failures, 10.0)
+
+    def _deadline(self, timeout: float | None) -> Callable[[], float | None]:
+        timeout = self.timeout if timeout is None else timeout
+        end = None if timeout is None else time.monotonic() + timeout
+        return lambda: None if end is None else max(0.0, end - time.monotonic())
+
+
+def _status(r: httpx.Response) -> dict[str, Any] | None:
+    """The body of a success; None for a 5xx worth retrying; a 4xx raised."""
+    if r.status_code >= 500:
+        return None
+    if r.status_code >= 400:
+        try:
+            detail = r.json().get("detail", r.text)
+        except ValueError:
+            detail = r.text
+        raise RequestError(r.status_code, detail)
+    body: dict[str, Any] = r.json()
+    return body
+
+
+def _people(actors: list[dict[str, Any]]) -> list[str]:
+    return [f"{a['channel']}:{a['id']}" for a in actors]
+
+
+def to_approved(out: dict[str, Any]) -> Approved:
+    """The decided approval, or the typed error of a request that was not approved."""
+    rid, status, reason = out["id"], out["status"], out.get("reason")
+    if status == "approved":
+        by = _people(out.get("decided_by", []))
+        return Approved(rid, out["arguments"], bool(out.get("edited")), by, reason)
+    raise _not_done(rid, status, reason, out.get("decided_by", []))
+
+
+def to_answer(out: dict[str, Any], adapter: TypeAdapter[Any] | None) -> Any:
+    """The answered question's value (typed by ``adapter``), or the error of one unanswered."""
+    if out["status"] == "answered":
+        value = out.get("value")
+        return value if adapter is None else adapter.validate_python(value)
+    raise _not_done(out["id"], out["status"], out["status"], [])
+
+
+def _not_done(rid: str, status: str, reason: str | None, by: list[dict[str, Any]]) -> NotApproved:
+    if status == "rejected":
+        return Rejected(rid, reason, _people(by))
+    if status == "expired":
+        return Expired(rid, reason or "expired")
+    if status == "cancelled":
+        return Cancelled(rid, reason or "cancelled")
+    raise GreenlightError(f"{rid}: unexpected status {status!r}")
+
+
+class Greenlight(_Base):
+    """A blocking client: each call returns once people decided, answered or let it expire.
+
+    ``Greenlight()`` reads ``GREENLIGHT_URL`` and ``GREENLIGHT_TOKEN``.
+    """
+
+    def _send(
+        self, method: str, path: str, *, key: str | None = None, wait: float = 0.0, **kw: Any
+    ) -> dict[str, Any]:
+        timeout = httpx.Timeout(self.http_timeout, read=self.http_timeout + wait)
+        failures = 0
+        with httpx.Client(base_url=self.url, headers=self._headers(key), timeout=timeout) as c:
+            while True:
+                error: Any = None
+                try:
+                    got = _status(c.request(method, path, **kw))
+                    if got is not None:
+                        return got
+                except httpx.TransportError as exc:
+                    error = exc
+                failures += 1
+                pause = self._retry_in(failures)
+                if pause is None:
+                    raise RequestError(None, error or "the server kept failing")
+                time.sleep(pause)
+
+    def _wait(self, kind: str, out: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        left = self._deadline(timeout)
+        while out["status"] == "open":
+            remaining = left()
+            if remaining == 0.0:
+                raise StillPending(out["id"], self.timeout or timeout or 0.0)
+            wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
+            out = self._send("GET", f"/{kind}/{out['id']}", params={"wait": wait}, wait=wait)
+        return out
+
+    def request_approval(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        summary: str,
+        arguments_schema: dict[str, Any] | None = None,
+        policy: Policy = None,
+        context: str | None = None,
+        slack_channel: str | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> Approved:
+        """Ask people to approve ``tool(**arguments)`` and wait for their decision.
+
+        Returns:
+            the approval, with the arguments to run (an approver's edit, if any).
+
+        Raises:
+            Rejected: with the approver's reason; Expired, Cancelled; StillPending when
+            ``timeout`` (or the client's) ran out; RequestError when the server refused.
+        """
+        body = self._ask(
+            tool=tool,
+            arguments=arguments,
+            arguments_schema=arguments_schema,
+            summary=summary,
+            context=context,
+            policy=policy,
+            slack_channel=slack_channel,
+        )
+        out = self._send("POST", "/approvals", key=idempotency_key, json=body)
+        return to_approved(self._wait("approvals", out, timeout))
+
+    @overload
+    def ask_human(
+        self,
+        question: str,
+        *,
+        answer_schema: type[T],
+        context: str | None = ...,
+        answerers: list[str] | None = ...,
+        expires_in: float | None = ...,
+        key: str | None = ...,
+        timeout: float | None = ...,
+    ) -> T: ...
+    @overload
+    def ask_human(
+        self,
+        question: str,
+        *,
+        choices: list[str] | None = ...,
+        yes_no: bool = ...,
+        answer_schema: dict[str, Any] | None = ...,
+        context: str | None = ...,
+        answerers: list[str] | None = ...,
+        expires_in: float | None = ...,
+        key: str | None = ...,
+        timeout: float | None = ...,
+    ) -> Any: ...
+    def ask_human(
+        self,
+        question: str,
+        *,
+        choices: list[str] | None = None,
+        yes_no: bool = False,
+        answer_schema: type[Any] | dict[str, Any] | None = None,
+        context: str | None = None,
+        answerers: list[str] | None = None,
+        expires_in: float | None = None,
+        key: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Ask people a question and wait for the answer.
+
+        Args:
+            question: what to ask.
+            choices: the answers allowed; the answer is one of them, as spelled here.
+            yes_no: answers are yes or no; the answer is True or False.
+            answer_schema: a JSON Schema, or a type (a pydantic model, ``int``,
+                ``list[str]``...): the answer is JSON matching it, returned parsed (typed).
+            context: more for the people asked.
+            answerers: who may answer (``group:<name>`` or identities); none: anyone.
+            expires_in: seconds until the question expires unanswered.
+            key: your own key (a run or job id): the same question in another run is asked
+                again, in a restarted process of the same run it is not.
+            timeout: how long to wait here before :class:`StillPending`.
+
+        Raises:
+            Expired, Cancelled; StillPending; RequestError.
+        """
+        fields = {"context": context, "answerers": answerers, "expires_in": expires_in}
+        body, adapter, base = self._question(
+            question,
+            choices=choices,
+            yes_no=yes_no,
+            answer_schema=answer_schema,
+            key=key,
+            fields=fields,
+        )
+        nth = self.slots.take(base)
+        try:
+            out = self._send("POST", "/questions", key=f"{base}.{nth}", json=body)
+            out = self._wait("questions", out, timeout)
+        except BaseException:
+            self.slots.give_back(base, nth)
+            raise
+        return to_answer(out, adapter)
+
+
+class AsyncGreenlight(_Base):
+    """The same as :class:`Greenlight`, awaited: for agents that run on an event loop."""
+
+    async def _send(
+        self, method: str, path: str, *, key: str | None = None, wait: float = 0.0, **kw: Any
+    ) -> dict[str, Any]:
+        timeout = httpx.Timeout(self.http_timeout, read=self.http_timeout + wait)
+        failures = 0
+        headers = self._headers(key)
+        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout) as c:
+            while True:
+                error: Any = None
+                try:
+                    got = _status(await c.request(method, path, **kw))
+                    if got is not None:
+                        return got
+                except httpx.TransportError as exc:
+                    error = exc
+                failures += 1
+                pause = self._retry_in(failures)
+                if pause is None:
+                    raise RequestError(None, error or "the server kept failing")
+                await asyncio.sleep(pause)
+
+    async def _wait(
+        self,
+        kind: str,
+        out: dict[str, Any],
+        timeout: float | None,  # noqa: ASYNC109 - a wait for people, not one await
+    ) -> dict[str, Any]:
+        left = self._deadline(timeout)
+        while out["status"] == "open":
+            remaining = left()
+            if remaining == 0.0:
+                raise StillPending(out["id"], self.timeout or timeout or 0.0)
+            wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
+            out = await self._send("GET", f"/{kind}/{out['id']}", params={"wait": wait}, wait=wait)
+        return out
+
+    async def request_approval(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        summary: str,
+        arguments_schema: dict[str, Any] | None = None,
+        policy: Policy = None,
+        context: str | None = None,
+        slack_channel: str | None = None,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a wait for people, not one await
+    ) -> Approved:
+        """Ask people to approve ``tool(**arguments)``: see :meth:`Greenlight.request_approval`."""
+        body = self._ask(
+            tool=tool,
+            arguments=arguments,
+            arguments_schema=arguments_schema,
+            summary=summary,
+            context=context,
+            policy=policy,
+            slack_channel=slack_channel,
+        )
+        out = await self._send("POST", "/approvals", key=idempotency_key, json=body)
+        return to_approved(await self._wait("approvals", out, timeout))
+
+    @overload
+    async def ask_human(
+        self,
+        question: str,
+        *,
+        answer_schema: type[T],
+        context: str | None = ...,
+        answerers: list[str] | None = ...,
+        expires_in: float | None = ...,
+        key: str | None = ...,
+        timeout: float | None = ...,  # noqa: ASYNC109
+    ) -> T: ...
+    @overload
+    async def ask_human(
+        self,
+        question: str,
+        *,
+        choices: list[str] | None = ...,
+        yes_no: bool = ...,
+        answer_schema: dict[str, Any] | None = ...,
+        context: str | None = ...,
+        answerers: list[str] | None = ...,
+        expires_in: float | None = ...,
+        key: str | None = ...,
+        timeout: float | None = ...,  # noqa: ASYNC109
+    ) -> Any: ...
+    async def ask_human(
+        self,
+        question: str,
+        *,
+        choices: list[str] | None = None,
+        yes_no: bool = False,
+        answer_schema: type[Any] | dict[str, Any] | None = None,
+        context: str | None = None,
+        answerers: list[str] | None = None,
+        expires_in: float | None = None,
+        key: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a wait for people, not one await
+    ) -> Any:
+        """Ask people a question and wait for the answer: see :meth:`Greenlight.ask_human`."""
+        fields = {"context": context, "answerers": answerers, "expires_in": expires_in}
+        body, adapter, base = self._question(
+            question,
+            choices=choices,
+            yes_no=yes_no,
+            answer_schema=answer_schema,
+            key=key,
+            fields=fields,
+        )
+        nth = self.slots.take(base)
+        try:
+            out = await self._send("POST", "/questions", key=f"{base}.{nth}", json=body)
+            out = await self._wait("questions", out, timeout)
+        except BaseException:
+            self.slots.give_back(base, nth)
+            raise
+        return to_answer(out, adapter)
+
+
+_defaults: dict[type[_Base], _Base] = {}
+_defaults_lock = threading.Lock()
+
+
+def default_client(kind: type[_Base]) -> _Base:
+    """The client built from the environment, once per process, for decorators given none."""
+    with _defaults_lock:
+        if kind not in _defaults:
+            _defaults[kind] = kind()
+        return _defaults[kind]

@@ -1,0 +1,261 @@
+"""The Python client against a real server: the Harness on a real port, decided over REST."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from bot.domain.clock import ManualClock
+from bot.storage.embedded import EmbeddedRedis
+from greenlight import (
+    AsyncGreenlight,
+    Expired,
+    Greenlight,
+    Rejected,
+    StillPending,
+    require_approval,
+    run,
+)
+from tests.harness import TOKEN, Harness, eventually
+
+ROOT = Path(__file__).resolve().parents[2]
+BOB = {"approvers": ["bob"]}
+
+
+class Target(BaseModel):
+    region: str
+    zones: list[str]
+
+
+class Plan(BaseModel):
+    replicas: int
+    regions: list[str]
+
+
+class Context:
+    """Not JSON: passed through, never shown."""
+
+
+@pytest.fixture
+async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
+    async with Harness(redis_server.url, clock=ManualClock(time.time())) as harness:
+        yield harness
+
+
+async def open_request(h: Harness, count: int = 1) -> dict[str, Any]:
+    """The one open request, once the client has made it (the newest of ``count``)."""
+
+    async def probe() -> list[dict[str, Any]] | None:
+        items: list[dict[str, Any]] = (await h.api.get("/requests")).json()["items"]
+        return items if len(items) >= count else None
+
+    items = await eventually(probe)
+    assert len(items) == count, items
+    return items[-1]
+
+
+async def decide(h: Harness, rid: str, decision: str, **kw: Any) -> None:
+    body = {"decision": decision, "by": "bob", **kw}
+    r = await h.api.post(f"/requests/{rid}/decision", json=body)
+    assert r.status_code == 200, r.text
+
+
+async def threads_of(h: Harness, agent: str) -> int:
+    page = (await h.api.get("/threads", params={"agent": agent})).json()
+    total: int = page["total"]
+    return total
+
+
+async def test_approved_runs_the_function_once_with_the_edited_arguments(h: Harness) -> None:
+    gl = Greenlight(h.url, TOKEN, agent="deployer")
+    ran: list[tuple[str, int]] = []
+
+    @gl.require_approval(policy=BOB, summary=lambda a: f"Release {a['version']}")
+    def deploy(version: str, replicas: int = 3) -> str:
+        """Deploy a version of the api."""
+        ran.append((version, replicas))
+        return f"deployed {version}"
+
+    calling = asyncio.create_task(asyncio.to_thread(deploy, "1.5.0"))
+    asked = await open_request(h)
+    assert (asked["tool"], asked["args"]) == ("deploy", {"version": "1.5.0", "replicas": 3})
+    assert not ran and not calling.done()
+    shown = (await h.api.get(f"/approvals/{asked['id']}")).json()
+    assert shown["summary"] == "Release 1.5.0"
+
+    await decide(h, asked["id"], "approve", edited_args={"version": "1.5.1", "replicas": 2})
+    assert await asyncio.wait_for(calling, 10) == "deployed 1.5.1"
+    assert ran == [("1.5.1", 2)]
+    assert await threads_of(h, "deployer") == 1
+
+    # The same call again is a new request, never the first one's approval reused.
+    again = asyncio.create_task(asyncio.to_thread(deploy, "1.5.0"))
+    second = await open_request(h)
+    assert second["id"] != asked["id"]
+    await decide(h, second["id"], "approve")
+    assert await asyncio.wait_for(again, 10) == "deployed 1.5.0"
+    assert ran == [("1.5.1", 2), ("1.5.0", 3)]
+
+
+async def test_an_edit_outside_the_type_hints_is_refused_by_the_server(h: Harness) -> None:
+    gl = Greenlight(h.url, TOKEN)
+
+    @gl.require_approval(policy=BOB, timeout=0.5)
+    def move(target: Target, dry_run: bool = False) -> Target:
+        return target
+
+    calling = asyncio.create_task(asyncio.to_thread(move, Target(region="eu", zones=["a"])))
+    asked = await open_request(h)
+    r = await h.api.post(
+        f"/requests/{asked['id']}/decision",
+        json={"decision": "approve", "by": "bob", "edited_args": {"target": {"region": 1}}},
+    )
+    assert r.status_code == 422, r.text
+    with pytest.raises(StillPending):
+        await asyncio.wait_for(calling, 10)
+
+    edit = {"target": {"region": "us", "zones": ["b", "c"]}, "dry_run": True}
+    await decide(h, asked["id"], "approve", edited_args=edit)
+    # The wait cut short gave its slot back: calling again waits on the same request.
+    moved = await asyncio.to_thread(move, Target(region="eu", zones=["a"]))
+    assert moved == Target(region="us", zones=["b", "c"])
+    assert await threads_of(h, "external") == 1
+
+
+async def test_rejected_raises_the_reason_and_the_function_never_runs(h: Harness) -> None:
+    gl = Greenlight(h.url, TOKEN)
+    ran: list[str] = []
+
+    @gl.require_approval("drop_table", policy=BOB)
+    def drop(name: str) -> None:
+        ran.append(name)
+
+    calling = asyncio.create_task(asyncio.to_thread(drop, "users"))
+    asked = await open_request(h)
+    assert asked["tool"] == "drop_table"
+    await decide(h, asked["id"], "reject", reason="not in prod, ever")
+    with pytest.raises(Rejected) as caught:
+        await asyncio.wait_for(calling, 10)
+    assert caught.value.reason == "not in prod, ever"
+    assert caught.value.by == ["api:bob"] and caught.value.request_id == asked["id"]
+    assert ran == []
+
+
+async def test_expiry_raises_expired(h: Harness) -> None:
+    assert isinstance(h.clock, ManualClock)
+    gl = AsyncGreenlight(h.url, TOKEN)
+    ran: list[str] = []
+
+    @gl.require_approval(policy={"approvers": ["bob"], "expires_in": 60})
+    async def restart(service: str) -> None:
+        ran.append(service)
+
+    calling = asyncio.create_task(restart("api"))
+    await open_request(h)
+    h.clock.advance(61)
+    await h.drain()
+    with pytest.raises(Expired) as caught:
+        await asyncio.wait_for(calling, 10)
+    assert caught.value.reason == "expired" and ran == []
+
+
+async def test_the_async_decorator_runs_the_coroutine_with_the_edit(h: Harness) -> None:
+    os.environ["GREENLIGHT_URL"], os.environ["GREENLIGHT_TOKEN"] = h.url, TOKEN
+    ran: list[dict[str, Any]] = []
+
+    @require_approval(policy=BOB, exclude=("ctx",))
+    async def refund(ctx: Context, order: str, *, amount: float, notify: bool = True) -> str:
+        ran.append({"ctx": ctx, "order": order, "amount": amount, "notify": notify})
+        return order
+
+    try:
+        ctx = Context()
+        with run("ticket-9"):
+            calling = asyncio.create_task(refund(ctx, "o-1", amount=12.5))
+            asked = await open_request(h)
+        assert asked["args"] == {"order": "o-1", "amount": 12.5, "notify": True}
+        edit = {"order": "o-1", "amount": 10, "notify": False}
+        await decide(h, asked["id"], "approve", edited_args=edit)
+        assert await asyncio.wait_for(calling, 10) == "o-1"
+        assert ran == [{"ctx": ctx, "order": "o-1", "amount": 10.0, "notify": False}]
+    finally:
+        del os.environ["GREENLIGHT_URL"], os.environ["GREENLIGHT_TOKEN"]
+
+
+async def test_ask_human_returns_the_answer_typed_by_its_schema(h: Harness) -> None:
+    gl = Greenlight(h.url, TOKEN)
+
+    asking = asyncio.create_task(asyncio.to_thread(gl.ask_human, "Which plan?", answer_schema=Plan))
+    asked = await open_request(h)
+    r = await h.api.post(
+        f"/requests/{asked['id']}/answer",
+        json={"text": '{"replicas": 2, "regions": ["eu"]}', "by": "ann"},
+    )
+    assert r.status_code == 200, r.text
+    assert await asyncio.wait_for(asking, 10) == Plan(replicas=2, regions=["eu"])
+
+    agl = AsyncGreenlight(h.url, TOKEN)
+    picking = asyncio.create_task(agl.ask_human("Which region?", choices=["eu", "us"]))
+    asked = await open_request(h)
+    assert asked["choices"] == ["eu", "us"]
+    r = await h.api.post(f"/requests/{asked['id']}/answer", json={"text": "US", "by": "ann"})
+    assert r.status_code == 200, r.text
+    assert await asyncio.wait_for(picking, 10) == "us"
+
+    lapsing = asyncio.create_task(agl.ask_human("Anyone?", yes_no=True, expires_in=30))
+    await open_request(h)
+    assert isinstance(h.clock, ManualClock)
+    h.clock.advance(31)
+    await h.drain()
+    with pytest.raises(Expired):
+        await asyncio.wait_for(lapsing, 10)
+
+
+async def test_a_process_killed_while_waiting_and_started_again_waits_on_the_same_request(
+    h: Harness, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs.txt"
+    env = {**os.environ, "GREENLIGHT_URL": h.url, "GREENLIGHT_TOKEN": TOKEN}
+    args = [sys.executable, "-m", "tests.greenlight.agent", str(runs), "1.5.0"]
+
+    async def start() -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *args, cwd=ROOT, env=env, stderr=asyncio.subprocess.PIPE
+        )
+
+    async def logged(agent: asyncio.subprocess.Process, text: str) -> str:
+        """The agent's next httpx log line containing ``text`` (written once answered)."""
+        assert agent.stderr is not None
+        while True:
+            line = (await asyncio.wait_for(agent.stderr.readline(), 20)).decode()
+            assert line, "the agent exited"
+            if text in line:
+                return line
+
+    doomed = await start()
+    assert "201 Created" in await logged(doomed, "POST")
+    asked = await open_request(h)
+    doomed.send_signal(signal.SIGKILL)
+    assert await doomed.wait() == -signal.SIGKILL
+
+    again = await start()
+    assert "200 OK" in await logged(again, "POST")  # the request the first process made
+    assert await threads_of(h, "external") == 1
+    assert (await open_request(h))["id"] == asked["id"]
+    assert not runs.exists()
+
+    await decide(h, asked["id"], "approve")
+    assert await asyncio.wait_for(again.wait(), 20) == 0
+    assert runs.read_text() == "1.5.0 3\n"
+    thread = await h.thread(asked["thread_id"])
+    assert [r.id for r in thread.requests.values()] == [asked["id"]]

@@ -227,6 +227,7 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 api_token=api_token(settings),
                 max_body_bytes=settings.max_body_bytes,
                 refuse_private_callbacks=settings.callback_url_refuse_private,
+                mcp_wait=settings.mcp_wait,
             )
             # No access log: paths can carry secrets (an email decision link's token).
             # Requests are traced and counted by route template instead (bot/web/telemetry.py).

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     admins: list[str] = Field(default_factory=list)
     approval_policies: dict[str, PolicySpec] = Field(default_factory=dict)
     max_body_bytes: int = Field(1_000_000, gt=0)
+    # The longest an MCP tool waits for people before answering "still pending, call
+    # wait_for_request": under MCP clients' tool timeouts (often 60 s).
+    mcp_wait: float = Field(50.0, gt=0, le=600)
     worker_concurrency: int = Field(32, ge=1)
     lease_ms: int = Field(30_000, ge=100)
     claim_idle_ms: int = Field(60_000, ge=100)

@@ -105,6 +105,7 @@ class Harness:
             api_token=s.api_token.get_secret_value() if s.api_token else None,
             max_body_bytes=s.max_body_bytes,
             refuse_private_callbacks=s.callback_url_refuse_private,
+            mcp_wait=s.mcp_wait,
         )
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False

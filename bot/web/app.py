@@ -33,7 +33,7 @@ from bot.domain.errors import (
 )
 from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
-from bot.web import approvals, archive, audit, tokens
+from bot.web import approvals, archive, audit, mcp, tokens
 from bot.web.api import health, router
 from bot.web.scopes import scopes_of
 from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
@@ -47,6 +47,7 @@ def create_app(
     api_token: str | None,
     max_body_bytes: int = 1_000_000,
     refuse_private_callbacks: bool = False,
+    mcp_wait: float = mcp.MCP_WAIT,
 ) -> FastAPI:
     """Build the app around a ready runtime.
 
@@ -60,6 +61,8 @@ def create_app(
         max_body_bytes: larger request bodies get a 413, unless a channel's
             route says otherwise.
         refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
+        mcp_wait: the longest an MCP tool waits for people before answering that the
+            request is still open (``bot.web.mcp``).
     """
     app = FastAPI(
         title="Greenlight",
@@ -69,13 +72,14 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.refuse_private_callbacks = refuse_private_callbacks
+    app.state.mcp_wait = mcp_wait
 
     app.state.api_token = api_token
     app.state.tokens = Tokens(runtime.redis)
 
     # Each API route declares the token scopes it takes (``bot.web.scopes``); health
     # checks take none, and channels sign their own traffic.
-    protected = [router, audit.router, archive.router, approvals.router, tokens.router]
+    protected = [router, audit.router, archive.router, approvals.router, tokens.router, mcp.router]
     protected.append(metrics_router())
     _check_scoped(protected)  # fail closed: an API route without scopes would be public
     public = [health, *(c.router for c in runtime.channels if c.router is not None)]

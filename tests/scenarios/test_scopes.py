@@ -195,6 +195,10 @@ TABLE: dict[tuple[str, str], tuple[Probe, dict[Caller, int]]] = {
     ("GET", "/tokens/me"): (fixed("/tokens/me"), S(200, 200, 200)),
     ("DELETE", "/tokens/{name}"): (on(revocable, "/tokens/{}"), S(204, 403, 403)),
     ("GET", "/metrics"): (fixed("/metrics"), S(200, 403, 403)),
+    ("POST", "/mcp"): (
+        fixed("/mcp", {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        S(200, 200, 403),
+    ),
 }
 # Routes that take no token: health checks, the API's own description, and channels,
 # which check their own signatures.

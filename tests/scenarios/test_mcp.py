@@ -1,0 +1,181 @@
+"""The MCP server: the official MCP client over streamable HTTP (``/mcp``) against the app
+served over real HTTP, the requests decided over REST."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from redis.asyncio import Redis
+
+from bot.storage.embedded import EmbeddedRedis
+from tests.harness import TOKEN, Harness, eventually
+from tests.harness import test_settings as settings_with
+
+GROUPS = {"deployers": ["bob"], "finance": ["bob"]}
+POLICIES = {"default": {"approvers": ["bob"]}}
+
+
+@pytest.fixture
+async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
+    settings = settings_with(approver_groups=GROUPS, approval_policies=POLICIES, mcp_wait=1.0)
+    async with Harness(redis_server.url, settings=settings) as it:
+        yield it
+
+
+@asynccontextmanager
+async def session(h: Harness, token: str | None = TOKEN) -> AsyncIterator[ClientSession]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=30) as http,
+        streamable_http_client(f"{h.url}/mcp", http_client=http) as (read, write),
+        ClientSession(read, write) as s,
+    ):
+        await s.initialize()
+        yield s
+
+
+async def agent_token(h: Harness) -> str:
+    r = await h.api.post("/tokens", json={"name": "mcp-bot", "scope": "agent"})
+    assert r.status_code == 201, r.text
+    token: str = r.json()["token"]
+    return token
+
+
+async def open_request(h: Harness) -> str:
+    async def found() -> str | None:
+        r = await h.api.get("/requests")
+        items = r.json()
+        items = items.get("items", items) if isinstance(items, dict) else items
+        return next((i["id"] for i in items if i["status"] == "open"), None)
+
+    rid: str = await eventually(found)
+    return rid
+
+
+async def decide(h: Harness, rid: str, decision: str = "approve", **kw: Any) -> None:
+    r = await h.api.post(
+        f"/requests/{rid}/decision", json={"decision": decision, "by": "bob", **kw}
+    )
+    assert r.status_code == 200, r.text
+
+
+def structured(result: Any) -> dict[str, Any]:
+    assert not result.is_error, result.content
+    out: dict[str, Any] = result.structured_content
+    if "result" in out and len(out) == 1:
+        out = out["result"]
+    return out
+
+
+async def test_lists_the_tools_and_an_approval_made_over_mcp_comes_back_decided(
+    h: Harness,
+) -> None:
+    token = await agent_token(h)
+    async with session(h, token) as s:
+        names = {t.name for t in (await s.list_tools()).tools}
+        assert names >= {"request_approval", "ask_human", "wait_for_request", "permission_prompt"}
+        h.app.state.mcp_wait = 20.0
+        call = asyncio.create_task(
+            s.call_tool(
+                "request_approval",
+                {
+                    "tool": "deploy",
+                    "arguments": {"version": "1.5.0"},
+                    "summary": "Release 1.5.0",
+                    "context": "All checks passed.",
+                },
+            )
+        )
+        rid = await open_request(h)
+        await decide(h, rid, reason="ship it")
+        out = structured(await asyncio.wait_for(call, 15))
+    assert out["id"] == rid
+    assert (out["status"], out["decision"], out["reason"]) == ("approved", "approve", "ship it")
+    assert out["arguments"] == {"version": "1.5.0"}
+    assert out["requester"]["id"] == "mcp-bot"  # the agent token asked, as itself
+    assert "next" not in out
+
+
+async def test_a_wait_that_runs_out_says_pending_and_wait_for_request_gets_the_decision(
+    h: Harness,
+) -> None:
+    async with session(h) as s:
+        first = structured(
+            await s.call_tool(
+                "request_approval",
+                {
+                    "tool": "refund",
+                    "arguments": {"amount": 5},
+                    "summary": "refund",
+                    "policy": "default",
+                },
+            )
+        )
+        assert first["status"] == "open"
+        assert f"call wait_for_request with {first['id']}" in first["next"]
+        again = structured(await s.call_tool("wait_for_request", {"request_id": first["id"]}))
+        assert again["status"] == "open"
+        await decide(h, first["id"], "reject", reason="too much")
+        done = structured(await s.call_tool("wait_for_request", {"request_id": first["id"]}))
+    assert (done["status"], done["decision"], done["reason"]) == ("rejected", "reject", "too much")
+
+
+async def test_ask_human_returns_the_answer(h: Harness) -> None:
+    async with session(h) as s:
+        asked = structured(
+            await s.call_tool("ask_human", {"question": "which region?", "choices": ["eu", "us"]})
+        )
+        assert asked["status"] == "open" and asked["choices"] == ["eu", "us"]
+        r = await h.api.post(f"/requests/{asked['id']}/answer", json={"text": "eu", "by": "bob"})
+        assert r.status_code == 200, r.text
+        done = structured(await s.call_tool("wait_for_request", {"request_id": asked["id"]}))
+    assert (done["status"], done["answer"]) == ("answered", "eu")
+
+
+async def test_permission_prompt_answers_claude_codes_allow_and_deny_json(h: Harness) -> None:
+    call = {"tool_name": "Bash", "input": {"command": "ls"}, "tool_use_id": "toolu_1"}
+
+    def answer(result: Any) -> dict[str, Any]:
+        assert not result.is_error, result.content
+        found: dict[str, Any] = json.loads(result.content[0].text)
+        return found
+
+    async with session(h) as s:
+        waiting = answer(await s.call_tool("permission_prompt", call))
+        assert waiting["behavior"] == "deny" and "still waiting" in waiting["message"]
+        rid = await open_request(h)
+        await decide(h, rid)
+        # The same call again waits on the same request: one request, now approved.
+        assert answer(await s.call_tool("permission_prompt", call)) == {
+            "behavior": "allow",
+            "updatedInput": {"command": "ls"},
+        }
+        other = {**call, "tool_use_id": "toolu_2", "input": {"command": "rm -rf /"}}
+        await s.call_tool("permission_prompt", other)
+        rid2 = await open_request(h)
+        await decide(h, rid2, "reject", reason="never")
+        denied = answer(await s.call_tool("permission_prompt", other))
+    assert denied["behavior"] == "deny" and "never" in denied["message"]
+    assert rid2 != rid
+
+
+async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:
+    init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    headers = {"Accept": "application/json, text/event-stream"}
+    r = await h.http.post("/mcp", json=init, headers=headers)
+    assert r.status_code == 401
+    r = await h.http.post("/mcp", json=init, headers={**headers, "Authorization": "Bearer nope"})
+    assert r.status_code == 401
+    try:
+        async with session(h, None):
+            pytest.fail("the MCP client got in without a token")
+    except BaseException as exc:  # the SDK's error for the 401 above, in exception groups
+        assert "MCPError" in repr(exc), repr(exc)

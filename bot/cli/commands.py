@@ -403,6 +403,29 @@ def tokens_revoke(name: str, url: Url = DEFAULT_URL, token: Token = None) -> Non
     typer.echo(f"token {name} revoked")
 
 
+@app.command()
+def mcp(
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            max=600,
+            help="Seconds a tool waits for people before answering that it is still pending.",
+        ),
+    ] = 50.0,
+) -> None:
+    """Serve the MCP tools over stdio for MCP clients (Claude Code, Cursor, ...): they ask
+    the Greenlight server at --url with --token (an agent token: `greenlight tokens create`)."""
+    from bot.web.mcp import serve_stdio
+
+    found = token or find_token()
+    if not found:
+        raise typer.BadParameter("give --token or set API_TOKEN (an agent token)")
+    serve_stdio(url, found, wait)
+
+
 def main() -> None:
     app()
 

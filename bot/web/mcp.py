@@ -230,6 +230,19 @@ async def serve_http(server: MCPServer[Any], scope: Scope, receive: Receive, sen
         await manager.handle_request(scope, receive, send)
 
 
+def serve_stdio(url: str, token: str, wait: float = MCP_WAIT) -> None:
+    """``greenlight mcp``: the tools over stdio, calling the REST API at ``url``."""
+
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=POLL_MAX + 30,
+        )
+
+    build_server(Api(client, lambda: wait)).run("stdio")
+
+
 # --- in the app ------------------------------------------------------------------------------
 
 router = APIRouter()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
@@ -179,3 +182,25 @@ async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:
             pytest.fail("the MCP client got in without a token")
     except BaseException as exc:  # the SDK's error for the 401 above, in exception groups
         assert "MCPError" in repr(exc), repr(exc)
+
+
+async def test_greenlight_mcp_over_stdio_asks_the_server_and_gets_the_decision(
+    h: Harness,
+) -> None:
+    token = await agent_token(h)
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "bot", "mcp", "--url", h.url, "--wait", "20"],
+        env={**os.environ, "API_TOKEN": token},
+    )
+    async with stdio_client(server) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        names = {t.name for t in (await s.list_tools()).tools}
+        assert names >= {"request_approval", "ask_human", "wait_for_request"}
+        call = asyncio.create_task(
+            s.call_tool("request_approval", {"tool": "deploy", "summary": "Release 1.5.0"})
+        )
+        rid = await open_request(h)
+        await decide(h, rid)
+        out = structured(await asyncio.wait_for(call, 15))
+    assert (out["id"], out["status"], out["requester"]["id"]) == (rid, "approved", "mcp-bot")

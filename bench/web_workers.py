@@ -19,7 +19,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,18 +147,28 @@ def _env(redis_url: str, data: Path, port: int, concurrency: int) -> dict[str, s
 
 @contextlib.asynccontextmanager
 async def fleet(
-    redis_url: str, data: Path, *, workers: int, concurrency: int
+    redis_url: str,
+    data: Path,
+    *,
+    workers: int,
+    concurrency: int,
+    extra: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Fleet]:
-    """A web process and ``workers`` worker processes, up and ready; all stopped on exit."""
+    """A web process and ``workers`` worker processes, up and ready; all stopped on exit.
+
+    ``extra`` adds settings to every process's environment."""
     procs: list[asyncio.subprocess.Process] = []
     with socket.socket() as s:
         s.bind((HOST, 0))
         port = int(s.getsockname()[1])
     try:
-        procs.append(await _spawn("web", _env(redis_url, data, port, concurrency), data))
+        more = dict(extra or {})
+        procs.append(
+            await _spawn("web", {**_env(redis_url, data, port, concurrency), **more}, data)
+        )
         for i in range(workers):
             # Workers listen nowhere; PORT only names their log file.
-            env = _env(redis_url, data, port + 1 + i, concurrency)
+            env = {**_env(redis_url, data, port + 1 + i, concurrency), **more}
             procs.append(await _spawn("worker", env, data))
         api = f"http://{HOST}:{port}"
         await _ready(api, procs, data)

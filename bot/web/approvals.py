@@ -8,6 +8,7 @@ REST decision path. ``GET /approvals/{id}?wait=30`` long-polls until it is decid
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Annotated, Any, Literal
 
@@ -32,7 +33,7 @@ from bot.domain.ids import new_request_id
 from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, to_approval
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, check, check_schema
-from bot.engine.external import open_request, wait
+from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
 from bot.web.api import IdempotencyKey, Rt, owned_key
 from bot.web.bodies import StrictJSONRoute
@@ -303,11 +304,7 @@ async def ask_approval(
         )
         return [_created(body, requester), call, asked]
 
-    key = owned_key(who, idempotency_key) if idempotency_key else None
-    tid = ids.thread_id_for("approvals", key) if key else None
-    opened = await open_request(rt.log, tid, make, kind="approval")
-    if not opened.created:
-        response.status_code = 200
+    opened = await _open(rt, who, idempotency_key, "approvals", make, response=response)
     return ApprovalOut.from_request(opened.thread, opened.request)
 
 
@@ -369,11 +366,7 @@ async def ask_question(
         )
         return [_created(body, requester), asked]
 
-    key = owned_key(who, idempotency_key) if idempotency_key else None
-    tid = ids.thread_id_for("questions", key) if key else None
-    opened = await open_request(rt.log, tid, make, kind="question")
-    if not opened.created:
-        response.status_code = 200
+    opened = await _open(rt, who, idempotency_key, "questions", make, response=response)
     return QuestionOut.from_request(opened.thread, opened.request)
 
 
@@ -391,6 +384,25 @@ async def get_question(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) ->
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+async def _open(
+    rt: Runtime,
+    who: Caller,
+    idempotency_key: str | None,
+    namespace: Literal["approvals", "questions"],
+    make: Callable[[str], Sequence[Event]],
+    *,
+    response: Response,
+) -> Opened:
+    """Open the request ``make`` builds; a retried key finds it again and answers 200."""
+    key = owned_key(who, idempotency_key) if idempotency_key else None
+    tid = ids.thread_id_for(namespace, key) if key else None
+    kind = "approval" if namespace == "approvals" else "question"
+    opened = await open_request(rt.log, tid, make, kind=kind)
+    if not opened.created:
+        response.status_code = 200
+    return opened
 
 
 def to_requester(name: str | None, agent: str) -> Actor:

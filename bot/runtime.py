@@ -22,6 +22,7 @@ from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
 from bot.engine.ports import Channel, ChannelPorts
 from bot.engine.retention import Retention
+from bot.engine.waiting import Waiting
 from bot.engine.worker import Worker, consumer_name
 from bot.storage.archive import Archive
 from bot.storage.audit import AuditLog
@@ -126,10 +127,12 @@ def build_runtime(
     thread_log = ThreadLog(redis, clock)
     inbox = Inbox(thread_log, set(agents))
     decisions = Decisions(thread_log, agents, clock=clock)
+    indexes = Indexes(redis)
+    waiting = Waiting(thread_log, indexes, clock)
 
     def ports(name: str) -> ChannelPorts:
         state = ChannelState(redis, name)
-        return ChannelPorts(inbox, decisions, thread_log, state, agents, clock)
+        return ChannelPorts(inbox, decisions, thread_log, state, agents, clock, waiting)
 
     made = tuple(channels(ports)) if channels else ()
     outbox = Outbox(
@@ -140,7 +143,6 @@ def build_runtime(
         base_delay=delivery_base_delay,
         give_up_after=delivery_give_up_after,
     )
-    indexes = Indexes(redis)
     audit = AuditLog(redis)
     retention = None
     if archive is not None and retain_for is not None:

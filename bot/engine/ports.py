@@ -4,8 +4,8 @@ A channel adapter has two sides, each a small protocol: ``Outbound`` (the
 outbox hands it each new event) and ``Ingress`` (routes and body limits the
 web app mounts, listeners the process starts and stops). In return it gets
 ``ChannelPorts``: submit inbound traffic, decide and answer through the one
-decision path, read threads, and a state store of its own. It never sees
-Redis, the loop or the model.
+decision path, read threads and the requests open now, and a state store of its
+own. It never sees Redis, the loop or the model.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from bot.domain.events import Event
 from bot.domain.reducer import ThreadState
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
+from bot.engine.waiting import OpenNow
 
 
 class Outbound(Protocol):
@@ -89,7 +90,7 @@ class ThreadReader(Protocol):
 
 class StateStore(Protocol):
     """A channel's own small state: its ids per thread, external ids leading to threads,
-    and rate limits (uses of a key per window)."""
+    sets of people, and rate limits (uses of a key per window)."""
 
     async def get(self, thread_id: str, field: str) -> str | None: ...
 
@@ -105,10 +106,24 @@ class StateStore(Protocol):
         """The thread an external id belongs to, if any."""
         ...
 
+    async def remember(self, name: str, member: str) -> None:
+        """Add ``member`` to the set ``name`` (people who opened something, say)."""
+        ...
+
+    async def remembered(self, name: str) -> set[str]:
+        """Everyone remembered under ``name``."""
+        ...
+
     async def take(self, key: str, *, limit: int, per: float, now: float) -> bool:
         """Use one of ``limit`` uses of ``key`` per ``per`` seconds (``now`` from the clock);
         False, and nothing used, when none is left."""
         ...
+
+
+class OpenRequests(Protocol):
+    """The requests open now (``bot.engine.waiting.Waiting``)."""
+
+    async def open(self) -> OpenNow: ...
 
 
 @dataclass(frozen=True)
@@ -122,6 +137,7 @@ class ChannelPorts:
         state: this channel's own ids per thread, and external ids that lead to threads.
         agents: the agents people may address.
         clock: the one clock.
+        waiting: the requests open now, to list what waits for a person.
     """
 
     inbox: Inbox
@@ -130,3 +146,4 @@ class ChannelPorts:
     state: StateStore
     agents: Mapping[str, Agent]
     clock: Clock
+    waiting: OpenRequests

@@ -145,6 +145,13 @@ def alias(channel: str, key: str) -> str:
     return f"{PREFIX}:alias:{channel}:{key}"
 
 
+def members(channel: str, name: str) -> str:
+    """Set: people one channel remembers under a name (Slack: who opened their App Home, so
+    it is republished when something changes for them); never expires
+    (``bot.storage.channelstate``)."""
+    return f"{PREFIX}:members:{channel}:{name}"
+
+
 def rate(channel: str, key: str) -> str:
     """Sorted set: one channel's recent uses of something it limits (answers sent to one
     sender), scored by when; entries older than the window are dropped on each use, and

@@ -35,6 +35,7 @@ from bot.domain.text import cut
 from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, to_choices, who
+from channels.slack.home import Home
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click, to_user_team
 from channels.slack.people import People, UnknownUserError
@@ -69,6 +70,7 @@ class Clicks:
         outbound: whispers, and refreshes a card a click found stale.
         background: runs those after Slack has its answer.
         client: the web process's Web API client, for ``views.open``.
+        home: where a note to a click in an App Home goes (atop it: no channel to whisper in).
     """
 
     def __init__(
@@ -78,12 +80,15 @@ class Clicks:
         outbound: Outbound,
         background: Background,
         client: AsyncWebClient,
+        *,
+        home: Home | None = None,
     ) -> None:
         self.rt = runtime
         self.people = people
         self.outbound = outbound
         self.background = background
         self.client = client
+        self.home = home
 
     def register(self, app: Any) -> None:
         """Attach the action and view listeners to a Bolt ``AsyncApp``."""
@@ -283,9 +288,16 @@ class Clicks:
 
         async def whisper() -> None:
             said = text if isinstance(text, str) else await text()
-            await self.outbound.whisper(click.channel, click.user, said)
+            await self._note(click, said)
 
         self.background.start("a private note", whisper)
+
+    async def _note(self, click: Click, text: str) -> None:
+        """Whisper to the clicker where they clicked: in the channel, or atop their Home."""
+        if click.channel or self.home is None:
+            await self.outbound.whisper(click.channel, click.user, text)
+        else:
+            await self.home.publish(click.user, notice=text)
 
     def _refused(self, click: Click, request_id: str, why: Refusal | RefusedError) -> None:
         """Tell the clicker why nothing changed; a card gone stale is shown as it now is."""
@@ -311,7 +323,7 @@ class Clicks:
         async def show() -> None:
             _, state = await self.rt.decisions.find(request_id)
             said = text if isinstance(text, str) else await text()
-            await self.outbound.whisper(click.channel, click.user, said)
+            await self._note(click, said)
             try:
                 await self.outbound.refresh(
                     state, request_id, also=Place(click.channel, click.message_ts)

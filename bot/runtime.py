@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock, SystemClock
+from bot.domain.errors import ConfigError
 from bot.domain.model import Model
 from bot.domain.policy import ApprovalPolicy, Groups, check_policies, check_policy
 from bot.domain.reducer import ThreadState
+from bot.domain.triage import TRIAGE
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
 from bot.engine.loop import Loop
@@ -103,6 +105,7 @@ def build_runtime(
     delivery_give_up_after: float = 3600.0,
     archive: Archive | None = None,
     retain_for: float | None = None,
+    default_agent: str | None = None,
 ) -> Runtime:
     """Build a runtime around a Redis client (``decode_responses=True``).
 
@@ -111,11 +114,17 @@ def build_runtime(
         archive: where finished threads go; with ``retain_for`` (seconds), the
             workers move finished threads older than that out of Redis.
         clock: the one clock every part reads (the system clock when None).
+        default_agent: where a message naming no agent goes; None: the worker triages it.
 
     Raises:
         ConfigError: a gated tool's or a named policy's approvers resolve to nobody
-            (fail closed).
+            (fail closed); ``default_agent`` is no agent; an agent is named ``triage``.
     """
+    if TRIAGE in agents:
+        raise ConfigError(f"no agent may be named {TRIAGE!r}: it stands for 'not chosen yet'")
+    if default_agent is not None and default_agent not in agents:
+        known = ", ".join(sorted(agents))
+        raise ConfigError(f"DEFAULT_AGENT {default_agent!r} is no agent; known: {known}")
     groups = groups or Groups()
     policies = dict(policies or {})
     warnings = check_policies(agents, groups)
@@ -125,7 +134,7 @@ def build_runtime(
         log.warning("%s", warning)
     clock = SystemClock() if clock is None else clock
     thread_log = ThreadLog(redis, clock)
-    inbox = Inbox(thread_log, set(agents))
+    inbox = Inbox(thread_log, set(agents), default_agent=default_agent)
     decisions = Decisions(thread_log, agents, clock=clock)
     indexes = Indexes(redis)
     waiting = Waiting(thread_log, indexes, clock)

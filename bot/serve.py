@@ -123,6 +123,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         delivery_give_up_after=settings.delivery_give_up_after,
         archive=Archive(settings.archive_dir or settings.data_dir / "archive"),
         retain_for=settings.retain_finished_days * 86400,
+        default_agent=settings.default_agent,
     )
     try:
         for channel in rt.channels:

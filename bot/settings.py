@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     agent_modules: list[str] = Field(default_factory=lambda: ["agents"])
+    # Where a message naming no agent goes; unset: the model picks by the agents' descriptions.
+    default_agent: str | None = None
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     approver_groups_allow_empty: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)

@@ -96,6 +96,7 @@ class Harness:
             delivery_give_up_after=s.delivery_give_up_after,
             archive=self.archive,
             retain_for=s.retain_finished_days * 86400 if self.archive else None,
+            default_agent=s.default_agent,
         )
         for channel in self.rt.channels:
             await channel.start(inbound=True)

@@ -117,6 +117,16 @@ class ThreadCreated(_Base):
     runs its call; the agent reads the decision and acts on it itself."""
 
 
+class AgentChosen(_Base):
+    """The triage step chose the agent of a thread started without one (``bot.domain.triage``)."""
+
+    type: Literal["agent_chosen"] = "agent_chosen"
+    agent: str
+    how: Literal["named", "only", "model"]
+    """``named``: the person's words named it; ``only``: there is one; ``model``: the model
+    picked it."""
+
+
 class UserMessage(_Base):
     type: Literal["user_message"] = "user_message"
     text: str
@@ -286,6 +296,7 @@ class DeliveryFailed(_Base):
 
 Event = Annotated[
     ThreadCreated
+    | AgentChosen
     | UserMessage
     | ToolCall
     | ApprovalRequested

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_approvals_channel: str | None = None
+    # The app has Slack's "Agents & AI Apps" feature on: DMs show the assistant thread
+    # status while an agent works, instead of a "Working…" message.
+    slack_assistant: bool = False
 
     # Email
     smtp_host: str | None = None

@@ -41,6 +41,7 @@ from channels.slack.home import Home
 from channels.slack.listeners import Listeners
 from channels.slack.outbound import Outbound
 from channels.slack.people import People
+from channels.slack.working import Working
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,7 @@ class SlackChannel:
             runtime.state,
             People(self.client),
             approvals_channel=approvals,
+            working=Working(self.client, runtime.state, assistant=settings.slack_assistant),
         )
         web_people = People(self.web_client, budget=IDENTITY_BUDGET)
         self.app = AsyncApp(

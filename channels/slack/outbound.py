@@ -26,6 +26,7 @@ from bot.domain.events import (
     Expired,
     HumanAnswer,
     HumanQuestion,
+    Paused,
     Reminded,
     UserMessage,
 )
@@ -107,7 +108,7 @@ class Outbound:
 
     def concerns(self, thread: ThreadState, event: Event) -> bool:
         """The events ``deliver`` renders (it may still find nothing to post)."""
-        if isinstance(event, _WORKING) and self.working and to_place(thread):
+        if isinstance(event, (*_WORKING, Paused)) and self.working and to_place(thread):
             return True
         return isinstance(event, _RENDERED) or (isinstance(event, ErrorEvent) and event.fatal)
 

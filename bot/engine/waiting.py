@@ -59,9 +59,16 @@ class Waiting:
         self.clock = clock
         self.most = most
         self._at_once = at_once
+        # One reading at a time in a process: each takes up to 16 + at_once connections,
+        # and a burst of changes (a worker refreshing many Homes) must not take the pool.
+        self._reading = asyncio.Lock()
 
     async def open(self) -> OpenNow:
         """The open requests, oldest first, each with its thread as it stands."""
+        async with self._reading:
+            return await self._read()
+
+    async def _read(self) -> OpenNow:
         request_ids, total = await self.indexes.open_requests(offset=0, limit=self.most)
         by_thread: dict[str, list[str]] = {}
         for rid in request_ids:

@@ -33,6 +33,7 @@ from bot.domain.policy import ANYONE
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.waiting import to_urgency, waits_for
 from bot.engine.ports import ChannelPorts
+from bot.engine.waiting import OpenNow
 from channels.slack.background import Background
 from channels.slack.blocks import Block
 from channels.slack.outbound import Outbound
@@ -125,9 +126,14 @@ class Home:
         await self.rt.state.remember(OPENED, user)
         await self.publish(user)
 
-    async def publish(self, user: str, notice: str | None = None) -> None:
-        """Publish ``user``'s Home: what waits for them, most urgent first."""
-        now_open = await self.rt.waiting.open()
+    async def publish(
+        self, user: str, notice: str | None = None, now_open: OpenNow | None = None
+    ) -> None:
+        """Publish ``user``'s Home: what waits for them, most urgent first.
+
+        ``now_open``: the open requests, when the caller read them already.
+        """
+        now_open = now_open or await self.rt.waiting.open()
         names = sorted({n for o in now_open.found for n in _names(o.request)} - {ANYONE})
         actor = await self.outbound.people.actor(user, names, strict=False)
         now = self.rt.clock.now()
@@ -170,12 +176,14 @@ class Home:
         for req in reqs:
             if req is not None:
                 concerned |= await self._concerned(thread, req, opened)
+        now_open = None
         for user in sorted(concerned & opened):
             allowed = await self.rt.state.take(
                 f"home:{user}", limit=PUBLISHES, per=PER, now=self.rt.clock.now()
             )
             if allowed:
-                await self.publish(user)
+                now_open = now_open or await self.rt.waiting.open()
+                await self.publish(user, now_open=now_open)
             else:
                 log.info(
                     "slack: the Home of %s was published %d times in %ss", user, PUBLISHES, PER

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain.events import ToolResult
+from channels.slack.home import PUBLISHES
 from tests.channels.slack.conftest import ANN, BOB, DAN, MAL
 from tests.channels.slack.slack import Slack, has_buttons, home_of, publishes, text_of
 from tests.channels.slack.test_flows import ask_for_approval, thread_of
@@ -132,3 +133,25 @@ async def test_many_requests_most_urgent_first_within_a_views_blocks(
     assert orders[:3] == ["*order*\nA-29", "*order*\nA-28", "*order*\nA-27"]  # soonest expiry
     assert 10 <= len(orders) < 30
     assert f"and {30 - len(orders)} more waiting for you" in shown(view)
+
+
+async def test_refreshes_of_one_home_are_rate_limited(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    await slack.home_opened(BOB)
+    await home_of(api, BOB)
+    for i in range(PUBLISHES + 3):
+        body = {
+            "agent": "billing-bot",
+            "tool": "refund",
+            "arguments": {"order": f"B-{i}"},
+            "summary": f"Refund order B-{i}",
+            "policy": {"approvers": [f"slack:{BOB}"]},
+        }
+        assert (await h.api.post("/approvals", json=body)).status_code == 201
+    await h.drain()
+
+    assert publishes(api, BOB) == 1 + PUBLISHES  # opening, then at most PUBLISHES a minute
+    await slack.home_opened(BOB)  # opening it again always shows it as it stands
+    view = await home_of(api, BOB, n=2 + PUBLISHES)
+    assert len([b for b in view["blocks"] if b["type"] == "actions"]) == PUBLISHES + 3

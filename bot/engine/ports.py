@@ -19,10 +19,9 @@ from fastapi import APIRouter
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock
 from bot.domain.events import Event
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Request, ThreadState
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
-from bot.engine.waiting import OpenNow
 
 
 class Outbound(Protocol):
@@ -118,6 +117,23 @@ class StateStore(Protocol):
         """Use one of ``limit`` uses of ``key`` per ``per`` seconds (``now`` from the clock);
         False, and nothing used, when none is left."""
         ...
+
+
+@dataclass(frozen=True)
+class Open:
+    """An open request and its thread."""
+
+    thread: ThreadState
+    request: Request
+
+
+@dataclass(frozen=True)
+class OpenNow:
+    """The open requests read, and how many the index holds in all."""
+
+    found: list[Open]
+    """At most as many as one reading looks at, the oldest first; expired ones left out."""
+    total: int
 
 
 class OpenRequests(Protocol):

@@ -7,31 +7,14 @@ index names the open requests, so no thread that has none is read.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from bot.domain import ids
 from bot.domain.clock import Clock
-from bot.domain.reducer import Request, ThreadState
+from bot.domain.reducer import ThreadState
 from bot.domain.refusals import is_open
+from bot.engine.ports import Open, OpenNow
 from bot.storage.indexes import Indexes
 from bot.storage.threadlog import ThreadLog
-
-
-@dataclass(frozen=True)
-class Open:
-    """An open request and its thread."""
-
-    thread: ThreadState
-    request: Request
-
-
-@dataclass(frozen=True)
-class OpenNow:
-    """The open requests read, and how many the index holds in all."""
-
-    found: list[Open]
-    """At most ``Waiting.most`` of them, the oldest first; expired ones left out."""
-    total: int
 
 
 class Waiting:

@@ -32,8 +32,7 @@ from bot.domain.events import (
 from bot.domain.policy import ANYONE
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.waiting import to_urgency, waits_for
-from bot.engine.ports import ChannelPorts
-from bot.engine.waiting import OpenNow
+from bot.engine.ports import ChannelPorts, OpenNow
 from channels.slack.background import Background
 from channels.slack.blocks import Block
 from channels.slack.outbound import Outbound

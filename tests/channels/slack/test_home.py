@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.domain.events import ToolResult
+from redis.asyncio import Redis
+
+from bot.domain.events import HumanAnswer, ToolResult
+from bot.storage.embedded import EmbeddedRedis
 from channels.slack.home import PUBLISHES
-from tests.channels.slack.conftest import ANN, BOB, DAN, MAL
+from tests.channels.slack.conftest import ANN, BOB, DAN, MAL, slack_settings
 from tests.channels.slack.slack import Slack, has_buttons, home_of, publishes, text_of
-from tests.channels.slack.test_flows import ask_for_approval, thread_of
+from tests.channels.slack.test_flows import ask_for_approval, choice_model, thread_of
 from tests.harness import Harness, eventually
 from tests.standins.slack_api import SlackAPI
 
@@ -155,3 +158,24 @@ async def test_refreshes_of_one_home_are_rate_limited(
     await slack.home_opened(BOB)  # opening it again always shows it as it stands
     view = await home_of(api, BOB, n=2 + PUBLISHES)
     assert len([b for b in view["blocks"] if b["type"] == "actions"]) == PUBLISHES + 3
+
+
+async def test_a_question_for_its_conversation_waits_only_for_who_the_agent_talks_to(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    async with Harness(redis_server.url, settings=slack_settings(api), model=choice_model()) as h:
+        slack = Slack(h.http, api)
+        root = await slack.mention("deploy something", ANN)
+        await h.drain()
+        for user in (ANN, MAL):
+            await slack.home_opened(user)
+        ann, mal = await home_of(api, ANN), await home_of(api, MAL)
+        assert "Which environment?" in shown(ann) and buttons(ann) == ["gl_choice_0", "gl_choice_1"]
+        assert "Nothing waits for you" in shown(mal)
+
+        r = await slack.home_click(ANN, "gl_choice_1")  # "production", from the Home
+        assert r.status_code == 200
+        await h.drain()
+        events = await h.rt.log.events(thread_of(root))
+        assert [e.text for e in events if isinstance(e, HumanAnswer)] == ["production"]
+        assert "Nothing waits for you" in shown(await home_of(api, ANN, n=2))

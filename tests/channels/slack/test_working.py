@@ -8,12 +8,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bot.domain.errors import ModelError
-from bot.domain.model import ModelCall, ModelRequest
+from bot.domain.model import ModelCall, ModelRequest, ModelTurn
 from bot.storage.embedded import EmbeddedRedis
 from channels.slack.working import STATUS, TEXT
 from tests.channels.slack.conftest import ANN, BOB, slack_settings
 from tests.channels.slack.slack import Slack, has_buttons
-from tests.channels.slack.test_flows import ask_for_approval, card_in
+from tests.channels.slack.test_flows import ask_for_approval, card_in, thread_of
 from tests.doubles import ScriptedModel
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI
@@ -106,3 +106,37 @@ async def test_an_assistant_shows_the_assistant_thread_status_in_a_dm(
     assert statuses == [STATUS, ""]  # set while it works, cleared with the answer
     assert posted(api, TEXT) == 0
     assert any("Running now" in t for t in in_thread(api, root))
+
+
+class PausedMidTurn:
+    """A model during whose turn an operator pauses the thread (over the REST API)."""
+
+    name = "pausing"
+
+    def __init__(self) -> None:
+        self.h: Harness | None = None
+        self.thread = ""
+
+    async def complete(self, request: ModelRequest) -> ModelTurn:
+        assert self.h is not None
+        r = await self.h.api.post(f"/threads/{self.thread}/pause", json={"by": "ops"})
+        assert r.status_code == 200, r.text
+        return ModelTurn(calls=[ModelCall("reply", {"text": "too late", "final": True})])
+
+
+async def test_a_pause_mid_turn_ends_the_working_message(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    model = PausedMidTurn()
+    async with Harness(redis_server.url, settings=slack_settings(api), model=model) as h:
+        model.h = h
+        slack = Slack(h.http, api)
+        payload = slack.mention_payload("deploy: anything new?", ANN)
+        root = str(payload["event"]["ts"])
+        model.thread = thread_of(root)
+        assert (await slack.event(payload)).status_code == 200
+        await h.drain()
+        assert (await h.thread(thread_of(root))).status.value == "paused"
+
+    assert posted(api, TEXT) == 1 and in_thread(api, root) == []
+    assert len(api.calls_to("chat.delete")) == 1

@@ -78,7 +78,7 @@ class Field:
         path: where its value goes in the answer (``()``: the answer itself).
         label: what people read: the schema's ``title``, else the property's name.
         kind: what it takes.
-        required: the answer is invalid without it.
+        required: it must be filled in: the schema requires it, and every object around it.
         description: the schema's ``description``, shown as a hint.
         choices: the options of a choice (the enum, in order).
         default: the schema's ``default``, shown filled in.
@@ -191,7 +191,8 @@ def _walk(
         out.append(Section(path, _label(schema, path), _text(schema)))
     needed = set(schema.get("required") or ())
     for name, sub in schema["properties"].items():
-        _walk(sub, (*path, name), name in needed, out, strict)
+        # A field must be filled in only when every object around it is required too.
+        _walk(sub, (*path, name), required and name in needed, out, strict)
 
 
 def _kind(schema: Any, where: str) -> Kind | str | None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
-import pytest
 from redis.asyncio import Redis
 
 from bot.domain.events import ErrorEvent, HumanAnswer
@@ -25,14 +23,6 @@ PLAN = {
     },
     "required": ["replicas", "regions"],
 }
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[tuple[AnthropicAPI, AnthropicModel]]:
-    async with AnthropicAPI() as api:
-        model = AnthropicModel(api_key="sk-ant-test", model="claude-test", base_url=api.url)
-        yield api, model
-        await model.aclose()
 
 
 async def test_agent_asks_with_a_schema_and_resumes_once_with_the_json_value(

@@ -7,8 +7,9 @@ from typing import Any
 
 from bot.domain.events import HumanAnswer
 from bot.storage.embedded import EmbeddedRedis
-from tests.channels.slack.conftest import ANN, BOB, slack_settings
-from tests.channels.slack.slack import Slack, has_buttons, text_of
+from tests.channels.slack.conftest import ANN, BOB, MAL, slack_settings
+from tests.channels.slack.slack import Slack, has_buttons, text_of, whispers
+from tests.channels.slack.test_external import APPROVALS, only_card
 from tests.channels.slack.test_flows import card_in, last_view, replies_in, thread_of
 from tests.doubles import ScriptedModel, c, turns
 from tests.harness import Harness
@@ -119,3 +120,48 @@ async def test_a_typed_answer_is_a_form_whose_errors_stay_open_until_it_is_valid
         assert "scaling" in replies_in(api, root)
         assert not has_buttons(api.messages[card])
         assert "Answered by" in text_of(api.messages[card])
+
+
+async def test_only_who_may_answer_gets_the_form_and_any_schema_has_one(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    # Asked through the API, whose schemas may go beyond the form's subset: such a field
+    # is typed as JSON.
+    schema = {
+        "type": "object",
+        "properties": {"tags": {"type": "array", "items": {"type": "string"}}},
+        "required": ["tags"],
+    }
+    body = {
+        "question": "Which tags?",
+        "answer_schema": schema,
+        "answerers": [f"slack:{BOB}"],
+        "slack_channel": APPROVALS,
+    }
+    r = await h.api.post("/questions", json=body)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    await h.drain()
+    card = only_card(api, APPROVALS)
+
+    r = await slack.click(card, "gl_answer", MAL)
+    assert r.status_code == 200
+    assert api.calls_to("views.open") == []  # no form that would be refused anyway
+    assert any("can't answer" in n for n in await whispers(api, MAL)), await whispers(api, MAL)
+
+    await slack.click(card, "gl_answer", BOB)
+    view = last_view(api)
+    (field,) = [b for b in view["blocks"] if b["type"] == "input"]
+    assert (field["block_id"], field["label"]["text"]) == ("f0", "tags (JSON)")
+
+    r = await slack.submit(view, {"f0": {"value": "[web"}}, BOB)
+    assert r.json()["response_action"] == "errors"
+    assert r.json()["errors"]["f0"].startswith("Not valid JSON")
+    r = await slack.submit(view, {"f0": {"value": '"web"'}}, BOB)
+    assert r.json()["errors"] == {"f0": "'web' is not of type 'array'"}
+
+    r = await slack.submit(view, {"f0": {"value": '["web", "launch"]'}}, BOB)
+    assert r.status_code == 200 and not r.content, r.text
+    out = (await h.api.get(f"/questions/{rid}", params={"wait": 5})).json()
+    assert (out["status"], out["value"]) == ("answered", {"tags": ["web", "launch"]})
+    assert (out["answered_by"]["channel"], out["answered_by"]["id"]) == ("slack", BOB)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from bot.domain.errors import InvalidInputError
 from bot.domain.model import ToolSpec
@@ -93,16 +93,20 @@ class AskHuman(BaseModel):
         ),
     )
 
+    @field_validator("answer_schema")
+    @classmethod
+    def _supported(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                check_answer_schema(value)
+            except InvalidInputError as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
     @model_validator(mode="after")
     def _typed(self) -> AskHuman:
-        if self.answer_schema is None:
-            return self
-        if self.format != "free_text":
+        if self.answer_schema is not None and self.format != "free_text":
             raise ValueError("answer_schema is for format free_text (a typed answer)")
-        try:
-            check_answer_schema(self.answer_schema)
-        except InvalidInputError as exc:
-            raise ValueError(exc.message) from exc
         return self
 
 

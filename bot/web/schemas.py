@@ -119,9 +119,7 @@ class RequestOut(BaseModel):
                 min_approvals=a.min_approvals,
                 approvals=[_actor(v.by) for v in r.approvals()],
             )
-        return cls(
-            **common, question=a.question, choices=a.choices, answer_schema=a.answer_schema
-        )
+        return cls(**common, question=a.question, choices=a.choices, answer_schema=a.answer_schema)
 
 
 class ThreadOut(BaseModel):

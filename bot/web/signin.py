@@ -110,7 +110,13 @@ async def signin_form(request: Request, next: str = HOME, sent: bool = False) ->
     )
 
 
-@router.post("/signout", dependencies=[Depends(csrf_checked)])
+@router.get("/account")
+async def account(request: Request, viewer: Annotated[Viewer, Depends(signed_in)]) -> Response:
+    """Who the viewer is signed in as, and as whom approval policies know them."""
+    return await render(request, "account.html.j2", viewer=viewer)
+
+
+@router.post("/signout", dependencies=[Depends(signed_in), Depends(csrf_checked)])
 async def signout(request: Request, viewer: Annotated[Viewer, Depends(signed_in)]) -> Response:
     """Sign out, then back to the sign-in page."""
     end_session(request)

@@ -98,15 +98,28 @@ router = APIRouter(include_in_schema=False)
 @router.get(SIGNIN_PATH, name="signin_form")
 async def signin_form(request: Request, next: str = HOME, sent: bool = False) -> Response:
     """The sign-in page: an email form, and the OIDC button when a provider is set."""
+    return await signin_page(request, next=next, sent=sent)
+
+
+async def signin_page(
+    request: Request,
+    *,
+    next: str = HOME,
+    sent: bool = False,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The sign-in page, saying ``error`` (a refused link or sign-in) when there is one."""
     config: SignInConfig = request.app.state.signin
     return await render(
         request,
         "signin.html.j2",
+        status_code=status_code,
         next=safe_next(next),
         sent=sent,
         email_on=request.app.state.signin_mail is not None,
         oidc=config.oidc,
-        error=None,
+        error=error,
     )
 
 

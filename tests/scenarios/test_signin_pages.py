@@ -24,12 +24,6 @@ SLACK_SECRET = "test-slack-signing-secret"
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    async with MailProvider() as p:
-        yield p
-
-
-@pytest.fixture
 async def api() -> AsyncIterator[SlackAPI]:
     async with SlackAPI(users=USERS) as stand_in:
         yield stand_in

@@ -1,4 +1,4 @@
-"""Fixtures the end-to-end scenarios share."""
+"""Fixtures of the end-to-end scenarios that several modules share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.models.anthropic import AnthropicModel
+from tests.channels.email.provider import MailProvider
 from tests.standins.anthropic_api import AnthropicAPI
 
 
@@ -17,3 +18,10 @@ async def claude() -> AsyncIterator[tuple[AnthropicAPI, AnthropicModel]]:
         model = AnthropicModel(api_key="sk-ant-test", model="claude-test", base_url=api.url)
         yield api, model
         await model.aclose()
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[MailProvider]:
+    """A local SMTP server that records what the app sends (sign-in links)."""
+    async with MailProvider() as p:
+        yield p

@@ -167,9 +167,14 @@ class People:
             return f"<!subteam^{group}>"
         if "@" in identity:
             email = identity.removeprefix("email:")
-            found = await self._emails.get(email.lower(), partial(self._by_email, email))
+            found = await self.user_of(email)
             return f"<@{found}>" if found else escape(email)
         return escape(identity)
+
+    async def user_of(self, email: str) -> str | None:
+        """The id of the Slack user with this address (``users.lookupByEmail``, cached);
+        None when nobody has it or Slack failed."""
+        return await self._emails.get(email.lower(), partial(self._by_email, email))
 
     async def user_ids(self, identities: Iterable[str]) -> set[str]:
         """The Slack users ``identities`` name: ids as they are, emails looked up, groups'
@@ -181,8 +186,7 @@ class People:
             elif group := to_group_id(identity):
                 found |= await self._groups.get(group, partial(self._members, group))
             elif "@" in identity:
-                email = identity.removeprefix("email:")
-                by_email = await self._emails.get(email.lower(), partial(self._by_email, email))
+                by_email = await self.user_of(identity.removeprefix("email:"))
                 found |= {by_email} if by_email else set()
         return found
 

@@ -1,0 +1,227 @@
+"""The approval gateway: ``greenlight mcp-gateway`` run as a real subprocess, driven by the
+official MCP client over stdio, in front of a small upstream MCP server (a script that
+records every call it receives), asking a real Greenlight over its approvals API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from redis.asyncio import Redis
+
+from bot.storage.embedded import EmbeddedRedis
+from tests.harness import Harness
+from tests.harness import test_settings as settings_with
+from tests.scenarios.test_mcp import agent_token, decide, open_request
+
+UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
+POLICY = """
+[[gate]]
+name = "deploys"
+tools = ["deploy"]
+approvers = ["bob"]
+expires_in = 600
+
+[[gate]]
+name = "deletes of data"
+tools = ["delete_*"]
+when = [{ arg = "path", glob = "/data/*" }]
+policy = "default"
+"""
+
+
+@pytest.fixture
+async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
+    settings = settings_with(approval_policies={"default": {"approvers": ["bob"]}})
+    async with Harness(redis_server.url, settings=settings) as it:
+        yield it
+
+
+class Files:
+    """The test's files: the policy, the gateway's call log, the upstream's record."""
+
+    def __init__(self, root: Path) -> None:
+        self.policy = root / "gates.toml"
+        self.policy.write_text(POLICY)
+        self.log = root / "calls.jsonl"
+        self.record = root / "upstream.jsonl"
+
+    def upstream(self) -> str:
+        return f"{sys.executable} {UPSTREAM} {self.record}"
+
+    def received(self) -> list[dict[str, Any]]:
+        """What reached the upstream server, in order."""
+        if not self.record.exists():
+            return []
+        return [json.loads(line) for line in self.record.read_text().splitlines()]
+
+    def logged(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Files:
+    return Files(tmp_path)
+
+
+@pytest.fixture
+async def token(h: Harness) -> str:
+    return await agent_token(h)
+
+
+@asynccontextmanager
+async def gateway(h: Harness, files: Files, token: str) -> AsyncIterator[ClientSession]:
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=[
+            *("-m", "bot", "mcp-gateway", "--url", h.url, "--upstream", files.upstream()),
+            *("--policy", str(files.policy), "--log", str(files.log), "--wait", "20"),
+        ],
+        env={**os.environ, "API_TOKEN": token},
+    )
+    async with stdio_client(server) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        yield s
+
+
+@asynccontextmanager
+async def upstream_directly(files: Files) -> AsyncIterator[ClientSession]:
+    server = StdioServerParameters(command=sys.executable, args=[str(UPSTREAM), str(files.record)])
+    async with stdio_client(server) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        yield s
+
+
+async def asked(h: Harness) -> int:
+    """How many approvals the gateway asked for (each is a thread of its agent)."""
+    r = await h.api.get("/threads", params={"agent": "mcp-gateway"})
+    assert r.status_code == 200, r.text
+    return len(r.json()["items"])
+
+
+def text(result: Any) -> str:
+    return "".join(c.text for c in result.content)
+
+
+async def test_tools_are_listed_unchanged_and_an_ungated_call_passes_straight_through(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with upstream_directly(files) as direct:
+        expected = [t.model_dump() for t in (await direct.list_tools()).tools]
+    async with gateway(h, files, token) as s:
+        listed = [t.model_dump() for t in (await s.list_tools()).tools]
+        assert listed == expected
+        assert {t["name"] for t in listed} == {"read_file", "delete_file", "deploy"}
+        out = await s.call_tool("read_file", {"path": "/etc/motd"})
+        assert (out.is_error, text(out)) == (False, "contents of /etc/motd")
+        # A delete outside /data matches no gate's predicate: it passes too.
+        out = await s.call_tool("delete_file", {"path": "/tmp/scratch"})
+        assert (out.is_error, text(out)) == (False, "deleted /tmp/scratch")
+    assert [c["tool"] for c in files.received()] == ["read_file", "delete_file"]
+    assert await asked(h) == 0
+    assert [(e["tool"], e["outcome"], e["gate"]) for e in files.logged()] == [
+        ("read_file", "forwarded", None),
+        ("delete_file", "forwarded", None),
+    ]
+
+
+async def test_a_gated_call_waits_for_approval_and_is_forwarded_once_with_edited_arguments(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token) as s:
+        call = asyncio.create_task(s.call_tool("deploy", {"version": "1.5.0"}))
+        rid = await open_request(h)
+        asked = (await h.api.get(f"/approvals/{rid}")).json()
+        assert (asked["tool"], asked["arguments"]) == ("deploy", {"version": "1.5.0"})
+        assert asked["approvers"] == ["bob"]
+        assert files.received() == []  # the upstream has not seen it while people decide
+        await decide(h, rid, edited_args={"version": "1.5.1", "replicas": 2})
+        out = await asyncio.wait_for(call, 15)
+        assert (out.is_error, text(out)) == (False, "deployed 1.5.1 x2")
+
+        # The same call again is a new call: it asks anew, and this time as asked.
+        again = asyncio.create_task(s.call_tool("deploy", {"version": "1.5.0"}))
+        rid2 = await open_request(h)
+        assert rid2 != rid
+        await decide(h, rid2)
+        out = await asyncio.wait_for(again, 15)
+        assert text(out) == "deployed 1.5.0 x3"
+    assert files.received() == [
+        {"tool": "deploy", "arguments": {"version": "1.5.1", "replicas": 2}},
+        {"tool": "deploy", "arguments": {"version": "1.5.0", "replicas": 3}},
+    ]
+    first, second = files.logged()
+    assert (first["outcome"], first["request_id"], first["edited"]) == ("forwarded", rid, True)
+    assert (first["gate"], first["by"], first["arguments"]["version"]) == (
+        "deploys",
+        ["api:bob"],
+        "1.5.1",
+    )
+    assert (second["request_id"], second["edited"]) == (rid2, False)
+
+
+async def test_a_rejected_call_returns_the_reason_and_never_reaches_the_upstream(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token) as s:
+        call = asyncio.create_task(s.call_tool("delete_file", {"path": "/data/orders.db"}))
+        rid = await open_request(h)
+        await decide(h, rid, "reject", reason="that is the production database")
+        out = await asyncio.wait_for(call, 15)
+    assert out.is_error
+    assert "rejected" in text(out) and "that is the production database" in text(out)
+    assert files.received() == []
+    (entry,) = files.logged()
+    assert (entry["outcome"], entry["request_id"], entry["gate"]) == (
+        "rejected",
+        rid,
+        "deletes of data",
+    )
+    assert entry["reason"] == "that is the production database"
+
+
+async def test_a_restarted_gateway_waits_on_the_same_request(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token) as s:
+        first = asyncio.create_task(s.call_tool("deploy", {"version": "2.0.0"}))
+        rid = await open_request(h)
+        first.cancel()
+    async with gateway(h, files, token) as s:
+        call = asyncio.create_task(s.call_tool("deploy", {"version": "2.0.0"}))
+        await decide(h, rid)
+        out = await asyncio.wait_for(call, 15)
+        assert text(out) == "deployed 2.0.0 x3"
+    assert await asked(h) == 1  # one request: the restarted gateway waited on it
+    assert (await h.api.get(f"/approvals/{rid}")).json()["status"] == "approved"
+    assert files.received() == [
+        {"tool": "deploy", "arguments": {"version": "2.0.0", "replicas": 3}}
+    ]
+
+
+def test_a_bad_policy_file_stops_start_up_naming_what_is_wrong(tmp_path: Path) -> None:
+    bad = tmp_path / "gates.toml"
+    bad.write_text(
+        '[[gate]]\ntools = ["deploy"]\nwhen = [{ arg = "env", glob = "prod*", equals = 1 }]\n'
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "bot", "mcp-gateway", "--upstream", "true", "--policy", str(bad)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "API_TOKEN": "unused"},
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "gate[1].when[1]" in run.stderr and "exactly one test" in run.stderr
+    assert "glob, equals" in run.stderr or "equals, glob" in run.stderr

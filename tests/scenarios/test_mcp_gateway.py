@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from redis.asyncio import Redis
 
+from bot.domain.clock import ManualClock
 from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 from tests.harness import test_settings as settings_with
@@ -43,7 +45,8 @@ policy = "default"
 @pytest.fixture
 async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
     settings = settings_with(approval_policies={"default": {"approvers": ["bob"]}})
-    async with Harness(redis_server.url, settings=settings) as it:
+    clock = ManualClock(time.time())  # moved to expire a request
+    async with Harness(redis_server.url, settings=settings, clock=clock) as it:
         yield it
 
 
@@ -188,6 +191,22 @@ async def test_a_rejected_call_returns_the_reason_and_never_reaches_the_upstream
         "deletes of data",
     )
     assert entry["reason"] == "that is the production database"
+
+
+async def test_an_expired_call_returns_an_error_and_never_reaches_the_upstream(
+    h: Harness, files: Files, token: str
+) -> None:
+    assert isinstance(h.clock, ManualClock)
+    async with gateway(h, files, token) as s:
+        call = asyncio.create_task(s.call_tool("deploy", {"version": "3.0.0"}))
+        rid = await open_request(h)
+        h.clock.advance(601)  # the gate's expires_in is 600 s
+        await h.drain()
+        out = await asyncio.wait_for(call, 15)
+    assert out.is_error and "expired" in text(out), text(out)
+    assert files.received() == []
+    (entry,) = files.logged()
+    assert (entry["outcome"], entry["request_id"]) == ("expired", rid)
 
 
 async def test_a_restarted_gateway_waits_on_the_same_request(

@@ -170,6 +170,45 @@ async def test_permission_prompt_answers_claude_codes_allow_and_deny_json(h: Har
     assert rid2 != rid
 
 
+async def test_permission_prompt_lets_approvers_edit_the_input_and_allows_the_edit(
+    h: Harness,
+) -> None:
+    """Claude Code's contract: allow with ``updatedInput``, here the approver's edit."""
+    call = {"tool_name": "Bash", "input": {"command": "rm -rf build"}, "tool_use_id": "toolu_9"}
+    async with session(h) as s:
+        await s.call_tool("permission_prompt", call)
+        rid = await open_request(h)
+        # Bash's input schema went with the request: an edit that breaks it is refused.
+        r = await h.api.post(
+            f"/requests/{rid}/decision",
+            json={"decision": "approve", "by": "bob", "edited_args": {"command": 5}},
+        )
+        assert r.status_code == 422, r.text
+        await decide(h, rid, edited_args={"command": "rm -rf build/tmp"})
+        result = await s.call_tool("permission_prompt", call)
+        assert not result.is_error, result.content
+        assert json.loads(result.content[0].text) == {
+            "behavior": "allow",
+            "updatedInput": {"command": "rm -rf build/tmp"},
+        }
+
+        # A tool whose schema is not known: its input is approved as it is, never edited.
+        other = {"tool_name": "mcp__db__query", "input": {"sql": "select 1"}, "tool_use_id": "t2"}
+        await s.call_tool("permission_prompt", other)
+        rid2 = await open_request(h)
+        r = await h.api.post(
+            f"/requests/{rid2}/decision",
+            json={"decision": "approve", "by": "bob", "edited_args": {"sql": "select 2"}},
+        )
+        assert r.status_code == 422 and "cannot be edited" in r.text, r.text
+        await decide(h, rid2)
+        result = await s.call_tool("permission_prompt", other)
+    assert json.loads(result.content[0].text) == {
+        "behavior": "allow",
+        "updatedInput": {"sql": "select 1"},
+    }
+
+
 async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:
     init = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     headers = {"Accept": "application/json, text/event-stream"}

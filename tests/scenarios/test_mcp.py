@@ -1,5 +1,5 @@
 """The MCP server: the official MCP client over streamable HTTP (``/mcp``) against the app
-served over real HTTP, the requests decided over REST."""
+served over real HTTP, the requests decided over REST or by a signed Slack click."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
 from bot.storage.embedded import EmbeddedRedis
+from tests.channels.slack.conftest import BOB, USERS, slack_settings
+from tests.channels.slack.slack import Slack, has_buttons, text_of
 from tests.harness import TOKEN, Harness, eventually
 from tests.harness import test_settings as settings_with
+from tests.standins.slack_api import SlackAPI
 
 GROUPS = {"deployers": ["bob"], "finance": ["bob"]}
 POLICIES = {"default": {"approvers": ["bob"]}}
@@ -105,6 +108,35 @@ async def test_lists_the_tools_and_an_approval_made_over_mcp_comes_back_decided(
     assert out["arguments"] == {"version": "1.5.0"}
     assert out["requester"]["id"] == "mcp-bot"  # the agent token asked, as itself
     assert "next" not in out
+
+
+async def test_an_approval_asked_over_mcp_is_decided_by_a_click_on_its_slack_card(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    channel = "C0APPROV01"
+    async with SlackAPI(users=USERS) as api:
+        settings = slack_settings(
+            api,
+            approval_policies={"default": {"approvers": [f"slack:{BOB}"]}},
+            slack_approvals_channel=channel,
+            mcp_wait=20.0,
+        )
+        async with Harness(redis_server.url, settings=settings) as h, session(h) as s:
+            call = asyncio.create_task(
+                s.call_tool(
+                    "request_approval",
+                    {"tool": "deploy", "arguments": {"version": "2.1.0"}, "summary": "Ship 2.1"},
+                )
+            )
+            rid = await open_request(h)
+            await h.drain()  # the worker posts the card
+            (card,) = [k for k, m in api.messages.items() if k[0] == channel and has_buttons(m)]
+            assert "2.1.0" in text_of(api.messages[card])
+            r = await Slack(h.http, api).click(card, "gl_approve", BOB)  # signed, as Slack does
+            assert r.status_code == 200, r.text
+            out = structured(await asyncio.wait_for(call, 15))
+    assert (out["id"], out["status"], out["decision"]) == (rid, "approved", "approve")
+    assert [(a["channel"], a["id"]) for a in out["decided_by"]] == [("slack", BOB)]
 
 
 async def test_a_wait_that_runs_out_says_pending_and_wait_for_request_gets_the_decision(

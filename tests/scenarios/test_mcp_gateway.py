@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from redis.asyncio import Redis
@@ -24,6 +25,7 @@ from bot.domain.clock import ManualClock
 from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 from tests.harness import test_settings as settings_with
+from tests.scenarios.mcp_upstream import build
 from tests.scenarios.test_mcp import agent_token, decide, open_request
 
 UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
@@ -83,12 +85,16 @@ async def token(h: Harness) -> str:
 
 
 @asynccontextmanager
-async def gateway(h: Harness, files: Files, token: str) -> AsyncIterator[ClientSession]:
+async def gateway(
+    h: Harness, files: Files, token: str, *, upstream: str | None = None, wait: str = "20"
+) -> AsyncIterator[ClientSession]:
+    """The gateway as a subprocess, in front of the stdio upstream (or ``upstream``)."""
+    upstream = upstream or files.upstream()
     server = StdioServerParameters(
         command=sys.executable,
         args=[
-            *("-m", "bot", "mcp-gateway", "--url", h.url, "--upstream", files.upstream()),
-            *("--policy", str(files.policy), "--log", str(files.log), "--wait", "20"),
+            *("-m", "bot", "mcp-gateway", "--url", h.url, "--upstream", upstream),
+            *("--policy", str(files.policy), "--log", str(files.log), "--wait", wait),
         ],
         env={**os.environ, "API_TOKEN": token},
     )
@@ -110,6 +116,27 @@ async def asked(h: Harness) -> int:
     r = await h.api.get("/threads", params={"agent": "mcp-gateway"})
     assert r.status_code == 200, r.text
     return len(r.json()["items"])
+
+
+@asynccontextmanager
+async def served_over_http(files: Files) -> AsyncIterator[str]:
+    """The upstream served over streamable HTTP on loopback: its URL."""
+    app = build(files.record).streamable_http_app(stateless_http=True, json_response=True)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, log_config=None, lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+        await asyncio.sleep(0.005)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        server.should_exit = True
+        await serving
 
 
 def text(result: Any) -> str:
@@ -207,6 +234,39 @@ async def test_an_expired_call_returns_an_error_and_never_reaches_the_upstream(
     assert files.received() == []
     (entry,) = files.logged()
     assert (entry["outcome"], entry["request_id"]) == ("expired", rid)
+
+
+async def test_a_wait_that_runs_out_says_pending_and_the_same_call_again_keeps_waiting(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token, wait="1") as s:
+        out = await s.call_tool("deploy", {"version": "4.0.0"})
+        rid = await open_request(h)
+        assert out.is_error and f"still waiting for approval {rid}" in text(out), text(out)
+        await decide(h, rid)
+        out = await s.call_tool("deploy", {"version": "4.0.0"})
+        assert text(out) == "deployed 4.0.0 x3"
+    assert await asked(h) == 1
+    assert len(files.received()) == 1
+    assert [(e["outcome"], e["request_id"]) for e in files.logged()] == [
+        ("pending", rid),
+        ("forwarded", rid),
+    ]
+
+
+async def test_an_upstream_over_streamable_http_is_gated_the_same(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with served_over_http(files) as url, gateway(h, files, token, upstream=url) as s:
+        names = {t.name for t in (await s.list_tools()).tools}
+        assert names == {"read_file", "delete_file", "deploy"}
+        assert text(await s.call_tool("read_file", {"path": "/a"})) == "contents of /a"
+        call = asyncio.create_task(s.call_tool("delete_file", {"path": "/data/a"}))
+        rid = await open_request(h)
+        await decide(h, rid, "reject", reason="keep it")
+        out = await asyncio.wait_for(call, 15)
+    assert out.is_error and "keep it" in text(out)
+    assert files.received() == [{"tool": "read_file", "arguments": {"path": "/a"}}]
 
 
 async def test_a_restarted_gateway_waits_on_the_same_request(

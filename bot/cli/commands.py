@@ -11,6 +11,7 @@ import contextlib
 import csv
 import getpass
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -445,6 +446,10 @@ def mcp_gateway(
         Path,
         typer.Option(help="The call log: one JSON line per call forwarded or refused."),
     ] = Path("greenlight-gateway.jsonl"),
+    agent: Annotated[
+        str,
+        typer.Option(help="The agent name its requests are listed under on the server."),
+    ] = "mcp-gateway",
     url: Url = DEFAULT_URL,
     token: Token = None,
     wait: Annotated[
@@ -473,7 +478,9 @@ def mcp_gateway(
     except ClientConfigError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
-    client = AsyncGreenlight(url, found, agent="mcp-gateway")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", agent):
+        raise typer.BadParameter("letters, digits, _ . - (64 at most)", param_hint="--agent")
+    client = AsyncGreenlight(url, found, agent=agent)
     anyio.run(serve, upstream, gates, client, calls, wait or None)
 
 

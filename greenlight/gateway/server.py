@@ -73,7 +73,8 @@ class Gateway:
     ) -> None:
         """Args:
         upstream: the session with the upstream server.
-        name: the upstream as given (command or URL): part of every call's key.
+        name: the upstream as given (command or URL): part of every call's key, never
+            shown (a command line or URL may carry a secret).
         wait: seconds a gated call waits for people before answering that it is still
             pending (the same call again waits on the same request); None: until decided.
         """
@@ -153,7 +154,9 @@ class Gateway:
         base = call_key("approval", f"mcp-gateway:{self.name}:{tool}", arguments, None)
         schema = await self._schema(tool)
         summary = gate.summary or f"{tool} through the MCP gateway"
-        context = f"Gate: {gate_name}\nUpstream: {self.name}"
+        info = self.upstream.initialize_result
+        server = info.server_info.name if info else "the upstream server"
+        context = f"Gate: {gate_name}\nMCP server: {server}"
         while True:
             nth = self.client.slots.take(base)
             try:

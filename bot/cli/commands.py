@@ -440,7 +440,9 @@ def mcp_gateway(
     ],
     policy: Annotated[
         Path,
-        typer.Option(help="The TOML file of [[gate]] tables naming the calls to approve."),
+        typer.Option(
+            help="The TOML file of gates: which calls wait for approval, and who approves."
+        ),
     ],
     log: Annotated[
         Path,

@@ -10,6 +10,7 @@ reached it, and how many times.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,11 @@ def build(record: Path) -> MCPServer[Any]:
         """Deploy a version."""
         received("deploy", {"version": version, "replicas": replicas})
         return f"deployed {version} x{replicas}"
+
+    @server.tool()
+    def environment() -> list[str]:
+        """The names of this server's environment variables."""
+        return sorted(os.environ)
 
     return server
 

@@ -151,17 +151,22 @@ async def test_tools_are_listed_unchanged_and_an_ungated_call_passes_straight_th
     async with gateway(h, files, token) as s:
         listed = [t.model_dump() for t in (await s.list_tools()).tools]
         assert listed == expected
-        assert {t["name"] for t in listed} == {"read_file", "delete_file", "deploy"}
+        assert {t["name"] for t in listed} == {"read_file", "delete_file", "deploy", "environment"}
         out = await s.call_tool("read_file", {"path": "/etc/motd"})
         assert (out.is_error, text(out)) == (False, "contents of /etc/motd")
         # A delete outside /data matches no gate's predicate: it passes too.
         out = await s.call_tool("delete_file", {"path": "/tmp/scratch"})
         assert (out.is_error, text(out)) == (False, "deleted /tmp/scratch")
+        # The upstream runs with the gateway's environment, less its Greenlight token.
+        seen = (await s.call_tool("environment", {})).structured_content
+        assert seen is not None and "PATH" in seen["result"]
+        assert "API_TOKEN" not in seen["result"]
     assert [c["tool"] for c in files.received()] == ["read_file", "delete_file"]
     assert await asked(h) == 0
     assert [(e["tool"], e["outcome"], e["gate"]) for e in files.logged()] == [
         ("read_file", "forwarded", None),
         ("delete_file", "forwarded", None),
+        ("environment", "forwarded", None),
     ]
 
 
@@ -259,7 +264,7 @@ async def test_an_upstream_over_streamable_http_is_gated_the_same(
 ) -> None:
     async with served_over_http(files) as url, gateway(h, files, token, upstream=url) as s:
         names = {t.name for t in (await s.list_tools()).tools}
-        assert names == {"read_file", "delete_file", "deploy"}
+        assert names == {"read_file", "delete_file", "deploy", "environment"}
         assert text(await s.call_tool("read_file", {"path": "/a"})) == "contents of /a"
         call = asyncio.create_task(s.call_tool("delete_file", {"path": "/data/a"}))
         rid = await open_request(h)

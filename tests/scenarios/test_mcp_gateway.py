@@ -139,6 +139,16 @@ async def served_over_http(files: Files) -> AsyncIterator[str]:
         await serving
 
 
+async def decided(
+    h: Harness, s: ClientSession, tool: str, arguments: dict[str, Any], *how: str, **kw: Any
+) -> tuple[str, Any]:
+    """Call a gated tool, decide the request it opens over REST: its id and the result."""
+    call = asyncio.create_task(s.call_tool(tool, arguments))
+    rid = await open_request(h)
+    await decide(h, rid, *how, **kw)
+    return rid, await asyncio.wait_for(call, 15)
+
+
 def text(result: Any) -> str:
     return "".join(c.text for c in result.content)
 
@@ -185,11 +195,8 @@ async def test_a_gated_call_waits_for_approval_and_is_forwarded_once_with_edited
         assert (out.is_error, text(out)) == (False, "deployed 1.5.1 x2")
 
         # The same call again is a new call: it asks anew, and this time as asked.
-        again = asyncio.create_task(s.call_tool("deploy", {"version": "1.5.0"}))
-        rid2 = await open_request(h)
+        rid2, out = await decided(h, s, "deploy", {"version": "1.5.0"})
         assert rid2 != rid
-        await decide(h, rid2)
-        out = await asyncio.wait_for(again, 15)
         assert text(out) == "deployed 1.5.0 x3"
     assert files.received() == [
         {"tool": "deploy", "arguments": {"version": "1.5.1", "replicas": 2}},
@@ -209,10 +216,9 @@ async def test_a_rejected_call_returns_the_reason_and_never_reaches_the_upstream
     h: Harness, files: Files, token: str
 ) -> None:
     async with gateway(h, files, token) as s:
-        call = asyncio.create_task(s.call_tool("delete_file", {"path": "/data/orders.db"}))
-        rid = await open_request(h)
-        await decide(h, rid, "reject", reason="that is the production database")
-        out = await asyncio.wait_for(call, 15)
+        delete = {"path": "/data/orders.db"}
+        why = "that is the production database"
+        rid, out = await decided(h, s, "delete_file", delete, "reject", reason=why)
     assert out.is_error
     assert "rejected" in text(out) and "that is the production database" in text(out)
     assert files.received() == []
@@ -266,11 +272,8 @@ async def test_an_upstream_over_streamable_http_is_gated_the_same(
         names = {t.name for t in (await s.list_tools()).tools}
         assert names == {"read_file", "delete_file", "deploy", "environment"}
         assert text(await s.call_tool("read_file", {"path": "/a"})) == "contents of /a"
-        call = asyncio.create_task(s.call_tool("delete_file", {"path": "/data/a"}))
-        rid = await open_request(h)
-        await decide(h, rid, "reject", reason="keep it")
-        out = await asyncio.wait_for(call, 15)
-    assert out.is_error and "keep it" in text(out)
+        _, out = await decided(h, s, "delete_file", {"path": "/data/a"}, "reject", reason="keep")
+    assert out.is_error and "keep" in text(out)
     assert files.received() == [{"tool": "read_file", "arguments": {"path": "/a"}}]
 
 

@@ -25,7 +25,7 @@ from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
 
 from greenlight.calls import call_key
-from greenlight.client import AsyncGreenlight
+from greenlight.client import Approved, AsyncGreenlight
 from greenlight.errors import (
     ConfigError,
     Expired,
@@ -144,7 +144,7 @@ class Gateway:
 
     async def _approval(
         self, tool: str, arguments: dict[str, Any], gate_name: str, gate: Gate
-    ) -> Any:
+    ) -> Approved:
         """The approval of this call: a request not yet spent on an earlier call.
 
         The n-th same call in flight asks under the n-th key; a request whose call was

@@ -483,7 +483,11 @@ def mcp_gateway(
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", agent):
         raise typer.BadParameter("letters, digits, _ . - (64 at most)", param_hint="--agent")
     client = AsyncGreenlight(url, found, agent=agent)
-    anyio.run(serve, upstream, gates, client, calls, wait or None)
+    try:
+        anyio.run(serve, upstream, gates, client, calls, wait or None)
+    except ClientConfigError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import mcp_types as types
@@ -194,6 +194,17 @@ class Gateway:
         return self.schemas.get(tool)
 
 
+class UpstreamError(ConfigError):
+    """The upstream MCP server cannot be used: the gateway does not start."""
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first error inside (nested) exception groups: what actually went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _refused(text: str) -> types.CallToolResult:
     return types.CallToolResult(
         content=[types.TextContent(type="text", text=f"Greenlight: {text}")], is_error=True
@@ -203,8 +214,18 @@ def _refused(text: str) -> types.CallToolResult:
 async def serve(
     upstream: str, policy: Policy, client: AsyncGreenlight, log: CallLog, wait: float | None
 ) -> None:
-    """Connect to ``upstream``, then serve its tools over stdio until the client leaves."""
-    async with connect(upstream) as session:
+    """Connect to ``upstream``, then serve its tools over stdio until the client leaves.
+
+    Raises:
+        UpstreamError: the upstream did not start, or did not answer MCP's handshake.
+    """
+    async with AsyncExitStack() as stack:
+        try:
+            session = await stack.enter_async_context(connect(upstream))
+        except Exception as exc:  # OSError, or the SDK's MCPError inside exception groups
+            raise UpstreamError(
+                f"the upstream MCP server did not start or answer: {_innermost(exc)}"
+            ) from exc
         init = session.initialize_result
         gateway = Gateway(session, name=upstream, policy=policy, client=client, log=log, wait=wait)
         server: Server[Any] = Server(

@@ -312,3 +312,26 @@ def test_a_bad_policy_file_stops_start_up_naming_what_is_wrong(tmp_path: Path) -
     assert run.returncode == 2, run.stderr
     assert "gate[1].when[1]" in run.stderr and "exactly one test" in run.stderr
     assert "glob, equals" in run.stderr or "equals, glob" in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("upstream", "says"),
+    [("no-such-server-xyz", "No such file or directory"), ("true", "Connection closed")],
+)
+def test_an_upstream_that_does_not_start_or_answer_stops_start_up(
+    files: Files, upstream: str, says: str
+) -> None:
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "bot", "mcp-gateway", "--upstream", upstream),
+            *("--policy", str(files.policy), "--log", str(files.log)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "API_TOKEN": "unused"},
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert "the upstream MCP server did not start or answer" in run.stderr
+    assert says in run.stderr

@@ -3,6 +3,10 @@
 :class:`Greenlight` blocks, :class:`AsyncGreenlight` awaits; both share everything but
 the sending (:class:`_Base`). Each call opens its own HTTP connection pool, so a client
 is plain configuration: safe to share between threads and event loops.
+
+What to send and what to make of the answers is written once, as flows (generators that
+yield a :class:`Call` or a :class:`Pause` and are sent back the response); each client's
+``_drive`` does only the I/O, blocking or awaited.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import httpx
 from pydantic import TypeAdapter
@@ -105,12 +109,10 @@ class _Base:
             "http_timeout": self.http_timeout,
         }
 
-    def _headers(self, key: str | None) -> dict[str, str]:
+    def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": "greenlight-client"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        if key:
-            headers["Idempotency-Key"] = key
         return headers
 
     def _ask(self, **fields: Any) -> dict[str, Any]:
@@ -150,6 +152,134 @@ class _Base:
         timeout = self.timeout if timeout is None else timeout
         end = None if timeout is None else time.monotonic() + timeout
         return lambda: None if end is None else max(0.0, end - time.monotonic())
+
+    # --- flows: what each call sends and makes of the answers, with no I/O -------------------
+
+    def _exchange(
+        self, method: str, path: str, *, key: str | None = None, wait: float = 0.0, **kw: Any
+    ) -> Flow[dict[str, Any]]:
+        """One request, retried while the server is unreachable or answers 5xx."""
+        timeout = httpx.Timeout(self.http_timeout, read=self.http_timeout + wait)
+        headers = {"Idempotency-Key": key} if key else {}
+        call = Call(method, path, {"headers": headers, "timeout": timeout, **kw})
+        failures = 0
+        while True:
+            error: Any = None
+            try:
+                got = _status((yield call))
+                if got is not None:
+                    return got
+            except httpx.TransportError as exc:
+                error = exc
+            failures += 1
+            pause = self._retry_in(failures)
+            if pause is None:
+                raise RequestError(None, error or "the server kept failing")
+            yield Pause(pause)
+
+    def _waiting(
+        self, kind: str, out: dict[str, Any], timeout: float | None
+    ) -> Flow[dict[str, Any]]:
+        """Long-poll ``out`` until it is closed, or :class:`StillPending` after ``timeout``."""
+        left = self._deadline(timeout)
+        while out["status"] == "open":
+            remaining = left()
+            if remaining == 0.0:
+                raise StillPending(out["id"], self.timeout or timeout or 0.0)
+            wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
+            path = f"/{kind}/{out['id']}"
+            out = yield from self._exchange("GET", path, params={"wait": wait}, wait=wait)
+        return out
+
+    def _approval(
+        self,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        summary: str,
+        arguments_schema: dict[str, Any] | None,
+        policy: Policy,
+        context: str | None,
+        slack_channel: str | None,
+        idempotency_key: str | None,
+        timeout: float | None,
+    ) -> Flow[Approved]:
+        body = self._ask(
+            tool=tool,
+            arguments=arguments,
+            arguments_schema=arguments_schema,
+            summary=summary,
+            context=context,
+            policy=policy,
+            slack_channel=slack_channel,
+        )
+        out = yield from self._exchange("POST", "/approvals", key=idempotency_key, json=body)
+        return to_approved((yield from self._waiting("approvals", out, timeout)))
+
+    def _answer(
+        self,
+        question: str,
+        *,
+        choices: list[str] | None,
+        yes_no: bool,
+        answer_schema: type[Any] | dict[str, Any] | None,
+        context: str | None,
+        answerers: list[str] | None,
+        expires_in: float | None,
+        key: str | None,
+        timeout: float | None,
+    ) -> Flow[Any]:
+        fields = {"context": context, "answerers": answerers, "expires_in": expires_in}
+        body, adapter, base = self._question(
+            question,
+            choices=choices,
+            yes_no=yes_no,
+            answer_schema=answer_schema,
+            key=key,
+            fields=fields,
+        )
+        nth = self.slots.take(base)
+        try:
+            out = yield from self._exchange("POST", "/questions", key=f"{base}.{nth}", json=body)
+            out = yield from self._waiting("questions", out, timeout)
+        except BaseException:
+            self.slots.give_back(base, nth)
+            raise
+        return to_answer(out, adapter)
+
+
+@dataclass(frozen=True)
+class Call:
+    """A flow's HTTP request: ``request(method, path, **options)`` on the client's pool."""
+
+    method: str
+    path: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A flow's wait before it retries."""
+
+    seconds: float
+
+
+Flow = Generator[Call | Pause, Any, T]
+"""A call's logic: yields what to do, is sent each :class:`Call`'s response (or has its
+transport error thrown in), and returns the call's result."""
+
+
+def _step(flow: Flow[T], reply: Any, error: BaseException | None) -> Call | Pause | _Done[T]:
+    """The flow's next step after ``reply`` (or ``error``), or its result."""
+    try:
+        return flow.throw(error) if error is not None else flow.send(reply)
+    except StopIteration as done:
+        return _Done(done.value)
+
+
+@dataclass(frozen=True)
+class _Done(Generic[T]):
+    value: T
 
 
 def _status(r: httpx.Response) -> dict[str, Any] | None:
@@ -203,35 +333,20 @@ class Greenlight(_Base):
     ``Greenlight()`` reads ``GREENLIGHT_URL`` and ``GREENLIGHT_TOKEN``.
     """
 
-    def _send(
-        self, method: str, path: str, *, key: str | None = None, wait: float = 0.0, **kw: Any
-    ) -> dict[str, Any]:
-        timeout = httpx.Timeout(self.http_timeout, read=self.http_timeout + wait)
-        failures = 0
-        with httpx.Client(base_url=self.url, headers=self._headers(key), timeout=timeout) as c:
-            while True:
-                error: Any = None
+    def _drive(self, flow: Flow[T]) -> T:
+        reply: Any = None
+        error: BaseException | None = None
+        with httpx.Client(base_url=self.url, headers=self._headers()) as http:
+            while not isinstance(step := _step(flow, reply, error), _Done):
+                reply, error = None, None
                 try:
-                    got = _status(c.request(method, path, **kw))
-                    if got is not None:
-                        return got
-                except httpx.TransportError as exc:
+                    if isinstance(step, Pause):
+                        time.sleep(step.seconds)
+                    else:
+                        reply = http.request(step.method, step.path, **step.options)
+                except BaseException as exc:  # thrown into the flow, which gives back its slot
                     error = exc
-                failures += 1
-                pause = self._retry_in(failures)
-                if pause is None:
-                    raise RequestError(None, error or "the server kept failing")
-                time.sleep(pause)
-
-    def _wait(self, kind: str, out: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-        left = self._deadline(timeout)
-        while out["status"] == "open":
-            remaining = left()
-            if remaining == 0.0:
-                raise StillPending(out["id"], self.timeout or timeout or 0.0)
-            wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
-            out = self._send("GET", f"/{kind}/{out['id']}", params={"wait": wait}, wait=wait)
-        return out
+        return step.value
 
     def request_approval(
         self,
@@ -255,17 +370,19 @@ class Greenlight(_Base):
             Rejected: with the approver's reason; Expired, Cancelled; StillPending when
             ``timeout`` (or the client's) ran out; RequestError when the server refused.
         """
-        body = self._ask(
-            tool=tool,
-            arguments=arguments,
-            arguments_schema=arguments_schema,
-            summary=summary,
-            context=context,
-            policy=policy,
-            slack_channel=slack_channel,
+        return self._drive(
+            self._approval(
+                tool,
+                arguments,
+                summary=summary,
+                arguments_schema=arguments_schema,
+                policy=policy,
+                context=context,
+                slack_channel=slack_channel,
+                idempotency_key=idempotency_key,
+                timeout=timeout,
+            )
         )
-        out = self._send("POST", "/approvals", key=idempotency_key, json=body)
-        return to_approved(self._wait("approvals", out, timeout))
 
     @overload
     def ask_human(
@@ -324,63 +441,38 @@ class Greenlight(_Base):
         Raises:
             Expired, Cancelled; StillPending; RequestError.
         """
-        fields = {"context": context, "answerers": answerers, "expires_in": expires_in}
-        body, adapter, base = self._question(
-            question,
-            choices=choices,
-            yes_no=yes_no,
-            answer_schema=answer_schema,
-            key=key,
-            fields=fields,
+        return self._drive(
+            self._answer(
+                question,
+                choices=choices,
+                yes_no=yes_no,
+                answer_schema=answer_schema,
+                context=context,
+                answerers=answerers,
+                expires_in=expires_in,
+                key=key,
+                timeout=timeout,
+            )
         )
-        nth = self.slots.take(base)
-        try:
-            out = self._send("POST", "/questions", key=f"{base}.{nth}", json=body)
-            out = self._wait("questions", out, timeout)
-        except BaseException:
-            self.slots.give_back(base, nth)
-            raise
-        return to_answer(out, adapter)
 
 
 class AsyncGreenlight(_Base):
     """The same as :class:`Greenlight`, awaited: for agents that run on an event loop."""
 
-    async def _send(
-        self, method: str, path: str, *, key: str | None = None, wait: float = 0.0, **kw: Any
-    ) -> dict[str, Any]:
-        timeout = httpx.Timeout(self.http_timeout, read=self.http_timeout + wait)
-        failures = 0
-        headers = self._headers(key)
-        async with httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout) as c:
-            while True:
-                error: Any = None
+    async def _drive(self, flow: Flow[T]) -> T:
+        reply: Any = None
+        error: BaseException | None = None
+        async with httpx.AsyncClient(base_url=self.url, headers=self._headers()) as http:
+            while not isinstance(step := _step(flow, reply, error), _Done):
+                reply, error = None, None
                 try:
-                    got = _status(await c.request(method, path, **kw))
-                    if got is not None:
-                        return got
-                except httpx.TransportError as exc:
+                    if isinstance(step, Pause):
+                        await asyncio.sleep(step.seconds)
+                    else:
+                        reply = await http.request(step.method, step.path, **step.options)
+                except BaseException as exc:  # cancelled too: the flow gives back its slot
                     error = exc
-                failures += 1
-                pause = self._retry_in(failures)
-                if pause is None:
-                    raise RequestError(None, error or "the server kept failing")
-                await asyncio.sleep(pause)
-
-    async def _wait(
-        self,
-        kind: str,
-        out: dict[str, Any],
-        timeout: float | None,  # noqa: ASYNC109 - a wait for people, not one await
-    ) -> dict[str, Any]:
-        left = self._deadline(timeout)
-        while out["status"] == "open":
-            remaining = left()
-            if remaining == 0.0:
-                raise StillPending(out["id"], self.timeout or timeout or 0.0)
-            wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
-            out = await self._send("GET", f"/{kind}/{out['id']}", params={"wait": wait}, wait=wait)
-        return out
+        return step.value
 
     async def request_approval(
         self,
@@ -396,17 +488,19 @@ class AsyncGreenlight(_Base):
         timeout: float | None = None,  # noqa: ASYNC109 - a wait for people, not one await
     ) -> Approved:
         """Ask people to approve ``tool(**arguments)``: see :meth:`Greenlight.request_approval`."""
-        body = self._ask(
-            tool=tool,
-            arguments=arguments,
-            arguments_schema=arguments_schema,
-            summary=summary,
-            context=context,
-            policy=policy,
-            slack_channel=slack_channel,
+        return await self._drive(
+            self._approval(
+                tool,
+                arguments,
+                summary=summary,
+                arguments_schema=arguments_schema,
+                policy=policy,
+                context=context,
+                slack_channel=slack_channel,
+                idempotency_key=idempotency_key,
+                timeout=timeout,
+            )
         )
-        out = await self._send("POST", "/approvals", key=idempotency_key, json=body)
-        return to_approved(await self._wait("approvals", out, timeout))
 
     @overload
     async def ask_human(
@@ -448,23 +542,19 @@ class AsyncGreenlight(_Base):
         timeout: float | None = None,  # noqa: ASYNC109 - a wait for people, not one await
     ) -> Any:
         """Ask people a question and wait for the answer: see :meth:`Greenlight.ask_human`."""
-        fields = {"context": context, "answerers": answerers, "expires_in": expires_in}
-        body, adapter, base = self._question(
-            question,
-            choices=choices,
-            yes_no=yes_no,
-            answer_schema=answer_schema,
-            key=key,
-            fields=fields,
+        return await self._drive(
+            self._answer(
+                question,
+                choices=choices,
+                yes_no=yes_no,
+                answer_schema=answer_schema,
+                context=context,
+                answerers=answerers,
+                expires_in=expires_in,
+                key=key,
+                timeout=timeout,
+            )
         )
-        nth = self.slots.take(base)
-        try:
-            out = await self._send("POST", "/questions", key=f"{base}.{nth}", json=body)
-            out = await self._wait("questions", out, timeout)
-        except BaseException:
-            self.slots.give_back(base, nth)
-            raise
-        return to_answer(out, adapter)
 
 
 _defaults: dict[type[_Base], _Base] = {}

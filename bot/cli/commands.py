@@ -11,9 +11,11 @@ import contextlib
 import csv
 import getpass
 import json
+import re
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
@@ -424,6 +426,68 @@ def mcp(
     if not found:
         raise typer.BadParameter("give --token or set API_TOKEN (an agent token)")
     serve_stdio(url, found, wait)
+
+
+@app.command("mcp-gateway")
+def mcp_gateway(
+    *,
+    upstream: Annotated[
+        str,
+        typer.Option(
+            help="The MCP server to guard: a command run over stdio ('npx -y some-server "
+            "/data'), or a streamable-HTTP URL.",
+        ),
+    ],
+    policy: Annotated[
+        Path,
+        typer.Option(
+            help="The TOML file of gates: which calls wait for approval, and who approves."
+        ),
+    ],
+    log: Annotated[
+        Path,
+        typer.Option(help="The call log: one JSON line per call forwarded or refused."),
+    ] = Path("greenlight-gateway.jsonl"),
+    agent: Annotated[
+        str,
+        typer.Option(help="The agent name its requests are listed under on the server."),
+    ] = "mcp-gateway",
+    url: Url = DEFAULT_URL,
+    token: Token = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds a gated call waits for people before answering that it is still "
+            "pending (the same call again keeps waiting); 0 waits until it is decided.",
+        ),
+    ] = 50.0,
+) -> None:
+    """Serve an MCP server's tools over stdio, unchanged, but ask Greenlight's approvers
+    before forwarding the calls --policy gates (an agent token: `greenlight tokens create`)."""
+    import anyio
+
+    from greenlight import AsyncGreenlight
+    from greenlight.errors import ConfigError as ClientConfigError
+    from greenlight.gateway import CallLog, load, serve
+
+    found = token or find_token()
+    if not found:
+        raise typer.BadParameter("give --token or set API_TOKEN (an agent token)")
+    try:
+        gates = load(policy)
+        calls = CallLog(log)
+    except ClientConfigError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", agent):
+        raise typer.BadParameter("letters, digits, _ . - (64 at most)", param_hint="--agent")
+    client = AsyncGreenlight(url, found, agent=agent)
+    try:
+        anyio.run(serve, upstream, gates, client, calls, wait or None)
+    except ClientConfigError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
 
 
 def main() -> None:

@@ -304,17 +304,27 @@ async def ask_approval(
     return ApprovalOut.from_request(opened.thread, opened.request)
 
 
-@router.get(
-    "/approvals/{request_id}",
-    dependencies=[scope("agent", "approver", "admin")],
-    response_model=ApprovalOut,
-    tags=["approvals"],
-    responses=error_responses(404),
-)
-async def get_approval(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) -> ApprovalOut:
-    """An approval request; with ``wait``, as soon as it is decided or expires."""
-    req, state = await _waited(rt, request_id, wait_s, "approval", who)
-    return ApprovalOut.from_request(state, req)
+def _read_route(
+    kind: Literal["approval", "question"], out: type[ApprovalOut] | type[QuestionOut], doc: str
+) -> None:
+    """``GET /{kind}s/{id}``: the request, long-polled with ``wait``; one of them per kind."""
+
+    async def read(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) -> Any:
+        req, state = await _waited(rt, request_id, wait_s, kind, who)
+        return out.from_request(state, req)
+
+    read.__doc__ = doc
+    router.get(
+        f"/{kind}s/{{request_id}}",
+        dependencies=[scope("agent", "approver", "admin")],
+        response_model=out,
+        tags=["approvals"],
+        responses=error_responses(404),
+        name=f"get_{kind}",
+    )(read)
+
+
+_read_route("approval", ApprovalOut, "An approval; with ``wait``, once decided or expired.")
 
 
 @router.post(
@@ -366,17 +376,7 @@ async def ask_question(
     return QuestionOut.from_request(opened.thread, opened.request)
 
 
-@router.get(
-    "/questions/{request_id}",
-    dependencies=[scope("agent", "approver", "admin")],
-    response_model=QuestionOut,
-    tags=["approvals"],
-    responses=error_responses(404),
-)
-async def get_question(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) -> QuestionOut:
-    """A question; with ``wait``, as soon as it is answered or expires."""
-    req, state = await _waited(rt, request_id, wait_s, "question", who)
-    return QuestionOut.from_request(state, req)
+_read_route("question", QuestionOut, "A question; with ``wait``, once answered or expired.")
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from bot.web import claude_code
 from bot.web.scopes import scope
 
 MCP_WAIT = 50.0
@@ -176,13 +177,18 @@ def build_server(api: Api) -> MCPServer[Any]:
 
     @server.tool()
     async def permission_prompt(
-        tool_name: str, input: dict[str, Any], tool_use_id: str | None = None
+        tool_name: str,
+        input: dict[str, Any],
+        tool_use_id: str | None = None,
+        input_schema: dict[str, Any] | None = None,
     ) -> str:
         """Claude Code's permission prompt (``claude --permission-prompt-tool
         mcp__greenlight__permission_prompt``): asks the approvers whether Claude may run
         ``tool_name`` with ``input``; answers ``{"behavior": "allow", "updatedInput": ...}``
-        or ``{"behavior": "deny", "message": ...}``. The same call again (after a restart,
-        or a wait that ran out) waits on the same request instead of asking twice."""
+        (the input as approved: approvers may edit the input of Claude Code's own tools,
+        or of any tool whose ``input_schema`` is given) or ``{"behavior": "deny",
+        "message": ...}``. The same call again (after a restart, or a wait that ran out)
+        waits on the same request instead of asking twice."""
         seed = json.dumps([tool_use_id, tool_name, input], sort_keys=True, default=str)
         key = "claude-permission-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
         body = {
@@ -191,28 +197,15 @@ def build_server(api: Api) -> MCPServer[Any]:
             "summary": f"Claude Code asks to run {tool_name}",
             "context": json.dumps(input, indent=2, default=str)[:20_000],
         }
+        schema = claude_code.input_schema(tool_name, input_schema)
+        if schema is not None:
+            body["arguments_schema"] = schema
         out = await api.create("approvals", body, key)
         if out["status"] == "open":
             out = await api.get("approvals", out["id"], api.wait)
-        return json.dumps(permission_answer(out))
+        return json.dumps(claude_code.permission_answer(out))
 
     return server
-
-
-def permission_answer(out: dict[str, Any]) -> dict[str, Any]:
-    """Claude Code's allow/deny answer for an approval as ``GET /approvals/{id}`` shows it."""
-    if out["status"] == "approved":
-        return {"behavior": "allow", "updatedInput": out["arguments"]}
-    if out["status"] == "open":
-        message = (
-            f"still waiting for approval {out['id']}: nobody has decided yet; "
-            "ask again to keep waiting on the same request"
-        )
-    else:
-        by = ", ".join(a.get("name") or a["id"] for a in out.get("decided_by", []))
-        message = f"{out['status']}" + (f" by {by}" if by else "")
-        message += f": {out['reason']}" if out.get("reason") else ""
-    return {"behavior": "deny", "message": message}
 
 
 async def serve_http(server: MCPServer[Any], scope: Scope, receive: Receive, send: Send) -> None:

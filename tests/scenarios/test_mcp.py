@@ -1,5 +1,5 @@
 """The MCP server: the official MCP client over streamable HTTP (``/mcp``) against the app
-served over real HTTP, the requests decided over REST."""
+served over real HTTP, the requests decided over REST or by a signed Slack click."""
 
 from __future__ import annotations
 
@@ -19,8 +19,11 @@ from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
 from bot.storage.embedded import EmbeddedRedis
+from tests.channels.slack.conftest import BOB, USERS, slack_settings
+from tests.channels.slack.slack import Slack, has_buttons, text_of
 from tests.harness import TOKEN, Harness, eventually
 from tests.harness import test_settings as settings_with
+from tests.standins.slack_api import SlackAPI
 
 GROUPS = {"deployers": ["bob"], "finance": ["bob"]}
 POLICIES = {"default": {"approvers": ["bob"]}}
@@ -107,6 +110,35 @@ async def test_lists_the_tools_and_an_approval_made_over_mcp_comes_back_decided(
     assert "next" not in out
 
 
+async def test_an_approval_asked_over_mcp_is_decided_by_a_click_on_its_slack_card(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    channel = "C0APPROV01"
+    async with SlackAPI(users=USERS) as api:
+        settings = slack_settings(
+            api,
+            approval_policies={"default": {"approvers": [f"slack:{BOB}"]}},
+            slack_approvals_channel=channel,
+            mcp_wait=20.0,
+        )
+        async with Harness(redis_server.url, settings=settings) as h, session(h) as s:
+            call = asyncio.create_task(
+                s.call_tool(
+                    "request_approval",
+                    {"tool": "deploy", "arguments": {"version": "2.1.0"}, "summary": "Ship 2.1"},
+                )
+            )
+            rid = await open_request(h)
+            await h.drain()  # the worker posts the card
+            (card,) = [k for k, m in api.messages.items() if k[0] == channel and has_buttons(m)]
+            assert "2.1.0" in text_of(api.messages[card])
+            r = await Slack(h.http, api).click(card, "gl_approve", BOB)  # signed, as Slack does
+            assert r.status_code == 200, r.text
+            out = structured(await asyncio.wait_for(call, 15))
+    assert (out["id"], out["status"], out["decision"]) == (rid, "approved", "approve")
+    assert [(a["channel"], a["id"]) for a in out["decided_by"]] == [("slack", BOB)]
+
+
 async def test_a_wait_that_runs_out_says_pending_and_wait_for_request_gets_the_decision(
     h: Harness,
 ) -> None:
@@ -168,6 +200,45 @@ async def test_permission_prompt_answers_claude_codes_allow_and_deny_json(h: Har
         denied = answer(await s.call_tool("permission_prompt", other))
     assert denied["behavior"] == "deny" and "never" in denied["message"]
     assert rid2 != rid
+
+
+async def test_permission_prompt_lets_approvers_edit_the_input_and_allows_the_edit(
+    h: Harness,
+) -> None:
+    """Claude Code's contract: allow with ``updatedInput``, here the approver's edit."""
+    call = {"tool_name": "Bash", "input": {"command": "rm -rf build"}, "tool_use_id": "toolu_9"}
+    async with session(h) as s:
+        await s.call_tool("permission_prompt", call)
+        rid = await open_request(h)
+        # Bash's input schema went with the request: an edit that breaks it is refused.
+        r = await h.api.post(
+            f"/requests/{rid}/decision",
+            json={"decision": "approve", "by": "bob", "edited_args": {"command": 5}},
+        )
+        assert r.status_code == 422, r.text
+        await decide(h, rid, edited_args={"command": "rm -rf build/tmp"})
+        result = await s.call_tool("permission_prompt", call)
+        assert not result.is_error, result.content
+        assert json.loads(result.content[0].text) == {
+            "behavior": "allow",
+            "updatedInput": {"command": "rm -rf build/tmp"},
+        }
+
+        # A tool whose schema is not known: its input is approved as it is, never edited.
+        other = {"tool_name": "mcp__db__query", "input": {"sql": "select 1"}, "tool_use_id": "t2"}
+        await s.call_tool("permission_prompt", other)
+        rid2 = await open_request(h)
+        r = await h.api.post(
+            f"/requests/{rid2}/decision",
+            json={"decision": "approve", "by": "bob", "edited_args": {"sql": "select 2"}},
+        )
+        assert r.status_code == 422 and "cannot be edited" in r.text, r.text
+        await decide(h, rid2)
+        result = await s.call_tool("permission_prompt", other)
+    assert json.loads(result.content[0].text) == {
+        "behavior": "allow",
+        "updatedInput": {"sql": "select 1"},
+    }
 
 
 async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:

@@ -1,0 +1,239 @@
+"""The approval gateway: any MCP server's tools, with the calls a policy names approved first.
+
+``greenlight mcp-gateway --upstream <command or URL> --policy gates.toml`` serves, over
+stdio, the upstream server's tools unchanged. A call that a gate of the policy matches
+is sent for approval (``POST /approvals`` through :class:`greenlight.AsyncGreenlight`,
+keyed by the call) and forwarded only once approved, with the approved (possibly edited)
+arguments; a rejected or expired call returns an MCP tool error with the reason and the
+upstream never sees it. Every call is written to the call log before it is forwarded.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import mcp_types as types
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.stdio import stdio_server
+
+from greenlight.calls import call_key
+from greenlight.client import Approved, AsyncGreenlight
+from greenlight.errors import (
+    ConfigError,
+    Expired,
+    NotApproved,
+    Rejected,
+    RequestError,
+    StillPending,
+)
+from greenlight.gateway.policy import Gate, Policy
+from greenlight.gateway.record import CallLog, Entry, Outcome
+
+SECRET_ENV = ("API_TOKEN", "GREENLIGHT_TOKEN")
+"""The gateway's own token: never handed to the upstream server."""
+
+
+@asynccontextmanager
+async def connect(upstream: str) -> AsyncIterator[ClientSession]:
+    """A session with the upstream server: a streamable-HTTP URL, or a command run over
+    stdio (with the gateway's environment, less its Greenlight token)."""
+    if upstream.startswith(("http://", "https://")):
+        transport = streamable_http_client(upstream)
+    else:
+        argv = shlex.split(upstream)
+        if not argv:
+            raise ConfigError("--upstream is empty: give a command or an http(s) URL")
+        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
+        transport = stdio_client(StdioServerParameters(command=argv[0], args=argv[1:], env=env))
+    async with transport as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        yield session
+
+
+class Gateway:
+    """Tools listed from the upstream; calls forwarded, or asked about first."""
+
+    def __init__(
+        self,
+        upstream: ClientSession,
+        *,
+        name: str,
+        policy: Policy,
+        client: AsyncGreenlight,
+        log: CallLog,
+        wait: float | None,
+    ) -> None:
+        """Args:
+        upstream: the session with the upstream server.
+        name: the upstream as given (command or URL): part of every call's key, never
+            shown (a command line or URL may carry a secret).
+        wait: seconds a gated call waits for people before answering that it is still
+            pending (the same call again waits on the same request); None: until decided.
+        """
+        self.upstream = upstream
+        self.name = name
+        self.policy = policy
+        self.client = client
+        self.log = log
+        self.wait = wait
+        self.schemas: dict[str, dict[str, Any]] = {}
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return await self._list(params)
+
+    async def _list(self, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        listed = await self.upstream.list_tools(params=params)
+        self.schemas.update({t.name: t.input_schema for t in listed.tools})
+        return listed
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        tool, arguments = params.name, dict(params.arguments or {})
+        found = self.policy.gate_for(tool, arguments)
+        if found is None:
+            self.log.write(Entry(tool, arguments, "forwarded"))
+            return await self.upstream.call_tool(tool, arguments)
+        gate_name, gate = found
+        try:
+            approved = await self._approval(tool, arguments, gate_name, gate)
+        except NotApproved as exc:
+            outcome: Outcome = (
+                "rejected"
+                if isinstance(exc, Rejected)
+                else "expired"
+                if isinstance(exc, Expired)
+                else "cancelled"
+            )
+            by = getattr(exc, "by", [])
+            self.log.write(
+                Entry(tool, arguments, outcome, gate_name, exc.request_id, by=by, reason=exc.reason)
+            )
+            return _refused(f"not approved: {exc}")
+        except StillPending as exc:
+            self.log.write(Entry(tool, arguments, "pending", gate_name, exc.request_id))
+            return _refused(
+                f"still waiting for approval {exc.request_id}: nobody has decided yet. "
+                "Call the tool again with the same arguments to keep waiting on the same request."
+            )
+        except RequestError as exc:
+            self.log.write(Entry(tool, arguments, "error", gate_name, reason=str(exc)))
+            return _refused(f"approval could not be asked for, so the call was not made: {exc}")
+        entry = Entry(
+            tool,
+            approved.arguments,
+            "forwarded",
+            gate_name,
+            approved.request_id,
+            edited=approved.edited,
+            by=approved.by,
+            reason=approved.reason,
+        )
+        self.log.write(entry)
+        return await self.upstream.call_tool(tool, approved.arguments)
+
+    async def _approval(
+        self, tool: str, arguments: dict[str, Any], gate_name: str, gate: Gate
+    ) -> Approved:
+        """The approval of this call: a request not yet spent on an earlier call.
+
+        The n-th same call in flight asks under the n-th key; a request whose call was
+        already forwarded or refused (this run, or an earlier one, per the call log) is
+        spent, and the next key is tried, which asks people anew.
+        """
+        base = call_key("approval", f"mcp-gateway:{self.name}:{tool}", arguments, None)
+        schema = await self._schema(tool)
+        summary = gate.summary or f"{tool} through the MCP gateway"
+        info = self.upstream.initialize_result
+        server = info.server_info.name if info else "the upstream server"
+        context = f"Gate: {gate_name}\nMCP server: {server}"
+        while True:
+            nth = self.client.slots.take(base)
+            try:
+                approved = await self.client.request_approval(
+                    tool,
+                    arguments,
+                    summary=summary,
+                    arguments_schema=schema,
+                    policy=gate.to_policy(),
+                    context=context,
+                    slack_channel=gate.slack_channel,
+                    idempotency_key=f"{base}.{nth}",
+                    timeout=self.wait,
+                )
+            except NotApproved as exc:
+                if exc.request_id in self.log.spent:
+                    continue
+                raise
+            except BaseException:
+                self.client.slots.give_back(base, nth)  # a wait cut short: ask the same again
+                raise
+            if approved.request_id not in self.log.spent:
+                return approved
+
+    async def _schema(self, tool: str) -> dict[str, Any] | None:
+        """The tool's input schema, so approvers may edit the arguments."""
+        if tool not in self.schemas:
+            cursor: str | None = None
+            while True:
+                page = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+                listed = await self._list(page)
+                cursor = listed.next_cursor
+                if cursor is None or tool in self.schemas:
+                    break
+        return self.schemas.get(tool)
+
+
+class UpstreamError(ConfigError):
+    """The upstream MCP server cannot be used: the gateway does not start."""
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The first error inside (nested) exception groups: what actually went wrong."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _refused(text: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=f"Greenlight: {text}")], is_error=True
+    )
+
+
+async def serve(
+    upstream: str, policy: Policy, client: AsyncGreenlight, log: CallLog, wait: float | None
+) -> None:
+    """Connect to ``upstream``, then serve its tools over stdio until the client leaves.
+
+    Raises:
+        UpstreamError: the upstream did not start, or did not answer MCP's handshake.
+    """
+    async with AsyncExitStack() as stack:
+        try:
+            session = await stack.enter_async_context(connect(upstream))
+        except Exception as exc:  # OSError, or the SDK's MCPError inside exception groups
+            raise UpstreamError(
+                f"the upstream MCP server did not start or answer: {_innermost(exc)}"
+            ) from exc
+        init = session.initialize_result
+        gateway = Gateway(session, name=upstream, policy=policy, client=client, log=log, wait=wait)
+        server: Server[Any] = Server(
+            init.server_info.name if init else "greenlight-gateway",
+            version=init.server_info.version if init else "",
+            instructions=init.instructions if init else None,
+            on_list_tools=gateway.list_tools,
+            on_call_tool=gateway.call_tool,
+        )
+        async with stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import NoScriptError, ResponseError
 
 from bot.storage.connection import Client
 
@@ -168,11 +169,40 @@ class Batcher:
             else:
                 future.set_result(answer)
 
-    async def _pipeline(self, batch: list[_Call]) -> Any:
-        pipe = self.client.pipeline(transaction=False)
-        for script, ordered, _ in batch:
-            pipe.execute_command("EVALSHA", script.sha, *ordered)
-        return await pipe.execute(raise_on_error=False)
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        """Every call of the batch in one write on one pooled connection, the answers
+        read back in order (an error answer in its place).
+
+        What redis-py's pipeline does for scripts, without its per-command
+        bookkeeping (command stack, timing and observability hooks, fieldset
+        preflight): a third less client CPU per batched call (bench notes in the
+        commit). A dropped connection is retried as the pipeline retries it.
+        """
+        pool = self.client.connection_pool
+        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            answers: list[Any] = await conn.retry.call_with_retry(
+                lambda: _exchange(conn, batch), lambda _error: conn.disconnect()
+            )
+        except BaseException:
+            await conn.disconnect(nowait=True)  # answers may be left unread on it
+            raise
+        finally:
+            await pool.release(conn)
+        return answers
+
+
+async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
+    await conn.send_packed_command(
+        conn.pack_commands([("EVALSHA", script.sha, *ordered) for script, ordered, _ in batch])
+    )
+    answers: list[Any] = []
+    for _ in batch:
+        try:
+            answers.append(await conn.read_response())
+        except ResponseError as exc:  # this call's error; the others' answers follow
+            answers.append(exc)
+    return answers
 
 
 _Call = tuple[Bound, list[Any], "asyncio.Future[Any]"]

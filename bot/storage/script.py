@@ -18,9 +18,20 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.storage.connection import Client
 
@@ -107,17 +118,19 @@ class Batcher:
 
     Calls from many coroutines (a worker stepping 32 threads, a web process
     answering many requests) travel together: one write and one read instead
-    of one each. One server only: a cluster client's pipelines cannot carry
-    scripts, so a cluster sends each call on its own.
+    of one each. On a cluster, one write per node holding the calls' slots
+    (every script touches one slot); a call the node redirects (the slot
+    moved) or cannot answer (it is down) goes again through the cluster client,
+    which follows the redirection and refreshes its map of the slots.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self._gathering: list[_Call] | None = None
 
     @staticmethod
-    def for_client(client: Client) -> Batcher | None:
-        return Batcher(client) if isinstance(client, Redis) else None
+    def for_client(client: Client) -> Batcher:
+        return Batcher(client)
 
     async def run(self, script: Bound, ordered: list[Any]) -> Any:
         """Run one call: the first of a turn gathers the others and sends them all."""
@@ -150,10 +163,15 @@ class Batcher:
     async def _execute(self, batch: list[_Call]) -> None:
         try:
             answers = await self._pipeline(batch)
-            if any(isinstance(a, NoScriptError) for a in answers):  # Redis restarted or flushed
-                for script in {id(s): s for s, _, _ in batch}.values():
+            # Redis (or one node) restarted or was flushed: load what it forgot and run
+            # again only the calls it refused; the others ran and must not run twice.
+            missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
+            if missing:
+                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
                     await self.client.script_load(script.script.lua)
-                answers = await self._pipeline(batch)
+                again = await self._pipeline([batch[i] for i in missing])
+                for i, answer in zip(missing, again, strict=True):
+                    answers[i] = answer
         except BaseException as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -178,6 +196,8 @@ class Batcher:
         preflight): a third less client CPU per batched call (bench notes in the
         commit). A dropped connection is retried as the pipeline retries it.
         """
+        if not isinstance(self.client, Redis):
+            return await self._per_node(self.client, batch)
         pool = self.client.connection_pool
         conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
@@ -190,6 +210,53 @@ class Batcher:
         finally:
             await pool.release(conn)
         return answers
+
+    async def _per_node(self, cluster: RedisCluster, batch: list[_Call]) -> list[Any]:
+        """A cluster's batch: one exchange per node, then the client for what went astray."""
+        by_node: dict[ClusterNode, list[int]] = {}
+        for i, (_, ordered, _) in enumerate(batch):
+            node = cluster.get_node_from_key(ordered[1])  # the first key names the slot
+            if node is None:  # not covered: the cluster client knows what to do
+                raise SlotNotCoveredError(f"no node serves {ordered[1]!r}")
+            by_node.setdefault(node, []).append(i)
+        answers: list[Any] = [None] * len(batch)
+
+        async def on(node: ClusterNode, calls: list[int]) -> None:
+            try:
+                conn = node.acquire_connection()
+            except RedisError as exc:  # every connection of the node in use
+                for i in calls:
+                    answers[i] = exc
+                return
+            try:
+                await node.disconnect_if_needed(conn)
+                got = await _exchange(conn, [batch[i] for i in calls])
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                await conn.disconnect()
+                got = [exc] * len(calls)
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            finally:
+                node.release(conn)
+            for i, answer in zip(calls, got, strict=True):
+                answers[i] = answer
+
+        await asyncio.gather(*(on(node, calls) for node, calls in by_node.items()))
+        for i, answer in enumerate(answers):
+            if isinstance(answer, _ASTRAY):
+                script, ordered, _ = batch[i]
+                try:
+                    answers[i] = await script.call(cluster, ordered)
+                except RedisError as exc:
+                    answers[i] = exc
+        return answers
+
+
+_ASTRAY = (AskError, TryAgainError, ClusterDownError, RedisConnectionError, RedisTimeoutError)
+"""Answers of a node that did not run the call, or may not have: the cluster client
+tries again (redirected, retried), as it would have had the call gone through it.
+``MovedError`` is an ``AskError``."""
 
 
 async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:

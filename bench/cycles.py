@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -150,6 +151,7 @@ async def in_process(
         channels=lambda ports: build_channels(settings, ports),
         groups=groups,
     )
+    gc.freeze()  # as a served process does once its runtime is built (bot.serve)
     stop = asyncio.Event()
     serving: asyncio.Task[None] | None = None
     try:

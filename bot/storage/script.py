@@ -214,12 +214,16 @@ class Batcher:
     async def _per_node(self, cluster: RedisCluster, batch: list[_Call]) -> list[Any]:
         """A cluster's batch: one exchange per node, then the client for what went astray."""
         by_node: dict[ClusterNode, list[int]] = {}
+        answers: list[Any] = [None] * len(batch)
+        keyless: list[int] = []  # no keys, so no slot: the cluster client picks a node
         for i, (_, ordered, _) in enumerate(batch):
+            if not ordered[0]:
+                keyless.append(i)
+                continue
             node = cluster.get_node_from_key(ordered[1])  # the first key names the slot
             if node is None:  # not covered: the cluster client knows what to do
                 raise SlotNotCoveredError(f"no node serves {ordered[1]!r}")
             by_node.setdefault(node, []).append(i)
-        answers: list[Any] = [None] * len(batch)
 
         async def on(node: ClusterNode, calls: list[int]) -> None:
             try:
@@ -243,13 +247,13 @@ class Batcher:
                 answers[i] = answer
 
         await asyncio.gather(*(on(node, calls) for node, calls in by_node.items()))
-        for i, answer in enumerate(answers):
-            if isinstance(answer, _ASTRAY):
-                script, ordered, _ = batch[i]
-                try:
-                    answers[i] = await script.call(cluster, ordered)
-                except RedisError as exc:
-                    answers[i] = exc
+        astray = [i for i, answer in enumerate(answers) if isinstance(answer, _ASTRAY)]
+        for i in sorted([*keyless, *astray]):
+            script, ordered, _ = batch[i]
+            try:
+                answers[i] = await script.call(cluster, ordered)
+            except RedisError as exc:
+                answers[i] = exc
         return answers
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from redis.asyncio import Redis
 
-from bench.measure import CpuMeter, percentiles
+from bench.measure import CpuMeter, percentiles, traffic
 from bot.settings import Settings
 from bot.storage import keys
 from bot.storage.embedded import HOST, die_with_parent
@@ -203,12 +203,14 @@ def _tails(logs: Path) -> str:
 
 @dataclass(frozen=True)
 class Driver:
-    """What a run needs: the HTTP client, the web process, the watcher, the pids to meter."""
+    """What a run needs: the HTTP client, the web process, the watcher, the pids to meter
+    and the Redis whose traffic to count."""
 
     http: aiohttp.ClientSession
     api: str
     watcher: Watcher
     pids: dict[str, Sequence[int]]
+    redis_url: str
 
     async def cycle(self, lat: dict[str, list[float]]) -> None:
         """One cycle over HTTP; appends its suspend and resume latency to ``lat``."""
@@ -241,18 +243,23 @@ class Driver:
             async with slots:
                 await self.cycle(lat)
 
+        before = await traffic([self.redis_url])
         cpu = CpuMeter(self.pids, own="driver")
         polls = self.watcher.polls
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(cycles)))
         elapsed = time.perf_counter() - t0
+        cpu_ms = cpu.ms_per(cycles)
+        after = await traffic([self.redis_url])
         return {
             "in_flight": in_flight,
             "cycles": cycles,
             "cycles_per_s": round(cycles / elapsed, 1),
             "suspend_ms": percentiles(lat["suspend"]),
             "resume_ms": percentiles(lat["resume"]),
-            "cpu_ms_per_cycle": cpu.ms_per(cycles),
+            "cpu_ms_per_cycle": cpu_ms,
+            # The driver's status polls included (status_polls_per_cycle of them).
+            "redis_per_cycle": {k: round((after[k] - before[k]) / cycles, 1) for k in after},
             "status_polls_per_cycle": round((self.watcher.polls - polls) / cycles, 2),
         }
 
@@ -267,7 +274,7 @@ async def section(
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(in_flight, 1))) as http,
     ):
         pids = {"web": [procs.web_pid], "workers": procs.worker_pids, "redis": redis_pids}
-        driver = Driver(http, procs.api, Watcher(redis), pids)
+        driver = Driver(http, procs.api, Watcher(redis), pids, redis_url)
         await driver.run(4 * in_flight, in_flight)  # warm up
         return {
             "processes": "python -m bot web + 2 x python -m bot worker, one Redis",

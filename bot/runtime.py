@@ -13,15 +13,18 @@ from dataclasses import dataclass
 
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock, SystemClock
+from bot.domain.errors import ConfigError
 from bot.domain.model import Model
 from bot.domain.policy import ApprovalPolicy, Groups, check_policies, check_policy
 from bot.domain.reducer import ThreadState
+from bot.domain.triage import TRIAGE
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
 from bot.engine.ports import Channel, ChannelPorts
 from bot.engine.retention import Retention
+from bot.engine.waiting import Waiting
 from bot.engine.worker import Worker, consumer_name
 from bot.storage.archive import Archive
 from bot.storage.audit import AuditLog
@@ -102,6 +105,7 @@ def build_runtime(
     delivery_give_up_after: float = 3600.0,
     archive: Archive | None = None,
     retain_for: float | None = None,
+    default_agent: str | None = None,
 ) -> Runtime:
     """Build a runtime around a Redis client (``decode_responses=True``).
 
@@ -110,11 +114,17 @@ def build_runtime(
         archive: where finished threads go; with ``retain_for`` (seconds), the
             workers move finished threads older than that out of Redis.
         clock: the one clock every part reads (the system clock when None).
+        default_agent: where a message naming no agent goes; None: the worker triages it.
 
     Raises:
         ConfigError: a gated tool's or a named policy's approvers resolve to nobody
-            (fail closed).
+            (fail closed); ``default_agent`` is no agent; an agent is named ``triage``.
     """
+    if TRIAGE in agents:
+        raise ConfigError(f"no agent may be named {TRIAGE!r}: it stands for 'not chosen yet'")
+    if default_agent is not None and default_agent not in agents:
+        known = ", ".join(sorted(agents))
+        raise ConfigError(f"DEFAULT_AGENT {default_agent!r} is no agent; known: {known}")
     groups = groups or Groups()
     policies = dict(policies or {})
     warnings = check_policies(agents, groups)
@@ -124,12 +134,14 @@ def build_runtime(
         log.warning("%s", warning)
     clock = SystemClock() if clock is None else clock
     thread_log = ThreadLog(redis, clock)
-    inbox = Inbox(thread_log, set(agents))
+    inbox = Inbox(thread_log, set(agents), default_agent=default_agent)
     decisions = Decisions(thread_log, agents, clock=clock)
+    indexes = Indexes(redis)
+    waiting = Waiting(thread_log, indexes, clock)
 
     def ports(name: str) -> ChannelPorts:
         state = ChannelState(redis, name)
-        return ChannelPorts(inbox, decisions, thread_log, state, agents, clock)
+        return ChannelPorts(inbox, decisions, thread_log, state, agents, clock, waiting)
 
     made = tuple(channels(ports)) if channels else ()
     outbox = Outbox(
@@ -140,7 +152,6 @@ def build_runtime(
         base_delay=delivery_base_delay,
         give_up_after=delivery_give_up_after,
     )
-    indexes = Indexes(redis)
     audit = AuditLog(redis)
     retention = None
     if archive is not None and retain_for is not None:

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     public_url: str = "http://127.0.0.1:8000"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     agent_modules: list[str] = Field(default_factory=lambda: ["agents"])
+    # Where a message naming no agent goes; unset: the model picks by the agents' descriptions.
+    default_agent: str | None = None
     approver_groups: dict[str, list[str]] = Field(default_factory=dict)
     approver_groups_allow_empty: list[str] = Field(default_factory=list)
     admins: list[str] = Field(default_factory=list)
@@ -49,6 +51,16 @@ class Settings(BaseSettings):
     claim_idle_ms: int = Field(60_000, ge=100)
     retain_finished_days: float = Field(30.0, gt=0)
     archive_dir: Path | None = None
+
+    # Web sign-in (the inbox): without SESSION_SECRET no sign-in or page route is mounted.
+    session_secret: SecretStr | None = None
+    session_max_age: float = Field(43_200.0, gt=0, le=30 * 86400)
+    signin_link_ttl: float = Field(900.0, gt=0, le=86400)
+    signin_email_domains: list[str] = Field(default_factory=list)
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "single sign-on"
 
     # Operations
     log_format: Literal["text", "json"] = "text"
@@ -68,6 +80,9 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_approvals_channel: str | None = None
+    # The app has Slack's "Agents & AI Apps" feature on: DMs show the assistant thread
+    # status while an agent works, instead of a "Working…" message.
+    slack_assistant: bool = False
 
     # Email
     smtp_host: str | None = None

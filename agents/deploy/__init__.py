@@ -80,6 +80,7 @@ async def _services() -> dict[str, Any]:
 AGENT = Agent(
     name="deploy",
     prompt=read_prompt(__file__),
+    description="Deploys and rolls back services, lists services and what a release changes.",
     tools=(
         Tool("list_services", ListServices.__doc__ or "", ListServices, list_services),
         Tool("show_release", ShowRelease.__doc__ or "", ShowRelease, show_release),

@@ -76,6 +76,7 @@ def _over_threshold(args: Any) -> bool:
 AGENT = Agent(
     name="refunds",
     prompt=read_prompt(__file__),
+    description="Looks up customer orders and refunds them.",
     tools=(
         Tool("lookup_order", LookupOrder.__doc__ or "", LookupOrder, lookup_order),
         Tool(

@@ -72,6 +72,8 @@ def event_line(e: dict[str, Any]) -> str:
             return f"answered by {by}: {escape(e['text'])}"
         case "agent_reply":
             return f"[green]agent:[/] {escape(e['text'])}"
+        case "agent_chosen":
+            return f"[dim]→ the {escape(e['agent'])} agent ({e['how']})[/]"
         case "context_fetched":
             return f"[dim]fetched {e['name']}[/]"
         case "error":

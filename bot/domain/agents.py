@@ -31,6 +31,8 @@ class Agent:
         prefetch: data fetched before its first model call, by name.
         offline: a scripted policy the offline model follows for this agent.
         max_steps: model turns allowed between two human inputs.
+        description: what it is for, in a sentence: how the triage step picks an
+            agent for a message that names none (``bot.domain.triage``).
     """
 
     name: str
@@ -39,6 +41,7 @@ class Agent:
     prefetch: dict[str, Prefetch] = field(default_factory=dict)
     offline: OfflineScript | None = None
     max_steps: int = 10
+    description: str = ""
 
     @cached_property
     def all_tools(self) -> dict[str, Tool]:

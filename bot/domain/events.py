@@ -34,6 +34,9 @@ class Actor(BaseModel):
     email: str | None = None
     groups: tuple[str, ...] = ()
     """Groups the channel vouches the actor is in (a Slack user group id ``S123``)."""
+    elsewhere: tuple[str, ...] = ()
+    """The same person's identities in other channels, as ``channel:id`` (``slack:U123``),
+    found by a look-up the channel vouches for (a web sign-in's Slack user by email)."""
 
     def names(self) -> set[str]:
         """Every name a policy may use for this actor (``U123``, ``slack:U123``, an email).
@@ -42,6 +45,7 @@ class Actor(BaseModel):
         """
         found = {self.id, f"{self.channel}:{self.id}"}
         found |= {n for g in self.groups for n in (g, f"{self.channel}:{g}")}
+        found |= {n for e in self.elsewhere for n in (e, e.partition(":")[2]) if n}
         if self.email:
             found |= {self.email.lower(), f"email:{self.email.lower()}"}
         return found
@@ -115,6 +119,16 @@ class ThreadCreated(_Base):
     an agent that runs elsewhere (``POST /approvals``, ``POST /questions``): the loop only
     fires its timers (expiry, reminders, escalation), never calls the model for it and never
     runs its call; the agent reads the decision and acts on it itself."""
+
+
+class AgentChosen(_Base):
+    """The triage step chose the agent of a thread started without one (``bot.domain.triage``)."""
+
+    type: Literal["agent_chosen"] = "agent_chosen"
+    agent: str
+    how: Literal["named", "only", "model"]
+    """``named``: the person's words named it; ``only``: there is one; ``model``: the model
+    picked it."""
 
 
 class UserMessage(_Base):
@@ -286,6 +300,7 @@ class DeliveryFailed(_Base):
 
 Event = Annotated[
     ThreadCreated
+    | AgentChosen
     | UserMessage
     | ToolCall
     | ApprovalRequested

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from bot.domain.events import (
     Actor,
+    AgentChosen,
     AgentReply,
     ApprovalDecision,
     ApprovalRequested,
@@ -254,6 +255,8 @@ def _apply(s: ThreadState, e: Event) -> None:
             s.agent, s.origin, s.created_by, s.created_at = e.agent, e.origin, e.by, e.at
             s.hosted = e.hosted
             s.last_user = e.by
+        case AgentChosen():
+            s.agent = e.agent
         case UserMessage():
             s.last_user = e.by
             s.awaiting_model = True

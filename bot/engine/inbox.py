@@ -22,6 +22,7 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.reducer import Status, ThreadState
+from bot.domain.triage import TRIAGE
 from bot.engine import tracing
 from bot.engine.writes import write
 from bot.storage.threadlog import DuplicateDelivery, ThreadLog
@@ -45,17 +46,27 @@ class Inbox:
         log: the thread logs.
         agents: names of the agents that exist.
         max_text: the longest message accepted, in characters.
+        default_agent: where a message that names no agent goes; None: to triage
+            (``bot.domain.triage``), in the worker.
     """
 
-    def __init__(self, log: ThreadLog, agents: set[str], *, max_text: int = 20_000) -> None:
+    def __init__(
+        self,
+        log: ThreadLog,
+        agents: set[str],
+        *,
+        max_text: int = 20_000,
+        default_agent: str | None = None,
+    ) -> None:
         self.log = log
         self.agents = agents
         self.max_text = max_text
+        self.default_agent = default_agent
 
     async def message(
         self,
         *,
-        agent: str,
+        agent: str | None,
         text: str,
         by: Actor,
         origin: Origin,
@@ -65,9 +76,12 @@ class Inbox:
     ) -> Received:
         """Start a thread with ``agent`` or, if ``thread_id`` exists, continue it.
 
-        ``fingerprint`` (what the delivery asked for) refuses a reused delivery key.
+        ``agent`` None (the message names none) is the default agent, or triage: the
+        worker chooses the agent. ``fingerprint`` (what the delivery asked for) refuses
+        a reused delivery key.
         """
-        if agent not in self.agents:
+        agent = agent or self.default_agent or TRIAGE
+        if agent not in self.agents and agent != TRIAGE:
             raise InvalidInputError(
                 f"unknown agent {agent!r}; known: {', '.join(sorted(self.agents))}",
                 agent=agent,

@@ -13,12 +13,14 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
+from bot.domain import triage
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock
 from bot.domain.context import to_blocks
 from bot.domain.errors import GreenlightError, InvalidInputError, ModelError
 from bot.domain.events import (
     SYSTEM,
+    AgentChosen,
     AgentReply,
     AnswerFormat,
     ApprovalRequested,
@@ -34,6 +36,7 @@ from bot.domain.events import (
     ToolResult,
     ToolStarted,
     Urgency,
+    UserMessage,
     new_id,
 )
 from bot.domain.ids import new_request_id
@@ -42,6 +45,7 @@ from bot.domain.policy import Groups, to_approval
 from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
 from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
+from bot.domain.triage import TRIAGE
 from bot.engine import metrics, tracing
 from bot.engine.tracing import THREAD_ID
 from bot.engine.writes import write
@@ -117,6 +121,8 @@ class Loop:
             return True
         if not s.hosted:  # an agent elsewhere: only its timers are ours to fire
             return not self._due_timers(s)
+        if s.agent == TRIAGE:  # no agent yet: triage when the person has spoken
+            return not s.awaiting_model
         if s.agent not in self.agents or self._due_timers(s):
             return False
         if s.open_requests():
@@ -130,6 +136,8 @@ class Loop:
         if not s.hosted:
             # Never the model, never its call: the agent elsewhere runs what was approved.
             return self._due_timers(s)
+        if s.agent == TRIAGE:
+            return await self._triage(s)
         agent = self.agents.get(s.agent)
         if agent is None:
             msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
@@ -152,6 +160,25 @@ class Loop:
                 log.warning("prefetch for %s failed: %r", s.id, exc)
                 return [ErrorEvent(message=f"prefetch failed: {type(exc).__name__}: {exc}")]
         return [*fetched, *await self._model_turn(s, agent, fetched)]
+
+    async def _triage(self, s: ThreadState) -> list[Event]:
+        """Choose the agent of a thread started without one, or ask the person which."""
+        events = await self.log.events(s.id, version=s.version)
+        said = [e.text for e in events if isinstance(e, UserMessage)]
+        if named := triage.to_agent(said[-1] if said else "", self.agents):
+            return [AgentChosen(agent=named, how="named")]
+        if len(self.agents) == 1:
+            return [AgentChosen(agent=next(iter(self.agents)), how="only")]
+        chosen = None
+        try:
+            turn = await self._complete(s, triage.to_request(self.agents, said))
+            chosen = triage.from_turn(turn, self.agents)
+        except ModelError as exc:
+            log.warning("thread %s: triage failed, asking which agent: %s", s.id, exc.message)
+        if chosen is None:
+            return [AgentReply(text=triage.to_question(self.agents))]
+        log.info("thread %s: triage chose the %s agent", s.id, chosen)
+        return [AgentChosen(agent=chosen, how="model")]
 
     # --- timers ---------------------------------------------------------------------------
 
@@ -304,6 +331,7 @@ class Loop:
             urgency=Urgency(q.urgency),
             format=AnswerFormat(q.format),
             choices=q.choices,
+            answer_schema=q.answer_schema,
         )
 
     def _approval(self, s: ThreadState, tool: Tool, call: ToolCall) -> ApprovalRequested:

@@ -4,22 +4,22 @@ A channel adapter has two sides, each a small protocol: ``Outbound`` (the
 outbox hands it each new event) and ``Ingress`` (routes and body limits the
 web app mounts, listeners the process starts and stops). In return it gets
 ``ChannelPorts``: submit inbound traffic, decide and answer through the one
-decision path, read threads, and a state store of its own. It never sees
-Redis, the loop or the model.
+decision path, read threads and the requests open now, and a state store of its
+own. It never sees Redis, the loop or the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter
 
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock
 from bot.domain.events import Event
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Request, ThreadState
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
 
@@ -75,6 +75,32 @@ class Channel(Outbound, Ingress, Protocol):
     """A channel adapter: both sides."""
 
 
+@runtime_checkable
+class SignInMail(Protocol):
+    """A channel that can send a web sign-in link to an address (the email channel).
+
+    The web app finds it among the runtime's channels; it never imports a channel.
+    """
+
+    async def send_sign_in_link(self, to: str, link: str, *, valid_for: float) -> None:
+        """Send ``link`` (valid for ``valid_for`` seconds) to ``to``.
+
+        Raises:
+            DeliveryError: it could not be sent.
+        """
+        ...
+
+
+@runtime_checkable
+class Directory(Protocol):
+    """A channel that can say who an email address is within it (Slack by email)."""
+
+    async def identities_of(self, email: str) -> tuple[str, ...]:
+        """The address's identities in this channel as ``channel:id`` (``slack:U123``);
+        empty when nobody has it or the look-up failed (never raises)."""
+        ...
+
+
 class ThreadReader(Protocol):
     """Reading threads: their state and events."""
 
@@ -89,7 +115,7 @@ class ThreadReader(Protocol):
 
 class StateStore(Protocol):
     """A channel's own small state: its ids per thread, external ids leading to threads,
-    and rate limits (uses of a key per window)."""
+    sets of people, and rate limits (uses of a key per window)."""
 
     async def get(self, thread_id: str, field: str) -> str | None: ...
 
@@ -105,10 +131,41 @@ class StateStore(Protocol):
         """The thread an external id belongs to, if any."""
         ...
 
+    async def remember(self, name: str, member: str) -> None:
+        """Add ``member`` to the set ``name`` (people who opened something, say)."""
+        ...
+
+    async def remembered(self, name: str) -> set[str]:
+        """Everyone remembered under ``name``."""
+        ...
+
     async def take(self, key: str, *, limit: int, per: float, now: float) -> bool:
         """Use one of ``limit`` uses of ``key`` per ``per`` seconds (``now`` from the clock);
         False, and nothing used, when none is left."""
         ...
+
+
+@dataclass(frozen=True)
+class Open:
+    """An open request and its thread."""
+
+    thread: ThreadState
+    request: Request
+
+
+@dataclass(frozen=True)
+class OpenNow:
+    """The open requests read, and how many the index holds in all."""
+
+    found: list[Open]
+    """At most as many as one reading looks at, the oldest first; expired ones left out."""
+    total: int
+
+
+class OpenRequests(Protocol):
+    """The requests open now (``bot.engine.waiting.Waiting``)."""
+
+    async def open(self) -> OpenNow: ...
 
 
 @dataclass(frozen=True)
@@ -122,6 +179,7 @@ class ChannelPorts:
         state: this channel's own ids per thread, and external ids that lead to threads.
         agents: the agents people may address.
         clock: the one clock.
+        waiting: the requests open now, to list what waits for a person.
     """
 
     inbox: Inbox
@@ -130,3 +188,4 @@ class ChannelPorts:
     state: StateStore
     agents: Mapping[str, Agent]
     clock: Clock
+    waiting: OpenRequests

@@ -188,6 +188,9 @@ class Worker:
             return lease
 
         try:
+            # What was recorded before this step is delivered first: a person's message
+            # shows them the agent at work (Slack's "Working…") while the step runs.
+            lease.delivered = await self.outbox.flush(state, lease.delivered)
             while True:
                 was_done = state.status is Status.DONE
                 state = await self.loop.step(state.id, state, release_if=release_if)

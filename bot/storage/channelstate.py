@@ -60,6 +60,14 @@ class ChannelState:
         found = await self.redis.get(keys.alias(self.channel, external))
         return str(found) if found else None
 
+    async def remember(self, name: str, member: str) -> None:
+        """Add ``member`` to the channel's set ``name`` (a no-op when it is there)."""
+        await self.redis.sadd(keys.members(self.channel, name), member)
+
+    async def remembered(self, name: str) -> set[str]:
+        """Everyone ``remember`` added to ``name``."""
+        return {str(m) for m in await self.redis.smembers(keys.members(self.channel, name))}
+
     async def take(self, key: str, *, limit: int, per: float, now: float) -> bool:
         """Use one of ``limit`` uses of ``key`` allowed per ``per`` seconds, as of ``now``.
 

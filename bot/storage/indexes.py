@@ -15,10 +15,13 @@ from bot.storage import keys
 from bot.storage.connection import Client
 
 REINDEX = """
-local function reindex(threads, agent, old_status, new_status, open, tid, created, now,
-                       is_new, opened, closed)
+local function reindex(threads, agent, old_agent, old_status, new_status, open, tid, created,
+                       now, is_new, opened, closed)
   if is_new then
     redis.call('ZADD', threads, created, tid)
+    redis.call('ZADD', agent, created, tid)
+  elseif agent ~= old_agent then
+    redis.call('ZREM', old_agent, tid)
     redis.call('ZADD', agent, created, tid)
   end
   if old_status ~= new_status then redis.call('ZREM', old_status, tid) end
@@ -43,12 +46,18 @@ Page = tuple[list[str], int]
 """Ids on the page, and how many there are in all."""
 
 
-def reindex_keys(thread_id: str, agent: str, old_status: str, new_status: str) -> dict[str, str]:
-    """The index keys one append of ``thread_id`` touches, all in its shard."""
+def reindex_keys(
+    thread_id: str, agent: str, old_status: str, new_status: str, old_agent: str | None = None
+) -> dict[str, str]:
+    """The index keys one append of ``thread_id`` touches, all in its shard.
+
+    ``old_agent``: the agent before the append, when triage chose another.
+    """
     shard = keys.shard_of(thread_id)
     return {
         "threads": keys.threads(shard),
         "agent": keys.by_agent(shard, agent),
+        "old_agent": keys.by_agent(shard, old_agent or agent),
         "old_status": keys.by_status(shard, old_status),
         "new_status": keys.by_status(shard, new_status),
         "open": keys.open_requests(shard),

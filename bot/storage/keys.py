@@ -145,6 +145,13 @@ def alias(channel: str, key: str) -> str:
     return f"{PREFIX}:alias:{channel}:{key}"
 
 
+def members(channel: str, name: str) -> str:
+    """Set: people one channel remembers under a name (Slack: who opened their App Home, so
+    it is republished when something changes for them); never expires
+    (``bot.storage.channelstate``)."""
+    return f"{PREFIX}:members:{channel}:{name}"
+
+
 def rate(channel: str, key: str) -> str:
     """Sorted set: one channel's recent uses of something it limits (answers sent to one
     sender), scored by when; entries older than the window are dropped on each use, and
@@ -171,3 +178,13 @@ def token_digests() -> str:
 def token_used() -> str:
     """Hash: token name → when it last authenticated a request (Unix seconds)."""
     return f"{PREFIX}:{TOKENS_TAG}:used"
+
+
+# --- web sign-in links (``bot.storage.signin``) ----------------------------------------------
+
+
+def signin_link(digest: str) -> str:
+    """String: JSON of the address a sign-in link is for, where it leads and when it
+    expires, by the SHA-256 digest of the link's token (never the token). Taken with GETDEL
+    (single use); expires shortly after the link does."""
+    return f"{PREFIX}:signin:link:{digest}"

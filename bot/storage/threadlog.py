@@ -65,8 +65,8 @@ if A.print ~= '' then
 end
 redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
   'updated', A.now, 'created', A.created)
-reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, A.tid, A.created, A.now,
-  len == 0, A.opened, A.closed)
+reindex(K.threads, K.agent, K.old_agent, K.old_status, K.new_status, K.open, A.tid, A.created,
+  A.now, len == 0, A.opened, A.closed)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
@@ -90,6 +90,7 @@ return {1, newlen, released}
         "audit",
         "threads",
         "agent",
+        "old_agent",
         "old_status",
         "new_status",
         "open",
@@ -436,7 +437,7 @@ class ThreadLog:
                 "timers": keys.timers(shard),
                 "queue": keys.queue(shard),
                 "audit": keys.audit(shard),
-                **reindex_keys(tid, new.agent, old_status, status),
+                **reindex_keys(tid, new.agent, old_status, status, state.agent or new.agent),
             },
             args={
                 "tid": tid,

@@ -37,9 +37,11 @@ from bot.settings import Settings
 from channels.slack import ingress
 from channels.slack.background import Background
 from channels.slack.clicks import Clicks
+from channels.slack.home import Home
 from channels.slack.listeners import Listeners
 from channels.slack.outbound import Outbound
 from channels.slack.people import People
+from channels.slack.working import Working
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +118,10 @@ class SlackChannel:
             runtime.state,
             People(self.client),
             approvals_channel=approvals,
+            working=Working(self.client, runtime.state, assistant=settings.slack_assistant),
         )
         web_people = People(self.web_client, budget=IDENTITY_BUDGET)
+        self.people = web_people
         self.app = AsyncApp(
             client=self.web_client,
             signing_secret=secret.get_secret_value() if secret else "",
@@ -132,8 +136,12 @@ class SlackChannel:
         aside = Outbound(
             self.client, runtime.threads, runtime.state, web_people, approvals_channel=approvals
         )
+        self.home = Home(runtime, self.outbound, self.client)
+        web_home = Home(runtime, aside, self.client, self.background)
+        web_home.register(self.app)  # before the listeners' catch-all
         Listeners(runtime, web_people, aside, self.background).register(self.app)
-        Clicks(runtime, web_people, aside, self.background, self.web_client).register(self.app)
+        clicks = Clicks(runtime, web_people, aside, self.background, self.web_client, home=web_home)
+        clicks.register(self.app)
         self.router: APIRouter | None = (
             to_router(self.app, secret.get_secret_value()) if secret else None
         )
@@ -185,8 +193,19 @@ class SlackChannel:
     def concerns(self, thread: ThreadState, event: Event) -> bool:
         return self.outbound.concerns(thread, event)
 
+    async def identities_of(self, email: str) -> tuple[str, ...]:
+        """The Slack user with this address, as ``slack:U123`` (``bot.engine.ports.Directory``);
+        empty when Slack knows nobody by it or the look-up failed."""
+        user = await self.people.user_of(email)
+        return (f"slack:{user}",) if user else ()
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         await self.outbound.deliver(thread, event)
+        try:
+            await self.home.changed(thread, event)
+        except (SlackApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # A Home is shown again when next opened; the cards must not be posted twice.
+            log.warning("thread %s: refreshing Homes failed: %r", thread.id, exc)
 
 
 def to_router(app: AsyncApp, secret: str) -> APIRouter:

@@ -26,6 +26,7 @@ from bot.domain.events import Actor, HumanQuestion, Origin
 from bot.domain.policy import may_answer
 from bot.domain.reducer import Request, ThreadState
 from bot.domain.text import cut
+from bot.domain.triage import to_agent
 from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import who
@@ -33,7 +34,6 @@ from channels.slack.outbound import Outbound
 from channels.slack.payloads import (
     Command,
     Message,
-    to_agent,
     to_command,
     to_conversation,
     to_message,
@@ -118,14 +118,15 @@ class Listeners:
             await self._start(msg, tid, actor)
 
     async def _start(self, msg: Message, tid: str, actor: Actor | None = None) -> None:
-        """A conversation begins: the first word names the agent (or there is only one)."""
-        agent = to_agent(msg.text, self.rt.agents) or _only(self.rt.agents)
-        if agent is None or not msg.text:
+        """A conversation begins: the first word names the agent, or there is only one,
+        or the inbox routes it (the default agent, or triage in the worker)."""
+        if not msg.text:
             self._tell(msg, self._help())
             return
+        agent = to_agent(msg.text, self.rt.agents) or _only(self.rt.agents)
         await self._say(msg, tid, agent, actor or await self.people.actor(msg.user, strict=False))
 
-    async def _say(self, msg: Message, tid: str, agent: str, actor: Actor) -> None:
+    async def _say(self, msg: Message, tid: str, agent: str | None, actor: Actor) -> None:
         origin = Origin(
             channel="slack",
             conversation=msg.conversation,
@@ -158,21 +159,23 @@ class Listeners:
 
     async def on_command(self, ack: Any, body: dict[str, Any]) -> None:
         cmd = to_command(body)
-        agent = to_agent(cmd.text, self.rt.agents) or _only(self.rt.agents)
-        if agent is None or not cmd.text:
+        if not cmd.text:
             await ack(text=self._help(COMMAND))
             return
+        agent = to_agent(cmd.text, self.rt.agents) or _only(self.rt.agents)
         await ack()
         # The thread is the opening post's, so nothing can be recorded before that post.
         self.background.start(COMMAND, partial(self._open, cmd, agent))
 
-    async def _open(self, cmd: Command, agent: str) -> None:
-        """Post who asked which agent what, and start the thread under that post."""
+    async def _open(self, cmd: Command, agent: str | None) -> None:
+        """Post who asked which agent (None: the one triage chooses) what, and start the
+        thread under that post."""
         actor = await self.people.actor(cmd.user, strict=False)
+        whom = f" the *{agent}* agent" if agent else ""
         try:
             posted = await self.outbound.client.chat_postMessage(
                 channel=cmd.channel,
-                text=f"{who(actor)} asked the *{agent}* agent: {escape(cut(cmd.text, 3000))}",
+                text=f"{who(actor)} asked{whom}: {escape(cut(cmd.text, 3000))}",
             )
         except SlackApiError as exc:
             error = exc.response.get("error")

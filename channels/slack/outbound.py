@@ -26,6 +26,7 @@ from bot.domain.events import (
     Expired,
     HumanAnswer,
     HumanQuestion,
+    Paused,
     Reminded,
     UserMessage,
 )
@@ -33,6 +34,7 @@ from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.engine.ports import StateStore, ThreadReader
 from channels.slack.blocks import Block, CardInfo, card, to_chunks, when
 from channels.slack.people import People, escape
+from channels.slack.working import Working
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,10 @@ _RENDERED = (
 )
 
 
+_WORKING = (UserMessage, HumanAnswer, ApprovalDecision)
+"""Events that set the agent to work (when the thread is running after them)."""
+
+
 class Outbound:
     """Renders thread events into Slack.
 
@@ -91,19 +97,34 @@ class Outbound:
         people: People,
         *,
         approvals_channel: str | None = None,
+        working: Working | None = None,
     ) -> None:
         self.client = client
         self.threads = threads
         self.state = state
         self.people = people
         self.approvals_channel = approvals_channel
+        self.working = working
 
     def concerns(self, thread: ThreadState, event: Event) -> bool:
         """The events ``deliver`` renders (it may still find nothing to post)."""
+        if isinstance(event, (*_WORKING, Paused)) and self.working and to_place(thread):
+            return True
         return isinstance(event, _RENDERED) or (isinstance(event, ErrorEvent) and event.fatal)
 
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         """Post or update what ``event`` means for the people in Slack."""
+        await self._render(thread, event)
+        if self.working is None:
+            return
+        place = to_place(thread)
+        if place is not None and isinstance(event, _WORKING):
+            # Delivered before the step it sets off: the agent is at work now.
+            await self.working.start(thread, place.channel, str(place.thread_ts))
+        else:
+            await self.working.settle(thread)
+
+    async def _render(self, thread: ThreadState, event: Event) -> None:
         match event:
             case ApprovalRequested() | HumanQuestion():
                 await self._ask(thread, event)
@@ -136,11 +157,11 @@ class Outbound:
             case AgentReply():
                 if place := to_place(thread):
                     for i, chunk in enumerate(to_chunks(event.text)):
-                        await self._post(thread.id, f"{event.id}:{i}", place, chunk)
+                        await self._post(thread.id, f"{event.id}:{i}", place, chunk, replace=True)
             case ErrorEvent(fatal=True):
                 if place := to_place(thread):
                     text = f":warning: The {thread.agent} agent stopped: {escape(event.message)}"
-                    await self._post(thread.id, event.id, place, text)
+                    await self._post(thread.id, event.id, place, text, replace=True)
             case _:
                 return
 
@@ -252,27 +273,53 @@ class Outbound:
         place: Place,
         text: str,
         blocks: list[Block] | None = None,
+        *,
+        replace: bool = False,
     ) -> Place:
-        """Post once per ``part``; returns where the message is (its ts as ``thread_ts``)."""
+        """Post once per ``part``; returns where the message is (its ts as ``thread_ts``).
+
+        ``replace``: an answer, which takes the place of the thread's "Working…" message.
+        Cards and notices are new posts (an update notifies nobody they mention).
+        """
         field = f"post:{part}"
         done = await self.state.get(thread_id, field)
         if done:
             channel, ts = str(done).split(" ", 1)
             return Place(channel, ts)
         extra: dict[str, Any] = {"blocks": blocks} if blocks else {}
-        answer = await self.client.chat_postMessage(
-            channel=place.channel,
-            thread_ts=place.thread_ts,
-            text=text,
-            unfurl_links=False,
-            unfurl_media=False,
-            **extra,
-        )
-        posted = Place(str(answer["channel"]), str(answer["ts"]))
+        posted = await self._replace_working(thread_id, place, text, extra) if replace else None
+        if posted is None:
+            answer = await self.client.chat_postMessage(
+                channel=place.channel,
+                thread_ts=place.thread_ts,
+                text=text,
+                unfurl_links=False,
+                unfurl_media=False,
+                **extra,
+            )
+            posted = Place(str(answer["channel"]), str(answer["ts"]))
         # A crash between the post and this write posts again: at-least-once, like the outbox.
         await self.state.put(thread_id, field, f"{posted.channel} {posted.thread_ts}")
         log.info("thread %s: slack posted %s in %s", thread_id, part, posted.channel)
         return posted
+
+    async def _replace_working(
+        self, thread_id: str, place: Place, text: str, extra: dict[str, Any]
+    ) -> Place | None:
+        """Put a post in the place of the thread's "Working…" message; None: there is none."""
+        if self.working is None:
+            return None
+        ts = await self.working.take(thread_id, place.channel, place.thread_ts)
+        if ts is None:
+            return None
+        try:
+            await self.client.chat_update(channel=place.channel, ts=ts, text=text, **extra)
+        except SlackApiError as exc:
+            if exc.response.get("error") not in _GONE:
+                raise  # retried by the outbox
+            ts = None  # someone deleted it: post as usual
+        await self.working.taken(thread_id)
+        return Place(place.channel, ts) if ts else None
 
     async def _link(self, thread_id: str, place: Place) -> str:
         found = await self.state.get(thread_id, "link") or ""

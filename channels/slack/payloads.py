@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,13 +169,6 @@ def to_plain(text: str, bot_user_id: str | None) -> str:
 
 def _mentions(text: str, user_id: str) -> bool:
     return any(m.group(1) == user_id for m in _MENTION.finditer(text))
-
-
-def to_agent(text: str, agents: Collection[str]) -> str | None:
-    """The agent the first word names (``deploy api 1.5.0`` → ``deploy``), if any."""
-    first = text.split(maxsplit=1)[0] if text.strip() else ""
-    name = first.strip(":,").lower()
-    return name if name in agents else None
 
 
 def to_click(body: Mapping[str, Any]) -> Click:

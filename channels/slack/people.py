@@ -14,7 +14,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -167,9 +167,28 @@ class People:
             return f"<!subteam^{group}>"
         if "@" in identity:
             email = identity.removeprefix("email:")
-            found = await self._emails.get(email.lower(), partial(self._by_email, email))
+            found = await self.user_of(email)
             return f"<@{found}>" if found else escape(email)
         return escape(identity)
+
+    async def user_of(self, email: str) -> str | None:
+        """The id of the Slack user with this address (``users.lookupByEmail``, cached);
+        None when nobody has it or Slack failed."""
+        return await self._emails.get(email.lower(), partial(self._by_email, email))
+
+    async def user_ids(self, identities: Iterable[str]) -> set[str]:
+        """The Slack users ``identities`` name: ids as they are, emails looked up, groups'
+        members; identities of no Slack user name nobody."""
+        found: set[str] = set()
+        for identity in identities:
+            if user := to_user_id(identity):
+                found.add(user)
+            elif group := to_group_id(identity):
+                found |= await self._groups.get(group, partial(self._members, group))
+            elif "@" in identity:
+                by_email = await self.user_of(identity.removeprefix("email:"))
+                found |= {by_email} if by_email else set()
+        return found
 
     # Failed look-ups are not cached: the next click asks again.
 

@@ -209,18 +209,21 @@ async def test_one_approval_cycle_is_one_trace_from_the_http_request_to_each_del
     assert step.attributes is not None and step.attributes[tracing.THREAD_ID] == tid
     tool = child_of(found, step, "tool deploy")
     model = child_of(found, step, "model")
-    delivery = child_of(found, step, "deliver webhook")
+    deliveries = {
+        (s.attributes or {}).get("greenlight.event"): s
+        for s in found
+        if s.name == "deliver webhook" and s.parent and s.parent.span_id == step.context.span_id
+    }
+    assert {"approval_decision", "tool_result", "agent_reply"} <= set(deliveries)
+    decision, delivery = deliveries["approval_decision"], deliveries["agent_reply"]
     assert tool.attributes is not None and tool.attributes["greenlight.outcome"] == "ok"
     assert model.attributes is not None and model.attributes[tracing.THREAD_ID] == tid
     assert delivery.attributes is not None and delivery.attributes[tracing.THREAD_ID] == tid
-    # In that order: the approved tool runs, the model reads its result, the reply goes out.
+    # In that order: the decision goes out, the approved tool runs, the model reads its
+    # result, the reply goes out.
     assert tool.start_time is not None and model.start_time is not None
-    assert delivery.start_time is not None
-    assert tool.start_time < model.start_time < delivery.start_time
-    delivered = {
-        (s.attributes or {}).get("greenlight.event") for s in found if s.name == "deliver webhook"
-    }
-    assert {"approval_decision", "tool_result", "agent_reply"} <= delivered
+    assert delivery.start_time is not None and decision.start_time is not None
+    assert decision.start_time < tool.start_time < model.start_time < delivery.start_time
 
     # The callback for the reply carried the thread; nothing in the trace carries a secret.
     assert any(req.json().get("thread_id") == tid for req in receiver.requests)

@@ -78,6 +78,12 @@ class SlackAPI:
     acks: list[dict[str, Any]] = field(default_factory=list)
     """What Socket Mode clients sent back (envelope acknowledgements)."""
     not_in_channel: set[str] = field(default_factory=set)
+    homes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Each user's App Home view, as last published."""
+    statuses: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Assistant thread statuses by (channel, thread_ts), as last set."""
+    assistant_threads: set[tuple[str, str]] = field(default_factory=set)
+    """(channel, thread_ts) of assistant threads: setStatus elsewhere is refused."""
 
     def __post_init__(self) -> None:
         self._users = {u.id: u for u in self.users}
@@ -297,6 +303,31 @@ class SlackAPI:
             },
         }
 
+    def _views_publish(self, p: dict[str, Any]) -> dict[str, Any]:
+        view = dict(p.get("view") or {})
+        if view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        if problems := _view_problems(view):
+            return {"ok": False, "error": "invalid_arguments", "response_metadata": problems}
+        user = str(p.get("user_id"))
+        if user not in self._users:
+            return {"ok": False, "error": "user_not_found"}
+        self.homes[user] = view
+        return {"ok": True, "view": {**view, "id": f"V0HOME{next(self._views):04d}"}}
+
+    def _assistant_threads_setStatus(self, p: dict[str, Any]) -> dict[str, Any]:
+        key = (str(p.get("channel_id")), str(p.get("thread_ts")))
+        if key not in self.assistant_threads:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        self.statuses[key] = str(p.get("status") or "")
+        return {"ok": True}
+
+    def _chat_delete(self, p: dict[str, Any]) -> dict[str, Any]:
+        key = (str(p.get("channel")), str(p.get("ts")))
+        if self.messages.pop(key, None) is None:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "channel": key[0], "ts": key[1]}
+
     def _views_update(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "view": {**dict(p.get("view") or {}), "id": p.get("view_id")}}
 
@@ -349,6 +380,9 @@ def _view_problems(view: dict[str, Any]) -> dict[str, list[str]] | None:
 
 def _block_problems(blocks: list[dict[str, Any]], *, max_blocks: int) -> list[str]:
     problems = [f"more than {max_blocks} blocks"] if len(blocks) > max_blocks else []
+    block_ids = [b["block_id"] for b in blocks if "block_id" in b]
+    if len(block_ids) != len(set(block_ids)):
+        problems.append("a block_id is used twice")
     for i, block in enumerate(blocks):
         kind = str(block.get("type"))
         texts = [block.get("text") or {}]

@@ -159,20 +159,23 @@ class Slack:
         return await self.interact(self.click_payload(message, action_id, user))
 
     async def submit(
-        self, view: dict[str, Any], values: dict[str, dict[str, str]], user: str
+        self, view: dict[str, Any], values: dict[str, dict[str, Any]], user: str
     ) -> httpx.Response:
-        """Submit a modal the bot opened: ``values`` maps block id → action id → text."""
+        """Submit a modal the bot opened: ``values`` maps block id → action id → text, or
+        → the element's state as Slack sends it (``{"selected_option": …}``)."""
         return await self.interact(self.submit_payload(view, values, user))
 
     def submit_payload(
-        self, view: dict[str, Any], values: dict[str, dict[str, str]], user: str
+        self, view: dict[str, Any], values: dict[str, dict[str, Any]], user: str
     ) -> dict[str, Any]:
         payload = sample("view_submission")
         payload["user"].update(id=user, username=user.lower(), name=user.lower())
         opened = copy.deepcopy(view)
         state = {
             block: {
-                action: {"type": "plain_text_input", "value": text}
+                action: text
+                if isinstance(text, dict)
+                else {"type": "plain_text_input", "value": text}
                 for action, text in actions.items()
             }
             for block, actions in values.items()
@@ -186,6 +189,42 @@ class Slack:
             state={"values": state},
         )
         return payload
+
+    async def home_opened(self, user: str) -> None:
+        """``user`` opens the app's Home tab."""
+        payload = sample("app_mention")
+        ts = self.next_ts()
+        payload["event"] = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": "D0HOME0001",
+            "tab": "home",
+            "event_ts": ts,
+        }
+        payload["event_id"] = f"Ev0H{next(self._ids):08d}"
+        r = await self.event(payload)
+        assert r.status_code == 200, r.text
+
+    def home_click_payload(self, user: str, action_id: str, n: int = 0) -> dict[str, Any]:
+        """Pressing the ``n``-th ``action_id`` button of ``user``'s Home as last published."""
+        view = self.api.homes[user]
+        blocks = [b for b in view["blocks"] if b.get("type") == "actions"]
+        found = [
+            (b, e) for b in blocks for e in b.get("elements") or [] if e["action_id"] == action_id
+        ]
+        block, button = found[n]
+        payload = sample("block_actions")
+        payload["user"].update(id=user, username=user.lower(), name=user.lower())
+        payload["container"] = {"type": "view", "view_id": "V0HOME0001"}
+        del payload["channel"], payload["message"]
+        payload["view"] = {**view, "id": "V0HOME0001"}
+        payload["actions"] = [{**payload["actions"][0], **button, "block_id": block["block_id"]}]
+        payload["actions"][0].pop("confirm", None)
+        payload["trigger_id"] = f"7206{next(self._ids):06d}.7206011341111.abc"
+        return payload
+
+    async def home_click(self, user: str, action_id: str, n: int = 0) -> httpx.Response:
+        return await self.interact(self.home_click_payload(user, action_id, n))
 
     async def command(self, text: str, user: str, *, channel: str = CHANNEL) -> httpx.Response:
         """``/greenlight text``, form-encoded as Slack sends slash commands."""
@@ -228,6 +267,20 @@ def block_of(blocks: list[dict[str, Any]], action_id: str) -> str:
         if any(e.get("action_id") == action_id for e in block.get("elements") or []):
             return str(block.get("block_id"))
     raise AssertionError(f"no block holds {action_id}")
+
+
+async def home_of(api: SlackAPI, user: str, n: int = 1) -> dict[str, Any]:
+    """``user``'s Home once it was published ``n`` times: it follows Slack's answer."""
+
+    async def published() -> dict[str, Any] | None:
+        done = [c for c in api.calls_to("views.publish") if c.params["user_id"] == user]
+        return api.homes.get(user) if len(done) >= n else None
+
+    return await eventually(published)
+
+
+def publishes(api: SlackAPI, user: str) -> int:
+    return len([c for c in api.calls_to("views.publish") if c.params["user_id"] == user])
 
 
 def has_buttons(message: dict[str, Any]) -> bool:

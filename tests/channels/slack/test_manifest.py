@@ -33,8 +33,15 @@ def test_scopes_events_command_and_urls() -> None:
         "users:read",
         "users:read.email",
         "usergroups:read",
+        "assistant:write",
     }
-    assert listed("bot_events") >= {"app_mention", "message.channels", "message.im"}
+    assert listed("bot_events") >= {
+        "app_mention",
+        "message.channels",
+        "message.im",
+        "app_home_opened",
+    }
+    assert "home_tab_enabled: true" in MANIFEST
     assert f"command: {COMMAND}" in MANIFEST
     urls = set(re.findall(r"(?:url|request_url): (\S+)", MANIFEST))
     assert urls == {f"https://greenlight.example.com{PATH}"}

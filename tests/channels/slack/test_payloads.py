@@ -10,8 +10,9 @@ import pytest
 from bot.domain.errors import InvalidInputError
 from bot.domain.events import Actor, ApprovalRequested
 from bot.domain.reducer import Request
+from bot.domain.triage import to_agent
 from channels.slack.blocks import FIELDS_MAX, CardInfo, card, to_chunks
-from channels.slack.payloads import from_value, to_agent, to_click, to_message, to_value
+from channels.slack.payloads import from_value, to_click, to_message, to_value
 from channels.slack.views import args_modal, edit_modal, from_edit, to_errors
 from tests.channels.slack.slack import sample
 

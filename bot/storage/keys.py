@@ -125,6 +125,12 @@ def open_requests(shard: int) -> str:
     return f"{PREFIX}:{TAGS[shard]}:open"
 
 
+def waiting(shard: int) -> str:
+    """Hash: open request id -> JSON summary of it (agent, tool, urgency, expiry, approvers),
+    what the web inbox lists and filters without loading each thread."""
+    return f"{PREFIX}:{TAGS[shard]}:waiting"
+
+
 def audit(shard: int) -> str:
     """Stream of audit records of the shard's decisions, appended with them; never trimmed
     (``bot.storage.audit``)."""

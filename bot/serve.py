@@ -29,6 +29,7 @@ from bot.storage.connection import Client, StorageFailure, connect
 from bot.storage.embedded import EmbeddedRedis
 from bot.telemetry import setup_tracing
 from bot.web.app import create_app
+from bot.web.signin import SignInConfig
 from bot.web.telemetry import create_metrics_app
 
 log = logging.getLogger(__name__)
@@ -228,6 +229,7 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 max_body_bytes=settings.max_body_bytes,
                 refuse_private_callbacks=settings.callback_url_refuse_private,
                 mcp_wait=settings.mcp_wait,
+                signin=SignInConfig.from_settings(settings),
             )
             # No access log: paths can carry secrets (an email decision link's token).
             # Requests are traced and counted by route template instead (bot/web/telemetry.py).

@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     retain_finished_days: float = Field(30.0, gt=0)
     archive_dir: Path | None = None
 
+    # Web sign-in (the inbox): without SESSION_SECRET no sign-in or page route is mounted.
+    session_secret: SecretStr | None = None
+    session_max_age: float = Field(43_200.0, gt=0, le=30 * 86400)
+    signin_link_ttl: float = Field(900.0, gt=0, le=86400)
+    signin_email_domains: list[str] = Field(default_factory=list)
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_name: str = "single sign-on"
+
     # Operations
     log_format: Literal["text", "json"] = "text"
     metrics_port: int | None = Field(None, ge=1, le=65535)

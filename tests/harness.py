@@ -35,6 +35,7 @@ from bot.settings import Settings
 from bot.storage.archive import Archive
 from bot.storage.connection import connect
 from bot.web.app import create_app
+from bot.web.signin import SignInConfig
 
 T = TypeVar("T")
 TOKEN = "test-token"
@@ -106,6 +107,7 @@ class Harness:
             max_body_bytes=s.max_body_bytes,
             refuse_private_callbacks=s.callback_url_refuse_private,
             mcp_wait=s.mcp_wait,
+            signin=SignInConfig.from_settings(s),
         )
         config = uvicorn.Config(
             self.app, host="127.0.0.1", port=0, log_config=None, lifespan="off", access_log=False

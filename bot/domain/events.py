@@ -34,6 +34,9 @@ class Actor(BaseModel):
     email: str | None = None
     groups: tuple[str, ...] = ()
     """Groups the channel vouches the actor is in (a Slack user group id ``S123``)."""
+    elsewhere: tuple[str, ...] = ()
+    """The same person's identities in other channels, as ``channel:id`` (``slack:U123``),
+    found by a look-up the channel vouches for (a web sign-in's Slack user by email)."""
 
     def names(self) -> set[str]:
         """Every name a policy may use for this actor (``U123``, ``slack:U123``, an email).
@@ -42,6 +45,7 @@ class Actor(BaseModel):
         """
         found = {self.id, f"{self.channel}:{self.id}"}
         found |= {n for g in self.groups for n in (g, f"{self.channel}:{g}")}
+        found |= {n for e in self.elsewhere for n in (e, e.partition(":")[2]) if n}
         if self.email:
             found |= {self.email.lower(), f"email:{self.email.lower()}"}
         return found

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter
 
@@ -73,6 +73,32 @@ class Ingress(Protocol):
 
 class Channel(Outbound, Ingress, Protocol):
     """A channel adapter: both sides."""
+
+
+@runtime_checkable
+class SignInMail(Protocol):
+    """A channel that can send a web sign-in link to an address (the email channel).
+
+    The web app finds it among the runtime's channels; it never imports a channel.
+    """
+
+    async def send_sign_in_link(self, to: str, link: str, *, valid_for: float) -> None:
+        """Send ``link`` (valid for ``valid_for`` seconds) to ``to``.
+
+        Raises:
+            DeliveryError: it could not be sent.
+        """
+        ...
+
+
+@runtime_checkable
+class Directory(Protocol):
+    """A channel that can say who an email address is within it (Slack by email)."""
+
+    async def identities_of(self, email: str) -> tuple[str, ...]:
+        """The address's identities in this channel as ``channel:id`` (``slack:U123``);
+        empty when nobody has it or the look-up failed (never raises)."""
+        ...
 
 
 class ThreadReader(Protocol):

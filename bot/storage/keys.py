@@ -177,3 +177,13 @@ def token_digests() -> str:
 def token_used() -> str:
     """Hash: token name → when it last authenticated a request (Unix seconds)."""
     return f"{PREFIX}:{TOKENS_TAG}:used"
+
+
+# --- web sign-in links (``bot.storage.signin``) ----------------------------------------------
+
+
+def signin_link(digest: str) -> str:
+    """String: JSON of the address a sign-in link is for, where it leads and when it
+    expires, by the SHA-256 digest of the link's token (never the token). Taken with GETDEL
+    (single use); expires shortly after the link does."""
+    return f"{PREFIX}:signin:link:{digest}"

@@ -18,7 +18,9 @@ from fastapi.routing import APIRoute
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import Route, compile_path
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.domain.errors import (
@@ -31,11 +33,16 @@ from bot.domain.errors import (
     NotFoundError,
     UnauthorizedError,
 )
+from bot.engine.ports import SignInMail
 from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
-from bot.web import approvals, archive, audit, mcp, tokens
+from bot.web import approvals, archive, audit, mcp, signin_email, tokens
 from bot.web.api import health, router
+from bot.web.pages import STATIC
 from bot.web.scopes import scopes_of
+from bot.web.session import COOKIE, signed_in
+from bot.web.signin import SignInConfig
+from bot.web.signin import router as signin_router
 from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,7 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     refuse_private_callbacks: bool = False,
     mcp_wait: float = mcp.MCP_WAIT,
+    signin: SignInConfig | None = None,
 ) -> FastAPI:
     """Build the app around a ready runtime.
 
@@ -63,6 +71,8 @@ def create_app(
         refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
         mcp_wait: the longest an MCP tool waits for people before answering that the
             request is still open (``bot.web.mcp``).
+        signin: how people sign in to the pages (``SignInConfig.from_settings``); None
+            (no ``SESSION_SECRET``): no sign-in and no page is mounted.
     """
     app = FastAPI(
         title="Greenlight",
@@ -83,14 +93,41 @@ def create_app(
     protected.append(metrics_router())
     _check_scoped(protected)  # fail closed: an API route without scopes would be public
     public = [health, *(c.router for c in runtime.channels if c.router is not None)]
-    for routes in [*protected, *public]:
+    pages = _pages(app, runtime, signin)
+    for routes in [*protected, *public, *pages]:
         app.include_router(routes)
-    app.state.methods_by_path = _methods_by_path([*protected, *public])
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.state.methods_by_path = _methods_by_path([*protected, *public, *pages])
     _add_error_handlers(app)
     per_path = {p: n for c in runtime.channels for p, n in c.body_limits.items()}
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
+    if signin is not None:
+        s = signin.sessions
+        app.add_middleware(
+            SessionMiddleware,
+            secret_key=s.secret,
+            session_cookie=COOKIE,
+            max_age=int(s.max_age),
+            same_site="lax",
+            https_only=s.https,
+        )
     app.add_middleware(Traced)  # outermost: refused bodies are traced too
     return app
+
+
+def _pages(app: FastAPI, runtime: Runtime, signin: SignInConfig | None) -> list[APIRouter]:
+    """The page routers (sign-in, the inbox), or none without ``SESSION_SECRET``."""
+    app.state.signin = signin
+    app.state.sessions = signin.sessions if signin else None
+    if signin is None:
+        log.warning("SESSION_SECRET is not set: web sign-in and the pages are off")
+        return []
+    mails = [c for c in runtime.channels if isinstance(c, SignInMail)]
+    app.state.signin_mail = mails[0] if mails else None
+    # Page routers (the inbox's too) go here: each route depends on signed_in.
+    pages = [signin_router, signin_email.router]
+    _check_signed_in(pages)  # fail closed: a page without sign-in would be public
+    return pages
 
 
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -168,7 +205,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
 
 _HTTP_CODES = {
+    303: "see_other",
     400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
@@ -186,6 +226,29 @@ def _check_scoped(routers: list[APIRouter]) -> None:
                     f"route {sorted(route.methods or ())} {route.path} declares no token scope:"
                     ' give it dependencies=[scope("admin", ...)]'
                 )
+
+
+PUBLIC_PAGES = "/signin"
+"""The page path, and those under it, anyone may open: the ways to sign in."""
+
+
+def _check_signed_in(routers: list[APIRouter]) -> None:
+    """Refuse to build an app with a page route that does not depend on ``signed_in``."""
+    for r in routers:
+        for route in r.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            if route.path == PUBLIC_PAGES or route.path.startswith(f"{PUBLIC_PAGES}/"):
+                continue
+            if not any(_depends_on(d, signed_in) for d in route.dependant.dependencies):
+                raise ConfigError(
+                    f"page {sorted(route.methods or ())} {route.path} does not depend on"
+                    " signed_in: give it a Viewer = Depends(signed_in) parameter"
+                )
+
+
+def _depends_on(dependant: Any, call: Any) -> bool:
+    return dependant.call is call or any(_depends_on(d, call) for d in dependant.dependencies)
 
 
 def _methods_by_path(routers: list[APIRouter]) -> list[tuple[re.Pattern[str], set[str]]]:

@@ -101,6 +101,10 @@ class EmailChannel:
         for draft in compose.for_event(self.cfg, thread, event, why=why):
             await self.mailer.send(thread.id, draft)
 
+    async def send_sign_in_link(self, to: str, link: str, *, valid_for: float) -> None:
+        """Email a web sign-in link (``bot.engine.ports.SignInMail``)."""
+        await self.mailer.send_now(drafts.for_sign_in(self.cfg, to, link, valid_for=valid_for))
+
     async def _why(self, thread_id: str, asked: ApprovalRequested) -> str | None:
         """The request's own reason (an agent elsewhere gives one), else what the requester
         last said before the approval was asked for."""

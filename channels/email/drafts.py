@@ -50,6 +50,19 @@ def message_id(key: str, recipient: str, domain: str) -> str:
     return f"<gl.{key}.{tag}@{domain}>"
 
 
+def for_sign_in(cfg: EmailConfig, to: str, link: str, *, valid_for: float) -> Draft:
+    """The email with a web sign-in link; its key hides the link's token."""
+    key = "signin." + hashlib.sha256(link.encode()).hexdigest()[:20]
+    return Draft(
+        key=key,
+        to=to,
+        subject="Your Greenlight sign-in link",
+        message_id=message_id(key, to, cfg.domain),
+        template="signin",
+        context={"link": link, "minutes": max(1, round(valid_for / 60))},
+    )
+
+
 def for_inbound(
     cfg: EmailConfig, mail: Inbound, text: str, *, title: str, reply_to: str | None = None
 ) -> Draft:

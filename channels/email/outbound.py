@@ -59,10 +59,26 @@ class Mailer:
             return False
         # Linked first: a reply may arrive before this coroutine resumes.
         await self.state.link(draft.message_id, thread_id)
-        message = to_message(draft, self.cfg)
+        await self.send_now(draft, thread_id=thread_id)
+        await self.state.put(thread_id, marker, str(self.clock.now()))
+        log.info(
+            "thread %s: sent %s email %s to %s",
+            thread_id,
+            draft.template,
+            draft.message_id,
+            draft.to,
+        )
+        return True
+
+    async def send_now(self, draft: Draft, **detail: str) -> None:
+        """Send ``draft`` once, now, with no marker (a sign-in link belongs to no thread).
+
+        Raises:
+            DeliveryError: the SMTP server refused or could not be reached.
+        """
         try:
             await aiosmtplib.send(
-                message,
+                to_message(draft, self.cfg),
                 sender=self.cfg.sender_address,
                 recipients=[draft.to],
                 hostname=self.host,
@@ -77,14 +93,5 @@ class Mailer:
             raise DeliveryError(
                 f"sending {draft.template} email to {draft.to} via {self.host}:{self.port} "
                 f"failed: {exc}",
-                thread_id=thread_id,
+                **detail,
             ) from exc
-        await self.state.put(thread_id, marker, str(self.clock.now()))
-        log.info(
-            "thread %s: sent %s email %s to %s",
-            thread_id,
-            draft.template,
-            draft.message_id,
-            draft.to,
-        )
-        return True

@@ -1,0 +1,59 @@
+"""Web sign-in links: issued for one address, taken once (``GETDEL``), expiring.
+
+Only the SHA-256 digest of a link's token is stored, so reading Redis never
+yields a working link.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+
+from bot.storage import keys
+from bot.storage.connection import Client
+
+GRACE = 60.0
+"""Seconds Redis keeps a link past its expiry (the clock decides; this only cleans up)."""
+
+
+@dataclass(frozen=True)
+class SignInLink:
+    """What a redeemed link signs in: ``email``, then off to ``next``."""
+
+    email: str
+    next: str
+
+
+class SignInLinks:
+    """Issues and redeems sign-in links.
+
+    Args:
+        redis: a client with ``decode_responses=True``.
+    """
+
+    def __init__(self, redis: Client) -> None:
+        self.redis = redis
+
+    async def issue(self, email: str, next: str, *, now: float, ttl: float) -> str:
+        """A new token for ``email``, valid for ``ttl`` seconds from ``now``."""
+        token = secrets.token_urlsafe(32)
+        value = json.dumps({"email": email, "next": next, "expires": now + ttl})
+        await self.redis.set(keys.signin_link(_digest(token)), value, px=int((ttl + GRACE) * 1000))
+        return token
+
+    async def redeem(self, token: str, *, now: float) -> SignInLink | None:
+        """The link's address and destination, once: a second redeem, an unknown token or
+        an expired one is None."""
+        raw = await self.redis.getdel(keys.signin_link(_digest(token)))
+        if raw is None:
+            return None
+        data = json.loads(raw)
+        if float(data["expires"]) <= now:
+            return None
+        return SignInLink(email=str(data["email"]), next=str(data["next"]))
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,179 @@
+"""Signing in to the pages by an emailed link, through real HTTP and real SMTP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from bot.domain.clock import ManualClock
+from bot.storage.embedded import EmbeddedRedis
+from tests.channels.email.provider import MailProvider
+from tests.harness import Harness
+from tests.signin import OPS, SESSION_SECRET, csrf_of, link_for, sign_in, signin_settings
+
+FIN = "fin@example.test"
+STRANGER = "stranger@example.test"
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[MailProvider]:
+    async with MailProvider() as p:
+        yield p
+
+
+@pytest.fixture
+async def clock() -> ManualClock:
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+async def h(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, clock: ManualClock
+) -> AsyncIterator[Harness]:
+    async with Harness(redis_server.url, settings=signin_settings(provider), clock=clock) as h:
+        yield h
+
+
+@pytest.fixture
+async def web(h: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=h.url, timeout=10) as client:
+        yield client
+
+
+async def whoami(web: httpx.AsyncClient) -> str | None:
+    """The address the sign-in page's navigation shows, None when nobody is signed in."""
+    page = await web.get("/signin")
+    if "Signed in as" not in page.text:
+        return None
+    return page.text.split("Signed in as <strong>")[1].split("</strong>")[0]
+
+
+async def test_the_emailed_link_signs_in_and_leads_where_the_person_was_going(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    path = await link_for(web, provider, OPS, next="/inbox?agent=deploy")
+    mail = provider.last_to(OPS)
+    assert mail["Subject"] == "Your Greenlight sign-in link"
+    assert "15 minutes" in mail.text
+    opened = await web.get(path)
+    assert opened.status_code == 303
+    assert opened.headers["location"] == "/inbox?agent=deploy"
+    assert await whoami(web) == OPS
+
+
+async def test_a_link_works_once(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    path = await link_for(web, provider, OPS)
+    assert (await web.get(path)).status_code == 303
+    async with httpx.AsyncClient(base_url=h.url, timeout=10) as other:
+        again = await other.get(path)
+        assert again.status_code == 400
+        assert "expired or was already used" in again.text
+        assert await whoami(other) is None
+
+
+async def test_an_expired_link_is_refused(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    path = await link_for(web, provider, OPS)
+    clock.advance(15 * 60 + 1)
+    assert (await web.get(path)).status_code == 400
+    assert await whoami(web) is None
+
+
+async def test_a_link_signs_in_only_the_address_it_was_sent_to(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    ops_link = await link_for(web, provider, OPS)
+    fin_link = await link_for(web, provider, FIN)
+    assert ops_link != fin_link
+    assert (await web.get(fin_link)).status_code == 303
+    assert await whoami(web) == FIN
+    # FIN's browser, holding OPS's link: it signs in OPS (whose link it is), and then
+    # neither link works again, in any browser.
+    assert (await web.get(ops_link)).status_code == 303
+    assert await whoami(web) == OPS
+    async with httpx.AsyncClient(base_url=h.url, timeout=10) as other:
+        for path in (ops_link, fin_link):
+            assert (await other.get(path)).status_code == 400
+        assert await whoami(other) is None
+
+
+async def test_every_address_gets_the_same_answer_and_only_known_ones_get_mail(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    answers = []
+    for address in (OPS, STRANGER):
+        csrf = await csrf_of(web)
+        r = await web.post("/signin/email", data={"email": address, "csrf": csrf})
+        answers.append((r.status_code, r.headers["location"], r.text))
+    assert answers[0] == answers[1]
+    await h.wait_for(lambda: _async(provider.to(OPS)))
+    assert provider.to(STRANGER) == []
+
+
+async def test_links_to_one_address_are_rate_limited(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    for _ in range(5):
+        await link_for(web, provider, OPS)
+    csrf = await csrf_of(web)
+    r = await web.post("/signin/email", data={"email": OPS, "csrf": csrf})
+    assert r.status_code == 303  # the same answer...
+    await link_for(web, provider, FIN)  # ...and mail that was sent after it has arrived
+    assert len(provider.to(OPS)) == 5  # ...but no sixth email
+
+
+async def test_a_post_without_or_with_a_wrong_csrf_token_is_refused(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    await web.get("/signin")
+    r = await web.post("/signin/email", data={"email": OPS})
+    assert r.status_code == 403
+    r = await web.post("/signin/email", data={"email": OPS, "csrf": "forged"})
+    assert r.status_code == 403
+    signed = await sign_in(h, provider, FIN, client=web)
+    assert (await signed.post("/signout", data={"csrf": "forged"})).status_code == 403
+    assert (await signed.post("/signout")).status_code == 403
+    assert await whoami(signed) == FIN
+    out = await signed.post("/signout", headers={"X-CSRF-Token": await csrf_of(signed)})
+    assert out.status_code == 303
+    assert await whoami(signed) is None
+    assert len(provider.to(OPS)) == 0
+
+
+async def test_the_session_cookie_is_httponly_lax_and_bounded(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient, clock: ManualClock
+) -> None:
+    path = await link_for(web, provider, OPS)
+    opened = await web.get(path)
+    cookie = opened.headers["set-cookie"]
+    assert cookie.startswith("greenlight_session=")
+    assert "httponly" in cookie.lower()
+    assert "samesite=lax" in cookie.lower()
+    assert "max-age=43200" in cookie.lower()
+    assert "secure" not in cookie.lower()  # PUBLIC_URL is http here
+    assert SESSION_SECRET not in cookie
+    clock.advance(43_200 + 1)
+    assert await whoami(web) is None
+
+
+async def test_signing_out_needs_a_session_and_ends_it(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    csrf = await csrf_of(web)
+    assert (await web.post("/signout", data={"csrf": csrf})).status_code == 401
+    await sign_in(h, provider, OPS, client=web)
+    out = await web.post("/signout", data={"csrf": await csrf_of(web)})
+    assert out.status_code == 303
+    assert out.headers["location"] == "/signin"
+    assert await whoami(web) is None
+
+
+async def _async(value: object) -> object:
+    return value

@@ -1,0 +1,76 @@
+"""Signing in to the pages in tests, the way a person does: by an emailed link.
+
+    async with MailProvider() as provider:
+        async with Harness(redis_server.url, settings=signin_settings(provider)) as h:
+            web = await sign_in(h, provider, OPS)      # an httpx client with the session
+            page = await web.get("/inbox")
+            await web.post("/signout", data={"csrf": await csrf_of(web)})
+
+``sign_in`` asks for a link on ``/signin``, reads it from the email the app sent
+to the local SMTP sink, and opens it: the real sign-in path, nothing set by
+hand. ``link_for`` gives the link alone (for a browser to open).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from bot.settings import Settings
+from tests.channels.email.helpers import OPS, email_settings
+from tests.channels.email.provider import MailProvider
+from tests.harness import Harness, eventually
+
+SESSION_SECRET = "test-session-secret-0123456789abcdef"
+LINK = re.compile(r"https?://\S+?(/signin/link/[A-Za-z0-9_-]+)")
+_CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+__all__ = ["OPS", "SESSION_SECRET", "csrf_of", "link_for", "sign_in", "signin_settings"]
+
+
+def signin_settings(provider: MailProvider, **overrides: Any) -> Settings:
+    """Settings with the email channel and sessions on (``OPS`` may sign in: a deployer)."""
+    return email_settings(provider, **{"session_secret": SESSION_SECRET, **overrides})
+
+
+async def csrf_of(client: httpx.AsyncClient, path: str = "/signin") -> str:
+    """The CSRF token of ``client``'s session, read from a page's form."""
+    page = await client.get(path)
+    found = _CSRF.search(page.text)
+    assert found, f"no CSRF field on {path} ({page.status_code})"
+    return found.group(1)
+
+
+async def link_for(
+    client: httpx.AsyncClient, provider: MailProvider, email: str, next: str | None = None
+) -> str:
+    """Ask for a sign-in link for ``email`` and return its path, read from the email sent."""
+    before = len(provider.to(email))
+    data = {"email": email, "csrf": await csrf_of(client)}
+    if next is not None:
+        data["next"] = next
+    asked = await client.post("/signin/email", data=data)
+    assert asked.status_code == 303, asked.text
+
+    async def arrived() -> str | None:
+        sent = provider.to(email)
+        if len(sent) <= before:
+            return None
+        found = LINK.search(sent[-1].text)
+        assert found, f"no sign-in link in: {sent[-1].text}"
+        return found.group(1)
+
+    return await eventually(arrived)
+
+
+async def sign_in(
+    h: Harness, provider: MailProvider, email: str, client: httpx.AsyncClient | None = None
+) -> httpx.AsyncClient:
+    """A client of ``h`` signed in as ``email`` by an emailed link (close it when done)."""
+    web = client or httpx.AsyncClient(base_url=h.url, timeout=10)
+    path = await link_for(web, provider, email)
+    opened = await web.get(path)
+    assert opened.status_code == 303, opened.text
+    return web

@@ -65,7 +65,8 @@ class AuditLog:
             )
             got: Any = [stream for found in each for stream in found or []]
         else:
-            got = await self.redis.xread(dict(after), count=100, block=block_ms)
+            streams: Any = dict(after)
+            got = await self.redis.xread(streams, count=100, block=block_ms)
         moved = dict(after)
         found: list[dict[str, Any]] = []
         for stream, entries in got or []:

@@ -118,7 +118,7 @@ def to_rows(events: list[Event]) -> list[Row]:
     return [row for e in events if (row := _row(e)) is not None]
 
 
-def _row(e: Event) -> Row | None:  # noqa: PLR0911 - one case per event type
+def _row(e: Event) -> Row | None:
     match e:
         case ThreadCreated():
             return Row(e.at, "control", f"Thread started for {e.agent}", who=e.by.label())

@@ -18,14 +18,16 @@ from bot.runtime import Runtime
 from bot.web import display
 from bot.web.api import Rt
 from bot.web.audit import read_records
-from bot.web.pages import render
 from bot.web.inbox import Signed
+from bot.web.pages import render
 
 router = APIRouter(include_in_schema=False)
 
 THREADS_PAGE = 50
 AUDIT_LIMIT = 5000
 """The most records one search reads (the API's ``/audit`` reads up to 10,000)."""
+UNTIL_EVER = 4102444800.0
+"""2100-01-01: the end of a search with no end date."""
 COLUMNS = (
     "at",
     "request",
@@ -50,6 +52,7 @@ async def threads(
     request: Request,
     rt: Rt,
     viewer: Signed,
+    *,
     status: str = "",
     agent: str = "",
     page: int = 1,
@@ -79,9 +82,7 @@ async def threads(
 
 
 @router.get("/inbox/threads/{thread_id}")
-async def thread(
-    request: Request, thread_id: str, rt: Rt, viewer: Signed
-) -> Response:
+async def thread(request: Request, thread_id: str, rt: Rt, viewer: Signed) -> Response:
     """A thread's timeline: messages, tool calls and results, requests, decisions, errors,
     deliveries."""
     state = await rt.log.get(thread_id)
@@ -139,7 +140,8 @@ async def search(rt: Runtime, query: dict[str, str]) -> list[dict[str, Any]]:
     ``since`` and ``until`` as dates), newest first, with each request's agent and tool."""
     start = _date(query.get("since"), "since")
     end = _date(query.get("until"), "until")
-    end = rt.clock.now() if end is None else end + 86400  # through the whole day
+    # Through the whole "until" day; without one, everything (streams are stamped by Redis).
+    end = UNTIL_EVER if end is None else end + 86400
     found = await read_records(rt, start or 0.0, end, AUDIT_LIMIT)
     rows = [{**r, **await _request_of(rt, r), "at": _iso(r["at"])} for r in found]
     person = query.get("person", "").strip().lower()

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
+from starlette.datastructures import FormData
 
 from bot.domain.errors import GreenlightError, InvalidInputError
 from bot.domain.events import (
@@ -51,6 +52,7 @@ async def waiting(
     request: Request,
     rt: Rt,
     viewer: Signed,
+    *,
     show: str = "mine",
     agent: str = "",
     tool: str = "",
@@ -126,7 +128,7 @@ async def edit(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Res
         return await _request_page(
             request, rt, viewer, request_id, error="These arguments cannot be edited.", status=409
         )
-    posted = {k: form.getlist(k) for k in form}
+    posted = _posted(form)
     value, errors = forms.from_form(schema, posted, prefix="arg")
     if errors:
         return await _request_page(
@@ -152,7 +154,7 @@ async def answer(request: Request, request_id: str, rt: Rt, viewer: Signed) -> R
     req, _ = await rt.decisions.find(request_id)
     asked = req.asked
     if isinstance(asked, HumanQuestion) and asked.answer_schema is not None:
-        posted = {k: form.getlist(k) for k in form}
+        posted = _posted(form)
         value, errors = forms.from_form(asked.answer_schema, posted, prefix="ans")
         if errors:
             return await _request_page(
@@ -208,20 +210,23 @@ async def _decided(  # noqa: PLR0917 - the page, who, which request, and what wa
     try:
         await deciding
     except GreenlightError as exc:
-        from bot.web.app import status_of  # noqa: PLC0415 - the app imports this module
+        from bot.web.app import status_of
 
         refusal: Refusal | None = exc.detail.get("refusal")
         message = to_words(refusal) + "." if refusal is not None else exc.message
         field_errors = exc.detail.get("errors")
         if edit is not None and isinstance(exc, InvalidInputError) and field_errors:
-            edit = (edit[0], {"/" + str(e["field"]).replace(".", "/"): e["error"] for e in field_errors})
+            edit = (
+                edit[0],
+                {"/" + str(e["field"]).replace(".", "/"): e["error"] for e in field_errors},
+            )
         return await _request_page(
             request, rt, viewer, request_id, error=message, status=status_of(exc), edit=edit
         )
     return RedirectResponse(f"/inbox/requests/{request_id}?done={done}", status_code=303)
 
 
-async def _request_page(  # noqa: PLR0913 - what the page shows besides the request
+async def _request_page(
     request: Request,
     rt: Rt,
     viewer: Viewer,
@@ -270,6 +275,11 @@ async def _request_page(  # noqa: PLR0913 - what the page shows besides the requ
             )
     context["yes_no"] = AnswerFormat.YES_NO.value
     return await render(request, "inbox/request.html.j2", status_code=status, **context)
+
+
+def _posted(form: FormData) -> dict[str, list[str]]:
+    """A posted form's text values by name (files are never posted here)."""
+    return {k: [v for v in form.getlist(k) if isinstance(v, str)] for k in form}
 
 
 def _words_of(events: list[Any], asked: ApprovalRequested | HumanQuestion) -> str:

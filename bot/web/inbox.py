@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
 from starlette.datastructures import FormData
 
-from bot.domain.errors import GreenlightError, InvalidInputError
+from bot.domain.errors import GreenlightError, InvalidInputError, RefusedError
 from bot.domain.events import (
     AnswerFormat,
     ApprovalRequested,
@@ -26,7 +26,7 @@ from bot.domain.events import (
 )
 from bot.domain.reducer import Request as HumanRequest
 from bot.domain.reducer import ThreadState
-from bot.domain.refusals import Refusal, to_words, why_refused
+from bot.domain.refusals import to_words, why_refused
 from bot.web import display, forms
 from bot.web.api import Rt
 from bot.web.live import Live
@@ -212,7 +212,7 @@ async def _decided(  # noqa: PLR0917 - the page, who, which request, and what wa
     except GreenlightError as exc:
         from bot.web.app import status_of
 
-        refusal: Refusal | None = exc.detail.get("refusal")
+        refusal = exc.refusal if isinstance(exc, RefusedError) else None
         message = to_words(refusal) + "." if refusal is not None else exc.message
         field_errors = exc.detail.get("errors")
         if edit is not None and isinstance(exc, InvalidInputError) and field_errors:

@@ -115,7 +115,8 @@ async def test_approve_reject_and_a_refusal_go_through_the_decision_path(
     page = await fin.get(f"/inbox/requests/{third}")
     assert page.status_code == 200 and "You can&#39;t decide this request" in page.text
     refused = await post(fin, f"/inbox/requests/{third}/approve", {})
-    assert refused.status_code == 403 and "You can&#39;t decide this request" in refused.text
+    assert refused.status_code == 403
+    assert 'role="alert" id="action-error">You can&#39;t decide this request' in refused.text
     assert (await h.api.get(f"/approvals/{third}")).json()["status"] == "open"
     await fin.aclose()
 

@@ -145,6 +145,7 @@ class Indexes:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
+        self._decoded: dict[str, Waiting] = {}
 
     async def threads(
         self, *, status: str | None = None, agent: str | None = None, offset: int, limit: int
@@ -183,7 +184,15 @@ class Indexes:
         pipe = self.redis.pipeline(transaction=False)
         for s in range(keys.SHARDS):
             pipe.hvals(keys.waiting(s))
-        return [Waiting(**json.loads(raw)) for rows in await pipe.execute() for raw in rows]
+        # Each summary is decoded once while it stays as it is: a page decodes only what
+        # changed since the last one (a summary holds its request id, so none are alike).
+        known = self._decoded
+        self._decoded = {
+            raw: known.get(raw) or Waiting(**json.loads(raw))
+            for rows in await pipe.execute()
+            for raw in rows
+        }
+        return list(self._decoded.values())
 
     async def all_open_requests(self) -> list[str]:
         """Every open request id, in no particular order (for gauges read at scrape time)."""

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.domain.events import Actor
-from bot.domain.policy import is_allowed, may_answer
+from bot.domain.policy import is_named
 from bot.storage.indexes import Waiting
 
 PAGE_SIZE = 25
@@ -44,18 +44,20 @@ class WaitingPage:
     channels: list[str] = field(default_factory=list)
 
 
-def is_for(item: Waiting, actor: Actor) -> bool:
-    """Whether ``actor`` is among those who may decide or answer ``item``."""
-    if item.kind == "question":
-        return may_answer(actor, item.approvers)
-    return is_allowed(actor, item.approvers)
+def is_for(item: Waiting, names: set[str]) -> bool:
+    """Whether the actor of ``names`` (``Actor.names()``) may decide or answer ``item``: a
+    question that names nobody is its conversation's (``policy.may_answer``)."""
+    if item.kind == "question" and not item.approvers:
+        return True
+    return is_named(names, item.approvers)
 
 
 def select(
     every: Sequence[Waiting], filters: Filters, viewer: Actor, *, size: int = PAGE_SIZE
 ) -> WaitingPage:
     """The page of ``every`` that ``filters`` asks for, soonest to expire first."""
-    seen = [w for w in every if is_for(w, viewer)] if filters.mine else list(every)
+    names = viewer.names()
+    seen = [w for w in every if is_for(w, names)] if filters.mine else list(every)
     rest = [
         w
         for w in seen

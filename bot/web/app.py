@@ -37,7 +37,17 @@ from bot.domain.errors import (
 from bot.engine.ports import SignInMail
 from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
-from bot.web import approvals, archive, audit, history, inbox, mcp, signin_email, tokens
+from bot.web import (
+    approvals,
+    archive,
+    audit,
+    history,
+    inbox,
+    mcp,
+    signin_email,
+    signin_oidc,
+    tokens,
+)
 from bot.web.api import health, router
 from bot.web.pages import STATIC
 from bot.web.scopes import scopes_of
@@ -126,8 +136,9 @@ def _pages(app: FastAPI, runtime: Runtime, signin: SignInConfig | None) -> list[
         return []
     mails = [c for c in runtime.channels if isinstance(c, SignInMail)]
     app.state.signin_mail = mails[0] if mails else None
+    app.state.oidc_client = signin_oidc.to_client(signin.oidc) if signin.oidc else None
     # Page routers (the inbox's too) go here: each route depends on signed_in.
-    pages = [signin_router, signin_email.router, inbox.router, history.router]
+    pages = [signin_router, signin_email.router, signin_oidc.router, inbox.router, history.router]
     _check_signed_in(pages)  # fail closed: a page without sign-in would be public
     return pages
 

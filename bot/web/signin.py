@@ -98,19 +98,38 @@ router = APIRouter(include_in_schema=False)
 @router.get(SIGNIN_PATH, name="signin_form")
 async def signin_form(request: Request, next: str = HOME, sent: bool = False) -> Response:
     """The sign-in page: an email form, and the OIDC button when a provider is set."""
+    return await signin_page(request, next=next, sent=sent)
+
+
+async def signin_page(
+    request: Request,
+    *,
+    next: str = HOME,
+    sent: bool = False,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    """The sign-in page, saying ``error`` (a refused link or sign-in) when there is one."""
     config: SignInConfig = request.app.state.signin
     return await render(
         request,
         "signin.html.j2",
+        status_code=status_code,
         next=safe_next(next),
         sent=sent,
         email_on=request.app.state.signin_mail is not None,
         oidc=config.oidc,
-        error=None,
+        error=error,
     )
 
 
-@router.post("/signout", dependencies=[Depends(csrf_checked)])
+@router.get("/account")
+async def account(request: Request, viewer: Annotated[Viewer, Depends(signed_in)]) -> Response:
+    """Who the viewer is signed in as, and as whom approval policies know them."""
+    return await render(request, "account.html.j2", viewer=viewer)
+
+
+@router.post("/signout", dependencies=[Depends(signed_in), Depends(csrf_checked)])
 async def signout(request: Request, viewer: Annotated[Viewer, Depends(signed_in)]) -> Response:
     """Sign out, then back to the sign-in page."""
     end_session(request)

@@ -21,9 +21,8 @@ from bot.engine.ports import SignInMail
 from bot.runtime import Runtime
 from bot.storage.channelstate import ChannelState
 from bot.storage.signin import SignInLinks
-from bot.web.pages import render
 from bot.web.session import SIGNIN_PATH, csrf_checked
-from bot.web.signin import HOME, SignInConfig, finish, safe_next
+from bot.web.signin import HOME, SignInConfig, finish, safe_next, signin_page
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +43,8 @@ async def ask_for_link(
     """Send a sign-in link to ``email`` if it may sign in; the same answer in every case."""
     address = email.strip().lower()
     if not _ADDRESS.match(address):
-        config: SignInConfig = request.app.state.signin
-        return await render(
-            request,
-            "signin.html.j2",
-            status_code=422,
-            next=safe_next(next),
-            sent=False,
-            email_on=True,
-            oidc=config.oidc,
-            error=f"{email!r} is not an email address",
-        )
+        error = f"{email!r} is not an email address"
+        return await signin_page(request, next=next, error=error, status_code=422)
     background.add_task(_send_link, request, address, safe_next(next))
     return RedirectResponse(f"{SIGNIN_PATH}?sent=1", status_code=303)
 
@@ -65,17 +55,8 @@ async def open_link(request: Request, token: str) -> Response:
     runtime: Runtime = request.app.state.runtime
     link = await SignInLinks(runtime.redis).redeem(token, now=runtime.clock.now())
     if link is None:
-        config: SignInConfig = request.app.state.signin
-        return await render(
-            request,
-            "signin.html.j2",
-            status_code=400,
-            next=HOME,
-            sent=False,
-            email_on=True,
-            oidc=config.oidc,
-            error="This sign-in link has expired or was already used: ask for a new one.",
-        )
+        error = "This sign-in link has expired or was already used: ask for a new one."
+        return await signin_page(request, error=error, status_code=400)
     return await finish(request, link.email, None, link.next, "email link")
 
 

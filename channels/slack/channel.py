@@ -118,6 +118,7 @@ class SlackChannel:
             approvals_channel=approvals,
         )
         web_people = People(self.web_client, budget=IDENTITY_BUDGET)
+        self.people = web_people
         self.app = AsyncApp(
             client=self.web_client,
             signing_secret=secret.get_secret_value() if secret else "",
@@ -184,6 +185,12 @@ class SlackChannel:
 
     def concerns(self, thread: ThreadState, event: Event) -> bool:
         return self.outbound.concerns(thread, event)
+
+    async def identities_of(self, email: str) -> tuple[str, ...]:
+        """The Slack user with this address, as ``slack:U123`` (``bot.engine.ports.Directory``);
+        empty when Slack knows nobody by it or the look-up failed."""
+        user = await self.people.user_of(email)
+        return (f"slack:{user}",) if user else ()
 
     async def deliver(self, thread: ThreadState, event: Event) -> None:
         await self.outbound.deliver(thread, event)

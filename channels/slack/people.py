@@ -167,9 +167,14 @@ class People:
             return f"<!subteam^{group}>"
         if "@" in identity:
             email = identity.removeprefix("email:")
-            found = await self._emails.get(email.lower(), partial(self._by_email, email))
+            found = await self.user_of(email)
             return f"<@{found}>" if found else escape(email)
         return escape(identity)
+
+    async def user_of(self, email: str) -> str | None:
+        """The id of the Slack user with this address (``users.lookupByEmail``, cached);
+        None when nobody has it or Slack failed."""
+        return await self._emails.get(email.lower(), partial(self._by_email, email))
 
     # Failed look-ups are not cached: the next click asks again.
 

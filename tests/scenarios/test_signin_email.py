@@ -20,12 +20,6 @@ STRANGER = "stranger@example.test"
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    async with MailProvider() as p:
-        yield p
-
-
-@pytest.fixture
 async def clock() -> ManualClock:
     return ManualClock(time.time())
 

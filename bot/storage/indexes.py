@@ -20,8 +20,8 @@ from bot.storage import keys
 from bot.storage.connection import Client
 
 REINDEX = """
-local function reindex(threads, agent, old_status, new_status, open, waiting, tid, created, now,
-                       is_new, opened, closed, summaries)
+local function reindex(threads, agent, old_status, new_status, open, waiting, waiting_v, tid,
+                       created, now, is_new, opened, closed, summaries)
   if is_new then
     redis.call('ZADD', threads, created, tid)
     redis.call('ZADD', agent, created, tid)
@@ -38,13 +38,14 @@ local function reindex(threads, agent, old_status, new_status, open, waiting, ti
       redis.call('HSET', waiting, rid, summary)
     end
   end
+  if summaries ~= '' or closed ~= '' then redis.call('INCR', waiting_v) end
 end
 """
 """Keys and arguments of one append: see ``bot.storage.threadlog``; ``summaries`` is a JSON
 object of the open requests the append opened or changed (``summaries``)."""
 
 UNINDEX = """
-local function unindex(threads, agent, status, open, waiting, tid, requests)
+local function unindex(threads, agent, status, open, waiting, waiting_v, tid, requests)
   redis.call('ZREM', threads, tid)
   redis.call('ZREM', agent, tid)
   redis.call('ZREM', status, tid)
@@ -52,6 +53,7 @@ local function unindex(threads, agent, status, open, waiting, tid, requests)
     redis.call('ZREM', open, rid)
     redis.call('HDEL', waiting, rid)
   end
+  redis.call('INCR', waiting_v)
 end
 """
 """Removes a thread from every index (``bot.storage.threadlog`` forgets archived threads)."""
@@ -70,6 +72,7 @@ def reindex_keys(thread_id: str, agent: str, old_status: str, new_status: str) -
         "new_status": keys.by_status(shard, new_status),
         "open": keys.open_requests(shard),
         "waiting": keys.waiting(shard),
+        "waiting_v": keys.waiting_version(shard),
     }
 
 
@@ -145,7 +148,7 @@ class Indexes:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
-        self._decoded: dict[str, Waiting] = {}
+        self._shards: dict[int, tuple[str | None, list[Waiting]]] = {}
 
     async def threads(
         self, *, status: str | None = None, agent: str | None = None, offset: int, limit: int
@@ -180,19 +183,26 @@ class Indexes:
 
     async def waiting(self) -> list[Waiting]:
         """Every open request's summary, in no particular order (the inbox filters and sorts
-        them: ten thousand are a few milliseconds of Redis and JSON)."""
+        them). Each shard is read and decoded again only when its version moved since this
+        process last read it: a page with ten thousand open requests reads sixteen counters.
+        """
         pipe = self.redis.pipeline(transaction=False)
         for s in range(keys.SHARDS):
-            pipe.hvals(keys.waiting(s))
-        # Each summary is decoded once while it stays as it is: a page decodes only what
-        # changed since the last one (a summary holds its request id, so none are alike).
-        known = self._decoded
-        self._decoded = {
-            raw: known.get(raw) or Waiting(**json.loads(raw))
-            for rows in await pipe.execute()
-            for raw in rows
-        }
-        return list(self._decoded.values())
+            pipe.get(keys.waiting_version(s))
+        versions: list[str | None] = await pipe.execute()
+        stale = [
+            s
+            for s in range(keys.SHARDS)
+            if s not in self._shards or self._shards[s][0] != versions[s]
+        ]
+        if stale:
+            pipe = self.redis.pipeline(transaction=False)
+            for s in stale:
+                pipe.hvals(keys.waiting(s))
+            # Read after the version: a change in between is read again next time.
+            for s, rows in zip(stale, await pipe.execute(), strict=True):
+                self._shards[s] = (versions[s], [Waiting(**json.loads(raw)) for raw in rows])
+        return [w for s in range(keys.SHARDS) for w in self._shards[s][1]]
 
     async def all_open_requests(self) -> list[str]:
         """Every open request id, in no particular order (for gauges read at scrape time)."""

@@ -131,6 +131,12 @@ def waiting(shard: int) -> str:
     return f"{PREFIX}:{TAGS[shard]}:waiting"
 
 
+def waiting_version(shard: int) -> str:
+    """Counter: bumped whenever the shard's ``waiting`` hash changes, so a reader re-reads
+    only the shards that changed."""
+    return f"{PREFIX}:{TAGS[shard]}:waiting:v"
+
+
 def audit(shard: int) -> str:
     """Stream of audit records of the shard's decisions, appended with them; never trimmed
     (``bot.storage.audit``)."""

@@ -65,8 +65,8 @@ if A.print ~= '' then
 end
 redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
   'updated', A.now, 'created', A.created)
-reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, K.waiting, A.tid, A.created,
-  A.now, len == 0, A.opened, A.closed, A.summaries)
+reindex(K.threads, K.agent, K.old_status, K.new_status, K.open, K.waiting, K.waiting_v, A.tid,
+  A.created, A.now, len == 0, A.opened, A.closed, A.summaries)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
@@ -94,6 +94,7 @@ return {1, newlen, released}
         "new_status",
         "open",
         "waiting",
+        "waiting_v",
     ),
     args=(
         "tid",
@@ -160,7 +161,7 @@ _FORGET = Script(
     """
 if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
 if redis.call('EXISTS', K.lease) == 1 then return 0 end
-unindex(K.threads, K.agent, K.status, K.open, K.waiting, A.tid, A.requests)
+unindex(K.threads, K.agent, K.status, K.open, K.waiting, K.waiting_v, A.tid, A.requests)
 redis.call('ZREM', K.timers, A.tid)
 redis.call('DEL', K.log, K.meta, K.seen, unpack(KEYS, REST_KEYS))
 return 1
@@ -176,6 +177,7 @@ return 1
         "status",
         "open",
         "waiting",
+        "waiting_v",
     ),
     args=("tid", "version", "requests"),
     fragments=(UNINDEX,),
@@ -307,6 +309,7 @@ class ThreadLog:
                 "status": keys.by_status(shard, status),
                 "open": keys.open_requests(shard),
                 "waiting": keys.waiting(shard),
+                "waiting_v": keys.waiting_version(shard),
             },
             args={
                 "tid": tid,

@@ -82,7 +82,7 @@ async def list_times(app: Any, pages: int) -> dict[str, dict[str, float]]:
     ) as web:
         start = time.perf_counter()
         await web.get("/inbox")
-        cold = (time.perf_counter() - start) * 1000
+        cold = round((time.perf_counter() - start) * 1000, 3)
         out["first page of the process (decodes every summary), once"] = {"p50": cold, "p99": cold}
         for name, params in {
             "for me, page 1": {},

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, expect
+from playwright.async_api import Browser, Page, expect
 from redis.asyncio import Redis
 
 from bot.storage.embedded import EmbeddedRedis
@@ -274,3 +274,26 @@ async def test_the_audit_export_matches_the_decisions_taken(
     ]
     decided = [(await h.api.get(f"/approvals/{rid}")).json() for rid in (rejected, approved)]
     assert [r["args_hash"] for r in rows] == [d["args_hash"] for d in decided]
+
+
+async def test_usable_on_a_phone(
+    h: Harness, provider: MailProvider, browser: Browser, tmp_path: Path
+) -> None:
+    rid = await approval(h)
+    phone = await browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True
+    )
+    page = await phone.new_page()
+    try:
+        await sign_in(page, h, provider, OPS)
+        await page.goto(f"{h.url}/inbox/requests/{rid}")
+        wide = await page.evaluate("document.documentElement.scrollWidth")
+        assert wide <= 390, f"the page scrolls sideways: {wide} px wide"
+        approve = page.get_by_role("button", name="Approve", exact=True)
+        box = await approve.bounding_box()
+        assert box is not None and box["height"] >= 44  # a finger's target
+        await screenshot(page, "inbox-phone")
+        await approve.tap()
+        await expect(page.get_by_text("You approved")).to_be_visible()
+    finally:
+        await phone.close()

@@ -83,12 +83,12 @@ async def list_times(app: Any, pages: int) -> dict[str, dict[str, float]]:
         start = time.perf_counter()
         await web.get("/inbox")
         cold = round((time.perf_counter() - start) * 1000, 3)
-        out["first page of the process (decodes every summary), once"] = {"p50": cold, "p99": cold}
+        out["first_page_cold_once"] = {"p50": cold, "p99": cold}
         for name, params in {
-            "for me, page 1": {},
-            "all, page 1": {"show": "all"},
-            "all, one agent": {"show": "all", "agent": "infra"},
-            "all, page 300": {"show": "all", "page": "300"},
+            "for_me_page_1": {},
+            "all_page_1": {"show": "all"},
+            "all_one_agent": {"show": "all", "agent": "infra"},
+            "all_page_300": {"show": "all", "page": "300"},
         }.items():
             seconds = []
             for _ in range(pages):
@@ -154,9 +154,11 @@ async def main(total: int, pages: int, decisions: int) -> None:
                 headers={"Authorization": f"Bearer {TOKEN}"},
             ) as api:
                 await fill(api, total)
-            print(f"created {total} open requests in {time.perf_counter() - started:.1f} s")
-            for name, p in (await list_times(app, pages)).items():
-                print(f"GET /inbox ({name}), server time ms: p50 {p['p50']}, p99 {p['p99']}")
+            report: dict[str, Any] = {
+                "open_requests": total,
+                "created_in_s": round(time.perf_counter() - started, 1),
+                "list_server_ms": await list_times(app, pages),
+            }
 
             config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")
             web = uvicorn.Server(config)
@@ -164,8 +166,8 @@ async def main(total: int, pages: int, decisions: int) -> None:
             while not web.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
                 await asyncio.sleep(0.01)
             port = web.servers[0].sockets[0].getsockname()[1]
-            p = await sse_delays(f"http://127.0.0.1:{port}", decisions)
-            print(f"decision -> event on an open page's stream, ms: p50 {p['p50']}, p99 {p['p99']}")
+            report["decision_to_event_ms"] = await sse_delays(f"http://127.0.0.1:{port}", decisions)
+            print(json.dumps(report, indent=2))
             web.should_exit = True
             await serving
             await redis.aclose()

@@ -24,6 +24,7 @@ from bot.domain.events import (
     UserMessage,
 )
 from bot.domain.model import Block
+from bot.domain.validate import answer_value
 
 REJECTED_NOTE = (
     "The call was rejected; it did not run. Do not retry the same call unchanged: "
@@ -34,6 +35,7 @@ REJECTED_NOTE = (
 def to_blocks(events: list[Event]) -> list[Block]:
     """The blocks a model reads for these events."""
     tools: dict[str, str] = {}
+    questions: dict[str, HumanQuestion] = {}
     blocks: list[Block] = []
     errors: list[str] = []
 
@@ -49,10 +51,11 @@ def to_blocks(events: list[Event]) -> list[Block]:
             case ApprovalDecision() if e.edited_args is not None:
                 blocks.append(Block("arguments_edited", _dump(e.edited_args), {"by": e.by.label()}))
             case HumanQuestion():
+                questions[e.request_id] = e
                 blocks.append(Block("ask_human", e.question))
             case HumanAnswer():
                 errors.clear()
-                blocks.append(Block("human_answer", e.text, {"from": e.by.label()}))
+                blocks.append(_answer(e, questions.get(e.request_id)))
             case ToolResult() if e.outcome is Outcome.ERROR:
                 errors.append(f"{tools.get(e.call_id, 'tool')} failed: {e.output}")
             case ToolResult():
@@ -73,6 +76,15 @@ def to_blocks(events: list[Event]) -> list[Block]:
     if errors:
         blocks.append(Block("errors", errors[-1], {"consecutive": str(len(errors))}))
     return blocks
+
+
+def _answer(e: HumanAnswer, q: HumanQuestion | None) -> Block:
+    """A person's answer; a typed one is its JSON value, marked so."""
+    if q is None or q.answer_schema is None:
+        return Block("human_answer", e.text, {"from": e.by.label()})
+    return Block(
+        "human_answer", _dump(answer_value(q, e.text)), {"from": e.by.label(), "format": "json"}
+    )
 
 
 def _dump(value: Any) -> str:

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from bot.domain.errors import InvalidInputError
 from bot.domain.model import ToolSpec
 from bot.domain.policy import NEVER, ApprovalPolicy
+from bot.domain.validate import check_answer_schema
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,33 @@ class AskHuman(BaseModel):
     urgency: Literal["low", "normal", "high"] = "normal"
     format: Literal["free_text", "yes_no", "choices"] = "free_text"
     choices: list[str] = Field(default_factory=list, description="Options when format=choices.")
+    answer_schema: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "For a structured answer (with format free_text): a JSON Schema; the person "
+            "fills in a form and you receive the answer as JSON matching it. Supported: "
+            'type string (format "date" for a date), number, integer, boolean, an enum of '
+            "strings (one choice), an array whose items are an enum (several choices), and "
+            "objects of these with properties and required; title and description label "
+            "the fields."
+        ),
+    )
+
+    @field_validator("answer_schema")
+    @classmethod
+    def _supported(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            try:
+                check_answer_schema(value)
+            except InvalidInputError as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    @model_validator(mode="after")
+    def _typed(self) -> AskHuman:
+        if self.answer_schema is not None and self.format != "free_text":
+            raise ValueError("answer_schema is for format free_text (a typed answer)")
+        return self
 
 
 class Reply(BaseModel):

@@ -15,9 +15,38 @@ from jsonschema import exceptions, validators
 
 from bot.domain.errors import InvalidInputError
 from bot.domain.events import AnswerFormat, HumanQuestion
+from bot.domain.forms import to_form
 
 YES = frozenset({"yes", "y", "true"})
 NO = frozenset({"no", "n", "false"})
+
+MAX_JSON = 64_000
+"""The largest arguments, schema or metadata, in bytes of JSON: what cards and emails show."""
+MAX_DEPTH = 32
+
+
+def bounded(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """``value`` if its JSON is small and shallow enough to store and show.
+
+    Raises:
+        ValueError: too deep or too large (a pydantic validator's error).
+    """
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"{what} nest deeper than {MAX_DEPTH} levels")
+    if len(json.dumps(value, default=str)) > MAX_JSON:
+        raise ValueError(f"{what} are over {MAX_JSON} bytes of JSON")
+    return value
+
+
+def check_answer_schema(schema: dict[str, Any]) -> None:
+    """Raise unless ``schema`` can ask for a typed answer from a hosted agent: bounded, a
+    valid JSON Schema, and within the subset a form shows (``bot.domain.forms``)."""
+    try:
+        bounded(schema, "answer_schema")
+    except ValueError as exc:
+        raise InvalidInputError(str(exc)) from exc
+    check_schema(schema, "answer_schema")
+    to_form(schema, strict=True)
 
 
 def check_schema(schema: dict[str, Any], what: str) -> None:
@@ -34,12 +63,19 @@ def check_schema(schema: dict[str, Any], what: str) -> None:
 def check(schema: dict[str, Any], value: Any, what: str) -> None:
     """Raise unless ``value`` matches ``schema``; ``what`` begins the message."""
     validator = validators.validator_for(schema)(schema)
-    error = exceptions.best_match(validator.iter_errors(value))
+    found = list(validator.iter_errors(value))
+    error = exceptions.best_match(found)
     if error is not None:
         where = _path(error.absolute_path)
         raise InvalidInputError(
             f"{what} at {where}: {error.message}",
             schema_path=_path(error.absolute_schema_path),
+            # Every error, where it is (``a.b``, as ``Tool.validate`` names fields), for
+            # forms that show each by its input.
+            errors=[
+                {"field": ".".join(str(p) for p in e.absolute_path), "error": e.message}
+                for e in found
+            ],
         )
 
 
@@ -105,6 +141,14 @@ def _yes_no(text: str) -> bool | None:
     words = text.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
     first = words[0] if words else ""
     return True if first in YES else False if first in NO else None
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    return 0
 
 
 def _path(parts: Any) -> str:

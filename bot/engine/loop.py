@@ -306,6 +306,7 @@ class Loop:
             urgency=Urgency(q.urgency),
             format=AnswerFormat(q.format),
             choices=q.choices,
+            answer_schema=q.answer_schema,
         )
 
     def _approval(self, s: ThreadState, tool: Tool, call: ToolCall) -> ApprovalRequested:

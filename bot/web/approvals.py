@@ -7,7 +7,6 @@ REST decision path. ``GET /approvals/{id}?wait=30`` long-polls until it is decid
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Annotated, Any, Literal
@@ -32,7 +31,7 @@ from bot.domain.events import (
 from bot.domain.ids import new_request_id
 from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, to_approval
 from bot.domain.reducer import Request, RequestStatus, ThreadState
-from bot.domain.validate import answer_value, check, check_schema
+from bot.domain.validate import answer_value, bounded, check, check_schema
 from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
 from bot.web.api import IdempotencyKey, Rt, owned_key
@@ -46,9 +45,6 @@ router = APIRouter(
 
 MAX_WAIT = 60.0
 """The longest long-poll, in seconds: under the usual proxies' idle timeouts."""
-MAX_JSON = 64_000
-"""The largest arguments, schema or metadata, in bytes of JSON: what cards and emails show."""
-MAX_DEPTH = 32
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 AgentName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -483,23 +479,6 @@ async def _waited(
         raise NotFoundError(f"no {kind} {request_id!r}", request_id=request_id)
     who.check_reads(state, req)  # before waiting: nobody waits on what they may not read
     return await wait(rt.decisions, request_id, seconds)
-
-
-def bounded(value: dict[str, Any], what: str) -> dict[str, Any]:
-    """``value`` if its JSON is small and shallow enough to store and show; else an error."""
-    if _depth(value) > MAX_DEPTH:
-        raise ValueError(f"{what} nest deeper than {MAX_DEPTH} levels")
-    if len(json.dumps(value, default=str)) > MAX_JSON:
-        raise ValueError(f"{what} are over {MAX_JSON} bytes of JSON")
-    return value
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
 
 
 def _actor(a: Actor) -> ActorOut:

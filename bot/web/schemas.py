@@ -85,6 +85,9 @@ class RequestOut(BaseModel):
     approvals: list[ActorOut] = Field(default_factory=list)
     question: str | None = None
     choices: list[str] = Field(default_factory=list)
+    answer_schema: dict[str, Any] | None = Field(
+        None, description="A question's JSON Schema: answer with JSON matching it."
+    )
     closed_by: list[ActorOut] = Field(default_factory=list)
     closed_at: float | None = None
     reason: str | None = None
@@ -116,7 +119,7 @@ class RequestOut(BaseModel):
                 min_approvals=a.min_approvals,
                 approvals=[_actor(v.by) for v in r.approvals()],
             )
-        return cls(**common, question=a.question, choices=a.choices)
+        return cls(**common, question=a.question, choices=a.choices, answer_schema=a.answer_schema)
 
 
 class ThreadOut(BaseModel):

@@ -21,6 +21,7 @@ from bot.domain.events import (
     HumanQuestion,
     Reminded,
 )
+from bot.domain.forms import Field, Kind, to_form
 from bot.domain.policy import ANYONE
 from bot.domain.reducer import Request, ThreadState
 from channels.email import tokens
@@ -272,7 +273,13 @@ def _question(cfg: EmailConfig, thread: ThreadState, q: HumanQuestion, to: str) 
         "yes_no": q.format == "yes_no",
         "urgent": q.urgency == "high",
         "expires": to_utc(q.expires_at),
+        # A typed answer: the web inbox shows its form; a reply carries it as JSON.
+        "form_url": None,
+        "fields": [],
     }
+    if q.answer_schema is not None:
+        context["form_url"] = f"{cfg.public_url}/inbox/requests/{q.request_id}"
+        context["fields"] = to_field_lines(q.answer_schema)
     in_origin = to in originators(thread) and root is not None
     subject = with_re(origin_subject(thread)) if in_origin else f"Question from {thread.agent}"
     return Draft(
@@ -286,6 +293,36 @@ def _question(cfg: EmailConfig, thread: ThreadState, q: HumanQuestion, to: str) 
         references=(root,) if root else (),
         reply_to=tokens.to_reply_address(token, cfg.domain),
     )
+
+
+FIELDS_SHOWN = 40
+
+
+def to_field_lines(schema: dict[str, object]) -> list[str]:
+    """What a typed answer's JSON holds, one line per field, e.g. ``replicas: a whole
+    number (required)``; a form too large to list is one line saying so."""
+    fields = [f for f in to_form(schema, strict=False) if isinstance(f, Field)]
+    if len(fields) > FIELDS_SHOWN or (len(fields) == 1 and fields[0].kind is Kind.JSON):
+        return ["JSON matching the question's schema (the form shows it)"]
+    return [
+        f"{'.'.join(f.path) or 'the answer'}: {_kind_words(f)}"
+        + (" (required)" if f.required and f.path else "")
+        for f in fields
+    ]
+
+
+def _kind_words(f: Field) -> str:
+    choices = ", ".join(f'"{c}"' for c in f.choices)
+    return {
+        Kind.TEXT: "text",
+        Kind.NUMBER: "a number",
+        Kind.INTEGER: "a whole number",
+        Kind.BOOLEAN: "true or false",
+        Kind.DATE: 'a date, "YYYY-MM-DD"',
+        Kind.CHOICE: f"one of {choices}",
+        Kind.CHOICES: f"a list of {choices}",
+        Kind.JSON: "JSON",
+    }[f.kind]
 
 
 def _token_expiry(expires_at: float | None, asked_at: float) -> float:

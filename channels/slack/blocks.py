@@ -20,6 +20,8 @@ from channels.slack.people import escape
 Block = dict[str, Any]
 
 APPROVE, REJECT, EDIT, VIEW = "gl_approve", "gl_reject", "gl_edit", "gl_view"
+ANSWER = "gl_answer"
+"""Opens the form of a question with an answer schema."""
 CHOICE = "gl_choice_"
 """Prefix of choice buttons' action ids (``gl_choice_0``…): ids in one block must differ."""
 
@@ -155,7 +157,10 @@ def question_card(req: Request, asked: HumanQuestion, info: CardInfo) -> tuple[s
             for i, choice in enumerate(choices[:BUTTONS_MAX])
         ]
         blocks.append({"type": "actions", "block_id": "gl_choices", "elements": buttons})
-    blocks.append({"type": "context", "elements": [_mrkdwn(_question_status(req, info))]})
+    elif req.is_open and asked.answer_schema is not None:
+        button = _button("Answer…", ANSWER, to_value(r=req.id), style="primary")
+        blocks.append({"type": "actions", "block_id": "gl_answer", "elements": [button]})
+    blocks.append({"type": "context", "elements": [_mrkdwn(_question_status(req, asked, info))]})
     return f"{info.agent} asks: {cut_escaped(asked.question, 300)}", blocks
 
 
@@ -203,7 +208,7 @@ def _approval_status(req: Request, asked: ApprovalRequested, info: CardInfo) -> 
     return cut(" · ".join(parts), SECTION_MAX)
 
 
-def _question_status(req: Request, info: CardInfo) -> str:
+def _question_status(req: Request, asked: HumanQuestion, info: CardInfo) -> str:
     closed = ", ".join(who(a) for a in req.closed_by)
     at = when(req.closed_at) if req.closed_at else ""
     if req.status is RequestStatus.ANSWERED:
@@ -214,6 +219,8 @@ def _question_status(req: Request, info: CardInfo) -> str:
     if req.status is RequestStatus.CANCELLED:
         return f":heavy_multiplication_x: *Cancelled* {at}"
     text = "Reply in this thread to answer."
+    if asked.answer_schema is not None:
+        text = "Press *Answer…* to fill in the answer, or reply in this thread with it as JSON."
     if info.approvers:
         text += f" Who may answer: {', '.join(info.approvers)}"
     if req.expires_at:

@@ -1,4 +1,5 @@
-"""Buttons and modals: Approve, Reject (with a reason), Edit, View, and question choices.
+"""Buttons and modals: Approve, Reject (with a reason), Edit, View, question choices, and
+the form of a typed answer.
 
 Every path ends in ``runtime.decisions``: the one place that checks the request
 is open, the arguments are the ones shown and the clicker may decide. Before a
@@ -17,6 +18,7 @@ run in ``Background`` after the answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -33,8 +35,16 @@ from bot.domain.reducer import Request
 from bot.domain.refusals import Closed, Expired, NotAllowed, Refusal, to_words, why_refused
 from bot.domain.text import cut
 from bot.engine.ports import ChannelPorts
+from channels.slack.answers import (
+    ANSWER_VIEW,
+    WHOLE,
+    answer_form,
+    answer_modal,
+    from_answer,
+    to_answer_errors,
+)
 from channels.slack.background import Background
-from channels.slack.blocks import APPROVE, CHOICE, EDIT, REJECT, VIEW, to_choices, who
+from channels.slack.blocks import ANSWER, APPROVE, CHOICE, EDIT, REJECT, VIEW, to_choices, who
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click, to_user_team
 from channels.slack.people import People, UnknownUserError
@@ -91,10 +101,12 @@ class Clicks:
         app.action(REJECT)(self.on_reject)
         app.action(EDIT)(self.on_edit)
         app.action(VIEW)(self.on_view)
+        app.action(ANSWER)(self.on_answer)
         app.action(re.compile(f"^{CHOICE}[0-9]+$"))(self.on_choice)
         app.action(re.compile(".*"))(self.on_other)
         app.view(REJECT_VIEW)(self.on_reject_submitted)
         app.view(EDIT_VIEW)(self.on_edit_submitted)
+        app.view(ANSWER_VIEW)(self.on_answer_submitted)
 
     async def on_other(self, ack: Any) -> None:
         await ack()
@@ -123,6 +135,9 @@ class Clicks:
     async def on_view(self, ack: Any, body: dict[str, Any], context: Any) -> None:
         await self._open_modal(ack, body, context, "view")
 
+    async def on_answer(self, ack: Any, body: dict[str, Any], context: Any) -> None:
+        await self._open_modal(ack, body, context, "answer")
+
     async def on_choice(self, ack: Any, body: dict[str, Any], context: Any) -> None:
         found = await self._clicked(ack, body, context)
         if found is None:
@@ -149,19 +164,23 @@ class Clicks:
         if found is None:
             return
         click, req, _ = found
-        if not isinstance(req.asked, ApprovalRequested):
+        asked = req.asked
+        if isinstance(asked, HumanQuestion) != (kind == "answer"):
             return
-        if kind == "view":
-            view = args_modal(req, req.asked)
+        if kind == "view" and isinstance(asked, ApprovalRequested):
+            view = args_modal(req, asked)
         else:
-            actor = await self._actor(click, req.approvers)
+            allowed = asked.answerers if isinstance(asked, HumanQuestion) else req.approvers
+            actor = await self._actor(click, allowed)
             if actor is None:
                 return
             if refusal := why_refused(req, actor, self.rt.clock.now()):
                 self._refused(click, req.id, refusal)
                 return
-            maker = reject_modal if kind == "reject" else edit_modal
-            view = maker(req, req.asked)
+            if isinstance(asked, HumanQuestion):
+                view = answer_modal(req, asked)
+            else:
+                view = (reject_modal if kind == "reject" else edit_modal)(req, asked)
         try:
             async with asyncio.timeout_at(deadline):
                 await self.client.views_open(trigger_id=click.trigger_id, view=view)
@@ -210,6 +229,46 @@ class Clicks:
         except (RefusedError, UnknownUserError) as exc:
             block = next(iter(values), "args")
             await ack(response_action="errors", errors={block: cut(exc.message, _ERROR_MAX)})
+            return
+        await ack()
+
+    async def on_answer_submitted(
+        self, ack: Any, body: dict[str, Any], view: dict[str, Any], context: Any
+    ) -> None:
+        values = view["state"]["values"]
+        first = next(iter(values), WHOLE)
+        try:
+            meta = from_value(str(view.get("private_metadata") or ""))
+            req, thread = await self.rt.decisions.find(meta["r"])
+        except RefusedError as exc:
+            await ack(response_action="errors", errors={first: cut(exc.message, _ERROR_MAX)})
+            return
+        if not isinstance(req.asked, HumanQuestion) or req.asked.answer_schema is None:
+            await ack()
+            return
+        form = answer_form(req.asked)
+        answer, errors = from_answer(values, form)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        try:
+            why = why_other_team(to_user_team(body), thread, to_home(context), doing="answer")
+            if why is not None:
+                raise OtherTeamError(why)
+            actor = await self.people.actor(str(body["user"]["id"]), req.asked.answerers)
+            await self.rt.decisions.answer(
+                req.id,
+                json.dumps(answer, ensure_ascii=False),
+                actor,
+                # One submission is one answer, however often Slack delivers it.
+                delivery=f"slack:view:{view['id']}",
+            )
+        except InvalidInputError as exc:  # the decision path's schema check: by input
+            listed = exc.detail.get("errors") or [{"field": "", "error": exc.message}]
+            await ack(response_action="errors", errors=to_answer_errors(listed, form))
+            return
+        except (RefusedError, UnknownUserError) as exc:
+            await ack(response_action="errors", errors={first: cut(exc.message, _ERROR_MAX)})
             return
         await ack()
 

@@ -7,10 +7,8 @@ the production path: REST in, the worker's loop, approval, the tool, the reply.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from redis.asyncio import Redis
 
 from bot.models.anthropic import AnthropicModel
@@ -20,14 +18,6 @@ from tests.standins.anthropic_api import AnthropicAPI
 
 PROMPT = (Path(__file__).parents[2] / "agents" / "deploy" / "prompt.md").read_text()
 DEPLOY = {"service": "web", "version": "2.1.0", "environment": "production"}
-
-
-@pytest.fixture
-async def claude() -> AsyncIterator[tuple[AnthropicAPI, AnthropicModel]]:
-    async with AnthropicAPI() as api:
-        model = AnthropicModel(api_key="sk-ant-test", model="claude-test", base_url=api.url)
-        yield api, model
-        await model.aclose()
 
 
 async def test_deploy_on_claude_asks_approval_then_replies(

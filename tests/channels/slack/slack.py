@@ -159,20 +159,23 @@ class Slack:
         return await self.interact(self.click_payload(message, action_id, user))
 
     async def submit(
-        self, view: dict[str, Any], values: dict[str, dict[str, str]], user: str
+        self, view: dict[str, Any], values: dict[str, dict[str, Any]], user: str
     ) -> httpx.Response:
-        """Submit a modal the bot opened: ``values`` maps block id → action id → text."""
+        """Submit a modal the bot opened: ``values`` maps block id → action id → text, or
+        → the element's state as Slack sends it (``{"selected_option": …}``)."""
         return await self.interact(self.submit_payload(view, values, user))
 
     def submit_payload(
-        self, view: dict[str, Any], values: dict[str, dict[str, str]], user: str
+        self, view: dict[str, Any], values: dict[str, dict[str, Any]], user: str
     ) -> dict[str, Any]:
         payload = sample("view_submission")
         payload["user"].update(id=user, username=user.lower(), name=user.lower())
         opened = copy.deepcopy(view)
         state = {
             block: {
-                action: {"type": "plain_text_input", "value": text}
+                action: text
+                if isinstance(text, dict)
+                else {"type": "plain_text_input", "value": text}
                 for action, text in actions.items()
             }
             for block, actions in values.items()

@@ -129,7 +129,7 @@ async def edit(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Res
             request, rt, viewer, request_id, error="These arguments cannot be edited.", status=409
         )
     posted = _posted(form)
-    value, errors = forms.from_form(schema, posted, prefix="arg")
+    value, errors = forms.from_posted(schema, posted, prefix="arg")
     if errors:
         return await _request_page(
             request,
@@ -155,7 +155,7 @@ async def answer(request: Request, request_id: str, rt: Rt, viewer: Signed) -> R
     asked = req.asked
     if isinstance(asked, HumanQuestion) and asked.answer_schema is not None:
         posted = _posted(form)
-        value, errors = forms.from_form(asked.answer_schema, posted, prefix="ans")
+        value, errors = forms.from_posted(asked.answer_schema, posted, prefix="ans")
         if errors:
             return await _request_page(
                 request,
@@ -265,12 +265,12 @@ async def _request_page(
         schema = args_schema(rt, state, req)
         if schema is not None:
             value, errors = edit if edit is not None else (req.args or asked.args, {})
-            context["edit_fields"] = forms.to_fields(schema, value, errors, prefix="arg")
+            context["edit_fields"] = forms.to_inputs(schema, value, errors, prefix="arg")
     else:
         context["format"] = asked.format.value if asked.answer_schema is None else "typed"
         if asked.answer_schema is not None:
             value, errors = typed if typed is not None else (None, {})
-            context["answer_fields"] = forms.to_fields(
+            context["answer_fields"] = forms.to_inputs(
                 asked.answer_schema, value, errors, prefix="ans"
             )
     context["yes_no"] = AnswerFormat.YES_NO.value

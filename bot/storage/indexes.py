@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from bot.domain.events import ApprovalRequested
 from bot.domain.reducer import Request, ThreadState
@@ -98,6 +98,9 @@ class Waiting:
     expires_at: float | None
     opened_at: float
     requester: str
+    heard: list[str] = field(default_factory=list)
+    """For a question that names nobody: the names of the person the agent last heard,
+    whose conversation it belongs to."""
 
     @property
     def tool(self) -> str | None:
@@ -128,6 +131,7 @@ def to_waiting(state: ThreadState, req: Request) -> Waiting:
         expires_at=req.expires_at,
         opened_at=asked.at,
         requester=requester,
+        heard=sorted(state.last_user.names()) if state.last_user and not who else [],
     )
 
 

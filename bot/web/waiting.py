@@ -46,9 +46,9 @@ class WaitingPage:
 
 def is_for(item: Waiting, names: set[str]) -> bool:
     """Whether the actor of ``names`` (``Actor.names()``) may decide or answer ``item``: a
-    question that names nobody is its conversation's (``policy.may_answer``)."""
+    question that names nobody waits for the person the agent last heard."""
     if item.kind == "question" and not item.approvers:
-        return True
+        return not names.isdisjoint(item.heard)
     return is_named(names, item.approvers)
 
 

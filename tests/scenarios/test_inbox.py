@@ -85,11 +85,15 @@ async def test_the_waiting_list_shows_what_waits_for_the_viewer_soonest_first(
         h, policy={"approvers": ["group:deployers"], "expires_in": 60}, tool="restart"
     )
     theirs = await approval(h, policy={"approvers": [FIN]})
+    # A question that names nobody waits for whom the agent talks to, not for everyone.
+    asked = await h.api.post("/questions", json={"question": "Go?", "requester": "ann"})
+    nobodys = asked.json()["id"]
     page = (await ops.get("/inbox")).text
+    assert nobodys not in page
     assert page.index(sooner) < page.index(later)
     assert theirs not in page
     every = (await ops.get("/inbox", params={"show": "all"})).text
-    assert theirs in every
+    assert theirs in every and nobodys in every
     only = (await ops.get("/inbox", params={"tool": "restart"})).text
     assert sooner in only and later not in only
     assert 'scaler <span class="count">2</span>' in page

@@ -49,6 +49,7 @@ from bot.web import (
     tokens,
 )
 from bot.web.api import health, router
+from bot.web.live import Live
 from bot.web.pages import STATIC
 from bot.web.scopes import scopes_of
 from bot.web.session import COOKIE, signed_in
@@ -134,6 +135,7 @@ def _pages(app: FastAPI, runtime: Runtime, signin: SignInConfig | None) -> list[
     if signin is None:
         log.warning("SESSION_SECRET is not set: web sign-in and the pages are off")
         return []
+    app.state.live = Live(runtime.audit)  # the inbox's live updates (/inbox/events)
     mails = [c for c in runtime.channels if isinstance(c, SignInMail)]
     app.state.signin_mail = mails[0] if mails else None
     app.state.oidc_client = signin_oidc.to_client(signin.oidc) if signin.oidc else None

@@ -174,11 +174,9 @@ async def answer(request: Request, request_id: str, rt: Rt, viewer: Signed) -> R
 
 
 @router.get("/inbox/events")
-async def events(request: Request, rt: Rt, viewer: Signed) -> Response:
+async def events(request: Request, viewer: Signed) -> Response:
     """Server-sent events: each decision, answer or expiry, wherever it was taken."""
-    live: Live | None = getattr(request.app.state, "live", None)
-    if live is None:
-        live = request.app.state.live = Live(rt.audit)
+    live: Live = request.app.state.live
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(live.events(), media_type="text/event-stream", headers=headers)
 

@@ -190,9 +190,30 @@ async def test_audit_exports_match_the_decisions_taken(h: Harness, ops: httpx.As
     assert {r["hash"] for r in api} == {r["hash"] for r in rows}
 
 
-async def test_api_docs_need_no_internet(h: Harness) -> None:
-    page = (await h.http.get("/docs")).text
+@pytest.mark.parametrize("docs", ["/docs", "/redoc"])
+async def test_api_docs_need_no_internet(h: Harness, docs: str) -> None:
+    page = (await h.http.get(docs)).text
     scripts = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert scripts and all(s.startswith("/") for s in scripts), scripts
     for path in scripts:
         assert (await h.http.get(path)).status_code == 200, path
+
+
+async def test_a_hosted_agents_call_is_edited_in_a_form_made_from_its_tools_model(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    body = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
+    tid = (await h.api.post("/threads", json=body)).json()["id"]
+    await h.drain()
+    (req,) = (await h.api.get(f"/threads/{tid}")).json()["open_requests"]
+    page = (await ops.get(f"/inbox/requests/{req['id']}")).text
+    assert 'name="arg.environment"' in page and 'value="staging"' in page  # the model's enum
+    edit = {"arg.service": "api", "arg.version": "1.5.0", "arg.environment": "staging"}
+    confirm = await post(ops, f"/inbox/requests/{req['id']}/edit", edit)
+    assert confirm.status_code == 303
+    thread = await h.thread(tid)
+    assert thread.requests[req["id"]].args == {
+        "service": "api",
+        "version": "1.5.0",
+        "environment": "staging",
+    }

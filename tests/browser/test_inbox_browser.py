@@ -114,6 +114,10 @@ async def test_sign_in_by_link_then_approve_from_the_keyboard(
     await sign_in(page, h, provider, OPS)
     await expect(page.locator(f'[data-request="{rid}"]')).to_be_visible()
     await screenshot(page, "inbox-waiting")
+    await page.keyboard.press("?")
+    await expect(page.get_by_role("dialog", name="Keyboard shortcuts")).to_be_visible()
+    await page.keyboard.press("Escape")
+    await expect(page.get_by_role("dialog")).to_be_hidden()
 
     await page.keyboard.press("j")
     await page.keyboard.press("j")  # the second: the soonest to expire first, then this one

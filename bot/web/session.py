@@ -15,11 +15,14 @@ from urllib.parse import urlencode
 from fastapi import Request
 from starlette.exceptions import HTTPException
 
+from bot.domain.errors import ConfigError
 from bot.domain.events import Actor
 from bot.settings import Settings
 
 COOKIE = "greenlight_session"
 SIGNIN_PATH = "/signin"
+MIN_SECRET = 32
+"""The shortest ``SESSION_SECRET`` taken."""
 CSRF_FIELD = "csrf"
 """The hidden input of every form that changes something."""
 CSRF_HEADER = "X-CSRF-Token"
@@ -44,10 +47,21 @@ class SessionConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionConfig | None:
+        """The sessions ``settings`` ask for, None without ``SESSION_SECRET``.
+
+        Raises:
+            ConfigError: ``SESSION_SECRET`` is too short to keep cookies from being forged.
+        """
         if settings.session_secret is None:
             return None
+        secret = settings.session_secret.get_secret_value()
+        if len(secret) < MIN_SECRET:
+            raise ConfigError(
+                f"SESSION_SECRET is {len(secret)} characters: use at least {MIN_SECRET} random"
+                " ones (python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         return cls(
-            secret=settings.session_secret.get_secret_value(),
+            secret=secret,
             https=settings.public_url.lower().startswith("https://"),
             max_age=settings.session_max_age,
             admins=frozenset(a.lower() for a in settings.admins) | frozenset(settings.admins),

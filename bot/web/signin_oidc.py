@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import httpx
+import httpx2
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.starlette_client import OAuth
 from fastapi import APIRouter, Request
@@ -56,7 +56,7 @@ async def start(request: Request, next: str = HOME) -> Response:
         redirect: Response = await client.authorize_redirect(
             request, f"{config.public_url}{CALLBACK}"
         )
-    except (httpx.HTTPError, OAuthError, ValueError, KeyError) as exc:
+    except (httpx2.HTTPError, OAuthError, ValueError, KeyError) as exc:
         log.warning("web: the OIDC provider's discovery failed: %r", exc)
         return await _refused(request, f"{config.oidc.name} cannot be reached just now", 502)
     return redirect
@@ -74,7 +74,7 @@ async def callback(request: Request) -> Response:
     except (OAuthError, JoseError) as exc:
         log.warning("web: an OIDC sign-in was refused: %r", exc)
         return await _refused(request, f"signing in with {config.oidc.name} failed: {exc}")
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         log.warning("web: the OIDC provider could not be reached: %r", exc)
         return await _refused(request, f"{config.oidc.name} cannot be reached just now", 502)
     claims = token.get("userinfo") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -171,3 +172,26 @@ async def test_signing_out_needs_a_session_and_ends_it(
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_the_link_leads_only_to_this_site_and_its_token_is_never_logged(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    path = await link_for(web, provider, OPS, next="//evil.example/phish")
+    opened = await web.get(path)
+    assert opened.headers["location"] == "/inbox"
+    token = path.rsplit("/", 1)[1]
+    ours = [r for r in caplog.records if r.name.startswith(("bot.", "channels."))]
+    logged = "\n".join(r.getMessage() for r in ours)
+    assert f"{OPS} signed in by email link" in logged
+    assert token not in logged
+
+
+async def test_something_that_is_not_an_address_is_said_so(
+    h: Harness, web: httpx.AsyncClient
+) -> None:
+    csrf = await csrf_of(web)
+    r = await web.post("/signin/email", data={"email": "ops at example", "csrf": csrf})
+    assert r.status_code == 422
+    assert "is not an email address" in r.text

@@ -179,3 +179,20 @@ async def test_a_wrong_client_secret_signs_nobody_in(
         assert refused.status_code == 400
         assert idp.tokens == [(401, {"error": "invalid_client"})]
         assert await whoami(h.http) is None
+
+
+async def test_an_unreachable_provider_is_said_so(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    settings = settings_for_tests(
+        session_secret=SESSION_SECRET,
+        public_url=PUBLIC,
+        oidc_issuer="http://127.0.0.1:9",  # the discard port: nothing listens
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET,
+        oidc_name="Stand-in SSO",
+    )
+    async with Harness(redis_server.url, settings=settings) as h:
+        r = await h.http.get("/signin/oidc")
+        assert r.status_code == 502
+        assert "Stand-in SSO cannot be reached just now" in r.text

@@ -13,6 +13,7 @@ from bot.domain.errors import ConfigError
 from bot.storage.embedded import EmbeddedRedis
 from bot.web.app import _check_signed_in
 from bot.web.session import Viewer, signed_in
+from bot.web.signin import SignInConfig
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
 from tests.signin import sign_in, signin_settings
@@ -110,6 +111,11 @@ async def test_pages_are_served_with_an_https_only_cookie_behind_https(
         assert "; secure" in cookie
         assert "httponly" in cookie
         assert "samesite=lax" in cookie
+
+
+def test_a_short_session_secret_stops_the_start(provider: MailProvider) -> None:
+    with pytest.raises(ConfigError, match="SESSION_SECRET is 6 characters: use at least 32"):
+        SignInConfig.from_settings(signin_settings(provider, session_secret="secret"))
 
 
 def test_a_page_route_without_sign_in_stops_the_app_being_built() -> None:

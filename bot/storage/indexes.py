@@ -190,10 +190,7 @@ class Indexes:
         them). Each shard is read and decoded again only when its version moved since this
         process last read it: a page with ten thousand open requests reads sixteen counters.
         """
-        pipe = self.redis.pipeline(transaction=False)
-        for s in range(keys.SHARDS):
-            pipe.get(keys.waiting_version(s))
-        versions: list[str | None] = await pipe.execute()
+        versions = await self.waiting_versions()
         stale = [
             s
             for s in range(keys.SHARDS)
@@ -207,6 +204,14 @@ class Indexes:
             for s, rows in zip(stale, await pipe.execute(), strict=True):
                 self._shards[s] = (versions[s], [Waiting(**json.loads(raw)) for raw in rows])
         return [w for s in range(keys.SHARDS) for w in self._shards[s][1]]
+
+    async def waiting_versions(self) -> list[str | None]:
+        """Each shard's ``waiting`` version: when one moved, what waits has changed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(keys.SHARDS):
+            pipe.get(keys.waiting_version(s))
+        versions: list[str | None] = await pipe.execute()
+        return versions
 
     async def all_open_requests(self) -> list[str]:
         """Every open request id, in no particular order (for gauges read at scrape time)."""

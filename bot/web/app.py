@@ -135,7 +135,7 @@ def _pages(app: FastAPI, runtime: Runtime, signin: SignInConfig | None) -> list[
     if signin is None:
         log.warning("SESSION_SECRET is not set: web sign-in and the pages are off")
         return []
-    app.state.live = Live(runtime.audit)  # the inbox's live updates (/inbox/events)
+    app.state.live = Live(runtime.audit, runtime.indexes)  # /inbox/events
     mails = [c for c in runtime.channels if isinstance(c, SignInMail)]
     app.state.signin_mail = mails[0] if mails else None
     app.state.oidc_client = signin_oidc.to_client(signin.oidc) if signin.oidc else None

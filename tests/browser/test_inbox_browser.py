@@ -223,6 +223,18 @@ async def test_a_decision_in_slack_appears_without_a_reload(
     await screenshot(page, "inbox-live")
 
 
+async def test_a_new_request_appears_in_the_waiting_list_without_a_reload(
+    h: Harness, provider: MailProvider, page: Page
+) -> None:
+    await sign_in(page, h, provider, OPS)
+    await expect(page.get_by_text("Nothing waits for you")).to_be_visible()
+    await page.evaluate("window.notReloaded = true")
+    await page.wait_for_timeout(300)  # the event stream connects after the page loads
+    rid = await approval(h)
+    await expect(page.locator(f'[data-request="{rid}"]')).to_be_visible(timeout=5000)
+    assert await page.evaluate("window.notReloaded") is True
+
+
 async def test_a_non_approver_sees_the_request_but_is_refused(
     h: Harness, provider: MailProvider, page: Page
 ) -> None:

@@ -85,5 +85,18 @@
     var done = { approve: "approved", reject: "rejected" }[d.outcome] || d.outcome;
     refresh("Request " + d.request + " was " + done + who + via + ".");
   });
+  // A request opened (or any change to what waits): the waiting list re-reads itself,
+  // at most every two seconds, saying nothing (the new row is in the list).
+  var lastWaiting = 0;
+  var pendingWaiting = null;
+  source.addEventListener("waiting", function () {
+    if (!waitingList || pendingWaiting) return;
+    var wait = Math.max(0, lastWaiting + 2000 - Date.now());
+    pendingWaiting = setTimeout(function () {
+      pendingWaiting = null;
+      lastWaiting = Date.now();
+      refresh("");
+    }, wait);
+  });
   window.addEventListener("pagehide", function () { source.close(); });
 })();

@@ -140,6 +140,17 @@ async def edit(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Res
             status=422,
             edit=(value, errors),
         )
+    asked = req.asked
+    if isinstance(asked, ApprovalRequested) and asked.risky and form.get("confirm") != "yes":
+        return await _request_page(
+            request,
+            rt,
+            viewer,
+            request_id,
+            error=f"{asked.tool} is a risky tool: tick the box to confirm.",
+            status=422,
+            edit=(value, {}),
+        )
     seen = str(form.get("args_hash") or "") or None
     decided = rt.decisions.decide(
         request_id, Decision.APPROVE, viewer.actor, edited_args=value, seen_hash=seen

@@ -209,8 +209,11 @@ async def test_a_hosted_agents_call_is_edited_in_a_form_made_from_its_tools_mode
     page = (await ops.get(f"/inbox/requests/{req['id']}")).text
     assert 'name="arg.environment"' in page and 'value="staging"' in page  # the model's enum
     edit = {"arg.service": "api", "arg.version": "1.5.0", "arg.environment": "staging"}
-    confirm = await post(ops, f"/inbox/requests/{req['id']}/edit", edit)
-    assert confirm.status_code == 303
+    unconfirmed = await post(ops, f"/inbox/requests/{req['id']}/edit", edit)
+    assert unconfirmed.status_code == 422 and "deploy is a risky tool" in unconfirmed.text
+    assert (await h.thread(tid)).requests[req["id"]].is_open
+    confirmed = await post(ops, f"/inbox/requests/{req['id']}/edit", {**edit, "confirm": "yes"})
+    assert confirmed.status_code == 303
     thread = await h.thread(tid)
     assert thread.requests[req["id"]].args == {
         "service": "api",

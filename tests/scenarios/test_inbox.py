@@ -15,8 +15,11 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain import ids
 from bot.domain.clock import ManualClock
+from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.indexes import Indexes
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
 from tests.signin import OPS, csrf_of, sign_in, signin_settings
@@ -220,3 +223,19 @@ async def test_a_hosted_agents_call_is_edited_in_a_form_made_from_its_tools_mode
         "version": "1.5.0",
         "environment": "staging",
     }
+
+
+async def test_a_request_opened_before_summaries_were_kept_is_listed_and_its_summary_stored(
+    h: Harness, ops: httpx.AsyncClient, redis: Redis
+) -> None:
+    rid = await approval(h)
+    shard = keys.shard_of(str(ids.thread_of_request(rid)))
+    # An older deployment opened it: in the open index, with no summary beside it.
+    assert await redis.hdel(keys.waiting(shard), rid) == 1
+    other = Indexes(redis)  # another process, which read the shard before the upgrade
+    assert await other.waiting() == []
+
+    assert rid in (await ops.get("/inbox")).text
+    assert await redis.hexists(keys.waiting(shard), rid)  # built once, from the thread
+    (listed,) = await other.waiting()
+    assert (listed.request, listed.tool, listed.requester) == (rid, "scale", "ann@example.test")

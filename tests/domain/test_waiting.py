@@ -21,15 +21,10 @@ from bot.domain.policy import ANYONE, args_hash, is_same_person
 from bot.domain.reducer import ThreadState, fold
 from bot.domain.refusals import may_decide
 from bot.domain.waiting import to_waiting, waiting_for, waits_for
+from tests.domain.test_refusals import ANN, ARGS, BOB, CAROL, MAL, T0
 
-ANN = Actor(channel="api", id="ann")
-BOB = Actor(channel="api", id="bob")
-CAROL = Actor(channel="slack", id="U0CAROL01", email="carol@example.com")
 CAROL_BY_MAIL = Actor(channel="email", id="carol@example.com", email="Carol@Example.com")
-MAL = Actor(channel="api", id="mallory")
 PEOPLE = (ANN, BOB, CAROL, CAROL_BY_MAIL, MAL)
-ARGS = {"service": "api", "version": "1.5.0"}
-T0 = 1_700_000_000.0
 TID = "th_0123456789abcdef0123"
 
 

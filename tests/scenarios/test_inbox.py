@@ -22,24 +22,10 @@ from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
+from tests.inbox import approval
 from tests.signin import OPS, csrf_of, sign_in, signin_settings
 
 FIN = "fin@example.test"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string"},
-        "replicas": {"type": "integer", "minimum": 1},
-        "region": {"enum": ["eu", "us"]},
-    },
-    "required": ["service", "replicas"],
-}
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    async with MailProvider() as p:
-        yield p
 
 
 @pytest.fixture
@@ -56,23 +42,6 @@ async def ops(h: Harness, provider: MailProvider) -> AsyncIterator[httpx.AsyncCl
     web = await sign_in(h, provider, OPS)
     yield web
     await web.aclose()
-
-
-async def approval(h: Harness, **extra: Any) -> str:
-    body = {
-        "agent": "scaler",
-        "tool": "scale",
-        "arguments": {"service": "api", "replicas": 3},
-        "arguments_schema": SCHEMA,
-        "summary": "more replicas for the launch",
-        "requester": "ann@example.test",
-        "policy": {"approvers": ["group:deployers"]},
-        **extra,
-    }
-    r = await h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
-    return rid
 
 
 async def post(web: httpx.AsyncClient, path: str, data: dict[str, Any]) -> httpx.Response:

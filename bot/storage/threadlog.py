@@ -430,7 +430,9 @@ class ThreadLog:
         after = {r.id for r in new.open_requests()}
         due = new.next_due()
         tid = state.id
-        old_status = state.status.value if state.exists else new.status.value
+        status = new.status.value
+        old_status = state.status.value if state.exists else status
+        shard = keys.shard_of(tid)
         lease = await release_if(new, events) if release_if is not None else None
         code, length, *rest = await self._append(
             keys={
@@ -439,12 +441,10 @@ class ThreadLog:
                 "seen": keys.seen(tid),
                 "lease": keys.lease(tid),
                 "prints": keys.prints(tid),
-                "timers": keys.timers(keys.shard_of(tid)),
-                "queue": keys.queue(keys.shard_of(tid)),
-                "audit": keys.audit(keys.shard_of(tid)),
-                **reindex_keys(
-                    tid, new.agent, old_status, new.status.value, state.agent or new.agent
-                ),
+                "timers": keys.timers(shard),
+                "queue": keys.queue(shard),
+                "audit": keys.audit(shard),
+                **reindex_keys(tid, new.agent, old_status, status, state.agent or new.agent),
             },
             args={
                 "tid": tid,
@@ -453,7 +453,7 @@ class ThreadLog:
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
                 "seen_ttl": self.seen_ttl,
-                "status": new.status.value,
+                "status": status,
                 "agent": new.agent,
                 "created": new.created_at,
                 "due": "" if due is None else due,
@@ -493,7 +493,7 @@ class ThreadLog:
             "thread %s v%d %s (+%s)",
             tid,
             new.version,
-            new.status.value,
+            status,
             ",".join(e.type for e in events),
         )
         return new

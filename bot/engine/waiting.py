@@ -26,10 +26,11 @@ class Summaries:
     Args:
         log: the thread logs (read only to build a missing summary).
         indexes: the ``open`` index and the summaries of each shard.
-        at_once: threads read concurrently while building missing summaries.
+        at_once: threads read concurrently while building missing summaries (few: a worker
+            refreshing Homes shares its connection pool).
     """
 
-    def __init__(self, log: ThreadLog, indexes: Indexes, *, at_once: int = 32) -> None:
+    def __init__(self, log: ThreadLog, indexes: Indexes, *, at_once: int = 8) -> None:
         self.log = log
         self.indexes = indexes
         self._at_once = at_once
@@ -60,5 +61,8 @@ class Summaries:
                     built += await self.indexes.summarise(state, rid)
             return built
 
-        built = await asyncio.gather(*(heal(t, r) for t, r in by_thread.items()))
-        log.info("waiting: built %d missing summaries of open requests", sum(built))
+        built = sum(await asyncio.gather(*(heal(t, r) for t, r in by_thread.items())))
+        if built:
+            log.info("waiting: built %d missing summaries of open requests", built)
+        if built < len(missing):  # closed meanwhile, or an index entry without its thread
+            log.debug("waiting: %d open request ids left without a summary", len(missing) - built)

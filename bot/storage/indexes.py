@@ -198,7 +198,9 @@ class Indexes:
         """Store the summary of ``state``'s open request ``request_id`` unless it has one;
         False when it had one or is no longer open."""
         shard = keys.shard_of(state.id)
-        summary = json.dumps(asdict(to_waiting(state, state.requests[request_id])))
+        summary = json.dumps(
+            asdict(to_waiting(state, state.requests[request_id])), separators=(",", ":")
+        )
         stored = await self._summarise(
             {
                 "open": keys.open_requests(shard),

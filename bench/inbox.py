@@ -117,8 +117,8 @@ async def sse_delays(url: str, decisions: int) -> dict[str, float]:
             async for line in stream.aiter_lines():
                 if line.startswith(": listening"):
                     ready.set()
-                if line.startswith("data: "):
-                    arrived[json.loads(line[6:])["request"]] = time.perf_counter()
+                if line.startswith("data: ") and "request" in (data := json.loads(line[6:])):
+                    arrived[data["request"]] = time.perf_counter()  # "waiting" events carry none
                     if len(arrived) >= len(open_ids):
                         return
 

@@ -24,7 +24,7 @@ from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
 from bot.engine.ports import Channel, ChannelPorts
 from bot.engine.retention import Retention
-from bot.engine.waiting import Waiting
+from bot.engine.waiting import Summaries
 from bot.engine.worker import Worker, consumer_name
 from bot.storage.archive import Archive
 from bot.storage.audit import AuditLog
@@ -52,6 +52,8 @@ class Runtime:
     clock: Clock
     log: ThreadLog
     indexes: Indexes
+    waiting: Summaries
+    """What waits for people: the open requests' summaries (the inbox, a channel's lists)."""
     audit: AuditLog
     agents: Mapping[str, Agent]
     groups: Groups
@@ -137,7 +139,7 @@ def build_runtime(
     inbox = Inbox(thread_log, set(agents), default_agent=default_agent)
     decisions = Decisions(thread_log, agents, clock=clock)
     indexes = Indexes(redis)
-    waiting = Waiting(thread_log, indexes, clock)
+    waiting = Summaries(thread_log, indexes)
 
     def ports(name: str) -> ChannelPorts:
         state = ChannelState(redis, name)
@@ -164,6 +166,7 @@ def build_runtime(
         clock=clock,
         log=thread_log,
         indexes=indexes,
+        waiting=waiting,
         audit=audit,
         agents=agents,
         groups=groups,

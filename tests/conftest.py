@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis
+from tests.channels.email.provider import MailProvider
 
 # Tests build their settings explicitly; nothing from the developer's shell leaks in.
 for _name in list(os.environ):
@@ -24,6 +25,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[MailProvider]:
+    """A local SMTP server that records what the app sends (email cards, sign-in links)."""
+    async with MailProvider() as p:
+        yield p
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ import httpx
 from bot.settings import Settings
 from tests.channels.email.helpers import OPS, email_settings
 from tests.channels.email.provider import MailProvider
+from tests.channels.slack.slack import SECRET
 from tests.harness import Harness, eventually
+from tests.standins.slack_api import SlackAPI
 
 SESSION_SECRET = "test-session-secret-0123456789abcdef"
 LINK = re.compile(r"https?://\S+?(/signin/link/[A-Za-z0-9_-]+)")
@@ -30,8 +32,18 @@ _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 __all__ = ["OPS", "SESSION_SECRET", "csrf_of", "link_for", "sign_in", "signin_settings"]
 
 
-def signin_settings(provider: MailProvider, **overrides: Any) -> Settings:
-    """Settings with the email channel and sessions on (``OPS`` may sign in: a deployer)."""
+def signin_settings(
+    provider: MailProvider, slack: SlackAPI | None = None, **overrides: Any
+) -> Settings:
+    """Settings with the email channel and sessions on (``OPS`` may sign in: a deployer);
+    with ``slack``, the Slack channel too, on that stand-in (requests signed with ``SECRET``)."""
+    if slack is not None:
+        overrides = {
+            "slack_bot_token": slack.bot_token,
+            "slack_signing_secret": SECRET,
+            "slack_api_url": slack.url,
+            **overrides,
+        }
     return email_settings(provider, **{"session_secret": SESSION_SECRET, **overrides})
 
 

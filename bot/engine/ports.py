@@ -19,7 +19,8 @@ from fastapi import APIRouter
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock
 from bot.domain.events import Event
-from bot.domain.reducer import Request, ThreadState
+from bot.domain.reducer import ThreadState
+from bot.domain.waiting import Waiting
 from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
 
@@ -145,27 +146,13 @@ class StateStore(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Open:
-    """An open request and its thread."""
-
-    thread: ThreadState
-    request: Request
-
-
-@dataclass(frozen=True)
-class OpenNow:
-    """The open requests read, and how many the index holds in all."""
-
-    found: list[Open]
-    """At most as many as one reading looks at, the oldest first; expired ones left out."""
-    total: int
-
-
 class OpenRequests(Protocol):
-    """The requests open now (``bot.engine.waiting.Waiting``)."""
+    """What waits for people (``bot.engine.waiting.Summaries``)."""
 
-    async def open(self) -> OpenNow: ...
+    async def waiting(self) -> list[Waiting]:
+        """Every open request's summary, in no particular order: list them through
+        ``bot.domain.waiting.waiting_for``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -179,7 +166,7 @@ class ChannelPorts:
         state: this channel's own ids per thread, and external ids that lead to threads.
         agents: the agents people may address.
         clock: the one clock.
-        waiting: the requests open now, to list what waits for a person.
+        waiting: the open requests' summaries, to list what waits for a person.
     """
 
     inbox: Inbox

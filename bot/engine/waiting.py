@@ -1,74 +1,68 @@
-"""Open requests as they stand now, found through the per-shard ``open`` index.
+"""What waits for people: every open request's summary, from the indexes.
 
-A channel lists what waits for a person (Slack's App Home) from here: the
-index names the open requests, so no thread that has none is read.
+The web inbox and the channels (Slack's App Home) list from here, through the
+one rule of ``bot.domain.waiting``; no thread is loaded to list. A request
+opened before summaries were kept has none: the first listing that finds one
+builds it from its thread, once, and stores it (self-healing, so an upgrade
+needs no migration step and no listing misses a request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from bot.domain import ids
-from bot.domain.clock import Clock
-from bot.domain.reducer import ThreadState
-from bot.domain.refusals import is_open
-from bot.engine.ports import Open, OpenNow
+from bot.domain.waiting import Waiting
 from bot.storage.indexes import Indexes
 from bot.storage.threadlog import ThreadLog
 
+log = logging.getLogger(__name__)
 
-class Waiting:
-    """Reads the open requests.
+
+class Summaries:
+    """Reads the summaries of the open requests, building the missing ones.
 
     Args:
-        log: the thread logs.
-        indexes: the ``open`` index of each shard.
-        clock: what "still open" is judged by (an expired request no worker closed yet is not).
-        most: how many open requests one reading looks at, at most.
-        at_once: threads read concurrently.
+        log: the thread logs (read only to build a missing summary).
+        indexes: the ``open`` index and the summaries of each shard.
+        at_once: threads read concurrently while building missing summaries (few: a worker
+            refreshing Homes shares its connection pool).
     """
 
-    def __init__(
-        self,
-        log: ThreadLog,
-        indexes: Indexes,
-        clock: Clock,
-        *,
-        most: int = 1000,
-        at_once: int = 32,
-    ) -> None:
+    def __init__(self, log: ThreadLog, indexes: Indexes, *, at_once: int = 8) -> None:
         self.log = log
         self.indexes = indexes
-        self.clock = clock
-        self.most = most
         self._at_once = at_once
-        # One reading at a time in a process: each takes up to 16 + at_once connections,
-        # and a burst of changes (a worker refreshing many Homes) must not take the pool.
-        self._reading = asyncio.Lock()
+        # One healing at a time in a process: concurrent listings would read the same threads.
+        self._healing = asyncio.Lock()
 
-    async def open(self) -> OpenNow:
-        """The open requests, oldest first, each with its thread as it stands."""
-        async with self._reading:
-            return await self._read()
+    async def waiting(self) -> list[Waiting]:
+        """Every open request's summary, in no particular order."""
+        if await self.indexes.unsummarised():
+            async with self._healing:
+                await self._heal(await self.indexes.unsummarised())
+        return await self.indexes.waiting()
 
-    async def _read(self) -> OpenNow:
-        request_ids, total = await self.indexes.open_requests(offset=0, limit=self.most)
+    async def _heal(self, missing: list[str]) -> None:
         by_thread: dict[str, list[str]] = {}
-        for rid in request_ids:
+        for rid in missing:
             if tid := ids.thread_of_request(rid):
                 by_thread.setdefault(tid, []).append(rid)
         slots = asyncio.Semaphore(self._at_once)
 
-        async def load(tid: str) -> ThreadState:
+        async def heal(tid: str, rids: list[str]) -> int:
             async with slots:
-                return await self.log.load(tid)
+                state = await self.log.load(tid)
+            built = 0
+            for rid in rids:
+                req = state.requests.get(rid)
+                if req is not None and req.is_open:
+                    built += await self.indexes.summarise(state, rid)
+            return built
 
-        states = await asyncio.gather(*(load(tid) for tid in by_thread))
-        now = self.clock.now()
-        found = [
-            Open(state, state.requests[rid])
-            for state in states
-            for rid in by_thread[state.id]
-            if rid in state.requests and is_open(state.requests[rid], now)
-        ]
-        return OpenNow(found, total)
+        built = sum(await asyncio.gather(*(heal(t, r) for t, r in by_thread.items())))
+        if built:
+            log.info("waiting: built %d missing summaries of open requests", built)
+        if built < len(missing):  # closed meanwhile, or an index entry without its thread
+            log.debug("waiting: %d open request ids left without a summary", len(missing) - built)

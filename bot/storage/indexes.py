@@ -12,12 +12,13 @@ import asyncio
 import heapq
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
-from bot.domain.events import ApprovalRequested
-from bot.domain.reducer import Request, ThreadState
+from bot.domain.reducer import ThreadState
+from bot.domain.waiting import Waiting, to_waiting
 from bot.storage import keys
 from bot.storage.connection import Client
+from bot.storage.script import Script
 
 REINDEX = """
 local function reindex(threads, agent, old_agent, old_status, new_status, open, waiting,
@@ -61,6 +62,21 @@ end
 """
 """Removes a thread from every index (``bot.storage.threadlog`` forgets archived threads)."""
 
+_SUMMARISE = Script(
+    """
+if redis.call('ZSCORE', K.open, A.rid) and redis.call('HSETNX', K.waiting, A.rid, A.summary) == 1
+then
+  redis.call('INCR', K.waiting_v)
+  return 1
+end
+return 0
+""",
+    keys=("open", "waiting", "waiting_v"),
+    args=("rid", "summary"),
+)
+"""Stores a summary built after the fact, only while its request is open and has none: an
+append that changed the request meanwhile wrote the newer one, which is kept."""
+
 Page = tuple[list[str], int]
 """Ids on the page, and how many there are in all."""
 
@@ -85,65 +101,6 @@ def reindex_keys(
     }
 
 
-@dataclass(frozen=True)
-class Waiting:
-    """One open request as the inbox lists it, kept beside the ``open`` index."""
-
-    request: str
-    thread: str
-    agent: str
-    kind: str
-    """``approval`` or ``question``."""
-    title: str
-    """The tool an approval is for, or the question asked (shortened)."""
-    urgency: str
-    """A question's urgency; an approval is ``high`` when its tool is risky, else ``normal``."""
-    channel: str
-    """Where the thread came from (``slack``, ``email``, ``api``, ...)."""
-    approvers: list[str]
-    """Who may decide (an approval) or answer (a question; empty: its conversation)."""
-    needed: int
-    approved: int
-    expires_at: float | None
-    opened_at: float
-    requester: str
-    heard: list[str] = field(default_factory=list)
-    """For a question that names nobody: the names of the person the agent last heard,
-    whose conversation it belongs to."""
-
-    @property
-    def tool(self) -> str | None:
-        return self.title if self.kind == "approval" else None
-
-
-def to_waiting(state: ThreadState, req: Request) -> Waiting:
-    """The summary of an open request of ``state``."""
-    asked = req.asked
-    if isinstance(asked, ApprovalRequested):
-        title, who, needed = asked.tool, list(req.approvers), asked.min_approvals
-        urgency = "high" if asked.risky else "normal"
-        requester = asked.requester.label()
-    else:
-        title, urgency, who, needed = asked.question[:200], asked.urgency.value, asked.answerers, 1
-        requester = state.last_user.label() if state.last_user else ""
-    return Waiting(
-        request=req.id,
-        thread=state.id,
-        agent=state.agent,
-        kind=req.kind,
-        title=title,
-        urgency=urgency,
-        channel=state.origin.channel if state.origin else "",
-        approvers=list(who),
-        needed=needed,
-        approved=len(req.approvals()),
-        expires_at=req.expires_at,
-        opened_at=asked.at,
-        requester=requester,
-        heard=sorted(state.last_user.names()) if state.last_user and not who else [],
-    )
-
-
 def summaries(old: ThreadState, new: ThreadState) -> str:
     """The summaries an append must store: open requests it opened or changed, as one JSON
     object (empty when none). The reducer copies only the requests an event touches, so an
@@ -161,6 +118,7 @@ class Indexes:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
+        self._summarise = _SUMMARISE.bind(redis)
         self._shards: dict[int, tuple[str | None, list[Waiting]]] = {}
 
     async def threads(
@@ -213,6 +171,45 @@ class Indexes:
             for s, rows in zip(stale, await pipe.execute(), strict=True):
                 self._shards[s] = (versions[s], [Waiting(**json.loads(raw)) for raw in rows])
         return [w for s in range(keys.SHARDS) for w in self._shards[s][1]]
+
+    async def unsummarised(self) -> list[str]:
+        """Open request ids with no summary (opened before summaries were kept). Costs one
+        round trip of two counts a shard; only a shard whose counts differ is read."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(keys.SHARDS):
+            pipe.zcard(keys.open_requests(s))
+            pipe.hlen(keys.waiting(s))
+        counts = await pipe.execute()
+        short = [s for s in range(keys.SHARDS) if counts[2 * s] > counts[2 * s + 1]]
+        if not short:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for s in short:
+            pipe.zrange(keys.open_requests(s), 0, -1)
+            pipe.hkeys(keys.waiting(s))
+        rows = await pipe.execute()
+        missing: list[str] = []
+        for opened, summarised in zip(rows[::2], rows[1::2], strict=True):
+            have = {str(rid) for rid in summarised}
+            missing.extend(str(rid) for rid in opened if str(rid) not in have)
+        return missing
+
+    async def summarise(self, state: ThreadState, request_id: str) -> bool:
+        """Store the summary of ``state``'s open request ``request_id`` unless it has one;
+        False when it had one or is no longer open."""
+        shard = keys.shard_of(state.id)
+        summary = json.dumps(
+            asdict(to_waiting(state, state.requests[request_id])), separators=(",", ":")
+        )
+        stored = await self._summarise(
+            {
+                "open": keys.open_requests(shard),
+                "waiting": keys.waiting(shard),
+                "waiting_v": keys.waiting_version(shard),
+            },
+            {"rid": request_id, "summary": summary},
+        )
+        return bool(stored)
 
     async def waiting_versions(self) -> list[str | None]:
         """Each shard's ``waiting`` version: when one moved, what waits has changed."""

@@ -24,16 +24,7 @@ from starlette.routing import Route, compile_path
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bot.domain.errors import (
-    BadRequestError,
-    ConfigError,
-    ConflictError,
-    ForbiddenError,
-    GreenlightError,
-    InvalidInputError,
-    NotFoundError,
-    UnauthorizedError,
-)
+from bot.domain.errors import ConfigError, GreenlightError
 from bot.engine.ports import SignInMail
 from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
@@ -49,6 +40,7 @@ from bot.web import (
     tokens,
 )
 from bot.web.api import health, router
+from bot.web.errors import error_body, status_of
 from bot.web.live import Live
 from bot.web.pages import STATIC
 from bot.web.scopes import scopes_of
@@ -145,30 +137,8 @@ def _pages(app: FastAPI, runtime: Runtime, signin: SignInConfig | None) -> list[
     return pages
 
 
-def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
-    return {"error": code, "detail": detail, **extra}
-
-
-_STATUSES: dict[type[GreenlightError], int] = {
-    UnauthorizedError: 401,
-    ForbiddenError: 403,
-    NotFoundError: 404,
-    ConflictError: 409,
-    BadRequestError: 400,
-    InvalidInputError: 422,
-}
-"""The one mapping of domain errors to HTTP statuses; anything else is a 500."""
-
 RETRY_AFTER = 2
 """Seconds a client should wait when Redis is unreachable (restarting, loading its AOF)."""
-
-
-def status_of(exc: GreenlightError) -> int:
-    """The HTTP status that answers ``exc``: its nearest class in ``_STATUSES``, else 500."""
-    for cls in type(exc).__mro__:
-        if cls in _STATUSES:
-            return _STATUSES[cls]
-    return 500
 
 
 def _add_error_handlers(app: FastAPI) -> None:

@@ -29,6 +29,7 @@ from bot.domain.reducer import ThreadState
 from bot.domain.refusals import to_words, why_refused
 from bot.web import display, forms
 from bot.web.api import Rt
+from bot.web.errors import status_of
 from bot.web.live import Live
 from bot.web.pages import render
 from bot.web.session import Viewer, csrf_checked, signed_in
@@ -64,7 +65,7 @@ async def waiting(
     filters = Filters(
         mine=show != "all", agent=agent, tool=tool, channel=channel, urgency=urgency, page=page
     )
-    listed = select(await rt.indexes.waiting(), filters, viewer.actor)
+    listed = select(await rt.waiting.waiting(), filters, viewer.actor, rt.clock.now())
     return await render(
         request,
         "inbox/waiting.html.j2",
@@ -219,8 +220,6 @@ async def _decided(  # noqa: PLR0917 - the page, who, which request, and what wa
     try:
         await deciding
     except GreenlightError as exc:
-        from bot.web.app import status_of
-
         refusal = exc.refusal if isinstance(exc, RefusedError) else None
         message = to_words(refusal) + "." if refusal is not None else exc.message
         field_errors = exc.detail.get("errors")

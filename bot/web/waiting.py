@@ -1,7 +1,9 @@
 """The inbox's waiting list: open requests filtered, sorted by expiry, paged and counted.
 
-Pure over the summaries the indexes keep (``bot.storage.indexes.Waiting``): the page
-never loads a thread, so ten thousand open requests cost one read per shard.
+Pure over the summaries the indexes keep (``bot.domain.waiting.Waiting``): the page
+never loads a thread, so ten thousand open requests cost one read per shard. What
+waits for the viewer, and in which order, is the one rule of ``bot.domain.waiting``
+(Slack's App Home lists by it too).
 """
 
 from __future__ import annotations
@@ -12,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.domain.events import Actor
-from bot.domain.policy import is_named
-from bot.storage.indexes import Waiting
+from bot.domain.waiting import Waiting, is_open, to_order, waiting_for
 
 PAGE_SIZE = 25
 
@@ -44,20 +45,19 @@ class WaitingPage:
     channels: list[str] = field(default_factory=list)
 
 
-def is_for(item: Waiting, names: set[str]) -> bool:
-    """Whether the actor of ``names`` (``Actor.names()``) may decide or answer ``item``: a
-    question that names nobody waits for the person the agent last heard."""
-    if item.kind == "question" and not item.approvers:
-        return not names.isdisjoint(item.heard)
-    return is_named(names, item.approvers)
-
-
 def select(
-    every: Sequence[Waiting], filters: Filters, viewer: Actor, *, size: int = PAGE_SIZE
+    every: Sequence[Waiting],
+    filters: Filters,
+    viewer: Actor,
+    now: float,
+    *,
+    size: int = PAGE_SIZE,
 ) -> WaitingPage:
-    """The page of ``every`` that ``filters`` asks for, soonest to expire first."""
-    names = viewer.names()
-    seen = [w for w in every if is_for(w, names)] if filters.mine else list(every)
+    """The page of ``every`` open at ``now`` that ``filters`` asks for, most urgent first."""
+    if filters.mine:
+        seen = waiting_for(every, viewer, now)
+    else:
+        seen = sorted((w for w in every if is_open(w, now)), key=to_order)
     rest = [
         w
         for w in seen
@@ -67,7 +67,6 @@ def select(
     ]
     per_agent = Counter(w.agent for w in rest)
     matching = [w for w in rest if not filters.agent or w.agent == filters.agent]
-    matching.sort(key=lambda w: (w.expires_at is None, w.expires_at or 0.0, w.opened_at))
     pages = max(1, math.ceil(len(matching) / size))
     page = min(max(filters.page, 1), pages)
     return WaitingPage(

@@ -30,7 +30,7 @@ from bot.domain.errors import (
 from bot.domain.events import Actor, ApprovalRequested, Decision
 from bot.domain.refusals import to_words, why_refused
 from bot.engine.ports import ChannelPorts
-from bot.web.app import status_of
+from bot.web.errors import status_of
 from channels.email import tokens
 from channels.email.config import EmailConfig
 from channels.email.drafts import to_rows, to_utc

@@ -5,9 +5,10 @@ remembers the person in the channel's state; when a request opens, is decided,
 expires, is escalated or cancelled, the worker republishes the Home of the
 remembered people it concerns, at most ``PUBLISHES`` times per ``PER`` seconds
 each. A request is listed by the one rule (``bot.domain.waiting``) from the
-open-request index (``ChannelPorts.waiting``), most urgent first, as the same
-card a channel shows, so its buttons go through the same click handlers and the
-one decision path. A view holds at most 100 blocks: the rest is counted.
+open requests' summaries (``ChannelPorts.waiting``), most urgent first, as the
+same card a channel shows (only the threads of the cards shown are read), so its
+buttons go through the same click handlers and the one decision path. A view
+holds at most 100 blocks: the rest is counted.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from bot.domain.events import (
 )
 from bot.domain.policy import ANYONE
 from bot.domain.reducer import Request, RequestStatus, ThreadState
-from bot.domain.waiting import to_urgency, waits_for
-from bot.engine.ports import ChannelPorts, OpenNow
+from bot.domain.waiting import Waiting, waiting_for
+from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import Block
 from channels.slack.outbound import Outbound
@@ -126,24 +127,23 @@ class Home:
         await self.publish(user)
 
     async def publish(
-        self, user: str, notice: str | None = None, now_open: OpenNow | None = None
+        self, user: str, notice: str | None = None, every: list[Waiting] | None = None
     ) -> None:
         """Publish ``user``'s Home: what waits for them, most urgent first.
 
-        ``now_open``: the open requests, when the caller read them already.
+        ``every``: the open requests' summaries, when the caller read them already.
         """
-        now_open = now_open or await self.rt.waiting.open()
-        names = sorted({n for o in now_open.found for n in _names(o.request)} - {ANYONE})
+        every = await self.rt.waiting.waiting() if every is None else every
+        names = sorted({n for w in every for n in w.approvers} - {ANYONE})
         actor = await self.outbound.people.actor(user, names, strict=False)
-        now = self.rt.clock.now()
-        mine = sorted(
-            (o for o in now_open.found if waits_for(o.request, o.thread, actor, now)),
-            key=lambda o: to_urgency(o.request),
-        )
+        mine = waiting_for(every, actor, self.rt.clock.now())
         cards: list[list[Block]] = []
         used = _reserved(notice)
-        for o in mine[:MAX_CARDS]:
-            _text, blocks = await self.outbound.render(o.thread, o.request, "")
+        for w in mine[:MAX_CARDS]:  # one thread at a time: a worker refreshes many Homes
+            thread = await self.rt.threads.load(w.thread)
+            if (req := thread.requests.get(w.request)) is None:
+                continue
+            _text, blocks = await self.outbound.render(thread, req, "")
             if used + len(blocks) + 1 > MAX_BLOCKS:
                 break
             used += len(blocks) + 1
@@ -175,14 +175,14 @@ class Home:
         for req in reqs:
             if req is not None:
                 concerned |= await self._concerned(thread, req, opened)
-        now_open = None
+        every = None
         for user in sorted(concerned & opened):
             allowed = await self.rt.state.take(
                 f"home:{user}", limit=PUBLISHES, per=PER, now=self.rt.clock.now()
             )
             if allowed:
-                now_open = now_open or await self.rt.waiting.open()
-                await self.publish(user, now_open=now_open)
+                every = await self.rt.waiting.waiting() if every is None else every
+                await self.publish(user, every=every)
             else:
                 log.info(
                     "slack: the Home of %s was published %d times in %ss", user, PUBLISHES, PER

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 import pydantic_core
 
 from bot.domain.errors import BadRequestError, InvalidInputError, RefusedError, UnauthorizedError
-from bot.web.app import status_of
+from bot.web.errors import status_of
 
 TOLERANCE = 300
 """Seconds a request's timestamp may be off, as Slack's own verifier allows."""

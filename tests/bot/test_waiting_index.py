@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain import ids
+from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
 from tests.harness import Harness
@@ -58,3 +60,22 @@ async def test_an_open_request_is_listed_until_decided_in_every_process(
     assert (await h.api.post(f"/requests/{rid}/decision", json=vote)).status_code == 200
     assert [w.request for w in await other.waiting()] == [second]
     assert [w.request for w in await h.rt.indexes.waiting()] == [second]
+
+
+async def test_a_summary_built_late_never_replaces_a_newer_one_nor_revives_a_closed_request(
+    h: Harness, redis: Redis
+) -> None:
+    rid = await ask(h, ["bob", "carol"], min_approvals=2)
+    tid = str(ids.thread_of_request(rid))
+    before = await h.rt.log.load(tid)  # a listing read the thread, then ...
+    await redis.hdel(keys.waiting(keys.shard_of(tid)), rid)
+    vote = {"decision": "approve", "by": "bob"}
+    assert (await h.api.post(f"/requests/{rid}/decision", json=vote)).status_code == 200
+    assert not await h.rt.indexes.summarise(before, rid)  # ... the vote stored a newer one
+    (listed,) = await h.rt.waiting.waiting()
+    assert listed.approved == 1
+
+    vote = {"decision": "approve", "by": "carol"}
+    assert (await h.api.post(f"/requests/{rid}/decision", json=vote)).status_code == 200
+    assert not await h.rt.indexes.summarise(before, rid)  # closed: not listed again
+    assert await h.rt.waiting.waiting() == []

@@ -9,7 +9,7 @@ import pytest
 
 from bot.domain import errors
 from bot.storage.embedded import EmbeddedRedis
-from bot.web.app import status_of
+from bot.web.errors import status_of
 from tests.harness import Harness
 
 DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}

@@ -17,8 +17,10 @@ from redis.asyncio import Redis
 from bot.storage.embedded import EmbeddedRedis
 from tests.browser.conftest import screenshot
 from tests.channels.email.provider import MailProvider
-from tests.channels.slack.slack import SECRET, Slack
+from tests.channels.slack.slack import Slack
 from tests.harness import Harness, eventually
+from tests.inbox import SCHEMA
+from tests.inbox import approval as asked
 from tests.signin import LINK, OPS, signin_settings
 from tests.standins.slack_api import SlackAPI, SlackUser
 
@@ -27,21 +29,6 @@ pytestmark = pytest.mark.browser
 BOB = "U0BOB0001"
 FIN = "fin@example.test"
 APPROVALS = "C0APPROV01"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string", "description": "Which service."},
-        "replicas": {"type": "integer", "minimum": 1},
-        "region": {"enum": ["eu", "us"]},
-    },
-    "required": ["service", "replicas"],
-}
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    async with MailProvider() as p:
-        yield p
 
 
 @pytest.fixture
@@ -56,9 +43,7 @@ async def h(
 ) -> AsyncIterator[Harness]:
     settings = signin_settings(
         provider,
-        slack_bot_token=slack_api.bot_token,
-        slack_signing_secret=SECRET,
-        slack_api_url=slack_api.url,
+        slack_api,
         approver_groups={"deployers": [OPS, f"slack:{BOB}"], "finance": [FIN]},
     )
     async with Harness(redis_server.url, settings=settings) as h:
@@ -85,20 +70,10 @@ async def sign_in(page: Page, h: Harness, provider: MailProvider, email: str) ->
 
 
 async def approval(h: Harness, **extra: Any) -> str:
-    body = {
-        "agent": "scaler",
-        "tool": "scale",
-        "arguments": {"service": "api", "replicas": 3, "note": "launch day " * 30},
-        "arguments_schema": {**SCHEMA, "properties": {**SCHEMA["properties"], "note": {}}},
-        "summary": "more replicas for the launch",
-        "requester": "ann@example.test",
-        "policy": {"approvers": ["group:deployers"]},
-        **extra,
-    }
-    r = await h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
-    return rid
+    """An approval with a long argument: the page folds it."""
+    long = {"service": "api", "replicas": 3, "note": "launch day " * 30}
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "note": {}}}
+    return await asked(h, arguments=long, arguments_schema=schema, **extra)
 
 
 async def status_of(h: Harness, rid: str) -> str:

@@ -7,15 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.models.anthropic import AnthropicModel
-from tests.channels.email.provider import MailProvider
 from tests.standins.anthropic_api import AnthropicAPI
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    """A local SMTP server that records what the app sends (sign-in links)."""
-    async with MailProvider() as p:
-        yield p
 
 
 @pytest.fixture

@@ -15,28 +15,17 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from bot.domain import ids
 from bot.domain.clock import ManualClock
+from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.indexes import Indexes
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
+from tests.inbox import approval
 from tests.signin import OPS, csrf_of, sign_in, signin_settings
 
 FIN = "fin@example.test"
-SCHEMA = {
-    "type": "object",
-    "properties": {
-        "service": {"type": "string"},
-        "replicas": {"type": "integer", "minimum": 1},
-        "region": {"enum": ["eu", "us"]},
-    },
-    "required": ["service", "replicas"],
-}
-
-
-@pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    async with MailProvider() as p:
-        yield p
 
 
 @pytest.fixture
@@ -53,23 +42,6 @@ async def ops(h: Harness, provider: MailProvider) -> AsyncIterator[httpx.AsyncCl
     web = await sign_in(h, provider, OPS)
     yield web
     await web.aclose()
-
-
-async def approval(h: Harness, **extra: Any) -> str:
-    body = {
-        "agent": "scaler",
-        "tool": "scale",
-        "arguments": {"service": "api", "replicas": 3},
-        "arguments_schema": SCHEMA,
-        "summary": "more replicas for the launch",
-        "requester": "ann@example.test",
-        "policy": {"approvers": ["group:deployers"]},
-        **extra,
-    }
-    r = await h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    rid: str = r.json()["id"]
-    return rid
 
 
 async def post(web: httpx.AsyncClient, path: str, data: dict[str, Any]) -> httpx.Response:
@@ -220,3 +192,19 @@ async def test_a_hosted_agents_call_is_edited_in_a_form_made_from_its_tools_mode
         "version": "1.5.0",
         "environment": "staging",
     }
+
+
+async def test_a_request_opened_before_summaries_were_kept_is_listed_and_its_summary_stored(
+    h: Harness, ops: httpx.AsyncClient, redis: Redis
+) -> None:
+    rid = await approval(h)
+    shard = keys.shard_of(str(ids.thread_of_request(rid)))
+    # An older deployment opened it: in the open index, with no summary beside it.
+    assert await redis.hdel(keys.waiting(shard), rid) == 1
+    other = Indexes(redis)  # another process, which read the shard before the upgrade
+    assert await other.waiting() == []
+
+    assert rid in (await ops.get("/inbox")).text
+    assert await redis.hexists(keys.waiting(shard), rid)  # built once, from the thread
+    (listed,) = await other.waiting()
+    assert (listed.request, listed.tool, listed.requester) == (rid, "scale", "ann@example.test")

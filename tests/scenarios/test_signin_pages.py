@@ -21,7 +21,6 @@ from tests.standins.slack_api import SlackAPI, SlackUser
 
 BOB, CAROL = "U0BOB0001", "U0CAROL01"
 USERS = [SlackUser(BOB, "bob", "bob@example.test"), SlackUser(CAROL, "carol", "carol@example.test")]
-SLACK_SECRET = "test-slack-signing-secret"
 
 
 @pytest.fixture
@@ -36,9 +35,7 @@ async def h(
 ) -> AsyncIterator[Harness]:
     settings = signin_settings(
         provider,
-        slack_bot_token=api.bot_token,
-        slack_signing_secret=SLACK_SECRET,
-        slack_api_url=api.url,
+        api,
         approver_groups={"deployers": ["bob@example.test", f"slack:{CAROL}"], "finance": ["bob"]},
         admins=["bob@example.test"],
         signin_email_domains=["example.test"],

@@ -14,12 +14,6 @@ from tests.harness import Harness
 
 
 @pytest.fixture
-async def provider() -> AsyncIterator[MailProvider]:
-    async with MailProvider() as p:
-        yield p
-
-
-@pytest.fixture
 async def room(
     redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
 ) -> AsyncIterator[Mailroom]:

@@ -1,0 +1,194 @@
+"""MCP Tasks on ``/mcp``: the official MCP client, declaring the Tasks extension on the
+2026-07-28 protocol, against the app over real HTTP; the task is the Greenlight request."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+import httpx2
+import pytest
+from mcp.client import Client
+from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    CallToolResult,
+    CancelTaskRequest,
+    CancelTaskRequestParams,
+    GetTaskRequest,
+    GetTaskRequestParams,
+    Result,
+)
+from redis.asyncio import Redis
+
+from bot.storage.embedded import EmbeddedRedis
+from tests.harness import TOKEN, Harness, eventually
+from tests.harness import test_settings as settings_with
+from tests.scenarios.test_mcp import agent_token, decide, structured
+
+TASKS = "io.modelcontextprotocol/tasks"
+SETTINGS = {
+    "approver_groups": {"deployers": ["bob"], "finance": ["bob"]},
+    "approval_policies": {"default": {"approvers": ["bob"]}},
+    "mcp_wait": 20.0,  # a plain call would wait this long; a task answers at once
+}
+DEPLOY = {"tool": "deploy", "arguments": {"version": "3.0.0"}, "summary": "Ship 3.0"}
+
+
+class TaskHandle(Result):
+    """SEP-2663's CreateTaskResult, as the client parses it."""
+
+    result_type: Literal["task"] = "task"
+    task_id: str
+    status: str
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+
+
+class DetailedTask(Result):
+    """SEP-2663's ``tasks/get`` answer: the task, and its tool result once completed."""
+
+    task_id: str
+    status: str
+    result: dict[str, Any] | None = None
+
+
+async def get_task(session: Any, task_id: str) -> DetailedTask:
+    request = GetTaskRequest(params=GetTaskRequestParams(task_id=task_id))
+    task: DetailedTask = await session.send_request(request, DetailedTask)
+    return task
+
+
+async def resolve(handle: TaskHandle, ctx: ClaimContext) -> CallToolResult:
+    """Poll the task to its end, as a client that lets the SDK finish the call does."""
+    while (task := await get_task(ctx.session, handle.task_id)).status == "working":  # noqa: ASYNC110 - SEP-2663 polls
+        await asyncio.sleep((handle.poll_interval_ms or 1000) / 1000)  # at the server's cadence
+    assert task.result is not None, task
+    return CallToolResult.model_validate(task.result)
+
+
+class TasksClient(ClientExtension):
+    identifier = TASKS
+
+    def claims(self) -> list[ResultClaim[Any]]:
+        return [ResultClaim(result_type="task", model=TaskHandle, resolve=resolve)]
+
+
+@pytest.fixture
+async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
+    async with Harness(redis_server.url, settings=settings_with(**SETTINGS)) as it:
+        yield it
+
+
+@asynccontextmanager
+async def client(h: Harness, token: str = TOKEN, tasks: bool = True) -> AsyncIterator[Client]:
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        extensions = [TasksClient()] if tasks else []
+        transport = streamable_http_client(f"{h.url}/mcp", http_client=http)
+        async with Client(transport, extensions=extensions) as c:
+            yield c
+
+
+async def ask_as_task(c: Client, tool: str = "request_approval", args: Any = None) -> TaskHandle:
+    handle = await c.session.call_tool(tool, args or DEPLOY, allow_claimed=True)
+    assert isinstance(handle, TaskHandle), handle
+    return handle
+
+
+async def test_a_task_comes_back_at_once_works_until_approved_then_carries_the_decision(
+    h: Harness,
+) -> None:
+    async with client(h) as c:
+        assert c.protocol_version == "2026-07-28"
+        handle = await asyncio.wait_for(ask_as_task(c), 5)  # not the 20 s a plain call waits
+        assert handle.status == "working"
+        assert (await get_task(c.session, handle.task_id)).status == "working"
+        await decide(h, handle.task_id, reason="ship it")  # the task id is the request id
+        task = await get_task(c.session, handle.task_id)
+    assert task.status == "completed"
+    assert task.result is not None
+    out = structured(CallToolResult.model_validate(task.result))
+    assert (out["id"], out["status"], out["decision"]) == (handle.task_id, "approved", "approve")
+    assert out["reason"] == "ship it"
+    assert out["arguments"] == {"version": "3.0.0"}
+
+
+async def test_the_sdk_finishes_a_task_call_into_the_same_result_as_a_plain_call(
+    h: Harness,
+) -> None:
+    async with client(h) as c:
+        call = asyncio.create_task(c.call_tool("ask_human", {"question": "Which region?"}))
+
+        async def open_question() -> str | None:
+            r = await h.api.get("/requests")
+            body = r.json()
+            items = body.get("items", body) if isinstance(body, dict) else body
+            return next((i["id"] for i in items if i["status"] == "open"), None)
+
+        rid = await eventually(open_question)
+        r = await h.api.post(f"/requests/{rid}/answer", json={"text": "eu-west", "by": "bob"})
+        assert r.status_code == 200, r.text
+        out = structured(await asyncio.wait_for(call, 15))
+    assert (out["id"], out["status"], out["answer"]) == (rid, "answered", "eu-west")
+    assert "next" not in out
+
+
+async def test_a_task_outlives_the_web_process_that_made_it(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    settings = settings_with(**SETTINGS)
+    async with Harness(redis_server.url, settings=settings) as first:
+        token = await agent_token(first)
+        async with client(first, token) as c:
+            handle = await ask_as_task(c)
+    async with (
+        Harness(redis_server.url, settings=settings) as second,  # a new process
+        client(second, token) as c,
+    ):
+        assert (await get_task(c.session, handle.task_id)).status == "working"
+        await decide(second, handle.task_id, "reject", reason="not today")
+        task = await get_task(c.session, handle.task_id)
+    assert task.status == "completed" and task.result is not None
+    out = structured(CallToolResult.model_validate(task.result))
+    assert (out["status"], out["reason"]) == ("rejected", "not today")
+
+
+async def test_a_cancelled_task_closes_the_request(h: Harness) -> None:
+    token = await agent_token(h)
+    async with client(h, token) as c:
+        handle = await ask_as_task(c)
+        request = CancelTaskRequest(params=CancelTaskRequestParams(task_id=handle.task_id))
+        await c.session.send_request(request, Result)
+        assert (await get_task(c.session, handle.task_id)).status == "cancelled"
+        with pytest.raises(MCPError, match="cancelled"):  # cancelling twice is refused
+            await c.session.send_request(request, Result)
+    r = await h.api.get(f"/approvals/{handle.task_id}")
+    assert r.json()["status"] == "cancelled"  # approvers no longer see it open
+
+
+async def test_another_tokens_task_is_not_found(h: Harness) -> None:
+    async with client(h, await agent_token(h)) as c:
+        handle = await ask_as_task(c)
+    r = await h.api.post("/tokens", json={"name": "other-bot", "scope": "agent"})
+    other = r.json()["token"]
+    async with client(h, other) as c:
+        with pytest.raises(MCPError, match="no task"):
+            await get_task(c.session, handle.task_id)
+        request = CancelTaskRequest(params=CancelTaskRequestParams(task_id=handle.task_id))
+        with pytest.raises(MCPError, match="no task"):
+            await c.session.send_request(request, Result)
+    r = await h.api.get(f"/approvals/{handle.task_id}")
+    assert r.json()["status"] == "open"
+
+
+async def test_a_client_without_the_extension_still_gets_the_pending_answer(h: Harness) -> None:
+    h.app.state.mcp_wait = 0.5
+    async with client(h, tasks=False) as c:
+        out = structured(await c.call_tool("request_approval", DEPLOY))
+    assert out["status"] == "open"
+    assert f"call wait_for_request with {out['id']}" in out["next"]

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -12,6 +14,7 @@ import httpx2
 import pytest
 from mcp.client import Client
 from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
+from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
@@ -105,6 +108,7 @@ async def test_a_task_comes_back_at_once_works_until_approved_then_carries_the_d
 ) -> None:
     async with client(h) as c:
         assert c.protocol_version == "2026-07-28"
+        assert TASKS in (c.server_capabilities.extensions or {})
         handle = await asyncio.wait_for(ask_as_task(c), 5)  # not the 20 s a plain call waits
         assert handle.status == "working"
         assert (await get_task(c.session, handle.task_id)).status == "working"
@@ -192,3 +196,24 @@ async def test_a_client_without_the_extension_still_gets_the_pending_answer(h: H
         out = structured(await c.call_tool("request_approval", DEPLOY))
     assert out["status"] == "open"
     assert f"call wait_for_request with {out['id']}" in out["next"]
+
+
+async def test_greenlight_mcp_over_stdio_answers_with_a_task_too(h: Harness) -> None:
+    token = await agent_token(h)
+    server = StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "bot", "mcp", "--url", h.url, "--wait", "20"],
+        env={**os.environ, "API_TOKEN": token},
+    )
+    async with Client(server, extensions=[TasksClient()]) as c:
+        handle = await asyncio.wait_for(ask_as_task(c), 10)
+        assert (await get_task(c.session, handle.task_id)).status == "working"
+        await decide(h, handle.task_id)
+        task = await get_task(c.session, handle.task_id)
+    assert task.status == "completed" and task.result is not None
+    out = structured(CallToolResult.model_validate(task.result))
+    assert (out["id"], out["status"], out["requester"]["id"]) == (
+        handle.task_id,
+        "approved",
+        "mcp-bot",
+    )

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx2
@@ -27,10 +29,12 @@ from mcp_types import (
 )
 from redis.asyncio import Redis
 
-from bot.storage.embedded import EmbeddedRedis
+from bot.storage.embedded import EmbeddedRedis, free_port
 from tests.harness import TOKEN, Harness, eventually
 from tests.harness import test_settings as settings_with
 from tests.scenarios.test_mcp import agent_token, decide, structured
+from tests.scenarios.test_run_process import TOKEN as BOT_TOKEN
+from tests.scenarios.test_run_process import Bot, wait_gone
 
 TASKS = "io.modelcontextprotocol/tasks"
 SETTINGS = {
@@ -89,10 +93,12 @@ async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]
 
 
 @asynccontextmanager
-async def client(h: Harness, token: str = TOKEN, tasks: bool = True) -> AsyncIterator[Client]:
+async def client(h: Harness | str, token: str = TOKEN, tasks: bool = True) -> AsyncIterator[Client]:
+    """The official client at ``/mcp`` of a harness or a URL, declaring Tasks or not."""
+    url = h if isinstance(h, str) else h.url
     async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
         extensions = [TasksClient()] if tasks else []
-        transport = streamable_http_client(f"{h.url}/mcp", http_client=http)
+        transport = streamable_http_client(f"{url}/mcp", http_client=http)
         async with Client(transport, extensions=extensions) as c:
             yield c
 
@@ -194,8 +200,20 @@ async def test_a_client_without_the_extension_still_gets_the_pending_answer(h: H
     h.app.state.mcp_wait = 0.5
     async with client(h, tasks=False) as c:
         out = structured(await c.call_tool("request_approval", DEPLOY))
+        with pytest.raises(MCPError, match="did not declare") as refused:
+            await get_task(c.session, out["id"])
     assert out["status"] == "open"
     assert f"call wait_for_request with {out['id']}" in out["next"]
+    assert refused.value.error.code == -32021  # SEP-2663: tasks/* need the extension declared
+
+
+async def test_a_refused_call_is_the_error_itself_not_a_task(h: Harness) -> None:
+    async with client(h) as c:
+        result = await c.session.call_tool(
+            "request_approval", {**DEPLOY, "policy": "nosuch"}, allow_claimed=True
+        )
+    assert isinstance(result, CallToolResult) and result.is_error
+    assert "nosuch" in result.content[0].text  # type: ignore[union-attr]
 
 
 async def test_greenlight_mcp_over_stdio_answers_with_a_task_too(h: Harness) -> None:
@@ -217,3 +235,34 @@ async def test_greenlight_mcp_over_stdio_answers_with_a_task_too(h: Harness) -> 
         "approved",
         "mcp-bot",
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc and PDEATHSIG")
+async def test_a_task_outlives_a_killed_greenlight_run(tmp_path: Path) -> None:
+    data, log, port = tmp_path / "data", tmp_path / "greenlight.log", free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = Bot(data, port, log)
+    try:
+        first.ready()
+        async with client(url, BOT_TOKEN) as c:
+            handle = await ask_as_task(c, "ask_human", {"question": "Which region?"})
+        redis_pid = int((data / "redis" / "redis.pid").read_text())
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+        wait_gone(redis_pid)  # the embedded Redis follows its parent, its AOF flushed
+        second = Bot(data, port, log)
+        try:
+            second.ready()
+            async with client(url, BOT_TOKEN) as c:
+                assert (await get_task(c.session, handle.task_id)).status == "working"
+                r = second.http.post(
+                    f"/requests/{handle.task_id}/answer", json={"text": "eu-west", "by": "bob"}
+                )
+                assert r.status_code == 200, r.text
+                task = await get_task(c.session, handle.task_id)
+        finally:
+            second.stop(signal.SIGTERM)
+    finally:
+        first.stop()
+    assert task.status == "completed" and task.result is not None
+    out = structured(CallToolResult.model_validate(task.result))
+    assert (out["status"], out["answer"]) == ("answered", "eu-west")

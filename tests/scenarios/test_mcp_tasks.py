@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -115,9 +116,14 @@ async def test_a_task_comes_back_at_once_works_until_approved_then_carries_the_d
     async with client(h) as c:
         assert c.protocol_version == "2026-07-28"
         assert TASKS in (c.server_capabilities.extensions or {})
+        started = time.perf_counter()
         handle = await asyncio.wait_for(ask_as_task(c), 5)  # not the 20 s a plain call waits
+        asked = time.perf_counter() - started
         assert handle.status == "working"
+        started = time.perf_counter()
         assert (await get_task(c.session, handle.task_id)).status == "working"
+        polled = time.perf_counter() - started
+        print(f"task-augmented call {asked * 1000:.1f} ms, tasks/get {polled * 1000:.1f} ms")
         await decide(h, handle.task_id, reason="ship it")  # the task id is the request id
         task = await get_task(c.session, handle.task_id)
     assert task.status == "completed"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -33,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from bench import web_workers
-from bench.measure import CpuMeter, load_average, percentiles, server_version, used_memory
+from bench.measure import (
+    CpuMeter,
+    load_average,
+    percentiles,
+    server_version,
+    traffic,
+    used_memory,
+)
 from bot.domain import ids
 from bot.domain.agents import load_agents
 from bot.domain.events import Actor, Decision, Origin
@@ -100,9 +108,16 @@ async def start(rt: Runtime, waiter: Waiter) -> ThreadState:
 
 
 async def run(
-    rt: Runtime, waiter: Waiter, cycles: int, in_flight: int, redis_pids: Sequence[int]
+    rt: Runtime,
+    waiter: Waiter,
+    cycles: int,
+    in_flight: int,
+    *,
+    redis_pids: Sequence[int],
+    nodes: Sequence[str],
 ) -> dict[str, Any]:
-    """``cycles`` cycles, ``in_flight`` at a time: throughput, latency, CPU per cycle."""
+    """``cycles`` cycles, ``in_flight`` at a time: throughput, latency, CPU and Redis
+    traffic per cycle."""
     lat: dict[str, list[float]] = {"suspend": [], "resume": []}
     slots = asyncio.Semaphore(in_flight)
 
@@ -110,17 +125,21 @@ async def run(
         async with slots:
             await cycle(rt, waiter, lat)
 
+    before = await traffic(nodes)
     cpu = CpuMeter({"redis": redis_pids}, own="process")
     t0 = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(cycles)))
     elapsed = time.perf_counter() - t0
+    cpu_ms = cpu.ms_per(cycles)
+    after = await traffic(nodes)
     return {
         "in_flight": in_flight,
         "cycles": cycles,
         "cycles_per_s": round(cycles / elapsed, 1),
         "suspend_ms": percentiles(lat["suspend"]),
         "resume_ms": percentiles(lat["resume"]),
-        "cpu_ms_per_cycle": cpu.ms_per(cycles),
+        "cpu_ms_per_cycle": cpu_ms,
+        "redis_per_cycle": {k: round((after[k] - before[k]) / cycles, 1) for k in after},
     }
 
 
@@ -150,6 +169,7 @@ async def in_process(
         channels=lambda ports: build_channels(settings, ports),
         groups=groups,
     )
+    gc.freeze()  # as a served process does once its runtime is built (bot.serve)
     stop = asyncio.Event()
     serving: asyncio.Task[None] | None = None
     try:
@@ -158,13 +178,14 @@ async def in_process(
         waiter = Waiter()
         worker = rt.worker(concurrency=max(in_flight, 1), block_ms=100, on_step=waiter.on_step)
         serving = asyncio.create_task(worker.run(stop))
-        await run(rt, waiter, 200, 8, redis_pids)  # warm up
+        on = {"redis_pids": redis_pids, "nodes": nodes}
+        await run(rt, waiter, 200, 8, **on)  # warm up
         return {
             "redis": f"embedded {await server_version(nodes[0])}, appendfsync everysec",
             "event_loop": type(asyncio.get_running_loop()).__module__,
             "model": "offline",
-            "sequential": await run(rt, waiter, max(cycles // 4, 100), 1, redis_pids),
-            "concurrent": await run(rt, waiter, cycles, in_flight, redis_pids),
+            "sequential": await run(rt, waiter, max(cycles // 4, 100), 1, **on),
+            "concurrent": await run(rt, waiter, cycles, in_flight, **on),
             "redis_bytes_per_suspended_thread": await bytes_per_suspended(rt, waiter, nodes, 1000),
         }
     finally:

@@ -66,6 +66,29 @@ async def used_memory(urls: Sequence[str]) -> int:
     return total
 
 
+TRAFFIC = {
+    "commands": "total_commands_processed",
+    "bytes_in": "total_net_input_bytes",
+    "bytes_out": "total_net_output_bytes",
+}
+"""What ``traffic`` reads from ``INFO stats``, by the name the benchmarks report it under."""
+
+
+async def traffic(urls: Sequence[str]) -> dict[str, int]:
+    """Commands the Redis servers at ``urls`` ran so far (those inside scripts included)
+    and the bytes they read from clients and wrote to them, summed over the servers."""
+    total = dict.fromkeys(TRAFFIC, 0)
+    for url in urls:
+        node: Redis = Redis.from_url(url)
+        try:
+            stats = await node.info("stats")
+        finally:
+            await node.aclose()
+        for name, field in TRAFFIC.items():
+            total[name] += int(stats[field])
+    return total
+
+
 async def server_version(url: str) -> str:
     """``valkey 8.1.1`` or ``redis 7.2.4``: what the server at ``url`` says it is."""
     node: Redis = Redis.from_url(url, decode_responses=True)

@@ -2,19 +2,20 @@
 
 The driver (this process) starts threads and decides over HTTP, as any client
 of the REST API does (``POST /threads``, ``POST /requests/{id}/decision``);
-``python -m bot worker`` processes step the threads. Nothing polls: each thread
-carries a ``callback_url`` naming a small HTTP receiver in this process, and
-the workers' webhook channel POSTs the thread's events to it. Suspend latency
-runs from ``POST /threads`` to the ``approval_requested`` callback; resume
-latency from ``POST /requests/{id}/decision`` to the final ``agent_reply``
-callback. Both include the callback's own HTTP hop, which production pays too
-whenever a client asked for callbacks.
+``python -m bot worker`` processes step the threads. The driver learns that a
+thread was suspended or finished by reading its status in Redis (``Watcher``,
+one pipelined read per millisecond for every thread it waits on), which costs
+the processes measured nothing, as the one-process section's in-process hook
+does not. Suspend latency runs from ``POST /threads`` to the status
+``awaiting_approval``; resume latency from ``POST /requests/{id}/decision`` to
+``done``. Both include up to a millisecond of polling.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import sys
@@ -25,17 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from redis.asyncio import Redis
 
-from bench.measure import CpuMeter, percentiles
+from bench.measure import CpuMeter, percentiles, traffic
 from bot.settings import Settings
+from bot.storage import keys
 from bot.storage.embedded import HOST, die_with_parent
 
 TOKEN = "bench"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TEXT = "deploy api 1.5.0 to production"
 WAIT = 30.0
-"""Seconds a cycle may wait for a callback before the run is declared broken."""
+"""Seconds a cycle may wait for a status before the run is declared broken."""
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,69 +50,61 @@ class Fleet:
     worker_pids: tuple[int, ...]
 
 
-class Callbacks:
-    """Receives the workers' webhook callbacks; a future per thread and milestone.
+class Watcher:
+    """Learns when threads reach a status by reading their meta hashes in Redis.
 
-    A callback may arrive before the driver asked for it (the worker can
-    suspend a thread before ``POST /threads`` has answered), so either side
-    creates the future and the other finds it.
+    The driver's completion signal, as the one-process section's ``on_step``
+    hook is there: it costs the web and worker processes nothing (webhook
+    callbacks cost each worker an HTTP POST per event, about 1 ms of CPU on
+    this machine, three per cycle). Every waiting thread's status is read in
+    one pipelined round trip per poll, a poll every ``every`` seconds while any
+    thread is waited on; the request id of a suspended thread is read from its
+    log. The wait it adds (half a poll on average) is in the latencies.
     """
 
-    def __init__(self) -> None:
-        self.url = ""
-        self.received = 0
-        """Callbacks received so far, of every type."""
-        self._waiting: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+    def __init__(self, redis: Redis, every: float = 0.001) -> None:
+        self.redis = redis
+        self.every = every
+        self.polls = 0
+        """Round trips made so far."""
+        self._waiting: dict[str, tuple[str, asyncio.Future[str]]] = {}
+        self._poller: asyncio.Task[None] | None = None
 
-    def expect(self, thread_id: str, milestone: str) -> asyncio.Future[dict[str, Any]]:
-        """The future of ``approval_requested`` or ``done`` for ``thread_id``."""
-        key = (thread_id, milestone)
-        fut = self._waiting.get(key)
-        if fut is None:
-            fut = self._waiting[key] = asyncio.get_running_loop().create_future()
+    def expect(self, thread_id: str, status: str) -> asyncio.Future[str]:
+        """Resolved when the thread's status is ``status``: with its open request's id
+        for ``awaiting_approval``, else with the status."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._waiting[thread_id] = (status, fut)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.create_task(self._poll())
         return fut
 
-    def forget(self, thread_id: str) -> None:
-        for milestone in ("approval_requested", "done"):
-            self._waiting.pop((thread_id, milestone), None)
+    async def _poll(self) -> None:
+        while self._waiting:
+            await asyncio.sleep(self.every)
+            tids = list(self._waiting)
+            pipe = self.redis.pipeline(transaction=False)
+            for tid in tids:
+                pipe.hget(keys.meta(tid), "status")
+            statuses = await pipe.execute()
+            self.polls += 1
+            for tid, status in zip(tids, statuses, strict=True):
+                want, fut = self._waiting[tid]
+                if status == want:
+                    del self._waiting[tid]
+                    fut.set_result(await self._answer(tid, status))
+                elif status in ("failed", "cancelled"):
+                    del self._waiting[tid]
+                    fut.set_exception(RuntimeError(f"thread {tid} is {status}"))
 
-    async def receive(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = await request.json()
-        self.received += 1
-        kind, tid = body["type"], body["thread_id"]
-        if kind == "agent_reply" and body["data"].get("final"):
-            self._settle(self.expect(tid, "done"), body)
-        elif kind == "approval_requested":
-            self._settle(self.expect(tid, kind), body)
-        elif kind == "thread_failed":
-            failed = RuntimeError(f"thread {tid} failed: {body['data']}")
-            for milestone in ("approval_requested", "done"):
-                fut = self.expect(tid, milestone)
-                if not fut.done():
-                    fut.set_exception(failed)
-        return web.Response()
-
-    @staticmethod
-    def _settle(fut: asyncio.Future[dict[str, Any]], body: dict[str, Any]) -> None:
-        if not fut.done():  # delivery is at least once: a repeat changes nothing
-            fut.set_result(body)
-
-    @contextlib.asynccontextmanager
-    async def serving(self) -> AsyncIterator[Callbacks]:
-        """Listen on a free local port until the block ends."""
-        app = web.Application()
-        app.router.add_post("/callbacks", self.receive)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        sock = socket.socket()
-        sock.bind((HOST, 0))
-        self.url = f"http://{HOST}:{sock.getsockname()[1]}/callbacks"
-        await web.SockSite(runner, sock).start()
-        try:
-            yield self
-        finally:
-            await runner.cleanup()
-            sock.close()
+    async def _answer(self, thread_id: str, status: str) -> str:
+        if status != "awaiting_approval":
+            return status
+        for raw in reversed(await self.redis.lrange(keys.log(thread_id), 0, -1)):
+            event = json.loads(raw)
+            if event["type"] == "approval_requested":
+                return str(event["request_id"])
+        raise RuntimeError(f"thread {thread_id} awaits approval without asking for one")
 
 
 async def _spawn(role: str, env: dict[str, str], logs: Path) -> asyncio.subprocess.Process:
@@ -209,34 +203,34 @@ def _tails(logs: Path) -> str:
 
 @dataclass(frozen=True)
 class Driver:
-    """What a run needs: the HTTP client, the web process, the receiver, the pids to meter."""
+    """What a run needs: the HTTP client, the web process, the watcher, the pids to meter
+    and the Redis whose traffic to count."""
 
     http: aiohttp.ClientSession
     api: str
-    callbacks: Callbacks
+    watcher: Watcher
     pids: dict[str, Sequence[int]]
+    redis_url: str
 
     async def cycle(self, lat: dict[str, list[float]]) -> None:
         """One cycle over HTTP; appends its suspend and resume latency to ``lat``."""
-        cb = self.callbacks
+        watch = self.watcher
         t0 = time.perf_counter()
-        new = {"agent": "deploy", "text": TEXT, "user": "ann", "callback_url": cb.url}
+        new = {"agent": "deploy", "text": TEXT, "user": "ann"}
         async with self.http.post(f"{self.api}/threads", json=new, headers=AUTH) as r:
             if r.status != 201:
                 raise RuntimeError(f"POST /threads answered {r.status}: {await r.text()}")
             tid = (await r.json())["id"]
-        asked = await asyncio.wait_for(cb.expect(tid, "approval_requested"), WAIT)
+        request_id = await asyncio.wait_for(watch.expect(tid, "awaiting_approval"), WAIT)
         t1 = time.perf_counter()
-        done = cb.expect(tid, "done")
         decision = {"decision": "approve", "by": "bob"}
-        path = f"/requests/{asked['data']['request_id']}/decision"
+        path = f"/requests/{request_id}/decision"
         async with self.http.post(f"{self.api}{path}", json=decision, headers=AUTH) as r:
             if r.status != 200:
                 raise RuntimeError(f"POST {path} answered {r.status}: {await r.text()}")
             await r.read()
-        await asyncio.wait_for(done, WAIT)
+        await asyncio.wait_for(watch.expect(tid, "done"), WAIT)
         t2 = time.perf_counter()
-        cb.forget(tid)
         lat["suspend"].append(t1 - t0)
         lat["resume"].append(t2 - t1)
 
@@ -249,19 +243,24 @@ class Driver:
             async with slots:
                 await self.cycle(lat)
 
+        before = await traffic([self.redis_url])
         cpu = CpuMeter(self.pids, own="driver")
-        received = self.callbacks.received
+        polls = self.watcher.polls
         t0 = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(cycles)))
         elapsed = time.perf_counter() - t0
+        cpu_ms = cpu.ms_per(cycles)
+        after = await traffic([self.redis_url])
         return {
             "in_flight": in_flight,
             "cycles": cycles,
             "cycles_per_s": round(cycles / elapsed, 1),
             "suspend_ms": percentiles(lat["suspend"]),
             "resume_ms": percentiles(lat["resume"]),
-            "cpu_ms_per_cycle": cpu.ms_per(cycles),
-            "callbacks_per_cycle": round((self.callbacks.received - received) / cycles, 2),
+            "cpu_ms_per_cycle": cpu_ms,
+            # The driver's status polls included (status_polls_per_cycle of them).
+            "redis_per_cycle": {k: round((after[k] - before[k]) / cycles, 1) for k in after},
+            "status_polls_per_cycle": round((self.watcher.polls - polls) / cycles, 2),
         }
 
 
@@ -270,19 +269,19 @@ async def section(
 ) -> dict[str, Any]:
     """The web + 2 workers figures: sequential and ``in_flight`` at a time."""
     async with (
-        Callbacks().serving() as cb,
+        Redis.from_url(redis_url, decode_responses=True) as redis,
         fleet(redis_url, data, workers=2, concurrency=max(in_flight, 1)) as procs,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(in_flight, 1))) as http,
     ):
         pids = {"web": [procs.web_pid], "workers": procs.worker_pids, "redis": redis_pids}
-        driver = Driver(http, procs.api, cb, pids)
+        driver = Driver(http, procs.api, Watcher(redis), pids, redis_url)
         await driver.run(4 * in_flight, in_flight)  # warm up
         return {
             "processes": "python -m bot web + 2 x python -m bot worker, one Redis",
             "latency": (
-                "suspend: POST /threads to the approval_requested callback; resume: POST"
-                " /requests/{id}/decision to the final agent_reply callback (webhook"
-                " callbacks to a receiver in the driver, no polling)"
+                "suspend: POST /threads to the status awaiting_approval; resume: POST"
+                " /requests/{id}/decision to the status done (the driver reads every"
+                " waited-on thread's status from Redis once a millisecond)"
             ),
             "sequential": await driver.run(max(cycles // 4, 100), 1),
             "concurrent": await driver.run(cycles, in_flight),

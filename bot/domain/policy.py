@@ -174,7 +174,12 @@ def is_allowed(actor: Actor, allowed: list[str]) -> bool:
 
     An empty list allows nobody (fail closed).
     """
-    return ANYONE in allowed or bool(actor.names() & set(allowed))
+    return is_named(actor.names(), allowed)
+
+
+def is_named(names: set[str], allowed: list[str]) -> bool:
+    """``is_allowed`` for an actor's ``names()`` computed once, to check many lists."""
+    return ANYONE in allowed or not names.isdisjoint(allowed)
 
 
 def may_answer(actor: Actor, answerers: list[str]) -> bool:

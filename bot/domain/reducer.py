@@ -69,6 +69,10 @@ class CallStatus(StrEnum):
     DONE = "done"
 
 
+_PENDING = frozenset({CallStatus.READY, CallStatus.REJECTED, CallStatus.STARTED})
+"""Call statuses the worker must act on (``ThreadState.pending_calls``)."""
+
+
 @dataclass
 class Request:
     """An approval or a question put to humans, and what became of it."""
@@ -177,14 +181,18 @@ class ThreadState:
             return Status.FAILED
         if self.paused:
             return Status.PAUSED
-        open_kinds = {r.kind for r in self.requests.values() if r.is_open}
-        if "approval" in open_kinds:
-            return Status.AWAITING_APPROVAL
-        if "question" in open_kinds:
+        # Asked for on every write and step: one pass, no lists built.
+        question = False
+        for r in self.requests.values():
+            if r.status is RequestStatus.OPEN:
+                if isinstance(r.asked, ApprovalRequested):
+                    return Status.AWAITING_APPROVAL
+                question = True
+        if question:
             return Status.AWAITING_HUMAN
         if not self.hosted:  # its request is closed: the agent elsewhere takes it from here
             return Status.DONE
-        if self.awaiting_model or self.pending_calls():
+        if self.awaiting_model or any(c.status in _PENDING for c in self.calls.values()):
             return Status.RUNNING
         if self.last_reply is not None:
             return Status.DONE if self.last_reply.final else Status.WAITING_FOR_USER
@@ -195,18 +203,14 @@ class ThreadState:
         return self.version > 0
 
     def open_requests(self) -> list[Request]:
-        return [r for r in self.requests.values() if r.is_open]
+        return [r for r in self.requests.values() if r.status is RequestStatus.OPEN]
 
     def pending_calls(self) -> list[Call]:
         """Calls the worker must act on: ready to run, rejected, or cut mid-run (never those
         of an agent that runs elsewhere: it runs them itself)."""
         if not self.hosted:
             return []
-        return [
-            c
-            for c in self.calls.values()
-            if c.status in (CallStatus.READY, CallStatus.REJECTED, CallStatus.STARTED)
-        ]
+        return [c for c in self.calls.values() if c.status in _PENDING]
 
     def next_due(self) -> float | None:
         """When a timer (expiry, reminder) next needs this thread.

@@ -79,6 +79,21 @@ def check(schema: dict[str, Any], value: Any, what: str) -> None:
         )
 
 
+def field_errors(schema: dict[str, Any], value: Any) -> dict[str, str]:
+    """Every way ``value`` misses ``schema``, by where (``/a/b``; ``/`` for the whole), one
+    message a place: for a form that shows each error beside its field."""
+    validator = validators.validator_for(schema)(schema)
+    found: dict[str, str] = {}
+    for error in sorted(validator.iter_errors(value), key=exceptions.relevance):
+        where = list(error.absolute_path)
+        names: Any = error.validator_value
+        if error.validator == "required" and isinstance(error.instance, dict):
+            # "'x' is a required property" belongs beside x, not beside its object.
+            where += [p for p in names if p not in error.instance][:1]
+        found.setdefault(_path(where), error.message)
+    return found
+
+
 def to_answer(q: HumanQuestion, text: str) -> str:
     """The answer as recorded: a choice as the question spells it, a typed answer as compact
     JSON, a bare yes or no in lower case.

@@ -47,7 +47,7 @@ from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 from bot.domain.triage import TRIAGE
 from bot.engine import metrics, tracing
-from bot.engine.tracing import THREAD_ID, tracer
+from bot.engine.tracing import THREAD_ID
 from bot.engine.writes import write
 from bot.storage.threadlog import ReleaseIf, ThreadLog
 
@@ -277,9 +277,7 @@ class Loop:
         """One model turn, timed, counted and traced."""
         name = self.model.name
         attributes = {THREAD_ID: s.id, "gen_ai.request.model": name, "greenlight.agent": s.agent}
-        with tracer.start_as_current_span(
-            "model", kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
+        with tracing.span("model", kind=SpanKind.CLIENT, attributes=attributes) as span:
             started = time.perf_counter()
             try:
                 turn = await self.model.complete(request)
@@ -356,7 +354,7 @@ async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
         "greenlight.tool": tool.name,
         "greenlight.call_id": ctx.call_id,
     }
-    with tracer.start_as_current_span(f"tool {tool.name}", attributes=attributes) as span:
+    with tracing.span(f"tool {tool.name}", attributes=attributes) as span:
         result = await _run_traced(tool, raw, ctx)
         span.set_attribute("greenlight.outcome", result.outcome.value)
     metrics.TOOL_RUNS.labels(tool.name, result.outcome.value).inc()

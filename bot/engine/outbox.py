@@ -106,9 +106,7 @@ class Outbox:
             "greenlight.event": event.type,
             "greenlight.attempt": job.n + 1,
         }
-        with tracing.tracer.start_as_current_span(
-            f"deliver {channel.name}", attributes=attributes
-        ) as span:
+        with tracing.span(f"deliver {channel.name}", attributes=attributes) as span:
             try:
                 await channel.deliver(state, event)
             except Exception as exc:

@@ -159,7 +159,7 @@ class Worker:
         async with self._slots:
             try:
                 # A child of the write that queued the thread: one trace across the queue.
-                with tracing.tracer.start_as_current_span(
+                with tracing.span(
                     "step",
                     context=tracing.from_traceparent(entry.trace),
                     kind=SpanKind.CONSUMER,

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from bot.storage import keys
-from bot.storage.connection import Client
+from bot.storage.connection import Client, is_cluster
 
 RECORD = """
 local function record(stream, lines)
@@ -42,6 +42,39 @@ class AuditLog:
         found = await asyncio.gather(*(shard(s) for s in range(keys.SHARDS)))
         merged = heapq.merge(*found, key=lambda row: row[0])
         return [record for _, record in merged][:limit]
+
+    async def latest(self) -> dict[str, str]:
+        """Where each shard's stream ends now: where ``follow`` starts from."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(keys.SHARDS):
+            pipe.xrevrange(keys.audit(s), count=1)
+        rows: Any = await pipe.execute()
+        return {keys.audit(s): (r[0][0] if r else "0-0") for s, r in enumerate(rows)}
+
+    async def follow(
+        self, after: dict[str, str], block_ms: int
+    ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+        """Records appended after ``after`` (from ``latest`` or a previous call), waiting up
+        to ``block_ms`` for one; and where to follow on from.
+
+        One blocking read over every shard on one server; on a cluster one read per shard.
+        """
+        if is_cluster(self.redis):
+            each: Any = await asyncio.gather(
+                *(self.redis.xread({k: v}, count=100, block=block_ms) for k, v in after.items())
+            )
+            got: Any = [stream for found in each for stream in found or []]
+        else:
+            streams: Any = dict(after)
+            got = await self.redis.xread(streams, count=100, block=block_ms)
+        moved = dict(after)
+        found: list[dict[str, Any]] = []
+        for stream, entries in got or []:
+            for entry, fields in entries:
+                moved[str(stream)] = str(entry)
+                found.append(json.loads(fields["r"]))
+        found.sort(key=lambda r: float(r.get("at", 0)))
+        return found, moved
 
     async def older(self, shard: int, before: float, limit: int) -> list[tuple[str, str]]:
         """The shard's records stored before ``before`` (Unix seconds): (entry id, JSON)."""

@@ -1,4 +1,5 @@
-"""Derived indexes: threads by creation, by agent and by status, and open requests.
+"""Derived indexes: threads by creation, by agent and by status, open requests, and what
+waits for people (a summary of each open request, for the web inbox).
 
 Each shard keeps its own; the thread log's append script calls ``reindex`` so
 an index never lags its log. Listings merge the shards: a page at ``offset``
@@ -9,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import json
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 
+from bot.domain.events import ApprovalRequested
+from bot.domain.reducer import Request, ThreadState
 from bot.storage import keys
 from bot.storage.connection import Client
 
 REINDEX = """
-local function reindex(threads, agent, old_agent, old_status, new_status, open, tid, created,
-                       now, is_new, opened, closed)
+local function reindex(threads, agent, old_agent, old_status, new_status, open, waiting,
+                       waiting_v, tid, created, now, is_new, opened, closed, summaries)
   if is_new then
     redis.call('ZADD', threads, created, tid)
     redis.call('ZADD', agent, created, tid)
@@ -27,17 +32,31 @@ local function reindex(threads, agent, old_agent, old_status, new_status, open, 
   if old_status ~= new_status then redis.call('ZREM', old_status, tid) end
   redis.call('ZADD', new_status, now, tid)
   for rid in string.gmatch(opened, '%S+') do redis.call('ZADD', open, now, rid) end
-  for rid in string.gmatch(closed, '%S+') do redis.call('ZREM', open, rid) end
+  for rid in string.gmatch(closed, '%S+') do
+    redis.call('ZREM', open, rid)
+    redis.call('HDEL', waiting, rid)
+  end
+  if summaries ~= '' then
+    for rid, summary in pairs(cjson.decode(summaries)) do
+      redis.call('HSET', waiting, rid, summary)
+    end
+  end
+  if summaries ~= '' or closed ~= '' then redis.call('INCR', waiting_v) end
 end
 """
-"""Keys and arguments of one append: see ``bot.storage.threadlog``."""
+"""Keys and arguments of one append: see ``bot.storage.threadlog``; ``summaries`` is a JSON
+object of the open requests the append opened or changed (``summaries``)."""
 
 UNINDEX = """
-local function unindex(threads, agent, status, open, tid, requests)
+local function unindex(threads, agent, status, open, waiting, waiting_v, tid, requests)
   redis.call('ZREM', threads, tid)
   redis.call('ZREM', agent, tid)
   redis.call('ZREM', status, tid)
-  for rid in string.gmatch(requests, '%S+') do redis.call('ZREM', open, rid) end
+  for rid in string.gmatch(requests, '%S+') do
+    redis.call('ZREM', open, rid)
+    redis.call('HDEL', waiting, rid)
+  end
+  redis.call('INCR', waiting_v)
 end
 """
 """Removes a thread from every index (``bot.storage.threadlog`` forgets archived threads)."""
@@ -61,7 +80,80 @@ def reindex_keys(
         "old_status": keys.by_status(shard, old_status),
         "new_status": keys.by_status(shard, new_status),
         "open": keys.open_requests(shard),
+        "waiting": keys.waiting(shard),
+        "waiting_v": keys.waiting_version(shard),
     }
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """One open request as the inbox lists it, kept beside the ``open`` index."""
+
+    request: str
+    thread: str
+    agent: str
+    kind: str
+    """``approval`` or ``question``."""
+    title: str
+    """The tool an approval is for, or the question asked (shortened)."""
+    urgency: str
+    """A question's urgency; an approval is ``high`` when its tool is risky, else ``normal``."""
+    channel: str
+    """Where the thread came from (``slack``, ``email``, ``api``, ...)."""
+    approvers: list[str]
+    """Who may decide (an approval) or answer (a question; empty: its conversation)."""
+    needed: int
+    approved: int
+    expires_at: float | None
+    opened_at: float
+    requester: str
+    heard: list[str] = field(default_factory=list)
+    """For a question that names nobody: the names of the person the agent last heard,
+    whose conversation it belongs to."""
+
+    @property
+    def tool(self) -> str | None:
+        return self.title if self.kind == "approval" else None
+
+
+def to_waiting(state: ThreadState, req: Request) -> Waiting:
+    """The summary of an open request of ``state``."""
+    asked = req.asked
+    if isinstance(asked, ApprovalRequested):
+        title, who, needed = asked.tool, list(req.approvers), asked.min_approvals
+        urgency = "high" if asked.risky else "normal"
+        requester = asked.requester.label()
+    else:
+        title, urgency, who, needed = asked.question[:200], asked.urgency.value, asked.answerers, 1
+        requester = state.last_user.label() if state.last_user else ""
+    return Waiting(
+        request=req.id,
+        thread=state.id,
+        agent=state.agent,
+        kind=req.kind,
+        title=title,
+        urgency=urgency,
+        channel=state.origin.channel if state.origin else "",
+        approvers=list(who),
+        needed=needed,
+        approved=len(req.approvals()),
+        expires_at=req.expires_at,
+        opened_at=asked.at,
+        requester=requester,
+        heard=sorted(state.last_user.names()) if state.last_user and not who else [],
+    )
+
+
+def summaries(old: ThreadState, new: ThreadState) -> str:
+    """The summaries an append must store: open requests it opened or changed, as one JSON
+    object (empty when none). The reducer copies only the requests an event touches, so an
+    unchanged request is the same object before and after."""
+    changed = {
+        r.id: json.dumps(asdict(to_waiting(new, r)), separators=(",", ":"))
+        for r in new.open_requests()
+        if old.requests.get(r.id) is not r
+    }
+    return json.dumps(changed, separators=(",", ":")) if changed else ""
 
 
 class Indexes:
@@ -69,6 +161,7 @@ class Indexes:
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
+        self._shards: dict[int, tuple[str | None, list[Waiting]]] = {}
 
     async def threads(
         self, *, status: str | None = None, agent: str | None = None, offset: int, limit: int
@@ -100,6 +193,34 @@ class Indexes:
     async def open_requests(self, *, offset: int, limit: int) -> Page:
         """Open request ids, oldest first."""
         return await self._page(keys.open_requests, offset, limit, newest=False)
+
+    async def waiting(self) -> list[Waiting]:
+        """Every open request's summary, in no particular order (the inbox filters and sorts
+        them). Each shard is read and decoded again only when its version moved since this
+        process last read it: a page with ten thousand open requests reads sixteen counters.
+        """
+        versions = await self.waiting_versions()
+        stale = [
+            s
+            for s in range(keys.SHARDS)
+            if s not in self._shards or self._shards[s][0] != versions[s]
+        ]
+        if stale:
+            pipe = self.redis.pipeline(transaction=False)
+            for s in stale:
+                pipe.hvals(keys.waiting(s))
+            # Read after the version: a change in between is read again next time.
+            for s, rows in zip(stale, await pipe.execute(), strict=True):
+                self._shards[s] = (versions[s], [Waiting(**json.loads(raw)) for raw in rows])
+        return [w for s in range(keys.SHARDS) for w in self._shards[s][1]]
+
+    async def waiting_versions(self) -> list[str | None]:
+        """Each shard's ``waiting`` version: when one moved, what waits has changed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(keys.SHARDS):
+            pipe.get(keys.waiting_version(s))
+        versions: list[str | None] = await pipe.execute()
+        return versions
 
     async def all_open_requests(self) -> list[str]:
         """Every open request id, in no particular order (for gauges read at scrape time)."""

@@ -125,6 +125,18 @@ def open_requests(shard: int) -> str:
     return f"{PREFIX}:{TAGS[shard]}:open"
 
 
+def waiting(shard: int) -> str:
+    """Hash: open request id -> JSON summary of it (agent, tool, urgency, expiry, approvers),
+    what the web inbox lists and filters without loading each thread."""
+    return f"{PREFIX}:{TAGS[shard]}:waiting"
+
+
+def waiting_version(shard: int) -> str:
+    """Counter: bumped whenever the shard's ``waiting`` hash changes, so a reader re-reads
+    only the shards that changed."""
+    return f"{PREFIX}:{TAGS[shard]}:waiting:v"
+
+
 def audit(shard: int) -> str:
     """Stream of audit records of the shard's decisions, appended with them; never trimmed
     (``bot.storage.audit``)."""

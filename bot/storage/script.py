@@ -18,8 +18,20 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.storage.connection import Client
 
@@ -106,17 +118,19 @@ class Batcher:
 
     Calls from many coroutines (a worker stepping 32 threads, a web process
     answering many requests) travel together: one write and one read instead
-    of one each. One server only: a cluster client's pipelines cannot carry
-    scripts, so a cluster sends each call on its own.
+    of one each. On a cluster, one write per node holding the calls' slots
+    (every script touches one slot); a call the node redirects (the slot
+    moved) or cannot answer (it is down) goes again through the cluster client,
+    which follows the redirection and refreshes its map of the slots.
     """
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self._gathering: list[_Call] | None = None
 
     @staticmethod
-    def for_client(client: Client) -> Batcher | None:
-        return Batcher(client) if isinstance(client, Redis) else None
+    def for_client(client: Client) -> Batcher:
+        return Batcher(client)
 
     async def run(self, script: Bound, ordered: list[Any]) -> Any:
         """Run one call: the first of a turn gathers the others and sends them all."""
@@ -149,10 +163,15 @@ class Batcher:
     async def _execute(self, batch: list[_Call]) -> None:
         try:
             answers = await self._pipeline(batch)
-            if any(isinstance(a, NoScriptError) for a in answers):  # Redis restarted or flushed
-                for script in {id(s): s for s, _, _ in batch}.values():
+            # Redis (or one node) restarted or was flushed: load what it forgot and run
+            # again only the calls it refused; the others ran and must not run twice.
+            missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
+            if missing:
+                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
                     await self.client.script_load(script.script.lua)
-                answers = await self._pipeline(batch)
+                again = await self._pipeline([batch[i] for i in missing])
+                for i, answer in zip(missing, again, strict=True):
+                    answers[i] = answer
         except BaseException as exc:
             for _, _, future in batch:
                 if not future.done():
@@ -168,11 +187,93 @@ class Batcher:
             else:
                 future.set_result(answer)
 
-    async def _pipeline(self, batch: list[_Call]) -> Any:
-        pipe = self.client.pipeline(transaction=False)
-        for script, ordered, _ in batch:
-            pipe.execute_command("EVALSHA", script.sha, *ordered)
-        return await pipe.execute(raise_on_error=False)
+    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
+        """Every call of the batch in one write on one pooled connection, the answers
+        read back in order (an error answer in its place).
+
+        What redis-py's pipeline does for scripts, without its per-command
+        bookkeeping (command stack, timing and observability hooks, fieldset
+        preflight): a third less client CPU per batched call (bench notes in the
+        commit). A dropped connection is retried as the pipeline retries it.
+        """
+        if not isinstance(self.client, Redis):
+            return await self._per_node(self.client, batch)
+        pool = self.client.connection_pool
+        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            answers: list[Any] = await conn.retry.call_with_retry(
+                lambda: _exchange(conn, batch), lambda _error: conn.disconnect()
+            )
+        except BaseException:
+            await conn.disconnect(nowait=True)  # answers may be left unread on it
+            raise
+        finally:
+            await pool.release(conn)
+        return answers
+
+    async def _per_node(self, cluster: RedisCluster, batch: list[_Call]) -> list[Any]:
+        """A cluster's batch: one exchange per node, then the client for what went astray."""
+        by_node: dict[ClusterNode, list[int]] = {}
+        answers: list[Any] = [None] * len(batch)
+        keyless: list[int] = []  # no keys, so no slot: the cluster client picks a node
+        for i, (_, ordered, _) in enumerate(batch):
+            if not ordered[0]:
+                keyless.append(i)
+                continue
+            node = cluster.get_node_from_key(ordered[1])  # the first key names the slot
+            if node is None:  # not covered: the cluster client knows what to do
+                raise SlotNotCoveredError(f"no node serves {ordered[1]!r}")
+            by_node.setdefault(node, []).append(i)
+
+        async def on(node: ClusterNode, calls: list[int]) -> None:
+            try:
+                conn = node.acquire_connection()
+            except RedisError as exc:  # every connection of the node in use
+                for i in calls:
+                    answers[i] = exc
+                return
+            try:
+                await node.disconnect_if_needed(conn)
+                got = await _exchange(conn, [batch[i] for i in calls])
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                await conn.disconnect()
+                got = [exc] * len(calls)
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+            finally:
+                node.release(conn)
+            for i, answer in zip(calls, got, strict=True):
+                answers[i] = answer
+
+        await asyncio.gather(*(on(node, calls) for node, calls in by_node.items()))
+        astray = [i for i, answer in enumerate(answers) if isinstance(answer, _ASTRAY)]
+        for i in sorted([*keyless, *astray]):
+            script, ordered, _ = batch[i]
+            try:
+                answers[i] = await script.call(cluster, ordered)
+            except RedisError as exc:
+                answers[i] = exc
+        return answers
+
+
+_ASTRAY = (AskError, TryAgainError, ClusterDownError, RedisConnectionError, RedisTimeoutError)
+"""Answers of a node that did not run the call, or may not have: the cluster client
+tries again (redirected, retried), as it would have had the call gone through it.
+``MovedError`` is an ``AskError``."""
+
+
+async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
+    await conn.send_packed_command(
+        conn.pack_commands([("EVALSHA", script.sha, *ordered) for script, ordered, _ in batch])
+    )
+    answers: list[Any] = []
+    for _ in batch:
+        try:
+            answers.append(await conn.read_response())
+        except ResponseError as exc:  # this call's error; the others' answers follow
+            answers.append(exc)
+    return answers
 
 
 _Call = tuple[Bound, list[Any], "asyncio.Future[Any]"]

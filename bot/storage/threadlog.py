@@ -38,7 +38,7 @@ from bot.domain.reducer import ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD
 from bot.storage.connection import Client
-from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys
+from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys, summaries
 from bot.storage.queue import ACK, ENQUEUE
 from bot.storage.script import Batcher, Script
 from bot.storage.timers import ARM
@@ -65,8 +65,8 @@ if A.print ~= '' then
 end
 redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
   'updated', A.now, 'created', A.created)
-reindex(K.threads, K.agent, K.old_agent, K.old_status, K.new_status, K.open, A.tid, A.created,
-  A.now, len == 0, A.opened, A.closed)
+reindex(K.threads, K.agent, K.old_agent, K.old_status, K.new_status, K.open, K.waiting,
+  K.waiting_v, A.tid, A.created, A.now, len == 0, A.opened, A.closed, A.summaries)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
@@ -94,6 +94,8 @@ return {1, newlen, released}
         "old_status",
         "new_status",
         "open",
+        "waiting",
+        "waiting_v",
     ),
     args=(
         "tid",
@@ -109,6 +111,7 @@ return {1, newlen, released}
         "enqueue",
         "opened",
         "closed",
+        "summaries",
         "holder",
         "entry",
         "audit",
@@ -159,7 +162,7 @@ _FORGET = Script(
     """
 if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
 if redis.call('EXISTS', K.lease) == 1 then return 0 end
-unindex(K.threads, K.agent, K.status, K.open, A.tid, A.requests)
+unindex(K.threads, K.agent, K.status, K.open, K.waiting, K.waiting_v, A.tid, A.requests)
 redis.call('ZREM', K.timers, A.tid)
 redis.call('DEL', K.log, K.meta, K.seen, unpack(KEYS, REST_KEYS))
 return 1
@@ -174,6 +177,8 @@ return 1
         "agent",
         "status",
         "open",
+        "waiting",
+        "waiting_v",
     ),
     args=("tid", "version", "requests"),
     fragments=(UNINDEX,),
@@ -304,6 +309,8 @@ class ThreadLog:
                 "agent": keys.by_agent(shard, meta.get("agent", state.agent)),
                 "status": keys.by_status(shard, status),
                 "open": keys.open_requests(shard),
+                "waiting": keys.waiting(shard),
+                "waiting_v": keys.waiting_version(shard),
             },
             args={
                 "tid": tid,
@@ -423,7 +430,9 @@ class ThreadLog:
         after = {r.id for r in new.open_requests()}
         due = new.next_due()
         tid = state.id
-        old_status = state.status.value if state.exists else new.status.value
+        status = new.status.value
+        old_status = state.status.value if state.exists else status
+        shard = keys.shard_of(tid)
         lease = await release_if(new, events) if release_if is not None else None
         code, length, *rest = await self._append(
             keys={
@@ -432,12 +441,10 @@ class ThreadLog:
                 "seen": keys.seen(tid),
                 "lease": keys.lease(tid),
                 "prints": keys.prints(tid),
-                "timers": keys.timers(keys.shard_of(tid)),
-                "queue": keys.queue(keys.shard_of(tid)),
-                "audit": keys.audit(keys.shard_of(tid)),
-                **reindex_keys(
-                    tid, new.agent, old_status, new.status.value, state.agent or new.agent
-                ),
+                "timers": keys.timers(shard),
+                "queue": keys.queue(shard),
+                "audit": keys.audit(shard),
+                **reindex_keys(tid, new.agent, old_status, status, state.agent or new.agent),
             },
             args={
                 "tid": tid,
@@ -446,13 +453,14 @@ class ThreadLog:
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
                 "seen_ttl": self.seen_ttl,
-                "status": new.status.value,
+                "status": status,
                 "agent": new.agent,
                 "created": new.created_at,
                 "due": "" if due is None else due,
                 "enqueue": "1" if enqueue else "0",
                 "opened": " ".join(sorted(after - before)),
                 "closed": " ".join(sorted(before - after)),
+                "summaries": summaries(state, new),
                 "holder": lease.holder if lease else "",
                 "entry": lease.entry_id if lease else "",
                 "audit": "\n".join(audit),
@@ -485,7 +493,7 @@ class ThreadLog:
             "thread %s v%d %s (+%s)",
             tid,
             new.version,
-            new.status.value,
+            status,
             ",".join(e.type for e in events),
         )
         return new

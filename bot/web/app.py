@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
@@ -36,8 +37,19 @@ from bot.domain.errors import (
 from bot.engine.ports import SignInMail
 from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
-from bot.web import approvals, archive, audit, mcp, signin_email, signin_oidc, tokens
+from bot.web import (
+    approvals,
+    archive,
+    audit,
+    history,
+    inbox,
+    mcp,
+    signin_email,
+    signin_oidc,
+    tokens,
+)
 from bot.web.api import health, router
+from bot.web.live import Live
 from bot.web.pages import STATIC
 from bot.web.scopes import scopes_of
 from bot.web.session import COOKIE, signed_in
@@ -74,7 +86,8 @@ def create_app(
         signin: how people sign in to the pages (``SignInConfig.from_settings``); None
             (no ``SESSION_SECRET``): no sign-in and no page is mounted.
     """
-    app = FastAPI(
+    # /docs and /redoc from files the app serves: they work with no internet access.
+    app = FastAPIOffline(
         title="Greenlight",
         summary="Human-in-the-loop approvals for LLM agents.",
         version="0.1.0",
@@ -122,11 +135,12 @@ def _pages(app: FastAPI, runtime: Runtime, signin: SignInConfig | None) -> list[
     if signin is None:
         log.warning("SESSION_SECRET is not set: web sign-in and the pages are off")
         return []
+    app.state.live = Live(runtime.audit, runtime.indexes)  # /inbox/events
     mails = [c for c in runtime.channels if isinstance(c, SignInMail)]
     app.state.signin_mail = mails[0] if mails else None
     app.state.oidc_client = signin_oidc.to_client(signin.oidc) if signin.oidc else None
     # Page routers (the inbox's too) go here: each route depends on signed_in.
-    pages = [signin_router, signin_email.router, signin_oidc.router]
+    pages = [signin_router, signin_email.router, signin_oidc.router, inbox.router, history.router]
     _check_signed_in(pages)  # fail closed: a page without sign-in would be public
     return pages
 

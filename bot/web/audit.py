@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from bot.domain.audit import verify_chain
+from bot.runtime import Runtime
 from bot.web.api import Rt
 from bot.web.schemas import error_responses
 from bot.web.scopes import scope
@@ -78,9 +79,16 @@ async def records(
     """Decisions, answers and expiries recorded between ``since`` and ``until``, oldest first."""
     start = since.timestamp() if since else 0.0
     end = until.timestamp() if until else rt.clock.now()
+    found = await read_records(rt, start, end, limit)
+    return RecordsOut(items=[RecordOut(**r) for r in found])
+
+
+async def read_records(rt: Runtime, start: float, end: float, limit: int) -> list[dict[str, Any]]:
+    """The audit records from ``start`` to ``end`` (Unix seconds), oldest first: those
+    retention archived, then those still in Redis."""
     found: list[dict[str, Any]] = await rt.audit.records(start, end, limit=limit)
     if rt.archive is not None:  # what retention moved out of Redis, first
         archived = await asyncio.to_thread(rt.archive.audit_records, start, end)
         live = {r["event"] for r in found}
         found = [*(r for r in archived if r["event"] not in live), *found][:limit]
-    return RecordsOut(items=[RecordOut(**r) for r in found])
+    return found

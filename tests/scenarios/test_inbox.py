@@ -1,0 +1,222 @@
+"""The web inbox over real HTTP: signed in by an emailed link, acting through the one
+decision path, and what it lists, refuses, records and exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from bot.domain.clock import ManualClock
+from bot.storage.embedded import EmbeddedRedis
+from tests.channels.email.provider import MailProvider
+from tests.harness import Harness
+from tests.signin import OPS, csrf_of, sign_in, signin_settings
+
+FIN = "fin@example.test"
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "service": {"type": "string"},
+        "replicas": {"type": "integer", "minimum": 1},
+        "region": {"enum": ["eu", "us"]},
+    },
+    "required": ["service", "replicas"],
+}
+
+
+@pytest.fixture
+async def provider() -> AsyncIterator[MailProvider]:
+    async with MailProvider() as p:
+        yield p
+
+
+@pytest.fixture
+async def h(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> AsyncIterator[Harness]:
+    clock = ManualClock(time.time())
+    async with Harness(redis_server.url, settings=signin_settings(provider), clock=clock) as h:
+        yield h
+
+
+@pytest.fixture
+async def ops(h: Harness, provider: MailProvider) -> AsyncIterator[httpx.AsyncClient]:
+    web = await sign_in(h, provider, OPS)
+    yield web
+    await web.aclose()
+
+
+async def approval(h: Harness, **extra: Any) -> str:
+    body = {
+        "agent": "scaler",
+        "tool": "scale",
+        "arguments": {"service": "api", "replicas": 3},
+        "arguments_schema": SCHEMA,
+        "summary": "more replicas for the launch",
+        "requester": "ann@example.test",
+        "policy": {"approvers": ["group:deployers"]},
+        **extra,
+    }
+    r = await h.api.post("/approvals", json=body)
+    assert r.status_code == 201, r.text
+    rid: str = r.json()["id"]
+    return rid
+
+
+async def post(web: httpx.AsyncClient, path: str, data: dict[str, Any]) -> httpx.Response:
+    page = path.rsplit("/", 1)[0]
+    return await web.post(path, data={"csrf": await csrf_of(web, page), **data})
+
+
+async def test_the_waiting_list_shows_what_waits_for_the_viewer_soonest_first(
+    h: Harness, ops: httpx.AsyncClient, provider: MailProvider
+) -> None:
+    later = await approval(h, policy={"approvers": ["group:deployers"], "expires_in": 3600})
+    sooner = await approval(
+        h, policy={"approvers": ["group:deployers"], "expires_in": 60}, tool="restart"
+    )
+    theirs = await approval(h, policy={"approvers": [FIN]})
+    # A question that names nobody waits for whom the agent talks to, not for everyone.
+    asked = await h.api.post("/questions", json={"question": "Go?", "requester": "ann"})
+    nobodys = asked.json()["id"]
+    page = (await ops.get("/inbox")).text
+    assert nobodys not in page
+    assert page.index(sooner) < page.index(later)
+    assert theirs not in page
+    every = (await ops.get("/inbox", params={"show": "all"})).text
+    assert theirs in every and nobodys in every
+    only = (await ops.get("/inbox", params={"tool": "restart"})).text
+    assert sooner in only and later not in only
+    assert 'scaler <span class="count">2</span>' in page
+
+
+async def test_approve_reject_and_a_refusal_go_through_the_decision_path(
+    h: Harness, ops: httpx.AsyncClient, provider: MailProvider
+) -> None:
+    first, second = await approval(h), await approval(h)
+    done = await post(ops, f"/inbox/requests/{first}/approve", {})
+    assert done.status_code == 303
+    got = (await h.api.get(f"/approvals/{first}")).json()
+    assert got["status"] == "approved" and got["decided_by"][0]["id"] == OPS
+
+    empty = await post(ops, f"/inbox/requests/{second}/reject", {"reason": " "})
+    assert empty.status_code == 422 and "Say why" in empty.text
+    await post(ops, f"/inbox/requests/{second}/reject", {"reason": "not during the freeze"})
+    got = (await h.api.get(f"/approvals/{second}")).json()
+    assert (got["status"], got["reason"]) == ("rejected", "not during the freeze")
+
+    fin = await sign_in(h, provider, FIN)
+    third = await approval(h)
+    page = await fin.get(f"/inbox/requests/{third}")
+    assert page.status_code == 200 and "You can&#39;t decide this request" in page.text
+    refused = await post(fin, f"/inbox/requests/{third}/approve", {})
+    assert refused.status_code == 403
+    assert 'role="alert" id="action-error">You can&#39;t decide this request' in refused.text
+    assert (await h.api.get(f"/approvals/{third}")).json()["status"] == "open"
+    await fin.aclose()
+
+
+async def test_an_edit_shows_errors_by_field_then_approves_the_edited_arguments(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    rid = await approval(h)
+    form = {"arg.service": "api", "arg.replicas": "0", "arg.region": "us"}
+    bad = await post(ops, f"/inbox/requests/{rid}/edit", form)
+    assert bad.status_code == 422
+    assert re.search(r'id="f-arg-replicas-error">0 is less than the minimum of 1<', bad.text)
+    good = await post(ops, f"/inbox/requests/{rid}/edit", {**form, "arg.replicas": "5"})
+    assert good.status_code == 303
+    got = (await h.api.get(f"/approvals/{rid}")).json()
+    assert got["status"] == "approved"
+    assert got["arguments"] == {"service": "api", "replicas": 5, "region": "us"}
+
+
+async def test_a_typed_answer_is_a_form_and_reaches_the_agent_as_data(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {
+            "replicas": {"type": "integer"},
+            "when": {"type": "string", "format": "date"},
+            "canary": {"type": "boolean"},
+            "regions": {"type": "array", "items": {"enum": ["eu", "us"]}},
+        },
+        "required": ["replicas"],
+    }
+    r = await h.api.post("/questions", json={"question": "How many?", "answer_schema": schema})
+    rid = r.json()["id"]
+    page = (await ops.get(f"/inbox/requests/{rid}")).text
+    assert 'name="ans.when"' in page and 'type="date"' in page
+    bad = await post(ops, f"/inbox/requests/{rid}/answer", {"ans.replicas": "many"})
+    assert bad.status_code == 422 and "&#39;many&#39; is not a number" in bad.text
+    form = {"ans.replicas": "4", "ans.when": "2026-12-01", "ans.canary": "on", "ans.regions": "eu"}
+    assert (await post(ops, f"/inbox/requests/{rid}/answer", form)).status_code == 303
+    got = (await h.api.get(f"/questions/{rid}")).json()
+    assert got["value"] == {"replicas": 4, "when": "2026-12-01", "canary": True, "regions": ["eu"]}
+
+
+async def test_a_post_without_the_csrf_token_changes_nothing(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    rid = await approval(h)
+    refused = await ops.post(f"/inbox/requests/{rid}/approve", data={})
+    assert refused.status_code == 403
+    assert (await h.api.get(f"/approvals/{rid}")).json()["status"] == "open"
+
+
+async def test_audit_exports_match_the_decisions_taken(h: Harness, ops: httpx.AsyncClient) -> None:
+    first, second = await approval(h), await approval(h, tool="restart")
+    await post(ops, f"/inbox/requests/{first}/approve", {})
+    await post(ops, f"/inbox/requests/{second}/reject", {"reason": "no"})
+    rows = list(csv.DictReader(io.StringIO((await ops.get("/inbox/audit.csv")).text)))
+    assert [(r["request"], r["outcome"], r["by_id"], r["tool"]) for r in rows] == [
+        (second, "reject", f"web:{OPS}", "restart"),
+        (first, "approve", f"web:{OPS}", "scale"),
+    ]
+    lines = (await ops.get("/inbox/audit.jsonl", params={"outcome": "reject"})).text
+    (only,) = [json.loads(line) for line in lines.splitlines()]
+    assert (only["request"], only["reason"], only["agent"]) == (second, "no", "scaler")
+    api = (await h.api.get("/audit", params={"until": "2100-01-01T00:00:00Z"})).json()["items"]
+    assert {r["hash"] for r in api} == {r["hash"] for r in rows}
+
+
+@pytest.mark.parametrize("docs", ["/docs", "/redoc"])
+async def test_api_docs_need_no_internet(h: Harness, docs: str) -> None:
+    page = (await h.http.get(docs)).text
+    scripts = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert scripts and all(s.startswith("/") for s in scripts), scripts
+    for path in scripts:
+        assert (await h.http.get(path)).status_code == 200, path
+
+
+async def test_a_hosted_agents_call_is_edited_in_a_form_made_from_its_tools_model(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    body = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
+    tid = (await h.api.post("/threads", json=body)).json()["id"]
+    await h.drain()
+    (req,) = (await h.api.get(f"/threads/{tid}")).json()["open_requests"]
+    page = (await ops.get(f"/inbox/requests/{req['id']}")).text
+    assert 'name="arg.environment"' in page and 'value="staging"' in page  # the model's enum
+    edit = {"arg.service": "api", "arg.version": "1.5.0", "arg.environment": "staging"}
+    unconfirmed = await post(ops, f"/inbox/requests/{req['id']}/edit", edit)
+    assert unconfirmed.status_code == 422 and "deploy is a risky tool" in unconfirmed.text
+    assert (await h.thread(tid)).requests[req["id"]].is_open
+    confirmed = await post(ops, f"/inbox/requests/{req['id']}/edit", {**edit, "confirm": "yes"})
+    assert confirmed.status_code == 303
+    thread = await h.thread(tid)
+    assert thread.requests[req["id"]].args == {
+        "service": "api",
+        "version": "1.5.0",
+        "environment": "staging",
+    }

@@ -15,7 +15,13 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from bot.domain import ids
-from bot.domain.errors import ConfigError, ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.errors import (
+    ConfigError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotFoundError,
+)
 from bot.domain.events import (
     Actor,
     AnswerFormat,
@@ -377,6 +383,41 @@ async def ask_question(
 
 
 _read_route("question", QuestionOut, "A question; with ``wait``, once answered or expired.")
+
+
+def _cancel_route(
+    kind: Literal["approval", "question"], out: type[ApprovalOut] | type[QuestionOut]
+) -> None:
+    """``POST /{kind}s/{id}/cancel``: the agent that asked withdraws an open request."""
+
+    async def cancel(request_id: str, rt: Rt, who: Who) -> Any:
+        req, state = await rt.decisions.find(request_id)
+        if req.kind != kind:
+            raise NotFoundError(f"no {kind} {request_id!r}", request_id=request_id)
+        who.check_reads(state, req)
+        if not req.is_open:
+            raise ConflictError(
+                f"{kind} {request_id} is {req.status.value}", status=req.status.value
+            )
+        await rt.inbox.control(state.id, "cancel", who.as_agent(), f"withdrawn by {who.name}")
+        req, state = await rt.decisions.find(request_id)
+        return out.from_request(state, req)
+
+    cancel.__doc__ = (
+        f"Withdraw an open {kind} (its thread is cancelled): by the agent that asked, or an admin."
+    )
+    router.post(
+        f"/{kind}s/{{request_id}}/cancel",
+        dependencies=[scope("agent", "admin")],
+        response_model=out,
+        tags=["approvals"],
+        responses=error_responses(404, 409),
+        name=f"cancel_{kind}",
+    )(cancel)
+
+
+_cancel_route("approval", ApprovalOut)
+_cancel_route("question", QuestionOut)
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, Literal
 
@@ -28,10 +29,12 @@ from fastapi import APIRouter, Request
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp_types import CallToolResult
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bot.web import claude_code
+from bot.web.mcp_tasks import Tasks
 from bot.web.scopes import scope
 
 MCP_WAIT = 50.0
@@ -40,6 +43,8 @@ POLL_MAX = 60.0
 """The server's longest long-poll (``bot.web.approvals.MAX_WAIT``)."""
 
 Kind = Literal["approvals", "questions"]
+_DEFERRED: ContextVar[bool] = ContextVar("mcp_deferred", default=False)
+"""Set while a tool call becomes a task: the tool answers at once, the task does the waiting."""
 
 
 class Api:
@@ -52,7 +57,16 @@ class Api:
     @property
     def wait(self) -> float:
         """How long a tool waits for people before answering that the request is open."""
-        return self._wait()
+        return 0.0 if _DEFERRED.get() else self._wait()
+
+    @asynccontextmanager
+    async def deferred(self) -> AsyncIterator[None]:
+        """Within: the tools ask and answer at once, without waiting for people."""
+        token = _DEFERRED.set(True)
+        try:
+            yield
+        finally:
+            _DEFERRED.reset(token)
 
     async def create(self, kind: Kind, body: dict[str, Any], key: str | None) -> dict[str, Any]:
         headers = {"Idempotency-Key": key} if key else {}
@@ -79,6 +93,15 @@ class Api:
             return "approvals", await self.get("approvals", request_id, wait)
         except _NotFound:
             return "questions", await self.get("questions", request_id, wait)
+
+    async def cancel(self, request_id: str) -> None:
+        """Withdraw an open approval or question, whichever ``request_id`` is."""
+        async with self._client() as client:
+            for kind in ("approvals", "questions"):
+                r = await client.post(f"/{kind}/{request_id}/cancel")
+                if r.status_code != 404:
+                    break
+        _json(r)
 
 
 class _NotFound(ToolError):
@@ -111,13 +134,21 @@ def pending(kind: Kind, out: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_server(api: Api) -> MCPServer[Any]:
-    """The MCP server whose tools call ``api``."""
+    """The MCP server whose tools call ``api``; with MCP Tasks (``bot.web.mcp_tasks``)."""
+
+    async def look(request_id: str) -> CallToolResult:
+        async with api.deferred():
+            result = await server.call_tool("wait_for_request", {"request_id": request_id})
+        assert isinstance(result, CallToolResult)
+        return result
+
     server: MCPServer[Any] = MCPServer(
         "greenlight",
         instructions=(
             "Ask people before acting: request_approval for an action, ask_human for an "
             "answer. If a result says status 'open', call wait_for_request with its id."
         ),
+        extensions=[Tasks(look, api.cancel, api.deferred)],
     )
 
     @server.tool()

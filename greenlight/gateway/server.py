@@ -6,6 +6,8 @@ is sent for approval (``POST /approvals`` through :class:`greenlight.AsyncGreenl
 keyed by the call) and forwarded only once approved, with the approved (possibly edited)
 arguments; a rejected or expired call returns an MCP tool error with the reason and the
 upstream never sees it. Every call is written to the call log before it is forwarded.
+The upstream's resources and prompts, and its notifications that a list changed, pass
+through as they are (``greenlight.gateway.passthrough``).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from greenlight.errors import (
     RequestError,
     StillPending,
 )
+from greenlight.gateway.passthrough import Passthrough, Relay, notification_options
 from greenlight.gateway.policy import Gate, Policy
 from greenlight.gateway.record import CallLog, Entry, Outcome
 
@@ -42,9 +45,10 @@ SECRET_ENV = ("API_TOKEN", "GREENLIGHT_TOKEN")
 
 
 @asynccontextmanager
-async def connect(upstream: str) -> AsyncIterator[ClientSession]:
+async def connect(upstream: str, relay: Relay | None = None) -> AsyncIterator[ClientSession]:
     """A session with the upstream server: a streamable-HTTP URL, or a command run over
-    stdio (with the gateway's environment, less its Greenlight token)."""
+    stdio (with the gateway's environment, less its Greenlight token); its notifications
+    go to ``relay``."""
     if upstream.startswith(("http://", "https://")):
         transport = streamable_http_client(upstream)
     else:
@@ -53,7 +57,10 @@ async def connect(upstream: str) -> AsyncIterator[ClientSession]:
             raise ConfigError("--upstream is empty: give a command or an http(s) URL")
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         transport = stdio_client(StdioServerParameters(command=argv[0], args=argv[1:], env=env))
-    async with transport as (read, write), ClientSession(read, write) as session:
+    async with (
+        transport as (read, write),
+        ClientSession(read, write, message_handler=relay) as session,
+    ):
         await session.initialize()
         yield session
 
@@ -70,6 +77,7 @@ class Gateway:
         client: AsyncGreenlight,
         log: CallLog,
         wait: float | None,
+        relay: Relay | None = None,
     ) -> None:
         """Args:
         upstream: the session with the upstream server.
@@ -77,6 +85,8 @@ class Gateway:
             shown (a command line or URL may carry a secret).
         wait: seconds a gated call waits for people before answering that it is still
             pending (the same call again waits on the same request); None: until decided.
+        relay: the upstream's notifications: told the client's session, and told to
+            forget the tools' schemas when the upstream's tools change.
         """
         self.upstream = upstream
         self.name = name
@@ -85,10 +95,13 @@ class Gateway:
         self.log = log
         self.wait = wait
         self.schemas: dict[str, dict[str, Any]] = {}
+        self.relay = relay or Relay()
+        self.relay.on_tools_changed = self.schemas.clear
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
+        self.relay.seen(ctx)
         return await self._list(params)
 
     async def _list(self, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -99,6 +112,7 @@ class Gateway:
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
+        self.relay.seen(ctx)
         tool, arguments = params.name, dict(params.arguments or {})
         found = self.policy.gate_for(tool, arguments)
         if found is None:
@@ -219,21 +233,27 @@ async def serve(
     Raises:
         UpstreamError: the upstream did not start, or did not answer MCP's handshake.
     """
+    relay = Relay()
     async with AsyncExitStack() as stack:
         try:
-            session = await stack.enter_async_context(connect(upstream))
+            session = await stack.enter_async_context(connect(upstream, relay))
         except Exception as exc:  # OSError, or the SDK's MCPError inside exception groups
             raise UpstreamError(
                 f"the upstream MCP server did not start or answer: {_innermost(exc)}"
             ) from exc
         init = session.initialize_result
-        gateway = Gateway(session, name=upstream, policy=policy, client=client, log=log, wait=wait)
+        gateway = Gateway(
+            session, name=upstream, policy=policy, client=client, log=log, wait=wait, relay=relay
+        )
+        offered = init.capabilities if init else None
         server: Server[Any] = Server(
             init.server_info.name if init else "greenlight-gateway",
             version=init.server_info.version if init else "",
             instructions=init.instructions if init else None,
             on_list_tools=gateway.list_tools,
             on_call_tool=gateway.call_tool,
+            **Passthrough(session).handlers(offered),
         )
+        options = server.create_initialization_options(notification_options(offered))
         async with stdio_server() as (read, write):
-            await server.run(read, write, server.create_initialization_options())
+            await server.run(read, write, options)

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 
 def build(record: Path) -> MCPServer[Any]:
@@ -47,6 +47,32 @@ def build(record: Path) -> MCPServer[Any]:
     def environment() -> list[str]:
         """The names of this server's environment variables."""
         return sorted(os.environ)
+
+    @server.tool()
+    async def learn(name: str, ctx: Context) -> str:
+        """Add a tool of this name (it echoes), and say the tool list changed."""
+
+        def echo(text: str) -> str:
+            return text
+
+        server.add_tool(echo, name=name, description="Echo the text.")
+        await ctx.session.send_tool_list_changed()
+        return f"learned {name}"
+
+    @server.resource("file:///readme", mime_type="text/plain")
+    def readme() -> str:
+        """The server's readme."""
+        return "Files, served for tests."
+
+    @server.resource("file:///notes/{name}")
+    def note(name: str) -> str:
+        """A note by name."""
+        return f"note {name}"
+
+    @server.prompt()
+    def review(path: str) -> str:
+        """Ask for a review of a file."""
+        return f"Please review {path}."
 
     return server
 

@@ -315,6 +315,24 @@ async def test_ids_of_the_other_kind_are_not_found(h: Harness) -> None:
     assert r.status_code == 422
 
 
+async def test_the_agent_that_asked_withdraws_its_request_and_the_long_poll_sees_it(
+    h: Harness,
+) -> None:
+    asked = await ask(h, deploy())
+    q = (await h.api.post("/questions", json={"question": "which region?"})).json()
+    polling = asyncio.create_task(h.api.get(f"/approvals/{asked['id']}", params={"wait": 10}))
+    assert (await h.api.post(f"/questions/{asked['id']}/cancel")).status_code == 404
+    r = await h.api.post(f"/approvals/{asked['id']}/cancel")
+    assert r.status_code == 200, r.text
+    assert (r.json()["status"], r.json()["decision"]) == ("cancelled", None)
+    assert (await asyncio.wait_for(polling, 5)).json()["status"] == "cancelled"
+    assert (await decide(h, asked["id"], "bob")).status_code == 409  # nobody decides it now
+    again = await h.api.post(f"/approvals/{asked['id']}/cancel")
+    assert again.status_code == 409 and "cancelled" in again.json()["detail"]
+    r = await h.api.post(f"/questions/{q['id']}/cancel")
+    assert (r.status_code, r.json()["status"]) == (200, "cancelled")
+
+
 async def test_the_loop_never_runs_an_external_call_even_of_a_hosted_tool_name(
     h: Harness, model: ScriptedModel
 ) -> None:

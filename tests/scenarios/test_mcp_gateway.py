@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import mcp_types as types
 import pytest
 import uvicorn
 from mcp.client.session import ClientSession
@@ -29,6 +30,7 @@ from tests.scenarios.mcp_upstream import build
 from tests.scenarios.test_mcp import agent_token, decide, open_request
 
 UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
+TOOLS = {"read_file", "delete_file", "deploy", "environment", "learn"}
 POLICY = """
 [[gate]]
 name = "deploys"
@@ -86,7 +88,13 @@ async def token(h: Harness) -> str:
 
 @asynccontextmanager
 async def gateway(
-    h: Harness, files: Files, token: str, *, upstream: str | None = None, wait: str = "20"
+    h: Harness,
+    files: Files,
+    token: str,
+    *,
+    upstream: str | None = None,
+    wait: str = "20",
+    message_handler: Any = None,
 ) -> AsyncIterator[ClientSession]:
     """The gateway as a subprocess, in front of the stdio upstream (or ``upstream``)."""
     upstream = upstream or files.upstream()
@@ -98,7 +106,10 @@ async def gateway(
         ],
         env={**os.environ, "API_TOKEN": token},
     )
-    async with stdio_client(server) as (read, write), ClientSession(read, write) as s:
+    async with (
+        stdio_client(server) as (read, write),
+        ClientSession(read, write, message_handler=message_handler) as s,
+    ):
         await s.initialize()
         yield s
 
@@ -161,7 +172,7 @@ async def test_tools_are_listed_unchanged_and_an_ungated_call_passes_straight_th
     async with gateway(h, files, token) as s:
         listed = [t.model_dump() for t in (await s.list_tools()).tools]
         assert listed == expected
-        assert {t["name"] for t in listed} == {"read_file", "delete_file", "deploy", "environment"}
+        assert {t["name"] for t in listed} == TOOLS
         out = await s.call_tool("read_file", {"path": "/etc/motd"})
         assert (out.is_error, text(out)) == (False, "contents of /etc/motd")
         # A delete outside /data matches no gate's predicate: it passes too.
@@ -270,7 +281,7 @@ async def test_an_upstream_over_streamable_http_is_gated_the_same(
 ) -> None:
     async with served_over_http(files) as url, gateway(h, files, token, upstream=url) as s:
         names = {t.name for t in (await s.list_tools()).tools}
-        assert names == {"read_file", "delete_file", "deploy", "environment"}
+        assert names == TOOLS
         assert text(await s.call_tool("read_file", {"path": "/a"})) == "contents of /a"
         _, out = await decided(h, s, "delete_file", {"path": "/data/a"}, "reject", reason="keep")
     assert out.is_error and "keep" in text(out)
@@ -335,3 +346,41 @@ def test_an_upstream_that_does_not_start_or_answer_stops_start_up(
     assert run.returncode == 2, run.stderr
     assert "the upstream MCP server did not start or answer" in run.stderr
     assert says in run.stderr
+
+
+async def test_resources_and_prompts_pass_through_and_a_changed_tool_list_comes_through(
+    h: Harness, files: Files, token: str
+) -> None:
+    changed = asyncio.Event()
+
+    async def seen(message: Any) -> None:
+        if isinstance(message, types.ToolListChangedNotification):
+            changed.set()
+
+    async with upstream_directly(files) as direct:
+        expected = (
+            await direct.list_resources(),
+            await direct.list_resource_templates(),
+            await direct.read_resource("file:///notes/todo"),
+            await direct.list_prompts(),
+            await direct.get_prompt("review", {"path": "/data/a.csv"}),
+        )
+    async with gateway(h, files, token, message_handler=seen) as s:
+        got = (
+            await s.list_resources(),
+            await s.list_resource_templates(),
+            await s.read_resource("file:///notes/todo"),
+            await s.list_prompts(),
+            await s.get_prompt("review", {"path": "/data/a.csv"}),
+        )
+        assert "echo_back" not in {t.name for t in (await s.list_tools()).tools}
+        out = await s.call_tool("learn", {"name": "echo_back"})
+        assert not out.is_error, out.content
+        await asyncio.wait_for(changed.wait(), 10)  # the upstream's notification, forwarded
+        assert "echo_back" in {t.name for t in (await s.list_tools()).tools}
+        echoed = await s.call_tool("echo_back", {"text": "hi"})
+    assert got == expected  # unchanged, field by field
+    assert [r.uri for r in got[0].resources] == ["file:///readme"]
+    assert got[2].contents[0].text == "note todo"  # type: ignore[union-attr]
+    assert "Please review /data/a.csv." in str(got[4].messages[0].content)
+    assert echoed.content[0].text == "hi"  # type: ignore[union-attr]

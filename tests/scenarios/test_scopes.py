@@ -183,6 +183,14 @@ TABLE: dict[tuple[str, str], tuple[Probe, dict[Caller, int]]] = {
     ("GET", "/approvals/{request_id}"): (on(agent_approval, "/approvals/{}"), S(200, 200, 200)),
     ("POST", "/questions"): (fixed("/questions", {"question": "why?"}), S(201, 201, 403)),
     ("GET", "/questions/{request_id}"): (on(agent_question, "/questions/{}"), S(200, 200, 200)),
+    ("POST", "/approvals/{request_id}/cancel"): (
+        on(agent_approval, "/approvals/{}/cancel"),
+        S(200, 200, 403),
+    ),
+    ("POST", "/questions/{request_id}/cancel"): (
+        on(agent_question, "/questions/{}/cancel"),
+        S(200, 200, 403),
+    ),
     ("GET", "/threads/{thread_id}/audit"): (
         on(agent_thread, "/threads/{}/audit"),
         S(200, 403, 403),

@@ -8,6 +8,9 @@ the process (the app through an in-process ASGI transport: server time, no netwo
 Then, with the app served on loopback, an event stream ``/inbox/events`` is open as a
 browser's EventSource holds it, requests are approved through the REST API, and the
 time from each decision's answer to its event arriving on the stream is measured.
+Where Debian's Chromium is installed, the same is measured in a real browser: a
+request's page open, the request approved through the REST API, and the time until the
+page says "Approved" (the EventSource's event, the page's re-read and its new content).
 
 The viewer's session cookie is signed here with the session secret, as the sign-in
 would sign it: the bench measures the inbox, not the sign-in.
@@ -115,7 +118,7 @@ async def sse_delays(url: str, decisions: int) -> dict[str, float]:
             web.stream("GET", "/inbox/events") as stream,
         ):
             async for line in stream.aiter_lines():
-                if line.startswith(": listening"):
+                if line.startswith("event: ready"):
                     ready.set()
                 if line.startswith("data: ") and "request" in (data := json.loads(line[6:])):
                     arrived[data["request"]] = time.perf_counter()  # "waiting" events carry none
@@ -135,6 +138,39 @@ async def sse_delays(url: str, decisions: int) -> dict[str, float]:
     await api.aclose()
     # From sending the decision: its own round trip is counted in (an upper bound).
     return percentiles([arrived[rid] - decided[rid] for rid in open_ids])
+
+
+async def browser_delays(url: str, decisions: int) -> dict[str, float] | str:
+    """From sending a decision to the open request page showing it, in Chromium."""
+    from tests.browser.chromium import CHROMIUM, chromium
+
+    if not CHROMIUM.exists():
+        return f"not measured: {CHROMIUM} is missing"
+    api = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"})
+    page_of = await api.get("/requests", params={"limit": 200})
+    mine = [a["id"] for a in page_of.json()["items"] if VIEWER in a.get("approvers", [])]
+    seconds = []
+    async with chromium() as browser:
+        context = await browser.new_context()
+        host = httpx.URL(url).host
+        await context.add_cookies(
+            [{"name": COOKIE, "value": session_cookie(VIEWER), "domain": host, "path": "/"}]
+        )
+        page = await context.new_page()
+        for rid in mine[:decisions]:
+            await page.goto(f"{url}/inbox/requests/{rid}")
+            # The page re-reads itself once its event stream is ready: it listens from then.
+            await page.locator("#page[data-live-read]").wait_for(state="attached")
+            start = time.perf_counter()
+            body = {"decision": "approve", "by": VIEWER}
+            r = await api.post(f"/requests/{rid}/decision", json=body)
+            assert r.status_code == 200, r.text
+            status = page.locator("#request-status", has_text="Approved")
+            await status.wait_for(timeout=10_000)
+            seconds.append(time.perf_counter() - start)
+        await context.close()
+    await api.aclose()
+    return percentiles(seconds)
 
 
 async def main(total: int, pages: int, decisions: int) -> None:
@@ -166,7 +202,9 @@ async def main(total: int, pages: int, decisions: int) -> None:
             while not web.started:  # noqa: ASYNC110 - uvicorn offers no event to wait on
                 await asyncio.sleep(0.01)
             port = web.servers[0].sockets[0].getsockname()[1]
-            report["decision_to_event_ms"] = await sse_delays(f"http://127.0.0.1:{port}", decisions)
+            url = f"http://127.0.0.1:{port}"
+            report["decision_to_event_ms"] = await sse_delays(url, decisions)
+            report["decision_to_browser_ms"] = await browser_delays(url, min(decisions, 20))
             print(json.dumps(report, indent=2))
             web.should_exit = True
             await serving

@@ -42,14 +42,17 @@ class Live:
         self._ready = asyncio.Event()
 
     async def events(self, *, lasting: float = MAX_STREAM) -> AsyncIterator[str]:
-        """One browser's stream: ``text/event-stream`` chunks, a ``decided`` event per record
-        and a ``waiting`` event when what waits changed."""
+        """One browser's stream: ``text/event-stream`` chunks, ``ready`` once the streams are
+        followed, then a ``decided`` event per record and a ``waiting`` event when what
+        waits changed."""
         queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(maxsize=1000)
         self._listeners.add(queue)
         self._start()
         try:
             await self._ready.wait()
-            yield "retry: 1000\n: listening\n\n"
+            # Pages re-read themselves on ``ready``: what was decided between their rendering
+            # (or a lost connection) and this moment is not missed.
+            yield "retry: 1000\nevent: ready\ndata: {}\n\n"
             deadline = asyncio.get_running_loop().time() + lasting
             while (left := deadline - asyncio.get_running_loop().time()) > 0:
                 try:

@@ -4,25 +4,15 @@ ever downloaded (``.ci/run`` installs Debian's chromium when it is missing)."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.browser.chromium import CHROMIUM, chromium
+
 SCREENSHOTS = Path(__file__).parents[2] / ".screenshots"
 MISSING = (
     f"BROWSER TESTS SKIPPED: {CHROMIUM} is missing. Install Debian's chromium"
@@ -50,18 +40,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    profile = Path(tempfile.mkdtemp(prefix="greenlight-chromium-"))
-    async with async_playwright() as pw:
-        # A fresh profile each run: Playwright's own temporary one, under a fresh home.
-        launched = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=ARGS,
-            env={"HOME": str(profile), "XDG_CONFIG_HOME": str(profile)},
-        )
+    async with chromium() as launched:
         yield launched
-        await launched.close()
-    shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture

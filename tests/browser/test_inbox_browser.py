@@ -231,6 +231,8 @@ async def test_a_post_without_the_csrf_token_is_refused(
     rid = await approval(h)
     await sign_in(page, h, provider, OPS)
     await page.goto(f"{h.url}/inbox/requests/{rid}")
+    # The page re-reads itself once its live stream is ready: tamper with it after that.
+    await page.locator("#page[data-live-read]").wait_for(state="attached")
     await page.evaluate("document.querySelectorAll('input[name=csrf]').forEach(i => i.remove())")
     async with page.expect_response(f"{h.url}/inbox/requests/{rid}/approve") as answer:
         await page.get_by_role("button", name="Approve").click()

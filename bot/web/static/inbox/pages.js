@@ -57,8 +57,9 @@
   function shows(id) {
     return waitingList || !!document.querySelector('[data-request="' + CSS.escape(id) + '"]');
   }
+  var again = null; // a refresh asked for while one was under way: run after it
   function refresh(message) {
-    if (busy) return;
+    if (busy) { again = message || again || ""; return; }
     busy = true;
     var focused = document.activeElement && document.activeElement.id;
     fetch(page.getAttribute("data-live-url"), { credentials: "same-origin", headers: { "X-Live": "1" } })
@@ -66,17 +67,28 @@
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("page");
-        if (fresh) {
+        if (fresh && fresh.innerHTML !== page.innerHTML) { // unchanged: leave focus be
           page.innerHTML = fresh.innerHTML;
           document.title = doc.title;
           selected = -1;
           if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
         }
         if (message) live.textContent = message;
+        page.setAttribute("data-live-read", "yes"); // for tests: a re-read has landed
       })
-      .finally(function () { busy = false; });
+      .finally(function () {
+        busy = false;
+        if (again !== null) { var said = again; again = null; refresh(said); }
+      });
   }
   var source = new EventSource("/inbox/events");
+  // The stream follows decisions from now on: re-read what changed since this page was
+  // rendered (or since a lost connection), unless the person is filling in a form.
+  source.addEventListener("ready", function () {
+    var active = document.activeElement;
+    if (active && active.closest && active.closest("form")) return;
+    refresh(null);
+  });
   source.addEventListener("decided", function (e) {
     var d = JSON.parse(e.data);
     if (!shows(d.request)) return;

@@ -37,6 +37,7 @@ from bench import web_workers
 from bench.measure import (
     CpuMeter,
     load_average,
+    memory_by_family,
     percentiles,
     server_version,
     traffic,
@@ -143,13 +144,25 @@ async def run(
     }
 
 
-async def bytes_per_suspended(rt: Runtime, waiter: Waiter, nodes: Sequence[str], n: int) -> float:
-    """Growth of the servers' ``used_memory`` per thread left suspended."""
-    before = await used_memory(nodes)
+async def bytes_per_suspended(
+    rt: Runtime, waiter: Waiter, nodes: Sequence[str], n: int
+) -> dict[str, Any]:
+    """Growth of the servers' ``used_memory`` per thread left suspended, and of each key
+    family's ``MEMORY USAGE`` (the thread's own keys, the shards' indexes and timers)."""
+    before, keys_before = await used_memory(nodes), await memory_by_family(nodes)
     for _ in range(n):
         await start(rt, waiter)
-    after = await used_memory(nodes)
-    return round((after - before) / n, 1)
+    after, keys_after = await used_memory(nodes), await memory_by_family(nodes)
+    grown = {
+        name: round((used - keys_before.get(name, 0)) / n, 1)
+        for name, used in sorted(keys_after.items())
+        if used != keys_before.get(name, 0)
+    }
+    return {
+        "used_memory": round((after - before) / n, 1),
+        "memory_usage": round(sum(grown.values()), 1),
+        "by_key": grown,
+    }
 
 
 async def in_process(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -61,6 +62,34 @@ async def used_memory(urls: Sequence[str]) -> int:
         node: Redis = Redis.from_url(url)
         try:
             total += int((await node.info("memory"))["used_memory"])
+        finally:
+            await node.aclose()
+    return total
+
+
+_TAG = re.compile(r"\{[^}]*\}")
+_THREAD = re.compile(r"th_[0-9a-f]{20}")
+
+
+def family(key: str) -> str:
+    """A key's family: its name without hash tag and thread id (``gl::<thread>:log``)."""
+    return _THREAD.sub("<thread>", _TAG.sub("", key))
+
+
+async def memory_by_family(urls: Sequence[str]) -> dict[str, int]:
+    """Bytes the keys of each family hold on the servers at ``urls`` together, by ``MEMORY
+    USAGE`` (exact: ``SAMPLES 0``), which does not move with allocator or load as
+    ``used_memory`` does."""
+    total: dict[str, int] = {}
+    for url in urls:
+        node: Redis = Redis.from_url(url, decode_responses=True)
+        try:
+            names = [k async for k in node.scan_iter(match="gl:*", count=1000)]
+            pipe = node.pipeline(transaction=False)
+            for name in names:
+                pipe.memory_usage(name, samples=0)
+            for name, used in zip(names, await pipe.execute(), strict=True):
+                total[family(name)] = total.get(family(name), 0) + int(used or 0)
         finally:
             await node.aclose()
     return total

@@ -13,7 +13,9 @@ import heapq
 import json
 from collections.abc import Callable
 from dataclasses import asdict
+from typing import Any
 
+from bot.domain.ids import thread_of_request
 from bot.domain.reducer import ThreadState
 from bot.domain.waiting import Waiting, to_waiting
 from bot.storage import keys
@@ -106,11 +108,41 @@ def summaries(old: ThreadState, new: ThreadState) -> str:
     object (empty when none). The reducer copies only the requests an event touches, so an
     unchanged request is the same object before and after."""
     changed = {
-        r.id: json.dumps(asdict(to_waiting(new, r)), separators=(",", ":"))
+        r.id: to_stored(to_waiting(new, r))
         for r in new.open_requests()
         if old.requests.get(r.id) is not r
     }
     return json.dumps(changed, separators=(",", ":")) if changed else ""
+
+
+_LEFT_OUT: dict[str, Any] = {
+    "needed": 1,
+    "approved": 0,
+    "expires_at": None,
+    "heard": [],
+    "own": [],
+    "voted": [],
+}
+"""Summary fields stored only when they differ from these (never change one: summaries
+stored without it read it back)."""
+
+
+def to_stored(item: Waiting) -> str:
+    """A summary as the ``waiting`` hash keeps it: without the request id (its field name),
+    the thread id where the request id names it, and the values of ``_LEFT_OUT``."""
+    fields = asdict(item)
+    del fields["request"]
+    if thread_of_request(item.request) == item.thread:
+        del fields["thread"]
+    kept = {k: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
+    return json.dumps(kept, separators=(",", ":"))
+
+
+def from_stored(request_id: str, raw: str | bytes) -> Waiting:
+    """A stored summary (in this shape, or whole as the first summaries were kept)."""
+    fields = {k: list(v) if isinstance(v, list) else v for k, v in _LEFT_OUT.items()}
+    fields |= {"request": request_id, "thread": thread_of_request(request_id) or ""}
+    return Waiting(**(fields | json.loads(raw)))
 
 
 class Indexes:
@@ -166,10 +198,11 @@ class Indexes:
         if stale:
             pipe = self.redis.pipeline(transaction=False)
             for s in stale:
-                pipe.hvals(keys.waiting(s))
+                pipe.hgetall(keys.waiting(s))
             # Read after the version: a change in between is read again next time.
             for s, rows in zip(stale, await pipe.execute(), strict=True):
-                self._shards[s] = (versions[s], [Waiting(**json.loads(raw)) for raw in rows])
+                found = [from_stored(str(rid), raw) for rid, raw in rows.items()]
+                self._shards[s] = (versions[s], found)
         return [w for s in range(keys.SHARDS) for w in self._shards[s][1]]
 
     async def unsummarised(self) -> list[str]:
@@ -198,9 +231,7 @@ class Indexes:
         """Store the summary of ``state``'s open request ``request_id`` unless it has one;
         False when it had one or is no longer open."""
         shard = keys.shard_of(state.id)
-        summary = json.dumps(
-            asdict(to_waiting(state, state.requests[request_id])), separators=(",", ":")
-        )
+        summary = to_stored(to_waiting(state, state.requests[request_id]))
         stored = await self._summarise(
             {
                 "open": keys.open_requests(shard),

@@ -3,15 +3,18 @@ process, and gone when the request closes or its thread is forgotten."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 
 import pytest
 from redis.asyncio import Redis
 
 from bot.domain import ids
+from bot.domain.waiting import Waiting
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
-from bot.storage.indexes import Indexes
+from bot.storage.indexes import Indexes, from_stored, to_stored
 from tests.harness import Harness
 
 
@@ -79,3 +82,27 @@ async def test_a_summary_built_late_never_replaces_a_newer_one_nor_revives_a_clo
     assert (await h.api.post(f"/requests/{rid}/decision", json=vote)).status_code == 200
     assert not await h.rt.indexes.summarise(before, rid)  # closed: not listed again
     assert await h.rt.waiting.waiting() == []
+
+
+def test_a_summary_is_stored_lean_and_reads_back_whole() -> None:
+    item = Waiting(
+        request="th_0123456789abcdef0123.r0a1b2c3d",
+        thread="th_0123456789abcdef0123",
+        agent="deploy",
+        kind="approval",
+        title="deploy",
+        urgency="normal",
+        channel="api",
+        approvers=["bob"],
+        needed=1,
+        approved=0,
+        expires_at=None,
+        opened_at=1764476908.5,
+        requester="api:ann",
+    )
+    stored = to_stored(item)
+    for left_out in ("request", "thread", "needed", "approved", "expires_at", "heard", "voted"):
+        assert f'"{left_out}"' not in stored
+    assert from_stored(item.request, stored) == item
+    # Summaries stored whole, as the first ones were, still read.
+    assert from_stored(item.request, json.dumps(asdict(item))) == item

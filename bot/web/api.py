@@ -40,7 +40,7 @@ from bot.web.scopes import Caller, Who, scope
 T = TypeVar("T")
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
 

@@ -104,7 +104,8 @@ def create_app(
     if signin is not None:
         s = signin.sessions
         app.add_middleware(
-            SessionMiddleware,
+            SessionsOnPages,
+            pages=[compile_path(route.path)[0] for r in pages for route in r.routes],
             secret_key=s.secret,
             session_cookie=COOKIE,
             max_age=int(s.max_age),
@@ -273,6 +274,25 @@ def _allowed(request: Request) -> list[str]:
 
 def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in detail.items() if isinstance(v, str | int | float | bool | list)}
+
+
+class SessionsOnPages:
+    """Starlette's ``SessionMiddleware`` on the pages' paths only.
+
+    Only pages read the session cookie; API routes (bearer tokens) and channels
+    (their own signatures) skip its cookie parsing and never answer with a cookie.
+    """
+
+    def __init__(self, app: ASGIApp, pages: list[re.Pattern[str]], **options: Any) -> None:
+        self.app = app
+        self.sessions = SessionMiddleware(app, **options)
+        self.pages = pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(p.match(scope["path"]) for p in self.pages):
+            await self.sessions(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class BodyLimit:

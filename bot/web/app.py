@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -105,7 +105,7 @@ def create_app(
         s = signin.sessions
         app.add_middleware(
             SessionsOnPages,
-            pages=[compile_path(route.path)[0] for r in pages for route in r.routes],
+            pages=[pattern for pattern, _ in _methods_by_path(pages)],
             secret_key=s.secret,
             session_cookie=COOKIE,
             max_age=int(s.max_age),
@@ -283,9 +283,26 @@ class SessionsOnPages:
     (their own signatures) skip its cookie parsing and never answer with a cookie.
     """
 
-    def __init__(self, app: ASGIApp, pages: list[re.Pattern[str]], **options: Any) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        pages: list[re.Pattern[str]],
+        *,
+        secret_key: str,
+        session_cookie: str,
+        max_age: int,
+        same_site: Literal["lax", "strict", "none"],
+        https_only: bool,
+    ) -> None:
         self.app = app
-        self.sessions = SessionMiddleware(app, **options)
+        self.sessions = SessionMiddleware(
+            app,
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+            max_age=max_age,
+            same_site=same_site,
+            https_only=https_only,
+        )
         self.pages = pages
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

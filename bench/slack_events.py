@@ -6,7 +6,7 @@ stand-in. Each round sends ``--in-flight`` signed ``app_mention`` events at
 once, each starting a conversation (the heaviest path: users.info, a new
 thread, a queue entry). No worker runs: answering Slack never waits for the
 agent. Prints JSON with the answer times in milliseconds; the target is a
-p99 under 100 ms, far inside Slack's 3 seconds.
+p99 of at most 50 ms (issue 8), far inside Slack's 3 seconds.
 
     python -m bench.slack_events [--in-flight 100] [--rounds 5]
 """
@@ -202,7 +202,7 @@ async def main(in_flight: int, rounds: int) -> dict[str, Any]:
         "p99_ms": round(percentile(times, 0.99), 1),
         "max_ms": round(max(times), 1),
         "web_cpu_ms_per_event": round(cpu * 1000 / len(times), 2),
-        "target_p99_ms": 100,
+        "target_p99_ms": 50,
     }
 
 

@@ -257,6 +257,7 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 app,
                 host=settings.host,
                 port=settings.port,
+                http="httptools",  # C parser: h11 (pure Python) costs more CPU per request
                 log_config=None,
                 lifespan="off",
                 access_log=False,

@@ -40,7 +40,7 @@ from bot.web.scopes import Caller, Who, scope
 T = TypeVar("T")
 
 
-def runtime(request: Request) -> Runtime:
+async def runtime(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
 
@@ -70,12 +70,15 @@ def _delivery(key: str | None) -> str | None:
     return f"api:{key}" if key else None
 
 
-def _fingerprint(request: Request, body: BaseModel | None) -> str:
+def _fingerprint(request: Request, body: BaseModel | None, key: str | None) -> str | None:
     """What an API call asks for: its route and its body as parsed (key order ignored).
 
     Stored beside the Idempotency-Key, so the same key sent with another body is
-    refused instead of silently answering with the first call's result.
+    refused instead of silently answering with the first call's result. None
+    without a key: nothing would keep it.
     """
+    if not key:
+        return None
     data = body.model_dump(mode="json") if body is not None else None
     shown = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(f"{request.method} {request.url.path}\n{shown}".encode())
@@ -140,7 +143,7 @@ async def create_thread(
             if idempotency_key
             else None,
             delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body),
+            fingerprint=_fingerprint(request, body, idempotency_key),
         ),
     )
     if got.duplicate:
@@ -222,7 +225,7 @@ async def post_message(
             body.text,
             _speaker(who, body.user, "user" in body.model_fields_set),
             delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body),
+            fingerprint=_fingerprint(request, body, idempotency_key),
         ),
     )
     return ThreadOut.from_state(got.thread)
@@ -341,7 +344,7 @@ async def decide(
             edited_args=body.edited_args,
             seen_hash=body.args_hash,
             delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body),
+            fingerprint=_fingerprint(request, body, idempotency_key),
         ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
@@ -374,7 +377,7 @@ async def answer(
             text,
             api_actor(who.decider(body.by)),
             delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body),
+            fingerprint=_fingerprint(request, body, idempotency_key),
         ),
     )
     return RequestOut.from_request(done.thread.id, done.request)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -109,7 +109,8 @@ def create_app(
     if signin is not None:
         s = signin.sessions
         app.add_middleware(
-            SessionMiddleware,
+            SessionsOnPages,
+            pages=[pattern for pattern, _ in _methods_by_path(pages)],
             secret_key=s.secret,
             session_cookie=COOKIE,
             max_age=int(s.max_age),
@@ -257,6 +258,42 @@ def _allowed(request: Request) -> list[str]:
 
 def _jsonable(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in detail.items() if isinstance(v, str | int | float | bool | list)}
+
+
+class SessionsOnPages:
+    """Starlette's ``SessionMiddleware`` on the pages' paths only.
+
+    Only pages read the session cookie; API routes (bearer tokens) and channels
+    (their own signatures) skip its cookie parsing and never answer with a cookie.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        pages: list[re.Pattern[str]],
+        *,
+        secret_key: str,
+        session_cookie: str,
+        max_age: int,
+        same_site: Literal["lax", "strict", "none"],
+        https_only: bool,
+    ) -> None:
+        self.app = app
+        self.sessions = SessionMiddleware(
+            app,
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+            max_age=max_age,
+            same_site=same_site,
+            https_only=https_only,
+        )
+        self.pages = pages
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and any(p.match(scope["path"]) for p in self.pages):
+            await self.sessions(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 class BodyLimit:

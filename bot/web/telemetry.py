@@ -45,7 +45,9 @@ class Traced:
             return
         method, path = scope["method"], scope["path"]
         carrier = {k.decode(): v.decode("latin-1") for k, v in scope["headers"] if k in _PROPAGATED}
-        parent = propagate.extract(carrier)
+        # Without a caller's trace the span's parent is this task's (empty) context, and
+        # without an SDK there is no span to make (``tracing.span`` skips it).
+        parent = propagate.extract(carrier) if carrier else None
         thread, request = _ids_in(path)
         status = 500
         started = time.perf_counter()
@@ -57,7 +59,7 @@ class Traced:
             await send(message)
 
         with (
-            tracing.tracer.start_as_current_span(
+            tracing.span(
                 method,  # named for its route once routing has found it
                 context=parent,
                 kind=SpanKind.SERVER,

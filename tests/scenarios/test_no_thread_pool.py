@@ -52,10 +52,6 @@ def _api_routes(routes: list[Any]) -> tuple[list[APIRoute], list[Any]]:
 async def test_no_endpoint_or_dependency_runs_in_a_thread_pool(h: Harness) -> None:
     routes, shared = _api_routes(h.app.routes)
     assert len(routes) > 30  # the API's, the MCP server's and the channels' routes
-    blocking = [
-        b for r in routes for b in _blocking(r.dependant, f"{sorted(r.methods)} {r.path}")
-    ]
-    blocking += [
-        b for d in shared for b in _blocking(Dependant(call=d.dependency), "a router's")
-    ]
+    blocking = [b for r in routes for b in _blocking(r.dependant, f"{sorted(r.methods)} {r.path}")]
+    blocking += [b for d in shared for b in _blocking(Dependant(call=d.dependency), "a router's")]
     assert blocking == []

@@ -20,6 +20,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import ValidationError
 
@@ -368,8 +369,7 @@ class ThreadLog:
         raw = raw[state.version - start :]
         if raw:
             new = [_decode(thread_id, r) for r in raw]
-            for event in new:
-                state = reduce(state, event)
+            state = reduce(state, *new)
             state.last_hash = chain_hash(raw[-1])
             events = events + new
             self._remember(state, events)
@@ -414,36 +414,26 @@ class ThreadLog:
             ReusedDelivery: ... with another ``fingerprint``.
         """
         now = self.clock.now()
+        tid = state.id
         # Recorded at the one clock's time, whatever they were built with, and chained.
         head, stored, audit = state.last_hash, [], []
         for event in events:
-            event.at, event.prev = now, head
+            _stamp(event, now, head)
             raw = to_json(event)
             head = chain_hash(raw)
             stored.append(raw)
-            if (record := to_record(state.id, event, head)) is not None:
+            if (record := to_record(tid, event, head)) is not None:
                 audit.append(json.dumps(record, separators=(",", ":")))
-        new = state
-        for event in events:
-            new = reduce(new, event)
+        new = reduce(state, *events)
         before = {r.id for r in state.open_requests()}
         after = {r.id for r in new.open_requests()}
         due = new.next_due()
-        tid = state.id
         status = new.status.value
         old_status = state.status.value if state.exists else status
-        shard = keys.shard_of(tid)
         lease = await release_if(new, events) if release_if is not None else None
         code, length, *rest = await self._append(
             keys={
-                "log": keys.log(tid),
-                "meta": keys.meta(tid),
-                "seen": keys.seen(tid),
-                "lease": keys.lease(tid),
-                "prints": keys.prints(tid),
-                "timers": keys.timers(shard),
-                "queue": keys.queue(shard),
-                "audit": keys.audit(shard),
+                **_own_keys(tid),
                 **reindex_keys(tid, new.agent, old_status, status, state.agent or new.agent),
             },
             args={
@@ -489,13 +479,9 @@ class ThreadLog:
             self._remember(new, cached[1] + list(events))
         elif not state.exists:
             self._remember(new, list(events))
-        log.info(
-            "thread %s v%d %s (+%s)",
-            tid,
-            new.version,
-            status,
-            ",".join(e.type for e in events),
-        )
+        if log.isEnabledFor(logging.INFO):
+            types = ",".join(e.type for e in events)
+            log.info("thread %s v%d %s (+%s)", tid, new.version, status, types)
         return new
 
     # --- leases -------------------------------------------------------------------------------
@@ -509,15 +495,8 @@ class ThreadLog:
         the thread's timer brought to the lease's expiry, in case the holder died.
         """
         known = self.known(thread_id)
-        shard = keys.shard_of(thread_id)
         got, raw, delivered = await self._take(
-            keys={
-                "lease": keys.lease(thread_id),
-                "log": keys.log(thread_id),
-                "meta": keys.meta(thread_id),
-                "timers": keys.timers(shard),
-                "queue": keys.queue(shard),
-            },
+            keys=_own_keys(thread_id),
             args={
                 "tid": thread_id,
                 "holder": holder,
@@ -537,14 +516,8 @@ class ThreadLog:
     async def release(self, lease: Lease, version: int, next_due: float | None) -> bool:
         """Let go of the thread and acknowledge its entry; False when it changed meanwhile."""
         tid = lease.thread_id
-        shard = keys.shard_of(tid)
         done = await self._release(
-            keys={
-                "lease": keys.lease(tid),
-                "meta": keys.meta(tid),
-                "timers": keys.timers(shard),
-                "queue": keys.queue(shard),
-            },
+            keys=_own_keys(tid),
             args={
                 "tid": tid,
                 "holder": lease.holder,
@@ -571,6 +544,31 @@ class ThreadLog:
             )
         )
         return [lease for lease, ok in zip(leases, kept, strict=True) if not int(ok)]
+
+
+@lru_cache(maxsize=4096)
+def _own_keys(tid: str) -> dict[str, str]:
+    """The thread's own keys and those of its shard that its appends, takes and releases
+    touch: built once while the thread is busy (a cycle makes about eight such calls).
+    Shared: never change the dict."""
+    shard = keys.shard_of(tid)
+    return {
+        "log": keys.log(tid),
+        "meta": keys.meta(tid),
+        "seen": keys.seen(tid),
+        "lease": keys.lease(tid),
+        "prints": keys.prints(tid),
+        "timers": keys.timers(shard),
+        "queue": keys.queue(shard),
+        "audit": keys.audit(shard),
+    }
+
+
+def _stamp(event: Event, at: float, prev: str | None) -> None:
+    """Set when ``event`` is recorded and the hash it links to, straight into its fields:
+    pydantic's checked assignment costs more than the rest of recording it."""
+    event.__dict__["at"] = at
+    event.__dict__["prev"] = prev
 
 
 def _decode(thread_id: str, raw: str | bytes) -> Event:

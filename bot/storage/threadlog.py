@@ -48,6 +48,9 @@ log = logging.getLogger(__name__)
 
 _APPEND = Script(
     """
+if A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
+  return {4, redis.call('LLEN', K.log)}
+end
 if A.delivery ~= '' then
   redis.call('ZREMRANGEBYSCORE', K.seen, '-inf', A.now - A.seen_ttl)
   if redis.call('ZSCORE', K.seen, A.delivery) then
@@ -117,6 +120,7 @@ return {1, newlen, released}
         "entry",
         "audit",
         "trace",
+        "require",
     ),
     fragments=(REINDEX, ARM, ENQUEUE, ACK, RECORD),
 )
@@ -199,6 +203,10 @@ ReleaseIf = Callable[[ThreadState, Sequence[Event]], Awaitable["Lease | None"]]
 """Given the state after an append and its events: the lease to let go of with it, if any."""
 
 
+class NotHolder(ConflictError):
+    """An append that needed the thread's lease found it held by another (or by nobody)."""
+
+
 class DuplicateDelivery(ConflictError):
     """The inbound delivery was recorded before; the caller answers success."""
 
@@ -228,6 +236,16 @@ class Lease:
     """How many of the thread's events the channels have been handed."""
     held: bool = True
     """False once let go."""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A thread a worker took: its lease, the thread, and whether ``take``'s ``then``
+    events were appended with it (they are the last of ``state`` then)."""
+
+    lease: Lease
+    state: ThreadState
+    appended: bool = False
 
 
 class ThreadLog:
@@ -395,6 +413,7 @@ class ThreadLog:
         enqueue: bool = True,
         release_if: ReleaseIf | None = None,
         trace: str = "",
+        holder: str = "",
     ) -> ThreadState:
         """Append ``events`` if the thread is still at ``state.version``; returns the new state.
 
@@ -407,11 +426,14 @@ class ThreadLog:
         ``fingerprint`` names what the delivery asked for (a hash of an API call's
         body): kept beside the delivery key, a replay with another one is refused.
 
+        ``holder``: append only while this worker holds the thread's lease.
+
         Raises:
             VersionConflict: another writer got there first (re-read and retry;
                 ``bot.engine.writes`` does).
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
             ReusedDelivery: ... with another ``fingerprint``.
+            NotHolder: ``holder`` does not hold the lease.
         """
         now = self.clock.now()
         tid = state.id
@@ -455,9 +477,12 @@ class ThreadLog:
                 "entry": lease.entry_id if lease else "",
                 "audit": "\n".join(audit),
                 "trace": trace if enqueue else "",
+                "require": holder,
             },
             rest=stored,
         )
+        if code == 4:
+            raise NotHolder(f"{holder} does not hold thread {tid}", thread_id=tid)
         if code == 3:
             raise ReusedDelivery(str(delivery), tid)
         if code == 2:
@@ -487,13 +512,50 @@ class ThreadLog:
     # --- leases -------------------------------------------------------------------------------
 
     async def take(
-        self, thread_id: str, entry_id: str, holder: str, lease_ms: int
-    ) -> tuple[Lease, ThreadState] | None:
+        self,
+        thread_id: str,
+        entry_id: str,
+        holder: str,
+        lease_ms: int,
+        *,
+        then: Sequence[Event] = (),
+    ) -> Taken | None:
         """Lease the thread for ``holder`` and return the lease and the thread's state.
 
         None when another worker holds it: the entry is then acknowledged and
         the thread's timer brought to the lease's expiry, in case the holder died.
+
+        ``then``: events to append once the lease is taken, in the same round trip,
+        at the version this process has cached (a tool's start, when this process
+        knows it is the thread's next step). They are appended only if the lease
+        was taken and nothing was written since: ``Taken.appended`` says which.
         """
+        cached = self.cached(thread_id) if then else None
+        if cached is None or not cached.exists:
+            taken = await self._take_lease(thread_id, entry_id, holder, lease_ms)
+            return None if taken is None else Taken(*taken)
+        # Sent together (``Batcher``): Redis runs the take, then the append.
+        took, wrote = await asyncio.gather(
+            self._take_lease(thread_id, entry_id, holder, lease_ms),
+            self.append(cached, then, enqueue=False, holder=holder),
+            return_exceptions=True,
+        )
+        if isinstance(took, BaseException):
+            raise took
+        if took is None:
+            return None
+        lease, state = took
+        if isinstance(wrote, NotHolder | VersionConflict):
+            return Taken(lease, state)
+        if isinstance(wrote, BaseException):
+            # The append may or may not have landed: a fresh read says.
+            log.warning("thread %s: append with the lease failed: %r", thread_id, wrote)
+            return Taken(lease, await self.load(thread_id))
+        return Taken(lease, wrote, appended=True)
+
+    async def _take_lease(
+        self, thread_id: str, entry_id: str, holder: str, lease_ms: int
+    ) -> tuple[Lease, ThreadState] | None:
         known = self.known(thread_id)
         got, raw, delivered = await self._take(
             keys=_own_keys(thread_id),

@@ -306,13 +306,13 @@ class Loop:
             try:
                 turn = await self.model.complete(request)
             except ModelError:
-                metrics.MODEL_ERRORS.labels(name).inc()
+                metrics.of(metrics.MODEL_ERRORS, name).inc()
                 raise
             finally:
-                metrics.MODEL_LATENCY.labels(name).observe(time.perf_counter() - started)
+                metrics.of(metrics.MODEL_LATENCY, name).observe(time.perf_counter() - started)
             for direction, n in (("input", turn.input_tokens), ("output", turn.output_tokens)):
                 if n is not None:
-                    metrics.MODEL_TOKENS.labels(name, direction).inc(n)
+                    metrics.of(metrics.MODEL_TOKENS, name, direction).inc(n)
                     span.set_attribute(f"gen_ai.usage.{direction}_tokens", n)
             span.set_attribute("greenlight.tools", [c.name for c in turn.calls])
             return turn
@@ -390,7 +390,7 @@ async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
     with tracing.span(f"tool {tool.name}", attributes=attributes) as span:
         result = await _run_traced(tool, raw, ctx)
         span.set_attribute("greenlight.outcome", result.outcome.value)
-    metrics.TOOL_RUNS.labels(tool.name, result.outcome.value).inc()
+    metrics.of(metrics.TOOL_RUNS, tool.name, result.outcome.value).inc()
     return result
 
 

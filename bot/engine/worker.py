@@ -206,9 +206,9 @@ class Worker:
                     state.id, state, release_if=release_if, started=started
                 )
                 started = None
-                metrics.STEPS.labels(state.agent).inc()
+                metrics.of(metrics.STEPS, state.agent).inc()
                 if state.status is Status.DONE and not was_done:
-                    metrics.CYCLES.labels(state.agent).inc()
+                    metrics.of(metrics.CYCLES, state.agent).inc()
                 if not lease.held:  # let go with the last append: nothing to deliver
                     if self.on_step is not None:
                         self.on_step(state)

@@ -79,6 +79,9 @@ return 0
 """Stores a summary built after the fact, only while its request is open and has none: an
 append that changed the request meanwhile wrote the newer one, which is kept."""
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""Built once: ``json.dumps`` with options builds an encoder on every call."""
+
 Page = tuple[list[str], int]
 """Ids on the page, and how many there are in all."""
 
@@ -120,7 +123,7 @@ def summaries(old: ThreadState, new: ThreadState) -> str:
         for r in new.open_requests()
         if old.requests.get(r.id) is not r
     }
-    return json.dumps(changed, separators=(",", ":")) if changed else ""
+    return _COMPACT.encode(changed) if changed else ""
 
 
 _LEFT_OUT: dict[str, Any] = {
@@ -143,7 +146,7 @@ def to_stored(item: Waiting) -> str:
     if thread_of_request(item.request) == item.thread:
         del fields["thread"]
     kept = {k: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
-    return json.dumps(kept, separators=(",", ":"))
+    return _COMPACT.encode(kept)
 
 
 def from_stored(request_id: str, raw: str | bytes) -> Waiting:

@@ -199,6 +199,9 @@ return redis.call('PEXPIRE', K.lease, A.lease_ms)
 )
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+"""Built once: ``json.dumps`` with options builds an encoder on every call."""
+
 ReleaseIf = Callable[[ThreadState, Sequence[Event]], Awaitable["Lease | None"]]
 """Given the state after an append and its events: the lease to let go of with it, if any."""
 
@@ -445,7 +448,7 @@ class ThreadLog:
             head = chain_hash(raw)
             stored.append(raw)
             if (record := to_record(tid, event, head)) is not None:
-                audit.append(json.dumps(record, separators=(",", ":")))
+                audit.append(_COMPACT.encode(record))
         new = reduce(state, *events)
         before = {r.id for r in state.open_requests()}
         after = {r.id for r in new.open_requests()}

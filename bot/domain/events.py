@@ -6,19 +6,20 @@ discriminated union and ``EVENTS`` round-trips one event to and from JSON.
 
 from __future__ import annotations
 
-import os
 import time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from bot.domain import ids
+
 SCHEMA_VERSION = 1
 
 
 def new_id(prefix: str) -> str:
     """A short random id with a readable prefix (``ev_…``, ``call_…``)."""
-    return f"{prefix}_{os.urandom(10).hex()}"
+    return f"{prefix}_{ids.random_hex(10)}"
 
 
 class Actor(BaseModel):

@@ -225,9 +225,7 @@ class ThreadState:
         found: tuple[Call, ...] | None = self._memo.get("pending")
         if found is None:
             found = self._memo["pending"] = (
-                tuple(c for c in self.calls.values() if c.status in _PENDING)
-                if self.hosted
-                else ()
+                tuple(c for c in self.calls.values() if c.status in _PENDING) if self.hosted else ()
             )
         return list(found)
 

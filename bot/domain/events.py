@@ -6,19 +6,25 @@ discriminated union and ``EVENTS`` round-trips one event to and from JSON.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
+"""The schema events are written in now. An event that does not say its ``v`` is of
+version 1 (``to_json`` leaves a 1 out), whatever this becomes later."""
 
 
 def new_id(prefix: str) -> str:
-    """A short random id with a readable prefix (``ev_…``, ``call_…``)."""
-    return f"{prefix}_{os.urandom(10).hex()}"
+    """A short random id with a readable prefix (``ev_…``, ``call_…``): 80 random bits in
+    base64url (14 characters; ids made before were 20 hex digits, and still read)."""
+    return f"{prefix}_{base64.urlsafe_b64encode(os.urandom(10)).rstrip(b'=').decode()}"
 
 
 class Actor(BaseModel):
@@ -100,7 +106,9 @@ class Origin(BaseModel):
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    v: int = SCHEMA_VERSION
+    v: int = 1
+    """The schema version. Absent in storage means 1, forever (``to_json`` leaves a 1 out),
+    so a later ``SCHEMA_VERSION`` is set on the events made, never made this default."""
     id: str = Field(default_factory=lambda: new_id("ev"))
     at: float = Field(default_factory=time.time)
     """Unix time, seconds: when it was recorded (the thread log stamps it from the one clock)."""
@@ -326,18 +334,88 @@ EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
-def to_json(event: Event) -> str:
+def to_json(event: Event, *, after: Sequence[Event] = ()) -> str:
     """Serialise one event compactly: fields at their default are left out (a thread's
-    log is most of what Greenlight keeps in Redis), except ``type`` and ``v``.
+    log is most of what Greenlight keeps in Redis), except ``type``, which comes first.
+    ``v`` is left out while it is 1 (events stored before kept ``"v":1``; both read).
+
+    ``after``: the events stored just before it in its thread, in order (all of them, or
+    the last few). What it repeats of them is left out, and ``from_log`` takes it back
+    from them: ``at`` when it equals the time of the event before it; an approval
+    request's ``tool`` and ``args`` when they are those of the call it asks about, and
+    its ``requester`` when that is who spoke last (``_speaker``).
 
     Reading fills what is missing from the defaults, so a field's default must never
     change once events were stored with it: add a new field instead.
     """
-    body = event.model_dump_json(exclude_defaults=True)
-    head = f'{{"type":"{event.type}","v":{event.v}'
+    exclude: set[str] = set()
+    if after and after[-1].at == event.at:
+        exclude.add("at")
+    if isinstance(event, ApprovalRequested) and _call(after, event.call_id) == (
+        event.tool,
+        event.args,
+    ):
+        exclude |= _FROM_CALL
+    if isinstance(event, ApprovalRequested) and _speaker(after) == event.requester:
+        exclude.add("requester")
+    body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
+    head = f'{{"type":"{event.type}"'
     return head + ("}" if body == "{}" else "," + body[1:])
 
 
+_FROM_CALL = {"tool", "args"}
+_ASKED = b'{"type":"approval_requested"'
+
+
+def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
+    """The tool and arguments of call ``call_id`` among ``events``, the latest first."""
+    for event in reversed(events):
+        if isinstance(event, ToolCall) and event.call_id == call_id:
+            return event.tool, event.args
+    return None
+
+
+def _speaker(events: Sequence[Event]) -> Actor | None:
+    """Who spoke last among ``events`` (the reducer's ``last_user``): who started the
+    thread or wrote in it last, the requester of the approvals the agent asks for then."""
+    for event in reversed(events):
+        if isinstance(event, ThreadCreated | UserMessage):
+            return event.by
+    return None
+
+
 def from_json(raw: str | bytes) -> Event:
-    """Parse one stored event."""
+    """Parse one stored event on its own (one of a log: ``from_log``)."""
     return EVENT.validate_json(raw)
+
+
+def from_log(raws: Sequence[str | bytes], *, before: Sequence[Event] = ()) -> list[Event]:
+    """Parse a run of a thread's stored events, in log order, filling in what ``to_json``
+    left out as repeated; ``before``: the thread's events stored before the run.
+
+    Raises:
+        ValueError: an event leaves out what the log before it does not have (a pydantic
+            ``ValidationError`` for an event that does not parse).
+    """
+    events: list[Event] = []
+    for raw in raws:
+        data = raw.encode() if isinstance(raw, str) else raw
+        if data.startswith(_ASKED):  # one in a step at most: parsed in two steps
+            fields = json.loads(data)
+            if "args" not in fields:
+                call = _call([*before, *events], str(fields.get("call_id")))
+                if call is None:
+                    raise ValueError(f"an approval request names no call of its thread: {raw!r}")
+                fields["tool"], fields["args"] = call
+            if "requester" not in fields:
+                speaker = _speaker([*before, *events])
+                if speaker is None:
+                    raise ValueError(f"an approval request names no requester: {raw!r}")
+                fields["requester"] = speaker
+            event = EVENT.validate_python(fields)
+        else:
+            event = EVENT.validate_json(data)
+        if "at" not in event.model_fields_set and (events or before):
+            event.at = (events or before)[-1].at
+        events.append(event)
+    return events

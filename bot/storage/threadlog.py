@@ -33,7 +33,7 @@ from bot.domain.errors import (
     StoreError,
     VersionConflict,
 )
-from bot.domain.events import EVENT, Event, to_json
+from bot.domain.events import Event, from_log, to_json
 from bot.domain.reducer import ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD
@@ -367,7 +367,7 @@ class ThreadLog:
         # Another coroutine may have cached some of these while we were reading.
         raw = raw[state.version - start :]
         if raw:
-            new = [_decode(thread_id, r) for r in raw]
+            new = _decode(thread_id, raw, events)
             for event in new:
                 state = reduce(state, event)
             state.last_hash = chain_hash(raw[-1])
@@ -416,9 +416,13 @@ class ThreadLog:
         now = self.clock.now()
         # Recorded at the one clock's time, whatever they were built with, and chained.
         head, stored, audit = state.last_hash, [], []
-        for event in events:
+        # What is stored before them, as far as this process knows: what they repeat of it
+        # is left out (``to_json``).
+        cached = self._cache.get(state.id)
+        known = cached[1] if cached and cached[0].version == state.version else []
+        for i, event in enumerate(events):
             event.at, event.prev = now, head
-            raw = to_json(event)
+            raw = to_json(event, after=[*known, *events[:i]])
             head = chain_hash(raw)
             stored.append(raw)
             if (record := to_record(state.id, event, head)) is not None:
@@ -573,9 +577,9 @@ class ThreadLog:
         return [lease for lease, ok in zip(leases, kept, strict=True) if not int(ok)]
 
 
-def _decode(thread_id: str, raw: str | bytes) -> Event:
-    """Parse one stored event; an unreadable one is a ``StoreError``."""
+def _decode(thread_id: str, raws: Sequence[str | bytes], before: Sequence[Event]) -> list[Event]:
+    """Parse stored events that follow ``before``; an unreadable one is a ``StoreError``."""
     try:
-        return EVENT.validate_json(raw)
-    except ValidationError as exc:
+        return from_log(raws, before=before)
+    except (ValidationError, ValueError) as exc:
         raise StoreError(f"thread {thread_id} has an unreadable event: {exc}") from exc

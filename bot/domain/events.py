@@ -334,16 +334,18 @@ EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
-def to_json(event: Event, *, after: Sequence[Event] = ()) -> str:
+def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -> str:
     """Serialise one event compactly: fields at their default are left out (a thread's
     log is most of what Greenlight keeps in Redis), except ``type``, which comes first.
     ``v`` is left out while it is 1 (events stored before kept ``"v":1``; both read).
 
     ``after``: the events stored just before it in its thread, in order (all of them, or
     the last few). What it repeats of them is left out, and ``from_log`` takes it back
-    from them: ``at`` when it equals the time of the event before it; an approval
-    request's ``tool`` and ``args`` when they are those of the call it asks about, and
-    its ``requester`` when that is who spoke last (``_speaker``).
+    from them: ``at`` when it equals the time of the event before it; a user message's
+    ``by`` and an approval request's ``requester`` when that is who spoke last
+    (``_speaker``); an approval request's ``tool`` and ``args`` when they are those of
+    the call it asks about. ``thread_id``: its thread, which a request id that names it
+    is stored without (``.r1a2b3c4d``).
 
     Reading fills what is missing from the defaults, so a field's default must never
     change once events were stored with it: add a new field instead.
@@ -351,20 +353,26 @@ def to_json(event: Event, *, after: Sequence[Event] = ()) -> str:
     exclude: set[str] = set()
     if after and after[-1].at == event.at:
         exclude.add("at")
-    if isinstance(event, ApprovalRequested) and _call(after, event.call_id) == (
-        event.tool,
-        event.args,
-    ):
-        exclude |= _FROM_CALL
-    if isinstance(event, ApprovalRequested) and _speaker(after) == event.requester:
-        exclude.add("requester")
+    if isinstance(event, ApprovalRequested):
+        if _call(after, event.call_id) == (event.tool, event.args):
+            exclude |= _FROM_CALL
+        if _speaker(after) == event.requester:
+            exclude.add("requester")
+    elif isinstance(event, UserMessage) and _speaker(after) == event.by:
+        exclude.add("by")
     body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
+    request_id = getattr(event, "request_id", None)
+    if thread_id and request_id and request_id.startswith(thread_id + "."):
+        whole = f'"request_id":"{request_id}"'
+        body = body.replace(whole, f'"request_id":"{request_id[len(thread_id) :]}"', 1)
     head = f'{{"type":"{event.type}"'
     return head + ("}" if body == "{}" else "," + body[1:])
 
 
 _FROM_CALL = {"tool", "args"}
 _ASKED = b'{"type":"approval_requested"'
+_SAID = b'{"type":"user_message"'
+_SHORT_REQUEST = b'"request_id":".'
 
 
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
@@ -389,9 +397,12 @@ def from_json(raw: str | bytes) -> Event:
     return EVENT.validate_json(raw)
 
 
-def from_log(raws: Sequence[str | bytes], *, before: Sequence[Event] = ()) -> list[Event]:
+def from_log(
+    raws: Sequence[str | bytes], *, before: Sequence[Event] = (), thread_id: str = ""
+) -> list[Event]:
     """Parse a run of a thread's stored events, in log order, filling in what ``to_json``
-    left out as repeated; ``before``: the thread's events stored before the run.
+    left out as repeated; ``before``: the thread's events stored before the run;
+    ``thread_id``: the thread, which short request ids are read back with.
 
     Raises:
         ValueError: an event leaves out what the log before it does not have (a pydantic
@@ -400,22 +411,38 @@ def from_log(raws: Sequence[str | bytes], *, before: Sequence[Event] = ()) -> li
     events: list[Event] = []
     for raw in raws:
         data = raw.encode() if isinstance(raw, str) else raw
-        if data.startswith(_ASKED):  # one in a step at most: parsed in two steps
-            fields = json.loads(data)
-            if "args" not in fields:
-                call = _call([*before, *events], str(fields.get("call_id")))
-                if call is None:
-                    raise ValueError(f"an approval request names no call of its thread: {raw!r}")
-                fields["tool"], fields["args"] = call
-            if "requester" not in fields:
-                speaker = _speaker([*before, *events])
-                if speaker is None:
-                    raise ValueError(f"an approval request names no requester: {raw!r}")
-                fields["requester"] = speaker
-            event = EVENT.validate_python(fields)
+        # In a user message, the only object is ``by``: a key "by" is that one.
+        if (
+            data.startswith(_ASKED)
+            or (data.startswith(_SAID) and b'"by":' not in data)
+            or _SHORT_REQUEST in data
+        ):
+            event = EVENT.validate_python(_filled(json.loads(data), [*before, *events], thread_id))
         else:
             event = EVENT.validate_json(data)
         if "at" not in event.model_fields_set and (events or before):
             event.at = (events or before)[-1].at
         events.append(event)
     return events
+
+
+def _filled(fields: dict[str, Any], before: Sequence[Event], thread_id: str) -> dict[str, Any]:
+    """A stored event's fields with what ``to_json`` left out taken back from ``before``."""
+    kind = fields.get("type")
+    request_id = fields.get("request_id")
+    if isinstance(request_id, str) and request_id.startswith("."):
+        if not thread_id:
+            raise ValueError(f"a short request id read without its thread: {fields!r}")
+        fields["request_id"] = thread_id + request_id
+    if kind == "approval_requested" and "args" not in fields:
+        call = _call(before, str(fields.get("call_id")))
+        if call is None:
+            raise ValueError(f"an approval request names no call of its thread: {fields!r}")
+        fields["tool"], fields["args"] = call
+    who = {"approval_requested": "requester", "user_message": "by"}.get(str(kind))
+    if who is not None and who not in fields:
+        speaker = _speaker(before)
+        if speaker is None:
+            raise ValueError(f"a {kind} names no one and no one spoke before it: {fields!r}")
+        fields[who] = speaker
+    return fields

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from bot.domain import ids
-from bot.domain.audit import chain_hash, to_record
+from bot.domain.audit import chain_hash, to_link, to_record
 from bot.domain.clock import Clock
 from bot.domain.errors import (
     ConflictError,
@@ -421,8 +421,8 @@ class ThreadLog:
         cached = self._cache.get(state.id)
         known = cached[1] if cached and cached[0].version == state.version else []
         for i, event in enumerate(events):
-            event.at, event.prev = now, head
-            raw = to_json(event, after=[*known, *events[:i]])
+            event.at, event.prev = now, to_link(head)
+            raw = to_json(event, after=[*known, *events[:i]], thread_id=state.id)
             head = chain_hash(raw)
             stored.append(raw)
             if (record := to_record(state.id, event, head)) is not None:
@@ -580,6 +580,6 @@ class ThreadLog:
 def _decode(thread_id: str, raws: Sequence[str | bytes], before: Sequence[Event]) -> list[Event]:
     """Parse stored events that follow ``before``; an unreadable one is a ``StoreError``."""
     try:
-        return from_log(raws, before=before)
+        return from_log(raws, before=before, thread_id=thread_id)
     except (ValidationError, ValueError) as exc:
         raise StoreError(f"thread {thread_id} has an unreadable event: {exc}") from exc

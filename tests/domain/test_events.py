@@ -124,7 +124,7 @@ def test_an_approval_request_without_who_asked_does_not_read() -> None:
     first = ThreadCreated(agent="deploy", origin=Origin(channel="api"), by=ann, at=1.0)
     call = ToolCall(turn="turn_1", call_id="call_1", tool="deploy", args={}, at=1.0)
     raw = to_json(to_approval(call, at=1.0), after=[first, call])
-    with pytest.raises(ValueError, match="no requester"):
+    with pytest.raises(ValueError, match="no one spoke before it"):
         from_log([raw], before=[call])
 
 

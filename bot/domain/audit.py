@@ -3,7 +3,8 @@
 Every stored event carries ``prev``, the link to the event stored before it in
 its thread (None for the first): the first 66 bits of that event's hash
 (``to_link``; events stored before kept all 128, and still verify). Editing,
-removing or reordering an event in Redis afterwards breaks the chain at that point, which ``verify_chain`` finds.
+removing or reordering an event in Redis afterwards breaks the chain at that
+point, which ``verify_chain`` finds.
 Decisions (approvals, rejections, answers, expiries) also become flat records
 for an auditor, each with the hash of the event it came from.
 """

@@ -1,6 +1,6 @@
 """The audit trail: each thread's events chained by hash, and decisions as audit records.
 
-Every stored event carries ``prev``, the link to the event stored before it in
+Every stored event carries ``prev`` (stored as ``p``), the link to the event stored before it in
 its thread (None for the first): the first 66 bits of that event's hash
 (``to_link``; events stored before kept all 128, and still verify). Editing,
 removing or reordering an event in Redis afterwards breaks the chain at that
@@ -54,7 +54,7 @@ def verify_chain(raws: Sequence[str | bytes]) -> list[Break]:
     for index, raw in enumerate(raws):
         try:
             data = json.loads(raw)
-            linked, event_id = data.get("prev"), data.get("id")
+            linked, event_id = data.get("prev", data.get("p")), data.get("id")
         except (ValueError, AttributeError):
             breaks.append(Break(index, None, "not a readable event"))
             prev = chain_hash(raw)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from enum import StrEnum
@@ -361,6 +362,9 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     elif isinstance(event, UserMessage) and _speaker(after) == event.by:
         exclude.add("by")
     body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
+    if event.prev is not None:  # the first "prev" is the event's: _Base's fields come first
+        body = body.replace('"prev":', '"p":', 1)
+    # Likewise the first "request_id": every event that has one declares it first.
     request_id = getattr(event, "request_id", None)
     if thread_id and request_id and request_id.startswith(thread_id + "."):
         whole = f'"request_id":"{request_id}"'
@@ -373,6 +377,9 @@ _FROM_CALL = {"tool", "args"}
 _ASKED = b'{"type":"approval_requested"'
 _SAID = b'{"type":"user_message"'
 _SHORT_REQUEST = b'"request_id":".'
+_LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?"id":"[^"]*"(?:,"at":[-+.\deE]+)?,)"p":')
+"""Where ``to_json`` puts the link it stores as ``p``: a process of the version before
+cannot read an event with it (an unknown field), so it fails instead of misreading."""
 
 
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
@@ -394,7 +401,12 @@ def _speaker(events: Sequence[Event]) -> Actor | None:
 
 def from_json(raw: str | bytes) -> Event:
     """Parse one stored event on its own (one of a log: ``from_log``)."""
-    return EVENT.validate_json(raw)
+    return EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw))
+
+
+def _named(data: bytes) -> bytes:
+    """A stored event with its link under the field's name, ``prev``."""
+    return _LINK.sub(rb'\1"prev":', data, count=1)
 
 
 def from_log(
@@ -410,7 +422,7 @@ def from_log(
     """
     events: list[Event] = []
     for raw in raws:
-        data = raw.encode() if isinstance(raw, str) else raw
+        data = _named(raw.encode() if isinstance(raw, str) else raw)
         # In a user message, the only object is ``by``: a key "by" is that one.
         if (
             data.startswith(_ASKED)

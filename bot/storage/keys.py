@@ -106,8 +106,16 @@ def retries(shard: int) -> str:
 
 
 def threads(shard: int) -> str:
-    """Sorted set: thread ids by creation time (``bot.storage.indexes``, like all below)."""
+    """Sorted set: thread ids by creation time, as the shard's threads were listed before
+    ``agents`` (no longer written; a listing moves what it holds to ``agents`` and deletes
+    it) (``bot.storage.indexes``, like all below)."""
     return f"{PREFIX}:{TAGS[shard]}:threads"
+
+
+def agents(shard: int) -> str:
+    """Set: the names of the agents the shard has threads of: every thread is in one of
+    their ``by_agent`` indexes, so their union lists all threads."""
+    return f"{PREFIX}:{TAGS[shard]}:agents"
 
 
 def by_agent(shard: int, agent: str) -> str:

@@ -65,8 +65,8 @@ if A.print ~= '' then
 end
 redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
   'updated', A.now, 'created', A.created)
-reindex(K.threads, K.agent, K.old_agent, K.old_status, K.new_status, K.open, K.waiting,
-  K.waiting_v, A.tid, A.created, A.now, len == 0, A.opened, A.closed, A.summaries)
+reindex(K.agents, K.agent, K.old_agent, K.old_status, K.new_status, K.open, K.waiting,
+  K.waiting_v, A.tid, A.agent, A.created, A.now, len == 0, A.opened, A.closed, A.summaries)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
@@ -88,7 +88,7 @@ return {1, newlen, released}
         "timers",
         "queue",
         "audit",
-        "threads",
+        "agents",
         "agent",
         "old_agent",
         "old_status",

@@ -7,11 +7,12 @@ discriminated union and ``EVENTS`` round-trips one event to and from JSON.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -20,6 +21,16 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 SCHEMA_VERSION = 1
 """The schema events are written in now. An event that does not say its ``v`` is of
 version 1 (``to_json`` leaves a 1 out), whatever this becomes later."""
+
+
+def args_hash(args: Mapping[str, Any]) -> str:
+    """A short stable hash of tool arguments, binding a decision to what was shown.
+
+    Never change it: an approval request whose hash is this one of its arguments is
+    stored without it (``to_json``), and read back by computing it again.
+    """
+    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def new_id(prefix: str) -> str:
@@ -345,8 +356,9 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     from them: ``at`` when it equals the time of the event before it; a user message's
     ``by`` and an approval request's ``requester`` when that is who spoke last
     (``_speaker``); an approval request's ``tool`` and ``args`` when they are those of
-    the call it asks about. ``thread_id``: its thread, which a request id that names it
-    is stored without (``.r1a2b3c4d``).
+    the call it asks about, and its ``args_hash`` when it is that of its ``args``.
+    ``thread_id``: its thread, which a request id that names it is stored without
+    (``.r1a2b3c4d``).
 
     Reading fills what is missing from the defaults, so a field's default must never
     change once events were stored with it: add a new field instead.
@@ -359,6 +371,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
             exclude |= _FROM_CALL
         if _speaker(after) == event.requester:
             exclude.add("requester")
+        if event.args_hash == args_hash(event.args):
+            exclude.add("args_hash")
     elif isinstance(event, UserMessage) and _speaker(after) == event.by:
         exclude.add("by")
     body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
@@ -451,6 +465,8 @@ def _filled(fields: dict[str, Any], before: Sequence[Event], thread_id: str) -> 
         if call is None:
             raise ValueError(f"an approval request names no call of its thread: {fields!r}")
         fields["tool"], fields["args"] = call
+    if kind == "approval_requested" and "args_hash" not in fields:
+        fields["args_hash"] = args_hash(fields.get("args") or {})
     who = {"approval_requested": "requester", "user_message": "by"}.get(str(kind))
     if who is not None and who not in fields:
         speaker = _speaker(before)

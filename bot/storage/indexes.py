@@ -24,13 +24,13 @@ from bot.storage.script import Script
 
 REINDEX = """
 local function reindex(agents, agent, old_agent, old_status, new_status, open, waiting,
-                       waiting_v, tid, agent_name, created, now, is_new, opened, closed,
-                       summaries)
+                       waiting_v, tid, agent_name, created, now, is_new, stored_before,
+                       opened, closed, summaries)
   if is_new or agent ~= old_agent then
     if not is_new then redis.call('ZREM', old_agent, tid) end
     redis.call('ZADD', agent, created, tid)
-    redis.call('SADD', agents, agent_name)
   end
+  if is_new or agent ~= old_agent or stored_before then redis.call('SADD', agents, agent_name) end
   if old_status ~= new_status then redis.call('ZREM', old_status, tid) end
   redis.call('ZADD', new_status, now, tid)
   for rid in string.gmatch(opened, '%S+') do redis.call('ZADD', open, now, rid) end
@@ -46,8 +46,9 @@ local function reindex(agents, agent, old_agent, old_status, new_status, open, w
   if summaries ~= '' or closed ~= '' then redis.call('INCR', waiting_v) end
 end
 """
-"""Keys and arguments of one append: see ``bot.storage.threadlog``; ``summaries`` is a JSON
-object of the open requests the append opened or changed (``summaries``)."""
+"""Keys and arguments of one append: see ``bot.storage.threadlog``; ``stored_before``: the
+thread was stored before the ``agents`` set, which may not name its agent yet; ``summaries``
+is a JSON object of the open requests the append opened or changed (``summaries``)."""
 
 UNINDEX = """
 local function unindex(threads, agent, status, open, waiting, waiting_v, tid, requests)

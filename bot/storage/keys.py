@@ -58,8 +58,10 @@ def log(tid: str) -> str:
 
 
 def meta(tid: str) -> str:
-    """Hash of derived fields (status, agent, version, times) for listings, and ``cursor``:
-    how many of the thread's events the channels have been handed. Never expires."""
+    """Hash of derived fields (status, agent, version, times) and ``cursor`` (how many of the
+    thread's events the channels have been handed), as threads were stored before: no longer
+    written; the thread's next append removes it (the indexes hold its fields, ``cursors``
+    its cursor). Never expires."""
     return f"{PREFIX}:{tag_of(tid)}:{tid}:meta"
 
 
@@ -91,6 +93,12 @@ def channel_state(tid: str, channel: str) -> str:
 def queue(shard: int) -> str:
     """Stream of thread ids with work to do, consumer group ``GROUP`` (``bot.storage.queue``)."""
     return f"{PREFIX}:{TAGS[shard]}:queue"
+
+
+def cursors(shard: int) -> str:
+    """Hash: thread id -> how many of its events the channels have been handed, kept only
+    while some were not (``bot.storage.threadlog``)."""
+    return f"{PREFIX}:{TAGS[shard]}:cursors"
 
 
 def timers(shard: int) -> str:

@@ -107,6 +107,9 @@ async def test_a_thread_stored_by_the_version_before_still_reads_verifies_lists_
     pipe.delete(keys.log(tid), keys.agents(shard))
     pipe.rpush(keys.log(tid), *old)
     pipe.zadd(keys.threads(shard), {tid: created})  # the index of every thread, as before
+    meta = {"version": len(old), "status": "awaiting_approval", "agent": "deploy"}
+    meta |= {"updated": events[-1].at, "created": created, "cursor": len(old)}
+    pipe.hset(keys.meta(tid), mapping=meta)
     pipe.hset(keys.waiting(shard), rid, json.dumps(summary))
     await pipe.execute()
     assert ids.thread_of_request(rid) == tid
@@ -120,7 +123,12 @@ async def test_a_thread_stored_by_the_version_before_still_reads_verifies_lists_
         listed = (await other.api.get("/threads")).json()
         assert [t["id"] for t in listed["items"]] == [tid] and listed["total"] == 1
         assert not await other.redis.exists(keys.threads(shard))
-        assert [t["id"] for t in (await other.api.get("/threads")).json()["items"]] == [tid]
+        (listed,) = (await other.api.get("/threads")).json()["items"]
+        assert (listed["id"], listed["status"], listed["version"]) == (
+            tid,
+            "awaiting_approval",
+            len(old),
+        )
         (waiting,) = await Indexes(other.redis).waiting()
         assert (waiting.request, waiting.opened_at, waiting.requester) == (rid, asked.at, "ann")
 
@@ -132,5 +140,9 @@ async def test_a_thread_stored_by_the_version_before_still_reads_verifies_lists_
         assert stored[: len(old)] == old and len(stored) > len(old)
         chain = (await other.api.get(f"/threads/{tid}/audit")).json()
         assert chain["intact"] and chain["events"] == len(stored)
+        # Its meta hash went with its first append: the indexes say the same.
+        assert not await other.redis.exists(keys.meta(tid))
+        (listed,) = (await other.api.get("/threads?agent=deploy")).json()["items"]
+        assert (listed["status"], listed["version"]) == ("done", len(stored))
         audit = (await other.api.get("/audit")).json()["items"]
         assert [(r["thread"], r["request"], r["outcome"]) for r in audit] == [(tid, rid, "approve")]

@@ -117,6 +117,7 @@ def summaries(old: ThreadState, new: ThreadState) -> str:
 
 _LEFT_OUT: dict[str, Any] = {
     "kind": "approval",
+    "urgency": "normal",
     "needed": 1,
     "approved": 0,
     "expires_at": None,
@@ -127,19 +128,39 @@ _LEFT_OUT: dict[str, Any] = {
 """Summary fields stored only when they differ from these (never change one: summaries
 stored without it read it back)."""
 
+_SHORT = {
+    "agent": "a",
+    "kind": "k",
+    "title": "t",
+    "urgency": "u",
+    "channel": "c",
+    "approvers": "p",
+    "needed": "n",
+    "approved": "d",
+    "expires_at": "e",
+    "requester": "r",
+    "heard": "h",
+    "own": "o",
+    "voted": "v",
+    "thread": "th",
+}
+"""The name each summary field is stored under (summaries stored before use the whole names,
+and still read). Never change one."""
+_LONG = {short: name for name, short in _SHORT.items()}
+
 
 def to_stored(item: Waiting) -> str:
     """A summary as the ``waiting`` hash keeps it: without the request id (its field name),
     the thread id where the request id names it, when it was opened (its score in the
     ``open`` index), the requester where it is the id of who may not approve their own
-    request (``own``), and the values of ``_LEFT_OUT``."""
+    request (``own``), and the values of ``_LEFT_OUT``; each field under its ``_SHORT`` name."""
     fields = asdict(item)
     del fields["request"], fields["opened_at"]
     if thread_of_request(item.request) == item.thread:
         del fields["thread"]
     if item.own and item.requester == _id_of(item.own):
         del fields["requester"]
-    kept = {k: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
+    kept = {_SHORT[k]: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
     return json.dumps(kept, separators=(",", ":"))
 
 
@@ -150,7 +171,8 @@ def from_stored(request_id: str, raw: str | bytes, *, opened_at: float) -> Waiti
         k: list(v) if isinstance(v, list) else v for k, v in _LEFT_OUT.items()
     }
     fields |= {"request": request_id, "thread": thread_of_request(request_id) or ""}
-    fields |= {"opened_at": opened_at} | json.loads(raw)
+    fields |= {"opened_at": opened_at}
+    fields |= {_LONG.get(k, k): v for k, v in json.loads(raw).items()}
     if "requester" not in fields:
         fields["requester"] = _id_of(fields["own"])
     return Waiting(**fields)

@@ -356,7 +356,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     from them: ``at`` when it equals the time of the event before it; a user message's
     ``by`` and an approval request's ``requester`` when that is who spoke last
     (``_speaker``); an approval request's ``tool`` and ``args`` when they are those of
-    the call it asks about, and its ``args_hash`` when it is that of its ``args``.
+    the call it asks about, that call's id when it is the event just before, and its
+    ``args_hash`` when it is that of its ``args``.
     ``thread_id``: its thread, which a request id that names it is stored without
     (``.r1a2b3c4d``).
 
@@ -369,6 +370,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     if isinstance(event, ApprovalRequested):
         if _call(after, event.call_id) == (event.tool, event.args):
             exclude |= _FROM_CALL
+        if after and isinstance(after[-1], ToolCall) and after[-1].call_id == event.call_id:
+            exclude.add("call_id")
         if _speaker(after) == event.requester:
             exclude.add("requester")
         if event.args_hash == args_hash(event.args):
@@ -460,6 +463,10 @@ def _filled(fields: dict[str, Any], before: Sequence[Event], thread_id: str) -> 
         if not thread_id:
             raise ValueError(f"a short request id read without its thread: {fields!r}")
         fields["request_id"] = thread_id + request_id
+    if kind == "approval_requested" and "call_id" not in fields:
+        if not before or not isinstance(before[-1], ToolCall):
+            raise ValueError(f"an approval request follows no call: {fields!r}")
+        fields["call_id"] = before[-1].call_id
     if kind == "approval_requested" and "args" not in fields:
         call = _call(before, str(fields.get("call_id")))
         if call is None:

@@ -116,8 +116,6 @@ def summaries(old: ThreadState, new: ThreadState) -> str:
 
 
 _LEFT_OUT: dict[str, Any] = {
-    "kind": "approval",
-    "urgency": "normal",
     "needed": 1,
     "approved": 0,
     "expires_at": None,
@@ -125,57 +123,62 @@ _LEFT_OUT: dict[str, Any] = {
     "own": [],
     "voted": [],
 }
-"""Summary fields stored only when they differ from these (never change one: summaries
-stored without it read it back)."""
+"""Fields summaries stored as JSON objects (before ``_ORDER``) left out at these values."""
 
-_SHORT = {
-    "agent": "a",
-    "kind": "k",
-    "title": "t",
-    "urgency": "u",
-    "channel": "c",
-    "approvers": "p",
-    "needed": "n",
-    "approved": "d",
-    "expires_at": "e",
-    "requester": "r",
-    "heard": "h",
-    "own": "o",
-    "voted": "v",
-    "thread": "th",
-}
-"""The name each summary field is stored under (summaries stored before use the whole names,
-and still read). Never change one."""
-_LONG = {short: name for name, short in _SHORT.items()}
+_ORDER: tuple[tuple[str, Any], ...] = (
+    ("agent", ""),
+    ("title", ""),
+    ("urgency", "normal"),
+    ("channel", ""),
+    ("approvers", []),
+    ("expires_at", None),
+    ("own", []),
+    ("requester", None),
+    ("kind", "approval"),
+    ("needed", 1),
+    ("approved", 0),
+    ("heard", []),
+    ("voted", []),
+    ("thread", None),
+)
+"""A summary is stored as a JSON array of these fields in this order, without those at the
+end that hold the value beside them; ``requester`` and ``thread`` are null where derived
+(from ``own`` and from the request id). Never reorder or change one: append new fields."""
 
 
 def to_stored(item: Waiting) -> str:
-    """A summary as the ``waiting`` hash keeps it: without the request id (its field name),
-    the thread id where the request id names it, when it was opened (its score in the
-    ``open`` index), the requester where it is the id of who may not approve their own
-    request (``own``), and the values of ``_LEFT_OUT``; each field under its ``_SHORT`` name."""
+    """A summary as the ``waiting`` hash keeps it: the values of ``_ORDER`` without the
+    request id (its field name), when it was opened (its score in the ``open`` index), the
+    thread id where the request id names it, and the requester where it is the id of who
+    may not approve their own request (``own``)."""
     fields = asdict(item)
-    del fields["request"], fields["opened_at"]
     if thread_of_request(item.request) == item.thread:
-        del fields["thread"]
+        fields["thread"] = None
     if item.own and item.requester == _id_of(item.own):
-        del fields["requester"]
-    kept = {_SHORT[k]: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
-    return json.dumps(kept, separators=(",", ":"))
+        fields["requester"] = None
+    values = [fields[name] for name, _ in _ORDER]
+    while values and values[-1] == _ORDER[len(values) - 1][1]:
+        values.pop()
+    return json.dumps(values, separators=(",", ":"))
 
 
 def from_stored(request_id: str, raw: str | bytes, *, opened_at: float) -> Waiting:
-    """A stored summary (in this shape, or whole as the first summaries were kept), with
-    ``opened_at``, the request's score in the ``open`` index."""
-    fields: dict[str, Any] = {
-        k: list(v) if isinstance(v, list) else v for k, v in _LEFT_OUT.items()
-    }
-    fields |= {"request": request_id, "thread": thread_of_request(request_id) or ""}
-    fields |= {"opened_at": opened_at}
-    fields |= {_LONG.get(k, k): v for k, v in json.loads(raw).items()}
-    if "requester" not in fields:
+    """A stored summary (in this shape, as a JSON object of the fields not at
+    ``_LEFT_OUT`` or whole, as summaries were kept before), with ``opened_at``, the
+    request's score in the ``open`` index."""
+    stored = json.loads(raw)
+    fields: dict[str, Any] = {"request": request_id, "opened_at": opened_at}
+    if isinstance(stored, list):
+        values = stored + [default for _, default in _ORDER[len(stored) :]]
+        fields |= {name: value for (name, _), value in zip(_ORDER, values, strict=True)}
+    else:
+        fields |= _LEFT_OUT | stored
+    if fields.get("thread") is None:
+        fields["thread"] = thread_of_request(request_id) or ""
+    if fields.get("requester") is None:
         fields["requester"] = _id_of(fields["own"])
-    return Waiting(**fields)
+    copied: dict[str, Any] = {k: list(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return Waiting(**copied)  # no list shared with the defaults
 
 
 def _id_of(names: list[str]) -> str:

@@ -130,9 +130,16 @@ def test_an_approval_request_without_who_asked_does_not_read() -> None:
 
 def test_an_approval_request_without_its_call_does_not_read() -> None:
     call = ToolCall(turn="turn_1", call_id="call_1", tool="deploy", args={}, at=1.0)
-    raw = to_json(to_approval(call, at=1.0), after=[call])
-    with pytest.raises(ValueError, match="names no call"):
+    asked = to_approval(call, at=1.0)
+    raw = to_json(asked, after=[call])
+    assert '"call_id"' not in raw  # the call just before it
+    assert from_log([raw], before=[call]) == [asked]
+    with pytest.raises(ValueError, match="follows no call"):
         from_log([raw])
+    later = to_json(asked, after=[call, AgentReply(text="checking", at=1.0)])
+    assert '"call_id"' in later and '"args"' not in later
+    with pytest.raises(ValueError, match="names no call"):
+        from_log([later])
 
 
 def to_approval(call: ToolCall, *, at: float) -> ApprovalRequested:

@@ -146,3 +146,27 @@ async def test_a_thread_stored_by_the_version_before_still_reads_verifies_lists_
         assert (listed["status"], listed["version"]) == ("done", len(stored))
         audit = (await other.api.get("/audit")).json()["items"]
         assert [(r["thread"], r["request"], r["outcome"]) for r in audit] == [(tid, rid, "approve")]
+
+
+async def test_how_far_delivery_got_is_kept_only_while_it_is_behind(h: Harness) -> None:
+    tid, _ = await suspended(h)
+    log, shard = h.rt.log, keys.shard_of(tid)
+    version = len(await log.stored(tid))
+    # Suspended with everything handed to the channels: no cursor is kept at all.
+    assert await h.redis.hget(keys.cursors(shard), tid) is None
+    taken = await log.take(tid, "", "test", 10_000)
+    assert taken is not None and taken[0].delivered == version
+    # Let go with two events not handed over: the cursor is kept, and read back.
+    taken[0].delivered = version - 2
+    assert await log.release(taken[0], version, None)
+    assert await h.redis.hget(keys.cursors(shard), tid) == str(version - 2)
+    again = await log.take(tid, "", "test", 10_000)
+    assert again is not None and again[0].delivered == version - 2
+    # A meta hash of before holds the cursor until the thread's next append removes it.
+    await h.redis.hdel(keys.cursors(shard), tid)
+    await h.redis.hset(keys.meta(tid), mapping={"version": version, "cursor": 1})
+    again[0].delivered = 3
+    assert await log.release(again[0], version, None)
+    assert await h.redis.hget(keys.meta(tid), "cursor") == "3"
+    last = await log.take(tid, "", "test", 10_000)
+    assert last is not None and last[0].delivered == 3

@@ -30,7 +30,9 @@ local function reindex(agents, agent, old_agent, old_status, new_status, open, w
     if not is_new then redis.call('ZREM', old_agent, tid) end
     redis.call('ZADD', agent, created, tid)
   end
-  if is_new or agent ~= old_agent or stored_before then redis.call('SADD', agents, agent_name) end
+  if is_new or agent ~= old_agent or stored_before then
+    redis.call('ZADD', agents, 'NX', created, agent_name)
+  end
   if old_status ~= new_status then redis.call('ZREM', old_status, tid) end
   redis.call('ZADD', new_status, now, tid)
   for rid in string.gmatch(opened, '%S+') do redis.call('ZADD', open, now, rid) end
@@ -214,7 +216,7 @@ class Indexes:
         before has that index's agents added (from each thread's meta), and it deleted."""
         pipe = self.redis.pipeline(transaction=False)
         for s in range(keys.SHARDS):
-            pipe.smembers(keys.agents(s))
+            pipe.zrange(keys.agents(s), 0, -1)
             pipe.exists(keys.threads(s))
         got = await pipe.execute()
         names = [{str(n) for n in members} for members in got[::2]]
@@ -224,8 +226,11 @@ class Indexes:
             for tid in tids:
                 pipe.hget(keys.meta(str(tid)), "agent")
             found = {str(a) for a in await pipe.execute() if a}
-            if found:
-                await self.redis.sadd(keys.agents(s), *found)
+            if found:  # by when they first had a thread here: the oldest one listed
+                oldest = float(
+                    (await self.redis.zrange(keys.threads(s), 0, 0, withscores=True))[0][1]
+                )
+                await self.redis.zadd(keys.agents(s), dict.fromkeys(found, oldest), nx=True)
             await self.redis.delete(keys.threads(s))
             names[s] |= found
         return names

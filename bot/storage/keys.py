@@ -121,8 +121,9 @@ def threads(shard: int) -> str:
 
 
 def agents(shard: int) -> str:
-    """Set: the names of the agents the shard has threads of: every thread is in one of
-    their ``by_agent`` indexes, so their union lists all threads."""
+    """Sorted set: the names of the agents the shard has threads of, by when their first
+    thread here was created: every thread is in one of their ``by_agent`` indexes, so their
+    union lists all threads."""
     return f"{PREFIX}:{TAGS[shard]}:agents"
 
 

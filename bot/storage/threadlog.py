@@ -385,7 +385,7 @@ class ThreadLog:
         shards = sorted({keys.shard_of(tid) for tid in thread_ids})
         pipe = self.redis.pipeline(transaction=False)
         for shard in shards:
-            pipe.smembers(keys.agents(shard))
+            pipe.zrange(keys.agents(shard), 0, -1)
         for tid in thread_ids:
             pipe.hgetall(keys.meta(tid))
             pipe.llen(keys.log(tid))

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import asdict
+from functools import lru_cache
 from typing import Any
 
 from bot.domain.ids import thread_of_request
@@ -20,6 +20,7 @@ from bot.domain.reducer import ThreadState
 from bot.domain.waiting import Waiting, to_waiting
 from bot.storage import keys
 from bot.storage.connection import Client
+from bot.storage.encoding import to_compact_json
 from bot.storage.script import Script
 
 REINDEX = """
@@ -92,11 +93,19 @@ def reindex_keys(
 
     ``old_agent``: the agent before the append, when triage chose another.
     """
-    shard = keys.shard_of(thread_id)
+    return _index_keys(keys.shard_of(thread_id), agent, old_status, new_status, old_agent or agent)
+
+
+@lru_cache(maxsize=1024)
+def _index_keys(
+    shard: int, agent: str, old_status: str, new_status: str, old_agent: str
+) -> dict[str, str]:
+    """``reindex_keys`` by shard: a few hundred combinations, each built once. Shared: never
+    change the dict."""
     return {
         "agents": keys.agents(shard),
         "agent": keys.by_agent(shard, agent),
-        "old_agent": keys.by_agent(shard, old_agent or agent),
+        "old_agent": keys.by_agent(shard, old_agent),
         "old_status": keys.by_status(shard, old_status),
         "new_status": keys.by_status(shard, new_status),
         "open": keys.open_requests(shard),
@@ -114,7 +123,7 @@ def summaries(old: ThreadState, new: ThreadState) -> str:
         for r in new.open_requests()
         if old.requests.get(r.id) is not r
     }
-    return json.dumps(changed, separators=(",", ":")) if changed else ""
+    return to_compact_json(changed) if changed else ""
 
 
 _LEFT_OUT: dict[str, Any] = {
@@ -153,7 +162,7 @@ def to_stored(item: Waiting) -> str:
     request id (its field name), when it was opened (its score in the ``open`` index), the
     thread id where the request id names it, and the requester where it is the id of who
     may not approve their own request (``own``)."""
-    fields = asdict(item)
+    fields = dict(vars(item))  # not ``asdict``: it deep-copies every list, for nothing here
     if thread_of_request(item.request) == item.thread:
         fields["thread"] = None
     if item.own and item.requester == _id_of(item.own):
@@ -161,7 +170,7 @@ def to_stored(item: Waiting) -> str:
     values = [fields[name] for name, _ in _ORDER]
     while values and values[-1] == _ORDER[len(values) - 1][1]:
         values.pop()
-    return json.dumps(values, separators=(",", ":"))
+    return to_compact_json(values)
 
 
 def from_stored(request_id: str, raw: str | bytes, *, opened_at: float) -> Waiting:

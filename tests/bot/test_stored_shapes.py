@@ -155,18 +155,18 @@ async def test_how_far_delivery_got_is_kept_only_while_it_is_behind(h: Harness) 
     # Suspended with everything handed to the channels: no cursor is kept at all.
     assert await h.redis.hget(keys.cursors(shard), tid) is None
     taken = await log.take(tid, "", "test", 10_000)
-    assert taken is not None and taken[0].delivered == version
+    assert taken is not None and taken.lease.delivered == version
     # Let go with two events not handed over: the cursor is kept, and read back.
-    taken[0].delivered = version - 2
-    assert await log.release(taken[0], version, None)
+    taken.lease.delivered = version - 2
+    assert await log.release(taken.lease, version, None)
     assert await h.redis.hget(keys.cursors(shard), tid) == str(version - 2)
     again = await log.take(tid, "", "test", 10_000)
-    assert again is not None and again[0].delivered == version - 2
+    assert again is not None and again.lease.delivered == version - 2
     # A meta hash of before holds the cursor until the thread's next append removes it.
     await h.redis.hdel(keys.cursors(shard), tid)
     await h.redis.hset(keys.meta(tid), mapping={"version": version, "cursor": 1})
-    again[0].delivered = 3
-    assert await log.release(again[0], version, None)
+    again.lease.delivered = 3
+    assert await log.release(again.lease, version, None)
     assert await h.redis.hget(keys.meta(tid), "cursor") == "3"
     last = await log.take(tid, "", "test", 10_000)
-    assert last is not None and last[0].delivered == 3
+    assert last is not None and last.lease.delivered == 3

@@ -449,7 +449,9 @@ def from_log(
             event = EVENT.validate_python(_filled(json.loads(data), [*before, *events], thread_id))
         else:
             event = EVENT.validate_json(data)
-        if "at" not in event.model_fields_set and (events or before):
+        if "at" not in event.model_fields_set:
+            if not (events or before):
+                raise ValueError(f"an event without its time follows none: {raw!r}")
             event.at = (events or before)[-1].at
         events.append(event)
     return events

@@ -171,3 +171,12 @@ def test_the_requester_left_out_is_who_the_reducer_says_spoke_last() -> None:
         raw = to_json(asked, after=[*log[:n], call])
         assert '"requester"' not in raw
         assert from_log([raw], before=[*log[:n], call]) == [asked]
+
+
+def test_an_event_that_leaves_out_its_time_reads_only_after_one_that_has_it() -> None:
+    first = AgentReply(text="on it", at=7.5)
+    second = AgentReply(text="done", at=7.5)
+    raw = to_json(second, after=[first])
+    assert '"at"' not in raw and from_log([raw], before=[first])[0].at == 7.5
+    with pytest.raises(ValueError, match="without its time"):
+        from_log([raw])

@@ -1,8 +1,8 @@
 """Every Redis key Greenlight uses, in one place, and the shard each one lives in.
 
 Threads are spread over ``SHARDS`` shards by a hash of their id. A shard is a
-hash tag: every key of a thread (its log, lease, delivery cursor, dedupe set,
-channel state) and every key of its shard (queue, timers, retries, indexes)
+hash tag: every key of a thread (its log, lease, dedupe set, channel state) and
+every key of its shard (queue, timers, retries, delivery cursors, indexes)
 carry the same tag, so each script touches one slot and the same code runs on
 one Redis and on Redis Cluster. The tags are chosen so the shards' slots are
 spread evenly over the slot space, hence over a cluster's primaries.

@@ -1,4 +1,4 @@
-"""A thread's own keys: its event log, derived meta, dedupe set, lease and delivery cursor.
+"""A thread's own keys: its event log, dedupe set and lease, and its delivery cursor.
 
 Every write is a compare-and-append at the version the writer read (invariant
 2), in one script that also drops a replayed inbound delivery, refreshes the
@@ -10,6 +10,10 @@ timer and the queue entry's acknowledgement, only if nothing changed since).
 
 Logs are append-only, so this process keeps each thread's events and state in
 a small cache and reads only what is new.
+
+A thread has no hash of derived fields: listings read its status, agent and
+times from the indexes (``metas``), and its delivery cursor is kept in its
+shard's ``cursors`` only while the channels are behind.
 """
 
 from __future__ import annotations

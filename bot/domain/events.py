@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from bot.domain import ids
 
 SCHEMA_VERSION = 1
 """The schema events are written in now. An event that does not say its ``v`` is of
@@ -36,7 +37,7 @@ def args_hash(args: Mapping[str, Any]) -> str:
 def new_id(prefix: str) -> str:
     """A short random id with a readable prefix (``ev_…``, ``call_…``): 80 random bits in
     base64url (14 characters; ids made before were 20 hex digits, and still read)."""
-    return f"{prefix}_{base64.urlsafe_b64encode(os.urandom(10)).rstrip(b'=').decode()}"
+    return f"{prefix}_{base64.urlsafe_b64encode(ids.random_bytes(10)).rstrip(b'=').decode()}"
 
 
 class Actor(BaseModel):

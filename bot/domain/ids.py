@@ -16,16 +16,21 @@ _random = bytearray()
 _lock = threading.Lock()
 
 
-def random_hex(n: int) -> str:
-    """``n`` bytes from the operating system's CSPRNG, as hex (what ``secrets.token_hex``
-    gives), read 4 KB at a time: a cycle makes about twenty ids, each a system call
-    otherwise. The buffer is emptied in a forked child, so no two processes share it."""
+def random_bytes(n: int) -> bytes:
+    """``n`` bytes from the operating system's CSPRNG, read 4 KB at a time: a cycle makes
+    about twenty ids, each a system call otherwise. The buffer is emptied in a forked
+    child, so no two processes share it."""
     with _lock:
         if len(_random) < n:
             _random[:] = os.urandom(_POOL)
         taken = bytes(_random[-n:])
         del _random[-n:]
-    return taken.hex()
+    return taken
+
+
+def random_hex(n: int) -> str:
+    """``random_bytes`` as hex (what ``secrets.token_hex`` gives)."""
+    return random_bytes(n).hex()
 
 
 os.register_at_fork(after_in_child=_random.clear)

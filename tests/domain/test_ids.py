@@ -16,7 +16,7 @@ def test_ids_have_their_shapes_and_do_not_repeat() -> None:
     tid = next(iter(threads))
     request = ids.new_request_id(tid)
     assert ids.thread_of_request(request) == tid
-    assert new_id("ev").startswith("ev_") and len(new_id("ev")) == 23
+    assert new_id("ev").startswith("ev_") and len(new_id("ev")) == 17  # 80 bits, base64url
 
 
 def test_a_forked_child_draws_other_ids_than_its_parent() -> None:

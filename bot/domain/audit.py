@@ -1,7 +1,7 @@
 """The audit trail: each thread's events chained by hash, and decisions as audit records.
 
 Every stored event carries ``prev`` (stored as ``p``), the link to the event stored before it in
-its thread (None for the first): the first 66 bits of that event's hash
+its thread (None for the first): the first 96 bits of that event's hash
 (``to_link``; events stored before kept all 128, and still verify). Editing,
 removing or reordering an event in Redis afterwards breaks the chain at that
 point, which ``verify_chain`` finds.
@@ -27,9 +27,11 @@ def chain_hash(raw: str | bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()[:16]).rstrip(b"=").decode()
 
 
-LINK = 11
-"""Characters of a hash an event's ``prev`` keeps: 66 bits, so an edit that keeps the link
-takes some 2**66 hashes to find, at half the bytes of the whole hash."""
+LINK = 16
+"""Characters of a hash an event's ``prev`` keeps: 96 bits, so an edit that keeps the link
+takes some 2**96 hashes to find (out of reach), in three quarters of the whole hash's
+bytes. An exported record's full hash anchors the chain: an edit before it must keep
+every link after it."""
 
 
 def to_link(event_hash: str | None) -> str | None:

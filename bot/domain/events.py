@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from bot.domain import ids
 
@@ -162,10 +162,18 @@ class ToolCall(_Base):
     """One call the model asked for; calls of one model turn share ``turn``."""
 
     type: Literal["tool_call"] = "tool_call"
-    turn: str
+    turn: str = ""
+    """Named by the turn's first call (its ``call_id``); left out of the stored event when
+    it is this call's own id, and read back as that (empty: this call's id)."""
     call_id: str
     tool: str
     args: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _own_turn(self) -> ToolCall:
+        if not self.turn:
+            self.turn = self.call_id
+        return self
 
 
 class ApprovalRequested(_Base):
@@ -358,7 +366,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     ``by`` and an approval request's ``requester`` when that is who spoke last
     (``_speaker``); an approval request's ``tool`` and ``args`` when they are those of
     the call it asks about, that call's id when it is the event just before, and its
-    ``args_hash`` when it is that of its ``args``.
+    ``args_hash`` when it is that of its ``args``; a call's ``turn`` when the call names
+    it (the turn's first call).
     ``thread_id``: its thread, which a request id that names it is stored without
     (``.r1a2b3c4d``).
 
@@ -379,6 +388,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
             exclude.add("args_hash")
     elif isinstance(event, UserMessage) and _speaker(after) == event.by:
         exclude.add("by")
+    elif isinstance(event, ToolCall) and event.turn == event.call_id:
+        exclude.add("turn")
     body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
     if event.prev is not None:  # the first "prev" is the event's: _Base's fields come first
         body = body.replace('"prev":', '"p":', 1)

@@ -180,3 +180,23 @@ def test_an_event_that_leaves_out_its_time_reads_only_after_one_that_has_it() ->
     assert '"at"' not in raw and from_log([raw], before=[first])[0].at == 7.5
     with pytest.raises(ValueError, match="without its time"):
         from_log([raw])
+
+
+def test_a_turn_is_named_by_its_first_call_and_stored_only_when_another_names_it() -> None:
+    first = ToolCall(call_id="call_1", tool="deploy", args={}, at=1.0)
+    second = ToolCall(turn="call_1", call_id="call_2", tool="deploy", args={}, at=1.0)
+    assert first.turn == "call_1"
+    stored = [to_json(first), to_json(second, after=[first])]
+    assert '"turn"' not in stored[0] and '"turn":"call_1"' in stored[1]
+    read = from_log(stored)
+    assert [e.turn for e in read if isinstance(e, ToolCall)] == ["call_1", "call_1"]
+    # Calls stored before, each with a turn of its own name, read as they were.
+    (old,) = from_log(
+        [
+            '{"type":"tool_call","v":1,"id":"ev_1","at":1.0,"turn":"turn_9",'
+            '"call_id":"call_1","tool":"deploy","args":{}}'
+        ]
+    )
+    assert isinstance(old, ToolCall) and old.turn == "turn_9"
+    # The reducer counts one model turn for both calls of a turn.
+    assert fold("th_0", [first, second]).turns_since_input == 1

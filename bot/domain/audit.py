@@ -12,19 +12,19 @@ for an auditor, each with the hash of the event it came from.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.events import ApprovalDecision, Event, Expired, HumanAnswer
+from bot.domain.hashing import sha256
 
 
 def chain_hash(raw: str | bytes) -> str:
     """The hash of one event as stored: SHA-256, its first 128 bits in base64url."""
     data = raw.encode() if isinstance(raw, str) else raw
-    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()[:16]).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(sha256(data)[:16]).rstrip(b"=").decode()
 
 
 LINK = 16

@@ -7,7 +7,6 @@ discriminated union and ``EVENTS`` round-trips one event to and from JSON.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import re
 import time
@@ -18,6 +17,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from bot.domain import ids
+from bot.domain.hashing import sha256
 
 SCHEMA_VERSION = 1
 """The schema events are written in now. An event that does not say its ``v`` is of
@@ -30,8 +30,11 @@ def args_hash(args: Mapping[str, Any]) -> str:
     Never change it: an approval request whose hash is this one of its arguments is
     stored without it (``to_json``), and read back by computing it again.
     """
-    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    return sha256(_CANONICAL.encode(args).encode()).hex()[:16]
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+"""What ``args_hash`` hashes (as ``json.dumps`` with these options, built once)."""
 
 
 def new_id(prefix: str) -> str:

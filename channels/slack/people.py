@@ -1,4 +1,4 @@
-"""Who is who in Slack: actors for clicks and messages, mentions for approvers.
+"""Who is who in Slack: the app itself, actors for clicks and messages, mentions for approvers.
 
 Policies name approvers as Slack user ids (``U123``, ``slack:U123``), user
 group ids (``S123``, ``slack:S123``) or email addresses. A click becomes an
@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -48,6 +49,28 @@ def to_group_id(identity: str) -> str | None:
 def escape(text: str) -> str:
     """Escape text for mrkdwn, so nothing in it can ping ``<!channel>`` or fake a link."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@dataclass(frozen=True)
+class Me:
+    """The app in Slack, as ``auth.test`` tells it for the bot token."""
+
+    team: str
+    """The app's own workspace: where a thread not started in Slack asks."""
+    user: str
+    """The bot user's id: events by it are the app's own."""
+    bot: str
+    """The bot's id: bot messages carry it instead of a user."""
+    name: str = ""
+
+    @staticmethod
+    def from_auth_test(answer: Any) -> Me:
+        return Me(
+            team=str(answer.get("team_id") or ""),
+            user=str(answer.get("user_id") or ""),
+            bot=str(answer.get("bot_id") or ""),
+            name=str(answer.get("user") or ""),
+        )
 
 
 class UnknownUserError(GreenlightError):
@@ -116,6 +139,20 @@ class People:
         self._users: _Cache[dict[str, Any]] = _Cache(ttl)
         self._emails: _Cache[str | None] = _Cache(ttl)
         self._groups: _Cache[frozenset[str]] = _Cache(ttl)
+        self._me: _Cache[Me] = _Cache(float("inf"))
+
+    async def me(self) -> Me:
+        """Who the app is (``auth.test``, asked once and kept for the process's life).
+
+        Raises:
+            SlackApiError: Slack refused the token.
+            aiohttp.ClientError, OSError, TimeoutError: Slack could not be reached;
+                the next call asks again.
+        """
+        return await self._me.get("me", self._auth_test)
+
+    async def _auth_test(self) -> tuple[Me, bool]:
+        return Me.from_auth_test(await self.client.auth_test()), True
 
     async def actor(
         self, user_id: str, approvers: Sequence[str] = (), *, strict: bool = True

@@ -163,7 +163,7 @@ class SlackChannel:
             client.session = aiohttp.ClientSession()
             self._sessions.append(client.session)
         try:
-            me = await self.people.me()
+            me = await self.people.me(self.client)
         except SlackApiError as exc:
             await self.stop()
             raise ConfigError(

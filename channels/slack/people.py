@@ -91,8 +91,17 @@ class _Cache(Generic[T]):
         self._items: dict[str, tuple[float, T]] = {}
         self._loading: dict[str, asyncio.Task[T]] = {}
 
-    async def get(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
-        """The cached value, or ``load()``'s; a load that says ``False`` is not kept."""
+    async def get(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[tuple[T, bool]]],
+        deadline: float | None = None,
+    ) -> T:
+        """The cached value, or ``load()``'s; a load that says ``False`` is not kept.
+
+        ``deadline`` (event loop time): when to stop waiting for a load, with a
+        ``TimeoutError``; a hit never waits, so it pays for no timer.
+        """
         hit = self._items.get(key)
         if hit and hit[0] > time.monotonic():
             return hit[1]
@@ -101,7 +110,8 @@ class _Cache(Generic[T]):
             task = asyncio.get_running_loop().create_task(self._load(key, load))
             task.add_done_callback(_retrieved)
             self._loading[key] = task
-        return await asyncio.shield(task)
+        async with asyncio.timeout_at(deadline):
+            return await asyncio.shield(task)
 
     async def _load(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
         try:
@@ -141,18 +151,22 @@ class People:
         self._groups: _Cache[frozenset[str]] = _Cache(ttl)
         self._me: _Cache[Me] = _Cache(float("inf"))
 
-    async def me(self) -> Me:
+    async def me(self, client: AsyncWebClient | None = None) -> Me:
         """Who the app is (``auth.test``, asked once and kept for the process's life).
+
+        Args:
+            client: ask with this client, not ``self.client`` (start-up waits out rate
+                limits; an event may not).
 
         Raises:
             SlackApiError: Slack refused the token.
             aiohttp.ClientError, OSError, TimeoutError: Slack could not be reached;
                 the next call asks again.
         """
-        return await self._me.get("me", self._auth_test)
+        return await self._me.get("me", partial(self._auth_test, client or self.client))
 
-    async def _auth_test(self) -> tuple[Me, bool]:
-        return Me.from_auth_test(await self.client.auth_test()), True
+    async def _auth_test(self, client: AsyncWebClient) -> tuple[Me, bool]:
+        return Me.from_auth_test(await client.auth_test()), True
 
     async def actor(
         self, user_id: str, approvers: Sequence[str] = (), *, strict: bool = True
@@ -164,9 +178,10 @@ class People:
                 ``strict``: without the email, a requester known by email could approve
                 their own request. Not strict, the actor is then known by id only.
         """
+        budget = self.budget
+        deadline = None if budget is None else asyncio.get_running_loop().time() + budget
         try:
-            async with asyncio.timeout(self.budget):
-                user, groups = await self._look_up(user_id, approvers)
+            user, groups = await self._look_up(user_id, approvers, deadline)
         except TimeoutError:
             log.warning("slack: looking up %s took more than %ss", user_id, self.budget)
             user, groups = {}, []
@@ -185,14 +200,16 @@ class People:
         )
 
     async def _look_up(
-        self, user_id: str, approvers: Sequence[str]
+        self, user_id: str, approvers: Sequence[str], deadline: float | None
     ) -> tuple[dict[str, Any], list[str]]:
         """The user's profile (empty when Slack failed) and which groups of ``approvers``."""
-        user = await self._users.get(user_id, partial(self._user, user_id))
+        user = await self._users.get(user_id, partial(self._user, user_id), deadline)
         groups = []
         for identity in approvers:
-            group = to_group_id(identity)
-            if group and user_id in await self._groups.get(group, partial(self._members, group)):
+            if (group := to_group_id(identity)) is None:
+                continue
+            members = await self._groups.get(group, partial(self._members, group), deadline)
+            if user_id in members:
                 groups.append(group)
         return user, groups
 

@@ -232,10 +232,11 @@ class ThreadState:
         return new
 
 
-def reduce(state: ThreadState, event: Event) -> ThreadState:
-    """Return the state after ``event``; ``state`` is left as it was."""
+def reduce(state: ThreadState, *events: Event) -> ThreadState:
+    """Return the state after ``events``, in order; ``state`` is left as it was."""
     new = state.clone()
-    _apply(new, event)
+    for event in events:
+        _apply(new, event)
     return new
 
 

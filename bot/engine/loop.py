@@ -42,7 +42,14 @@ from bot.domain.events import (
 from bot.domain.ids import new_request_id
 from bot.domain.model import Model, ModelCall, ModelRequest, ModelTurn
 from bot.domain.policy import Groups, to_approval
-from bot.domain.reducer import CallStatus, Request, Status, ThreadState, is_expiry_action_escalate
+from bot.domain.reducer import (
+    Call,
+    CallStatus,
+    Request,
+    Status,
+    ThreadState,
+    is_expiry_action_escalate,
+)
 from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 from bot.domain.triage import TRIAGE
@@ -91,14 +98,19 @@ class Loop:
         state: ThreadState | None = None,
         *,
         release_if: ReleaseIf | None = None,
+        started: ToolStarted | None = None,
     ) -> ThreadState:
         """Advance the thread until it waits for a human, or is done.
 
         Args:
             release_if: how a worker lets go of its lease with the last append
                 (``ThreadLog.append``).
+            started: the start of a tool call just recorded with the lease (``ahead``),
+                so the tool runs first.
         """
         state = state or await self.log.load(thread_id)
+        if started is not None:
+            state = await self._run(state, started)
         while state.exists:
             done = await write(
                 self.log, thread_id, self._next, state=state, enqueue=False, release_if=release_if
@@ -111,8 +123,8 @@ class Loop:
                     tracing.bind(request=event.request_id)
                 elif isinstance(event, Expired):
                     metrics.decided(state, event.request_id, "expired", SYSTEM.channel)
-            if isinstance(started := done.events[-1], ToolStarted):
-                state = await self._run(state, started)
+            if isinstance(last := done.events[-1], ToolStarted):
+                state = await self._run(state, last)
         return state
 
     def is_at_rest(self, s: ThreadState) -> bool:
@@ -128,6 +140,19 @@ class Loop:
         if s.open_requests():
             return True
         return not (s.pending_calls() or s.awaiting_model)
+
+    def ahead(self, s: ThreadState | None) -> ToolStarted | None:
+        """The thread's next step when it is a tool's start, which needs no I/O to build:
+        a worker records it with the lease, in one round trip (``ThreadLog.take``)."""
+        if s is None or not s.hosted or s.agent == TRIAGE or self.is_at_rest(s):
+            return None
+        agent = self.agents.get(s.agent)
+        if agent is None or self._due_timers(s) or not (pending := s.pending_calls()):
+            return None
+        call = pending[0]
+        if call.status is not CallStatus.READY or call.asked.tool not in agent.all_tools:
+            return None
+        return _start(s, call)
 
     async def _next(self, s: ThreadState) -> list[Event]:
         """The events of the thread's next step; none when there is nothing to do now."""
@@ -233,12 +258,11 @@ class Loop:
             return [unknown, question]
         if tool is None:  # cannot happen for calls the loop recorded itself
             return [ToolResult(call_id=call_id, outcome=Outcome.ERROR, output="unknown tool")]
-        key = f"{s.id}:{call_id}"
         if call.status is CallStatus.READY:
             # Recorded before it runs (invariant 6); ``step`` runs it once this lands.
-            return [ToolStarted(call_id=call_id, idempotency_key=key, args=call.args)]
+            return [_start(s, call)]
         # Idempotent and cut mid-run: run it again with the same key.
-        return [await _run(tool, call.args, ToolContext(s.id, call_id, key))]
+        return [await _run(tool, call.args, ToolContext(s.id, call_id, _key(s, call)))]
 
     async def _run(self, s: ThreadState, started: ToolStarted) -> ThreadState:
         """Run the tool whose start was just recorded, and record its result."""
@@ -282,13 +306,13 @@ class Loop:
             try:
                 turn = await self.model.complete(request)
             except ModelError:
-                metrics.MODEL_ERRORS.labels(name).inc()
+                metrics.of(metrics.MODEL_ERRORS, name).inc()
                 raise
             finally:
-                metrics.MODEL_LATENCY.labels(name).observe(time.perf_counter() - started)
+                metrics.of(metrics.MODEL_LATENCY, name).observe(time.perf_counter() - started)
             for direction, n in (("input", turn.input_tokens), ("output", turn.output_tokens)):
                 if n is not None:
-                    metrics.MODEL_TOKENS.labels(name, direction).inc(n)
+                    metrics.of(metrics.MODEL_TOKENS, name, direction).inc(n)
                     span.set_attribute(f"gen_ai.usage.{direction}_tokens", n)
             span.set_attribute("greenlight.tools", [c.name for c in turn.calls])
             return turn
@@ -348,6 +372,15 @@ class Loop:
         )
 
 
+def _key(s: ThreadState, call: Call) -> str:
+    """The idempotency key a tool receives for this call."""
+    return f"{s.id}:{call.asked.call_id}"
+
+
+def _start(s: ThreadState, call: Call) -> ToolStarted:
+    return ToolStarted(call_id=call.asked.call_id, idempotency_key=_key(s, call), args=call.args)
+
+
 async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
     attributes = {
         THREAD_ID: ctx.thread_id,
@@ -357,7 +390,7 @@ async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:
     with tracing.span(f"tool {tool.name}", attributes=attributes) as span:
         result = await _run_traced(tool, raw, ctx)
         span.set_attribute("greenlight.outcome", result.outcome.value)
-    metrics.TOOL_RUNS.labels(tool.name, result.outcome.value).inc()
+    metrics.of(metrics.TOOL_RUNS, tool.name, result.outcome.value).inc()
     return result
 
 

@@ -110,12 +110,12 @@ class Outbox:
             try:
                 await channel.deliver(state, event)
             except Exception as exc:
-                metrics.DELIVERIES.labels(channel.name, "failed").inc()
+                metrics.of(metrics.DELIVERIES, channel.name, "failed").inc()
                 # The type only: a message may carry a callback URL and its query string.
                 span.set_status(StatusCode.ERROR, type(exc).__name__)
                 await self._failed(channel, state, event, job, exc)
             else:
-                metrics.DELIVERIES.labels(channel.name, "ok").inc()
+                metrics.of(metrics.DELIVERIES, channel.name, "ok").inc()
 
     async def _failed(
         self, channel: Outbound, state: ThreadState, event: Event, job: _Job, exc: Exception
@@ -123,7 +123,7 @@ class Outbox:
         now = self.clock.now()
         if now - job.f >= self.give_up_after:
             log.warning("thread %s: %s gave up on %s: %r", state.id, channel.name, event.type, exc)
-            metrics.DELIVERY_GIVE_UPS.labels(channel.name).inc()
+            metrics.of(metrics.DELIVERY_GIVE_UPS, channel.name).inc()
             failed = DeliveryFailed(channel=channel.name, event_id=event.id, error=repr(exc)[:500])
             await self._record(state.id, failed)
             return
@@ -137,7 +137,7 @@ class Outbox:
             delay,
             exc,
         )
-        metrics.DELIVERY_RETRIES.labels(channel.name).inc()
+        metrics.of(metrics.DELIVERY_RETRIES, channel.name).inc()
         retry = _Job(c=channel.name, t=state.id, e=job.e, n=job.n + 1, f=job.f)
         await self.retries.schedule(state.id, json.dumps(asdict(retry)), now + delay)
 

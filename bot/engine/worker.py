@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from opentelemetry.trace import SpanKind
 
-from bot.domain.events import Event
+from bot.domain.events import Event, ToolStarted
 from bot.domain.reducer import Status, ThreadState
 from bot.engine import metrics, tracing
 from bot.engine.loop import Loop
@@ -165,16 +165,25 @@ class Worker:
                     kind=SpanKind.CONSUMER,
                 ):
                     tracing.bind(thread=thread_id)
+                    # A tool's start this process knows is next goes with the take.
+                    started = self.loop.ahead(self.log.cached(thread_id))
                     taken = await self.log.take(
-                        thread_id, entry.id, self.queue.consumer, self.lease_ms
+                        thread_id,
+                        entry.id,
+                        self.queue.consumer,
+                        self.lease_ms,
+                        then=[started] if started else (),
                     )
                     if taken is not None:
-                        await self._step_leased(*taken)
+                        ran = started if taken.appended else None
+                        await self._step_leased(taken.lease, taken.state, ran)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
 
-    async def _step_leased(self, lease: Lease, state: ThreadState) -> None:
+    async def _step_leased(
+        self, lease: Lease, state: ThreadState, started: ToolStarted | None = None
+    ) -> None:
         self._leases.add(lease)
         self._ensure_renewer()
 
@@ -193,10 +202,13 @@ class Worker:
             lease.delivered = await self.outbox.flush(state, lease.delivered)
             while True:
                 was_done = state.status is Status.DONE
-                state = await self.loop.step(state.id, state, release_if=release_if)
-                metrics.STEPS.labels(state.agent).inc()
+                state = await self.loop.step(
+                    state.id, state, release_if=release_if, started=started
+                )
+                started = None
+                metrics.of(metrics.STEPS, state.agent).inc()
                 if state.status is Status.DONE and not was_done:
-                    metrics.CYCLES.labels(state.agent).inc()
+                    metrics.of(metrics.CYCLES, state.agent).inc()
                 if not lease.held:  # let go with the last append: nothing to deliver
                     if self.on_step is not None:
                         self.on_step(state)

@@ -12,7 +12,7 @@ import asyncio
 import heapq
 import json
 from collections.abc import Callable
-from dataclasses import asdict
+from functools import lru_cache
 from typing import Any
 
 from bot.domain.ids import thread_of_request
@@ -90,11 +90,19 @@ def reindex_keys(
 
     ``old_agent``: the agent before the append, when triage chose another.
     """
-    shard = keys.shard_of(thread_id)
+    return _index_keys(keys.shard_of(thread_id), agent, old_status, new_status, old_agent or agent)
+
+
+@lru_cache(maxsize=1024)
+def _index_keys(
+    shard: int, agent: str, old_status: str, new_status: str, old_agent: str
+) -> dict[str, str]:
+    """``reindex_keys`` by shard: a few hundred combinations, each built once. Shared: never
+    change the dict."""
     return {
         "threads": keys.threads(shard),
         "agent": keys.by_agent(shard, agent),
-        "old_agent": keys.by_agent(shard, old_agent or agent),
+        "old_agent": keys.by_agent(shard, old_agent),
         "old_status": keys.by_status(shard, old_status),
         "new_status": keys.by_status(shard, new_status),
         "open": keys.open_requests(shard),
@@ -130,7 +138,7 @@ stored without it read it back)."""
 def to_stored(item: Waiting) -> str:
     """A summary as the ``waiting`` hash keeps it: without the request id (its field name),
     the thread id where the request id names it, and the values of ``_LEFT_OUT``."""
-    fields = asdict(item)
+    fields = dict(vars(item))  # not ``asdict``: it deep-copies every list, for nothing here
     del fields["request"]
     if thread_of_request(item.request) == item.thread:
         del fields["thread"]

@@ -92,12 +92,12 @@ class Bound:
     ) -> Any:
         """Run with every declared key and argument, by name; ``extra_keys`` follow the
         named keys (``KEYS[REST_KEYS]`` on) and ``rest`` the named arguments."""
-        values = args or {}
+        script = self.script
         ordered = [
-            len(self.script.keys) + len(extra_keys),
-            *(keys[k] for k in self.script.keys),
+            len(script.keys) + len(extra_keys),
+            *[keys[k] for k in script.keys],
             *extra_keys,
-            *(values[a] for a in self.script.args),
+            *([args[a] for a in script.args] if args else ()),
             *rest,
         ]
         if self._batch is not None:

@@ -20,6 +20,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import ValidationError
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 _APPEND = Script(
     """
+if A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
+  return {4, redis.call('LLEN', K.log)}
+end
 if A.delivery ~= '' then
   redis.call('ZREMRANGEBYSCORE', K.seen, '-inf', A.now - A.seen_ttl)
   if redis.call('ZSCORE', K.seen, A.delivery) then
@@ -116,6 +120,7 @@ return {1, newlen, released}
         "entry",
         "audit",
         "trace",
+        "require",
     ),
     fragments=(REINDEX, ARM, ENQUEUE, ACK, RECORD),
 )
@@ -198,6 +203,10 @@ ReleaseIf = Callable[[ThreadState, Sequence[Event]], Awaitable["Lease | None"]]
 """Given the state after an append and its events: the lease to let go of with it, if any."""
 
 
+class NotHolder(ConflictError):
+    """An append that needed the thread's lease found it held by another (or by nobody)."""
+
+
 class DuplicateDelivery(ConflictError):
     """The inbound delivery was recorded before; the caller answers success."""
 
@@ -227,6 +236,16 @@ class Lease:
     """How many of the thread's events the channels have been handed."""
     held: bool = True
     """False once let go."""
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A thread a worker took: its lease, the thread, and whether ``take``'s ``then``
+    events were appended with it (they are the last of ``state`` then)."""
+
+    lease: Lease
+    state: ThreadState
+    appended: bool = False
 
 
 class ThreadLog:
@@ -368,8 +387,7 @@ class ThreadLog:
         raw = raw[state.version - start :]
         if raw:
             new = [_decode(thread_id, r) for r in raw]
-            for event in new:
-                state = reduce(state, event)
+            state = reduce(state, *new)
             state.last_hash = chain_hash(raw[-1])
             events = events + new
             self._remember(state, events)
@@ -395,6 +413,7 @@ class ThreadLog:
         enqueue: bool = True,
         release_if: ReleaseIf | None = None,
         trace: str = "",
+        holder: str = "",
     ) -> ThreadState:
         """Append ``events`` if the thread is still at ``state.version``; returns the new state.
 
@@ -407,43 +426,36 @@ class ThreadLog:
         ``fingerprint`` names what the delivery asked for (a hash of an API call's
         body): kept beside the delivery key, a replay with another one is refused.
 
+        ``holder``: append only while this worker holds the thread's lease.
+
         Raises:
             VersionConflict: another writer got there first (re-read and retry;
                 ``bot.engine.writes`` does).
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
             ReusedDelivery: ... with another ``fingerprint``.
+            NotHolder: ``holder`` does not hold the lease.
         """
         now = self.clock.now()
+        tid = state.id
         # Recorded at the one clock's time, whatever they were built with, and chained.
         head, stored, audit = state.last_hash, [], []
         for event in events:
-            event.at, event.prev = now, head
+            _stamp(event, now, head)
             raw = to_json(event)
             head = chain_hash(raw)
             stored.append(raw)
-            if (record := to_record(state.id, event, head)) is not None:
+            if (record := to_record(tid, event, head)) is not None:
                 audit.append(json.dumps(record, separators=(",", ":")))
-        new = state
-        for event in events:
-            new = reduce(new, event)
+        new = reduce(state, *events)
         before = {r.id for r in state.open_requests()}
         after = {r.id for r in new.open_requests()}
         due = new.next_due()
-        tid = state.id
         status = new.status.value
         old_status = state.status.value if state.exists else status
-        shard = keys.shard_of(tid)
         lease = await release_if(new, events) if release_if is not None else None
         code, length, *rest = await self._append(
             keys={
-                "log": keys.log(tid),
-                "meta": keys.meta(tid),
-                "seen": keys.seen(tid),
-                "lease": keys.lease(tid),
-                "prints": keys.prints(tid),
-                "timers": keys.timers(shard),
-                "queue": keys.queue(shard),
-                "audit": keys.audit(shard),
+                **_own_keys(tid),
                 **reindex_keys(tid, new.agent, old_status, status, state.agent or new.agent),
             },
             args={
@@ -465,9 +477,12 @@ class ThreadLog:
                 "entry": lease.entry_id if lease else "",
                 "audit": "\n".join(audit),
                 "trace": trace if enqueue else "",
+                "require": holder,
             },
             rest=stored,
         )
+        if code == 4:
+            raise NotHolder(f"{holder} does not hold thread {tid}", thread_id=tid)
         if code == 3:
             raise ReusedDelivery(str(delivery), tid)
         if code == 2:
@@ -489,35 +504,61 @@ class ThreadLog:
             self._remember(new, cached[1] + list(events))
         elif not state.exists:
             self._remember(new, list(events))
-        log.info(
-            "thread %s v%d %s (+%s)",
-            tid,
-            new.version,
-            status,
-            ",".join(e.type for e in events),
-        )
+        if log.isEnabledFor(logging.INFO):
+            types = ",".join(e.type for e in events)
+            log.info("thread %s v%d %s (+%s)", tid, new.version, status, types)
         return new
 
     # --- leases -------------------------------------------------------------------------------
 
     async def take(
-        self, thread_id: str, entry_id: str, holder: str, lease_ms: int
-    ) -> tuple[Lease, ThreadState] | None:
+        self,
+        thread_id: str,
+        entry_id: str,
+        holder: str,
+        lease_ms: int,
+        *,
+        then: Sequence[Event] = (),
+    ) -> Taken | None:
         """Lease the thread for ``holder`` and return the lease and the thread's state.
 
         None when another worker holds it: the entry is then acknowledged and
         the thread's timer brought to the lease's expiry, in case the holder died.
+
+        ``then``: events to append once the lease is taken, in the same round trip,
+        at the version this process has cached (a tool's start, when this process
+        knows it is the thread's next step). They are appended only if the lease
+        was taken and nothing was written since: ``Taken.appended`` says which.
         """
+        cached = self.cached(thread_id) if then else None
+        if cached is None or not cached.exists:
+            taken = await self._take_lease(thread_id, entry_id, holder, lease_ms)
+            return None if taken is None else Taken(*taken)
+        # Sent together (``Batcher``): Redis runs the take, then the append.
+        took, wrote = await asyncio.gather(
+            self._take_lease(thread_id, entry_id, holder, lease_ms),
+            self.append(cached, then, enqueue=False, holder=holder),
+            return_exceptions=True,
+        )
+        if isinstance(took, BaseException):
+            raise took
+        if took is None:
+            return None
+        lease, state = took
+        if isinstance(wrote, NotHolder | VersionConflict):
+            return Taken(lease, state)
+        if isinstance(wrote, BaseException):
+            # The append may or may not have landed: a fresh read says.
+            log.warning("thread %s: append with the lease failed: %r", thread_id, wrote)
+            return Taken(lease, await self.load(thread_id))
+        return Taken(lease, wrote, appended=True)
+
+    async def _take_lease(
+        self, thread_id: str, entry_id: str, holder: str, lease_ms: int
+    ) -> tuple[Lease, ThreadState] | None:
         known = self.known(thread_id)
-        shard = keys.shard_of(thread_id)
         got, raw, delivered = await self._take(
-            keys={
-                "lease": keys.lease(thread_id),
-                "log": keys.log(thread_id),
-                "meta": keys.meta(thread_id),
-                "timers": keys.timers(shard),
-                "queue": keys.queue(shard),
-            },
+            keys=_own_keys(thread_id),
             args={
                 "tid": thread_id,
                 "holder": holder,
@@ -537,14 +578,8 @@ class ThreadLog:
     async def release(self, lease: Lease, version: int, next_due: float | None) -> bool:
         """Let go of the thread and acknowledge its entry; False when it changed meanwhile."""
         tid = lease.thread_id
-        shard = keys.shard_of(tid)
         done = await self._release(
-            keys={
-                "lease": keys.lease(tid),
-                "meta": keys.meta(tid),
-                "timers": keys.timers(shard),
-                "queue": keys.queue(shard),
-            },
+            keys=_own_keys(tid),
             args={
                 "tid": tid,
                 "holder": lease.holder,
@@ -571,6 +606,31 @@ class ThreadLog:
             )
         )
         return [lease for lease, ok in zip(leases, kept, strict=True) if not int(ok)]
+
+
+@lru_cache(maxsize=4096)
+def _own_keys(tid: str) -> dict[str, str]:
+    """The thread's own keys and those of its shard that its appends, takes and releases
+    touch: built once while the thread is busy (a cycle makes about eight such calls).
+    Shared: never change the dict."""
+    shard = keys.shard_of(tid)
+    return {
+        "log": keys.log(tid),
+        "meta": keys.meta(tid),
+        "seen": keys.seen(tid),
+        "lease": keys.lease(tid),
+        "prints": keys.prints(tid),
+        "timers": keys.timers(shard),
+        "queue": keys.queue(shard),
+        "audit": keys.audit(shard),
+    }
+
+
+def _stamp(event: Event, at: float, prev: str | None) -> None:
+    """Set when ``event`` is recorded and the hash it links to, straight into its fields:
+    pydantic's checked assignment costs more than the rest of recording it."""
+    event.__dict__["at"] = at
+    event.__dict__["prev"] = prev
 
 
 def _decode(thread_id: str, raw: str | bytes) -> Event:

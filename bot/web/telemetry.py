@@ -78,8 +78,10 @@ class Traced:
                 if status >= 500:
                     span.set_status(StatusCode.ERROR)
                 label = route or "unmatched"  # never the raw path: unbounded, and may be a token
-                metrics.HTTP_REQUESTS.labels(method, label, str(status)).inc()
-                metrics.HTTP_LATENCY.labels(method, label).observe(time.perf_counter() - started)
+                metrics.of(metrics.HTTP_REQUESTS, method, label, str(status)).inc()
+                metrics.of(metrics.HTTP_LATENCY, method, label).observe(
+                    time.perf_counter() - started
+                )
 
 
 def _route_of(scope: Scope) -> str | None:

@@ -26,10 +26,11 @@ from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from bot.domain.errors import DeliveryError
 from channels.slack.home import Home
 from channels.slack.listeners import Listeners
 from channels.slack.payloads import is_self_event, to_message
-from channels.slack.people import People
+from channels.slack.people import FAILED, People
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class Events:
         """Act on one ``event_callback`` body; return once it is recorded (or ignored).
 
         Raises:
+            DeliveryError: Slack did not say who the app is (``auth.test``).
             TypeError, AttributeError, ...: the payload's fields have other types than
                 Slack documents (``ingress.is_malformed``).
         """
@@ -62,7 +64,11 @@ class Events:
         kind = event.get("type")
         if kind not in SPOKEN and kind != "app_home_opened":
             return  # any other event: answered, ignored
-        me = await self.people.me()
+        try:
+            me = await self.people.me()
+        except FAILED as exc:
+            # Without it the app's own events cannot be told apart: a 500, which Slack retries.
+            raise DeliveryError(f"Slack did not say who this app is (auth.test): {exc!r}") from exc
         if is_self_event(event, me.user, me.bot):
             return
         if kind == "app_home_opened":

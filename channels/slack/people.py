@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _USER = re.compile(r"^(?:slack:)?([UW][A-Z0-9]{2,})$")
-_FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
+FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
+"""What a Web API call raises when it failed: refused, unreachable, too slow."""
 _GROUP = re.compile(r"^(?:slack:|subteam:)?(S[A-Z0-9]{2,})$")
 
 
@@ -249,7 +250,7 @@ class People:
     async def _user(self, user_id: str) -> tuple[dict[str, Any], bool]:
         try:
             answer = await self.client.users_info(user=user_id)
-        except _FAILED as exc:
+        except FAILED as exc:
             log.warning("slack: users.info %s failed: %r", user_id, exc)
             return {}, False
         user = answer.get("user")
@@ -262,7 +263,7 @@ class People:
             error = exc.response.get("error")
             log.info("slack: no user for %s: %s", email, error)
             return None, error == "users_not_found"
-        except _FAILED as exc:
+        except FAILED as exc:
             log.warning("slack: users.lookupByEmail failed: %r", exc)
             return None, False
         user = answer.get("user") or {}
@@ -271,7 +272,7 @@ class People:
     async def _members(self, group: str) -> tuple[frozenset[str], bool]:
         try:
             answer = await self.client.usergroups_users_list(usergroup=group)
-        except _FAILED as exc:
+        except FAILED as exc:
             log.warning("slack: usergroups.users.list %s failed: %r", group, exc)
             return frozenset(), False
         return frozenset(str(u) for u in answer.get("users") or ()), True

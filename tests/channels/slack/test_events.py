@@ -3,6 +3,7 @@ Socket Mode alike: the app's own events are ignored, people's are heard, the res
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from redis.asyncio import Redis
@@ -72,3 +73,18 @@ async def test_socket_mode_events_skip_bolt_and_commands_still_reach_it(
         command = {**sample("slash_command"), "text": "", "team_id": TEAM, "user_id": ANN}
         ack = await api.push(envelope("slash_commands", command, 9))
         assert "Start with an agent's name" in ack["payload"]["text"]
+
+
+async def test_an_event_when_slack_cannot_say_who_the_app_is_is_a_500_slack_retries(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    with socket.socket() as closed:  # a port nothing listens on: Slack's API unreachable
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = slack_settings(api, slack_api_url=f"http://127.0.0.1:{port}/api/")
+    async with Harness(redis_server.url, settings=settings) as h:  # serves all the same
+        slack = Slack(h.http, api)
+        r = await slack.event(slack.mention_payload("deploy api 1.5.0 to production", ANN))
+        assert r.status_code == 500
+        assert r.json()["error"] == "delivery_error" and "auth.test" in r.json()["detail"]
+        assert await h.rt.indexes.threads(offset=0, limit=10) == ([], 0)

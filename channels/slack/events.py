@@ -3,7 +3,7 @@
 Every ``event_callback`` comes here, over HTTP (``POST /slack/events``, once
 its signature and body passed ``channels.slack.ingress``) and over Socket Mode
 alike, without Bolt: its request object, middleware chain, listener matching and
-argument injection cost about a third of the web process's CPU per event, and
+argument injection cost about a quarter of the web process's CPU per event, and
 Slack sends many. Bolt still answers interactivity and the slash command.
 
 What Bolt did for events is kept here: the app's own events are ignored (its

@@ -87,7 +87,11 @@ def _answer(e: HumanAnswer, q: HumanQuestion | None) -> Block:
     )
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str, sort_keys=True)
+"""Built once: ``json.dumps`` with options builds an encoder on every call."""
+
+
 def _dump(value: Any) -> str:
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
+    return _JSON.encode(value)

@@ -20,6 +20,7 @@ from bot.domain.reducer import ThreadState
 from bot.domain.waiting import Waiting, to_waiting
 from bot.storage import keys
 from bot.storage.connection import Client
+from bot.storage.encoding import to_compact_json
 from bot.storage.script import Script
 
 REINDEX = """
@@ -120,7 +121,7 @@ def summaries(old: ThreadState, new: ThreadState) -> str:
         for r in new.open_requests()
         if old.requests.get(r.id) is not r
     }
-    return json.dumps(changed, separators=(",", ":")) if changed else ""
+    return to_compact_json(changed) if changed else ""
 
 
 _LEFT_OUT: dict[str, Any] = {
@@ -143,7 +144,7 @@ def to_stored(item: Waiting) -> str:
     if thread_of_request(item.request) == item.thread:
         del fields["thread"]
     kept = {k: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
-    return json.dumps(kept, separators=(",", ":"))
+    return to_compact_json(kept)
 
 
 def from_stored(request_id: str, raw: str | bytes) -> Waiting:

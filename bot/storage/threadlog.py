@@ -15,7 +15,6 @@ a small cache and reads only what is new.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,6 +38,7 @@ from bot.domain.reducer import ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD
 from bot.storage.connection import Client
+from bot.storage.encoding import to_compact_json
 from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys, summaries
 from bot.storage.queue import ACK, ENQUEUE
 from bot.storage.script import Batcher, Script
@@ -445,7 +445,7 @@ class ThreadLog:
             head = chain_hash(raw)
             stored.append(raw)
             if (record := to_record(tid, event, head)) is not None:
-                audit.append(json.dumps(record, separators=(",", ":")))
+                audit.append(to_compact_json(record))
         new = reduce(state, *events)
         before = {r.id for r in state.open_requests()}
         after = {r.id for r in new.open_requests()}

@@ -100,7 +100,8 @@ def create_app(
     public = [health, *(c.router for c in runtime.channels if c.router is not None)]
     pages = _pages(app, runtime, signin)
     # Health checks and channels first: FastAPI tries routes in order, and trying the
-    # API's before POST /slack/events took 90 µs of its CPU per Slack event (13 first).
+    # API's before POST /slack/events cost 57-90 µs of CPU per Slack event (13 first);
+    # each API request now tries these 2-3 routers first, about 9 µs.
     for routes in [*public, *protected, *pages]:
         app.include_router(routes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

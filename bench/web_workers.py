@@ -84,12 +84,15 @@ class Watcher:
             await asyncio.sleep(self.every)
             tids = list(self._waiting)
             pipe = self.redis.pipeline(transaction=False)
-            for tid in tids:
-                pipe.hget(keys.meta(tid), "status")
-            statuses = await pipe.execute()
+            for tid in tids:  # the status index a thread is in says its status
+                for status in (self._waiting[tid][0], "failed", "cancelled"):
+                    pipe.zscore(keys.by_status(keys.shard_of(tid), status), tid)
+            scores = await pipe.execute()
             self.polls += 1
-            for tid, status in zip(tids, statuses, strict=True):
+            for i, tid in enumerate(tids):
                 want, fut = self._waiting[tid]
+                mine = zip((want, "failed", "cancelled"), scores[3 * i : 3 * i + 3], strict=True)
+                status = next((s for s, at in mine if at is not None), None)
                 if status == want:
                     del self._waiting[tid]
                     fut.set_result(await self._answer(tid, status))

@@ -1,8 +1,10 @@
 """The audit trail: each thread's events chained by hash, and decisions as audit records.
 
-Every stored event carries ``prev``, the hash of the event stored before it in
-its thread (None for the first). Editing, removing or reordering an event in
-Redis afterwards breaks the chain at that point, which ``verify_chain`` finds.
+Every stored event carries ``prev`` (stored as ``p``), the link to the event stored before it in
+its thread (None for the first): the first 96 bits of that event's hash
+(``to_link``; events stored before kept all 128, and still verify). Editing,
+removing or reordering an event in Redis afterwards breaks the chain at that
+point, which ``verify_chain`` finds.
 Decisions (approvals, rejections, answers, expiries) also become flat records
 for an auditor, each with the hash of the event it came from.
 """
@@ -25,6 +27,18 @@ def chain_hash(raw: str | bytes) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(data).digest()[:16]).rstrip(b"=").decode()
 
 
+LINK = 16
+"""Characters of a hash an event's ``prev`` keeps: 96 bits, so an edit that keeps the link
+takes some 2**96 hashes to find (out of reach), in three quarters of the whole hash's
+bytes. An exported record's full hash anchors the chain: an edit before it must keep
+every link after it."""
+
+
+def to_link(event_hash: str | None) -> str | None:
+    """What an event stores as ``prev``, given the hash of the event before it."""
+    return event_hash[:LINK] if event_hash else None
+
+
 @dataclass(frozen=True)
 class Break:
     """Where a thread's chain breaks, and what that means."""
@@ -42,12 +56,12 @@ def verify_chain(raws: Sequence[str | bytes]) -> list[Break]:
     for index, raw in enumerate(raws):
         try:
             data = json.loads(raw)
-            linked, event_id = data.get("prev"), data.get("id")
+            linked, event_id = data.get("prev", data.get("p")), data.get("id")
         except (ValueError, AttributeError):
             breaks.append(Break(index, None, "not a readable event"))
             prev = chain_hash(raw)
             continue
-        if linked != prev:
+        if linked != prev and linked != to_link(prev):
             why = (
                 "the event before it was edited, removed or moved"
                 if index

@@ -6,19 +6,38 @@ discriminated union and ``EVENTS`` round-trips one event to and from JSON.
 
 from __future__ import annotations
 
-import os
+import base64
+import hashlib
+import json
+import re
 import time
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from bot.domain import ids
 
 SCHEMA_VERSION = 1
+"""The schema events are written in now. An event that does not say its ``v`` is of
+version 1 (``to_json`` leaves a 1 out), whatever this becomes later."""
+
+
+def args_hash(args: Mapping[str, Any]) -> str:
+    """A short stable hash of tool arguments, binding a decision to what was shown.
+
+    Never change it: an approval request whose hash is this one of its arguments is
+    stored without it (``to_json``), and read back by computing it again.
+    """
+    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def new_id(prefix: str) -> str:
-    """A short random id with a readable prefix (``ev_…``, ``call_…``)."""
-    return f"{prefix}_{os.urandom(10).hex()}"
+    """A short random id with a readable prefix (``ev_…``, ``call_…``): 80 random bits in
+    base64url (14 characters; ids made before were 20 hex digits, and still read)."""
+    return f"{prefix}_{base64.urlsafe_b64encode(ids.random_bytes(10)).rstrip(b'=').decode()}"
 
 
 class Actor(BaseModel):
@@ -100,7 +119,9 @@ class Origin(BaseModel):
 class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    v: int = SCHEMA_VERSION
+    v: int = 1
+    """The schema version. Absent in storage means 1, forever (``to_json`` leaves a 1 out),
+    so a later ``SCHEMA_VERSION`` is set on the events made, never made this default."""
     id: str = Field(default_factory=lambda: new_id("ev"))
     at: float = Field(default_factory=time.time)
     """Unix time, seconds: when it was recorded (the thread log stamps it from the one clock)."""
@@ -141,10 +162,18 @@ class ToolCall(_Base):
     """One call the model asked for; calls of one model turn share ``turn``."""
 
     type: Literal["tool_call"] = "tool_call"
-    turn: str
+    turn: str = ""
+    """Named by the turn's first call (its ``call_id``); left out of the stored event when
+    it is this call's own id, and read back as that (empty: this call's id)."""
     call_id: str
     tool: str
     args: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _own_turn(self) -> ToolCall:
+        if not self.turn:
+            self.turn = self.call_id
+        return self
 
 
 class ApprovalRequested(_Base):
@@ -326,18 +355,143 @@ EVENT: TypeAdapter[Event] = TypeAdapter(Event)
 EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 
-def to_json(event: Event) -> str:
+def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -> str:
     """Serialise one event compactly: fields at their default are left out (a thread's
-    log is most of what Greenlight keeps in Redis), except ``type`` and ``v``.
+    log is most of what Greenlight keeps in Redis), except ``type``, which comes first.
+    ``v`` is left out while it is 1 (events stored before kept ``"v":1``; both read).
+
+    ``after``: the events stored just before it in its thread, in order (all of them, or
+    the last few). What it repeats of them is left out, and ``from_log`` takes it back
+    from them: ``at`` when it equals the time of the event before it; a user message's
+    ``by`` and an approval request's ``requester`` when that is who spoke last
+    (``_speaker``); an approval request's ``tool`` and ``args`` when they are those of
+    the call it asks about, that call's id when it is the event just before, and its
+    ``args_hash`` when it is that of its ``args``; a call's ``turn`` when the call names
+    it (the turn's first call).
+    ``thread_id``: its thread, which a request id that names it is stored without
+    (``.r1a2b3c4d``).
 
     Reading fills what is missing from the defaults, so a field's default must never
     change once events were stored with it: add a new field instead.
     """
-    body = event.model_dump_json(exclude_defaults=True)
-    head = f'{{"type":"{event.type}","v":{event.v}'
+    exclude: set[str] = set()
+    if after and after[-1].at == event.at:
+        exclude.add("at")
+    if isinstance(event, ApprovalRequested):
+        if _call(after, event.call_id) == (event.tool, event.args):
+            exclude |= _FROM_CALL
+        if after and isinstance(after[-1], ToolCall) and after[-1].call_id == event.call_id:
+            exclude.add("call_id")
+        if _speaker(after) == event.requester:
+            exclude.add("requester")
+        if event.args_hash == args_hash(event.args):
+            exclude.add("args_hash")
+    elif isinstance(event, UserMessage) and _speaker(after) == event.by:
+        exclude.add("by")
+    elif isinstance(event, ToolCall) and event.turn == event.call_id:
+        exclude.add("turn")
+    body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
+    if event.prev is not None:  # the first "prev" is the event's: _Base's fields come first
+        body = body.replace('"prev":', '"p":', 1)
+    # Likewise the first "request_id": every event that has one declares it first.
+    request_id = getattr(event, "request_id", None)
+    if thread_id and request_id and request_id.startswith(thread_id + "."):
+        whole = f'"request_id":"{request_id}"'
+        body = body.replace(whole, f'"request_id":"{request_id[len(thread_id) :]}"', 1)
+    head = f'{{"type":"{event.type}"'
     return head + ("}" if body == "{}" else "," + body[1:])
 
 
+_FROM_CALL = {"tool", "args"}
+_ASKED = b'{"type":"approval_requested"'
+_SAID = b'{"type":"user_message"'
+_SHORT_REQUEST = b'"request_id":".'
+_LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?"id":"[^"]*"(?:,"at":[-+.\deE]+)?,)"p":')
+"""Where ``to_json`` puts the link it stores as ``p``: a process of the version before
+cannot read an event with it (an unknown field), so it fails instead of misreading."""
+
+
+def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
+    """The tool and arguments of call ``call_id`` among ``events``, the latest first."""
+    for event in reversed(events):
+        if isinstance(event, ToolCall) and event.call_id == call_id:
+            return event.tool, event.args
+    return None
+
+
+def _speaker(events: Sequence[Event]) -> Actor | None:
+    """Who spoke last among ``events`` (the reducer's ``last_user``): who started the
+    thread or wrote in it last, the requester of the approvals the agent asks for then."""
+    for event in reversed(events):
+        if isinstance(event, ThreadCreated | UserMessage):
+            return event.by
+    return None
+
+
 def from_json(raw: str | bytes) -> Event:
-    """Parse one stored event."""
-    return EVENT.validate_json(raw)
+    """Parse one stored event on its own (one of a log: ``from_log``)."""
+    return EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw))
+
+
+def _named(data: bytes) -> bytes:
+    """A stored event with its link under the field's name, ``prev``."""
+    return _LINK.sub(rb'\1"prev":', data, count=1)
+
+
+def from_log(
+    raws: Sequence[str | bytes], *, before: Sequence[Event] = (), thread_id: str = ""
+) -> list[Event]:
+    """Parse a run of a thread's stored events, in log order, filling in what ``to_json``
+    left out as repeated; ``before``: the thread's events stored before the run;
+    ``thread_id``: the thread, which short request ids are read back with.
+
+    Raises:
+        ValueError: an event leaves out what the log before it does not have (a pydantic
+            ``ValidationError`` for an event that does not parse).
+    """
+    events: list[Event] = []
+    for raw in raws:
+        data = _named(raw.encode() if isinstance(raw, str) else raw)
+        # In a user message, the only object is ``by``: a key "by" is that one.
+        if (
+            data.startswith(_ASKED)
+            or (data.startswith(_SAID) and b'"by":' not in data)
+            or _SHORT_REQUEST in data
+        ):
+            event = EVENT.validate_python(_filled(json.loads(data), [*before, *events], thread_id))
+        else:
+            event = EVENT.validate_json(data)
+        if "at" not in event.model_fields_set:
+            if not (events or before):
+                raise ValueError(f"an event without its time follows none: {raw!r}")
+            event.at = (events or before)[-1].at
+        events.append(event)
+    return events
+
+
+def _filled(fields: dict[str, Any], before: Sequence[Event], thread_id: str) -> dict[str, Any]:
+    """A stored event's fields with what ``to_json`` left out taken back from ``before``."""
+    kind = fields.get("type")
+    request_id = fields.get("request_id")
+    if isinstance(request_id, str) and request_id.startswith("."):
+        if not thread_id:
+            raise ValueError(f"a short request id read without its thread: {fields!r}")
+        fields["request_id"] = thread_id + request_id
+    if kind == "approval_requested" and "call_id" not in fields:
+        if not before or not isinstance(before[-1], ToolCall):
+            raise ValueError(f"an approval request follows no call: {fields!r}")
+        fields["call_id"] = before[-1].call_id
+    if kind == "approval_requested" and "args" not in fields:
+        call = _call(before, str(fields.get("call_id")))
+        if call is None:
+            raise ValueError(f"an approval request names no call of its thread: {fields!r}")
+        fields["tool"], fields["args"] = call
+    if kind == "approval_requested" and "args_hash" not in fields:
+        fields["args_hash"] = args_hash(fields.get("args") or {})
+    who = {"approval_requested": "requester", "user_message": "by"}.get(str(kind))
+    if who is not None and who not in fields:
+        speaker = _speaker(before)
+        if speaker is None:
+            raise ValueError(f"a {kind} names no one and no one spoke before it: {fields!r}")
+        fields[who] = speaker
+    return fields

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -11,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.domain.errors import ConfigError
-from bot.domain.events import Actor, ApprovalRequested, OnExpiry, ToolCall
+from bot.domain.events import Actor, ApprovalRequested, OnExpiry, ToolCall, args_hash
 
 Predicate = Callable[[Any], bool]
 
@@ -268,9 +266,3 @@ def is_same_person(a: Actor, b: Actor) -> bool:
     if (a.channel, a.id) == (b.channel, b.id):
         return True
     return bool(a.email and b.email and a.email.lower() == b.email.lower())
-
-
-def args_hash(args: Mapping[str, Any]) -> str:
-    """A short stable hash of tool arguments, binding a decision to what was shown."""
-    canonical = json.dumps(args, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bot.domain.events import (
     Actor,
@@ -172,9 +172,18 @@ class ThreadState:
     last_reply: AgentReply | None = None
     last_error: str | None = None
     failed_deliveries: list[DeliveryFailed] = field(default_factory=list)
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """What ``status``, ``open_requests`` and ``pending_calls`` found, asked for several
+    times per write and step: emptied whenever an event is applied (``_apply``)."""
 
     @property
     def status(self) -> Status:
+        found: Status | None = self._memo.get("status")
+        if found is None:
+            found = self._memo["status"] = self._status()
+        return found
+
+    def _status(self) -> Status:
         if self.cancelled:
             return Status.CANCELLED
         if self.failed:
@@ -203,14 +212,22 @@ class ThreadState:
         return self.version > 0
 
     def open_requests(self) -> list[Request]:
-        return [r for r in self.requests.values() if r.status is RequestStatus.OPEN]
+        found: tuple[Request, ...] | None = self._memo.get("open")
+        if found is None:
+            found = self._memo["open"] = tuple(
+                r for r in self.requests.values() if r.status is RequestStatus.OPEN
+            )
+        return list(found)
 
     def pending_calls(self) -> list[Call]:
         """Calls the worker must act on: ready to run, rejected, or cut mid-run (never those
         of an agent that runs elsewhere: it runs them itself)."""
-        if not self.hosted:
-            return []
-        return [c for c in self.calls.values() if c.status in _PENDING]
+        found: tuple[Call, ...] | None = self._memo.get("pending")
+        if found is None:
+            found = self._memo["pending"] = (
+                tuple(c for c in self.calls.values() if c.status in _PENDING) if self.hosted else ()
+            )
+        return list(found)
 
     def next_due(self) -> float | None:
         """When a timer (expiry, reminder) next needs this thread.
@@ -229,6 +246,7 @@ class ThreadState:
         new = _shallow(self)
         new.requests = dict(self.requests)
         new.calls = dict(self.calls)
+        new._memo = {}
         return new
 
 
@@ -249,6 +267,12 @@ def fold(thread_id: str, events: list[Event]) -> ThreadState:
 
 
 def _apply(s: ThreadState, e: Event) -> None:
+    s._memo = {}  # what was derived before this event no longer holds
+    _change(s, e)
+    s._memo = {}  # nor what was derived while applying it
+
+
+def _change(s: ThreadState, e: Event) -> None:
     s.version += 1
     s.updated_at = e.at
     match e:

@@ -29,8 +29,8 @@ from bot.domain.events import (
     Event,
     HumanAnswer,
     HumanQuestion,
+    args_hash,
 )
-from bot.domain.policy import args_hash
 from bot.domain.reducer import Request, ThreadState
 from bot.domain.refusals import why_refused
 from bot.domain.validate import check, to_answer

@@ -325,7 +325,7 @@ class Loop:
         names = [c.name for c in calls]
         if REPLY in names and len(calls) > 1:
             raise InvalidInputError("reply must be the only call of its turn")
-        turn = new_id("turn")
+        turn = ""  # a turn is named by its first call
         out: list[Event] = []
         for mc in calls:
             tool = tools.get(mc.name)
@@ -335,8 +335,10 @@ class Loop:
             if mc.name == REPLY:
                 assert isinstance(args, Reply)
                 return [AgentReply(text=args.text, final=args.final)]
+            call_id = new_id("call")
+            turn = turn or call_id
             call = ToolCall(
-                turn=turn, call_id=new_id("call"), tool=mc.name, args=args.model_dump(mode="json")
+                turn=turn, call_id=call_id, tool=mc.name, args=args.model_dump(mode="json")
             )
             out.append(call)
             if isinstance(args, AskHuman):

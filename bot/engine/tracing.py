@@ -10,6 +10,7 @@ takes the entry steps the thread as a child of it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -53,14 +54,23 @@ def bound(*, thread: str | None = None, request: str | None = None) -> Iterator[
 
 
 _NO_SDK = (ProxyTracerProvider, NoOpTracerProvider)
+_ASK = object()
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+"""The API loads a provider named there on its first ``get_tracer_provider``."""
 _SKIPPED = contextlib.nullcontext(INVALID_SPAN)
 """Stateless, so one serves every skipped span."""
 
 
 def recording() -> bool:
     """Whether an SDK provider is set: without one every span is a no-op that
-    ``span`` skips (creating and entering one costs about 10 µs, several per step)."""
-    return not isinstance(trace.get_tracer_provider(), _NO_SDK)
+    ``span`` skips (creating and entering one costs about 10 µs, several per step).
+
+    The API's global is read directly when it is there: ``get_tracer_provider`` looks
+    the environment up on every call until a provider is set (a few µs, per span)."""
+    provider = getattr(trace, "_TRACER_PROVIDER", _ASK)
+    if provider is _ASK or (provider is None and _PROVIDER_FROM_ENV):
+        provider = trace.get_tracer_provider()  # another API version, or one to load
+    return provider is not None and not isinstance(provider, _NO_SDK)
 
 
 def span(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -24,14 +24,15 @@ from bot.storage.encoding import to_compact_json
 from bot.storage.script import Script
 
 REINDEX = """
-local function reindex(threads, agent, old_agent, old_status, new_status, open, waiting,
-                       waiting_v, tid, created, now, is_new, opened, closed, summaries)
-  if is_new then
-    redis.call('ZADD', threads, created, tid)
+local function reindex(agents, agent, old_agent, old_status, new_status, open, waiting,
+                       waiting_v, tid, agent_name, created, now, is_new, stored_before,
+                       opened, closed, summaries)
+  if is_new or agent ~= old_agent then
+    if not is_new then redis.call('ZREM', old_agent, tid) end
     redis.call('ZADD', agent, created, tid)
-  elseif agent ~= old_agent then
-    redis.call('ZREM', old_agent, tid)
-    redis.call('ZADD', agent, created, tid)
+  end
+  if is_new or agent ~= old_agent or stored_before then
+    redis.call('ZADD', agents, 'NX', created, agent_name)
   end
   if old_status ~= new_status then redis.call('ZREM', old_status, tid) end
   redis.call('ZADD', new_status, now, tid)
@@ -48,12 +49,13 @@ local function reindex(threads, agent, old_agent, old_status, new_status, open, 
   if summaries ~= '' or closed ~= '' then redis.call('INCR', waiting_v) end
 end
 """
-"""Keys and arguments of one append: see ``bot.storage.threadlog``; ``summaries`` is a JSON
-object of the open requests the append opened or changed (``summaries``)."""
+"""Keys and arguments of one append: see ``bot.storage.threadlog``; ``stored_before``: the
+thread was stored before the ``agents`` set, which may not name its agent yet; ``summaries``
+is a JSON object of the open requests the append opened or changed (``summaries``)."""
 
 UNINDEX = """
 local function unindex(threads, agent, status, open, waiting, waiting_v, tid, requests)
-  redis.call('ZREM', threads, tid)
+  redis.call('ZREM', threads, tid)  -- the index threads were first listed by
   redis.call('ZREM', agent, tid)
   redis.call('ZREM', status, tid)
   for rid in string.gmatch(requests, '%S+') do
@@ -101,7 +103,7 @@ def _index_keys(
     """``reindex_keys`` by shard: a few hundred combinations, each built once. Shared: never
     change the dict."""
     return {
-        "threads": keys.threads(shard),
+        "agents": keys.agents(shard),
         "agent": keys.by_agent(shard, agent),
         "old_agent": keys.by_agent(shard, old_agent),
         "old_status": keys.by_status(shard, old_status),
@@ -132,26 +134,67 @@ _LEFT_OUT: dict[str, Any] = {
     "own": [],
     "voted": [],
 }
-"""Summary fields stored only when they differ from these (never change one: summaries
-stored without it read it back)."""
+"""Fields summaries stored as JSON objects (before ``_ORDER``) left out at these values."""
+
+_ORDER: tuple[tuple[str, Any], ...] = (
+    ("agent", ""),
+    ("title", ""),
+    ("urgency", "normal"),
+    ("channel", ""),
+    ("approvers", []),
+    ("expires_at", None),
+    ("own", []),
+    ("requester", None),
+    ("kind", "approval"),
+    ("needed", 1),
+    ("approved", 0),
+    ("heard", []),
+    ("voted", []),
+    ("thread", None),
+)
+"""A summary is stored as a JSON array of these fields in this order, without those at the
+end that hold the value beside them; ``requester`` and ``thread`` are null where derived
+(from ``own`` and from the request id). Never reorder or change one: append new fields."""
 
 
 def to_stored(item: Waiting) -> str:
-    """A summary as the ``waiting`` hash keeps it: without the request id (its field name),
-    the thread id where the request id names it, and the values of ``_LEFT_OUT``."""
+    """A summary as the ``waiting`` hash keeps it: the values of ``_ORDER`` without the
+    request id (its field name), when it was opened (its score in the ``open`` index), the
+    thread id where the request id names it, and the requester where it is the id of who
+    may not approve their own request (``own``)."""
     fields = dict(vars(item))  # not ``asdict``: it deep-copies every list, for nothing here
-    del fields["request"]
     if thread_of_request(item.request) == item.thread:
-        del fields["thread"]
-    kept = {k: v for k, v in fields.items() if k not in _LEFT_OUT or _LEFT_OUT[k] != v}
-    return to_compact_json(kept)
+        fields["thread"] = None
+    if item.own and item.requester == _id_of(item.own):
+        fields["requester"] = None
+    values = [fields[name] for name, _ in _ORDER]
+    while values and values[-1] == _ORDER[len(values) - 1][1]:
+        values.pop()
+    return to_compact_json(values)
 
 
-def from_stored(request_id: str, raw: str | bytes) -> Waiting:
-    """A stored summary (in this shape, or whole as the first summaries were kept)."""
-    fields = {k: list(v) if isinstance(v, list) else v for k, v in _LEFT_OUT.items()}
-    fields |= {"request": request_id, "thread": thread_of_request(request_id) or ""}
-    return Waiting(**(fields | json.loads(raw)))
+def from_stored(request_id: str, raw: str | bytes, *, opened_at: float) -> Waiting:
+    """A stored summary (in this shape, as a JSON object of the fields not at
+    ``_LEFT_OUT`` or whole, as summaries were kept before), with ``opened_at``, the
+    request's score in the ``open`` index."""
+    stored = json.loads(raw)
+    fields: dict[str, Any] = {"request": request_id, "opened_at": opened_at}
+    if isinstance(stored, list):
+        values = stored + [default for _, default in _ORDER[len(stored) :]]
+        fields |= {name: value for (name, _), value in zip(_ORDER, values, strict=True)}
+    else:
+        fields |= _LEFT_OUT | stored
+    if fields.get("thread") is None:
+        fields["thread"] = thread_of_request(request_id) or ""
+    if fields.get("requester") is None:
+        fields["requester"] = _id_of(fields["own"])
+    copied: dict[str, Any] = {k: list(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return Waiting(**copied)  # no list shared with the defaults
+
+
+def _id_of(names: list[str]) -> str:
+    """The id in the first of a person's names (``api:ann`` -> ``ann``, ``to_person``)."""
+    return names[0].partition(":")[2] if names else ""
 
 
 class Indexes:
@@ -167,10 +210,39 @@ class Indexes:
     ) -> Page:
         """Thread ids, newest first (by creation; by last update with ``status``)."""
         if agent:
-            return await self._page(lambda s: keys.by_agent(s, agent), offset, limit, newest=True)
+            return await self._page(lambda s: [keys.by_agent(s, agent)], offset, limit, newest=True)
         if status:
-            return await self._page(lambda s: keys.by_status(s, status), offset, limit, newest=True)
-        return await self._page(keys.threads, offset, limit, newest=True)
+            return await self._page(
+                lambda s: [keys.by_status(s, status)], offset, limit, newest=True
+            )
+        names = await self._agents()
+        return await self._page(
+            lambda s: [keys.by_agent(s, a) for a in sorted(names[s])], offset, limit, newest=True
+        )
+
+    async def _agents(self) -> list[set[str]]:
+        """Each shard's agents. A shard whose threads were listed by the ``threads`` index of
+        before has that index's agents added (from each thread's meta), and it deleted."""
+        pipe = self.redis.pipeline(transaction=False)
+        for s in range(keys.SHARDS):
+            pipe.zrange(keys.agents(s), 0, -1)
+            pipe.exists(keys.threads(s))
+        got = await pipe.execute()
+        names = [{str(n) for n in members} for members in got[::2]]
+        for s in [s for s, old in enumerate(got[1::2]) if old]:
+            tids = await self.redis.zrange(keys.threads(s), 0, -1)
+            pipe = self.redis.pipeline(transaction=False)
+            for tid in tids:
+                pipe.hget(keys.meta(str(tid)), "agent")
+            found = {str(a) for a in await pipe.execute() if a}
+            if found:  # by when they first had a thread here: the oldest one listed
+                oldest = float(
+                    (await self.redis.zrange(keys.threads(s), 0, 0, withscores=True))[0][1]
+                )
+                await self.redis.zadd(keys.agents(s), dict.fromkeys(found, oldest), nx=True)
+            await self.redis.delete(keys.threads(s))
+            names[s] |= found
+        return names
 
     async def finished_before(
         self, statuses: tuple[str, ...], cutoff: float, limit: int
@@ -191,7 +263,7 @@ class Indexes:
 
     async def open_requests(self, *, offset: int, limit: int) -> Page:
         """Open request ids, oldest first."""
-        return await self._page(keys.open_requests, offset, limit, newest=False)
+        return await self._page(lambda s: [keys.open_requests(s)], offset, limit, newest=False)
 
     async def waiting(self) -> list[Waiting]:
         """Every open request's summary, in no particular order (the inbox filters and sorts
@@ -208,9 +280,17 @@ class Indexes:
             pipe = self.redis.pipeline(transaction=False)
             for s in stale:
                 pipe.hgetall(keys.waiting(s))
-            # Read after the version: a change in between is read again next time.
-            for s, rows in zip(stale, await pipe.execute(), strict=True):
-                found = [from_stored(str(rid), raw) for rid, raw in rows.items()]
+                pipe.zrange(keys.open_requests(s), 0, -1, withscores=True)
+            # Read after the version: a change in between is read again next time. A
+            # summary whose request left ``open`` between the two reads was closed: not listed.
+            got = await pipe.execute()
+            for s, rows, opened in zip(stale, got[::2], got[1::2], strict=True):
+                when = {str(rid): float(at) for rid, at in opened}
+                found = [
+                    from_stored(str(rid), raw, opened_at=when[str(rid)])
+                    for rid, raw in rows.items()
+                    if str(rid) in when
+                ]
                 self._shards[s] = (versions[s], found)
         return [w for s in range(keys.SHARDS) for w in self._shards[s][1]]
 
@@ -267,25 +347,29 @@ class Indexes:
         return [str(rid) for rows in await pipe.execute() for rid in rows]
 
     async def _page(
-        self, key_of: Callable[[int], str], offset: int, limit: int, *, newest: bool
+        self, keys_of: Callable[[int], list[str]], offset: int, limit: int, *, newest: bool
     ) -> Page:
+        """A page of the sorted sets ``keys_of`` each shard, merged by score (a member is
+        in one of a shard's sets)."""
         end = offset + limit - 1
 
         async def shard(s: int) -> tuple[list[tuple[str, float]], int]:
-            key = key_of(s)
             pipe = self.redis.pipeline(transaction=False)
-            if newest:
-                pipe.zrevrange(key, 0, end, withscores=True)
-            else:
-                pipe.zrange(key, 0, end, withscores=True)
-            pipe.zcard(key)
-            rows, total = await pipe.execute()
-            return [(str(m), float(score)) for m, score in rows], int(total)
+            for key in keys_of(s):
+                if newest:
+                    pipe.zrevrange(key, 0, end, withscores=True)
+                else:
+                    pipe.zrange(key, 0, end, withscores=True)
+                pipe.zcard(key)
+            got = await pipe.execute() if len(pipe) else []
+            rows = [[(str(m), float(score)) for m, score in found] for found in got[::2]]
+            return list(_merged(rows, newest)), sum(int(total) for total in got[1::2])
 
         shards = await asyncio.gather(*(shard(s) for s in range(keys.SHARDS)))
-        merged = heapq.merge(
-            *(rows for rows, _ in shards),
-            key=lambda row: -row[1] if newest else row[1],
-        )
+        merged = _merged([rows for rows, _ in shards], newest)
         ids = [member for member, _ in merged][offset : offset + limit]
         return ids, sum(total for _, total in shards)
+
+
+def _merged(rows: list[list[tuple[str, float]]], newest: bool) -> Iterator[tuple[str, float]]:
+    return heapq.merge(*rows, key=lambda row: -row[1] if newest else row[1])

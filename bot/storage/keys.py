@@ -1,8 +1,8 @@
 """Every Redis key Greenlight uses, in one place, and the shard each one lives in.
 
 Threads are spread over ``SHARDS`` shards by a hash of their id. A shard is a
-hash tag: every key of a thread (its log, lease, delivery cursor, dedupe set,
-channel state) and every key of its shard (queue, timers, retries, indexes)
+hash tag: every key of a thread (its log, lease, dedupe set, channel state) and
+every key of its shard (queue, timers, retries, delivery cursors, indexes)
 carry the same tag, so each script touches one slot and the same code runs on
 one Redis and on Redis Cluster. The tags are chosen so the shards' slots are
 spread evenly over the slot space, hence over a cluster's primaries.
@@ -58,8 +58,10 @@ def log(tid: str) -> str:
 
 
 def meta(tid: str) -> str:
-    """Hash of derived fields (status, agent, version, times) for listings, and ``cursor``:
-    how many of the thread's events the channels have been handed. Never expires."""
+    """Hash of derived fields (status, agent, version, times) and ``cursor`` (how many of the
+    thread's events the channels have been handed), as threads were stored before: no longer
+    written; the thread's next append removes it (the indexes hold its fields, ``cursors``
+    its cursor). Never expires."""
     return f"{PREFIX}:{tag_of(tid)}:{tid}:meta"
 
 
@@ -93,6 +95,12 @@ def queue(shard: int) -> str:
     return f"{PREFIX}:{TAGS[shard]}:queue"
 
 
+def cursors(shard: int) -> str:
+    """Hash: thread id -> how many of its events the channels have been handed, kept only
+    while some were not (``bot.storage.threadlog``)."""
+    return f"{PREFIX}:{TAGS[shard]}:cursors"
+
+
 def timers(shard: int) -> str:
     """Sorted set: thread id by when a timer (expiry, reminder, a lease to check) next needs
     it (``bot.storage.timers``)."""
@@ -106,8 +114,17 @@ def retries(shard: int) -> str:
 
 
 def threads(shard: int) -> str:
-    """Sorted set: thread ids by creation time (``bot.storage.indexes``, like all below)."""
+    """Sorted set: thread ids by creation time, as the shard's threads were listed before
+    ``agents`` (no longer written; a listing moves what it holds to ``agents`` and deletes
+    it) (``bot.storage.indexes``, like all below)."""
     return f"{PREFIX}:{TAGS[shard]}:threads"
+
+
+def agents(shard: int) -> str:
+    """Sorted set: the names of the agents the shard has threads of, by when their first
+    thread here was created: every thread is in one of their ``by_agent`` indexes, so their
+    union lists all threads."""
+    return f"{PREFIX}:{TAGS[shard]}:agents"
 
 
 def by_agent(shard: int, agent: str) -> str:

@@ -1,4 +1,4 @@
-"""A thread's own keys: its event log, derived meta, dedupe set, lease and delivery cursor.
+"""A thread's own keys: its event log, dedupe set and lease, and its delivery cursor.
 
 Every write is a compare-and-append at the version the writer read (invariant
 2), in one script that also drops a replayed inbound delivery, refreshes the
@@ -10,6 +10,10 @@ timer and the queue entry's acknowledgement, only if nothing changed since).
 
 Logs are append-only, so this process keeps each thread's events and state in
 a small cache and reads only what is new.
+
+A thread has no hash of derived fields: listings read its status, agent and
+times from the indexes (``metas``), and its delivery cursor is kept in its
+shard's ``cursors`` only while the channels are behind.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from functools import lru_cache
 from pydantic import ValidationError
 
 from bot.domain import ids
-from bot.domain.audit import chain_hash, to_record
+from bot.domain.audit import chain_hash, to_link, to_record
 from bot.domain.clock import Clock
 from bot.domain.errors import (
     ConflictError,
@@ -33,8 +37,8 @@ from bot.domain.errors import (
     StoreError,
     VersionConflict,
 )
-from bot.domain.events import EVENT, Event, to_json
-from bot.domain.reducer import ThreadState, reduce
+from bot.domain.events import Event, from_log, to_json
+from bot.domain.reducer import Status, ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD
 from bot.storage.connection import Client
@@ -45,6 +49,29 @@ from bot.storage.script import Batcher, Script
 from bot.storage.timers import ARM
 
 log = logging.getLogger(__name__)
+
+_CURSOR = """
+local function delivered(cursors, meta, tid, len)
+  local c = redis.call('HGET', cursors, tid)
+  if c then return tonumber(c) end
+  if redis.call('EXISTS', meta) == 1 then
+    return tonumber(redis.call('HGET', meta, 'cursor') or '0')
+  end
+  return len
+end
+local function deliver_to(cursors, meta, tid, c, len)
+  if redis.call('EXISTS', meta) == 1 then
+    redis.call('HSET', meta, 'cursor', c)
+  elseif c < len then
+    redis.call('HSET', cursors, tid, c)
+  else
+    redis.call('HDEL', cursors, tid)
+  end
+end
+"""
+"""How many of a thread's events the channels were handed: kept in the shard's ``cursors``
+only while some were not (none: all were), or in the thread's meta hash of before, until its
+next append removes that hash (whose other fields the indexes hold now)."""
 
 _APPEND = Script(
     """
@@ -61,38 +88,41 @@ if A.delivery ~= '' then
 end
 local len = redis.call('LLEN', K.log)
 if len ~= tonumber(A.expected) then return {0, len, redis.call('LRANGE', K.log, A.expected, -1)} end
+local cursor = delivered(K.cursors, K.meta, A.tid, len)
+local stored_before = redis.call('DEL', K.meta) == 1
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
 if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
 if A.print ~= '' then
   redis.call('HSET', K.prints, A.delivery, A.print)
   redis.call('EXPIRE', K.prints, math.ceil(tonumber(A.seen_ttl)))
 end
-redis.call('HSET', K.meta, 'version', newlen, 'status', A.status, 'agent', A.agent,
-  'updated', A.now, 'created', A.created)
-reindex(K.threads, K.agent, K.old_agent, K.old_status, K.new_status, K.open, K.waiting,
-  K.waiting_v, A.tid, A.created, A.now, len == 0, A.opened, A.closed, A.summaries)
+reindex(K.agents, K.agent, K.old_agent, K.old_status, K.new_status, K.open, K.waiting,
+  K.waiting_v, A.tid, A.agent, A.created, A.now, len == 0, stored_before, A.opened, A.closed,
+  A.summaries)
 arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
 local released = 0
 if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
   redis.call('DEL', K.lease)
-  redis.call('HSET', K.meta, 'cursor', newlen)
+  cursor = newlen
   ack(K.queue, A.entry)
   released = 1
 end
+deliver_to(K.cursors, K.meta, A.tid, cursor, newlen)
 return {1, newlen, released}
 """,
     keys=(
         "log",
         "meta",
+        "cursors",
         "seen",
         "lease",
         "prints",
         "timers",
         "queue",
         "audit",
-        "threads",
+        "agents",
         "agent",
         "old_agent",
         "old_status",
@@ -122,7 +152,7 @@ return {1, newlen, released}
         "trace",
         "require",
     ),
-    fragments=(REINDEX, ARM, ENQUEUE, ACK, RECORD),
+    fragments=(_CURSOR, REINDEX, ARM, ENQUEUE, ACK, RECORD),
 )
 
 # Take the lease and read what the worker has not seen and how far delivery got;
@@ -131,7 +161,8 @@ return {1, newlen, released}
 _TAKE = Script(
     """
 if redis.call('SET', K.lease, A.holder, 'NX', 'PX', A.lease_ms) then
-  return {1, redis.call('LRANGE', K.log, A.known, -1), redis.call('HGET', K.meta, 'cursor') or '0'}
+  local cursor = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
+  return {1, redis.call('LRANGE', K.log, A.known, -1), cursor}
 end
 local ttl = redis.call('PTTL', K.lease)
 if ttl < 0 then ttl = tonumber(A.lease_ms) end
@@ -139,9 +170,9 @@ arm_by(K.timers, A.tid, tonumber(A.now) + ttl / 1000)
 ack(K.queue, A.entry)
 return {0, {}, '0'}
 """,
-    keys=("lease", "log", "meta", "timers", "queue"),
+    keys=("lease", "log", "meta", "cursors", "timers", "queue"),
     args=("tid", "holder", "lease_ms", "now", "entry", "known"),
-    fragments=(ARM, ACK),
+    fragments=(_CURSOR, ARM, ACK),
 )
 
 # Let go only if the thread did not change since the holder last looked;
@@ -149,32 +180,35 @@ return {0, {}, '0'}
 _RELEASE = Script(
     """
 if redis.call('GET', K.lease) ~= A.holder then return -1 end
-if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
+local version = redis.call('LLEN', K.log)
+if version ~= tonumber(A.version) then return 0 end
 redis.call('DEL', K.lease)
-redis.call('HSET', K.meta, 'cursor', A.delivered)
+deliver_to(K.cursors, K.meta, A.tid, tonumber(A.delivered), version)
 arm(K.timers, A.tid, A.due)
 ack(K.queue, A.entry)
 return 1
 """,
-    keys=("lease", "meta", "timers", "queue"),
+    keys=("lease", "log", "meta", "cursors", "timers", "queue"),
     args=("tid", "holder", "version", "due", "entry", "delivered"),
-    fragments=(ARM, ACK),
+    fragments=(_CURSOR, ARM, ACK),
 )
 
 # Forget a finished thread once it is archived: only if it did not change since
 # it was read (its version) and no worker holds it.
 _FORGET = Script(
     """
-if (redis.call('HGET', K.meta, 'version') or '0') ~= A.version then return 0 end
+if redis.call('LLEN', K.log) ~= tonumber(A.version) then return 0 end
 if redis.call('EXISTS', K.lease) == 1 then return 0 end
 unindex(K.threads, K.agent, K.status, K.open, K.waiting, K.waiting_v, A.tid, A.requests)
 redis.call('ZREM', K.timers, A.tid)
+redis.call('HDEL', K.cursors, A.tid)
 redis.call('DEL', K.log, K.meta, K.seen, unpack(KEYS, REST_KEYS))
 return 1
 """,
     keys=(
         "log",
         "meta",
+        "cursors",
         "seen",
         "lease",
         "timers",
@@ -321,6 +355,7 @@ class ThreadLog:
             keys={
                 "log": keys.log(tid),
                 "meta": keys.meta(tid),
+                "cursors": keys.cursors(shard),
                 "seen": keys.seen(tid),
                 "lease": keys.lease(tid),
                 "timers": keys.timers(shard),
@@ -343,9 +378,8 @@ class ThreadLog:
         return bool(int(done))
 
     async def meta(self, thread_id: str) -> dict[str, str]:
-        """The thread's derived fields as Redis holds them (empty when it is gone)."""
-        found = await self.redis.hgetall(keys.meta(thread_id))
-        return {str(k): str(v) for k, v in found.items()}
+        """The thread's derived fields (``metas``; empty when it is gone)."""
+        return (await self.metas([thread_id]))[0]
 
     async def stored(self, thread_id: str) -> list[str]:
         """The thread's events exactly as Redis holds them, for checking the chain."""
@@ -366,11 +400,47 @@ class ThreadLog:
         return True
 
     async def metas(self, thread_ids: Sequence[str]) -> list[dict[str, str]]:
-        """The derived fields of each thread (status, agent, version, times)."""
+        """The derived fields of each thread (empty when it is gone), in two round trips:
+        ``status`` and ``updated`` (the status index it is in, and its score there),
+        ``agent`` and ``created`` (likewise its agent's index), ``version`` (its log's
+        length). A thread not appended to since it was stored with a meta hash reads that.
+        """
+        shards = sorted({keys.shard_of(tid) for tid in thread_ids})
         pipe = self.redis.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zrange(keys.agents(shard), 0, -1)
         for tid in thread_ids:
             pipe.hgetall(keys.meta(tid))
-        return list(await pipe.execute())
+            pipe.llen(keys.log(tid))
+            for status in _STATUSES:
+                pipe.zscore(keys.by_status(keys.shard_of(tid), status), tid)
+        got = iter(await pipe.execute())
+        agents = {shard: sorted(str(a) for a in next(got)) for shard in shards}
+        found: list[dict[str, str]] = []
+        for _ in thread_ids:
+            old, version = next(got), int(next(got))
+            statuses = _scored(_STATUSES, [next(got) for _ in _STATUSES])
+            if old or not version or not statuses:
+                found.append({str(k): str(v) for k, v in old.items()})
+            else:
+                (status, updated), *_ = statuses
+                found.append({"status": status, "updated": str(updated), "version": str(version)})
+        todo = [
+            (tid, meta)
+            for tid, meta in zip(thread_ids, found, strict=True)
+            if "version" in meta and "agent" not in meta
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for tid, _meta in todo:
+            shard = keys.shard_of(tid)
+            for agent in agents[shard]:
+                pipe.zscore(keys.by_agent(shard, agent), tid)
+        got = iter(await pipe.execute() if todo else [])
+        for tid, meta in todo:
+            names = agents[keys.shard_of(tid)]
+            for agent, created in _scored(names, [next(got) for _ in names]):
+                meta |= {"agent": agent, "created": str(created)}
+        return found
 
     async def _read(self, thread_id: str) -> tuple[ThreadState, list[Event]]:
         while True:
@@ -386,7 +456,7 @@ class ThreadLog:
         # Another coroutine may have cached some of these while we were reading.
         raw = raw[state.version - start :]
         if raw:
-            new = [_decode(thread_id, r) for r in raw]
+            new = _decode(thread_id, raw, events)
             state = reduce(state, *new)
             state.last_hash = chain_hash(raw[-1])
             events = events + new
@@ -439,9 +509,14 @@ class ThreadLog:
         tid = state.id
         # Recorded at the one clock's time, whatever they were built with, and chained.
         head, stored, audit = state.last_hash, [], []
+        # What is stored before them, as far as this process knows: what they repeat of it
+        # is left out (``to_json``).
+        cached = self._cache.get(tid)
+        prior = list(cached[1]) if cached and cached[0].version == state.version else []
         for event in events:
-            _stamp(event, now, head)
-            raw = to_json(event)
+            _stamp(event, now, to_link(head))
+            raw = to_json(event, after=prior, thread_id=tid)
+            prior.append(event)
             head = chain_hash(raw)
             stored.append(raw)
             if (record := to_record(tid, event, head)) is not None:
@@ -608,6 +683,14 @@ class ThreadLog:
         return [lease for lease, ok in zip(leases, kept, strict=True) if not int(ok)]
 
 
+_STATUSES = [status.value for status in Status]
+
+
+def _scored(names: Sequence[str], scores: Sequence[float | None]) -> list[tuple[str, float]]:
+    """The names whose sorted set holds the member, with its score there."""
+    return [(n, score) for n, score in zip(names, scores, strict=True) if score is not None]
+
+
 @lru_cache(maxsize=4096)
 def _own_keys(tid: str) -> dict[str, str]:
     """The thread's own keys and those of its shard that its appends, takes and releases
@@ -617,6 +700,7 @@ def _own_keys(tid: str) -> dict[str, str]:
     return {
         "log": keys.log(tid),
         "meta": keys.meta(tid),
+        "cursors": keys.cursors(shard),
         "seen": keys.seen(tid),
         "lease": keys.lease(tid),
         "prints": keys.prints(tid),
@@ -633,9 +717,9 @@ def _stamp(event: Event, at: float, prev: str | None) -> None:
     event.__dict__["prev"] = prev
 
 
-def _decode(thread_id: str, raw: str | bytes) -> Event:
-    """Parse one stored event; an unreadable one is a ``StoreError``."""
+def _decode(thread_id: str, raws: Sequence[str | bytes], before: Sequence[Event]) -> list[Event]:
+    """Parse stored events that follow ``before``; an unreadable one is a ``StoreError``."""
     try:
-        return EVENT.validate_json(raw)
-    except ValidationError as exc:
+        return from_log(raws, before=before, thread_id=thread_id)
+    except (ValidationError, ValueError) as exc:
         raise StoreError(f"thread {thread_id} has an unreadable event: {exc}") from exc

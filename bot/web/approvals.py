@@ -291,9 +291,7 @@ async def ask_approval(
     why = body.summary + (f"\n\n{body.context}" if body.context else "")
 
     def make(tid: str) -> list[Event]:
-        call = ToolCall(
-            turn=new_id("turn"), call_id=new_id("call"), tool=body.tool, args=body.arguments
-        )
+        call = ToolCall(call_id=new_id("call"), tool=body.tool, args=body.arguments)
         asked = to_approval(
             policy,
             call,

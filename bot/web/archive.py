@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from bot.domain.errors import NotFoundError
-from bot.domain.events import from_json
+from bot.domain.events import from_log
 from bot.domain.reducer import fold
 from bot.storage.archive import Archive, Archived
 from bot.web.api import Rt
@@ -49,7 +49,7 @@ async def archived_thread(thread_id: str, rt: Rt) -> ArchivedOut:
 
 
 def to_out(archived: Archived, *, with_events: bool) -> ArchivedOut:
-    events = [from_json(raw) for raw in archived.events]
+    events = from_log(archived.events, thread_id=archived.thread_id)
     out = ThreadOut.from_state(fold(archived.thread_id, events), events if with_events else None)
     return ArchivedOut(**out.model_dump(), archived_at=archived.archived_at)
 

@@ -44,3 +44,35 @@ async def test_two_processes_see_each_others_appends(redis: Redis) -> None:
     await web.append(first, [UserMessage(text="b", by=ANN)])
     assert (await worker.load(tid)).version == 2
     assert [e.text for e in await worker.events(tid) if isinstance(e, UserMessage)] == ["a", "b"]
+
+
+async def test_a_take_appends_what_follows_only_while_it_holds_the_lease(redis: Redis) -> None:
+    # A worker that knows a thread's next step (a tool's start) records it with its take,
+    # in one round trip: only if it got the lease, and only on the version it knows.
+    worker, other = ThreadLog(redis, SystemClock()), ThreadLog(redis, SystemClock())
+    tid = ids.new_thread_id()
+    state = await worker.append(ThreadState(id=tid), [UserMessage(text="a", by=ANN)])
+    # Once plainly (Redis learns the scripts: a first call it does not know is run again
+    # after the others of its batch, so the append would come first and be refused).
+    first = await worker.take(tid, "", "w1", 30_000)
+    assert first is not None and await worker.release(first.lease, state.version, None)
+
+    taken = await worker.take(tid, "", "w1", 30_000, then=[UserMessage(text="b", by=ANN)])
+    assert taken is not None and taken.appended and taken.state.version == 2
+    assert await redis.llen(keys.log(tid)) == 2  # type: ignore[misc]
+    assert await redis.get(keys.lease(tid)) == "w1"
+
+    # Held by w1: another worker's take fails, and what it would have appended is not.
+    assert await other.take(tid, "", "w2", 30_000) is None
+    await other.load(tid)
+    assert await other.take(tid, "", "w2", 30_000, then=[UserMessage(text="x", by=ANN)]) is None
+    assert await redis.llen(keys.log(tid)) == 2  # type: ignore[misc]
+
+    # Released, then changed elsewhere: the take still leases, the stale append is refused.
+    assert await worker.release(taken.lease, 2, None)
+    await other.append(await other.load(tid), [UserMessage(text="c", by=ANN)])
+    assert worker.cached(tid) is not None and worker.known(tid) == 2
+    again = await worker.take(tid, "", "w1", 30_000, then=[UserMessage(text="d", by=ANN)])
+    assert again is not None and not again.appended and again.state.version == 3
+    texts = [e.text for e in await other.events(tid) if isinstance(e, UserMessage)]
+    assert texts == ["a", "b", "c"]

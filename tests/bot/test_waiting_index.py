@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 from redis.asyncio import Redis
@@ -98,11 +98,21 @@ def test_a_summary_is_stored_lean_and_reads_back_whole() -> None:
         approved=0,
         expires_at=None,
         opened_at=1764476908.5,
-        requester="api:ann",
+        requester="ann",
+        own=["api:ann"],
     )
     stored = to_stored(item)
-    for left_out in ("request", "thread", "needed", "approved", "expires_at", "heard", "voted"):
-        assert f'"{left_out}"' not in stored
-    assert from_stored(item.request, stored) == item
-    # Summaries stored whole, as the first ones were, still read.
-    assert from_stored(item.request, json.dumps(asdict(item))) == item
+    # Its fields in a fixed order, without the request id, when it was opened, the thread
+    # the request id names, the requester who is in own, and what is usual at the end.
+    assert json.loads(stored) == ["deploy", "deploy", "normal", "api", ["bob"], None, ["api:ann"]]
+    # When it was opened is its score in the open index.
+    assert from_stored(item.request, stored, opened_at=item.opened_at) == item
+    # A requester who may approve their own request is kept.
+    theirs = replace(item, own=[], requester="Ann Example")
+    assert from_stored(item.request, to_stored(theirs), opened_at=item.opened_at) == theirs
+    # Summaries stored whole, as the first ones were, or as objects without the usual
+    # values, still read.
+    whole = json.dumps(asdict(item))
+    assert from_stored(item.request, whole, opened_at=0.0) == item
+    lean = {k: v for k, v in asdict(item).items() if k not in ("request", "thread", "approved")}
+    assert from_stored(item.request, json.dumps(lean), opened_at=0.0) == item

@@ -32,9 +32,9 @@ from bot.domain.events import (
     ToolResult,
     ToolStarted,
     UserMessage,
+    args_hash,
 )
 from bot.domain.model import Block, ModelRequest
-from bot.domain.policy import args_hash
 from bot.domain.reducer import fold
 
 ANN = Actor(channel="slack", id="U0ANN0001", name="Ann", email="ann@example.com")

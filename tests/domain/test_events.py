@@ -10,14 +10,21 @@ from pydantic import BaseModel
 
 from bot.domain.events import (
     Actor,
+    AgentReply,
     ApprovalRequested,
     Event,
     HumanQuestion,
     Origin,
+    Paused,
+    Resumed,
     ThreadCreated,
+    ToolCall,
+    UserMessage,
     from_json,
+    from_log,
     to_json,
 )
+from bot.domain.reducer import fold
 
 
 def event_classes() -> list[type[BaseModel]]:
@@ -64,5 +71,132 @@ def test_every_event_reads_back_as_it_was_written() -> None:
     ]
     for event in written:
         raw = to_json(event)
-        assert raw.startswith(f'{{"type":"{event.type}","v":')
+        assert raw.startswith(f'{{"type":"{event.type}",')
         assert from_json(raw) == event
+
+
+def test_events_stored_in_the_first_shape_still_read() -> None:
+    # As stored before: "v":1 written out, ids of 20 hex digits, times to the microsecond.
+    old = [
+        '{"type":"thread_created","v":1,"id":"ev_6ea12bd483700ec914b5","at":1796012662.8131785,'
+        '"agent":"deploy","origin":{"channel":"api"},"by":{"channel":"api","id":"ann"}}',
+        '{"type":"user_message","v":1,"id":"ev_7a97433ec364d9e64d3a","at":1796012662.8131785,'
+        '"prev":"uTQhUG91IxgDJYYTV_bAhA","text":"deploy api","by":{"channel":"api","id":"ann"}}',
+    ]
+    created, said = from_log(old)
+    assert isinstance(created, ThreadCreated) and isinstance(said, UserMessage)
+    assert (created.v, created.id, created.at) == (1, "ev_6ea12bd483700ec914b5", 1796012662.8131785)
+    assert (said.at, said.prev, said.text) == (
+        1796012662.8131785,
+        "uTQhUG91IxgDJYYTV_bAhA",
+        "deploy api",
+    )
+
+
+def test_what_events_appended_together_repeat_is_stored_once() -> None:
+    ann = Actor(channel="api", id="ann")
+    args = {"service": "api", "version": "1.5.0"}
+    first = ThreadCreated(agent="deploy", origin=Origin(channel="api"), by=ann, at=1000.25)
+    call = ToolCall(turn="turn_1", call_id="call_1", tool="deploy", args=args, at=1000.5)
+    asked = to_approval(call, at=1000.5)
+    other = to_approval(call, at=1000.5).model_copy(update={"args": {"service": "web"}})
+    raws = [to_json(first), to_json(call), to_json(asked, after=[first, call])]
+    assert '"at"' in raws[1] and '"v"' not in raws[0]
+    assert all(f not in raws[2] for f in ('"at"', '"args"', '"tool"', '"requester"'))
+    assert from_log(raws) == [first, call, asked]
+    # A run read from the middle of a log takes what it left out from the events before it.
+    assert from_log(raws[2:], before=[first, call]) == [asked]
+    # Whatever its text says, a request reads back its call's arguments.
+    odd = asked.model_copy(update={"reason": 'quoted {"args": {}}', "args_schema": {"args": {}}})
+    assert from_log([to_json(odd, after=[call])], before=[call]) == [odd]
+    # A requester other than who spoke last is kept.
+    bob = asked.model_copy(update={"requester": Actor(channel="api", id="bob")})
+    raw = to_json(bob, after=[first, call])
+    assert '"requester"' in raw and from_log([raw], before=[first, call]) == [bob]
+    # Arguments that differ from the call's are kept.
+    kept = to_json(other, after=[call])
+    assert '"service":"web"' in kept
+    assert from_log([kept], before=[call]) == [other]
+
+
+def test_an_approval_request_without_who_asked_does_not_read() -> None:
+    ann = Actor(channel="api", id="ann")
+    first = ThreadCreated(agent="deploy", origin=Origin(channel="api"), by=ann, at=1.0)
+    call = ToolCall(turn="turn_1", call_id="call_1", tool="deploy", args={}, at=1.0)
+    raw = to_json(to_approval(call, at=1.0), after=[first, call])
+    with pytest.raises(ValueError, match="no one spoke before it"):
+        from_log([raw], before=[call])
+
+
+def test_an_approval_request_without_its_call_does_not_read() -> None:
+    call = ToolCall(turn="turn_1", call_id="call_1", tool="deploy", args={}, at=1.0)
+    asked = to_approval(call, at=1.0)
+    raw = to_json(asked, after=[call])
+    assert '"call_id"' not in raw  # the call just before it
+    assert from_log([raw], before=[call]) == [asked]
+    with pytest.raises(ValueError, match="follows no call"):
+        from_log([raw])
+    later = to_json(asked, after=[call, AgentReply(text="checking", at=1.0)])
+    assert '"call_id"' in later and '"args"' not in later
+    with pytest.raises(ValueError, match="names no call"):
+        from_log([later])
+
+
+def to_approval(call: ToolCall, *, at: float) -> ApprovalRequested:
+    return ApprovalRequested(
+        at=at,
+        request_id="th_x.r1",
+        call_id=call.call_id,
+        tool=call.tool,
+        args=call.args,
+        args_hash="h",
+        requester=Actor(channel="api", id="ann"),
+        approvers=["bob"],
+    )
+
+
+def test_the_requester_left_out_is_who_the_reducer_says_spoke_last() -> None:
+    ann, bob, carol = (Actor(channel="api", id=n) for n in ("ann", "bob", "carol"))
+    log: list[Event] = [
+        ThreadCreated(agent="deploy", origin=Origin(channel="api"), by=ann, at=1.0),
+        UserMessage(text="deploy", by=bob, at=2.0),
+        Paused(by=carol, at=3.0),
+        Resumed(by=carol, at=4.0),
+        AgentReply(text="on it", at=5.0),
+    ]
+    for n in range(1, len(log) + 1):
+        call = ToolCall(turn="turn_1", call_id="call_1", tool="deploy", args={}, at=9.0)
+        asked = to_approval(call, at=9.0)
+        asked.requester = fold("th_x", log[:n]).last_user or ann
+        raw = to_json(asked, after=[*log[:n], call])
+        assert '"requester"' not in raw
+        assert from_log([raw], before=[*log[:n], call]) == [asked]
+
+
+def test_an_event_that_leaves_out_its_time_reads_only_after_one_that_has_it() -> None:
+    first = AgentReply(text="on it", at=7.5)
+    second = AgentReply(text="done", at=7.5)
+    raw = to_json(second, after=[first])
+    assert '"at"' not in raw and from_log([raw], before=[first])[0].at == 7.5
+    with pytest.raises(ValueError, match="without its time"):
+        from_log([raw])
+
+
+def test_a_turn_is_named_by_its_first_call_and_stored_only_when_another_names_it() -> None:
+    first = ToolCall(call_id="call_1", tool="deploy", args={}, at=1.0)
+    second = ToolCall(turn="call_1", call_id="call_2", tool="deploy", args={}, at=1.0)
+    assert first.turn == "call_1"
+    stored = [to_json(first), to_json(second, after=[first])]
+    assert '"turn"' not in stored[0] and '"turn":"call_1"' in stored[1]
+    read = from_log(stored)
+    assert [e.turn for e in read if isinstance(e, ToolCall)] == ["call_1", "call_1"]
+    # Calls stored before, each with a turn of its own name, read as they were.
+    (old,) = from_log(
+        [
+            '{"type":"tool_call","v":1,"id":"ev_1","at":1.0,"turn":"turn_9",'
+            '"call_id":"call_1","tool":"deploy","args":{}}'
+        ]
+    )
+    assert isinstance(old, ToolCall) and old.turn == "turn_9"
+    # The reducer counts one model turn for both calls of a turn.
+    assert fold("th_0", [first, second]).turns_since_input == 1

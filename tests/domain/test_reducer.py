@@ -34,8 +34,8 @@ from bot.domain.events import (
     ToolResult,
     ToolStarted,
     UserMessage,
+    args_hash,
 )
-from bot.domain.policy import args_hash
 from bot.domain.reducer import (
     CallStatus,
     RequestStatus,

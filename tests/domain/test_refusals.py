@@ -17,11 +17,12 @@ from bot.domain.events import (
     HumanAnswer,
     HumanQuestion,
     ToolCall,
+    args_hash,
 )
 from bot.domain.events import (
     Expired as ExpiredEvent,
 )
-from bot.domain.policy import ANYONE, args_hash
+from bot.domain.policy import ANYONE
 from bot.domain.reducer import Request, RequestStatus, fold
 from bot.domain.refusals import (
     AlreadyVoted,

@@ -16,8 +16,9 @@ from bot.domain.events import (
     ToolCall,
     Urgency,
     UserMessage,
+    args_hash,
 )
-from bot.domain.policy import ANYONE, args_hash, is_same_person
+from bot.domain.policy import ANYONE, is_same_person
 from bot.domain.reducer import ThreadState, fold
 from bot.domain.refusals import may_decide
 from bot.domain.waiting import to_waiting, waiting_for, waits_for

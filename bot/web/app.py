@@ -99,7 +99,10 @@ def create_app(
     _check_scoped(protected)  # fail closed: an API route without scopes would be public
     public = [health, *(c.router for c in runtime.channels if c.router is not None)]
     pages = _pages(app, runtime, signin)
-    for routes in [*protected, *public, *pages]:
+    # Health checks and channels first: FastAPI tries routes in order, and trying the
+    # API's before POST /slack/events cost 57-90 µs of CPU per Slack event (13 first);
+    # each API request now tries these 2-3 routers first, about 9 µs.
+    for routes in [*public, *protected, *pages]:
         app.include_router(routes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.methods_by_path = _methods_by_path([*protected, *public, *pages])

@@ -1,4 +1,7 @@
-"""The Slack channel: a Bolt app on ``POST /slack/events`` or Socket Mode, and the poster.
+"""The Slack channel: ``POST /slack/events`` or Socket Mode, and the poster.
+
+Events API callbacks go straight to ``channels.slack.events``; interactivity
+and the slash command go through a Bolt app.
 
 Two Web API clients with different patience. The one Slack's answer may wait
 for (Bolt's: who clicked, ``views.open``) gives up after ``WEB_TIMEOUT`` and
@@ -14,7 +17,6 @@ import logging
 
 import aiohttp
 from fastapi import APIRouter, Request, Response
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.adapter.starlette.async_handler import to_async_bolt_request, to_starlette_response
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
@@ -37,6 +39,7 @@ from bot.settings import Settings
 from channels.slack import ingress
 from channels.slack.background import Background
 from channels.slack.clicks import Clicks
+from channels.slack.events import Events, SocketMode
 from channels.slack.home import Home
 from channels.slack.listeners import Listeners
 from channels.slack.outbound import Outbound
@@ -131,7 +134,7 @@ class SlackChannel:
             process_before_response=True,
             # POST /slack/events checks the signature on the raw bytes before Bolt sees
             # them (to_router, ingress.verify), and Socket Mode is not signed: Bolt's own
-            # check would only compute the same HMAC again.
+            # check would only compute the same HMAC again. Events never reach Bolt.
             request_verification_enabled=False,
             name="greenlight",
             logger=logging.getLogger("channels.slack.bolt"),
@@ -142,15 +145,16 @@ class SlackChannel:
         )
         self.home = Home(runtime, self.outbound, self.client)
         web_home = Home(runtime, aside, self.client, self.background)
-        web_home.register(self.app)  # before the listeners' catch-all
-        Listeners(runtime, web_people, aside, self.background).register(self.app)
+        listeners = Listeners(runtime, web_people, aside, self.background)
+        listeners.register(self.app)
+        self.events = Events(web_people, listeners, web_home)
         clicks = Clicks(runtime, web_people, aside, self.background, self.web_client, home=web_home)
         clicks.register(self.app)
         self.router: APIRouter | None = (
-            to_router(self.app, secret.get_secret_value()) if secret else None
+            to_router(self.app, self.events, secret.get_secret_value()) if secret else None
         )
         self.body_limits: dict[str, int] = {}
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: SocketMode | None = None
         self._sessions: list[aiohttp.ClientSession] = []
 
     async def start(self, *, inbound: bool) -> None:
@@ -159,7 +163,7 @@ class SlackChannel:
             client.session = aiohttp.ClientSession()
             self._sessions.append(client.session)
         try:
-            me = await self.client.auth_test()
+            me = await self.people.me(self.client)
         except SlackApiError as exc:
             await self.stop()
             raise ConfigError(
@@ -167,21 +171,21 @@ class SlackChannel:
                 "copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page"
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            # Slack unreachable for now: serve anyway; Bolt signs in on the first request.
+            # Slack unreachable for now: serve anyway; the first event or click asks again.
             log.warning(
                 "slack: could not reach %s to check the token: %r", self.client.base_url, exc
             )
         else:
             log.info(
                 "slack: signed in as %s in %s; HTTP mode on %s: %s; Socket Mode: %s",
-                me.get("user"),
-                me.get("team"),
+                me.name or me.user,
+                me.team,
                 PATH,
                 self.router is not None,
                 self.app_token is not None,
             )
         if inbound and self.app_token is not None:
-            self._socket = AsyncSocketModeHandler(self.app, self.app_token.get_secret_value())
+            self._socket = SocketMode(self.app, self.app_token.get_secret_value(), self.events)
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:
@@ -212,13 +216,14 @@ class SlackChannel:
             log.warning("thread %s: refreshing Homes failed: %r", thread.id, exc)
 
 
-def to_router(app: AsyncApp, secret: str) -> APIRouter:
+def to_router(app: AsyncApp, events: Events, secret: str) -> APIRouter:
     """``POST /slack/events`` for events, interactivity and the slash command alike.
 
-    A plain Starlette route: Bolt reads the raw body itself, so FastAPI's
-    request handling would only add time to Slack's 3 seconds. The signature is
-    checked on the raw bytes and the body's shape before Bolt parses it
-    (``channels.slack.ingress``): bad input is a 4xx, never a 5xx.
+    A plain Starlette route: the raw body is read once, so FastAPI's request
+    handling would only add time to Slack's 3 seconds. The signature is checked
+    on the raw bytes and the body's shape before anything else reads it
+    (``channels.slack.ingress``): bad input is a 4xx, never a 5xx. Events API
+    callbacks go to ``events`` as parsed there; everything else to Bolt.
     """
 
     async def malformed(error: Exception) -> BoltResponse | None:
@@ -236,15 +241,18 @@ def to_router(app: AsyncApp, secret: str) -> APIRouter:
     async def slack_events(request: Request) -> Response:
         raw = await request.body()
         ingress.verify(secret, raw, request.headers)
-        ingress.check_body(raw, request.headers.get("content-type"))
+        body = ingress.to_json(raw, request.headers.get("content-type"))
         try:
+            if ingress.is_event(body):
+                await events.handle(body)
+                return Response(status_code=200)
             response = await app.async_dispatch(to_async_bolt_request(request, raw))
         except Exception as exc:
             if not ingress.is_malformed(exc):
-                raise
+                raise  # the app's error handlers answer 5xx: Slack retries
             log.warning("slack: refused a signed payload: %r", exc)
-            status, body = ingress.to_error(exc)
-            return Response(body, status, media_type="application/json")
+            status, answer = ingress.to_error(exc)
+            return Response(answer, status, media_type="application/json")
         return to_starlette_response(response)
 
     router = APIRouter()

@@ -25,7 +25,6 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
-import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -48,7 +47,7 @@ from channels.slack.blocks import ANSWER, APPROVE, CHOICE, EDIT, REJECT, VIEW, t
 from channels.slack.home import Home
 from channels.slack.outbound import Outbound, Place
 from channels.slack.payloads import Click, from_value, to_click, to_user_team
-from channels.slack.people import People, UnknownUserError
+from channels.slack.people import FAILED, People, UnknownUserError
 from channels.slack.teams import OtherTeamError, to_home, why_other_team
 from channels.slack.views import (
     EDIT_VIEW,
@@ -68,7 +67,6 @@ _ERROR_MAX = 150
 """Slack shows at most this much of a modal input's error."""
 OPEN_WITHIN = 2.5
 """Seconds from a click to the end of ``views.open``: its trigger id expires after 3."""
-_FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
 
 
 class Clicks:
@@ -189,7 +187,7 @@ class Clicks:
         try:
             async with asyncio.timeout_at(deadline):
                 await self.client.views_open(trigger_id=click.trigger_id, view=view)
-        except _FAILED as exc:  # the trigger expired (3 s), the view was refused, Slack was slow
+        except FAILED as exc:  # the trigger expired (3 s), the view was refused, Slack was slow
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
             log.warning("slack: views.open failed: %s", error)
             self._tell(click, "Slack did not open the form; please click again.")

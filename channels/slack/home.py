@@ -1,20 +1,21 @@
 """The App Home tab: what waits for the person looking at it, with the cards' own buttons.
 
-Opening the tab (``app_home_opened``) publishes it (``views.publish``) and
-remembers the person in the channel's state; when a request opens, is decided,
-expires, is escalated or cancelled, the worker republishes the Home of the
-remembered people it concerns, at most ``PUBLISHES`` times per ``PER`` seconds
-each. A request is listed by the one rule (``bot.domain.waiting``) from the
-open requests' summaries (``ChannelPorts.waiting``), most urgent first, as the
-same card a channel shows (only the threads of the cards shown are read), so its
-buttons go through the same click handlers and the one decision path. A view
-holds at most 100 blocks: the rest is counted.
+Opening the tab (``app_home_opened``, from ``channels.slack.events``) publishes
+it (``views.publish``) and remembers the person in the channel's state; when a
+request opens, is decided, expires, is escalated or cancelled, the worker
+republishes the Home of the remembered people it concerns, at most ``PUBLISHES``
+times per ``PER`` seconds each. A request is listed by the one rule
+(``bot.domain.waiting``) from the open requests' summaries
+(``ChannelPorts.waiting``), most urgent first, as the same card a channel shows
+(only the threads of the cards shown are read), so its buttons go through the
+same click handlers and the one decision path. A view holds at most 100 blocks:
+the rest is counted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -108,13 +109,9 @@ class Home:
         self.client = client
         self.background = background
 
-    def register(self, app: Any) -> None:
-        """Attach the ``app_home_opened`` listener to a Bolt ``AsyncApp`` (before catch-alls)."""
-        app.event("app_home_opened")(self.on_opened)
-
-    async def on_opened(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        event = body.get("event") or {}
+    def opened_tab(self, event: Mapping[str, Any]) -> None:
+        """An ``app_home_opened`` event (``channels.slack.events``): publish that person's
+        Home after Slack has its answer."""
         user = str(event.get("user") or "")
         if event.get("tab") != "home" or not to_user_id(user):
             return

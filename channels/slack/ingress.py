@@ -1,12 +1,14 @@
-"""The gate in front of Bolt on ``POST /slack/events``: signed, then readable. Pure.
+"""The gate on ``POST /slack/events``: signed, then readable. Pure.
 
 Bolt parses a request's body before it checks the signature, and assumes every
 field has the type Slack documents, so an unsigned ``[[]]`` or a signed payload
 with a list where an object belongs was a 500. Here the signature is checked on
 the raw bytes first (401 when it fails), then the body must parse the way Bolt
-will parse it, into an object, with JSON we could store and read back (400 when
-it does not). Errors from the payload's shape inside Bolt are 400s too
-(``is_malformed``); anything else stays a 500, which Slack retries.
+would parse it, into an object, with JSON we could store and read back (400 when
+it does not). A JSON body is parsed once, here: an Events API callback goes on
+to ``channels.slack.events`` as this object, without Bolt (``is_event``). Errors
+from the payload's shape past this gate are 400s too (``is_malformed``);
+anything else stays a 5xx, which Slack retries.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qsl
 
 import pydantic_core
@@ -53,8 +55,12 @@ def verify(secret: str, raw: bytes, headers: Mapping[str, str], now: float | Non
         raise UnauthorizedError("wrong Slack signature: not signed with SLACK_SIGNING_SECRET")
 
 
-def check_body(raw: bytes, content_type: str | None) -> None:
-    """Refuse a body Bolt could not read into an object (Bolt's ``parse_body``, strictly).
+def to_json(raw: bytes, content_type: str | None) -> dict[str, Any] | None:
+    """The body's JSON object, or None for a form; refuse a body Bolt could not read into
+    an object (Bolt's ``parse_body``, strictly).
+
+    A form (interactivity, the slash command) is left for Bolt to read; only its
+    ``payload`` field is checked.
 
     Raises:
         BadRequestError: not UTF-8, not JSON where JSON belongs, JSON we could not
@@ -67,27 +73,33 @@ def check_body(raw: bytes, content_type: str | None) -> None:
     if not text:
         raise BadRequestError("the body is empty")
     if content_type == "application/json" or text.startswith("{"):
-        _object(raw, "the body")
-        return
+        return _object(raw, "the body")
     try:
         form = dict(parse_qsl(text, keep_blank_values=True, errors="strict"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequestError(f"the form is not readable: {exc}") from exc
     if "payload" in text and "payload" in form:
         _object(form["payload"].encode(), "the payload")
+    return None
 
 
-def _object(raw: bytes, what: str) -> None:
+def is_event(body: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
+    """Whether a parsed body is an Events API callback (``channels.slack.events`` takes it)."""
+    return body is not None and body.get("type") == "event_callback"
+
+
+def _object(raw: bytes, what: str) -> dict[str, Any]:
     try:
         value = pydantic_core.from_json(raw, allow_inf_nan=False)
     except ValueError as exc:
         raise BadRequestError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} is not a JSON object")
+    return value
 
 
 def is_malformed(error: Exception) -> bool:
-    """Whether an error raised inside Bolt comes from the payload's shape, not from us.
+    """Whether an error raised by a listener comes from the payload's shape, not from us.
 
     A signed payload whose fields have other types than Slack documents raises
     these where Bolt or a listener reads them; Redis failures and our own

@@ -3,8 +3,8 @@
 Each listener only records (a Redis write) and answers, so Slack gets its
 answer well inside 3 seconds; the agent runs in a worker. Private notes and the
 slash command's opening post go to Slack in ``Background``, after the answer.
-Every event gets a 200, handled or not, so Slack never retries something we
-chose to ignore. Clicks and modals are in ``clicks``. An answer to an open
+Messages arrive from ``channels.slack.events``, which decides what an event is.
+Clicks and modals are in ``clicks``. An answer to an open
 question by someone of another workspace than the question's (Slack Connect,
 ``teams``) is refused, and not kept as a message either.
 """
@@ -12,7 +12,6 @@ question by someone of another workspace than the question's (Slack Connect,
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -31,15 +30,9 @@ from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
 from channels.slack.blocks import who
 from channels.slack.outbound import Outbound
-from channels.slack.payloads import (
-    Command,
-    Message,
-    to_command,
-    to_conversation,
-    to_message,
-)
+from channels.slack.payloads import Command, Message, to_command, to_conversation
 from channels.slack.people import People, escape
-from channels.slack.teams import to_home, why_other_team
+from channels.slack.teams import why_other_team
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +58,11 @@ class Listeners:
         self.background = background
 
     def register(self, app: Any) -> None:
-        """Attach the event and command listeners to a Bolt ``AsyncApp``."""
-        app.event("app_mention")(self.on_message)
-        app.event("message")(self.on_message)
-        app.event(re.compile(".*"))(self.on_anything)  # last: any other event, a 200
+        """Attach the slash command's listener to a Bolt ``AsyncApp`` (events come to
+        ``hear`` through ``channels.slack.events``)."""
         app.command(COMMAND)(self.on_command)
 
-    async def on_anything(self, ack: Any) -> None:
-        await ack()
-
     # --- messages ---------------------------------------------------------------------------
-
-    async def on_message(self, ack: Any, body: dict[str, Any], context: Any) -> None:
-        await ack()
-        message = to_message(body, context.get("bot_user_id"))
-        if message is not None:
-            await self.hear(message, to_home(context))
 
     async def hear(self, msg: Message, home: str) -> None:
         """A person wrote: answer an open question, continue a thread, or start one.

@@ -1,7 +1,8 @@
 """Slack payloads in, plain values out: pure functions, no I/O.
 
 ``to_message`` decides which events are a person talking to the bot (and
-drops bots, edits, deletions and every other subtype); ``to_click`` and
+drops bots, edits, deletions and every other subtype), ``is_self_event`` which
+are the app's own; ``to_click`` and
 ``to_command`` read interactivity and slash-command payloads; button values
 and modal metadata round-trip through ``to_value``/``from_value``.
 """
@@ -107,6 +108,16 @@ def to_conversation(team: str, channel: str, root_ts: str) -> str:
 
 def is_direct(channel: str, channel_type: str | None) -> bool:
     return channel_type == "im" or (channel_type is None and channel.startswith("D"))
+
+
+def is_self_event(event: Mapping[str, Any], bot_user_id: str, bot_id: str) -> bool:
+    """Whether an event is the app's own doing: by its bot user, or a message its bot posted
+    (the rule of Bolt's ``IgnoringSelfEvents``)."""
+    user = event.get("user")
+    if isinstance(user, Mapping):
+        user = user.get("id")
+    by_bot = event.get("bot_id")
+    return bool((user and user == bot_user_id) or (by_bot and by_bot == bot_id))
 
 
 def to_message(body: Mapping[str, Any], bot_user_id: str | None) -> Message | None:

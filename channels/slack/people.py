@@ -1,4 +1,4 @@
-"""Who is who in Slack: actors for clicks and messages, mentions for approvers.
+"""Who is who in Slack: the app itself, actors for clicks and messages, mentions for approvers.
 
 Policies name approvers as Slack user ids (``U123``, ``slack:U123``), user
 group ids (``S123``, ``slack:S123``) or email addresses. A click becomes an
@@ -15,6 +15,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _USER = re.compile(r"^(?:slack:)?([UW][A-Z0-9]{2,})$")
-_FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
+FAILED = (SlackApiError, aiohttp.ClientError, OSError, TimeoutError)
+"""What a Web API call raises when it failed: refused, unreachable, too slow."""
 _GROUP = re.compile(r"^(?:slack:|subteam:)?(S[A-Z0-9]{2,})$")
 
 
@@ -50,6 +52,28 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+@dataclass(frozen=True)
+class Me:
+    """The app in Slack, as ``auth.test`` tells it for the bot token."""
+
+    team: str
+    """The app's own workspace: where a thread not started in Slack asks."""
+    user: str
+    """The bot user's id: events by it are the app's own."""
+    bot: str
+    """The bot's id: bot messages carry it instead of a user."""
+    name: str = ""
+
+    @staticmethod
+    def from_auth_test(answer: Any) -> Me:
+        return Me(
+            team=str(answer.get("team_id") or ""),
+            user=str(answer.get("user_id") or ""),
+            bot=str(answer.get("bot_id") or ""),
+            name=str(answer.get("user") or ""),
+        )
+
+
 class UnknownUserError(GreenlightError):
     """Slack did not say who a user is (``users.info`` failed), so they cannot decide now."""
 
@@ -68,8 +92,17 @@ class _Cache(Generic[T]):
         self._items: dict[str, tuple[float, T]] = {}
         self._loading: dict[str, asyncio.Task[T]] = {}
 
-    async def get(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
-        """The cached value, or ``load()``'s; a load that says ``False`` is not kept."""
+    async def get(
+        self,
+        key: str,
+        load: Callable[[], Awaitable[tuple[T, bool]]],
+        deadline: float | None = None,
+    ) -> T:
+        """The cached value, or ``load()``'s; a load that says ``False`` is not kept.
+
+        ``deadline`` (event loop time): when to stop waiting for a load, with a
+        ``TimeoutError``; a hit never waits, so it pays for no timer.
+        """
         hit = self._items.get(key)
         if hit and hit[0] > time.monotonic():
             return hit[1]
@@ -78,7 +111,8 @@ class _Cache(Generic[T]):
             task = asyncio.get_running_loop().create_task(self._load(key, load))
             task.add_done_callback(_retrieved)
             self._loading[key] = task
-        return await asyncio.shield(task)
+        async with asyncio.timeout_at(deadline):
+            return await asyncio.shield(task)
 
     async def _load(self, key: str, load: Callable[[], Awaitable[tuple[T, bool]]]) -> T:
         try:
@@ -116,6 +150,24 @@ class People:
         self._users: _Cache[dict[str, Any]] = _Cache(ttl)
         self._emails: _Cache[str | None] = _Cache(ttl)
         self._groups: _Cache[frozenset[str]] = _Cache(ttl)
+        self._me: _Cache[Me] = _Cache(float("inf"))
+
+    async def me(self, client: AsyncWebClient | None = None) -> Me:
+        """Who the app is (``auth.test``, asked once and kept for the process's life).
+
+        Args:
+            client: ask with this client, not ``self.client`` (start-up waits out rate
+                limits; an event may not).
+
+        Raises:
+            SlackApiError: Slack refused the token.
+            aiohttp.ClientError, OSError, TimeoutError: Slack could not be reached;
+                the next call asks again.
+        """
+        return await self._me.get("me", partial(self._auth_test, client or self.client))
+
+    async def _auth_test(self, client: AsyncWebClient) -> tuple[Me, bool]:
+        return Me.from_auth_test(await client.auth_test()), True
 
     async def actor(
         self, user_id: str, approvers: Sequence[str] = (), *, strict: bool = True
@@ -127,9 +179,10 @@ class People:
                 ``strict``: without the email, a requester known by email could approve
                 their own request. Not strict, the actor is then known by id only.
         """
+        budget = self.budget
+        deadline = None if budget is None else asyncio.get_running_loop().time() + budget
         try:
-            async with asyncio.timeout(self.budget):
-                user, groups = await self._look_up(user_id, approvers)
+            user, groups = await self._look_up(user_id, approvers, deadline)
         except TimeoutError:
             log.warning("slack: looking up %s took more than %ss", user_id, self.budget)
             user, groups = {}, []
@@ -148,14 +201,16 @@ class People:
         )
 
     async def _look_up(
-        self, user_id: str, approvers: Sequence[str]
+        self, user_id: str, approvers: Sequence[str], deadline: float | None
     ) -> tuple[dict[str, Any], list[str]]:
         """The user's profile (empty when Slack failed) and which groups of ``approvers``."""
-        user = await self._users.get(user_id, partial(self._user, user_id))
+        user = await self._users.get(user_id, partial(self._user, user_id), deadline)
         groups = []
         for identity in approvers:
-            group = to_group_id(identity)
-            if group and user_id in await self._groups.get(group, partial(self._members, group)):
+            if (group := to_group_id(identity)) is None:
+                continue
+            members = await self._groups.get(group, partial(self._members, group), deadline)
+            if user_id in members:
                 groups.append(group)
         return user, groups
 
@@ -195,7 +250,7 @@ class People:
     async def _user(self, user_id: str) -> tuple[dict[str, Any], bool]:
         try:
             answer = await self.client.users_info(user=user_id)
-        except _FAILED as exc:
+        except FAILED as exc:
             log.warning("slack: users.info %s failed: %r", user_id, exc)
             return {}, False
         user = answer.get("user")
@@ -208,7 +263,7 @@ class People:
             error = exc.response.get("error")
             log.info("slack: no user for %s: %s", email, error)
             return None, error == "users_not_found"
-        except _FAILED as exc:
+        except FAILED as exc:
             log.warning("slack: users.lookupByEmail failed: %r", exc)
             return None, False
         user = answer.get("user") or {}
@@ -217,7 +272,7 @@ class People:
     async def _members(self, group: str) -> tuple[frozenset[str], bool]:
         try:
             answer = await self.client.usergroups_users_list(usergroup=group)
-        except _FAILED as exc:
+        except FAILED as exc:
             log.warning("slack: usergroups.users.list %s failed: %r", group, exc)
             return frozenset(), False
         return frozenset(str(u) for u in answer.get("users") or ()), True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 import pytest
 
@@ -12,11 +13,27 @@ from bot.domain.events import Actor, ApprovalRequested
 from bot.domain.reducer import Request
 from bot.domain.triage import to_agent
 from channels.slack.blocks import FIELDS_MAX, CardInfo, card, to_chunks
-from channels.slack.payloads import from_value, to_click, to_message, to_value
+from channels.slack.payloads import from_value, is_self_event, to_click, to_message, to_value
 from channels.slack.views import args_modal, edit_modal, from_edit, to_errors
 from tests.channels.slack.slack import sample
 
 BOT = "U0BOT0001"
+
+
+@pytest.mark.parametrize(
+    ("event", "own"),
+    [
+        ({"type": "app_home_opened", "user": BOT}, True),
+        ({"type": "message", "user": {"id": BOT}}, True),
+        ({"type": "message", "subtype": "bot_message", "bot_id": "B0BOT0001"}, True),
+        ({"type": "app_home_opened", "user": "U0ANN0001"}, False),
+        ({"type": "message", "subtype": "bot_message", "bot_id": "B0OTHER01"}, False),
+        ({"type": "message", "user": ""}, False),
+        ({"type": "reaction_added"}, False),
+    ],
+)
+def test_the_apps_own_events_are_told_by_its_user_or_bot(event: dict[str, Any], own: bool) -> None:
+    assert is_self_event(event, BOT, "B0BOT0001") is own
 
 
 def test_mentions_and_thread_replies_are_messages_bots_and_edits_are_not() -> None:

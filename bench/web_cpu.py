@@ -4,8 +4,11 @@ The app (``bot.web.app.create_app``, as ``python -m bot web`` builds it) is call
 directly through ASGI, one request at a time, against the embedded Redis; the
 process's CPU time (``time.process_time``) is summed around each call only, so
 neither the driver nor the worker that steps threads between the two phases is
-counted. Signed Slack ``app_mention`` events (``POST /slack/events``) are measured the
-same way, against the local Slack Web API stand-in. Wall-clock figures on a shared
+counted. The cycle runs twice: with ``API_TOKEN`` (found without Redis), then with
+an agent token creating and an approver token deciding, tokens such as ``greenlight
+tokens create`` makes, found by their digest in Redis. Signed Slack ``app_mention``
+events (``POST /slack/events``) are measured the same way, against the local Slack
+Web API stand-in. Wall-clock figures on a shared
 machine are noisy, and so is CPU time when other processes compete for the caches:
 each figure is the lowest of ``--rounds``.
 
@@ -22,22 +25,25 @@ import cProfile
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import slack_events
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.tokens import Tokens
 from tests.harness import TOKEN, Harness, test_settings
 from tests.standins.slack_api import SlackAPI
-
-AUTH = (b"authorization", f"Bearer {TOKEN}".encode())
 
 
 async def call(
     app: Any, method: str, path: str, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
-    """One request through the app's ASGI interface; its status and body."""
-    extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    """One request through the app's ASGI interface; its status and body. ``headers``
+    may name another ``Authorization`` than the admin token's."""
+    given = {k.lower(): v for k, v in (headers or {}).items()}
+    given.setdefault("authorization", f"Bearer {TOKEN}")
+    extra = [(k.encode(), v.encode()) for k, v in given.items()]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},
@@ -52,7 +58,6 @@ async def call(
             (b"host", b"127.0.0.1"),
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
-            AUTH,
             *extra,
         ],
         "client": ("127.0.0.1", 1),
@@ -80,7 +85,7 @@ async def call(
     return status, b"".join(chunks)
 
 
-Requests = list[tuple[str, str, bytes]] | list[tuple[str, str, bytes, dict[str, str]]]
+Requests = list[tuple[str, str, bytes, dict[str, str]]]
 
 
 async def measure(
@@ -89,11 +94,11 @@ async def measure(
     """CPU seconds the app spent on ``requests`` (sent one after another); their bodies."""
     cpu = 0.0
     bodies: list[bytes] = []
-    for method, path, body, *headers in requests:
+    for method, path, body, headers in requests:
         start = time.process_time()
         if profiler is not None:
             profiler.enable()
-        status, out = await call(app, method, path, body, *headers)
+        status, out = await call(app, method, path, body, headers)
         if profiler is not None:
             profiler.disable()
         cpu += time.process_time() - start
@@ -109,17 +114,40 @@ def mentions(first: int, n: int) -> Requests:
     return [("POST", "/slack/events", b, slack_events.signed(b)) for b in bodies]
 
 
-async def cycle(h: Harness, n: int, profiler: cProfile.Profile | None) -> tuple[float, float]:
-    """CPU seconds for ``n`` thread creations, and for the ``n`` decisions that follow."""
+@dataclass(frozen=True)
+class Scoped:
+    """The headers of an agent token and of bob's approver token, made in Redis."""
+
+    agent: dict[str, str]
+    approver: dict[str, str]
+
+    @staticmethod
+    async def make(h: Harness) -> Scoped:
+        tokens, now = Tokens(h.redis), h.rt.clock.now()
+        agent, _ = await tokens.create("bench-agent", "agent", None, now=now)
+        approver, _ = await tokens.create("bench-bob", "approver", "bob", now=now)
+        return Scoped({"Authorization": f"Bearer {agent}"}, {"Authorization": f"Bearer {approver}"})
+
+
+async def cycle(
+    h: Harness, n: int, profiler: cProfile.Profile | None, tokens: Scoped | None = None
+) -> tuple[float, float]:
+    """CPU seconds for ``n`` thread creations, and for the ``n`` decisions that follow;
+    with ``tokens``, created by its agent token and decided by its approver token."""
     create = json.dumps({"agent": "deploy", "text": "deploy api 1.5.0 to production"})
-    cpu_create, made = await measure(h.app, [("POST", "/threads", create.encode())] * n, profiler)
+    as_agent = tokens.agent if tokens else {}
+    cpu_create, made = await measure(
+        h.app, [("POST", "/threads", create.encode(), as_agent)] * n, profiler
+    )
     await h.drain()  # the worker suspends every thread on its approval: not measured
     decision = json.dumps({"decision": "approve", "by": "bob"}).encode()
     requests = []
     for raw in made:
         state = await h.thread(json.loads(raw)["id"])
         req = next(iter(state.requests.values()))
-        requests.append(("POST", f"/requests/{req.id}/decision", decision))
+        requests.append(
+            ("POST", f"/requests/{req.id}/decision", decision, tokens.approver if tokens else {})
+        )
     cpu_decide, _ = await measure(h.app, requests, profiler)
     return cpu_create, cpu_decide
 
@@ -128,6 +156,7 @@ async def main(n: int, rounds: int, profile: str | None) -> dict[str, Any]:
     profiler = cProfile.Profile() if profile else None
     creates: list[float] = []
     decides: list[float] = []
+    scoped: list[tuple[float, float]] = []
     events: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis")
@@ -140,12 +169,16 @@ async def main(n: int, rounds: int, profile: str | None) -> dict[str, Any]:
                     slack_api_url=api.url,
                 )
                 async with Harness(server.url, settings=settings) as h:
+                    tokens = await Scoped.make(h)
                     await cycle(h, 20, None)  # warm-up
+                    await cycle(h, 20, None, tokens)
                     await measure(h.app, mentions(10**7, 20), None)
                     for i in range(rounds):
                         c, d = await cycle(h, n, profiler)
                         creates.append(c * 1000 / n)
                         decides.append(d * 1000 / n)
+                        c, d = await cycle(h, n, profiler, tokens)
+                        scoped.append((c * 1000 / n, d * 1000 / n))
                         e, _ = await measure(h.app, mentions((i + 1) * n, n), profiler)
                         events.append(e * 1000 / n)
         finally:
@@ -159,9 +192,15 @@ async def main(n: int, rounds: int, profile: str | None) -> dict[str, Any]:
         "create_thread_cpu_ms": round(min(creates), 3),
         "decision_cpu_ms": round(min(decides), 3),
         "slack_event_cpu_ms": round(min(events), 3),
+        # The same with an agent token (POST /threads) and an approver token (decisions),
+        # which are looked up in Redis; API_TOKEN is not.
+        "create_thread_agent_token_cpu_ms": round(min(c for c, _ in scoped), 3),
+        "decision_approver_token_cpu_ms": round(min(d for _, d in scoped), 3),
         "per_round": {
             "create": [round(c, 3) for c in creates],
             "decide": [round(d, 3) for d in decides],
+            "create_agent_token": [round(c, 3) for c, _ in scoped],
+            "decide_approver_token": [round(d, 3) for _, d in scoped],
             "slack_event": [round(e, 3) for e in events],
         },
     }

@@ -4,7 +4,7 @@ The driver (this process) starts threads and decides over HTTP, as any client
 of the REST API does (``POST /threads``, ``POST /requests/{id}/decision``);
 ``python -m bot worker`` processes step the threads. The driver learns that a
 thread was suspended or finished by reading its status in Redis (``Watcher``,
-one pipelined read per millisecond for every thread it waits on), which costs
+one script call per millisecond for every thread it waits on), which costs
 the processes measured nothing, as the one-process section's in-process hook
 does not. Suspend latency runs from ``POST /threads`` to the status
 ``awaiting_approval``; resume latency from ``POST /requests/{id}/decision`` to
@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from redis.asyncio import Redis
 
+from bench.http_client import HttpClient
 from bench.measure import CpuMeter, percentiles, traffic
 from bot.settings import Settings
 from bot.storage import keys
+from bot.storage.connection import Client, connect
 from bot.storage.embedded import HOST, die_with_parent
 
 TOKEN = "bench"
@@ -50,31 +51,66 @@ class Fleet:
     worker_pids: tuple[int, ...]
 
 
+_POLL = """
+-- KEYS: for each thread waited on, four: its shard's index of the status it waits for,
+-- of failed threads and of cancelled ones, and its log. ARGV: the threads' ids, then
+-- the statuses they wait for, in the same order. Returns, per thread, the status it is
+-- in of those ('' for none); for one that waits for awaiting_approval and reached it,
+-- its approval_requested event instead when it is among its last 16 events.
+local n = #ARGV / 2
+local out = {}
+for i = 1, n do
+  local tid, want, k = ARGV[i], ARGV[n + i], 4 * (i - 1)
+  local status = ''
+  if redis.call('ZSCORE', KEYS[k + 1], tid) then status = want
+  elseif redis.call('ZSCORE', KEYS[k + 2], tid) then status = 'failed'
+  elseif redis.call('ZSCORE', KEYS[k + 3], tid) then status = 'cancelled' end
+  out[i] = status
+  if status == 'awaiting_approval' then
+    local tail = redis.call('LRANGE', KEYS[k + 4], -16, -1)
+    for j = #tail, 1, -1 do
+      if string.find(tail[j], '"approval_requested"', 1, true) then
+        out[i] = tail[j]
+        break
+      end
+    end
+  end
+end
+return out
+"""
+
+
 class Watcher:
-    """Learns when threads reach a status by reading their meta hashes in Redis.
+    """Learns when threads reach a status by reading the status indexes in Redis.
 
     The driver's completion signal, as the one-process section's ``on_step``
     hook is there: it costs the web and worker processes nothing (webhook
     callbacks cost each worker an HTTP POST per event, about 1 ms of CPU on
-    this machine, three per cycle). Every waiting thread's status is read in
-    one pipelined round trip per poll, a poll every ``every`` seconds while any
-    thread is waited on; the request id of a suspended thread is read from its
-    log. The wait it adds (half a poll on average) is in the latencies.
+    this machine, three per cycle). Every waiting thread's status is read by
+    one script call per poll, a poll every ``every`` seconds while any thread
+    is waited on; the same call brings a suspended thread's request. One call
+    rather than a pipeline of reads: redis-py spends several µs of Python on
+    each command of a pipeline, and the driver shares the CPU with what it
+    measures. The wait it adds (half a poll on average) is in the latencies.
     """
 
-    def __init__(self, redis: Redis, every: float = 0.001) -> None:
+    def __init__(self, redis: Client, every: float = 0.001) -> None:
         self.redis = redis
         self.every = every
         self.polls = 0
         """Round trips made so far."""
-        self._waiting: dict[str, tuple[str, asyncio.Future[str]]] = {}
+        self._waiting: dict[str, tuple[str, asyncio.Future[str], list[str]]] = {}
+        """Thread id -> the status awaited, who awaits it, and the keys its poll reads."""
         self._poller: asyncio.Task[None] | None = None
+        self._script = redis.register_script(_POLL)
 
     def expect(self, thread_id: str, status: str) -> asyncio.Future[str]:
         """Resolved when the thread's status is ``status``: with its open request's id
         for ``awaiting_approval``, else with the status."""
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._waiting[thread_id] = (status, fut)
+        shard = keys.shard_of(thread_id)
+        names = [keys.by_status(shard, s) for s in (status, "failed", "cancelled")]
+        self._waiting[thread_id] = (status, fut, [*names, keys.log(thread_id)])
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll())
         return fut
@@ -83,31 +119,36 @@ class Watcher:
         while self._waiting:
             await asyncio.sleep(self.every)
             tids = list(self._waiting)
-            pipe = self.redis.pipeline(transaction=False)
-            for tid in tids:  # the status index a thread is in says its status
-                for status in (self._waiting[tid][0], "failed", "cancelled"):
-                    pipe.zscore(keys.by_status(keys.shard_of(tid), status), tid)
-            scores = await pipe.execute()
+            waits = [self._waiting[t] for t in tids]
+            names = [name for w in waits for name in w[2]]
+            found = await self._script(keys=names, args=[*tids, *(w[0] for w in waits)])
             self.polls += 1
-            for i, tid in enumerate(tids):
-                want, fut = self._waiting[tid]
-                mine = zip((want, "failed", "cancelled"), scores[3 * i : 3 * i + 3], strict=True)
-                status = next((s for s, at in mine if at is not None), None)
-                if status == want:
+            for tid, (want, fut, _), got in zip(tids, waits, found, strict=True):
+                if got == want or (want == "awaiting_approval" and got.startswith("{")):
                     del self._waiting[tid]
-                    fut.set_result(await self._answer(tid, status))
-                elif status in ("failed", "cancelled"):
+                    fut.set_result(await self._answer(tid, got))
+                elif got in ("failed", "cancelled"):
                     del self._waiting[tid]
-                    fut.set_exception(RuntimeError(f"thread {tid} is {status}"))
+                    fut.set_exception(RuntimeError(f"thread {tid} is {got}"))
 
-    async def _answer(self, thread_id: str, status: str) -> str:
-        if status != "awaiting_approval":
-            return status
+    async def _answer(self, thread_id: str, found: str) -> str:
+        """The request id in a suspended thread's event, or the status reached."""
+        if found.startswith("{"):
+            return _request_id(thread_id, json.loads(found))
+        if found != "awaiting_approval":
+            return found
+        # Its request is not among its last events: read the whole log.
         for raw in reversed(await self.redis.lrange(keys.log(thread_id), 0, -1)):
             event = json.loads(raw)
             if event["type"] == "approval_requested":
-                return str(event["request_id"])
+                return _request_id(thread_id, event)
         raise RuntimeError(f"thread {thread_id} awaits approval without asking for one")
+
+
+def _request_id(thread_id: str, event: dict[str, Any]) -> str:
+    """A stored approval request's id (stored without its thread when the thread names it)."""
+    rid = str(event["request_id"])
+    return thread_id + rid if rid.startswith(".") else rid
 
 
 async def _spawn(role: str, env: dict[str, str], logs: Path) -> asyncio.subprocess.Process:
@@ -206,11 +247,10 @@ def _tails(logs: Path) -> str:
 
 @dataclass(frozen=True)
 class Driver:
-    """What a run needs: the HTTP client, the web process, the watcher, the pids to meter
-    and the Redis whose traffic to count."""
+    """What a run needs: the HTTP client (to the web process), the watcher, the pids to
+    meter and the Redis whose traffic to count."""
 
-    http: aiohttp.ClientSession
-    api: str
+    http: HttpClient
     watcher: Watcher
     pids: dict[str, Sequence[int]]
     redis_url: str
@@ -220,18 +260,17 @@ class Driver:
         watch = self.watcher
         t0 = time.perf_counter()
         new = {"agent": "deploy", "text": TEXT, "user": "ann"}
-        async with self.http.post(f"{self.api}/threads", json=new, headers=AUTH) as r:
-            if r.status != 201:
-                raise RuntimeError(f"POST /threads answered {r.status}: {await r.text()}")
-            tid = (await r.json())["id"]
+        status, body = await self.http.post("/threads", new)
+        if status != 201:
+            raise RuntimeError(f"POST /threads answered {status}: {body!r}")
+        tid = json.loads(body)["id"]
         request_id = await asyncio.wait_for(watch.expect(tid, "awaiting_approval"), WAIT)
         t1 = time.perf_counter()
         decision = {"decision": "approve", "by": "bob"}
         path = f"/requests/{request_id}/decision"
-        async with self.http.post(f"{self.api}{path}", json=decision, headers=AUTH) as r:
-            if r.status != 200:
-                raise RuntimeError(f"POST {path} answered {r.status}: {await r.text()}")
-            await r.read()
+        status, body = await self.http.post(path, decision)
+        if status != 200:
+            raise RuntimeError(f"POST {path} answered {status}: {body!r}")
         await asyncio.wait_for(watch.expect(tid, "done"), WAIT)
         t2 = time.perf_counter()
         lat["suspend"].append(t1 - t0)
@@ -271,21 +310,28 @@ async def section(
     redis_url: str, redis_pids: Sequence[int], data: Path, *, cycles: int, in_flight: int
 ) -> dict[str, Any]:
     """The web + 2 workers figures: sequential and ``in_flight`` at a time."""
-    async with (
-        Redis.from_url(redis_url, decode_responses=True) as redis,
-        fleet(redis_url, data, workers=2, concurrency=max(in_flight, 1)) as procs,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(in_flight, 1))) as http,
-    ):
-        pids = {"web": [procs.web_pid], "workers": procs.worker_pids, "redis": redis_pids}
-        driver = Driver(http, procs.api, Watcher(redis), pids, redis_url)
-        await driver.run(4 * in_flight, in_flight)  # warm up
-        return {
-            "processes": "python -m bot web + 2 x python -m bot worker, one Redis",
-            "latency": (
-                "suspend: POST /threads to the status awaiting_approval; resume: POST"
-                " /requests/{id}/decision to the status done (the driver reads every"
-                " waited-on thread's status from Redis once a millisecond)"
-            ),
-            "sequential": await driver.run(max(cycles // 4, 100), 1),
-            "concurrent": await driver.run(cycles, in_flight),
-        }
+    # The project's client: it packs commands with hiredis, redis-py's own packer in Python
+    # cost the driver about a millisecond per status poll of 32 threads.
+    redis = await connect(redis_url)
+    try:
+        async with fleet(redis_url, data, workers=2, concurrency=max(in_flight, 1)) as procs:
+            http = HttpClient(procs.api, AUTH)
+            pids = {"web": [procs.web_pid], "workers": procs.worker_pids, "redis": redis_pids}
+            driver = Driver(http, Watcher(redis), pids, redis_url)
+            try:
+                await driver.run(4 * in_flight, in_flight)  # warm up
+                return {
+                    "processes": "python -m bot web + 2 x python -m bot worker, one Redis",
+                    "latency": (
+                        "suspend: POST /threads to the status awaiting_approval; resume: POST"
+                        " /requests/{id}/decision to the status done (the driver reads every"
+                        " waited-on thread's status from Redis once a millisecond, in one"
+                        " script call)"
+                    ),
+                    "sequential": await driver.run(max(cycles // 4, 100), 1),
+                    "concurrent": await driver.run(cycles, in_flight),
+                }
+            finally:
+                await http.aclose()
+    finally:
+        await redis.aclose()

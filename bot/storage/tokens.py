@@ -3,7 +3,14 @@
 A token is a high-entropy random string shown once when it is created. Redis
 keeps its digest and what it may do (its scope, and for an approver the one
 identity it decides as); a request's token is found by the digest of what it
-sent, and each use records when the token was last used, in the same round trip.
+sent, and that look-up records when the token was last used, in the same round
+trip.
+
+A process trusts what it found for ``FRESH_FOR`` (one second) before looking
+again: an agent making many calls costs a Redis round trip a second, not one a
+call. So a token revoked by another process is refused everywhere at most one
+second later (the process that revoked it refuses it at once), and its last use
+is recorded to within a second.
 """
 
 from __future__ import annotations
@@ -24,6 +31,11 @@ Scope = Literal["admin", "agent", "approver"]
 SCOPES: tuple[Scope, ...] = ("admin", "agent", "approver")
 PREFIX = "glt_"
 """Tokens start with this, so secret scanners and people can recognise them."""
+FRESH_FOR = 1.0
+"""Seconds a process uses what it found of a token before finding it in Redis again: the
+longest a token revoked by another process still works here."""
+KEPT = 1024
+"""Tokens a process remembers at most (the oldest found is forgotten first)."""
 
 
 @dataclass(frozen=True)
@@ -62,11 +74,12 @@ return 1
 _REVOKE = Script(
     """
 local record = redis.call('HGET', K.names, A.name)
-if not record then return 0 end
-redis.call('HDEL', K.digests, cjson.decode(record)['digest'])
+if not record then return false end
+local digest = cjson.decode(record)['digest']
+redis.call('HDEL', K.digests, digest)
 redis.call('HDEL', K.names, A.name)
 redis.call('HDEL', K.used, A.name)
-return 1
+return digest
 """,
     keys=("names", "digests", "used"),
     args=("name",),
@@ -89,13 +102,20 @@ _KEYS = {"names": keys.token_names(), "digests": keys.token_digests(), "used": k
 
 
 class Tokens:
-    """Creates, finds, lists and revokes API tokens."""
+    """Creates, finds, lists and revokes API tokens.
 
-    def __init__(self, redis: Client) -> None:
+    Args:
+        fresh_for: seconds what was found of a token is used without Redis (``FRESH_FOR``).
+    """
+
+    def __init__(self, redis: Client, *, fresh_for: float = FRESH_FOR) -> None:
         self.redis = redis
+        self.fresh_for = fresh_for
         self._create = _CREATE.bind(redis)
         self._revoke = _REVOKE.bind(redis)
         self._use = _USE.bind(redis)
+        self._found: dict[str, tuple[float, TokenInfo]] = {}
+        """Digest -> when it was found in Redis (by the clock ``use`` is given), and what."""
 
     async def create(
         self, name: str, scope: Scope, identity: str | None, *, now: float
@@ -120,16 +140,27 @@ class Tokens:
         return token, TokenInfo(name, scope, identity, now)
 
     async def use(self, token: str, *, now: float) -> TokenInfo | None:
-        """The token's info, recording that it was used now; None if unknown or revoked."""
+        """The token's info, recording that it was used now; None if unknown or revoked.
+
+        Found in Redis at most once per ``fresh_for`` seconds: until then this process
+        answers from what it found, and records no new use.
+        """
         digest = digest_of(token)
+        known = self._found.get(digest)
+        if known is not None and 0 <= now - known[0] < self.fresh_for:
+            return known[1]
         found = await self._use(_KEYS, {"digest": digest, "now": repr(now)})
-        if found is None:
-            return None
-        record = json.loads(found)
+        record = json.loads(found) if found is not None else {}
         # Found by its digest already; compared again in constant time for good measure.
         if not hmac.compare_digest(str(record.get("digest", "")), digest):
+            self._found.pop(digest, None)
             return None
-        return _info(record, now)
+        info = _info(record, now)
+        self._found.pop(digest, None)  # re-inserted last: the oldest found go first
+        self._found[digest] = (now, info)
+        if len(self._found) > KEPT:
+            del self._found[next(iter(self._found))]
+        return info
 
     async def list(self) -> list[TokenInfo]:
         """Every token, by name."""
@@ -143,13 +174,16 @@ class Tokens:
         return [_info(json.loads(r), used.get(n)) for n, r in sorted(names.items())]
 
     async def revoke(self, name: str) -> None:
-        """Forget the token named ``name``: it authenticates nothing from now on.
+        """Forget the token named ``name``: it authenticates nothing from now on in this
+        process, and in the others within ``fresh_for`` seconds.
 
         Raises:
             NotFoundError: no token has this name.
         """
-        if not await self._revoke(_KEYS, {"name": name}):
+        digest = await self._revoke(_KEYS, {"name": name})
+        if digest is None:
             raise NotFoundError(f"no token named {name!r}", name=name)
+        self._found.pop(_text(digest), None)
 
 
 def _info(record: dict[str, Any], used: float | None) -> TokenInfo:

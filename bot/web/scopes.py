@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from bot.domain.errors import (
     ForbiddenError,
@@ -41,14 +41,12 @@ from bot.storage.tokens import Scope, Tokens
 ADMIN_TOKEN_NAME = "API_TOKEN"
 """The name the configured admin token goes by in logs and errors."""
 
-BEARER = HTTPBearer(
-    auto_error=False,
-    scheme_name="HTTPBearer",
-    description=(
-        "A token, sent as `Authorization: Bearer <token>`: API_TOKEN (scope admin) or one"
-        " made with `greenlight tokens create` (scope admin, agent or approver). Each"
-        " operation lists the scopes it accepts."
-    ),
+BEARER = "HTTPBearer"
+"""The name of the one security scheme in the OpenAPI document."""
+BEARER_DESCRIPTION = (
+    "A token, sent as `Authorization: Bearer <token>`: API_TOKEN (scope admin) or one"
+    " made with `greenlight tokens create` (scope admin, agent or approver). Each"
+    " operation lists the scopes it accepts."
 )
 
 
@@ -115,7 +113,21 @@ def is_asked(req: HumanRequest, identity: str) -> bool:
 
 
 async def caller(request: Request) -> Caller:
-    """The caller of this request, from its bearer token; 401 if there is none we know."""
+    """The caller of this request, from its bearer token; 401 if there is none we know.
+
+    Found once per request: the route's scope check and the endpoint's ``Who`` share it.
+    """
+    found: Caller | None = request.scope.get(_CALLER)
+    if found is None:
+        found = request.scope[_CALLER] = await _authenticate(request)
+    return found
+
+
+_CALLER = "greenlight.caller"
+"""Where a request's ``Caller`` is kept in its ASGI scope once found."""
+
+
+async def _authenticate(request: Request) -> Caller:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
@@ -134,30 +146,35 @@ async def caller(request: Request) -> Caller:
 Who = Annotated[Caller, Depends(caller)]
 
 
-def scope(*allowed: Scope) -> Any:
-    """A dependency that lets through tokens with one of ``allowed`` scopes: 401 without a
-    token we know, 403 with another scope. The scopes show in the OpenAPI document."""
+class _Scoped(HTTPBearer):
+    """The bearer scheme of the routes that take ``scopes``: the caller, if it has one.
 
-    # A default, not Annotated: the scopes are this closure's, out of reach of the
-    # annotations FastAPI resolves from the module.
-    bearer = Security(BEARER, scopes=list(allowed))
+    One dependency does both jobs: as an ``HTTPBearer`` it puts the scheme and the
+    scopes in the OpenAPI document, and when called it authenticates and checks the
+    scope (each dependency FastAPI solves costs CPU on every request).
+    """
 
-    async def check(
-        request: Request,
-        who: Who,
-        _: HTTPAuthorizationCredentials | None = bearer,
-    ) -> Caller:
-        if who.scope not in allowed:
+    def __init__(self, scopes: tuple[Scope, ...]) -> None:
+        super().__init__(auto_error=False, scheme_name=BEARER, description=BEARER_DESCRIPTION)
+        self.scopes = scopes
+        """Read by ``scopes_of``: the app's check and the routes' tests."""
+
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
+        who = await caller(request)
+        if who.scope not in self.scopes:
             raise ForbiddenError(
                 f"token {who.name!r} has scope {who.scope};"
-                f" {request.method} {_template(request)} needs {' or '.join(allowed)}",
+                f" {request.method} {_template(request)} needs {' or '.join(self.scopes)}",
                 scope=who.scope,
-                needs=list(allowed),
+                needs=list(self.scopes),
             )
         return who
 
-    check.scopes = allowed  # type: ignore[attr-defined]  # read by the routes' tests
-    return Depends(check)
+
+def scope(*allowed: Scope) -> Any:
+    """A dependency that lets through tokens with one of ``allowed`` scopes: 401 without a
+    token we know, 403 with another scope. The scopes show in the OpenAPI document."""
+    return Security(_Scoped(allowed), scopes=list(allowed))
 
 
 def scopes_of(dependency: Any) -> tuple[Scope, ...] | None:

@@ -9,6 +9,7 @@ travel there (an email decision link's path is its token).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -65,7 +66,8 @@ class Traced:
                 kind=SpanKind.SERVER,
                 attributes={"http.request.method": method},
             ) as span,
-            tracing.bound(thread=thread, request=request),
+            # A path naming no thread leaves the ids as this request's task found them: unset.
+            tracing.bound(thread=thread, request=request) if thread else _UNBOUND,
         ):
             try:
                 await self.app(scope, receive, sending)
@@ -82,6 +84,9 @@ class Traced:
                 metrics.of(metrics.HTTP_LATENCY, method, label).observe(
                     time.perf_counter() - started
                 )
+
+
+_UNBOUND = contextlib.nullcontext()
 
 
 def _route_of(scope: Scope) -> str | None:

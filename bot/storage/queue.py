@@ -99,8 +99,18 @@ class Queue:
         return found
 
     async def _read_shard(self, shard: int, count: int, block_ms: int | None) -> list[Entry]:
-        got: Any = await self.redis.xreadgroup(
-            keys.GROUP, self.consumer, {keys.queue(shard): ">"}, count=count, block=block_ms
+        """One shard's new entries, on a cluster: sent straight to the node that holds the
+        stream, since the cluster client asks a node which keys an XREADGROUP names
+        (``COMMAND GETKEYS``, a round trip) before each one. A moved slot fails this read,
+        and the client's map of the slots is mended for the next."""
+        assert is_cluster(self.redis)
+        stream = keys.queue(shard)
+        args: list[Any] = ["XREADGROUP", "GROUP", keys.GROUP, self.consumer, "COUNT", count]
+        if block_ms is not None:
+            args += ["BLOCK", block_ms]
+        node = self.redis.get_node_from_key(stream)
+        got: Any = await self.redis.execute_command(
+            *args, "STREAMS", stream, ">", target_nodes=node
         )
         return _entries(got)
 

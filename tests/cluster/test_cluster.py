@@ -57,6 +57,25 @@ async def test_the_full_approval_cycle(cluster: EmbeddedCluster, cluster_redis: 
         assert (await h.api.get("/requests")).json()["total"] == 0
 
 
+async def test_workers_read_the_queue_without_asking_which_keys_a_read_names(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    # The cluster client would ask a node (COMMAND GETKEYS) before every XREADGROUP: a
+    # round trip more per read, on every worker, all the time.
+    assert isinstance(cluster_redis, RedisCluster)
+    nodes = cluster_redis.get_primaries()
+    for node in nodes:
+        await cluster_redis.config_resetstat(target_nodes=node)
+    async with Harness(cluster.url) as h:
+        await launch(h)
+    reads = getkeys = 0
+    for node in nodes:
+        stats = await cluster_redis.info("commandstats", target_nodes=node)
+        reads += int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
+        getkeys += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    assert reads > 0 and getkeys == 0
+
+
 async def test_two_concurrent_decisions_exactly_one_wins(
     cluster: EmbeddedCluster, cluster_redis: Client
 ) -> None:

@@ -92,8 +92,9 @@ class _HiredisPacking(AbstractConnection):
     connection class, so it packs in Python."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str):  # 'SCRIPT LOAD' is two words on the wire
-            args = (*args[0].encode().split(), *args[1:])
+        first = args[0]
+        if isinstance(first, str) and " " in first:  # 'SCRIPT LOAD' is two words on the wire
+            args = (*first.split(), *args[1:])
         try:
             return [hiredis.pack_command(args)]
         except TypeError as exc:

@@ -35,6 +35,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.storage.connection import Client
+from bot.storage.wire import Wire
 
 _NAMED = re.compile(r"\b([KA])\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -122,20 +123,39 @@ class Bound:
             await client.script_load(self.script.lua)
             return await client.evalsha(self.sha, *ordered)
 
+    async def on_wire(self, wire: Wire, ordered: list[Any]) -> Any:
+        """One EVALSHA of this script on ``wire``; if Redis forgot the script (it
+        restarted, or was flushed), loaded and run again in one write, so that the
+        calls it refused run again in the order they were sent."""
+        try:
+            return await wire.send("EVALSHA", self.sha, *ordered)
+        except NoScriptError:
+            loaded = wire.send("SCRIPT", "LOAD", self.script.lua)
+            again = wire.send("EVALSHA", self.sha, *ordered)
+            try:
+                await loaded
+            except BaseException:
+                again.cancel()  # its answer is dropped when it comes
+                raise
+            return await again
+
 
 class Batcher:
-    """Sends the script calls made in one turn of the event loop as one pipeline.
+    """Sends the script calls made in one turn of the event loop together.
 
     Calls from many coroutines (a worker stepping 32 threads, a web process
     answering many requests) travel together: one write and one read instead
-    of one each. On a cluster, one write per node holding the calls' slots
-    (every script touches one slot); a call the node redirects (the slot
-    moved) or cannot answer (it is down) goes again through the cluster client,
-    which follows the redirection and refreshes its map of the slots.
+    of one each. On one Redis, through the process's ``Wire`` (one connection,
+    answers in order; RESP3 clients send each call alone). On a cluster, one
+    write per node holding the calls' slots (every script touches one slot);
+    a call the node redirects (the slot moved) or cannot answer (it is down)
+    goes again through the cluster client, which follows the redirection and
+    refreshes its map of the slots.
     """
 
     def __init__(self, client: Client) -> None:
         self.client = client
+        self._wire = Wire.for_client(client) if isinstance(client, Redis) else None
         self._gathering: list[_Call] | None = None
 
     @staticmethod
@@ -143,7 +163,12 @@ class Batcher:
         return Batcher(client)
 
     async def run(self, script: Bound, ordered: list[Any]) -> Any:
-        """Run one call: the first of a turn gathers the others and sends them all."""
+        """Run one call: on a cluster, the first of a turn gathers the others and sends
+        them all."""
+        if self._wire is not None:
+            return await script.on_wire(self._wire, ordered)
+        if not isinstance(self.client, RedisCluster):
+            return await script.call(self.client, ordered)
         loop = asyncio.get_running_loop()
         if self._gathering is not None:
             joined: asyncio.Future[Any] = loop.create_future()
@@ -155,31 +180,31 @@ class Batcher:
             await asyncio.sleep(0)  # the other coroutines of this turn join meanwhile
         except asyncio.CancelledError:
             if len(batch) > 1:  # send the others' calls all the same
-                self._send(batch[1:])
+                self._send(self.client, batch[1:])
             raise
         finally:
             self._gathering = None
         if len(batch) == 1:  # alone: no pipeline, no task
             return await script.call(self.client, ordered)
         # Sent by a task of its own: cancelling this caller must not strand the others.
-        self._send(batch)
+        self._send(self.client, batch)
         return await mine
 
-    def _send(self, batch: list[_Call]) -> None:
-        sending = asyncio.get_running_loop().create_task(self._execute(batch))
+    def _send(self, cluster: RedisCluster, batch: list[_Call]) -> None:
+        sending = asyncio.get_running_loop().create_task(self._execute(cluster, batch))
         _IN_FLIGHT.add(sending)
         sending.add_done_callback(_IN_FLIGHT.discard)
 
-    async def _execute(self, batch: list[_Call]) -> None:
+    async def _execute(self, cluster: RedisCluster, batch: list[_Call]) -> None:
         try:
-            answers = await self._pipeline(batch)
+            answers = await self._per_node(cluster, batch)
             # Redis (or one node) restarted or was flushed: load what it forgot and run
             # again only the calls it refused; the others ran and must not run twice.
             missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
             if missing:
                 for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    await self.client.script_load(script.script.lua)
-                again = await self._pipeline([batch[i] for i in missing])
+                    await cluster.script_load(script.script.lua)
+                again = await self._per_node(cluster, [batch[i] for i in missing])
                 for i, answer in zip(missing, again, strict=True):
                     answers[i] = answer
         except BaseException as exc:
@@ -196,30 +221,6 @@ class Batcher:
                 future.set_exception(answer)
             else:
                 future.set_result(answer)
-
-    async def _pipeline(self, batch: list[_Call]) -> list[Any]:
-        """Every call of the batch in one write on one pooled connection, the answers
-        read back in order (an error answer in its place).
-
-        What redis-py's pipeline does for scripts, without its per-command
-        bookkeeping (command stack, timing and observability hooks, fieldset
-        preflight): a third less client CPU per batched call (bench notes in the
-        commit). A dropped connection is retried as the pipeline retries it.
-        """
-        if not isinstance(self.client, Redis):
-            return await self._per_node(self.client, batch)
-        pool = self.client.connection_pool
-        conn: AbstractConnection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            answers: list[Any] = await conn.retry.call_with_retry(
-                lambda: _exchange(conn, batch), lambda _error: conn.disconnect()
-            )
-        except BaseException:
-            await conn.disconnect(nowait=True)  # answers may be left unread on it
-            raise
-        finally:
-            await pool.release(conn)
-        return answers
 
     async def _per_node(self, cluster: RedisCluster, batch: list[_Call]) -> list[Any]:
         """A cluster's batch: one exchange per node, then the client for what went astray."""

@@ -1,0 +1,176 @@
+"""One connection to one Redis that every coroutine of a process shares, in turn.
+
+Commands are written in the order they are sent and Redis answers them in that
+order, so each answer goes to the next caller waiting: no connection is taken
+from a pool and given back per call, and the commands sent in one turn of the
+event loop leave in one write. Calls sent in order on a ``Wire`` reach Redis,
+and run, in that order (the thread log relies on it: a take, then an append).
+
+redis-py connects it (TLS, unix socket, AUTH, SELECT, the client name: whatever
+the URL says) with a connection taken from the client's pool and kept; the
+bytes then come here instead of to redis-py's reader. Closing the client
+(``aclose``) closes it too.
+
+A dropped connection fails every call in flight with a ``ConnectionError``: it
+may or may not have run, as with any lost answer (the thread log's version
+check and delivery keys make a write sent again safe). Calls not yet written
+wait for the next connection, which the first of them opens.
+
+Not for blocking commands (they would hold up every call behind them), nor
+RESP3 (``protocol=3``: Redis may push messages nobody asked for, and answers
+differ in shape): ``for_client`` says None then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import hiredis
+from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection, ConnectionPool
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import DataError, InvalidResponse, RedisError
+
+_MORE = object()
+"""What the reader says while an answer is not complete."""
+
+
+class Wire:
+    """Commands to one Redis over one shared connection, answered in order.
+
+    Args:
+        pool: the client's pool, for a connection to keep and for its settings.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._conn: AbstractConnection | None = None
+        self._link: _Link | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._unsent: list[bytes] = []
+        self._unsent_answers: list[asyncio.Future[Any]] = []
+        self._flush_due = False
+
+    @staticmethod
+    def for_client(client: Redis) -> Wire | None:
+        """A wire to ``client``'s Redis; None if its connections speak RESP3."""
+        if str(client.connection_pool.connection_kwargs.get("protocol") or 2) != "2":
+            return None
+        return Wire(client.connection_pool)
+
+    def send(self, *args: Any) -> asyncio.Future[Any]:
+        """Send one command (words and arguments: str, bytes, int or float); its answer,
+        or the error Redis answered, comes in the future returned."""
+        try:
+            packed = hiredis.pack_command(args)
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._unsent.append(packed)
+        self._unsent_answers.append(answer)
+        if not self._flush_due:  # the other calls of this turn join this write
+            self._flush_due = True
+            answer.get_loop().call_soon(self._flush)
+        return answer
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        link = self._link
+        if link is None or link.is_closing():
+            self._link = None
+            if self._connecting is None:
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return  # written once connected
+        unsent, answers = self._unsent, self._unsent_answers
+        self._unsent, self._unsent_answers = [], []
+        link.write(unsent, answers)
+
+    async def _connect(self) -> None:
+        try:
+            if self._conn is None:
+                self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+            else:
+                await self._conn.disconnect(nowait=True)
+                await self._conn.connect()  # type: ignore[no-untyped-call]
+            self._link = _Link(self._conn)
+        except BaseException as exc:
+            answers, self._unsent, self._unsent_answers = self._unsent_answers, [], []
+            for answer in answers:
+                if not answer.done():
+                    answer.set_exception(_as_connection_error(exc))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._connecting = None
+        if self._unsent:
+            self._flush()
+
+
+class _Link(asyncio.Protocol):
+    """One connection's bytes: commands out, answers in, matched in order."""
+
+    def __init__(self, conn: AbstractConnection) -> None:
+        writer = conn._writer  # redis-py's, connected and past the handshake
+        assert writer is not None
+        self._transport = writer.transport
+        # Told when the connection ends, so that redis-py can close its side cleanly.
+        self._streams: asyncio.BaseProtocol = self._transport.get_protocol()
+        self._waiting: deque[asyncio.Future[Any]] = deque()
+        encoder = conn.encoder
+        self._reader = hiredis.Reader(
+            protocolError=InvalidResponse,
+            replyError=conn._parser.parse_error,  # NOSCRIPT is a NoScriptError, and so on
+            notEnoughData=_MORE,
+            encoding=encoder.encoding if encoder.decode_responses else None,
+            errors=encoder.encoding_errors,
+        )
+        self._transport.set_protocol(self)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def write(self, commands: list[bytes], answers: list[asyncio.Future[Any]]) -> None:
+        self._waiting.extend(answers)
+        self._transport.write(b"".join(commands))
+
+    def data_received(self, data: bytes) -> None:
+        reader, waiting = self._reader, self._waiting
+        try:
+            reader.feed(data)
+            while (answer := reader.gets()) is not _MORE:
+                future = waiting.popleft()
+                if future.done():  # its caller gave up waiting
+                    continue
+                if isinstance(answer, Exception):  # an error Redis answered
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+        except (InvalidResponse, IndexError) as exc:  # garbled, or an answer nobody asked for
+            self._transport.abort()
+            self._fail(RedisConnectionError(f"Redis answered out of turn: {exc!r}"))
+
+    def eof_received(self) -> bool:
+        return False  # close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(_as_connection_error(exc))
+        self._streams.connection_lost(exc)
+
+    def _fail(self, error: Exception) -> None:
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(RedisConnectionError(*error.args))
+
+
+def _as_connection_error(exc: BaseException | None) -> Exception:
+    """What the calls of a connection that failed or ended raise: a Redis error."""
+    if isinstance(exc, RedisError):
+        return exc
+    if exc is None:
+        return RedisConnectionError("Connection closed by Redis.")
+    error = RedisConnectionError(f"Connection to Redis lost: {exc!r}")
+    error.__cause__ = exc
+    return error

@@ -3,21 +3,26 @@
 At-least-once: an entry is acknowledged only after its thread was stepped
 (``ack``, run inside the thread log's release script); entries of a dead
 consumer are reclaimed. Each worker consumes every shard: on one Redis with a
-single blocking read over all the streams, on a cluster with one blocking read
-per shard kept open across calls (a read cannot span slots there).
+single blocking read over all the streams, on a connection of the worker's own
+(a ``Wire``: a blocking read would hold up other calls behind it), on a cluster
+with one blocking read per shard kept open across calls (a read cannot span
+slots there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bot.domain.clock import Clock
 from bot.storage import keys
 from bot.storage.connection import Client, is_cluster
+from bot.storage.wire import Wire
 
 # ``trace``: the writer's W3C traceparent, so the worker's step joins its trace ('' if none).
 ENQUEUE = """
@@ -62,7 +67,9 @@ class Queue:
         self.redis = redis
         self.consumer = consumer
         self.clock = clock
-        self._streams: dict[Any, Any] = {keys.queue(s): ">" for s in range(keys.SHARDS)}
+        streams = [keys.queue(s) for s in range(keys.SHARDS)]
+        self._read_all = ["STREAMS", *streams, *[">"] * len(streams)]
+        self._wire = Wire.for_client(redis) if isinstance(redis, Redis) else None
         self._readers: dict[int, asyncio.Task[Any]] = {}
 
     async def ensure_groups(self) -> None:
@@ -76,11 +83,10 @@ class Queue:
 
     async def read(self, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer, waiting up to ``block_ms`` (None: do not wait)."""
-        if not is_cluster(self.redis):
-            got: Any = await self.redis.xreadgroup(
-                keys.GROUP, self.consumer, self._streams, count=count, block=block_ms
-            )
-            return _entries(got)
+        if self._wire is not None:
+            block = () if block_ms is None else ("BLOCK", block_ms)
+            read = ("XREADGROUP", "GROUP", keys.GROUP, self.consumer, "COUNT", count, *block)
+            return _entries(await self._wire.send(*read, *self._read_all))
         if block_ms is None:
             each = await asyncio.gather(
                 *(self._read_shard(s, count, None) for s in range(keys.SHARDS))
@@ -130,7 +136,7 @@ class Queue:
             result: Any = await self.redis.xautoclaim(
                 keys.queue(shard), keys.GROUP, self.consumer, min_idle_ms, "0-0", count=count
             )
-            found.extend(Entry(eid, f["t"], f.get("tp", "")) for eid, f in result[1] if f)
+            found.extend(_entry(eid, fields) for eid, fields in result[1] if fields)
         return found
 
     async def depth(self) -> int:
@@ -160,4 +166,16 @@ async def backlog(redis: Client) -> tuple[int, float | None]:
 
 
 def _entries(got: Any) -> list[Entry]:
-    return [Entry(eid, f["t"], f.get("tp", "")) for _, entries in got or [] for eid, f in entries]
+    """The entries of an XREADGROUP answer: None when there were none, else each
+    stream's in a map (RESP3, as Redis sends it) or in pairs (as redis-py parses it)."""
+    per_stream = got.values() if isinstance(got, dict) else [entries for _, entries in got or []]
+    return [_entry(eid, fields) for entries in per_stream for eid, fields in entries]
+
+
+def _entry(eid: str, fields: Mapping[str, str] | list[str]) -> Entry:
+    """An entry from its fields: a dict as redis-py parses them, or as Redis sends them
+    (a wire's answer): name, value, name, value."""
+    if isinstance(fields, list):
+        pairs = iter(fields)
+        fields = dict(zip(pairs, pairs, strict=True))
+    return Entry(eid, fields["t"], fields.get("tp", ""))

@@ -145,8 +145,8 @@ class Batcher:
 
     Calls from many coroutines (a worker stepping 32 threads, a web process
     answering many requests) travel together: one write and one read instead
-    of one each. On one Redis, through the process's ``Wire`` (one connection,
-    answers in order; RESP3 clients send each call alone). On a cluster, one
+    of one each. On one Redis, through a ``Wire`` (one connection, each
+    turn's calls in one write, answers read in order). On a cluster, one
     write per node holding the calls' slots (every script touches one slot);
     a call the node redirects (the slot moved) or cannot answer (it is down)
     goes again through the cluster client, which follows the redirection and
@@ -167,8 +167,7 @@ class Batcher:
         them all."""
         if self._wire is not None:
             return await script.on_wire(self._wire, ordered)
-        if not isinstance(self.client, RedisCluster):
-            return await script.call(self.client, ordered)
+        assert isinstance(self.client, RedisCluster)
         loop = asyncio.get_running_loop()
         if self._gathering is not None:
             joined: asyncio.Future[Any] = loop.create_future()

@@ -16,9 +16,11 @@ may or may not have run, as with any lost answer (the thread log's version
 check and delivery keys make a write sent again safe). Calls not yet written
 wait for the next connection, which the first of them opens.
 
-Not for blocking commands (they would hold up every call behind them), nor
-RESP3 (``protocol=3``: Redis may push messages nobody asked for, and answers
-differ in shape): ``for_client`` says None then.
+A blocking command holds up every call behind it: it needs a wire of its own
+(a worker's queue reads have one). Answers are in the protocol the client's
+connections speak (RESP3 unless the URL says ``protocol=2``), as Redis sends
+them: redis-py's parsing of replies into other shapes is not applied. Messages
+Redis pushes unasked (RESP3) are no answer, and are skipped.
 """
 
 from __future__ import annotations
@@ -54,10 +56,8 @@ class Wire:
         self._flush_due = False
 
     @staticmethod
-    def for_client(client: Redis) -> Wire | None:
-        """A wire to ``client``'s Redis; None if its connections speak RESP3."""
-        if str(client.connection_pool.connection_kwargs.get("protocol") or 2) != "2":
-            return None
+    def for_client(client: Redis) -> Wire:
+        """A wire of its own to ``client``'s Redis, connected when first used."""
         return Wire(client.connection_pool)
 
     def send(self, *args: Any) -> asyncio.Future[Any]:
@@ -140,6 +140,8 @@ class _Link(asyncio.Protocol):
         try:
             reader.feed(data)
             while (answer := reader.gets()) is not _MORE:
+                if isinstance(answer, hiredis.PushNotification):
+                    continue
                 future = waiting.popleft()
                 if future.done():  # its caller gave up waiting
                     continue

@@ -98,15 +98,3 @@ async def test_closing_the_client_closes_its_wire(redis_server: EmbeddedRedis) -
         assert str(mine) not in ids and mine not in ids
     finally:
         await other.aclose()
-
-
-async def test_a_client_speaking_resp3_sends_each_call_alone(redis_server: EmbeddedRedis) -> None:
-    redis = await connect(redis_server.url + "?protocol=3")
-    try:
-        assert isinstance(redis, Redis) and Wire.for_client(redis) is None
-        push = PUSH.bind(redis, Batcher.for_client(redis))
-        await redis.delete("resp3")
-        await asyncio.gather(*(push({"list": "resp3"}, {"item": i}) for i in range(5)))
-        assert await redis.lrange("resp3", 0, -1) == [str(i) for i in range(5)]
-    finally:
-        await redis.aclose()

@@ -93,6 +93,7 @@ class Bound:
         self.sha = hashlib.sha1(script.lua.encode()).hexdigest()
         self._client = client
         self._batch = batcher
+        self._wire = batcher.wire if batcher is not None else None
 
     async def __call__(
         self,
@@ -111,6 +112,11 @@ class Bound:
             *([args[a] for a in script.args] if args else ()),
             *rest,
         ]
+        if self._wire is not None:
+            try:
+                return await self._wire.send("EVALSHA", self.sha, *ordered)
+            except NoScriptError:
+                return await self._again_on(self._wire, ordered)
         if self._batch is not None:
             return await self._batch.run(self, ordered)
         return await self.call(self._client, ordered)
@@ -123,21 +129,18 @@ class Bound:
             await client.script_load(self.script.lua)
             return await client.evalsha(self.sha, *ordered)
 
-    async def on_wire(self, wire: Wire, ordered: list[Any]) -> Any:
-        """One EVALSHA of this script on ``wire``; if Redis forgot the script (it
-        restarted, or was flushed), loaded and run again in one write, so that the
-        calls it refused run again in the order they were sent."""
+    async def _again_on(self, wire: Wire, ordered: list[Any]) -> Any:
+        """A call Redis refused as it forgot the script (it restarted, or was flushed):
+        loaded and run again in one write, so that the calls it refused run again in
+        the order they were sent."""
+        loaded = wire.send("SCRIPT", "LOAD", self.script.lua)
+        again = wire.send("EVALSHA", self.sha, *ordered)
         try:
-            return await wire.send("EVALSHA", self.sha, *ordered)
-        except NoScriptError:
-            loaded = wire.send("SCRIPT", "LOAD", self.script.lua)
-            again = wire.send("EVALSHA", self.sha, *ordered)
-            try:
-                await loaded
-            except BaseException:
-                again.cancel()  # its answer is dropped when it comes
-                raise
-            return await again
+            await loaded
+        except BaseException:
+            again.cancel()  # its answer is dropped when it comes
+            raise
+        return await again
 
 
 class Batcher:
@@ -155,7 +158,8 @@ class Batcher:
 
     def __init__(self, client: Client) -> None:
         self.client = client
-        self._wire = Wire.for_client(client) if isinstance(client, Redis) else None
+        self.wire = Wire.for_client(client) if isinstance(client, Redis) else None
+        """On one Redis, the connection the calls share (``Bound`` sends on it)."""
         self._gathering: list[_Call] | None = None
 
     @staticmethod
@@ -163,10 +167,8 @@ class Batcher:
         return Batcher(client)
 
     async def run(self, script: Bound, ordered: list[Any]) -> Any:
-        """Run one call: on a cluster, the first of a turn gathers the others and sends
+        """Run one call on a cluster: the first of a turn gathers the others and sends
         them all."""
-        if self._wire is not None:
-            return await script.on_wire(self._wire, ordered)
         assert isinstance(self.client, RedisCluster)
         loop = asyncio.get_running_loop()
         if self._gathering is not None:

@@ -68,7 +68,10 @@ async def connect(url: str) -> Client:
         cluster: RedisCluster = RedisCluster.from_url(plain, **_OPTIONS)
         await cluster.initialize()  # learn the slot map now: a bad cluster fails at start
         return cluster
-    single: Redis = Redis.from_url(plain, **_OPTIONS)
+    options = _OPTIONS
+    if urlsplit(plain).scheme == "unix":  # no TCP: no keepalive (the connection refuses it)
+        options = {k: v for k, v in _OPTIONS.items() if k != "socket_keepalive"}
+    single: Redis = Redis.from_url(plain, **options)
     pool = single.connection_pool
     pool.connection_class = _PACKING.get(pool.connection_class, pool.connection_class)
     return single

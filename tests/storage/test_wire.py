@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from subprocess import DEVNULL
 
 import pytest
 from redis.asyncio import Redis
 
 from bot.storage.connection import Client, StorageFailure, connect
-from bot.storage.embedded import EmbeddedRedis
+from bot.storage.embedded import EmbeddedRedis, server_binary
 from bot.storage.script import Batcher, Script
 from bot.storage.wire import Wire
 
@@ -98,3 +99,37 @@ async def test_closing_the_client_closes_its_wire(redis_server: EmbeddedRedis) -
         assert str(mine) not in ids and mine not in ids
     finally:
         await other.aclose()
+
+
+async def test_a_password_a_database_and_a_unix_socket_from_the_url_are_kept(
+    tmp_path: Path,
+) -> None:
+    sock = tmp_path / "redis.sock"
+    args = ["--port", "0", "--unixsocket", str(sock), "--save", "", "--dir", str(tmp_path)]
+    server = await asyncio.create_subprocess_exec(server_binary(), *args, stdout=DEVNULL)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                if sock.exists():
+                    break
+                await asyncio.sleep(0.01)  # polled: the server tells no one
+        admin = Redis(unix_socket_path=str(sock), decode_responses=True)
+        await admin.config_set("requirepass", "s3cret")
+        await admin.aclose()
+
+        redis = await connect(f"unix://:s3cret@{sock}?db=3&cluster=no")
+        push = PUSH.bind(redis, Batcher.for_client(redis))
+        lengths = await asyncio.gather(*(push({"list": "l"}, {"item": i}) for i in range(3)))
+        assert lengths == [1, 2, 3]
+        await redis.aclose()
+
+        check = Redis(unix_socket_path=str(sock), password="s3cret", db=3, decode_responses=True)
+        assert await check.lrange("l", 0, -1) == ["0", "1", "2"]
+        assert await check.dbsize() == 1  # in database 3, not 0
+        await check.aclose()
+        zero = Redis(unix_socket_path=str(sock), password="s3cret", db=0)
+        assert await zero.dbsize() == 0
+        await zero.aclose()
+    finally:
+        server.kill()
+        await server.wait()

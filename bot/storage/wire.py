@@ -77,6 +77,8 @@ class Wire:
 
     def _flush(self) -> None:
         self._flush_due = False
+        if not self._unsent:  # written already, by a connection just made
+            return
         link = self._link
         if link is None or link.is_closing():
             self._link = None

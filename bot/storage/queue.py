@@ -3,10 +3,10 @@
 At-least-once: an entry is acknowledged only after its thread was stepped
 (``ack``, run inside the thread log's release script); entries of a dead
 consumer are reclaimed. Each worker consumes every shard: on one Redis with a
-single blocking read over all the streams, on a connection of the worker's own
-(a ``Wire``: a blocking read would hold up other calls behind it), on a cluster
-with one blocking read per shard kept open across calls (a read cannot span
-slots there).
+single blocking read over all the streams, sent on a connection of the worker's
+own (a ``Wire``: a blocking read holds up whatever follows it there); on a
+cluster with one blocking read per shard kept open across calls (a read cannot
+span slots there).
 """
 
 from __future__ import annotations

@@ -111,7 +111,9 @@ class Loop:
         state = state or await self.log.load(thread_id)
         if started is not None:
             state = await self._run(state, started)
-        while state.exists:
+        # At rest after an append (most often the one that let go of the lease): done,
+        # without building the next step only to find there is none.
+        while state.exists and not self.is_at_rest(state):
             done = await write(
                 self.log, thread_id, self._next, state=state, enqueue=False, release_if=release_if
             )
@@ -129,13 +131,15 @@ class Loop:
 
     def is_at_rest(self, s: ThreadState) -> bool:
         """Whether the thread has no step to take now: done, idle, or waiting for a human."""
-        if s.status in _IDLE:
-            return True
+        return s.status in _IDLE or self._at_rest(s, self._any_due(s))
+
+    def _at_rest(self, s: ThreadState, due: bool) -> bool:
+        """``is_at_rest`` for a thread that is not idle, knowing whether a timer is ``due``."""
         if not s.hosted:  # an agent elsewhere: only its timers are ours to fire
-            return not self._due_timers(s)
+            return not due
         if s.agent == TRIAGE:  # no agent yet: triage when the person has spoken
             return not s.awaiting_model
-        if s.agent not in self.agents or self._due_timers(s):
+        if s.agent not in self.agents or due:
             return False
         if s.open_requests():
             return True
@@ -144,10 +148,12 @@ class Loop:
     def ahead(self, s: ThreadState | None) -> ToolStarted | None:
         """The thread's next step when it is a tool's start, which needs no I/O to build:
         a worker records it with the lease, in one round trip (``ThreadLog.take``)."""
-        if s is None or not s.hosted or s.agent == TRIAGE or self.is_at_rest(s):
+        if s is None or not s.hosted or s.agent == TRIAGE or s.status in _IDLE:
             return None
         agent = self.agents.get(s.agent)
-        if agent is None or self._due_timers(s) or not (pending := s.pending_calls()):
+        if agent is None or s.open_requests() or self._any_due(s):
+            return None  # waits for a person, or a timer comes first
+        if not (pending := s.pending_calls()):
             return None
         call = pending[0]
         if call.status is not CallStatus.READY or call.asked.tool not in agent.all_tools:
@@ -156,7 +162,10 @@ class Loop:
 
     async def _next(self, s: ThreadState) -> list[Event]:
         """The events of the thread's next step; none when there is nothing to do now."""
-        if self.is_at_rest(s):
+        if s.status in _IDLE:
+            return []
+        due = self._any_due(s)
+        if self._at_rest(s, due):
             return []
         if not s.hosted:
             # Never the model, never its call: the agent elsewhere runs what was approved.
@@ -167,8 +176,8 @@ class Loop:
         if agent is None:
             msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
             return [ErrorEvent(message=msg, fatal=True)]
-        if timed := self._due_timers(s):
-            return timed
+        if due:
+            return self._due_timers(s)
         if pending := s.pending_calls():
             return await self._settle(s, agent, pending[0].asked.call_id)
         if s.consecutive_errors >= self.max_errors:
@@ -206,6 +215,25 @@ class Loop:
         return [AgentChosen(agent=chosen, how="model")]
 
     # --- timers ---------------------------------------------------------------------------
+
+    def _any_due(self, s: ThreadState) -> bool:
+        """Whether a request's expiry or reminder is due: asked several times a step, so
+        without building the events (``_due_timers``)."""
+        requests = s.open_requests()
+        if not requests:
+            return False
+        now = self.clock.now()
+        for req in requests:
+            if req.expires_at is not None and req.expires_at <= now:
+                return True
+            asked = req.asked
+            if (
+                isinstance(asked, ApprovalRequested)
+                and asked.remind_at  # mostly none: no generator built
+                and any(t <= now and t not in req.reminded for t in asked.remind_at)
+            ):
+                return True
+        return False
 
     def _due_timers(self, s: ThreadState) -> list[Event]:
         now = self.clock.now()

@@ -32,12 +32,16 @@ request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 def bind(*, thread: str | None = None, request: str | None = None) -> None:
     """Name the thread (and request) this task works on, for its logs and its current span."""
-    span = trace.get_current_span()
     if thread is not None:
         thread_id.set(thread)
-        span.set_attribute(THREAD_ID, thread)
     if request is not None:
         request_id.set(request)
+    if not recording():  # the current span is a no-op: nothing to name on it
+        return
+    span = trace.get_current_span()
+    if thread is not None:
+        span.set_attribute(THREAD_ID, thread)
+    if request is not None:
         span.set_attribute(REQUEST_ID, request)
 
 

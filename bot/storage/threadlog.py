@@ -75,6 +75,17 @@ next append removes that hash (whose other fields the indexes hold now)."""
 
 _APPEND = Script(
     """
+local took = ''
+if A.take_ms ~= '' then
+  if not redis.call('SET', K.lease, A.require, 'NX', 'PX', A.take_ms) then
+    local ttl = redis.call('PTTL', K.lease)
+    if ttl < 0 then ttl = tonumber(A.take_ms) end
+    arm_by(K.timers, A.tid, tonumber(A.now) + ttl / 1000)
+    ack(K.queue, A.entry)
+    return {5, 0}
+  end
+  took = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
+end
 if A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
   return {4, redis.call('LLEN', K.log)}
 end
@@ -87,7 +98,9 @@ if A.delivery ~= '' then
   end
 end
 local len = redis.call('LLEN', K.log)
-if len ~= tonumber(A.expected) then return {0, len, redis.call('LRANGE', K.log, A.expected, -1)} end
+if len ~= tonumber(A.expected) then
+  return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
+end
 local cursor = delivered(K.cursors, K.meta, A.tid, len)
 local stored_before = redis.call('DEL', K.meta) == 1
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
@@ -110,7 +123,7 @@ if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
   released = 1
 end
 deliver_to(K.cursors, K.meta, A.tid, cursor, newlen)
-return {1, newlen, released}
+return {1, newlen, released, took}
 """,
     keys=(
         "log",
@@ -151,9 +164,13 @@ return {1, newlen, released}
         "audit",
         "trace",
         "require",
+        "take_ms",
     ),
     fragments=(_CURSOR, REINDEX, ARM, ENQUEUE, ACK, RECORD),
 )
+"""With ``take_ms``, the append first takes the lease for ``require`` (as ``_TAKE`` does; if
+another holds it, the thread's timer is brought to that lease's expiry and ``entry``
+acknowledged) and also returns how far delivery got (``took``)."""
 
 # Take the lease and read what the worker has not seen and how far delivery got;
 # if another worker holds it, look at the thread again when that lease runs out
@@ -484,6 +501,7 @@ class ThreadLog:
         release_if: ReleaseIf | None = None,
         trace: str = "",
         holder: str = "",
+        taking: Lease | None = None,
     ) -> ThreadState:
         """Append ``events`` if the thread is still at ``state.version``; returns the new state.
 
@@ -498,12 +516,16 @@ class ThreadLog:
 
         ``holder``: append only while this worker holds the thread's lease.
 
+        ``taking``: first take this lease (its holder must be ``holder``), in the same
+        script (``take``); its ``delivered`` is set once it is taken.
+
         Raises:
             VersionConflict: another writer got there first (re-read and retry;
                 ``bot.engine.writes`` does).
             DuplicateDelivery: ``delivery`` was already recorded on this thread.
             ReusedDelivery: ... with another ``fingerprint``.
-            NotHolder: ``holder`` does not hold the lease.
+            NotHolder: ``holder`` does not hold the lease (with ``taking``: another does,
+                and the lease's queue entry was acknowledged).
         """
         now = self.clock.now()
         tid = state.id
@@ -549,14 +571,17 @@ class ThreadLog:
                 "closed": " ".join(sorted(before - after)),
                 "summaries": summaries(state, new),
                 "holder": lease.holder if lease else "",
-                "entry": lease.entry_id if lease else "",
+                "entry": lease.entry_id if lease else taking.entry_id if taking else "",
                 "audit": "\n".join(audit),
                 "trace": trace if enqueue else "",
                 "require": holder,
+                "take_ms": taking.ms if taking else "",
             },
             rest=stored,
         )
-        if code == 4:
+        if taking is not None and code in (0, 1):
+            taking.delivered = int(rest[1])
+        if code in (4, 5):
             raise NotHolder(f"{holder} does not hold thread {tid}", thread_id=tid)
         if code == 3:
             raise ReusedDelivery(str(delivery), tid)
@@ -609,24 +634,19 @@ class ThreadLog:
         if cached is None or not cached.exists:
             taken = await self._take_lease(thread_id, entry_id, holder, lease_ms)
             return None if taken is None else Taken(*taken)
-        # Sent together (``Batcher``): Redis runs the take, then the append.
-        took, wrote = await asyncio.gather(
-            self._take_lease(thread_id, entry_id, holder, lease_ms),
-            self.append(cached, then, enqueue=False, holder=holder),
-            return_exceptions=True,
-        )
-        if isinstance(took, BaseException):
-            raise took
-        if took is None:
+        # One script takes the lease, then appends.
+        lease = Lease(thread_id, holder, entry_id, lease_ms)
+        try:
+            state = await self.append(cached, then, enqueue=False, holder=holder, taking=lease)
+        except NotHolder:
             return None
-        lease, state = took
-        if isinstance(wrote, NotHolder | VersionConflict):
-            return Taken(lease, state)
-        if isinstance(wrote, BaseException):
-            # The append may or may not have landed: a fresh read says.
-            log.warning("thread %s: append with the lease failed: %r", thread_id, wrote)
-            return Taken(lease, await self.load(thread_id))
-        return Taken(lease, wrote, appended=True)
+        except VersionConflict as clash:
+            # Taken, but the thread moved on: the refusal brought what this process missed.
+            current = self.cached(thread_id)
+            if current is None or current.version != clash.actual:
+                current = await self.load(thread_id)
+            return Taken(lease, current)
+        return Taken(lease, state, appended=True)
 
     async def _take_lease(
         self, thread_id: str, entry_id: str, holder: str, lease_ms: int

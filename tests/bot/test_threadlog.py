@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 
 from bot.domain import ids
-from bot.domain.clock import SystemClock
+from bot.domain.clock import ManualClock, SystemClock
 from bot.domain.events import Actor, Origin, UserMessage
 from bot.domain.reducer import ThreadState
 from bot.runtime import build_runtime
@@ -76,3 +76,25 @@ async def test_a_take_appends_what_follows_only_while_it_holds_the_lease(redis: 
     assert again is not None and not again.appended and again.state.version == 3
     texts = [e.text for e in await other.events(tid) if isinstance(e, UserMessage)]
     assert texts == ["a", "b", "c"]
+
+
+async def test_a_take_that_appends_says_how_far_delivery_got_or_when_to_look_again(
+    redis: Redis,
+) -> None:
+    # Taken with what follows: the lease knows which events the channels were not handed
+    # yet. Held by another: nothing is appended, and the thread is looked at again when
+    # that lease runs out (its holder may have died), as after a plain take.
+    clock = ManualClock(1_000.0)
+    worker, other = ThreadLog(redis, clock), ThreadLog(redis, clock)
+    tid = ids.new_thread_id()
+    await worker.append(ThreadState(id=tid), [UserMessage(text="a", by=ANN)], enqueue=False)
+
+    taken = await worker.take(tid, "", "w1", 30_000, then=[UserMessage(text="b", by=ANN)])
+    assert taken is not None and taken.appended and taken.state.version == 2
+    assert taken.lease.delivered == 0  # neither "a" nor "b" was handed to a channel
+
+    await other.load(tid)
+    assert await other.take(tid, "", "w2", 30_000, then=[UserMessage(text="x", by=ANN)]) is None
+    assert await redis.llen(keys.log(tid)) == 2  # type: ignore[misc]
+    due = await redis.zscore(keys.timers(keys.shard_of(tid)), tid)
+    assert due is not None and 1_029.0 < due <= 1_030.0

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from bot.domain import ids
@@ -377,7 +378,7 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     Reading fills what is missing from the defaults, so a field's default must never
     change once events were stored with it: add a new field instead.
     """
-    exclude: set[str] = set()
+    exclude = set(_HEAD)
     if after and after[-1].at == event.at:
         exclude.add("at")
     if isinstance(event, ApprovalRequested):
@@ -393,16 +394,23 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
         exclude.add("by")
     elif isinstance(event, ToolCall) and event.turn == event.call_id:
         exclude.add("turn")
-    body = event.model_dump_json(exclude_defaults=True, exclude=exclude or None)
+    body = event.model_dump_json(exclude_defaults=True, exclude=exclude)
     if event.prev is not None:  # the first "prev" is the event's: _Base's fields come first
         body = body.replace('"prev":', '"p":', 1)
-    # Likewise the first "request_id": every event that has one declares it first.
-    request_id = getattr(event, "request_id", None)
+    # Likewise the first "request_id": every event that has one declares it first. (Read
+    # from the fields: ``getattr`` on an event without one costs microseconds in pydantic.)
+    request_id = event.__dict__.get("request_id")
     if thread_id and request_id and request_id.startswith(thread_id + "."):
         whole = f'"request_id":"{request_id}"'
         body = body.replace(whole, f'"request_id":"{request_id[len(thread_id) :]}"', 1)
-    head = f'{{"type":"{event.type}"'
+    version = "" if event.v == 1 else f',"v":{event.v}'
+    head = f'{{"type":"{event.type}"{version},"id":{pydantic_core.to_json(event.id).decode()}'
     return head + ("}" if body == "{}" else "," + body[1:])
+
+
+_HEAD = frozenset({"v", "id"})
+"""The fields ``to_json`` writes itself, after ``type``, as pydantic would. Comparing ``id``
+with its default, as ``exclude_defaults`` does, would draw a fresh random id each time."""
 
 
 _FROM_CALL = {"tool", "args"}

@@ -386,15 +386,18 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
             exclude |= _FROM_CALL
         if after and isinstance(after[-1], ToolCall) and after[-1].call_id == event.call_id:
             exclude.add("call_id")
-        if _speaker(after) == event.requester:
+        if _spoke_last(after, event.requester):
             exclude.add("requester")
         if event.args_hash == args_hash(event.args):
             exclude.add("args_hash")
-    elif isinstance(event, UserMessage) and _speaker(after) == event.by:
+    elif isinstance(event, UserMessage) and _spoke_last(after, event.by):
         exclude.add("by")
     elif isinstance(event, ToolCall) and event.turn == event.call_id:
         exclude.add("turn")
-    body = event.model_dump_json(exclude_defaults=True, exclude=exclude)
+    # ``model_dump_json`` without its wrapper (its keyword handling costs a fifth of the dump).
+    body = event.__pydantic_serializer__.to_json(
+        event, exclude_defaults=True, exclude=exclude
+    ).decode()
     if event.prev is not None:  # the first "prev" is the event's: _Base's fields come first
         body = body.replace('"prev":', '"p":', 1)
     # Likewise the first "request_id": every event that has one declares it first. (Read
@@ -437,6 +440,13 @@ def _speaker(events: Sequence[Event]) -> Actor | None:
         if isinstance(event, ThreadCreated | UserMessage):
             return event.by
     return None
+
+
+def _spoke_last(events: Sequence[Event], actor: Actor) -> bool:
+    """Whether ``actor`` is who spoke last among ``events``: mostly the very same object,
+    known without pydantic's field-by-field comparison (microseconds)."""
+    speaker = _speaker(events)
+    return speaker is actor or speaker == actor
 
 
 def from_json(raw: str | bytes) -> Event:

@@ -212,15 +212,12 @@ class ThreadState:
         return self.version > 0
 
     def open_requests(self) -> list[Request]:
-        return list(self._open())
-
-    def _open(self) -> tuple[Request, ...]:
         found: tuple[Request, ...] | None = self._memo.get("open")
         if found is None:
             found = self._memo["open"] = tuple(
                 r for r in self.requests.values() if r.status is RequestStatus.OPEN
             )
-        return found
+        return list(found)
 
     def pending_calls(self) -> list[Call]:
         """Calls the worker must act on: ready to run, rejected, or cut mid-run (never those
@@ -240,7 +237,7 @@ class ThreadState:
         """
         if self.paused or self.failed or self.cancelled:
             return None
-        due = [d for r in self._open() if (d := r.next_due()) is not None]
+        due = [d for r in self.open_requests() if (d := r.next_due()) is not None]
         return min(due, default=None)
 
     def clone(self) -> ThreadState:

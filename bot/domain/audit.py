@@ -74,6 +74,8 @@ def verify_chain(raws: Sequence[str | bytes]) -> list[Break]:
 
 def to_record(thread_id: str, event: Event, event_hash: str) -> dict[str, Any] | None:
     """The audit record of a decision event, or None for other events."""
+    if type(event) not in _DECISIONS:  # most events: known before the match's isinstances
+        return None
     match event:
         case ApprovalDecision():
             record = {
@@ -111,3 +113,7 @@ def to_record(thread_id: str, event: Event, event_hash: str) -> dict[str, Any] |
         case _:
             return None
     return {"at": event.at, "thread": thread_id, **record, "event": event.id, "hash": event_hash}
+
+
+_DECISIONS = frozenset({ApprovalDecision, HumanAnswer, Expired})
+"""The events ``to_record`` makes a record of."""

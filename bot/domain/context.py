@@ -10,17 +10,27 @@ import json
 from typing import Any
 
 from bot.domain.events import (
+    AgentChosen,
     AgentReply,
     ApprovalDecision,
+    ApprovalRequested,
+    Cancelled,
     ContextFetched,
+    DeliveryFailed,
     ErrorEvent,
+    Escalated,
     Event,
     Expired,
     HumanAnswer,
     HumanQuestion,
     Outcome,
+    Paused,
+    Reminded,
+    Resumed,
+    ThreadCreated,
     ToolCall,
     ToolResult,
+    ToolStarted,
     UserMessage,
 )
 from bot.domain.model import Block
@@ -40,6 +50,8 @@ def to_blocks(events: list[Event]) -> list[Block]:
     errors: list[str] = []
 
     for e in events:
+        if type(e) in _NO_BLOCK:
+            continue
         match e:
             case UserMessage():
                 blocks.append(Block("user_message", e.text, {"from": e.by.label()}))
@@ -76,6 +88,25 @@ def to_blocks(events: list[Event]) -> list[Block]:
     if errors:
         blocks.append(Block("errors", errors[-1], {"consecutive": str(len(errors))}))
     return blocks
+
+
+_NO_BLOCK = frozenset(
+    {
+        ThreadCreated,
+        AgentChosen,
+        ApprovalRequested,
+        ToolStarted,
+        Paused,
+        Resumed,
+        Cancelled,
+        Escalated,
+        Reminded,
+        DeliveryFailed,
+    }
+)
+"""Events that no case of ``to_blocks`` renders, passed over before its ``match``: each
+case checks ``isinstance``, which costs more for a pydantic model than the whole look-up
+here (a third of rendering a thread went to events that show nothing)."""
 
 
 def _answer(e: HumanAnswer, q: HumanQuestion | None) -> Block:

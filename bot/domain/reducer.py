@@ -237,7 +237,7 @@ class ThreadState:
         """
         if self.paused or self.failed or self.cancelled:
             return None
-        due = (d for r in self.requests.values() if (d := r.next_due()) is not None)
+        due = [d for r in self.open_requests() if (d := r.next_due()) is not None]
         return min(due, default=None)
 
     def clone(self) -> ThreadState:

@@ -16,7 +16,7 @@ def test_ids_have_their_shapes_and_do_not_repeat() -> None:
     tid = next(iter(threads))
     request = ids.new_request_id(tid)
     assert ids.thread_of_request(request) == tid
-    assert new_id("ev").startswith("ev_") and len(new_id("ev")) == 17  # 80 bits, base64url
+    assert new_id("ev").startswith("ev_") and len(new_id("ev")) == 17  # 84 bits, base64url
 
 
 def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
@@ -32,5 +32,22 @@ def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
         child = set(pipe.read().split())
     os.waitpid(pid, 0)
     parent = {ids.random_hex(10) for _ in range(50)}
+    assert len(child) == 50
+    assert not child & parent
+
+
+def test_a_forked_child_makes_other_event_ids_than_its_parent() -> None:
+    new_id("ev")  # the parent's ids are cut before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        os.write(write, " ".join(new_id("ev") for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = set(pipe.read().split())
+    os.waitpid(pid, 0)
+    parent = {new_id("ev") for _ in range(50)}
     assert len(child) == 50
     assert not child & parent

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -217,34 +218,16 @@ class Loop:
     # --- timers ---------------------------------------------------------------------------
 
     def _any_due(self, s: ThreadState) -> bool:
-        """Whether a request's expiry or reminder is due: asked several times a step, so
-        without building the events (``_due_timers``)."""
-        requests = s.open_requests()
-        if not requests:
-            return False
-        now = self.clock.now()
-        for req in requests:
-            if req.expires_at is not None and req.expires_at <= now:
-                return True
-            asked = req.asked
-            if (
-                isinstance(asked, ApprovalRequested)
-                and asked.remind_at  # mostly none: no generator built
-                and any(t <= now and t not in req.reminded for t in asked.remind_at)
-            ):
-                return True
-        return False
+        """Whether a timer is due: asked several times a step, so without building the
+        events (``_due_timers``)."""
+        return bool(s.open_requests()) and next(_due(s, self.clock.now()), None) is not None
 
     def _due_timers(self, s: ThreadState) -> list[Event]:
         now = self.clock.now()
-        out: list[Event] = []
-        for req in s.open_requests():
-            if req.expires_at is not None and req.expires_at <= now:
-                out.append(self._on_expiry(req, now))
-            elif isinstance(req.asked, ApprovalRequested):
-                due = [t for t in req.asked.remind_at if t <= now and t not in req.reminded]
-                out.extend(Reminded(request_id=req.id, due=t) for t in due)
-        return out
+        return [
+            self._on_expiry(req, now) if at is None else Reminded(request_id=req.id, due=at)
+            for req, at in _due(s, now)
+        ]
 
     def _on_expiry(self, req: Request, now: float) -> Event:
         if is_expiry_action_escalate(req):
@@ -409,6 +392,18 @@ def _key(s: ThreadState, call: Call) -> str:
 
 def _start(s: ThreadState, call: Call) -> ToolStarted:
     return ToolStarted(call_id=call.asked.call_id, idempotency_key=_key(s, call), args=call.args)
+
+
+def _due(s: ThreadState, now: float) -> Iterator[tuple[Request, float | None]]:
+    """The open requests' timers due at ``now``: ``(request, None)`` for an expiry, and
+    ``(request, t)`` for each reminder due at ``t`` of a request not expired."""
+    for req in s.open_requests():
+        if req.expires_at is not None and req.expires_at <= now:
+            yield req, None
+        elif isinstance(req.asked, ApprovalRequested):
+            for at in req.asked.remind_at:
+                if at <= now and at not in req.reminded:
+                    yield req, at
 
 
 async def _run(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> ToolResult:

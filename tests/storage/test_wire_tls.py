@@ -30,7 +30,6 @@ from bot.storage.wire import Wire
 
 PUSH = Script("return redis.call('RPUSH', K.list, A.item)", keys=["list"], args=["item"])
 
-Scenario = Callable[[str, "TlsFront"], Awaitable[None]]
 LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
     "asyncio": asyncio.run,
     "uvloop": uvloop.run,
@@ -78,7 +77,14 @@ class TlsFront:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-def _run(loop: str, redis_server: EmbeddedRedis, tmp_path: Path, scenario: Scenario) -> None:
+Runner = Callable[["Scenario"], None]
+Scenario = Callable[[Redis, "TlsFront"], Awaitable[None]]
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def over_tls(request: pytest.FixtureRequest, redis_server: EmbeddedRedis, tmp_path: Path) -> Runner:
+    """Runs a scenario on a fresh loop (each of ``LOOPS``) with a client connected over TLS,
+    through a ``TlsFront`` to the test server; closes the client after it."""
     ca = trustme.CA()
     server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_side)
@@ -86,56 +92,48 @@ def _run(loop: str, redis_server: EmbeddedRedis, tmp_path: Path, scenario: Scena
     ca.cert_pem.write_to_path(str(ca_file))
     host, port = redis_server.url.removeprefix("redis://").split("/")[0].split(":")
 
-    async def main() -> None:
-        async with TlsFront((host, int(port)), server_side) as front:
-            url = f"rediss://127.0.0.1:{front.port}/0?ssl_ca_certs={ca_file}"
-            await scenario(url, front)
+    def run(scenario: Scenario) -> None:
+        async def main() -> None:
+            async with TlsFront((host, int(port)), server_side) as front:
+                redis = await connect(f"rediss://127.0.0.1:{front.port}/0?ssl_ca_certs={ca_file}")
+                assert isinstance(redis, Redis)
+                try:
+                    await redis.flushall()
+                    await scenario(redis, front)
+                finally:
+                    await redis.aclose()
 
-    LOOPS[loop](main())
+        LOOPS[request.param](main())
+
+    return run
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_script_calls_over_tls_run_in_the_order_sent(
-    loop: str, redis_server: EmbeddedRedis, tmp_path: Path
-) -> None:
-    async def scenario(url: str, _front: TlsFront) -> None:
-        redis = await connect(url)
-        await redis.delete("tls-l")
+def test_script_calls_over_tls_run_in_the_order_sent(over_tls: Runner) -> None:
+    async def scenario(redis: Redis, _front: TlsFront) -> None:
         push = PUSH.bind(redis, Batcher.for_client(redis))
         lengths = await asyncio.gather(*(push({"list": "tls-l"}, {"item": i}) for i in range(50)))
         assert lengths == list(range(1, 51))
         assert await redis.lrange("tls-l", 0, -1) == [str(i) for i in range(50)]
-        await redis.aclose()
 
-    _run(loop, redis_server, tmp_path, scenario)
+    over_tls(scenario)
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_a_worker_reads_its_queue_over_tls(
-    loop: str, redis_server: EmbeddedRedis, tmp_path: Path
-) -> None:
-    async def scenario(url: str, _front: TlsFront) -> None:
-        redis = await connect(url)
-        assert isinstance(redis, Redis)
-        await redis.flushall()
+def test_a_worker_reads_its_queue_over_tls(over_tls: Runner) -> None:
+    async def scenario(redis: Redis, _front: TlsFront) -> None:
         queue = Queue(redis, "tls-worker", SystemClock())
         await queue.ensure_groups()
         reading = asyncio.create_task(queue.read(count=10, block_ms=5000))
         await redis.xadd(keys.queue(0), {"t": "th_tls"})
         (entry,) = await asyncio.wait_for(reading, timeout=10)
         assert entry.thread_id == "th_tls"
-        await redis.aclose()
 
-    _run(loop, redis_server, tmp_path, scenario)
+    over_tls(scenario)
 
 
-@pytest.mark.parametrize("loop", LOOPS)
 def test_a_dropped_tls_connection_fails_the_call_in_flight_and_the_next_call_reconnects(
-    loop: str, redis_server: EmbeddedRedis, tmp_path: Path
+    over_tls: Runner,
 ) -> None:
-    async def scenario(url: str, front: TlsFront) -> None:
-        redis = await connect(url)
-        assert isinstance(redis, Redis)
+    async def scenario(redis: Redis, front: TlsFront) -> None:
         wire = Wire.for_client(redis)
         mine = await wire.send("CLIENT", "ID")
         waiting = wire.send("BLPOP", "tls-nothing", 0)  # in flight until the cut
@@ -150,6 +148,5 @@ def test_a_dropped_tls_connection_fails_the_call_in_flight_and_the_next_call_rec
             await asyncio.wait_for(waiting, timeout=10)
         assert await wire.send("PING") == "PONG"
         assert await wire.send("CLIENT", "ID") != mine
-        await redis.aclose()
 
-    _run(loop, redis_server, tmp_path, scenario)
+    over_tls(scenario)

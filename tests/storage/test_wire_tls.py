@@ -57,7 +57,8 @@ class TlsFront:
     def drop(self) -> None:
         """Cut every client connection, as a failing network or a failover does."""
         for client in self._clients:
-            client.transport.abort()
+            if not client.transport.is_closing():  # (aborting a closed one fails on 3.11.2)
+                client.transport.abort()
         self._clients.clear()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -35,12 +35,17 @@ from bot.web.schemas import (
     ThreadSummary,
     error_responses,
 )
-from bot.web.scopes import Caller, Who, scope
+from bot.web.scopes import Caller, Who, caller_of, scope
 
 T = TypeVar("T")
 
 
 async def runtime(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+def runtime_of(request: Request) -> Runtime:
+    """What ``Rt`` gives, without a dependency of its own (see ``scopes.caller_of``)."""
     rt: Runtime = request.app.state.runtime
     return rt
 
@@ -120,14 +125,12 @@ router = APIRouter(
 )
 async def create_thread(
     body: CreateThread,
-    rt: Rt,
     request: Request,
     response: Response,
-    *,
-    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
     """Start a thread with an agent (200 with the same thread on a retried key)."""
+    rt, who = runtime_of(request), caller_of(request)
     if body.callback_url is not None:
         private = request.app.state.refuse_private_callbacks
         await callbacks.check(body.callback_url, refuse_private=private)
@@ -209,13 +212,11 @@ async def get_thread(thread_id: str, rt: Rt, who: Who) -> ThreadOut:
 async def post_message(
     thread_id: str,
     body: PostMessage,
-    rt: Rt,
     request: Request,
-    *,
-    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> ThreadOut:
     """The user speaks again (an agent: in a thread it created)."""
+    rt, who = runtime_of(request), caller_of(request)
     if who.scope != "admin":
         who.check_reads(await rt.log.get(thread_id))
     got = await _once(
@@ -327,13 +328,11 @@ async def get_request(request_id: str, rt: Rt, who: Who) -> RequestOut:
 async def decide(
     request_id: str,
     body: DecisionIn,
-    rt: Rt,
     request: Request,
-    *,
-    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
+    rt, who = runtime_of(request), caller_of(request)
     done = await _once(
         idempotency_key,
         rt.decisions.decide(
@@ -360,13 +359,11 @@ async def decide(
 async def answer(
     request_id: str,
     body: AnswerIn,
-    rt: Rt,
     request: Request,
-    *,
-    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> RequestOut:
     """Answer a question with text, or one of its choices."""
+    rt, who = runtime_of(request), caller_of(request)
     text = body.choice if body.choice is not None else body.text
     if text is None:
         raise InvalidInputError("give `text` or `choice`")

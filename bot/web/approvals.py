@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
+from fastapi import Request as HttpRequest
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from bot.domain import ids
@@ -40,10 +41,10 @@ from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, bounded, check, check_schema
 from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
-from bot.web.api import IdempotencyKey, Rt, owned_key
+from bot.web.api import IdempotencyKey, owned_key, runtime_of
 from bot.web.bodies import StrictJSONRoute
 from bot.web.schemas import ActorOut, error_responses
-from bot.web.scopes import Caller, Who, scope
+from bot.web.scopes import Caller, caller_of, scope
 
 router = APIRouter(
     route_class=StrictJSONRoute, responses=error_responses(400, 401, 403, 413, 422, 503)
@@ -272,10 +273,9 @@ class QuestionOut(BaseModel):
     responses={200: {"description": "the request a retried Idempotency-Key made"}},
 )
 async def ask_approval(
+    request: HttpRequest,
     body: ApprovalIn,
-    rt: Rt,
     response: Response,
-    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> ApprovalOut:
     """Ask people to approve an action an agent elsewhere wants to take.
@@ -283,6 +283,7 @@ async def ask_approval(
     422 names what is wrong: an unknown policy name, approvers that resolve to nobody,
     arguments that do not match their schema.
     """
+    rt, who = runtime_of(request), caller_of(request)
     policy = _policy(rt, body)
     if body.arguments_schema is not None:
         check_schema(body.arguments_schema, "arguments_schema")
@@ -313,7 +314,8 @@ def _read_route(
 ) -> None:
     """``GET /{kind}s/{id}``: the request, long-polled with ``wait``; one of them per kind."""
 
-    async def read(request_id: str, rt: Rt, who: Who, wait_s: Wait = 0.0) -> Any:
+    async def read(request: HttpRequest, request_id: str, wait_s: Wait = 0.0) -> Any:
+        rt, who = runtime_of(request), caller_of(request)
         req, state = await _waited(rt, request_id, wait_s, kind, who)
         return out.from_request(state, req)
 
@@ -340,13 +342,13 @@ _read_route("approval", ApprovalOut, "An approval; with ``wait``, once decided o
     responses={200: {"description": "the question a retried Idempotency-Key made"}},
 )
 async def ask_question(
+    request: HttpRequest,
     body: QuestionIn,
-    rt: Rt,
     response: Response,
-    who: Who,
     idempotency_key: IdempotencyKey = None,
 ) -> QuestionOut:
     """Ask people a question: free text, yes/no, one of some choices, or typed JSON."""
+    rt, who = runtime_of(request), caller_of(request)
     if body.format == "choices" and not body.choices:
         raise InvalidInputError("format choices needs choices")
     if body.format != "choices" and body.choices:
@@ -388,7 +390,8 @@ def _cancel_route(
 ) -> None:
     """``POST /{kind}s/{id}/cancel``: the agent that asked withdraws an open request."""
 
-    async def cancel(request_id: str, rt: Rt, who: Who) -> Any:
+    async def cancel(request: HttpRequest, request_id: str) -> Any:
+        rt, who = runtime_of(request), caller_of(request)
         req, state = await rt.decisions.find(request_id)
         if req.kind != kind:
             raise NotFoundError(f"no {kind} {request_id!r}", request_id=request_id)

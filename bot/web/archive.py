@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from bot.domain.errors import NotFoundError
 from bot.domain.events import from_log
 from bot.domain.reducer import fold
 from bot.storage.archive import Archive, Archived
-from bot.web.api import Rt
+from bot.web.api import runtime_of
 from bot.web.schemas import Page, ThreadOut, error_responses
 from bot.web.scopes import scope
 
@@ -29,19 +29,21 @@ class ArchivedOut(ThreadOut):
 
 @router.get("/archive", response_model=Page[ArchivedOut])
 async def archived(
-    rt: Rt,
+    request: Request,
     offset: Annotated[int, Query(ge=0, le=100_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Page[ArchivedOut]:
     """Archived threads, the most recently archived first (without their events)."""
+    rt = runtime_of(request)
     found, total = _archive(rt.archive).list(offset=offset, limit=limit)
     items = [to_out(a, with_events=False) for a in found]
     return Page(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.get("/archive/{thread_id}", response_model=ArchivedOut)
-async def archived_thread(thread_id: str, rt: Rt) -> ArchivedOut:
+async def archived_thread(request: Request, thread_id: str) -> ArchivedOut:
     """One archived thread with every event."""
+    rt = runtime_of(request)
     found = _archive(rt.archive).read(thread_id)
     if found is None:
         raise NotFoundError(f"no archived thread {thread_id!r}", thread_id=thread_id)

@@ -6,12 +6,12 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from bot.domain.audit import verify_chain
 from bot.runtime import Runtime
-from bot.web.api import Rt
+from bot.web.api import runtime_of
 from bot.web.schemas import error_responses
 from bot.web.scopes import scope
 
@@ -61,8 +61,9 @@ class RecordsOut(BaseModel):
 
 
 @router.get("/threads/{thread_id}/audit", response_model=ChainOut, responses=error_responses(404))
-async def verify(thread_id: str, rt: Rt) -> ChainOut:
+async def verify(request: Request, thread_id: str) -> ChainOut:
     """Check the thread's hash chain: any event edited, removed or reordered in Redis shows."""
+    rt = runtime_of(request)
     await rt.log.get(thread_id)  # 404 for a thread that does not exist
     stored = await rt.log.stored(thread_id)
     breaks = [BreakOut(index=b.index, event_id=b.event_id, why=b.why) for b in verify_chain(stored)]
@@ -71,12 +72,13 @@ async def verify(thread_id: str, rt: Rt) -> ChainOut:
 
 @router.get("/audit", response_model=RecordsOut)
 async def records(
-    rt: Rt,
+    request: Request,
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = MAX_RECORDS,
 ) -> RecordsOut:
     """Decisions, answers and expiries recorded between ``since`` and ``until``, oldest first."""
+    rt = runtime_of(request)
     start = since.timestamp() if since else 0.0
     end = until.timestamp() if until else rt.clock.now()
     found = await read_records(rt, start, end, limit)

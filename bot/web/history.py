@@ -16,7 +16,7 @@ from bot.domain.errors import InvalidInputError
 from bot.domain.events import ApprovalRequested
 from bot.runtime import Runtime
 from bot.web import display
-from bot.web.api import Rt
+from bot.web.api import runtime_of
 from bot.web.audit import read_records
 from bot.web.inbox import Signed
 from bot.web.pages import render
@@ -50,7 +50,6 @@ COLUMNS = (
 @router.get("/inbox/threads")
 async def threads(
     request: Request,
-    rt: Rt,
     viewer: Signed,
     *,
     status: str = "",
@@ -58,6 +57,7 @@ async def threads(
     page: int = 1,
 ) -> Response:
     """Threads, newest first, by status or agent."""
+    rt = runtime_of(request)
     page = max(page, 1)
     tids, total = await rt.indexes.threads(
         status=status or None,
@@ -82,9 +82,10 @@ async def threads(
 
 
 @router.get("/inbox/threads/{thread_id}")
-async def thread(request: Request, thread_id: str, rt: Rt, viewer: Signed) -> Response:
+async def thread(request: Request, thread_id: str, viewer: Signed) -> Response:
     """A thread's timeline: messages, tool calls and results, requests, decisions, errors,
     deliveries."""
+    rt = runtime_of(request)
     state = await rt.log.get(thread_id)
     events = await rt.log.events(thread_id, version=state.version)
     return await render(
@@ -97,8 +98,9 @@ async def thread(request: Request, thread_id: str, rt: Rt, viewer: Signed) -> Re
 
 
 @router.get("/inbox/audit")
-async def audit(request: Request, rt: Rt, viewer: Signed) -> Response:
+async def audit(request: Request, viewer: Signed) -> Response:
     """Every decision, answer and expiry, searched by person, agent, tool, outcome, date."""
+    rt = runtime_of(request)
     query = dict(request.query_params)
     try:
         rows, error = await search(rt, query), None
@@ -117,8 +119,9 @@ async def audit(request: Request, rt: Rt, viewer: Signed) -> Response:
 
 
 @router.get("/inbox/audit.csv")
-async def audit_csv(request: Request, rt: Rt, viewer: Signed) -> Response:
+async def audit_csv(request: Request, viewer: Signed) -> Response:
     """The search's records as CSV, one row a record, with a header row."""
+    rt = runtime_of(request)
     rows = await search(rt, dict(request.query_params))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
@@ -128,8 +131,9 @@ async def audit_csv(request: Request, rt: Rt, viewer: Signed) -> Response:
 
 
 @router.get("/inbox/audit.jsonl")
-async def audit_jsonl(request: Request, rt: Rt, viewer: Signed) -> Response:
+async def audit_jsonl(request: Request, viewer: Signed) -> Response:
     """The search's records as JSON Lines, one object a record."""
+    rt = runtime_of(request)
     rows = await search(rt, dict(request.query_params))
     body = "".join(json.dumps({c: r.get(c) for c in COLUMNS}) + "\n" for r in rows)
     return _download(body, "application/jsonl", "audit.jsonl")

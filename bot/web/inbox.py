@@ -27,8 +27,9 @@ from bot.domain.events import (
 from bot.domain.reducer import Request as HumanRequest
 from bot.domain.reducer import ThreadState
 from bot.domain.refusals import to_words, why_refused
+from bot.runtime import Runtime
 from bot.web import display, forms
-from bot.web.api import Rt
+from bot.web.api import runtime_of
 from bot.web.errors import status_of
 from bot.web.live import Live
 from bot.web.pages import render
@@ -51,7 +52,6 @@ DONE = {
 @router.get("/inbox")
 async def waiting(
     request: Request,
-    rt: Rt,
     viewer: Signed,
     *,
     show: str = "mine",
@@ -62,6 +62,7 @@ async def waiting(
     page: int = 1,
 ) -> Response:
     """Open approvals and questions, soonest to expire first."""
+    rt = runtime_of(request)
     filters = Filters(
         mine=show != "all", agent=agent, tool=tool, channel=channel, urgency=urgency, page=page
     )
@@ -78,15 +79,17 @@ async def waiting(
 
 @router.get("/inbox/requests/{request_id}")
 async def request_page(
-    request: Request, request_id: str, rt: Rt, viewer: Signed, done: str = ""
+    request: Request, request_id: str, viewer: Signed, done: str = ""
 ) -> Response:
     """One request with its context, and the forms to act on it."""
+    rt = runtime_of(request)
     return await _request_page(request, rt, viewer, request_id, notice=DONE.get(done))
 
 
 @router.post("/inbox/requests/{request_id}/approve", dependencies=[CSRF])
-async def approve(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Response:
+async def approve(request: Request, request_id: str, viewer: Signed) -> Response:
     """Approve the arguments shown; a risky tool asks for a confirmation first."""
+    rt = runtime_of(request)
     form = await request.form()
     req, _ = await rt.decisions.find(request_id)
     risky = isinstance(req.asked, ApprovalRequested) and req.asked.risky
@@ -104,8 +107,9 @@ async def approve(request: Request, request_id: str, rt: Rt, viewer: Signed) -> 
 
 
 @router.post("/inbox/requests/{request_id}/reject", dependencies=[CSRF])
-async def reject(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Response:
+async def reject(request: Request, request_id: str, viewer: Signed) -> Response:
     """Reject, with the reason the agent is told."""
+    rt = runtime_of(request)
     form = await request.form()
     reason = str(form.get("reason") or "").strip()
     if not reason:
@@ -120,8 +124,9 @@ async def reject(request: Request, request_id: str, rt: Rt, viewer: Signed) -> R
 
 
 @router.post("/inbox/requests/{request_id}/edit", dependencies=[CSRF])
-async def edit(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Response:
+async def edit(request: Request, request_id: str, viewer: Signed) -> Response:
     """Approve edited arguments, read from the form the tool's schema made."""
+    rt = runtime_of(request)
     form = await request.form()
     req, state = await rt.decisions.find(request_id)
     schema = args_schema(rt, state, req)
@@ -160,8 +165,9 @@ async def edit(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Res
 
 
 @router.post("/inbox/requests/{request_id}/answer", dependencies=[CSRF])
-async def answer(request: Request, request_id: str, rt: Rt, viewer: Signed) -> Response:
+async def answer(request: Request, request_id: str, viewer: Signed) -> Response:
     """Answer a question: free text, yes or no, a choice, or a typed answer (a form)."""
+    rt = runtime_of(request)
     form = await request.form()
     req, _ = await rt.decisions.find(request_id)
     asked = req.asked
@@ -208,7 +214,7 @@ def args_schema(rt: Any, state: ThreadState, req: HumanRequest) -> dict[str, Any
 
 async def _decided(  # noqa: PLR0917 - the page, who, which request, and what was done
     request: Request,
-    rt: Rt,
+    rt: Runtime,
     viewer: Viewer,
     request_id: str,
     done: str,
@@ -236,7 +242,7 @@ async def _decided(  # noqa: PLR0917 - the page, who, which request, and what wa
 
 async def _request_page(
     request: Request,
-    rt: Rt,
+    rt: Runtime,
     viewer: Viewer,
     request_id: str,
     *,

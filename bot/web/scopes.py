@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Request, Security
 from fastapi.security import HTTPBearer
 
 from bot.domain.errors import (
@@ -115,7 +115,8 @@ def is_asked(req: HumanRequest, identity: str) -> bool:
 async def caller(request: Request) -> Caller:
     """The caller of this request, from its bearer token; 401 if there is none we know.
 
-    Found once per request: the route's scope check and the endpoint's ``Who`` share it.
+    Found once per request: the route's scope check finds it, the endpoint reads it
+    (``caller_of``).
     """
     found: Caller | None = request.scope.get(_CALLER)
     if found is None:
@@ -125,6 +126,20 @@ async def caller(request: Request) -> Caller:
 
 _CALLER = "greenlight.caller"
 """Where a request's ``Caller`` is kept in its ASGI scope once found."""
+
+
+def caller_of(request: Request) -> Caller:
+    """The caller the route's scope check found.
+
+    Read by each endpoint rather than given by a dependency of its own: FastAPI spends
+    about 100 k instructions solving each dependency of every request, several times what
+    most endpoints do. Only after ``scope`` ran: every API route declares one
+    (``create_app`` checks).
+    """
+    found: Caller | None = request.scope.get(_CALLER)
+    if found is None:  # never a silent "anyone": the route declares no scope
+        raise RuntimeError(f"{request.method} {_template(request)} checked no token scope")
+    return found
 
 
 async def _authenticate(request: Request) -> Caller:
@@ -141,9 +156,6 @@ async def _authenticate(request: Request) -> Caller:
     if found is None:
         raise UnauthorizedError("unknown or revoked bearer token (Authorization: Bearer …)")
     return Caller(found.name, found.scope, found.identity)
-
-
-Who = Annotated[Caller, Depends(caller)]
 
 
 class _Scoped(HTTPBearer):

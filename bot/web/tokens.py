@@ -10,9 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bot.domain.errors import InvalidInputError
 from bot.storage.tokens import Scope, TokenInfo, Tokens
-from bot.web.api import Rt
+from bot.web.api import runtime_of
 from bot.web.schemas import error_responses
-from bot.web.scopes import ADMIN_TOKEN_NAME, Who, scope
+from bot.web.scopes import ADMIN_TOKEN_NAME, caller_of, scope
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class CallerOut(BaseModel):
     response_model=CallerOut,
     dependencies=[scope("admin", "agent", "approver")],
 )
-async def whoami(who: Who) -> CallerOut:
+async def whoami(request: Request) -> CallerOut:
     """The calling token's name, scope and identity (the CLI decides as an approver's)."""
+    who = caller_of(request)
     return CallerOut(name=who.name, scope=who.scope, identity=who.identity)
 
 
@@ -94,8 +95,9 @@ async def whoami(who: Who) -> CallerOut:
     responses=error_responses(409),
     dependencies=[scope("admin")],
 )
-async def create_token(body: TokenIn, rt: Rt, request: Request) -> NewTokenOut:
+async def create_token(body: TokenIn, request: Request) -> NewTokenOut:
     """Make a token; the answer holds it, once. 409 if the name is taken."""
+    rt = runtime_of(request)
     if body.scope == "approver" and body.identity is None:
         raise InvalidInputError("an approver token needs the identity it decides as (--as)")
     if body.scope != "approver" and body.identity is not None:

@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -36,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.storage.connection import Client
-from bot.storage.wire import Wire
+from bot.storage.wire import Wire, to_bulk
 
 _NAMED = re.compile(r"\b([KA])\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -97,7 +98,6 @@ class Bound:
         self._wire = batcher.wire if batcher is not None else None
         self._keys = _picker(script.keys)
         self._args = _picker(script.args)
-        self._named_keys = len(script.keys)
 
     async def __call__(
         self,
@@ -108,18 +108,16 @@ class Bound:
     ) -> Any:
         """Run with every declared key and argument, by name; ``extra_keys`` follow the
         named keys (``KEYS[REST_KEYS]`` on) and ``rest`` the named arguments."""
-        ordered = [
-            self._named_keys + len(extra_keys),
-            *self._keys(keys),
-            *extra_keys,
-            *(self._args(args) if args else ()),
-            *rest,
-        ]
+        named = (*self._keys(keys), *extra_keys)
+        tail = (*(self._args(args) if args else ()), *rest)
         if self._wire is not None:
             try:
-                return await self._wire.send("EVALSHA", self.sha, *ordered)
+                return await self._wire.send_parts(
+                    3 + len(named) + len(tail), _head(self.sha, named), to_bulk(tail)
+                )
             except NoScriptError:
-                return await self._again_on(self._wire, ordered)
+                return await self._again_on(self._wire, [len(named), *named, *tail])
+        ordered = [len(named), *named, *tail]
         if self._batch is not None:
             return await self._batch.run(self, ordered)
         return await self.call(self._client, ordered)
@@ -289,6 +287,13 @@ async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
         except ResponseError as exc:  # this call's error; the others' answers follow
             answers.append(exc)
     return answers
+
+
+@lru_cache(maxsize=4096)
+def _head(sha: str, keys: tuple[str, ...]) -> bytes:
+    """A script call up to its arguments (``EVALSHA``, the script, its keys), packed once
+    per thread and shard for the wire (``to_bulk``): a thread's keys do not change."""
+    return to_bulk(("EVALSHA", sha, len(keys), *keys))
 
 
 def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:

@@ -319,6 +319,7 @@ class ThreadLog:
         self.redis = redis
         self.clock = clock
         self.seen_ttl = seen_ttl
+        self._seen_ttl = repr(float(seen_ttl))  # as the wire would write it (``_time``)
         self.cache_size = cache_size
         # The scripts of every step: sent together when many threads step at once.
         batcher = Batcher.for_client(redis)
@@ -561,11 +562,11 @@ class ThreadLog:
                 "delivery": delivery or "",
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
-                "seen_ttl": self.seen_ttl,
+                "seen_ttl": self._seen_ttl,
                 "status": status,
                 "agent": new.agent,
-                "created": new.created_at,
-                "due": "" if due is None else due,
+                "created": _time(new.created_at),
+                "due": "" if due is None else _time(due),
                 "enqueue": "1" if enqueue else "0",
                 "opened": " ".join(sorted(after - before)),
                 "closed": " ".join(sorted(before - after)),
@@ -682,7 +683,7 @@ class ThreadLog:
                 "tid": tid,
                 "holder": lease.holder,
                 "version": version,
-                "due": "" if next_due is None else next_due,
+                "due": "" if next_due is None else _time(next_due),
                 "entry": lease.entry_id,
                 "delivered": lease.delivered,
             },
@@ -741,6 +742,14 @@ def _own_keys(tid: str) -> dict[str, str]:
         "queue": keys.queue(shard),
         "audit": keys.audit(shard),
     }
+
+
+@lru_cache(maxsize=4096)
+def _time(at: float) -> str:
+    """A time as the scripts are sent it, exactly (``repr``, as hiredis writes a float).
+    A thread's creation time and its requests' due times are sent again on every append
+    and release, and writing a time out costs about 8,000 instructions."""
+    return repr(at)
 
 
 def _stamp(event: Event, at: float, prev: str | None) -> None:

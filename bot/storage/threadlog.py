@@ -9,7 +9,8 @@ the delivery cursor, in one round trip) and releases it (the cursor, the
 timer and the queue entry's acknowledgement, only if nothing changed since).
 
 Logs are append-only, so this process keeps each thread's events and state in
-a small cache and reads only what is new.
+a small cache and reads only what is new. A thread let go of once finished
+leaves it (``_FINISHED``).
 
 A thread has no hash of derived fields: listings read its status, agent and
 times from the indexes (``metas``), and its delivery cursor is kept in its

@@ -113,10 +113,7 @@ class Bound:
         if self._wire is not None:
             try:
                 return await self._wire.send_parts(
-                    3 + len(named) + len(tail),
-                    _evalsha(self.sha, len(named)),
-                    *map(_key, named),
-                    to_bulk(tail),
+                    3 + len(named) + len(tail), _head(self.sha, named), to_bulk(tail)
                 )
             except NoScriptError:
                 return await self._again_on(self._wire, [len(named), *named, *tail])
@@ -292,17 +289,11 @@ async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
     return answers
 
 
-@lru_cache(maxsize=64)
-def _evalsha(sha: str, keys: int) -> bytes:
-    """The start of a call of the script ``sha`` with ``keys`` keys, packed for the wire."""
-    return to_bulk(("EVALSHA", sha, keys))
-
-
-@lru_cache(maxsize=8192)
-def _key(key: str) -> bytes:
-    """A key packed for the wire (``to_bulk``), once: a thread's keys, and its shard's, come
-    back on each of its script calls, and packing one costs about 1,300 instructions."""
-    return to_bulk((key,))
+@lru_cache(maxsize=4096)
+def _head(sha: str, keys: tuple[str, ...]) -> bytes:
+    """A script call up to its arguments (``EVALSHA``, the script, its keys), packed once
+    per thread and shard for the wire (``to_bulk``): a thread's keys do not change."""
+    return to_bulk(("EVALSHA", sha, len(keys), *keys))
 
 
 def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:

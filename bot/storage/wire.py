@@ -179,8 +179,8 @@ def to_bulk(args: Sequence[Any]) -> bytes:
     starts with: a part of a command for ``Wire.send_parts``.
 
     Packing costs about 1,300 instructions per argument, most of it a ``sprintf`` of its
-    length in hiredis: the keys of a script call, the same on each call for a thread, are
-    packed once each (``bot.storage.script``)."""
+    length in hiredis: a script call's 20-odd keys, the same on every call for a thread,
+    cost more to pack than the rest of the call, so they are packed once (``Bound``)."""
     packed = _pack(tuple(args))
     return packed[packed.index(b"\r\n") + 2 :]
 

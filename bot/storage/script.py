@@ -17,7 +17,6 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -37,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bot.storage.connection import Client
-from bot.storage.wire import Wire, to_bulk
+from bot.storage.wire import Wire
 
 _NAMED = re.compile(r"\b([KA])\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -98,6 +97,7 @@ class Bound:
         self._wire = batcher.wire if batcher is not None else None
         self._keys = _picker(script.keys)
         self._args = _picker(script.args)
+        self._named_keys = len(script.keys)
 
     async def __call__(
         self,
@@ -108,16 +108,18 @@ class Bound:
     ) -> Any:
         """Run with every declared key and argument, by name; ``extra_keys`` follow the
         named keys (``KEYS[REST_KEYS]`` on) and ``rest`` the named arguments."""
-        named = (*self._keys(keys), *extra_keys)
-        tail = (*(self._args(args) if args else ()), *rest)
+        ordered = [
+            self._named_keys + len(extra_keys),
+            *self._keys(keys),
+            *extra_keys,
+            *(self._args(args) if args else ()),
+            *rest,
+        ]
         if self._wire is not None:
             try:
-                return await self._wire.send_parts(
-                    3 + len(named) + len(tail), _head(self.sha, named), to_bulk(tail)
-                )
+                return await self._wire.send("EVALSHA", self.sha, *ordered)
             except NoScriptError:
-                return await self._again_on(self._wire, [len(named), *named, *tail])
-        ordered = [len(named), *named, *tail]
+                return await self._again_on(self._wire, ordered)
         if self._batch is not None:
             return await self._batch.run(self, ordered)
         return await self.call(self._client, ordered)
@@ -287,13 +289,6 @@ async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
         except ResponseError as exc:  # this call's error; the others' answers follow
             answers.append(exc)
     return answers
-
-
-@lru_cache(maxsize=4096)
-def _head(sha: str, keys: tuple[str, ...]) -> bytes:
-    """A script call up to its arguments (``EVALSHA``, the script, its keys), packed once
-    per thread and shard for the wire (``to_bulk``): a thread's keys do not change."""
-    return to_bulk(("EVALSHA", sha, len(keys), *keys))
 
 
 def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import hiredis
@@ -64,14 +63,10 @@ class Wire:
     def send(self, *args: Any) -> asyncio.Future[Any]:
         """Send one command (words and arguments: str, bytes, int or float); its answer,
         or the error Redis answered, comes in the future returned."""
-        return self._send(_pack(args))
-
-    def send_parts(self, count: int, *parts: bytes) -> asyncio.Future[Any]:
-        """Send one command of ``count`` words and arguments, given as parts that
-        ``to_bulk`` packed (a part that does not change between calls is packed once)."""
-        return self._send(b"".join((b"*%d\r\n" % count, *parts)))
-
-    def _send(self, packed: bytes) -> asyncio.Future[Any]:
+        try:
+            packed = hiredis.pack_command(args)
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._unsent.append(packed)
         self._unsent_answers.append(answer)
@@ -172,25 +167,6 @@ class _Link(asyncio.Protocol):
             future = self._waiting.popleft()
             if not future.done():
                 future.set_exception(RedisConnectionError(*error.args))
-
-
-def to_bulk(args: Sequence[Any]) -> bytes:
-    """``args`` packed as a command's words and arguments are, without the count a command
-    starts with: a part of a command for ``Wire.send_parts``.
-
-    Packing costs about 1,300 instructions per argument, most of it a ``sprintf`` of its
-    length in hiredis: a script call's 20-odd keys, the same on every call for a thread,
-    cost more to pack than the rest of the call, so they are packed once (``Bound``)."""
-    packed = _pack(tuple(args))
-    return packed[packed.index(b"\r\n") + 2 :]
-
-
-def _pack(args: tuple[Any, ...]) -> bytes:
-    try:
-        packed: bytes = hiredis.pack_command(args)
-        return packed
-    except TypeError as exc:
-        raise DataError(str(exc)) from exc
 
 
 def _as_connection_error(exc: BaseException | None) -> Exception:

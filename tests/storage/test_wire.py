@@ -31,22 +31,6 @@ async def test_calls_sent_together_run_in_the_order_sent(redis: Redis) -> None:
     assert await redis.lrange("l", 0, -1) == [str(i) for i in range(50)]
 
 
-async def test_script_calls_store_their_keys_and_arguments_as_given(redis: Redis) -> None:
-    # A call's keys are packed once and reused by the next call with the same keys.
-    store = Script(
-        "redis.call('HSET', K.hash, A.field, A.value)"
-        " return redis.call('RPUSH', K.list, unpack(ARGV, REST, #ARGV))",
-        keys=["hash", "list"],
-        args=["field", "value"],
-    ).bind(redis, Batcher.for_client(redis))
-    for value in ["é ✓ {x}", 3, 0.1, 1732961234.123456, ""]:
-        await store({"hash": "h", "list": "l"}, {"field": "f", "value": value}, rest=[value, "z"])
-        assert await redis.hget("h", "f") == str(value)
-    assert await redis.lrange("l", 0, -1) == [
-        *("é ✓ {x}", "z", "3", "z", "0.1", "z", "1732961234.123456", "z", "", "z")
-    ]
-
-
 async def test_a_script_redis_forgot_is_loaded_and_each_refused_call_runs_once_in_order(
     redis: Redis,
 ) -> None:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from redis.asyncio import Redis, RedisCluster
@@ -94,6 +95,9 @@ class Bound:
         self._client = client
         self._batch = batcher
         self._wire = batcher.wire if batcher is not None else None
+        self._keys = _picker(script.keys)
+        self._args = _picker(script.args)
+        self._named_keys = len(script.keys)
 
     async def __call__(
         self,
@@ -104,12 +108,11 @@ class Bound:
     ) -> Any:
         """Run with every declared key and argument, by name; ``extra_keys`` follow the
         named keys (``KEYS[REST_KEYS]`` on) and ``rest`` the named arguments."""
-        script = self.script
         ordered = [
-            len(script.keys) + len(extra_keys),
-            *[keys[k] for k in script.keys],
+            self._named_keys + len(extra_keys),
+            *self._keys(keys),
             *extra_keys,
-            *([args[a] for a in script.args] if args else ()),
+            *(self._args(args) if args else ()),
             *rest,
         ]
         if self._wire is not None:
@@ -286,6 +289,14 @@ async def _exchange(conn: AbstractConnection, batch: list[_Call]) -> list[Any]:
         except ResponseError as exc:  # this call's error; the others' answers follow
             answers.append(exc)
     return answers
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], Sequence[Any]]:
+    """What reads ``names`` from a mapping, in order, as one call into C (``itemgetter``
+    gives the value itself for a single name, and needs at least one)."""
+    if len(names) > 1:
+        return itemgetter(*names)
+    return lambda mapping: [mapping[name] for name in names]
 
 
 _Call = tuple[Bound, list[Any], "asyncio.Future[Any]"]

@@ -9,7 +9,8 @@ the delivery cursor, in one round trip) and releases it (the cursor, the
 timer and the queue entry's acknowledgement, only if nothing changed since).
 
 Logs are append-only, so this process keeps each thread's events and state in
-a small cache and reads only what is new.
+a small cache and reads only what is new. A thread let go of once finished
+leaves it (``_FINISHED``).
 
 A thread has no hash of derived fields: listings read its status, agent and
 times from the indexes (``metas``), and its delivery cursor is kept in its
@@ -319,6 +320,7 @@ class ThreadLog:
         self.redis = redis
         self.clock = clock
         self.seen_ttl = seen_ttl
+        self._seen_ttl = repr(float(seen_ttl))  # as the wire would write it (``_time``)
         self.cache_size = cache_size
         # The scripts of every step: sent together when many threads step at once.
         batcher = Batcher.for_client(redis)
@@ -561,11 +563,11 @@ class ThreadLog:
                 "delivery": delivery or "",
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
-                "seen_ttl": self.seen_ttl,
+                "seen_ttl": self._seen_ttl,
                 "status": status,
                 "agent": new.agent,
-                "created": new.created_at,
-                "due": "" if due is None else due,
+                "created": _time(new.created_at),
+                "due": "" if due is None else _time(due),
                 "enqueue": "1" if enqueue else "0",
                 "opened": " ".join(sorted(after - before)),
                 "closed": " ".join(sorted(before - after)),
@@ -596,11 +598,14 @@ class ThreadLog:
                 # What we missed came back with the refusal: the retry needs no read.
                 self._absorb(tid, rest[0], state.version)
             raise VersionConflict(tid, state.version, int(length))
-        if lease is not None and int(rest[0]):
-            lease.held, lease.delivered = False, new.version
         new.last_hash = head
         cached = self._cache.get(tid)
-        if cached and cached[0].version == state.version:
+        released = lease is not None and int(rest[0]) == 1
+        if lease is not None and released:
+            lease.held, lease.delivered = False, new.version
+        if released and new.status in _FINISHED:
+            self._cache.pop(tid, None)
+        elif cached and cached[0].version == state.version:
             self._remember(new, cached[1] + list(events))
         elif not state.exists:
             self._remember(new, list(events))
@@ -679,7 +684,7 @@ class ThreadLog:
                 "tid": tid,
                 "holder": lease.holder,
                 "version": version,
-                "due": "" if next_due is None else next_due,
+                "due": "" if next_due is None else _time(next_due),
                 "entry": lease.entry_id,
                 "delivered": lease.delivered,
             },
@@ -687,6 +692,9 @@ class ThreadLog:
         if int(done) == 0:
             return False
         lease.held = False
+        cached = self._cache.get(tid)
+        if cached and cached[0].version == version and cached[0].status in _FINISHED:
+            del self._cache[tid]
         return True
 
     async def renew(self, leases: Sequence[Lease]) -> list[Lease]:
@@ -704,6 +712,13 @@ class ThreadLog:
 
 
 _STATUSES = [status.value for status in Status]
+
+_FINISHED = {Status.DONE, Status.CANCELLED, Status.FAILED}
+"""Threads let go of at these statuses leave this process's cache: nothing is left to step
+or deliver, so their events would only sit there. Kept, every finished thread's objects
+lived on until 10,000 others pushed them out, and the collector walked them again and again
+(5 % of a worker's CPU with 32 cycles in flight, ``bench.cycles``). A person writing to one
+again costs one read of its whole log."""
 
 
 def _scored(names: Sequence[str], scores: Sequence[float | None]) -> list[tuple[str, float]]:
@@ -728,6 +743,14 @@ def _own_keys(tid: str) -> dict[str, str]:
         "queue": keys.queue(shard),
         "audit": keys.audit(shard),
     }
+
+
+@lru_cache(maxsize=4096)
+def _time(at: float) -> str:
+    """A time as the scripts are sent it, exactly (``repr``, as hiredis writes a float).
+    A thread's creation time and its requests' due times are sent again on every append
+    and release, and writing a time out costs about 8,000 instructions."""
+    return repr(at)
 
 
 def _stamp(event: Event, at: float, prev: str | None) -> None:

@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 from bot.domain import ids
 from bot.domain.clock import ManualClock, SystemClock
 from bot.domain.events import Actor, Origin, UserMessage
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Status, ThreadState
 from bot.runtime import build_runtime
 from bot.storage import keys
 from bot.storage.threadlog import ThreadLog
@@ -98,3 +98,26 @@ async def test_a_take_that_appends_says_how_far_delivery_got_or_when_to_look_aga
     assert await redis.llen(keys.log(tid)) == 2  # type: ignore[misc]
     due = await redis.zscore(keys.timers(keys.shard_of(tid)), tid)
     assert due is not None and 1_029.0 < due <= 1_030.0
+
+
+async def test_a_finished_thread_leaves_the_cache_and_a_new_message_continues_it(
+    redis: Redis,
+) -> None:
+    model = ScriptedModel(turns())
+    rt = build_runtime(redis, {"bank": make_agent(Ledger())}, model)
+    got = await rt.inbox.message(agent="bank", text="one", by=ANN, origin=Origin(channel="api"))
+    tid = got.thread.id
+    await rt.worker().burst()
+    # Let go of at ``done``: this process keeps no copy of it.
+    assert rt.log.cached(tid) is None
+    done = await ThreadLog(redis, SystemClock()).load(tid)
+    assert done.status is Status.DONE
+
+    again = await rt.inbox.say(tid, "two", ANN)
+    assert again.thread.version == done.version + 1
+    await rt.worker().burst()
+    events = await rt.log.events(tid)
+    assert [e.text for e in events if isinstance(e, UserMessage)] == ["one", "two"]
+    # The model's second turn saw the whole thread, read back from Redis.
+    assert "one" in model.requests[-1].context_text()
+    assert "two" in model.requests[-1].context_text()

@@ -324,6 +324,7 @@ class ThreadLog:
         self.cache_size = cache_size
         # The scripts of every step: sent together when many threads step at once.
         batcher = Batcher.for_client(redis)
+        self._wire = batcher.wire  # reads too, on one Redis: no pool, no reply parsing
         self._append = _APPEND.bind(redis, batcher)
         self._take = _TAKE.bind(redis, batcher)
         self._release = _RELEASE.bind(redis, batcher)
@@ -464,7 +465,11 @@ class ThreadLog:
     async def _read(self, thread_id: str) -> tuple[ThreadState, list[Event]]:
         while True:
             start = self.known(thread_id)
-            raw = await self.redis.lrange(keys.log(thread_id), start, -1)
+            log = keys.log(thread_id)
+            if self._wire is not None:
+                raw = await self._wire.send("LRANGE", log, start, -1)
+            else:
+                raw = await self.redis.lrange(log, start, -1)
             if self.known(thread_id) >= start:  # else evicted meanwhile: read it all
                 return self._absorb(thread_id, raw, start)
 

@@ -196,6 +196,7 @@ class ThreadState:
         return list((self._memo or self._derive())["pending"])
 
     def _derive(self) -> dict[str, Any]:
+        """Fill the memo (empty until the state is first asked: ``self._memo or ...``)."""
         opened = tuple([r for r in self.requests.values() if r.status is RequestStatus.OPEN])
         pending = tuple([c for c in self.calls.values() if c.status in _PENDING])
         self._memo = {

@@ -11,7 +11,7 @@ for an auditor, each with the hash of the event it came from.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +24,14 @@ from bot.domain.hashing import sha256
 def chain_hash(raw: str | bytes) -> str:
     """The hash of one event as stored: SHA-256, its first 128 bits in base64url."""
     data = raw.encode() if isinstance(raw, str) else raw
-    return base64.urlsafe_b64encode(sha256(data)[:16]).rstrip(b"=").decode()
+    # ``base64.urlsafe_b64encode`` without its two Python frames: 16 bytes are 22
+    # characters and "==".
+    encoded = binascii.b2a_base64(sha256(data)[:16], newline=False)[:22]
+    return encoded.translate(_URLSAFE).decode()
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+"""Base64 to base64url."""
 
 
 LINK = 16

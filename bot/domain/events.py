@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -126,7 +127,7 @@ class _Base(BaseModel):
     v: int = 1
     """The schema version. Absent in storage means 1, forever (``to_json`` leaves a 1 out),
     so a later ``SCHEMA_VERSION`` is set on the events made, never made this default."""
-    id: str = Field(default_factory=lambda: new_id("ev"))
+    id: str = Field(default_factory=partial(new_id, "ev"))
     at: float = Field(default_factory=time.time)
     """Unix time, seconds: when it was recorded (the thread log stamps it from the one clock)."""
     prev: str | None = None
@@ -381,18 +382,21 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     exclude = set(_HEAD)
     if after and after[-1].at == event.at:
         exclude.add("at")
-    if isinstance(event, ApprovalRequested):
+    # ``type(...) is``, not ``isinstance``: on a pydantic class, an ``isinstance`` that
+    # fails is an ABC check (microseconds), and most events are none of these.
+    if type(event) is ApprovalRequested:
         if _call(after, event.call_id) == (event.tool, event.args):
             exclude |= _FROM_CALL
-        if after and isinstance(after[-1], ToolCall) and after[-1].call_id == event.call_id:
+        if after and type(last := after[-1]) is ToolCall and last.call_id == event.call_id:
             exclude.add("call_id")
         if _spoke_last(after, event.requester):
             exclude.add("requester")
         if event.args_hash == args_hash(event.args):
             exclude.add("args_hash")
-    elif isinstance(event, UserMessage) and _spoke_last(after, event.by):
-        exclude.add("by")
-    elif isinstance(event, ToolCall) and event.turn == event.call_id:
+    elif type(event) is UserMessage:
+        if _spoke_last(after, event.by):
+            exclude.add("by")
+    elif type(event) is ToolCall and event.turn == event.call_id:
         exclude.add("turn")
     # ``model_dump_json`` without its wrapper (its keyword handling costs a fifth of the dump).
     body = event.__pydantic_serializer__.to_json(
@@ -428,7 +432,7 @@ cannot read an event with it (an unknown field), so it fails instead of misreadi
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
     """The tool and arguments of call ``call_id`` among ``events``, the latest first."""
     for event in reversed(events):
-        if isinstance(event, ToolCall) and event.call_id == call_id:
+        if type(event) is ToolCall and event.call_id == call_id:
             return event.tool, event.args
     return None
 
@@ -437,7 +441,7 @@ def _speaker(events: Sequence[Event]) -> Actor | None:
     """Who spoke last among ``events`` (the reducer's ``last_user``): who started the
     thread or wrote in it last, the requester of the approvals the agent asks for then."""
     for event in reversed(events):
-        if isinstance(event, ThreadCreated | UserMessage):
+        if type(event) is UserMessage or type(event) is ThreadCreated:
             return event.by
     return None
 

@@ -41,12 +41,18 @@ _tokens: list[str] = []
 def random_token() -> str:
     """14 base64url characters (84 random bits) from the CSPRNG: the random part of an
     event's or a call's id. Cut from one base64 text of 4 KB, so that an id costs a list
-    pop (a cycle makes about ten); emptied in a forked child, as the buffer is."""
-    with _lock:
-        if not _tokens:
-            text = base64.urlsafe_b64encode(os.urandom(_POOL - _POOL % 3)).decode()  # no "="
-            _tokens[:] = [text[i : i + _TOKEN] for i in range(0, len(text) - _TOKEN + 1, _TOKEN)]
+    pop (a cycle makes about ten; ``list.pop`` is atomic, so only a refill takes the
+    lock); emptied in a forked child, as the buffer is."""
+    try:
         return _tokens.pop()
+    except IndexError:
+        with _lock:
+            if not _tokens:
+                text = base64.urlsafe_b64encode(os.urandom(_POOL - _POOL % 3)).decode()  # no "="
+                _tokens[:] = [
+                    text[i : i + _TOKEN] for i in range(0, len(text) - _TOKEN + 1, _TOKEN)
+                ]
+        return random_token()
 
 
 os.register_at_fork(after_in_child=_random.clear)

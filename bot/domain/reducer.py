@@ -6,6 +6,7 @@ Nothing here does I/O. ``reduce(state, event)`` returns a new state;
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -173,61 +174,57 @@ class ThreadState:
     last_error: str | None = None
     failed_deliveries: list[DeliveryFailed] = field(default_factory=list)
     _memo: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-    """What ``status``, ``open_requests`` and ``pending_calls`` found, asked for several
-    times per write and step: emptied whenever an event is applied (``_apply``)."""
+    """What ``status``, ``open_requests`` and ``pending_calls`` read (``_derive``), found
+    once per state: they are asked for several times per write and step. Empty in a state
+    being changed (``clone``, ``fold``): applying an event never asks for them."""
 
     @property
     def status(self) -> Status:
-        found: Status | None = self._memo.get("status")
-        if found is None:
-            found = self._memo["status"] = self._status()
+        found: Status = (self._memo or self._derive())["status"]
         return found
-
-    def _status(self) -> Status:
-        if self.cancelled:
-            return Status.CANCELLED
-        if self.failed:
-            return Status.FAILED
-        if self.paused:
-            return Status.PAUSED
-        # Asked for on every write and step: one pass, no lists built.
-        question = False
-        for r in self.requests.values():
-            if r.status is RequestStatus.OPEN:
-                if isinstance(r.asked, ApprovalRequested):
-                    return Status.AWAITING_APPROVAL
-                question = True
-        if question:
-            return Status.AWAITING_HUMAN
-        if not self.hosted:  # its request is closed: the agent elsewhere takes it from here
-            return Status.DONE
-        if self.awaiting_model or any(c.status in _PENDING for c in self.calls.values()):
-            return Status.RUNNING
-        if self.last_reply is not None:
-            return Status.DONE if self.last_reply.final else Status.WAITING_FOR_USER
-        return Status.RUNNING if self.version else Status.WAITING_FOR_USER
 
     @property
     def exists(self) -> bool:
         return self.version > 0
 
     def open_requests(self) -> list[Request]:
-        found: tuple[Request, ...] | None = self._memo.get("open")
-        if found is None:
-            found = self._memo["open"] = tuple(
-                r for r in self.requests.values() if r.status is RequestStatus.OPEN
-            )
-        return list(found)
+        return list((self._memo or self._derive())["open"])
 
     def pending_calls(self) -> list[Call]:
         """Calls the worker must act on: ready to run, rejected, or cut mid-run (never those
         of an agent that runs elsewhere: it runs them itself)."""
-        found: tuple[Call, ...] | None = self._memo.get("pending")
-        if found is None:
-            found = self._memo["pending"] = (
-                tuple(c for c in self.calls.values() if c.status in _PENDING) if self.hosted else ()
-            )
-        return list(found)
+        return list((self._memo or self._derive())["pending"])
+
+    def _derive(self) -> dict[str, Any]:
+        """Fill the memo (empty until the state is first asked: ``self._memo or ...``)."""
+        opened = tuple([r for r in self.requests.values() if r.status is RequestStatus.OPEN])
+        pending = tuple([c for c in self.calls.values() if c.status in _PENDING])
+        self._memo = {
+            "open": opened,
+            "pending": pending if self.hosted else (),
+            "status": self._status(opened, pending),
+        }
+        return self._memo
+
+    def _status(self, opened: tuple[Request, ...], pending: tuple[Call, ...]) -> Status:
+        if self.cancelled:
+            return Status.CANCELLED
+        if self.failed:
+            return Status.FAILED
+        if self.paused:
+            return Status.PAUSED
+        for r in opened:
+            if isinstance(r.asked, ApprovalRequested):
+                return Status.AWAITING_APPROVAL
+        if opened:
+            return Status.AWAITING_HUMAN
+        if not self.hosted:  # its request is closed: the agent elsewhere takes it from here
+            return Status.DONE
+        if self.awaiting_model or pending:
+            return Status.RUNNING
+        if self.last_reply is not None:
+            return Status.DONE if self.last_reply.final else Status.WAITING_FOR_USER
+        return Status.RUNNING if self.version else Status.WAITING_FOR_USER
 
     def next_due(self) -> float | None:
         """When a timer (expiry, reminder) next needs this thread.
@@ -237,7 +234,7 @@ class ThreadState:
         """
         if self.paused or self.failed or self.cancelled:
             return None
-        due = [d for r in self.open_requests() if (d := r.next_due()) is not None]
+        due = [d for r in (self._memo or self._derive())["open"] if (d := r.next_due()) is not None]
         return min(due, default=None)
 
     def clone(self) -> ThreadState:
@@ -254,7 +251,7 @@ def reduce(state: ThreadState, *events: Event) -> ThreadState:
     """Return the state after ``events``, in order; ``state`` is left as it was."""
     new = state.clone()
     for event in events:
-        _apply(new, event)
+        _change(new, event)
     return new
 
 
@@ -262,119 +259,156 @@ def fold(thread_id: str, events: list[Event]) -> ThreadState:
     """The state of a thread from its whole log."""
     state = ThreadState(id=thread_id)
     for event in events:
-        _apply(state, event)
+        _change(state, event)
     return state
 
 
-def _apply(s: ThreadState, e: Event) -> None:
-    s._memo = {}  # what was derived before this event no longer holds
-    _change(s, e)
-    s._memo = {}  # nor what was derived while applying it
-
-
 def _change(s: ThreadState, e: Event) -> None:
+    """Apply ``e`` to ``s``. Neither this nor what it calls asks for ``status``,
+    ``open_requests`` or ``pending_calls``: what they found before the event would be kept
+    (``_memo``)."""
     s.version += 1
     s.updated_at = e.at
-    match e:
-        case ThreadCreated():
-            s.agent, s.origin, s.created_by, s.created_at = e.agent, e.origin, e.by, e.at
-            s.hosted = e.hosted
-            s.last_user = e.by
-        case AgentChosen():
-            s.agent = e.agent
-        case UserMessage():
-            s.last_user = e.by
-            s.awaiting_model = True
-            s.turns_since_input = 0
-            s.last_reply = None
-        case ToolCall():
-            s.calls[e.call_id] = Call(asked=e, args=dict(e.args))
-            s.awaiting_model = False
-            if not _turn_counted(s, e.turn):
-                s.turns_since_input += 1
-        case ApprovalRequested():
-            s.requests[e.request_id] = Request(
-                asked=e,
-                approvers=list(e.approvers),
-                expires_at=e.expires_at,
-                args=dict(e.args),
-                args_hash=e.args_hash,
-            )
-            _call_waits(s, e.call_id, e.request_id)
-        case ApprovalDecision():
-            _apply_vote(s, e)
-        case HumanQuestion():
-            s.requests[e.request_id] = Request(asked=e, expires_at=e.expires_at)
-            if e.call_id:
-                _call_waits(s, e.call_id, e.request_id)
-            s.awaiting_model = False
-        case HumanAnswer():
-            req = _request(s, e.request_id)
-            _close(req, RequestStatus.ANSWERED, e.by, e.at)
-            req.answer = e.text
-            if (call_id := req.asked.call_id) and call_id in s.calls:
-                _call(s, call_id).status = CallStatus.DONE
-            # A person answered: the streak of errors ends here, as the context shows it.
-            s.consecutive_errors, s.last_error = 0, None
-            s.turns_since_input = 0
-            _maybe_await_model(s)
-        case ToolStarted():
-            call = _call(s, e.call_id)
-            call.status, call.started = CallStatus.STARTED, e
-        case ToolResult():
-            call = _call(s, e.call_id)
-            call.status, call.result = CallStatus.DONE, e
-            if e.outcome == "error":
-                s.consecutive_errors += 1
-                s.last_error = str(e.output)
-            else:  # done, rejected or unknown: information, not an error (the context agrees)
-                s.consecutive_errors = 0
-                s.last_error = None
-            _maybe_await_model(s)
-        case ContextFetched():
-            s.prefetched = True
-        case AgentReply():
-            s.last_reply = e
-            s.awaiting_model = False
-            s.turns_since_input += 1
-            s.consecutive_errors, s.last_error = 0, None  # a success, as the context shows it
-        case ErrorEvent():
-            s.consecutive_errors += 1
-            s.last_error = e.message
-            if e.fatal:
-                s.failed = True
-        case Paused():
-            s.paused = True
-        case Resumed():
-            if s.failed:
-                s.failed, s.awaiting_model, s.consecutive_errors = False, True, 0
-            s.paused = False
-        case Cancelled():
-            s.cancelled = True
-            s.awaiting_model = False
-            for req in s.open_requests():
-                _close(_request(s, req.id), RequestStatus.CANCELLED, e.by, e.at)
-            for call in s.pending_calls():
-                _call(s, call.asked.call_id).status = CallStatus.DONE
-        case Expired():
-            req = _request(s, e.request_id)
-            _close(req, RequestStatus.EXPIRED, None, e.at)
-            req.reason = "expired"
-            if req.kind == "approval":
-                _call(s, req.asked.call_id or "").status = CallStatus.REJECTED
-            elif (call_id := req.asked.call_id) and call_id in s.calls:
-                _call(s, call_id).status = CallStatus.DONE
-                _maybe_await_model(s)
-            elif s.hosted:
-                s.failed = True  # nobody answered Greenlight's own escalation
-        case Escalated():
-            req = _request(s, e.request_id)
-            req.approvers = list(e.approvers)
-            req.expires_at = e.expires_at
-        case Reminded():
-            _request(s, e.request_id).reminded.add(e.due)
-        case DeliveryFailed():
-            s.failed_deliveries = [*s.failed_deliveries, e]
+    # Looked up by the event's class: a ``match`` on pydantic classes pays an
+    # ``isinstance`` (an ABC check, microseconds) for every case before the right one.
+    _CHANGES[type(e)](s, e)
+
+
+def _created(s: ThreadState, e: ThreadCreated) -> None:
+    s.agent, s.origin, s.created_by, s.created_at = e.agent, e.origin, e.by, e.at
+    s.hosted = e.hosted
+    s.last_user = e.by
+
+
+def _agent_chosen(s: ThreadState, e: AgentChosen) -> None:
+    s.agent = e.agent
+
+
+def _user_message(s: ThreadState, e: UserMessage) -> None:
+    s.last_user = e.by
+    s.awaiting_model = True
+    s.turns_since_input = 0
+    s.last_reply = None
+
+
+def _tool_call(s: ThreadState, e: ToolCall) -> None:
+    s.calls[e.call_id] = Call(asked=e, args=dict(e.args))
+    s.awaiting_model = False
+    if not _turn_counted(s, e.turn):
+        s.turns_since_input += 1
+
+
+def _approval_requested(s: ThreadState, e: ApprovalRequested) -> None:
+    s.requests[e.request_id] = Request(
+        asked=e,
+        approvers=list(e.approvers),
+        expires_at=e.expires_at,
+        args=dict(e.args),
+        args_hash=e.args_hash,
+    )
+    _call_waits(s, e.call_id, e.request_id)
+
+
+def _human_question(s: ThreadState, e: HumanQuestion) -> None:
+    s.requests[e.request_id] = Request(asked=e, expires_at=e.expires_at)
+    if e.call_id:
+        _call_waits(s, e.call_id, e.request_id)
+    s.awaiting_model = False
+
+
+def _human_answer(s: ThreadState, e: HumanAnswer) -> None:
+    req = _request(s, e.request_id)
+    _close(req, RequestStatus.ANSWERED, e.by, e.at)
+    req.answer = e.text
+    if (call_id := req.asked.call_id) and call_id in s.calls:
+        _call(s, call_id).status = CallStatus.DONE
+    # A person answered: the streak of errors ends here, as the context shows it.
+    s.consecutive_errors, s.last_error = 0, None
+    s.turns_since_input = 0
+    _maybe_await_model(s)
+
+
+def _tool_started(s: ThreadState, e: ToolStarted) -> None:
+    call = _call(s, e.call_id)
+    call.status, call.started = CallStatus.STARTED, e
+
+
+def _tool_result(s: ThreadState, e: ToolResult) -> None:
+    call = _call(s, e.call_id)
+    call.status, call.result = CallStatus.DONE, e
+    if e.outcome == "error":
+        s.consecutive_errors += 1
+        s.last_error = str(e.output)
+    else:  # done, rejected or unknown: information, not an error (the context agrees)
+        s.consecutive_errors = 0
+        s.last_error = None
+    _maybe_await_model(s)
+
+
+def _context_fetched(s: ThreadState, e: ContextFetched) -> None:
+    s.prefetched = True
+
+
+def _agent_reply(s: ThreadState, e: AgentReply) -> None:
+    s.last_reply = e
+    s.awaiting_model = False
+    s.turns_since_input += 1
+    s.consecutive_errors, s.last_error = 0, None  # a success, as the context shows it
+
+
+def _error(s: ThreadState, e: ErrorEvent) -> None:
+    s.consecutive_errors += 1
+    s.last_error = e.message
+    if e.fatal:
+        s.failed = True
+
+
+def _paused(s: ThreadState, e: Paused) -> None:
+    s.paused = True
+
+
+def _resumed(s: ThreadState, e: Resumed) -> None:
+    if s.failed:
+        s.failed, s.awaiting_model, s.consecutive_errors = False, True, 0
+    s.paused = False
+
+
+def _cancelled(s: ThreadState, e: Cancelled) -> None:
+    s.cancelled = True
+    s.awaiting_model = False
+    for req in list(s.requests.values()):
+        if req.status is RequestStatus.OPEN:
+            _close(_request(s, req.id), RequestStatus.CANCELLED, e.by, e.at)
+    for call in list(s.calls.values()) if s.hosted else ():
+        if call.status in _PENDING:
+            _call(s, call.asked.call_id).status = CallStatus.DONE
+
+
+def _expired(s: ThreadState, e: Expired) -> None:
+    req = _request(s, e.request_id)
+    _close(req, RequestStatus.EXPIRED, None, e.at)
+    req.reason = "expired"
+    if req.kind == "approval":
+        _call(s, req.asked.call_id or "").status = CallStatus.REJECTED
+    elif (call_id := req.asked.call_id) and call_id in s.calls:
+        _call(s, call_id).status = CallStatus.DONE
+        _maybe_await_model(s)
+    elif s.hosted:
+        s.failed = True  # nobody answered Greenlight's own escalation
+
+
+def _escalated(s: ThreadState, e: Escalated) -> None:
+    req = _request(s, e.request_id)
+    req.approvers = list(e.approvers)
+    req.expires_at = e.expires_at
+
+
+def _reminded(s: ThreadState, e: Reminded) -> None:
+    _request(s, e.request_id).reminded.add(e.due)
+
+
+def _delivery_failed(s: ThreadState, e: DeliveryFailed) -> None:
+    s.failed_deliveries = [*s.failed_deliveries, e]
 
 
 def _turn_counted(s: ThreadState, turn: str) -> bool:
@@ -404,6 +438,31 @@ def _apply_vote(s: ThreadState, e: ApprovalDecision) -> None:
         req.closed_by = [v.by for v in approvals]
         req.reason = e.reason
         call.status, call.args = CallStatus.READY, dict(req.args or {})
+
+
+_CHANGES: dict[type[Event], Callable[[ThreadState, Any], None]] = {
+    ThreadCreated: _created,
+    AgentChosen: _agent_chosen,
+    UserMessage: _user_message,
+    ToolCall: _tool_call,
+    ApprovalRequested: _approval_requested,
+    ApprovalDecision: _apply_vote,
+    HumanQuestion: _human_question,
+    HumanAnswer: _human_answer,
+    ToolStarted: _tool_started,
+    ToolResult: _tool_result,
+    ContextFetched: _context_fetched,
+    AgentReply: _agent_reply,
+    ErrorEvent: _error,
+    Paused: _paused,
+    Resumed: _resumed,
+    Cancelled: _cancelled,
+    Expired: _expired,
+    Escalated: _escalated,
+    Reminded: _reminded,
+    DeliveryFailed: _delivery_failed,
+}
+"""How each kind of event changes a state (``_change``): every event of the union has one."""
 
 
 def _request(s: ThreadState, request_id: str) -> Request:

@@ -19,6 +19,12 @@ def test_ids_have_their_shapes_and_do_not_repeat() -> None:
     assert new_id("ev").startswith("ev_") and len(new_id("ev")) == 17  # 84 bits, base64url
 
 
+def test_event_ids_stay_distinct_across_refills_of_the_pool() -> None:
+    made = [new_id("ev") for _ in range(3000)]  # about ten pools of 4 KB
+    assert len(set(made)) == len(made)
+    assert all(len(m) == 17 and m[3:].replace("-", "").replace("_", "").isalnum() for m in made)
+
+
 def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
     ids.random_hex(4)  # the parent's buffer is filled before the fork
     read, write = os.pipe()

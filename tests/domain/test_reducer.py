@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import functools
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from bot.domain.events import (
     Actor,
+    AgentChosen,
     AgentReply,
     ApprovalDecision,
     ApprovalRequested,
@@ -352,7 +353,15 @@ EVERY_KIND: list[Event] = [
     Reminded(request_id=RID, due=T0 + 600),
     DeliveryFailed(channel="slack", event_id="ev_1", error="x"),
     UserMessage(text="more", by=BOB),
+    AgentChosen(agent="other", how="named"),
+    *start(),
 ]
+
+
+def test_the_kinds_below_are_every_kind_of_event() -> None:
+    # so that the test below reduces each kind the log may hold, a new one included
+    (union, _discriminator) = get_args(Event)
+    assert {type(event) for event in EVERY_KIND} == set(get_args(union))
 
 
 @pytest.mark.parametrize("event", EVERY_KIND, ids=lambda e: e.type)

@@ -134,19 +134,23 @@ class Loop:
 
     def is_at_rest(self, s: ThreadState) -> bool:
         """Whether the thread has no step to take now: done, idle, or waiting for a human."""
-        return s.status in _IDLE or self._at_rest(s, self._any_due(s))
+        if s.status in _IDLE:
+            return True
+        opened = s.open_requests()
+        return self._at_rest(s, opened, self._any_due(opened))
 
-    def _at_rest(self, s: ThreadState, due: bool) -> bool:
-        """``is_at_rest`` for a thread that is not idle, knowing whether a timer is ``due``."""
+    def _at_rest(self, s: ThreadState, opened: list[Request], due: bool) -> bool:
+        """``is_at_rest`` for a thread that is not idle, with its open requests (read once
+        per step: each read is a copy) and whether a timer is ``due``."""
         if not s.hosted:  # an agent elsewhere: only its timers are ours to fire
             return not due
         if s.agent == TRIAGE:  # no agent yet: triage when the person has spoken
             return not s.awaiting_model
         if s.agent not in self.agents or due:
             return False
-        if s.open_requests():
+        if opened:
             return True
-        return not (s.pending_calls() or s.awaiting_model)
+        return not (s.awaiting_model or s.pending_calls())
 
     def ahead(self, s: ThreadState | None) -> ToolStarted | None:
         """The thread's next step when it is a tool's start, which needs no I/O to build:
@@ -154,8 +158,8 @@ class Loop:
         if s is None or not s.hosted or s.agent == TRIAGE or s.status in _IDLE:
             return None
         agent = self.agents.get(s.agent)
-        if agent is None or s.open_requests() or self._any_due(s):
-            return None  # waits for a person, or a timer comes first
+        if agent is None or s.open_requests():
+            return None  # waits for a person, or a timer comes first (timers are theirs)
         if not (pending := s.pending_calls()):
             return None
         call = pending[0]
@@ -167,12 +171,13 @@ class Loop:
         """The events of the thread's next step; none when there is nothing to do now."""
         if s.status in _IDLE:
             return []
-        due = self._any_due(s)
-        if self._at_rest(s, due):
+        opened = s.open_requests()
+        due = self._any_due(opened)
+        if self._at_rest(s, opened, due):
             return []
         if not s.hosted:
             # Never the model, never its call: the agent elsewhere runs what was approved.
-            return self._due_timers(s)
+            return self._due_timers(opened)
         if s.agent == TRIAGE:
             return await self._triage(s)
         agent = self.agents.get(s.agent)
@@ -180,7 +185,7 @@ class Loop:
             msg = f"unknown agent {s.agent!r}; known: {', '.join(sorted(self.agents))}"
             return [ErrorEvent(message=msg, fatal=True)]
         if due:
-            return self._due_timers(s)
+            return self._due_timers(opened)
         if pending := s.pending_calls():
             return await self._settle(s, agent, pending[0].asked.call_id)
         if s.consecutive_errors >= self.max_errors:
@@ -219,16 +224,16 @@ class Loop:
 
     # --- timers ---------------------------------------------------------------------------
 
-    def _any_due(self, s: ThreadState) -> bool:
-        """Whether a timer is due: asked several times a step, so without building the
-        events (``_due_timers``)."""
-        return bool(s.open_requests()) and next(_due(s, self.clock.now()), None) is not None
+    def _any_due(self, opened: list[Request]) -> bool:
+        """Whether a timer of the ``opened`` requests is due: asked once or twice a step, so
+        without building the events (``_due_timers``)."""
+        return bool(opened) and next(_due(opened, self.clock.now()), None) is not None
 
-    def _due_timers(self, s: ThreadState) -> list[Event]:
+    def _due_timers(self, opened: list[Request]) -> list[Event]:
         now = self.clock.now()
         return [
             self._on_expiry(req, now) if at is None else Reminded(request_id=req.id, due=at)
-            for req, at in _due(s, now)
+            for req, at in _due(opened, now)
         ]
 
     def _on_expiry(self, req: Request, now: float) -> Event:
@@ -396,10 +401,10 @@ def _start(s: ThreadState, call: Call) -> ToolStarted:
     return ToolStarted(call_id=call.asked.call_id, idempotency_key=_key(s, call), args=call.args)
 
 
-def _due(s: ThreadState, now: float) -> Iterator[tuple[Request, float | None]]:
-    """The open requests' timers due at ``now``: ``(request, None)`` for an expiry, and
-    ``(request, t)`` for each reminder due at ``t`` of a request not expired."""
-    for req in s.open_requests():
+def _due(opened: list[Request], now: float) -> Iterator[tuple[Request, float | None]]:
+    """The ``opened`` requests' timers due at ``now``: ``(request, None)`` for an expiry,
+    and ``(request, t)`` for each reminder due at ``t`` of a request not expired."""
+    for req in opened:
         if req.expires_at is not None and req.expires_at <= now:
             yield req, None
         elif isinstance(req.asked, ApprovalRequested):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any
 
 from bot.domain.ids import thread_of_request
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Request, ThreadState
 from bot.domain.waiting import Waiting, to_waiting
 from bot.storage import keys
 from bot.storage.connection import Client
@@ -114,14 +114,13 @@ def _index_keys(
     }
 
 
-def summaries(old: ThreadState, new: ThreadState) -> str:
+def summaries(old: ThreadState, new: ThreadState, opened: Sequence[Request]) -> str:
     """The summaries an append must store: open requests it opened or changed, as one JSON
-    object (empty when none). The reducer copies only the requests an event touches, so an
-    unchanged request is the same object before and after."""
+    object (empty when none); ``opened``: ``new``'s open requests, which the append has
+    read already. The reducer copies only the requests an event touches, so an unchanged
+    request is the same object before and after."""
     changed = {
-        r.id: to_stored(to_waiting(new, r))
-        for r in new.open_requests()
-        if old.requests.get(r.id) is not r
+        r.id: to_stored(to_waiting(new, r)) for r in opened if old.requests.get(r.id) is not r
     }
     return to_compact_json(changed) if changed else ""
 

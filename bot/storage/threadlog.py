@@ -541,18 +541,21 @@ class ThreadLog:
         # What is stored before them, as far as this process knows: what they repeat of it
         # is left out (``to_json``).
         cached = self._cache.get(tid)
-        prior = list(cached[1]) if cached and cached[0].version == state.version else []
-        for event in events:
+        prior = cached[1] if cached and cached[0].version == state.version else []
+        # The thread's events with these, as this process will cache them: ``after`` is
+        # the start of it (a copy only for an append of several events).
+        known = [*prior, *events]
+        for at, event in enumerate(events, start=len(prior)):
             _stamp(event, now, to_link(head))
-            raw = to_json(event, after=prior, thread_id=tid)
-            prior.append(event)
+            raw = to_json(event, after=prior if at == len(prior) else known[:at], thread_id=tid)
             head = chain_hash(raw)
             stored.append(raw)
             if (record := to_record(tid, event, head)) is not None:
                 audit.append(to_compact_json(record))
         new = reduce(state, *events)
+        opened = new.open_requests()
         before = {r.id for r in state.open_requests()}
-        after = {r.id for r in new.open_requests()}
+        after = {r.id for r in opened}
         due = new.next_due()
         status = new.status.value
         old_status = state.status.value if state.exists else status
@@ -576,7 +579,7 @@ class ThreadLog:
                 "enqueue": "1" if enqueue else "0",
                 "opened": " ".join(sorted(after - before)),
                 "closed": " ".join(sorted(before - after)),
-                "summaries": summaries(state, new),
+                "summaries": summaries(state, new, opened),
                 "holder": lease.holder if lease else "",
                 "entry": lease.entry_id if lease else taking.entry_id if taking else "",
                 "audit": "\n".join(audit),
@@ -611,9 +614,10 @@ class ThreadLog:
         if released and new.status in _FINISHED:
             self._cache.pop(tid, None)
         elif cached and cached[0].version == state.version:
-            self._remember(new, cached[1] + list(events))
+            # ``known`` is the whole log when ``prior`` was (the cache's, before the round trip)
+            self._remember(new, known if len(prior) == state.version else [*cached[1], *events])
         elif not state.exists:
-            self._remember(new, list(events))
+            self._remember(new, known)
         if log.isEnabledFor(logging.INFO):
             types = ",".join(e.type for e in events)
             log.info("thread %s v%d %s (+%s)", tid, new.version, status, types)

@@ -7,6 +7,7 @@ Errors are compacted into one block and disappear after a success (factor 9).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import Any
 
 from bot.domain.events import (
@@ -57,13 +58,14 @@ def to_blocks(events: list[Event]) -> list[Block]:
         if type(e) is UserMessage:
             blocks.append(Block("user_message", e.text, {"from": e.by.label()}))
         elif type(e) is ContextFetched:
-            blocks.append(Block("prefetched", _dump(e.data), {"name": e.name}))
+            blocks.append(Block("prefetched", _body(e, e.data), {"name": e.name}))
         elif type(e) is ToolCall:
             tools[e.call_id] = e.tool
-            blocks.append(Block("tool_call", _dump(e.args), {"tool": e.tool}))
+            blocks.append(Block("tool_call", _body(e, e.args), {"tool": e.tool}))
         elif type(e) is ApprovalDecision:
             if e.edited_args is not None:
-                blocks.append(Block("arguments_edited", _dump(e.edited_args), {"by": e.by.label()}))
+                body = _body(e, e.edited_args)
+                blocks.append(Block("arguments_edited", body, {"by": e.by.label()}))
         elif type(e) is HumanQuestion:
             questions[e.request_id] = e
             blocks.append(Block("ask_human", e.question))
@@ -76,7 +78,7 @@ def to_blocks(events: list[Event]) -> list[Block]:
             else:
                 errors.clear()
                 attrs = {"tool": tools.get(e.call_id, "tool"), "outcome": e.outcome.value}
-                body = _dump(e.output)
+                body = _body(e, e.output)
                 if e.outcome is Outcome.REJECTED:
                     body = f"{body}\n{REJECTED_NOTE}"
                 blocks.append(Block("tool_result", body, attrs))
@@ -127,3 +129,30 @@ def _dump(value: Any) -> str:
     if isinstance(value, str):
         return value
     return _JSON.encode(value)
+
+
+def _body(e: Event, value: Any) -> str:
+    """``_dump(value)`` for the value an event holds, encoded once per event object.
+
+    A thread is rendered again on each of its model turns, and the thread log hands back
+    the same event objects; events never change once recorded, so their text does not
+    either. Keyed by the object: an entry holds its event, so while the entry lives no
+    other object can have the same ``id()``.
+    """
+    if isinstance(value, str):
+        return value
+    hit = _BODIES.get(id(e))
+    if hit is not None and hit[0] is e:
+        return hit[1]
+    text = _JSON.encode(value)
+    _BODIES[id(e)] = (e, text)
+    if len(_BODIES) > _BODIES_MAX:
+        _BODIES.popitem(last=False)
+    return text
+
+
+_BODIES: OrderedDict[int, tuple[Event, str]] = OrderedDict()
+"""``_body``'s texts, oldest first: a thread's turns come close together, so the oldest
+entries are the ones of threads that have moved on."""
+
+_BODIES_MAX = 1024

@@ -11,7 +11,7 @@ import re
 import time
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from functools import partial
+from functools import cached_property, partial
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -187,8 +187,9 @@ class ApprovalRequested(_Base):
     call_id: str
     tool: str
     args: dict[str, Any]
-    args_hash: str
-    """Hash of exactly the arguments shown to approvers; a decision must name it."""
+    args_hash: str = ""
+    """Hash of exactly the arguments shown to approvers; a decision must name it. Left
+    empty, it is ``own_hash``: the hash of ``args``."""
     requester: Actor
     reason: str | None = None
     approvers: list[str]
@@ -204,6 +205,18 @@ class ApprovalRequested(_Base):
     args_schema: dict[str, Any] | None = None
     """The JSON Schema approvers' edits must match (an agent that runs elsewhere gives it);
     None: edits are checked against the tool's own arguments model."""
+
+    @model_validator(mode="after")
+    def _hash_own_args(self) -> ApprovalRequested:
+        if not self.args_hash:
+            self.args_hash = self.own_hash
+        return self
+
+    @cached_property
+    def own_hash(self) -> str:
+        """``args_hash(args)``, computed once per event: ``to_json`` leaves ``args_hash`` out
+        when it is this. (An event's ``args`` never change once it is made.)"""
+        return args_hash(self.args)
 
 
 class ApprovalDecision(_Base):
@@ -391,7 +404,7 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
             exclude.add("call_id")
         if _spoke_last(after, event.requester):
             exclude.add("requester")
-        if event.args_hash == args_hash(event.args):
+        if event.args_hash == event.own_hash:
             exclude.add("args_hash")
     elif type(event) is UserMessage:
         if _spoke_last(after, event.by):
@@ -511,8 +524,6 @@ def _filled(fields: dict[str, Any], before: Sequence[Event], thread_id: str) -> 
         if call is None:
             raise ValueError(f"an approval request names no call of its thread: {fields!r}")
         fields["tool"], fields["args"] = call
-    if kind == "approval_requested" and "args_hash" not in fields:
-        fields["args_hash"] = args_hash(fields.get("args") or {})
     who = {"approval_requested": "requester", "user_message": "by"}.get(str(kind))
     if who is not None and who not in fields:
         speaker = _speaker(before)

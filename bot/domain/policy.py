@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from bot.domain.errors import ConfigError
-from bot.domain.events import Actor, ApprovalRequested, OnExpiry, ToolCall, args_hash
+from bot.domain.events import Actor, ApprovalRequested, OnExpiry, ToolCall
 
 Predicate = Callable[[Any], bool]
 
@@ -245,7 +245,6 @@ def to_approval(
         call_id=call.call_id,
         tool=call.tool,
         args=call.args,
-        args_hash=args_hash(call.args),
         requester=requester,
         reason=reason,
         approvers=groups.expand(policy.approvers),

@@ -258,3 +258,13 @@ def test_words_a_person_wrote_cannot_fake_a_block() -> None:
     text = forged.render()
     assert text.count("</user_message>") == 1 and "<approval" not in text
     assert 'by="a&quot;b"' in text
+
+
+def test_each_turn_renders_the_data_of_the_events_it_is_given() -> None:
+    """Rendered text is kept per event object, so later turns cost less; two events that
+    share an id (a thread read back, another thread's copy) still show their own data."""
+    first = ContextFetched(name="services", data={"api": {"production": "1.4.1"}})
+    twin = ContextFetched(id=first.id, name="services", data={"api": {"production": "1.4.2"}})
+    assert to_blocks([first]) == to_blocks([first])
+    assert to_blocks([twin])[0].body == '{"api": {"production": "1.4.2"}}'
+    assert to_blocks([first])[0].body == '{"api": {"production": "1.4.1"}}'

@@ -20,6 +20,7 @@ from bot.domain.events import (
     ThreadCreated,
     ToolCall,
     UserMessage,
+    args_hash,
     from_json,
     from_log,
     to_json,
@@ -200,3 +201,23 @@ def test_a_turn_is_named_by_its_first_call_and_stored_only_when_another_names_it
     assert isinstance(old, ToolCall) and old.turn == "turn_9"
     # The reducer counts one model turn for both calls of a turn.
     assert fold("th_0", [first, second]).turns_since_input == 1
+
+
+def test_an_approval_request_made_without_a_hash_carries_its_arguments_hash() -> None:
+    """The hash approvers' decisions must name is that of the arguments shown; stored
+    without it, it reads back the same. A different hash is stored as it is."""
+    call = ToolCall(call_id="call_1", tool="deploy", args={"service": "api"}, at=9.0)
+    asked = ApprovalRequested(
+        at=9.0,
+        request_id="th_x.r1",
+        call_id=call.call_id,
+        tool=call.tool,
+        args=call.args,
+        requester=Actor(channel="api", id="ann"),
+        approvers=["bob"],
+    )
+    assert asked.args_hash == args_hash({"service": "api"})
+    raw = to_json(asked, after=[call])
+    assert '"args_hash"' not in raw
+    assert from_log([raw], before=[call]) == [asked]
+    assert '"args_hash":"h"' in to_json(to_approval(call, at=9.0), after=[call])

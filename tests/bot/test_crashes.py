@@ -44,7 +44,9 @@ async def kill_a_worker_mid_tool(redis: Client, url: str, *, idempotent: bool) -
         *args, *(["idempotent"] if idempotent else []), cwd=ROOT
     )
     try:
-        state = await eventually(lambda: _status(rt, tid, Status.AWAITING_APPROVAL))
+        # The doomed worker is a fresh Python process: importing the bot takes seconds on
+        # a loaded machine, so its first step gets a longer deadline than a poll's default.
+        state = await eventually(lambda: _status(rt, tid, Status.AWAITING_APPROVAL), timeout=30)
         (req,) = state.open_requests()
         await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
         await eventually(lambda: redis.llen(RUNS))  # the tool is running in the doomed worker

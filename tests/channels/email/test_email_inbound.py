@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import time
 
 import aiosmtplib
 import pytest
@@ -86,7 +85,7 @@ async def test_receiver_refuses_a_tampered_token_at_rcpt(room: Mailroom) -> None
 async def test_an_expired_token_does_not_decide(room: Mailroom) -> None:
     tid, request_id = await open_request(room)
     ask = room.provider.last_to(OPS)
-    old = tokens.mint(request_id, OPS, time.time() - 1, SECRET.encode())
+    old = tokens.mint(request_id, OPS, room.clock.now() - 1, SECRET.encode())
     msg = reply_to(ask, "APPROVE", sender=OPS)
     answer = await room.smtp(msg, rcpts=[tokens.to_reply_address(old, DOMAIN)])
     assert answer.startswith("refused") and "expired" in answer

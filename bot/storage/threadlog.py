@@ -54,29 +54,36 @@ log = logging.getLogger(__name__)
 _CURSOR = """
 local function delivered(cursors, meta, tid, len)
   local c = redis.call('HGET', cursors, tid)
-  if c then return tonumber(c) end
+  if c then return tonumber(c), true end
   if redis.call('EXISTS', meta) == 1 then
-    return tonumber(redis.call('HGET', meta, 'cursor') or '0')
+    return tonumber(redis.call('HGET', meta, 'cursor') or '0'), false
   end
-  return len
+  return len, false
+end
+local function keep_cursor(cursors, tid, c, len, held)
+  if c < len then
+    redis.call('HSET', cursors, tid, c)
+  elseif held then
+    redis.call('HDEL', cursors, tid)
+  end
 end
 local function deliver_to(cursors, meta, tid, c, len)
   if redis.call('EXISTS', meta) == 1 then
     redis.call('HSET', meta, 'cursor', c)
-  elseif c < len then
-    redis.call('HSET', cursors, tid, c)
   else
-    redis.call('HDEL', cursors, tid)
+    keep_cursor(cursors, tid, c, len, true)
   end
 end
 """
 """How many of a thread's events the channels were handed: kept in the shard's ``cursors``
 only while some were not (none: all were), or in the thread's meta hash of before, until its
-next append removes that hash (whose other fields the indexes hold now)."""
+next append removes that hash (whose other fields the indexes hold now). ``delivered`` also
+says whether ``cursors`` held it (``held``): ``keep_cursor``, for a thread without a meta
+hash, removes it only then."""
 
 _APPEND = Script(
     """
-local took = ''
+local took, kept = ''
 if A.take_ms ~= '' then
   if not redis.call('SET', K.lease, A.require, 'NX', 'PX', A.take_ms) then
     local ttl = redis.call('PTTL', K.lease)
@@ -85,9 +92,8 @@ if A.take_ms ~= '' then
     ack(K.queue, A.entry)
     return {5, 0}
   end
-  took = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
-end
-if A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
+  took, kept = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
+elseif A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
   return {4, redis.call('LLEN', K.log)}
 end
 if A.delivery ~= '' then
@@ -102,7 +108,8 @@ local len = redis.call('LLEN', K.log)
 if len ~= tonumber(A.expected) then
   return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
 end
-local cursor = delivered(K.cursors, K.meta, A.tid, len)
+local cursor = took
+if A.take_ms == '' then cursor, kept = delivered(K.cursors, K.meta, A.tid, len) end
 local stored_before = redis.call('DEL', K.meta) == 1
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
 if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
@@ -123,7 +130,7 @@ if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
   ack(K.queue, A.entry)
   released = 1
 end
-deliver_to(K.cursors, K.meta, A.tid, cursor, newlen)
+keep_cursor(K.cursors, A.tid, cursor, newlen, kept)  -- the meta hash is gone (DEL above)
 return {1, newlen, released, took}
 """,
     keys=(
@@ -152,7 +159,6 @@ return {1, newlen, released, took}
         "print",
         "now",
         "seen_ttl",
-        "status",
         "agent",
         "created",
         "due",
@@ -572,7 +578,6 @@ class ThreadLog:
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
                 "seen_ttl": self._seen_ttl,
-                "status": status,
                 "agent": new.agent,
                 "created": _time(new.created_at),
                 "due": "" if due is None else _time(due),

@@ -54,16 +54,19 @@ log = logging.getLogger(__name__)
 _CURSOR = """
 local function delivered(cursors, meta, tid, len)
   local c = redis.call('HGET', cursors, tid)
-  if c then return tonumber(c), true end
+  if c then
+    c = tonumber(c)
+    return c, c
+  end
   if redis.call('EXISTS', meta) == 1 then
     return tonumber(redis.call('HGET', meta, 'cursor') or '0'), false
   end
   return len, false
 end
-local function keep_cursor(cursors, tid, c, len, held)
+local function keep_cursor(cursors, tid, c, len, was)
   if c < len then
-    redis.call('HSET', cursors, tid, c)
-  elseif held then
+    if c ~= was then redis.call('HSET', cursors, tid, c) end
+  elseif was ~= false then
     redis.call('HDEL', cursors, tid)
   end
 end
@@ -71,18 +74,19 @@ local function deliver_to(cursors, meta, tid, c, len)
   if redis.call('EXISTS', meta) == 1 then
     redis.call('HSET', meta, 'cursor', c)
   else
-    keep_cursor(cursors, tid, c, len, true)
+    keep_cursor(cursors, tid, c, len, nil)
   end
 end
 """
 """How many of a thread's events the channels were handed: kept in the shard's ``cursors``
 only while some were not (none: all were), or in the thread's meta hash of before, until its
 next append removes that hash (whose other fields the indexes hold now). ``delivered`` also
-says whether ``cursors`` held it (``held``): ``keep_cursor``, for a thread without a meta
-hash, removes it only then."""
+returns what ``cursors`` holds (false: nothing), which ``keep_cursor`` (for a thread without
+a meta hash) is given to leave a field that would not change alone (nil: not known)."""
 
 _APPEND = Script(
     """
+local len = redis.call('LLEN', K.log)
 local took, kept = ''
 if A.take_ms ~= '' then
   if not redis.call('SET', K.lease, A.require, 'NX', 'PX', A.take_ms) then
@@ -92,19 +96,18 @@ if A.take_ms ~= '' then
     ack(K.queue, A.entry)
     return {5, 0}
   end
-  took, kept = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
+  took, kept = delivered(K.cursors, K.meta, A.tid, len)
 elseif A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
-  return {4, redis.call('LLEN', K.log)}
+  return {4, len}
 end
 if A.delivery ~= '' then
   redis.call('ZREMRANGEBYSCORE', K.seen, '-inf', A.now - A.seen_ttl)
   if redis.call('ZSCORE', K.seen, A.delivery) then
     local was = redis.call('HGET', K.prints, A.delivery)
-    if A.print ~= '' and was and was ~= A.print then return {3, redis.call('LLEN', K.log)} end
-    return {2, redis.call('LLEN', K.log)}
+    if A.print ~= '' and was and was ~= A.print then return {3, len} end
+    return {2, len}
   end
 end
-local len = redis.call('LLEN', K.log)
 if len ~= tonumber(A.expected) then
   return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
 end

@@ -52,7 +52,7 @@ from bot.storage.timers import ARM
 log = logging.getLogger(__name__)
 
 _CURSOR = """
-local function delivered(cursors, meta, tid, len)
+local function delivered(cursors, meta, tid)
   local c = redis.call('HGET', cursors, tid)
   if c then
     c = tonumber(c)
@@ -61,7 +61,7 @@ local function delivered(cursors, meta, tid, len)
   if redis.call('EXISTS', meta) == 1 then
     return tonumber(redis.call('HGET', meta, 'cursor') or '0'), false
   end
-  return len, false
+  return nil, false
 end
 local function keep_cursor(cursors, tid, c, len, was)
   if c < len then
@@ -80,9 +80,10 @@ end
 """
 """How many of a thread's events the channels were handed: kept in the shard's ``cursors``
 only while some were not (none: all were), or in the thread's meta hash of before, until its
-next append removes that hash (whose other fields the indexes hold now). ``delivered`` also
-returns what ``cursors`` holds (false: nothing), which ``keep_cursor`` (for a thread without
-a meta hash) is given to leave a field that would not change alone (nil: not known)."""
+next append removes that hash (whose other fields the indexes hold now). ``delivered`` gives
+nil when all were (the caller knows how many there are, or asks), and also what ``cursors``
+holds (false: nothing), which ``keep_cursor`` (for a thread without a meta hash) is given to
+leave a field that would not change alone (nil: not known)."""
 
 _APPEND = Script(
     """
@@ -96,7 +97,8 @@ if A.take_ms ~= '' then
     ack(K.queue, A.entry)
     return {5, 0}
   end
-  took, kept = delivered(K.cursors, K.meta, A.tid, len)
+  took, kept = delivered(K.cursors, K.meta, A.tid)
+  took = took or len
 elseif A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
   return {4, len}
 end
@@ -112,7 +114,10 @@ if len ~= tonumber(A.expected) then
   return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
 end
 local cursor = took
-if A.take_ms == '' then cursor, kept = delivered(K.cursors, K.meta, A.tid, len) end
+if A.take_ms == '' then
+  cursor, kept = delivered(K.cursors, K.meta, A.tid)
+  cursor = cursor or len
+end
 local stored_before = redis.call('DEL', K.meta) == 1
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
 if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
@@ -188,7 +193,7 @@ acknowledged) and also returns how far delivery got (``took``)."""
 _TAKE = Script(
     """
 if redis.call('SET', K.lease, A.holder, 'NX', 'PX', A.lease_ms) then
-  local cursor = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
+  local cursor = delivered(K.cursors, K.meta, A.tid) or redis.call('LLEN', K.log)
   return {1, redis.call('LRANGE', K.log, A.known, -1), cursor}
 end
 local ttl = redis.call('PTTL', K.lease)

@@ -113,8 +113,9 @@ end
 if len ~= tonumber(A.expected) then
   return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
 end
+local releasing = A.holder ~= '' and redis.call('GET', K.lease) == A.holder
 local cursor = took
-if A.take_ms == '' then
+if A.take_ms == '' and not releasing then  -- letting go, it hands every event over
   cursor, kept = delivered(K.cursors, K.meta, A.tid)
   cursor = cursor or len
 end
@@ -132,7 +133,7 @@ arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
 local released = 0
-if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
+if releasing then
   redis.call('DEL', K.lease)
   cursor = newlen
   ack(K.queue, A.entry)

@@ -52,31 +52,43 @@ from bot.storage.timers import ARM
 log = logging.getLogger(__name__)
 
 _CURSOR = """
-local function delivered(cursors, meta, tid, len)
+local function delivered(cursors, meta, tid)
   local c = redis.call('HGET', cursors, tid)
-  if c then return tonumber(c) end
-  if redis.call('EXISTS', meta) == 1 then
-    return tonumber(redis.call('HGET', meta, 'cursor') or '0')
+  if c then
+    c = tonumber(c)
+    return c, c
   end
-  return len
+  if redis.call('EXISTS', meta) == 1 then
+    return tonumber(redis.call('HGET', meta, 'cursor') or '0'), false
+  end
+  return nil, false
+end
+local function keep_cursor(cursors, tid, c, len, was)
+  if c < len then
+    if c ~= was then redis.call('HSET', cursors, tid, c) end
+  elseif was ~= false then
+    redis.call('HDEL', cursors, tid)
+  end
 end
 local function deliver_to(cursors, meta, tid, c, len)
   if redis.call('EXISTS', meta) == 1 then
     redis.call('HSET', meta, 'cursor', c)
-  elseif c < len then
-    redis.call('HSET', cursors, tid, c)
   else
-    redis.call('HDEL', cursors, tid)
+    keep_cursor(cursors, tid, c, len, nil)
   end
 end
 """
 """How many of a thread's events the channels were handed: kept in the shard's ``cursors``
 only while some were not (none: all were), or in the thread's meta hash of before, until its
-next append removes that hash (whose other fields the indexes hold now)."""
+next append removes that hash (whose other fields the indexes hold now). ``delivered`` gives
+nil when all were (the caller knows how many there are, or asks), and also what ``cursors``
+holds (false: nothing), which ``keep_cursor`` (for a thread without a meta hash) is given to
+leave a field that would not change alone (nil: not known)."""
 
 _APPEND = Script(
     """
-local took = ''
+local len = redis.call('LLEN', K.log)
+local took, kept = ''
 if A.take_ms ~= '' then
   if not redis.call('SET', K.lease, A.require, 'NX', 'PX', A.take_ms) then
     local ttl = redis.call('PTTL', K.lease)
@@ -85,24 +97,28 @@ if A.take_ms ~= '' then
     ack(K.queue, A.entry)
     return {5, 0}
   end
-  took = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
-end
-if A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
-  return {4, redis.call('LLEN', K.log)}
+  took, kept = delivered(K.cursors, K.meta, A.tid)
+  took = took or len
+elseif A.require ~= '' and redis.call('GET', K.lease) ~= A.require then
+  return {4, len}
 end
 if A.delivery ~= '' then
   redis.call('ZREMRANGEBYSCORE', K.seen, '-inf', A.now - A.seen_ttl)
   if redis.call('ZSCORE', K.seen, A.delivery) then
     local was = redis.call('HGET', K.prints, A.delivery)
-    if A.print ~= '' and was and was ~= A.print then return {3, redis.call('LLEN', K.log)} end
-    return {2, redis.call('LLEN', K.log)}
+    if A.print ~= '' and was and was ~= A.print then return {3, len} end
+    return {2, len}
   end
 end
-local len = redis.call('LLEN', K.log)
 if len ~= tonumber(A.expected) then
   return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
 end
-local cursor = delivered(K.cursors, K.meta, A.tid, len)
+local releasing = A.holder ~= '' and redis.call('GET', K.lease) == A.holder
+local cursor = took
+if A.take_ms == '' and not releasing then  -- letting go, it hands every event over
+  cursor, kept = delivered(K.cursors, K.meta, A.tid)
+  cursor = cursor or len
+end
 local stored_before = redis.call('DEL', K.meta) == 1
 local newlen = redis.call('RPUSH', K.log, unpack(ARGV, REST, #ARGV))
 if A.delivery ~= '' then redis.call('ZADD', K.seen, A.now, A.delivery) end
@@ -117,13 +133,13 @@ arm(K.timers, A.tid, A.due)
 if A.enqueue == '1' then enqueue(K.queue, A.tid, A.trace) end
 if A.audit ~= '' then record(K.audit, A.audit) end
 local released = 0
-if A.holder ~= '' and redis.call('GET', K.lease) == A.holder then
+if releasing then
   redis.call('DEL', K.lease)
   cursor = newlen
   ack(K.queue, A.entry)
   released = 1
 end
-deliver_to(K.cursors, K.meta, A.tid, cursor, newlen)
+keep_cursor(K.cursors, A.tid, cursor, newlen, kept)  -- the meta hash is gone (DEL above)
 return {1, newlen, released, took}
 """,
     keys=(
@@ -152,7 +168,6 @@ return {1, newlen, released, took}
         "print",
         "now",
         "seen_ttl",
-        "status",
         "agent",
         "created",
         "due",
@@ -179,7 +194,7 @@ acknowledged) and also returns how far delivery got (``took``)."""
 _TAKE = Script(
     """
 if redis.call('SET', K.lease, A.holder, 'NX', 'PX', A.lease_ms) then
-  local cursor = delivered(K.cursors, K.meta, A.tid, redis.call('LLEN', K.log))
+  local cursor = delivered(K.cursors, K.meta, A.tid) or redis.call('LLEN', K.log)
   return {1, redis.call('LRANGE', K.log, A.known, -1), cursor}
 end
 local ttl = redis.call('PTTL', K.lease)
@@ -572,7 +587,6 @@ class ThreadLog:
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
                 "seen_ttl": self._seen_ttl,
-                "status": status,
                 "agent": new.agent,
                 "created": _time(new.created_at),
                 "due": "" if due is None else _time(due),

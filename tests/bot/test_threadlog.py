@@ -10,7 +10,7 @@ from bot.domain.events import Actor, Origin, UserMessage
 from bot.domain.reducer import Status, ThreadState
 from bot.runtime import build_runtime
 from bot.storage import keys
-from bot.storage.threadlog import ThreadLog
+from bot.storage.threadlog import Lease, ThreadLog
 from tests.doubles import Ledger, ScriptedModel, make_agent, turns
 
 ANN = Actor(channel="api", id="ann")
@@ -121,3 +121,37 @@ async def test_a_finished_thread_leaves_the_cache_and_a_new_message_continues_it
     # The model's second turn saw the whole thread, read back from Redis.
     assert "one" in model.requests[-1].context_text()
     assert "two" in model.requests[-1].context_text()
+
+
+async def test_how_far_delivery_got_is_kept_across_appends_until_the_one_that_lets_go(
+    redis: Redis,
+) -> None:
+    # The channels were handed the first event only: takes (with or without what follows)
+    # and appends keep saying so, until an append lets go with everything handed over.
+    worker = ThreadLog(redis, SystemClock())
+    tid = ids.new_thread_id()
+    cursors = keys.cursors(keys.shard_of(tid))
+    state = await worker.append(
+        ThreadState(id=tid), [UserMessage(text=t, by=ANN) for t in "ab"], enqueue=False
+    )
+    first = await worker.take(tid, "", "w1", 30_000)
+    assert first is not None and first.lease.delivered == 0
+    first.lease.delivered = 1
+    assert await worker.release(first.lease, state.version, None)
+    assert await redis.hget(cursors, tid) == "1"  # type: ignore[misc]
+
+    taken = await worker.take(tid, "", "w1", 30_000, then=[UserMessage(text="c", by=ANN)])
+    assert taken is not None and taken.appended and taken.lease.delivered == 1
+    state = await worker.append(taken.state, [UserMessage(text="d", by=ANN)], enqueue=False)
+    assert await redis.hget(cursors, tid) == "1"  # type: ignore[misc]
+    again = await ThreadLog(redis, SystemClock()).take(tid, "", "w2", 30_000)
+    assert again is None  # w1 holds it
+
+    async def let_go(after: ThreadState, events: object) -> Lease:
+        return taken.lease
+
+    await worker.append(state, [UserMessage(text="e", by=ANN)], enqueue=False, release_if=let_go)
+    assert not taken.lease.held and taken.lease.delivered == 5
+    assert await redis.hget(cursors, tid) is None  # type: ignore[misc]
+    last = await worker.take(tid, "", "w1", 30_000)
+    assert last is not None and last.lease.delivered == 5

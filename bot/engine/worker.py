@@ -113,6 +113,10 @@ class Worker:
                 continue
             for entry in entries:
                 self._start(entry)
+            if entries:
+                # The steps just started send their takes before this worker's next read:
+                # one turn of the event loop, and a resume's take does not wait behind it.
+                await asyncio.sleep(0)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_renewer()

@@ -82,9 +82,12 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._leases: set[Lease] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        """The loop ``run`` or ``burst`` serves on."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then finish the steps in hand."""
+        self._loop = asyncio.get_running_loop()
         await self.queue.ensure_groups()
         log.info("worker %s started (concurrency %d)", self.queue.consumer, self.concurrency)
         last_chores = 0.0
@@ -113,6 +116,10 @@ class Worker:
                 continue
             for entry in entries:
                 self._start(entry)
+            if entries:
+                # The steps just started send their takes before this worker's next read:
+                # one turn of the event loop, and a resume's take does not wait behind it.
+                await asyncio.sleep(0)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._stop_renewer()
@@ -121,6 +128,7 @@ class Worker:
 
     async def burst(self) -> int:
         """Process everything queued or due now, and return how many entries."""
+        self._loop = asyncio.get_running_loop()
         await self.queue.ensure_groups()
         done = 0
         while True:
@@ -150,7 +158,10 @@ class Worker:
                 self._start(entry)
 
     def _start(self, entry: Entry) -> None:
-        task = asyncio.create_task(self._handle(entry))
+        # On the loop it serves on: ``asyncio.create_task`` looks it up on every call, which
+        # asks the OS for the process id on Python 3.11 (a system call; see ``Wire.send``).
+        loop = self._loop or asyncio.get_running_loop()
+        task = loop.create_task(self._handle(entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -14,7 +14,7 @@ and can be rebuilt from the logs.
 from __future__ import annotations
 
 import zlib
-from functools import cache
+from functools import lru_cache
 
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
@@ -40,7 +40,7 @@ def _spread_tags() -> tuple[str, ...]:
 TAGS = _spread_tags()
 
 
-@cache
+@lru_cache(maxsize=16_384)  # bounded: every thread id a process ever saw would stay
 def shard_of(thread_id: str) -> int:
     return zlib.crc32(thread_id.encode()) % SHARDS
 

@@ -67,12 +67,15 @@ class Wire:
             packed = hiredis.pack_command(args)
         except TypeError as exc:
             raise DataError(str(exc)) from exc
-        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # The connection's loop, once connected: on Python 3.11 ``get_running_loop`` asks the
+        # OS for the process id on every call (a system call; several per step otherwise).
+        loop = self._link.loop if self._link is not None else asyncio.get_running_loop()
+        answer: asyncio.Future[Any] = loop.create_future()
         self._unsent.append(packed)
         self._unsent_answers.append(answer)
         if not self._flush_due:  # the other calls of this turn join this write
             self._flush_due = True
-            answer.get_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         return answer
 
     def _flush(self) -> None:
@@ -114,6 +117,8 @@ class _Link(asyncio.Protocol):
     """One connection's bytes: commands out, answers in, matched in order."""
 
     def __init__(self, conn: AbstractConnection) -> None:
+        self.loop = asyncio.get_running_loop()
+        """The loop it was connected on, which its answers wake."""
         writer = conn._writer  # redis-py's, connected and past the handshake
         assert writer is not None
         self._transport = writer.transport

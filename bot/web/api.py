@@ -35,7 +35,7 @@ from bot.web.schemas import (
     ThreadSummary,
     error_responses,
 )
-from bot.web.scopes import Caller, caller_of, scope
+from bot.web.scopes import Caller, Scoped, caller_of, scope
 
 T = TypeVar("T")
 
@@ -104,9 +104,13 @@ MAX_SCAN = 10_000
 MAX_OFFSET = 100_000
 """The deepest page: listings merge every shard's first offset + limit entries."""
 
-router = APIRouter(
-    route_class=StrictJSONRoute, responses=error_responses(400, 401, 403, 413, 422, 503)
-)
+
+class ApiRoute(Scoped, StrictJSONRoute):
+    """An API route: its token's scope checked first (``Scoped``), its JSON body read
+    strictly (``StrictJSONRoute``)."""
+
+
+router = APIRouter(route_class=ApiRoute, responses=error_responses(400, 401, 403, 413, 422, 503))
 # The writes of every cycle come first (start, decide, answer, say): FastAPI tries routes in
 # order, twice per request (to find this router, then the route), at about 5 k
 # instructions each; the decision was the tenth.

@@ -41,14 +41,11 @@ from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, bounded, check, check_schema
 from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
-from bot.web.api import IdempotencyKey, owned_key, runtime_of
-from bot.web.bodies import StrictJSONRoute
+from bot.web.api import ApiRoute, IdempotencyKey, owned_key, runtime_of
 from bot.web.schemas import ActorOut, error_responses
 from bot.web.scopes import Caller, caller_of, scope
 
-router = APIRouter(
-    route_class=StrictJSONRoute, responses=error_responses(400, 401, 403, 413, 422, 503)
-)
+router = APIRouter(route_class=ApiRoute, responses=error_responses(400, 401, 403, 413, 422, 503))
 
 MAX_WAIT = 60.0
 """The longest long-poll, in seconds: under the usual proxies' idle timeouts."""

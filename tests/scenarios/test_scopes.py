@@ -414,3 +414,13 @@ def test_an_api_route_without_scopes_stops_the_app_being_built() -> None:
     _check_scoped([declared])
     with pytest.raises(ConfigError, match="/forgotten declares no token scope"):
         _check_scoped([declared, forgot])
+
+
+async def test_the_token_is_checked_before_the_body_is_read(h: Harness, t: Tokens) -> None:
+    cut = b'{"agent": '
+    json_type = {"Content-Type": "application/json"}
+    assert (await h.http.post("/threads", content=cut, headers=json_type)).status_code == 401
+    r = await t.clients["approver"].post("/threads", content=cut, headers=json_type)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+    r = await t.clients["agent"].post("/threads", content=cut, headers=json_type)
+    assert r.status_code == 400 and r.json()["error"] == "bad_request", r.text

@@ -160,7 +160,7 @@ class _Declared:
 
     scopes: tuple[Scope, ...]
 
-    def __call__(self) -> None:  # only if a route that is not ``Scoped`` declares it
+    async def __call__(self) -> None:  # only if a route that is not ``Scoped`` declares it
         raise RuntimeError("scope() is checked by Scoped routes only (bot.web.scopes)")
 
 

@@ -43,7 +43,7 @@ from bot.web.api import health, router
 from bot.web.errors import error_body, status_of
 from bot.web.live import Live
 from bot.web.pages import STATIC
-from bot.web.scopes import scopes_of
+from bot.web.scopes import BEARER, BEARER_SCHEME, scopes_of
 from bot.web.session import COOKIE, signed_in
 from bot.web.signin import SignInConfig
 from bot.web.signin import router as signin_router
@@ -98,6 +98,7 @@ def create_app(
     protected = [router, audit.router, archive.router, approvals.router, tokens.router, mcp.router]
     protected.append(metrics_router())
     _check_scoped(protected)  # fail closed: an API route without scopes would be public
+    _describe_bearer(app)
     channels = [c.router for c in runtime.channels if c.router is not None]
     public = [*channels, health]
     pages = _pages(app, runtime, signin)
@@ -217,11 +218,29 @@ def _check_scoped(routers: list[APIRouter]) -> None:
         for route in r.routes:
             if not isinstance(route, APIRoute):
                 continue
-            if not any(scopes_of(d.dependency) for d in (*r.dependencies, *route.dependencies)):
+            if not scopes_of(route):
                 raise ConfigError(
                     f"route {sorted(route.methods or ())} {route.path} declares no token scope:"
-                    ' give it dependencies=[scope("admin", ...)]'
+                    ' give it dependencies=[scope("admin", ...)] on a router whose'
+                    " route_class is Scoped"
                 )
+
+
+def _describe_bearer(app: FastAPI) -> None:
+    """List the bearer scheme in the OpenAPI document's components.
+
+    Each ``Scoped`` route names it in its operation's ``security``; FastAPI lists only
+    the schemes of dependencies it solves, and the scope check is not one
+    (``bot.web.scopes.Scoped``).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        doc = generate()
+        doc.setdefault("components", {}).setdefault("securitySchemes", {})[BEARER] = BEARER_SCHEME
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 PUBLIC_PAGES = "/signin"

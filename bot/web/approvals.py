@@ -41,14 +41,11 @@ from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, bounded, check, check_schema
 from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
-from bot.web.api import IdempotencyKey, owned_key, runtime_of
-from bot.web.bodies import StrictJSONRoute
+from bot.web.api import IDEMPOTENCY_KEY, ApiRoute, idempotency_key_of, owned_key, runtime_of
 from bot.web.schemas import ActorOut, error_responses
 from bot.web.scopes import Caller, caller_of, scope
 
-router = APIRouter(
-    route_class=StrictJSONRoute, responses=error_responses(400, 401, 403, 413, 422, 503)
-)
+router = APIRouter(route_class=ApiRoute, responses=error_responses(400, 401, 403, 413, 422, 503))
 
 MAX_WAIT = 60.0
 """The longest long-poll, in seconds: under the usual proxies' idle timeouts."""
@@ -267,6 +264,7 @@ class QuestionOut(BaseModel):
 @router.post(
     "/approvals",
     dependencies=[scope("agent", "admin")],
+    openapi_extra=IDEMPOTENCY_KEY,
     status_code=201,
     response_model=ApprovalOut,
     tags=["approvals"],
@@ -276,7 +274,6 @@ async def ask_approval(
     request: HttpRequest,
     body: ApprovalIn,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> ApprovalOut:
     """Ask people to approve an action an agent elsewhere wants to take.
 
@@ -284,6 +281,7 @@ async def ask_approval(
     arguments that do not match their schema.
     """
     rt, who = runtime_of(request), caller_of(request)
+    idempotency_key = idempotency_key_of(request)
     policy = _policy(rt, body)
     if body.arguments_schema is not None:
         check_schema(body.arguments_schema, "arguments_schema")
@@ -336,6 +334,7 @@ _read_route("approval", ApprovalOut, "An approval; with ``wait``, once decided o
 @router.post(
     "/questions",
     dependencies=[scope("agent", "admin")],
+    openapi_extra=IDEMPOTENCY_KEY,
     status_code=201,
     response_model=QuestionOut,
     tags=["approvals"],
@@ -345,10 +344,10 @@ async def ask_question(
     request: HttpRequest,
     body: QuestionIn,
     response: Response,
-    idempotency_key: IdempotencyKey = None,
 ) -> QuestionOut:
     """Ask people a question: free text, yes/no, one of some choices, or typed JSON."""
     rt, who = runtime_of(request), caller_of(request)
+    idempotency_key = idempotency_key_of(request)
     if body.format == "choices" and not body.choices:
         raise InvalidInputError("format choices needs choices")
     if body.format != "choices" and body.choices:

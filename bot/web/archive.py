@@ -12,9 +12,10 @@ from bot.domain.reducer import fold
 from bot.storage.archive import Archive, Archived
 from bot.web.api import runtime_of
 from bot.web.schemas import Page, ThreadOut, error_responses
-from bot.web.scopes import scope
+from bot.web.scopes import Scoped, scope
 
 router = APIRouter(
+    route_class=Scoped,
     tags=["archive"],
     responses=error_responses(400, 401, 403, 404, 422, 503),
     dependencies=[scope("admin")],

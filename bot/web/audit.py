@@ -13,9 +13,10 @@ from bot.domain.audit import verify_chain
 from bot.runtime import Runtime
 from bot.web.api import runtime_of
 from bot.web.schemas import error_responses
-from bot.web.scopes import scope
+from bot.web.scopes import Scoped, scope
 
 router = APIRouter(
+    route_class=Scoped,
     tags=["audit"],
     responses=error_responses(400, 401, 403, 422, 503),
     dependencies=[scope("admin")],

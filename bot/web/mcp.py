@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from bot.web import claude_code
 from bot.web.mcp_tasks import Tasks
-from bot.web.scopes import scope
+from bot.web.scopes import Scoped, scope
 
 MCP_WAIT = 50.0
 """The longest a tool waits for people, in seconds, before answering "still pending"."""
@@ -269,7 +269,7 @@ def serve_stdio(url: str, token: str, wait: float = MCP_WAIT) -> None:
 
 # --- in the app ------------------------------------------------------------------------------
 
-router = APIRouter()
+router = APIRouter(route_class=Scoped)
 _AUTHORIZATION: ContextVar[str] = ContextVar("mcp_authorization")
 """The MCP request's own Authorization header: the tools call the API with it."""
 

@@ -25,7 +25,7 @@ from bot.domain.errors import ForbiddenError, RefusedError
 from bot.engine import metrics, tracing
 from bot.runtime import Runtime
 from bot.storage.tokens import Tokens
-from bot.web.scopes import scope
+from bot.web.scopes import Scoped, scope
 
 NO_NATIVE_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 """FastAPI's own spans are off: they record the raw path, and an email decision link's
@@ -124,7 +124,7 @@ def metrics_router() -> APIRouter:
 
     The shared gauges (open requests, queue) are read from Redis on each scrape.
     """
-    router = APIRouter(dependencies=[scope("admin")])
+    router = APIRouter(route_class=Scoped, dependencies=[scope("admin")])
 
     @router.get("/metrics", include_in_schema=False)
     async def scrape(request: Request) -> Response:

@@ -12,13 +12,14 @@ from bot.domain.errors import InvalidInputError
 from bot.storage.tokens import Scope, TokenInfo, Tokens
 from bot.web.api import runtime_of
 from bot.web.schemas import error_responses
-from bot.web.scopes import ADMIN_TOKEN_NAME, caller_of, scope
+from bot.web.scopes import ADMIN_TOKEN_NAME, Scoped, caller_of, scope
 
 log = logging.getLogger(__name__)
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 router = APIRouter(
+    route_class=Scoped,
     tags=["tokens"],
     responses=error_responses(400, 401, 403, 422, 503),
 )

@@ -80,3 +80,28 @@ async def test_a_key_reused_with_another_body_is_422_naming_it(
         assert await snapshot(redis) == before
         replay = await h.api.post(url, json={"decision": "approve", "by": "bob"}, headers=key)
         assert replay.status_code == 200 and replay.json()["status"] == "approved"
+
+
+async def test_a_key_over_200_characters_is_refused_naming_the_header(
+    redis_server: EmbeddedRedis, redis: Redis
+) -> None:
+    async with Harness(redis_server.url) as h:
+        longest, over = "k" * 200, "k" * 201
+        r = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": over})
+        assert r.status_code == 422, r.text
+        assert r.json() == {
+            "error": "invalid_input",
+            "detail": "Idempotency-Key: String should have at most 200 characters",
+            "errors": [
+                {"field": "Idempotency-Key", "error": "String should have at most 200 characters"}
+            ],
+        }
+        assert await redis.zcard("gl:threads") == 0
+        r = await h.api.post("/threads", json=DEPLOY, headers={"Idempotency-Key": longest})
+        assert r.status_code == 201, r.text
+        approval = {"tool": "deploy", "summary": "ship", "policy": {"approvers": ["bob"]}}
+        decision = {"decision": "approve", "by": "bob"}
+        for url, body in [("/approvals", approval), ("/requests/rq_x/decision", decision)]:
+            r = await h.api.post(url, json=body, headers={"Idempotency-Key": ""})
+            assert r.status_code == 422, (url, r.text)
+            assert r.json()["errors"][0]["field"] == "Idempotency-Key", (url, r.text)

@@ -21,7 +21,7 @@ from bot.domain.errors import ConfigError
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.web.app import _check_scoped
-from bot.web.scopes import scope, scopes_of
+from bot.web.scopes import Scoped, scope, scopes_of
 from tests.harness import Harness
 from tests.harness import test_settings as settings_with
 
@@ -225,10 +225,7 @@ def routes_of(h: Harness) -> dict[tuple[str, str], tuple[str, ...] | None]:
     """Every (method, path) the app answers, with the scopes it declares (None: none)."""
     found: dict[tuple[str, str], tuple[str, ...] | None] = {}
     for route in _flat(h.app.routes):
-        declared = None
-        if (dependant := getattr(route, "dependant", None)) is not None:
-            for dep in _dependencies(dependant):
-                declared = scopes_of(dep.call) or declared
+        declared = scopes_of(route)
         for method in sorted((getattr(route, "methods", None) or set()) - {"HEAD"}):
             found[method, route.path] = declared
     return found
@@ -244,10 +241,6 @@ def _flat(routes: list[Any]) -> list[Any]:
         elif isinstance(route, Route | APIRoute) or hasattr(route, "dependant"):
             flat.append(route)
     return flat
-
-
-def _dependencies(dependant: Any) -> list[Any]:
-    return [d for sub in dependant.dependencies for d in (sub, *_dependencies(sub))]
 
 
 async def test_every_route_is_in_the_table_and_declares_the_scopes_the_table_expects(
@@ -413,7 +406,7 @@ def test_an_api_route_without_scopes_stops_the_app_being_built() -> None:
     @forgot.get("/forgotten")
     async def forgotten() -> None: ...
 
-    declared = APIRouter(dependencies=[scope("admin")])
+    declared = APIRouter(route_class=Scoped, dependencies=[scope("admin")])
 
     @declared.get("/declared")
     async def fine() -> None: ...
@@ -421,3 +414,13 @@ def test_an_api_route_without_scopes_stops_the_app_being_built() -> None:
     _check_scoped([declared])
     with pytest.raises(ConfigError, match="/forgotten declares no token scope"):
         _check_scoped([declared, forgot])
+
+
+async def test_the_token_is_checked_before_the_body_is_read(h: Harness, t: Tokens) -> None:
+    cut = b'{"agent": '
+    json_type = {"Content-Type": "application/json"}
+    assert (await h.http.post("/threads", content=cut, headers=json_type)).status_code == 401
+    r = await t.clients["approver"].post("/threads", content=cut, headers=json_type)
+    assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+    r = await t.clients["agent"].post("/threads", content=cut, headers=json_type)
+    assert r.status_code == 400 and r.json()["error"] == "bad_request", r.text

@@ -41,8 +41,13 @@ class Rollback(BaseModel):
     environment: Environment
 
 
-async def list_services(args: ListServices, ctx: ToolContext) -> dict[str, Any]:
+def _running() -> dict[str, dict[str, str]]:
+    """What runs where now, as a copy."""
     return {name: dict(envs) for name, envs in INVENTORY.running.items()}
+
+
+async def list_services(args: ListServices, ctx: ToolContext) -> dict[str, Any]:
+    return _running()
 
 
 async def show_release(args: ShowRelease, ctx: ToolContext) -> list[str]:
@@ -74,7 +79,7 @@ PRODUCTION = ApprovalPolicy(
 
 
 async def _services() -> dict[str, Any]:
-    return await list_services(ListServices(), ToolContext("", "", ""))
+    return _running()
 
 
 AGENT = Agent(

@@ -392,8 +392,11 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     Reading fills what is missing from the defaults, so a field's default must never
     change once events were stored with it: add a new field instead.
     """
+    # Its fields read from its ``__dict__``: an attribute of a pydantic model costs several
+    # times a look-up there, and this is run for every event stored.
+    fields = event.__dict__
     exclude = set(_HEAD)
-    if after and after[-1].at == event.at:
+    if after and after[-1].__dict__["at"] == fields["at"]:
         exclude.add("at")
     # ``type(...) is``, not ``isinstance``: on a pydantic class, an ``isinstance`` that
     # fails is an ABC check (microseconds), and most events are none of these.
@@ -415,16 +418,16 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     body = event.__pydantic_serializer__.to_json(
         event, exclude_defaults=True, exclude=exclude
     ).decode()
-    if event.prev is not None:  # the first "prev" is the event's: _Base's fields come first
+    if fields["prev"] is not None:  # the first "prev" is the event's: _Base's fields come first
         body = body.replace('"prev":', '"p":', 1)
-    # Likewise the first "request_id": every event that has one declares it first. (Read
-    # from the fields: ``getattr`` on an event without one costs microseconds in pydantic.)
-    request_id = event.__dict__.get("request_id")
+    # Likewise the first "request_id": every event that has one declares it first. (Not
+    # ``getattr``: on an event without one, that costs microseconds in pydantic.)
+    request_id = fields.get("request_id")
     if thread_id and request_id and request_id.startswith(thread_id + "."):
         whole = f'"request_id":"{request_id}"'
         body = body.replace(whole, f'"request_id":"{request_id[len(thread_id) :]}"', 1)
-    version = "" if event.v == 1 else f',"v":{event.v}'
-    head = f'{{"type":"{event.type}"{version},"id":{pydantic_core.to_json(event.id).decode()}'
+    version = "" if fields["v"] == 1 else f',"v":{fields["v"]}'
+    head = f'{{"type":"{fields["type"]}"{version},"id":{_quoted(fields["id"])}'
     return head + ("}" if body == "{}" else "," + body[1:])
 
 
@@ -440,6 +443,14 @@ _SHORT_REQUEST = b'"request_id":".'
 _LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?"id":"[^"]*"(?:,"at":[-+.\deE]+)?,)"p":')
 """Where ``to_json`` puts the link it stores as ``p``: a process of the version before
 cannot read an event with it (an unknown field), so it fails instead of misreading."""
+
+
+def _quoted(text: str) -> str:
+    """``text`` as a JSON string, as pydantic writes it: quoted as it is when nothing in it
+    needs escaping (every id ``new_id`` makes), which costs a tenth of asking pydantic."""
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    return pydantic_core.to_json(text).decode()
 
 
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:

@@ -117,6 +117,8 @@ class Groups:
 
     def expand(self, names: tuple[str, ...] | list[str]) -> list[str]:
         """The identities ``names`` stand for; a group allowed empty stands for the admins."""
+        if not names:  # most policies escalate to nobody
+            return []
         out: list[str] = []
         for name in names:
             if name.startswith("group:"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import assert_never
 
 from bot.domain.errors import ConflictError, ForbiddenError, RefusedError
-from bot.domain.events import Actor, ApprovalDecision, HumanQuestion
+from bot.domain.events import Actor, ApprovalDecision, ApprovalRequested
 from bot.domain.policy import is_allowed, is_same_person, may_answer
 from bot.domain.reducer import Request, RequestStatus
 
@@ -151,7 +151,9 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
     if closed := why_closed(req, now):
         return closed
     asked = req.asked
-    if isinstance(asked, HumanQuestion):
+    # Asked as "not an approval": an ``isinstance`` that holds is quick, one that fails on
+    # a pydantic class is an ABC check (microseconds), and most requests are approvals.
+    if not isinstance(asked, ApprovalRequested):
         if may_answer(actor, asked.answerers):
             return None
         return NotAllowed(actor, tuple(asked.answerers), question=True)

@@ -59,8 +59,9 @@ class Tool:
 
     def validate(self, raw: dict[str, Any]) -> BaseModel:
         """Validate arguments, raising ``InvalidInputError`` with the schema errors."""
-        try:
-            return self.args.model_validate(raw)
+        try:  # ``model_validate`` without its wrapper: this runs two or three times a cycle
+            valid: BaseModel = self.args.__pydantic_validator__.validate_python(raw)
+            return valid
         except ValidationError as exc:
             errors = [
                 {"field": ".".join(str(p) for p in e["loc"]), "error": e["msg"]}

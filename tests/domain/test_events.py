@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 
@@ -74,6 +75,18 @@ def test_every_event_reads_back_as_it_was_written() -> None:
         raw = to_json(event)
         assert raw.startswith(f'{{"type":"{event.type}",')
         assert from_json(raw) == event
+
+
+@pytest.mark.parametrize(
+    "event_id", ["ev_AbC-d_9", "ev_\u00e9t\u00e9 \U0001f600", 'a"b', "a\\b", "a\nb\x1fc\x7f", ""]
+)
+def test_an_id_is_written_as_json_whatever_its_characters(event_id: str) -> None:
+    # Ids made here need no escaping; one given from elsewhere is escaped as JSON is.
+    event = Paused(id=event_id, by=Actor(channel="api", id="ann"), at=1.0)
+    raw = to_json(event)
+    assert json.loads(raw)["id"] == event_id
+    assert raw == '{"type":"paused",' + event.model_dump_json(exclude_defaults=True)[1:]
+    assert from_json(raw) == event
 
 
 def test_events_stored_in_the_first_shape_still_read() -> None:

@@ -72,6 +72,24 @@ async def test_requests_json_lists_the_open_request(h: Harness) -> None:
     assert req["id"] in table.stdout and "deploy(service='api'" in table.stdout
 
 
+async def test_requests_say_in_full_what_is_asked_on_an_80_column_terminal(h: Harness) -> None:
+    await h.api.post("/threads", json=DEPLOY)
+    req = await open_request(h)
+
+    table = await cli(h, "requests", COLUMNS="80")
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    # The id is whole on one line (to copy), and the call is whole, wrapped between its
+    # arguments, with who asked and when it expires under the id.
+    assert any(req["id"] in line for line in lines)
+    text = " ".join(" ".join(line.strip("│ ").split()) for line in lines)
+    assert "deploy(service='api', version='1.5.0'," in text
+    assert "environment='production')" in text
+    assert "approval · expires in 59m" in text or "approval · expires in 1h" in text
+    assert "asked by ann" in text
+
+
 async def test_approve_resumes_and_a_second_decision_fails_clearly(h: Harness) -> None:
     tid = (await h.api.post("/threads", json=DEPLOY)).json()["id"]
     req = await open_request(h)

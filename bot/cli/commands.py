@@ -188,17 +188,25 @@ def requests(url: Url = DEFAULT_URL, token: Token = None, as_json: AsJson = Fals
         page = api.requests()
     if as_json:
         return _json(page)
+    # Two columns, so that what is asked keeps most of an 80-column terminal: the kind,
+    # the expiry and the requester go under the request's id, which is never wrapped.
     table = Table(title=f"{page['total']} open requests")
     table.add_column("request", no_wrap=True)
-    table.add_column("kind")
     table.add_column("what")
-    table.add_column("asked by")
-    table.add_column("expires", no_wrap=True)
     for r in page["items"]:
-        who = (r.get("requester") or {}).get("id", "")
-        expires = display.ago(r["expires_at"]) if r["expires_at"] else "never"
-        table.add_row(r["id"], r["kind"], escape(display.what(r)), who, expires)
+        about = [f"{r['kind']} · {_expiry(r['expires_at'])}"]
+        if who := (r.get("requester") or {}).get("id"):
+            about.append(f"asked by {who}")
+        details = escape("\n".join(about))
+        table.add_row(f"{r['id']}\n[dim]{details}[/dim]", escape(display.what(r)))
     Console().print(table)
+
+
+def _expiry(at: float | None) -> str:
+    if not at:
+        return "never expires"
+    when = display.ago(at)
+    return f"expires {when}" if when.startswith("in ") else f"expired {when}"
 
 
 @app.command()

@@ -209,6 +209,13 @@ async def test_pause_resume_cancel(h: Harness) -> None:
     cancelled = await cli(h, "cancel", tid, "--as", "ann", "--json")
     assert cancelled.exit_code == 0 and json.loads(cancelled.stdout)["status"] == "cancelled"
 
+    # The history says each of these in words, in order.
+    shown = (await cli(h, "show", tid)).stdout
+    said = ["paused by ann: freeze", "approved by bob", "resumed by ann", "▶ tool started"]
+    said += ["← ok: api ", "cancelled by ann"]
+    at = [shown.find(line) for line in said]
+    assert -1 not in at and at == sorted(at), shown
+
 
 async def test_tokens_create_list_revoke_round_trip(h: Harness) -> None:
     made = await cli(h, "tokens", "create", "bob-laptop", "--scope", "approver", "--as", "bob")

@@ -78,4 +78,19 @@ def event_line(e: dict[str, Any]) -> str:
             return f"[dim]fetched {e['name']}[/]"
         case "error":
             return f"[red]! {escape(e['message'])}[/]"
-    return f"[dim]{e['type']} {by}[/]"
+        case "tool_started":
+            return "[dim]▶ tool started[/]"
+        case "paused" | "cancelled":
+            why = f": {escape(e['reason'])}" if e.get("reason") else ""
+            return f"[bold]{e['type']}[/] by {escape(by)}{why}"
+        case "resumed":
+            return f"[bold]resumed[/] by {escape(by)}"
+        case "expired":
+            return f"[yellow]{e['request_id']} expired[/]"
+        case "escalated":
+            return f"[yellow]{e['request_id']} escalated to {escape(', '.join(e['approvers']))}[/]"
+        case "reminded":
+            return f"[dim]approvers of {e['request_id']} reminded[/]"
+        case "delivery_failed":
+            return f"[red]! delivery to {e['channel']} failed: {escape(e['error'])}[/]"
+    return f"[dim]{e['type'].replace('_', ' ')}[/]"  # a type this client does not know yet

@@ -426,8 +426,10 @@ def mcp(
         ),
     ] = 50.0,
 ) -> None:
-    """Serve the MCP tools over stdio for MCP clients (Claude Code, Cursor, ...): they ask
-    the Greenlight server at --url with --token (an agent token: `greenlight tokens create`)."""
+    """Serve the MCP tools over stdio, for MCP clients (Claude Code, Cursor, ...).
+
+    They ask the server at --url with --token (an agent token: `greenlight tokens create`).
+    """
     from bot.web.mcp import serve_stdio
 
     found = token or find_token()
@@ -471,8 +473,12 @@ def mcp_gateway(
         ),
     ] = 50.0,
 ) -> None:
-    """Serve an MCP server's tools over stdio, unchanged, but ask Greenlight's approvers
-    before forwarding the calls --policy gates (an agent token: `greenlight tokens create`)."""
+    """Serve an MCP server's tools over stdio, asking approvers before gated calls.
+
+    Tools are served unchanged; the calls --policy gates wait for Greenlight's approvers.
+
+    It asks the server at --url with --token (an agent token: `greenlight tokens create`).
+    """
     import anyio
 
     from greenlight import AsyncGreenlight

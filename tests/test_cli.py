@@ -9,6 +9,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import subprocess
+import sys
+import termios
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from typer.testing import CliRunner, Result
 
 from bot.cli.commands import app
 from bot.storage.embedded import EmbeddedRedis
-from tests.harness import TOKEN, Harness
+from tests.harness import TOKEN, Harness, eventually
 from tests.harness import test_settings as settings_with
 
 DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
@@ -173,6 +177,72 @@ async def test_chat_refuses_self_approval_and_says_who_can(h: Harness) -> None:
     assert "ann asked for this and may not approve it themselves" in got.stdout
     assert f"greenlight approve {req['id']} --as NAME" in got.stdout
     assert req["status"] == "open" and req["approvals"] == []
+
+
+def _chat_process(h: Harness, **io: Any) -> Any:
+    """``greenlight chat deploy`` as its own process, with no controlling terminal."""
+    env = {**os.environ, "GREENLIGHT_URL": h.url, "API_TOKEN": TOKEN, "COLUMNS": "200"}
+    args = ("-m", "bot", "chat", "deploy", "--user", "ann", "--as", "bob")
+    return asyncio.create_subprocess_exec(
+        sys.executable, *args, env=env, start_new_session=True, **io
+    )
+
+
+async def test_chat_from_a_pipe_takes_each_key_from_a_line(h: Harness) -> None:
+    proc = await _chat_process(
+        h, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(
+        proc.communicate(b"deploy api 1.5.0 to production\na\n"), timeout=60
+    )
+    assert proc.returncode == 0, err.decode()
+    assert "agent: Done: api" in out.decode() and out.decode().rstrip().endswith("bye")
+    (thread,) = (await h.api.get("/threads")).json()["items"]
+    events = (await h.api.get(f"/threads/{thread['id']}")).json()["events"]
+    decision = next(e for e in events if e["type"] == "approval_decision")
+    assert (decision["by"]["id"], decision["decision"]) == ("bob", "approve")
+
+
+async def test_chat_in_a_terminal_approves_with_one_key_press(h: Harness) -> None:
+    main, side = pty.openpty()
+    proc = await _chat_process(h, stdin=side, stdout=side, stderr=side)
+    os.close(side)
+    seen, looked = bytearray(), 0  # all the output, and where the next look starts
+
+    async def until(text: str) -> None:
+        nonlocal looked
+        try:
+            async with asyncio.timeout(20):
+                while (at := seen.find(text.encode(), looked)) < 0:
+                    seen.extend(await asyncio.to_thread(os.read, main, 4096))
+        except TimeoutError:
+            raise AssertionError(f"waited for {text!r}; seen {bytes(seen)!r}") from None
+        looked = at + len(text)
+
+    try:
+        await until("you>")
+        os.write(main, b"deploy api 1.5.0 to production\r")
+        await until("[w]ait for someone else?")
+
+        # A key press, no Enter, once the terminal is in raw mode: going raw drops what
+        # was typed before (termios' TCSAFLUSH), as it would drop a key typed ahead.
+        async def raw() -> bool:
+            return not termios.tcgetattr(main)[3] & termios.ICANON
+
+        await eventually(raw, timeout=20)
+        os.write(main, b"a")
+        await until("Done: api ")  # (the terminal has colours between the words)
+        await until("you>")
+        os.write(main, b"\x04")  # Ctrl-D leaves
+        await until("bye")
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(main)
+    (thread,) = (await h.api.get("/threads")).json()["items"]
+    assert (await h.api.get(f"/threads/{thread['id']}")).json()["status"] == "done"
 
 
 async def test_someone_with_no_user_name_is_asked_for_one(

@@ -109,10 +109,14 @@ class Chat:
 
     def _decide(self, req: dict[str, Any]) -> None:
         self.out.print("[a]pprove  [r]eject  [w]ait for someone else? ", end="", markup=False)
-        key = typer.getchar()
+        try:
+            key = typer.getchar()
+        except OSError:  # no terminal to press a key on (input piped): a line's first letter
+            key = self.out.input().strip()[:1]
+        else:
+            if key in ("", "\x04"):
+                raise EOFError
         self.out.print(key)
-        if key in ("", "\x04"):
-            raise EOFError
         if key.lower() == "a":
             self.api.decide(req["id"], "approve", by=self.approver)
         elif key.lower() == "r":

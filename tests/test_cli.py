@@ -114,6 +114,19 @@ async def test_approve_resumes_and_a_second_decision_fails_clearly(h: Harness) -
     assert [t["id"] for t in json.loads(listed.stdout)["items"]] == [tid]
 
 
+async def test_approve_says_how_many_more_approvals_an_n_of_m_request_needs(h: Harness) -> None:
+    policy = {"approvers": ["group:deployers"], "min_approvals": 2}
+    asked = {"agent": "release-bot", "requester": "release-bot", "tool": "deploy"}
+    asked |= {"arguments": {"version": "1.5.0"}, "summary": "Release 1.5.0", "policy": policy}
+    req = (await h.api.post("/approvals", json=asked)).json()
+
+    first = await cli(h, "approve", req["id"], "--as", "ann")
+    assert first.exit_code == 0, first.output
+    assert f"{req['id']}: 1 of 2 approvals (ann), still open" in first.stdout
+    second = await cli(h, "approve", req["id"], "--as", "bob")
+    assert f"{req['id']}: approved by ann, bob" in second.stdout
+
+
 async def test_answer_command_and_a_wrong_choice(h: Harness) -> None:
     tid = (await h.api.post("/threads", json={**DEPLOY, "text": "deploy web to staging"})).json()
     question = await open_request(h)

@@ -577,6 +577,11 @@ def _decide(
 def _decided(request: dict[str, Any], as_json: bool) -> None:
     if as_json:
         return _json(request)
+    out = Console(highlight=False)
+    if request["status"] == "open" and request["approvals"]:  # N of M: more are needed
+        who = ", ".join(a["id"] for a in request["approvals"])
+        votes = f"{len(request['approvals'])} of {request['min_approvals']} approvals"
+        return out.print(f"{request['id']}: {votes} ({who}), still open")
     who = ", ".join(a["id"] for a in request["closed_by"] or request["approvals"])
     by = f" by {who}" if who else ""
-    Console(highlight=False).print(f"{request['id']}: {display.status(request['status'])}{by}")
+    out.print(f"{request['id']}: {display.status(request['status'])}{by}")

@@ -59,7 +59,17 @@ def require_approval(
     Raises (from the decorated function):
         Rejected: with the reason and who rejected; Expired; Cancelled; StillPending;
         RequestError.
+
+    Raises:
+        ConfigError: ``tool`` is not a name: the decorator used without parentheses, or a
+            policy given in its place (it goes in ``policy=``).
     """
+    if tool is not None and not isinstance(tool, str):
+        used = "without parentheses" if callable(tool) else f"with a {type(tool).__name__}"
+        raise ConfigError(
+            f"require_approval's first argument is the tool's name, a str (used {used}): "
+            "write @require_approval() or @require_approval(policy=...)"
+        )
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         sig = Signature.of(fn, exclude, typed=arguments_schema is True)

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from greenlight import ConfigError
+from greenlight import ConfigError, require_approval
 from greenlight.calls import Signature, Slots, call_key
 
 
@@ -69,3 +69,10 @@ def test_the_key_names_the_call_and_a_decided_slot_is_not_reused() -> None:
     assert slots.take(key) == 0 and slots.take(key) == 1
     slots.give_back(key, 0)
     assert slots.take(key) == 0 and slots.take(key) == 2
+
+
+def test_the_decorator_says_how_to_fix_a_policy_or_a_function_given_as_the_tool() -> None:
+    with pytest.raises(ConfigError, match=r"used with a dict.*@require_approval\(policy=\.\.\.\)"):
+        require_approval({"approvers": ["bob"]})  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"used without parentheses.*@require_approval\(\)"):
+        require_approval(ship)  # type: ignore[arg-type]

@@ -151,6 +151,11 @@ def stop_stale(pidfile: Path, port: int | None) -> None:
     With ``port``, only a server on that port (a cluster node keeps its port);
     without, any embedded server the pid file names (the single server takes a
     free port each run).
+
+    Raises:
+        ConfigError: the server is not stale: another live process started it (a
+            second ``greenlight run`` on the same data folder, say), so it is left
+            serving that process.
     """
     try:
         pid = int(pidfile.read_text().strip())
@@ -165,6 +170,15 @@ def stop_stale(pidfile: Path, port: int | None) -> None:
     title = f" {HOST}:{port} " if port else "-server "
     if title.encode() not in cmdline:
         return
+    # Its parent dies first and takes it along (die_with_parent), so a server whose parent
+    # lives (and is not the init that adopts orphans) still serves that process.
+    owner = _parent(pid)
+    if owner is not None and owner not in (1, os.getpid()):
+        raise ConfigError(
+            f"{pidfile.parent} is in use by process {owner} (its Redis server is process "
+            f"{pid}): stop that process first, give this one its own DATA_DIR, or share "
+            "one Redis between them with REDIS_URL"
+        )
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -179,11 +193,26 @@ def stop_stale(pidfile: Path, port: int | None) -> None:
 
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs: a zombie (exited, not yet reaped by its parent) does not."""
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _parent(pid: int) -> int | None:
+    """The parent of ``pid`` while both run."""
+    fields = _stat(pid)
+    if fields is None or fields[0] == "Z":
+        return None
+    parent = int(fields[1])
+    return parent if _alive(parent) else None
+
+
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat`` after the command's name: the state, the parent, ..."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return None
+    return stat.rsplit(")", 1)[1].split()
 
 
 def is_ours(port: int, pid: int) -> bool:

@@ -140,3 +140,28 @@ def test_killed_bot_restarts_with_the_suspended_thread(tmp_path: Path, bots: lis
     redis_pid = int((data / "redis" / "redis.pid").read_text())
     assert second.stop(signal.SIGTERM) == 0, second.tail()
     wait_gone(redis_pid)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
+def test_a_second_bot_on_the_same_data_folder_is_refused_and_the_first_serves_on(
+    tmp_path: Path, bots: list[Bot]
+) -> None:
+    data = tmp_path / "data"
+    first = Bot(data, free_port(), tmp_path / "first.log")
+    bots.append(first)
+    first.ready()
+    redis_pid = int((data / "redis" / "redis.pid").read_text())
+
+    # Started again by mistake (`make run` in a second terminal): it must not take the
+    # folder's Redis from under the first, nor run a second server on the same AOF.
+    second = Bot(data, free_port(), tmp_path / "second.log")
+    bots.append(second)
+    assert second.process.wait(timeout=30) == 2, second.tail()
+    said = second.tail()
+    assert f"is in use by process {first.process.pid}" in said and "DATA_DIR" in said
+    assert int((data / "redis" / "redis.pid").read_text()) == redis_pid
+
+    first.ready()
+    r = first.http.post("/threads", json={"agent": "deploy", "user": "ann",
+                                          "text": "deploy api 1.4.2 to staging"})  # fmt: skip
+    assert r.status_code == 201, r.text

@@ -3,8 +3,10 @@
 Commands are written in the order they are sent and Redis answers them in that
 order, so each answer goes to the next caller waiting: no connection is taken
 from a pool and given back per call, and the commands sent in one turn of the
-event loop leave in one write. Calls sent in order on a ``Wire`` reach Redis,
-and run, in that order (the thread log relies on it: a take, then an append).
+event loop leave together: in one write, or, when the turn makes more, in
+writes of about 16 KiB as they are built (``_WRITE_AT``). Calls sent in order
+on a ``Wire`` reach Redis, and run, in that order (the thread log relies on it:
+a take, then an append).
 
 redis-py connects it (TLS, unix socket, AUTH, SELECT, the client name: whatever
 the URL says) with a connection taken from the client's pool and kept; the
@@ -38,6 +40,13 @@ from redis.exceptions import DataError, InvalidResponse, RedisError
 _MORE = object()
 """What the reader says while an answer is not complete."""
 
+_WRITE_AT = 16 * 1024
+"""Bytes of commands after which they leave at once, before the turn ends: Redis starts on
+them while this process builds the rest, instead of waiting for the whole turn's commands.
+Redis reads at most this much of a connection at a time anyway. Measured with 32 cycles in
+flight: 16-26 % more cycles a second than one write per turn (32 KiB: 7 %; 8 commands: 17 %
+with 6 % more CPU)."""
+
 
 class Wire:
     """Commands to one Redis over one shared connection, answered in order.
@@ -53,6 +62,7 @@ class Wire:
         self._connecting: asyncio.Task[None] | None = None
         self._unsent: list[bytes] = []
         self._unsent_answers: list[asyncio.Future[Any]] = []
+        self._unsent_bytes = 0
         self._flush_due = False
 
     @staticmethod
@@ -73,14 +83,18 @@ class Wire:
         answer: asyncio.Future[Any] = loop.create_future()
         self._unsent.append(packed)
         self._unsent_answers.append(answer)
-        if not self._flush_due:  # the other calls of this turn join this write
+        self._unsent_bytes += len(packed)
+        link = self._link
+        if self._unsent_bytes >= _WRITE_AT and link is not None and not link.is_closing():
+            self._write(link)  # what follows in this turn goes in the next write
+        elif not self._flush_due:  # the other calls of this turn join this write
             self._flush_due = True
             loop.call_soon(self._flush)
         return answer
 
     def _flush(self) -> None:
         self._flush_due = False
-        if not self._unsent:  # written already, by a connection just made
+        if not self._unsent:  # written already: early, or by a connection just made
             return
         link = self._link
         if link is None or link.is_closing():
@@ -88,8 +102,11 @@ class Wire:
             if self._connecting is None:
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
             return  # written once connected
+        self._write(link)
+
+    def _write(self, link: _Link) -> None:
         unsent, answers = self._unsent, self._unsent_answers
-        self._unsent, self._unsent_answers = [], []
+        self._unsent, self._unsent_answers, self._unsent_bytes = [], [], 0
         link.write(unsent, answers)
 
     async def _connect(self) -> None:
@@ -101,7 +118,8 @@ class Wire:
                 await self._conn.connect()  # type: ignore[no-untyped-call]
             self._link = _Link(self._conn)
         except BaseException as exc:
-            answers, self._unsent, self._unsent_answers = self._unsent_answers, [], []
+            answers = self._unsent_answers
+            self._unsent, self._unsent_answers, self._unsent_bytes = [], [], 0
             for answer in answers:
                 if not answer.done():
                     answer.set_exception(_as_connection_error(exc))

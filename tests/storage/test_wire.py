@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from subprocess import DEVNULL
 
 import pytest
+import redis as blocking
 from redis.asyncio import Redis
 
 from bot.storage.connection import Client, StorageFailure, connect
@@ -29,6 +31,29 @@ async def test_calls_sent_together_run_in_the_order_sent(redis: Redis) -> None:
     lengths = await asyncio.gather(*(push({"list": "l"}, {"item": i}) for i in range(50)))
     assert lengths == list(range(1, 51))
     assert await redis.lrange("l", 0, -1) == [str(i) for i in range(50)]
+
+
+async def test_a_turn_that_sends_much_has_redis_start_before_it_ends_in_the_order_sent(
+    redis: Redis, redis_server: EmbeddedRedis
+) -> None:
+    wire = _wire(redis)
+    await wire.send("PING")  # connected
+    filler = "x" * 1000
+    lengths = [wire.send("RPUSH", "l", f"{i} {filler}") for i in range(40)]  # 40 KB, one turn
+
+    # Still in that turn (a blocking client holds the event loop): the first commands ran.
+    seen = blocking.Redis.from_url(redis_server.url)
+    deadline = time.monotonic() + 10
+    while not seen.llen("l"):
+        assert time.monotonic() < deadline, "nothing was written before the turn ended"
+        time.sleep(0.01)  # polled: the loop must not turn
+    assert seen.llen("l") < 40  # the rest leaves as the turn ends
+    seen.close()
+
+    assert await asyncio.gather(*lengths) == list(range(1, 41))
+    assert [item.split()[0] for item in await redis.lrange("l", 0, -1)] == [
+        str(i) for i in range(40)
+    ]
 
 
 async def test_a_script_redis_forgot_is_loaded_and_each_refused_call_runs_once_in_order(

@@ -151,13 +151,12 @@ class Batcher:
 
     Calls from many coroutines (a worker stepping 32 threads, a web process
     answering many requests) travel together: one write and one read instead
-    of one each. On one Redis, through a ``Wire`` (one connection, each
-    turn's calls in one write, or in writes of about 16 KiB, answers read in
-    order). On a cluster, one
-    write per node holding the calls' slots (every script touches one slot);
-    a call the node redirects (the slot moved) or cannot answer (it is down)
-    goes again through the cluster client, which follows the redirection and
-    refreshes its map of the slots.
+    of one each. On one Redis, through a ``Wire`` (one connection, each turn's
+    calls in one write or in writes of about 16 KiB, answers read in order).
+    On a cluster, one write per node holding the calls' slots (every script
+    touches one slot); a call the node redirects (the slot moved) or cannot
+    answer (it is down) goes again through the cluster client, which follows
+    the redirection and refreshes its map of the slots.
     """
 
     def __init__(self, client: Client) -> None:

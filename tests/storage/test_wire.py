@@ -43,12 +43,11 @@ async def test_a_turn_that_sends_much_has_redis_start_before_it_ends_in_the_orde
 
     # Still in that turn (a blocking client, polling, holds the event loop): the first
     # commands ran.
-    seen = blocking.Redis.from_url(redis_server.url)
-    deadline = time.monotonic() + 10
-    while not seen.llen("l"):
-        assert time.monotonic() < deadline, "nothing was written before the turn ended"
-    assert seen.llen("l") < 40  # the rest leaves as the turn ends
-    seen.close()
+    with blocking.Redis.from_url(redis_server.url) as seen:
+        deadline = time.monotonic() + 10
+        while not seen.llen("l"):
+            assert time.monotonic() < deadline, "nothing was written before the turn ended"
+        assert seen.llen("l") < 40  # the rest leaves as the turn ends
 
     assert await asyncio.gather(*lengths) == list(range(1, 41))
     assert [item.split()[0] for item in await redis.lrange("l", 0, -1)] == [

@@ -36,6 +36,7 @@ from typing import Any
 from bench import web_workers
 from bench.measure import (
     CpuMeter,
+    compact_sorted_set_limit,
     load_average,
     memory_by_family,
     percentiles,
@@ -52,6 +53,7 @@ from bot.models.offline import OfflineModel
 from bot.runtime import Runtime, build_runtime
 from bot.serve import run_loop
 from bot.settings import Settings
+from bot.storage import keys
 from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.embedded_cluster import EmbeddedCluster
@@ -148,10 +150,16 @@ async def bytes_per_suspended(
     rt: Runtime, waiter: Waiter, nodes: Sequence[str], n: int
 ) -> dict[str, Any]:
     """Growth of the servers' ``used_memory`` per thread left suspended, and of each key
-    family's ``MEMORY USAGE`` (the thread's own keys, the shards' indexes and timers)."""
+    family's ``MEMORY USAGE`` (the thread's own keys, the shards' indexes and timers).
+
+    Measured over ``n`` threads suspended after enough others that every shard's sorted
+    sets (its indexes and timers) are past the compact encoding Redis gives small sets:
+    as they are once a deployment has a few thousand threads waiting, where an entry costs
+    about twice as much."""
+    already = keys.SHARDS * await compact_sorted_set_limit(nodes[0]) * 3 // 2
+    await suspend(rt, waiter, already)
     before, keys_before = await used_memory(nodes), await memory_by_family(nodes)
-    for _ in range(n):
-        await start(rt, waiter)
+    await suspend(rt, waiter, n)
     after, keys_after = await used_memory(nodes), await memory_by_family(nodes)
     grown = {
         name: round((used - keys_before.get(name, 0)) / n, 1)
@@ -159,10 +167,22 @@ async def bytes_per_suspended(
         if used != keys_before.get(name, 0)
     }
     return {
+        "suspended_before": already,
         "used_memory": round((after - before) / n, 1),
         "memory_usage": round(sum(grown.values()), 1),
         "by_key": grown,
     }
+
+
+async def suspend(rt: Runtime, waiter: Waiter, n: int, in_flight: int = 32) -> None:
+    """Start ``n`` threads and leave each suspended for approval, ``in_flight`` at a time."""
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one() -> None:
+        async with slots:
+            await start(rt, waiter)
+
+    await asyncio.gather(*(one() for _ in range(n)))
 
 
 async def in_process(

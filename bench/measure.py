@@ -67,6 +67,21 @@ async def used_memory(urls: Sequence[str]) -> int:
     return total
 
 
+async def compact_sorted_set_limit(url: str) -> int:
+    """How many entries a sorted set holds in Redis's compact encoding (a listpack; a
+    ziplist before Redis 7) before it takes its larger one (a skiplist and a hash table),
+    as the server at ``url`` is configured."""
+    node: Redis = Redis.from_url(url, decode_responses=True)
+    try:
+        for name in ("zset-max-listpack-entries", "zset-max-ziplist-entries"):
+            found = await node.config_get(name)
+            if found.get(name):
+                return int(found[name])
+    finally:
+        await node.aclose()
+    raise RuntimeError(f"{url} says neither zset-max-listpack-entries nor ziplist-entries")
+
+
 _TAG = re.compile(r"\{[^}]*\}")
 _THREAD = re.compile(r"th_[0-9a-f]{20}")
 

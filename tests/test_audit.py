@@ -7,7 +7,8 @@ import io
 import json
 from typing import Any
 
-from bot.domain.audit import chain_hash
+from bot.domain.events import stored_id
+from bot.domain.hashing import chain_hash
 from bot.storage import keys
 from tests.harness import Harness
 from tests.test_cli import DEPLOY, cli, h, open_request, thread_status
@@ -65,7 +66,7 @@ async def test_export_rows_match_the_decisions_taken(h: Harness) -> None:
     # Each row carries the chain hash of the decision event as stored.
     for row in rows:
         stored = await h.redis.lrange(keys.log(row["thread"]), 0, -1)  # type: ignore[misc]
-        (raw,) = [s for s in stored if json.loads(s)["id"] == row["event"]]
+        (raw,) = [s for s in stored if stored_id(chain_hash(s)) == row["event"]]
         assert row["hash"] == chain_hash(raw)
 
     got = await cli(h, "audit", "export", "--since", "2000-01-01", "--until", "2000-01-02")

@@ -65,7 +65,7 @@ async def test_finished_threads_past_the_age_are_archived_and_gone_from_redis(
     archived = (await h.api.get(f"/archive/{old}")).json()
     assert archived["status"] == "done" and "1.5.0 on production" in archived["last_reply"]
     stored = h.archive.read(old) if h.archive else None
-    assert stored is not None and verify_chain(stored.events) == []
+    assert stored is not None and verify_chain(stored.events, old) == []
     got = await cli(h, "threads", "--archived")
     assert got.exit_code == 0 and old in got.stdout and "1 of 1 archived threads" in got.stdout
     got = await cli(h, "show", old)

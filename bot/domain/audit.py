@@ -1,8 +1,9 @@
 """The audit trail: each thread's events chained by hash, and decisions as audit records.
 
 Every stored event carries ``prev`` (stored as ``p``), the link to the event stored before it in
-its thread (None for the first): the first 96 bits of that event's hash
-(``to_link``; events stored before kept all 128, and still verify). Editing,
+its thread: the first 96 bits of that event's hash (``to_link``; events stored before kept
+all 128, and still verify). A thread's first event links to its thread's ``anchor`` (made
+before, it links to nothing). Editing,
 removing or reordering an event in Redis afterwards breaks the chain at that
 point, which ``verify_chain`` finds.
 Decisions (approvals, rejections, answers, expiries) also become flat records
@@ -11,34 +12,27 @@ for an auditor, each with the hash of the event it came from.
 
 from __future__ import annotations
 
-import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.domain.events import ApprovalDecision, Event, Expired, HumanAnswer
-from bot.domain.hashing import sha256
-
-
-def chain_hash(raw: str | bytes) -> str:
-    """The hash of one event as stored: SHA-256, its first 128 bits in base64url."""
-    data = raw.encode() if isinstance(raw, str) else raw
-    # ``base64.urlsafe_b64encode`` without its two Python frames: 16 bytes are 22
-    # characters and "==".
-    encoded = binascii.b2a_base64(sha256(data)[:16], newline=False)[:22]
-    return encoded.translate(_URLSAFE).decode()
-
-
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
-"""Base64 to base64url."""
-
+from bot.domain.events import ApprovalDecision, Event, Expired, HumanAnswer, stored_id
+from bot.domain.hashing import chain_hash
 
 LINK = 16
 """Characters of a hash an event's ``prev`` keeps: 96 bits, so an edit that keeps the link
 takes some 2**96 hashes to find (out of reach), in three quarters of the whole hash's
 bytes. An exported record's full hash anchors the chain: an edit before it must keep
 every link after it."""
+
+
+def anchor(thread_id: str) -> str:
+    """What a thread's first event links to, in place of an event before it: a hash of the
+    thread's id. No two threads' events are then alike, so each event's hash is unique,
+    and with it the id an event is stored without (``stored_id``); and a thread's log
+    moved under another thread's key no longer verifies."""
+    return chain_hash(f"thread:{thread_id}")
 
 
 def to_link(event_hash: str | None) -> str | None:
@@ -56,19 +50,23 @@ class Break:
     why: str
 
 
-def verify_chain(raws: Sequence[str | bytes]) -> list[Break]:
-    """Every place where ``raws`` (a thread's stored events, in order) break the chain."""
+def verify_chain(raws: Sequence[str | bytes], thread_id: str) -> list[Break]:
+    """Every place where ``raws`` (the stored events of thread ``thread_id``, in order)
+    break the chain."""
     breaks: list[Break] = []
     prev: str | None = None
+    first = to_link(anchor(thread_id))
     for index, raw in enumerate(raws):
         try:
             data = json.loads(raw)
-            linked, event_id = data.get("prev", data.get("p")), data.get("id")
+            linked = data.get("prev", data.get("p"))
+            event_id = data.get("id") or stored_id(chain_hash(raw))
         except (ValueError, AttributeError):
             breaks.append(Break(index, None, "not a readable event"))
             prev = chain_hash(raw)
             continue
-        if linked != prev and linked != to_link(prev):
+        # The first event links to its thread (or, stored before, to nothing).
+        if linked not in (prev, to_link(prev)) and not (index == 0 and linked == first):
             why = (
                 "the event before it was edited, removed or moved"
                 if index

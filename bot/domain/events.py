@@ -14,11 +14,10 @@ from enum import StrEnum
 from functools import cached_property, partial
 from typing import Annotated, Any, Literal
 
-import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from bot.domain import ids
-from bot.domain.hashing import sha256
+from bot.domain.hashing import chain_hash, sha256
 
 SCHEMA_VERSION = 1
 """The schema events are written in now. An event that does not say its ``v`` is of
@@ -36,6 +35,13 @@ def args_hash(args: Mapping[str, Any]) -> str:
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 """What ``args_hash`` hashes (as ``json.dumps`` with these options, built once)."""
+
+
+def stored_id(event_hash: str) -> str:
+    """The id of an event stored without one, from its hash as stored (``chain_hash``):
+    as long as a random one (``new_id``), and unique as the hash is (a thread's first
+    event links to its thread, ``bot.domain.audit.anchor``, so no two events are alike)."""
+    return f"ev_{event_hash[:14]}"
 
 
 def new_id(prefix: str) -> str:
@@ -375,8 +381,10 @@ EVENTS: TypeAdapter[list[Event]] = TypeAdapter(list[Event])
 
 def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -> str:
     """Serialise one event compactly: fields at their default are left out (a thread's
-    log is most of what Greenlight keeps in Redis), except ``type``, which comes first.
-    ``v`` is left out while it is 1 (events stored before kept ``"v":1``; both read).
+    log is most of what Greenlight keeps in Redis), except ``type``, which comes first, as
+    a short code (``_CODES``). ``v`` is left out while it is 1 (events stored before kept
+    ``"v":1``; both read), and ``id`` always: the thread log gives the event the id its
+    hash as stored makes (``stored_id``; events stored before kept a random one, and read).
 
     ``after``: the events stored just before it in its thread, in order (all of them, or
     the last few). What it repeats of them is left out, and ``from_log`` takes it back
@@ -427,30 +435,59 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
         whole = f'"request_id":"{request_id}"'
         body = body.replace(whole, f'"request_id":"{request_id[len(thread_id) :]}"', 1)
     version = "" if fields["v"] == 1 else f',"v":{fields["v"]}'
-    head = f'{{"type":"{fields["type"]}"{version},"id":{_quoted(fields["id"])}'
+    head = f'{{"type":"{_CODES[fields["type"]]}"{version}'
     return head + ("}" if body == "{}" else "," + body[1:])
 
 
+def record(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -> tuple[str, str]:
+    """``event`` as the thread log stores it (``to_json``) and the hash of that
+    (``chain_hash``, which the next event links to). The event takes the id the hash
+    makes, which is not stored (``stored_id``)."""
+    raw = to_json(event, after=after, thread_id=thread_id)
+    event_hash = chain_hash(raw)
+    event.__dict__["id"] = stored_id(event_hash)  # not pydantic's checked assignment: costly
+    return raw, event_hash
+
+
 _HEAD = frozenset({"v", "id"})
-"""The fields ``to_json`` writes itself, after ``type``, as pydantic would. Comparing ``id``
-with its default, as ``exclude_defaults`` does, would draw a fresh random id each time."""
+"""The fields ``to_json`` leaves to itself: ``v``, written after ``type`` unless it is 1,
+and ``id``, which is not stored (``stored_id``)."""
+
+_CODES = {
+    "thread_created": "new",
+    "agent_chosen": "agent",
+    "user_message": "msg",
+    "tool_call": "call",
+    "approval_requested": "ask",
+    "approval_decision": "vote",
+    "human_question": "q",
+    "human_answer": "ans",
+    "tool_started": "run",
+    "tool_result": "result",
+    "context_fetched": "ctx",
+    "agent_reply": "reply",
+    "error": "err",
+    "paused": "pause",
+    "resumed": "resume",
+    "cancelled": "cancel",
+    "expired": "expire",
+    "escalated": "escalate",
+    "reminded": "remind",
+    "delivery_failed": "undelivered",
+}
+"""The ``type`` an event is stored under: short, and unknown to a process of the version
+before, which then fails to read it instead of misreading it (it would give an event
+stored without its id a random one). Never change one; a new event type adds its own."""
+_TYPES = {code.encode(): name.encode() for name, code in _CODES.items()}
 
 
 _FROM_CALL = {"tool", "args"}
 _ASKED = b'{"type":"approval_requested"'
 _SAID = b'{"type":"user_message"'
 _SHORT_REQUEST = b'"request_id":".'
-_LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?"id":"[^"]*"(?:,"at":[-+.\deE]+)?,)"p":')
+_LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?(?:"id":"[^"]*",)?(?:"at":[-+.\deE]+,)?)"p":')
 """Where ``to_json`` puts the link it stores as ``p``: a process of the version before
 cannot read an event with it (an unknown field), so it fails instead of misreading."""
-
-
-def _quoted(text: str) -> str:
-    """``text`` as a JSON string, as pydantic writes it: quoted as it is when nothing in it
-    needs escaping (every id ``new_id`` makes), which costs a tenth of asking pydantic."""
-    if text.isprintable() and '"' not in text and "\\" not in text:
-        return f'"{text}"'
-    return pydantic_core.to_json(text).decode()
 
 
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
@@ -479,12 +516,23 @@ def _spoke_last(events: Sequence[Event], actor: Actor) -> bool:
 
 def from_json(raw: str | bytes) -> Event:
     """Parse one stored event on its own (one of a log: ``from_log``)."""
-    return EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw))
+    return _with_id(EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw)), raw)
 
 
 def _named(data: bytes) -> bytes:
-    """A stored event with its link under the field's name, ``prev``."""
+    """A stored event with its type's whole name and its link under the field's name,
+    ``prev``."""
+    end = data.find(b'"', 9)  # after '{"type":"'
+    if (name := _TYPES.get(data[9:end])) is not None:
+        data = data[:9] + name + data[end:]
     return _LINK.sub(rb'\1"prev":', data, count=1)
+
+
+def _with_id(event: Event, raw: str | bytes) -> Event:
+    """``event`` with the id it was stored without, if it was (``stored_id``)."""
+    if "id" not in event.model_fields_set:
+        event.__dict__["id"] = stored_id(chain_hash(raw))
+    return event
 
 
 def from_log(
@@ -514,7 +562,7 @@ def from_log(
             if not (events or before):
                 raise ValueError(f"an event without its time follows none: {raw!r}")
             event.at = (events or before)[-1].at
-        events.append(event)
+        events.append(_with_id(event, raw))
     return events
 
 

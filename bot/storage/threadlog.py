@@ -29,7 +29,7 @@ from functools import lru_cache
 from pydantic import ValidationError
 
 from bot.domain import ids
-from bot.domain.audit import chain_hash, to_link, to_record
+from bot.domain.audit import anchor, to_link, to_record
 from bot.domain.clock import Clock
 from bot.domain.errors import (
     ConflictError,
@@ -38,7 +38,8 @@ from bot.domain.errors import (
     StoreError,
     VersionConflict,
 )
-from bot.domain.events import Event, from_log, to_json
+from bot.domain.events import Event, from_log, record
+from bot.domain.hashing import chain_hash
 from bot.domain.reducer import Status, ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD
@@ -551,8 +552,11 @@ class ThreadLog:
         """
         now = self.clock.now()
         tid = state.id
-        # Recorded at the one clock's time, whatever they were built with, and chained.
-        head, stored, audit = state.last_hash, [], []
+        # Recorded at the one clock's time, whatever they were built with, and chained (a
+        # thread's first event to its thread), each with the id its hash makes (``record``).
+        head = state.last_hash if state.exists else anchor(tid)
+        stored: list[str] = []
+        audit: list[str] = []
         # What is stored before them, as far as this process knows: what they repeat of it
         # is left out (``to_json``).
         cached = self._cache.get(tid)
@@ -562,11 +566,12 @@ class ThreadLog:
         known = [*prior, *events]
         for at, event in enumerate(events, start=len(prior)):
             _stamp(event, now, to_link(head))
-            raw = to_json(event, after=prior if at == len(prior) else known[:at], thread_id=tid)
-            head = chain_hash(raw)
+            raw, head = record(
+                event, after=prior if at == len(prior) else known[:at], thread_id=tid
+            )
             stored.append(raw)
-            if (record := to_record(tid, event, head)) is not None:
-                audit.append(to_compact_json(record))
+            if (decided := to_record(tid, event, head)) is not None:
+                audit.append(to_compact_json(decided))
         new = reduce(state, *events)
         opened = new.open_requests()
         before = {r.id for r in state.open_requests()}

@@ -67,7 +67,10 @@ async def verify(request: Request, thread_id: str) -> ChainOut:
     rt = runtime_of(request)
     await rt.log.get(thread_id)  # 404 for a thread that does not exist
     stored = await rt.log.stored(thread_id)
-    breaks = [BreakOut(index=b.index, event_id=b.event_id, why=b.why) for b in verify_chain(stored)]
+    breaks = [
+        BreakOut(index=b.index, event_id=b.event_id, why=b.why)
+        for b in verify_chain(stored, thread_id)
+    ]
     return ChainOut(thread=thread_id, events=len(stored), intact=not breaks, breaks=breaks)
 
 

@@ -1,11 +1,10 @@
 """The audit trail: each thread's events chained by hash, and decisions as audit records.
 
-Every stored event carries ``prev`` (stored as ``p``), the link to the event stored before it in
-its thread: the first 96 bits of that event's hash (``to_link``; events stored before kept
-all 128, and still verify). A thread's first event links to its thread's ``anchor`` (made
-before, it links to nothing). Editing,
-removing or reordering an event in Redis afterwards breaks the chain at that
-point, which ``verify_chain`` finds.
+Every stored event carries ``prev`` (stored as ``p``), the link to the event stored before it
+in its thread: the first 96 bits of that event's hash (``to_link``; events stored before kept
+all 128, and still verify). A thread's first event links to its thread's ``anchor`` (one
+stored before links to nothing). Editing, removing or reordering an event in Redis
+afterwards breaks the chain at that point, which ``verify_chain`` finds.
 Decisions (approvals, rejections, answers, expiries) also become flat records
 for an auditor, each with the hash of the event it came from.
 """

@@ -486,8 +486,7 @@ _ASKED = b'{"type":"approval_requested"'
 _SAID = b'{"type":"user_message"'
 _SHORT_REQUEST = b'"request_id":".'
 _LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?(?:"id":"[^"]*",)?(?:"at":[-+.\deE]+,)?)"p":')
-"""Where ``to_json`` puts the link it stores as ``p``: a process of the version before
-cannot read an event with it (an unknown field), so it fails instead of misreading."""
+"""Where ``to_json`` puts the link it stores as ``p``, in the shapes stored now and before."""
 
 
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:

@@ -29,6 +29,7 @@ import aiohttp
 
 from bench.http_client import HttpClient
 from bench.measure import CpuMeter, percentiles, traffic
+from bot.domain.events import stored_type
 from bot.settings import Settings
 from bot.storage import keys
 from bot.storage.connection import Client, connect
@@ -56,7 +57,7 @@ _POLL = """
 -- of failed threads and of cancelled ones, and its log. ARGV: the threads' ids, then
 -- the statuses they wait for, in the same order. Returns, per thread, the status it is
 -- in of those ('' for none); for one that waits for awaiting_approval and reached it,
--- its approval_requested event instead when it is among its last 16 events.
+-- its last 16 events instead, one a line, where its approval request is.
 local n = #ARGV / 2
 local out = {}
 for i = 1, n do
@@ -67,13 +68,7 @@ for i = 1, n do
   elseif redis.call('ZSCORE', KEYS[k + 3], tid) then status = 'cancelled' end
   out[i] = status
   if status == 'awaiting_approval' then
-    local tail = redis.call('LRANGE', KEYS[k + 4], -16, -1)
-    for j = #tail, 1, -1 do
-      if string.find(tail[j], '"approval_requested"', 1, true) then
-        out[i] = tail[j]
-        break
-      end
-    end
+    out[i] = table.concat(redis.call('LRANGE', KEYS[k + 4], -16, -1), '\\n')
   end
 end
 return out
@@ -132,17 +127,24 @@ class Watcher:
                     fut.set_exception(RuntimeError(f"thread {tid} is {got}"))
 
     async def _answer(self, thread_id: str, found: str) -> str:
-        """The request id in a suspended thread's event, or the status reached."""
-        if found.startswith("{"):
-            return _request_id(thread_id, json.loads(found))
-        if found != "awaiting_approval":
+        """The request id in a suspended thread's events, or the status reached."""
+        if not found.startswith("{"):
             return found
-        # Its request is not among its last events: read the whole log.
-        for raw in reversed(await self.redis.lrange(keys.log(thread_id), 0, -1)):
-            event = json.loads(raw)
-            if event["type"] == "approval_requested":
-                return _request_id(thread_id, event)
-        raise RuntimeError(f"thread {thread_id} awaits approval without asking for one")
+        asked = _last_request(found.split("\n"))
+        if asked is None:  # not among its last events: read its whole log
+            asked = _last_request(await self.redis.lrange(keys.log(thread_id), 0, -1))
+        if asked is None:
+            raise RuntimeError(f"thread {thread_id} awaits approval without asking for one")
+        return _request_id(thread_id, asked)
+
+
+def _last_request(raws: list[str]) -> dict[str, Any] | None:
+    """The last stored approval request among ``raws``, as stored."""
+    for raw in reversed(raws):
+        if stored_type(raw) == "approval_requested":
+            parsed: dict[str, Any] = json.loads(raw)
+            return parsed
+    return None
 
 
 def _request_id(thread_id: str, event: dict[str, Any]) -> str:

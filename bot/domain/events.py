@@ -518,13 +518,29 @@ def from_json(raw: str | bytes) -> Event:
     return _with_id(EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw)), raw)
 
 
+def stored_type(raw: str | bytes) -> str:
+    """The type of a stored event, whichever shape it was stored in, without parsing it."""
+    code, _ = _type_of(raw.encode() if isinstance(raw, str) else raw)
+    return _TYPES.get(code, code).decode()
+
+
 def _named(data: bytes) -> bytes:
     """A stored event with its type's whole name and its link under the field's name,
     ``prev``."""
-    end = data.find(b'"', 9)  # after '{"type":"'
-    if (name := _TYPES.get(data[9:end])) is not None:
-        data = data[:9] + name + data[end:]
+    code, end = _type_of(data)
+    if (name := _TYPES.get(code)) is not None:
+        data = data[:_TYPE_AT] + name + data[end:]
     return _LINK.sub(rb'\1"prev":', data, count=1)
+
+
+_TYPE_AT = len(b'{"type":"')
+
+
+def _type_of(data: bytes) -> tuple[bytes, int]:
+    """The type a stored event names (a code, or a whole name as stored before), and where
+    it ends."""
+    end = data.find(b'"', _TYPE_AT)
+    return data[_TYPE_AT:end], end
 
 
 def _with_id(event: Event, raw: str | bytes) -> Event:

@@ -26,6 +26,7 @@ from bot.domain.events import (
     from_log,
     record,
     stored_id,
+    stored_type,
 )
 from bot.domain.reducer import fold
 
@@ -90,6 +91,14 @@ def test_an_event_is_stored_without_its_id_and_reads_back_with_the_one_its_hash_
     assert "id" not in json.loads(raw) and event.id == stored_id(event_hash) != made_here
     assert len(event.id) == len(made_here)  # as long as a random one
     assert from_json(raw) == event and from_log([raw]) == [event]
+
+
+def test_a_stored_events_type_is_told_in_either_shape_without_parsing_it() -> None:
+    said = UserMessage(text="hi", by=Actor(channel="api", id="ann"), at=1.0)
+    assert stored_type(to_json(said)) == "user_message"
+    assert stored_type('{"type":"user_message","id":"ev_1","at":1.0,"text":"hi"}') == (
+        "user_message"
+    )
 
 
 @pytest.mark.parametrize(

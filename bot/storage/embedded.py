@@ -74,6 +74,7 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         stop_stale(self.data_dir / "redis.pid", None)
+        own(self.data_dir / "redis.pid")
         args = [
             server_binary(),
             "--bind",
@@ -145,6 +146,14 @@ def die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def own(pidfile: Path) -> None:
+    """Write down that this process starts the server of ``pidfile``, beside it
+    (``redis.owner``), before it starts: ``stop_stale`` tells the owner from init that
+    adopted an orphan by it, when both are process 1 (``greenlight run`` as a
+    container's first process)."""
+    _owner_file(pidfile).write_text(f"{os.getpid()}\n")
+
+
 def stop_stale(pidfile: Path, port: int | None) -> None:
     """Stop a server a crashed run left on this folder: two must never share an AOF.
 
@@ -171,11 +180,12 @@ def stop_stale(pidfile: Path, port: int | None) -> None:
     if title.encode() not in cmdline:
         return
     # Its parent dies first and takes it along (die_with_parent), so a server whose parent
-    # lives (and is not the init that adopts orphans) still serves that process.
-    owner = _parent(pid)
-    if owner is not None and owner not in (1, os.getpid()):
+    # lives still serves that process, unless that parent adopted it as an orphan (init,
+    # or a subreaper): the owner its starter wrote down (``own``) tells which.
+    parent = _parent(pid)
+    if parent is not None and parent != os.getpid() and _is_owner(pidfile, parent):
         raise ConfigError(
-            f"{pidfile.parent} is in use by process {owner} (its Redis server is process "
+            f"{pidfile.parent} is in use by process {parent} (its Redis server is process "
             f"{pid}): stop that process first, give this one its own DATA_DIR, or share "
             "one Redis between them with REDIS_URL"
         )
@@ -189,6 +199,19 @@ def stop_stale(pidfile: Path, port: int | None) -> None:
             return
         time.sleep(0.05)
     log.warning("stale server %d did not stop", pid)
+
+
+def _owner_file(pidfile: Path) -> Path:
+    return pidfile.with_suffix(".owner")
+
+
+def _is_owner(pidfile: Path, parent: int) -> bool:
+    """Whether ``parent``, the live parent of ``pidfile``'s server, started it. Without the
+    owner written down (a server of an earlier version), any parent but init did."""
+    try:
+        return int(_owner_file(pidfile).read_text().strip()) == parent
+    except (OSError, ValueError):
+        return parent != 1
 
 
 def _alive(pid: int) -> bool:

@@ -35,7 +35,15 @@ from typing import Any
 import redis
 from redis.crc import key_slot
 
-from bot.storage.embedded import HOST, die_with_parent, is_ours, server_binary, stop_stale, tail
+from bot.storage.embedded import (
+    HOST,
+    die_with_parent,
+    is_ours,
+    own,
+    server_binary,
+    stop_stale,
+    tail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +232,7 @@ class EmbeddedCluster:
         folder.mkdir(parents=True, exist_ok=True)
         port = self.ports[i]
         stop_stale(folder / "server.pid", port)
+        own(folder / "server.pid")
         args = [
             self.binary,
             "--bind", HOST,

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,7 +33,8 @@ _FOREIGN = ("REDIS_", "ANTHROPIC_", "SLACK_", "SMTP_", "EMAIL_", "WEBHOOK_", "AP
 class Bot:
     """One ``python -m bot run`` child process, its log kept in a file."""
 
-    def __init__(self, data_dir: Path, port: int, log: Path) -> None:
+    def __init__(self, data_dir: Path, port: int, log: Path, *, within: Sequence[str] = ()) -> None:
+        """``within``: a command that runs ``python -m bot run`` (``unshare``, ``nsenter``)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_FOREIGN)}
         # If the kill lands mid-step, the dead worker's lease and queue entry are what
         # recover the thread: short values keep that to a second, not a minute.
@@ -43,7 +44,7 @@ class Bot:
         self.log = log
         with log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bot", "run"],
+                [*within, sys.executable, "-m", "bot", "run"],
                 cwd=REPO,
                 env=env,
                 stdout=out,
@@ -159,6 +160,48 @@ def test_a_second_bot_on_the_same_data_folder_is_refused_and_the_first_serves_on
     assert second.process.wait(timeout=30) == 2, second.tail()
     said = second.tail()
     assert f"is in use by process {first.process.pid}" in said and "DATA_DIR" in said
+    assert int((data / "redis" / "redis.pid").read_text()) == redis_pid
+
+    first.ready()
+    r = first.http.post("/threads", json={"agent": "deploy", "user": "ann",
+                                          "text": "deploy api 1.4.2 to staging"})  # fmt: skip
+    assert r.status_code == 201, r.text
+
+
+def _namespaces_allowed() -> bool:
+    """Whether this user may start a process in PID and mount namespaces of its own."""
+    try:
+        probe = ["unshare", "--pid", "--fork", "--mount-proc", "true"]
+        done = subprocess.run(probe, check=False, capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not _namespaces_allowed(),
+    reason="needs PID namespaces (unshare, as root)",
+)
+def test_a_second_bot_beside_one_that_is_process_1_is_refused(
+    tmp_path: Path, bots: list[Bot]
+) -> None:
+    """A container's first process is ``greenlight run``; a second is started with
+    ``docker exec``. The server's parent is then process 1, as it is for an orphan that
+    init adopted: the second must still tell that it is in use, and leave it serving."""
+    data = tmp_path / "data"
+    container = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    first = Bot(data, free_port(), tmp_path / "first.log", within=container)
+    bots.append(first)
+    first.ready()
+    redis_pid = int((data / "redis" / "redis.pid").read_text())  # as process 1 sees it
+
+    # ``docker exec``: the same PID namespace and /proc, entered through its process 1.
+    init = Path(f"/proc/{first.process.pid}/task/{first.process.pid}/children").read_text()
+    exec_ = ["nsenter", "--target", init.split()[0], "--pid", "--mount"]
+    second = Bot(data, free_port(), tmp_path / "second.log", within=exec_)
+    bots.append(second)
+    assert second.process.wait(timeout=30) == 2, second.tail()
+    assert "is in use by process 1 " in second.tail()
     assert int((data / "redis" / "redis.pid").read_text()) == redis_pid
 
     first.ready()

@@ -71,6 +71,11 @@ def log_handler(settings: Settings, stream: Any = None) -> logging.Handler:
 def setup_logging(settings: Settings) -> None:
     """Configure the root logger once for this process (its level and format)."""
     logging.basicConfig(level=settings.log_level, handlers=[log_handler(settings)], force=True)
+    # What neither format shows, a record need not look up: the process and thread, and the
+    # caller's file and line (a walk up the stack). About 2 of a line's 9.5 us; the logging
+    # HOWTO ("Optimization") names these switches.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    logging._srcfile = None
 
 
 def tracer_provider(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -74,6 +75,30 @@ async def test_full_cycle_approve_runs_the_tool_then_replies(redis: Redis) -> No
     assert isinstance(events[-1], AgentReply) and events[-1].text == "done"
     # The model's second turn saw the tool's result.
     assert "sent 10 to bob" in model.requests[-1].context_text()
+
+
+async def test_the_log_says_each_change_of_status_at_info_and_each_append_at_debug(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Operators follow a thread at INFO, a line a status (each line costs the worker
+    about 5 % of a cycle's CPU); the appends between are there at DEBUG."""
+    rt = runtime(redis, ScriptedModel(turns(c("transfer", to="bob", amount=10))), Ledger())
+    caplog.set_level(logging.DEBUG, logger="bot.storage.threadlog")
+    state = await start(rt)
+    (req,) = state.open_requests()
+    await rt.decisions.decide(req.id, Decision.APPROVE, BOB)
+    await rt.worker().burst()
+
+    lines = [r for r in caplog.records if state.id in r.getMessage()]
+    info = [r.getMessage().split()[3:] for r in lines if r.levelno == logging.INFO]
+    assert info == [
+        ["running", "(+thread_created,user_message)"],
+        ["awaiting_approval", "(+tool_call,approval_requested)"],
+        ["running", "(+approval_decision)"],
+        ["done", "(+agent_reply)"],
+    ]
+    debug = [r.getMessage().split()[3:] for r in lines if r.levelno == logging.DEBUG]
+    assert debug == [["running", "(+tool_started)"], ["running", "(+tool_result)"]]
 
 
 async def test_reject_gives_the_reason_to_the_model_and_never_runs(redis: Redis) -> None:

@@ -267,7 +267,11 @@ async def test_json_logs_carry_the_thread_and_no_secret(
     assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
     # Greenlight's lines about the thread, not the test client's own (it calls h.url).
     about = [line for line in lines if tid in line["message"] and h.url not in line["message"]]
-    assert len(about) >= 8 and [line for line in about if line.get("thread_id") != tid] == []
+    assert [line for line in about if line.get("thread_id") != tid] == []
+    # A line each change of the thread's status, and each delivery to the callback.
+    said = [line["message"].split()[3] for line in about if line["logger"].endswith("threadlog")]
+    assert said == ["running", "awaiting_approval", "running", "done"]
+    assert len([line for line in about if "sent to the callback" in line["message"]]) == 3
     assert any(line.get("request_id") == rid for line in lines)
     assert all("trace_id" in line for line in about)
     assert TOKEN not in logs.getvalue() and api.bot_token not in logs.getvalue()

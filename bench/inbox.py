@@ -8,6 +8,8 @@ the process (the app through an in-process ASGI transport: server time, no netwo
 Then, with the app served on loopback, an event stream ``/inbox/events`` is open as a
 browser's EventSource holds it, requests are approved through the REST API, and the
 time from each decision's answer to its event arriving on the stream is measured.
+``GET /metrics`` is timed too, on another runtime (a worker's metrics port): its first
+scrape, and the next ones, which count the same open requests again.
 Where Debian's Chromium is installed, the same is measured in a real browser: a
 request's page open, the request approved through the REST API, and the time until the
 page says "Approved" (the EventSource's event, the page's re-read and its new content).
@@ -42,6 +44,7 @@ from bot.storage.embedded import EmbeddedRedis
 from bot.web.app import create_app
 from bot.web.session import COOKIE, SessionConfig
 from bot.web.signin import SignInConfig
+from bot.web.telemetry import create_metrics_app
 
 TOKEN = "bench-token"
 SECRET = "bench-session-secret-0123456789abcdef"
@@ -101,6 +104,24 @@ async def list_times(app: Any, pages: int) -> dict[str, dict[str, float]]:
                 assert r.status_code == 200, r.text[:300]
             out[name] = percentiles(seconds)
     return out
+
+
+async def scrape_times(redis: Any, scrapes: int) -> dict[str, float]:
+    """``GET /metrics`` server time in a process that has read nothing yet (its first
+    scrape), then p50/p99 of the next ``scrapes``, all counting every open request."""
+    app = create_metrics_app(build_runtime(redis, {}, OfflineModel({})), api_token=TOKEN)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://metrics",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as scraper:
+        seconds = []
+        for _ in range(scrapes + 1):
+            start = time.perf_counter()
+            r = await scraper.get("/metrics")
+            seconds.append(time.perf_counter() - start)
+            assert r.status_code == 200 and "greenlight_open_requests{" in r.text, r.text[:300]
+    return {"first": round(seconds[0] * 1000, 3), **percentiles(seconds[1:])}
 
 
 async def sse_delays(url: str, decisions: int) -> dict[str, float]:
@@ -194,6 +215,7 @@ async def main(total: int, pages: int, decisions: int) -> None:
                 "open_requests": total,
                 "created_in_s": round(time.perf_counter() - started, 1),
                 "list_server_ms": await list_times(app, pages),
+                "metrics_scrape_ms": await scrape_times(redis, 20),
             }
 
             config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, lifespan="off")

@@ -13,7 +13,6 @@ a text or a secret.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
 from functools import lru_cache
@@ -23,9 +22,9 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
 
 from bot.domain.reducer import ThreadState
-from bot.storage.indexes import Indexes
+from bot.engine.waiting import Summaries
+from bot.storage.connection import Client
 from bot.storage.queue import backlog
-from bot.storage.threadlog import ThreadLog
 
 # Humans answer in seconds to days.
 _HUMAN_BUCKETS = (
@@ -132,8 +131,6 @@ def of(metric: MetricWrapperBase, *labels: str) -> Any:
 
 
 KINDS = ("approval", "question")
-_READ_AT_ONCE = 64
-"""Threads read at once while counting open requests at scrape time."""
 
 
 def decided(state: ThreadState, request_id: str, outcome: str, channel: str) -> None:
@@ -145,30 +142,20 @@ def decided(state: ThreadState, request_id: str, outcome: str, channel: str) -> 
         of(TIME_TO_DECISION, state.agent, req.kind, req.status.value).observe(took)
 
 
-async def read_shared(log: ThreadLog, indexes: Indexes, agents: Iterable[str]) -> None:
+async def read_shared(waiting: Summaries, redis: Client, agents: Iterable[str]) -> None:
     """Set the gauges every process shares from Redis: open requests and the queue.
 
-    Open requests are counted from the open-requests index and the threads it
-    names (the thread's own events say the agent and the kind); every agent
-    and kind is reported, 0 included, so a gauge falls to 0 instead of vanishing.
-    A scrape costs a round trip per thread waiting for a human (64 at once), which
-    this process's cache of threads keeps small: people bound how many there are.
+    Open requests are counted from their summaries (agent and kind), which the process
+    reads again only for the shards where something changed since its last scrape: no
+    thread is loaded, however many wait. Every agent and kind is reported, 0 included,
+    so a gauge falls to 0 instead of vanishing.
     """
     counts = {(agent, kind): 0 for agent in agents for kind in KINDS}
-    by_thread: dict[str, set[str]] = {}
-    for rid in await indexes.all_open_requests():
-        by_thread.setdefault(rid.partition(".")[0], set()).add(rid)
-    tids = list(by_thread)
-    for start in range(0, len(tids), _READ_AT_ONCE):
-        chunk = tids[start : start + _READ_AT_ONCE]
-        for state in await asyncio.gather(*(log.load(tid) for tid in chunk)):
-            for req in state.open_requests():
-                if req.id in by_thread[state.id]:
-                    key = (state.agent, req.kind)
-                    counts[key] = counts.get(key, 0) + 1
+    for item in await waiting.waiting():
+        counts[item.agent, item.kind] = counts.get((item.agent, item.kind), 0) + 1
     OPEN_REQUESTS.clear()
     for (agent, kind), n in counts.items():
         OPEN_REQUESTS.labels(agent, kind).set(n)
-    depth, oldest = await backlog(log.redis)
+    depth, oldest = await backlog(redis)
     QUEUE_DEPTH.set(depth)
     QUEUE_LAG.set(max(0.0, time.time() - oldest) if oldest is not None else 0.0)

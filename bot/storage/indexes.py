@@ -338,13 +338,6 @@ class Indexes:
         versions: list[str | None] = await pipe.execute()
         return versions
 
-    async def all_open_requests(self) -> list[str]:
-        """Every open request id, in no particular order (for gauges read at scrape time)."""
-        pipe = self.redis.pipeline(transaction=False)
-        for s in range(keys.SHARDS):
-            pipe.zrange(keys.open_requests(s), 0, -1)
-        return [str(rid) for rows in await pipe.execute() for rid in rows]
-
     async def _page(
         self, keys_of: Callable[[int], list[str]], offset: int, limit: int, *, newest: bool
     ) -> Page:

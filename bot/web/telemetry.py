@@ -129,7 +129,7 @@ def metrics_router() -> APIRouter:
     @router.get("/metrics", include_in_schema=False)
     async def scrape(request: Request) -> Response:
         rt: Runtime = request.app.state.runtime
-        await metrics.read_shared(rt.log, rt.indexes, rt.agents)
+        await metrics.read_shared(rt.waiting, rt.redis, rt.agents)
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router

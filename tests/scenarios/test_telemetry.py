@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from bot.engine import tracing
 from bot.models.anthropic import AnthropicModel
+from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.telemetry import log_handler
 from tests.channels.slack.conftest import ANN, BOB, USERS, slack_settings
@@ -253,6 +254,29 @@ async def test_a_slack_click_traces_to_the_slack_delivery(
     assert slack_delivery.attributes["greenlight.event"] in {"approval_decision", "agent_reply"}
     dumped = json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()])
     assert api.bot_token not in dumped and "test-signing-secret" not in dumped
+
+
+async def test_open_requests_are_counted_by_agent_and_kind_from_their_summaries(
+    h: Harness, receiver: Receiver, redis: Redis
+) -> None:
+    tid, rid = await launch(h, receiver.url)
+    body = {"agent": "planner", "question": "Which region first?"}
+    r = await h.api.post("/questions", json=body)
+    assert r.status_code == 201, r.text
+    # An older deployment opened the approval: in the open index, with no summary beside it.
+    assert await redis.hdel(keys.waiting(keys.shard_of(tid)), rid) == 1
+
+    _, samples = await scrape(h)
+    assert value(samples, "greenlight_open_requests", agent="deploy", kind="approval") == 1
+    assert value(samples, "greenlight_open_requests", agent="planner", kind="question") == 1
+    assert value(samples, "greenlight_open_requests", agent="deploy", kind="question") == 0
+    assert await redis.hexists(keys.waiting(keys.shard_of(tid)), rid)  # built once
+
+    r = await h.api.post(f"/requests/{r.json()['id']}/answer", json={"text": "eu", "by": "bob"})
+    assert r.status_code == 200, r.text
+    _, samples = await scrape(h)
+    assert value(samples, "greenlight_open_requests", agent="planner", kind="question") == 0
+    assert value(samples, "greenlight_open_requests", agent="deploy", kind="approval") == 1
 
 
 async def test_json_logs_carry_the_thread_and_no_secret(

@@ -108,6 +108,7 @@ def build_runtime(
     archive: Archive | None = None,
     retain_for: float | None = None,
     default_agent: str | None = None,
+    cache_events: int = 50_000,
 ) -> Runtime:
     """Build a runtime around a Redis client (``decode_responses=True``).
 
@@ -117,6 +118,7 @@ def build_runtime(
             workers move finished threads older than that out of Redis.
         clock: the one clock every part reads (the system clock when None).
         default_agent: where a message naming no agent goes; None: the worker triages it.
+        cache_events: how many events of recent threads the process keeps in memory.
 
     Raises:
         ConfigError: a gated tool's or a named policy's approvers resolve to nobody
@@ -135,7 +137,7 @@ def build_runtime(
     for warning in warnings:
         log.warning("%s", warning)
     clock = SystemClock() if clock is None else clock
-    thread_log = ThreadLog(redis, clock)
+    thread_log = ThreadLog(redis, clock, cache_events=cache_events)
     inbox = Inbox(thread_log, set(agents), default_agent=default_agent)
     decisions = Decisions(thread_log, agents, clock=clock)
     indexes = Indexes(redis)

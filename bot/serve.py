@@ -125,6 +125,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         archive=Archive(settings.archive_dir or settings.data_dir / "archive"),
         retain_for=settings.retain_finished_days * 86400,
         default_agent=settings.default_agent,
+        cache_events=settings.thread_cache_events,
     )
     try:
         for channel in rt.channels:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     lease_ms: int = Field(30_000, ge=100)
     claim_idle_ms: int = Field(60_000, ge=100)
     retain_finished_days: float = Field(30.0, gt=0)
+    # Events each process keeps in memory, of the threads it read or wrote last (README:
+    # Sizing); the least recently used thread leaves first.
+    thread_cache_events: int = Field(50_000, ge=1)
     archive_dir: Path | None = None
 
     # Web sign-in (the inbox): without SESSION_SECRET no sign-in or page route is mounted.

@@ -316,6 +316,32 @@ class Taken:
     appended: bool = False
 
 
+class _Cache:
+    """The threads this process read or wrote last, each its state and its events, kept
+    to ``limit`` events in all: the least recently used thread leaves first. Bounded by
+    events, not threads: a process's memory goes with them (a thread waiting for approval,
+    of five events, takes about 12 KB), and one long conversation holds hundreds."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._threads: OrderedDict[str, tuple[ThreadState, list[Event]]] = OrderedDict()
+        self._events = 0
+        self.get = self._threads.get  # on every step, several times: no call of ours
+
+    def put(self, state: ThreadState, events: list[Event]) -> None:
+        """Keep ``state`` and ``events`` as the thread's, as the most recently used."""
+        self.pop(state.id)
+        self._threads[state.id] = (state, events)
+        self._events += len(events)
+        while self._events > self.limit and len(self._threads) > 1:
+            _, (_, gone) = self._threads.popitem(last=False)
+            self._events -= len(gone)
+
+    def pop(self, thread_id: str) -> None:
+        if (cached := self._threads.pop(thread_id, None)) is not None:
+            self._events -= len(cached[1])
+
+
 class ThreadLog:
     """Thread logs in Redis, with this process's cache of them.
 
@@ -323,6 +349,7 @@ class ThreadLog:
         redis: a client with ``decode_responses=True``.
         clock: the time of appends (the dedupe window, ``updated``) and leases.
         seen_ttl: how long (seconds) an inbound delivery key is remembered.
+        cache_events: how many events this process keeps in memory (``_Cache``).
     """
 
     def __init__(
@@ -331,13 +358,12 @@ class ThreadLog:
         clock: Clock,
         *,
         seen_ttl: float = 86400.0,
-        cache_size: int = 10_000,
+        cache_events: int = 50_000,
     ) -> None:
         self.redis = redis
         self.clock = clock
         self.seen_ttl = seen_ttl
         self._seen_ttl = repr(float(seen_ttl))  # as the wire would write it (``_time``)
-        self.cache_size = cache_size
         # The scripts of every step: sent together when many threads step at once.
         batcher = Batcher.for_client(redis)
         self._wire = batcher.wire  # reads too, on one Redis: no pool, no reply parsing
@@ -346,7 +372,7 @@ class ThreadLog:
         self._release = _RELEASE.bind(redis, batcher)
         self._renew = _RENEW.bind(redis, batcher)
         self._forget = _FORGET.bind(redis)
-        self._cache: OrderedDict[str, tuple[ThreadState, list[Event]]] = OrderedDict()
+        self._cache = _Cache(cache_events)
 
     # --- reading ------------------------------------------------------------------------------
 
@@ -410,7 +436,7 @@ class ThreadLog:
             extra_keys=[keys.channel_state(tid, c) for c in channels],
         )
         if int(done):
-            self._cache.pop(tid, None)
+            self._cache.pop(tid)
         return bool(int(done))
 
     async def meta(self, thread_id: str) -> dict[str, str]:
@@ -506,10 +532,7 @@ class ThreadLog:
     def _remember(self, state: ThreadState, events: list[Event]) -> None:
         if self.known(state.id) > state.version:
             return  # a newer read got there first
-        self._cache[state.id] = (state, events)
-        self._cache.move_to_end(state.id)
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        self._cache.put(state, events)
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -620,7 +643,7 @@ class ThreadLog:
             if int(length) < self.known(tid):
                 # Redis lost writes (a restart within its fsync window): the log
                 # is shorter than our copy, so our copy is no longer the truth.
-                self._cache.pop(tid, None)
+                self._cache.pop(tid)
             elif rest and self.known(tid) == state.version:
                 # What we missed came back with the refusal: the retry needs no read.
                 self._absorb(tid, rest[0], state.version)
@@ -631,7 +654,7 @@ class ThreadLog:
         if lease is not None and released:
             lease.held, lease.delivered = False, new.version
         if released and new.status in _FINISHED:
-            self._cache.pop(tid, None)
+            self._cache.pop(tid)
         elif cached and cached[0].version == state.version:
             # ``known`` is the whole log when ``prior`` was (the cache's, before the round trip)
             self._remember(new, known if len(prior) == state.version else [*cached[1], *events])
@@ -725,7 +748,7 @@ class ThreadLog:
         lease.held = False
         cached = self._cache.get(tid)
         if cached and cached[0].version == version and cached[0].status in _FINISHED:
-            del self._cache[tid]
+            self._cache.pop(tid)
         return True
 
     async def renew(self, leases: Sequence[Lease]) -> list[Lease]:

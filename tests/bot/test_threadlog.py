@@ -155,3 +155,23 @@ async def test_how_far_delivery_got_is_kept_across_appends_until_the_one_that_le
     assert await redis.hget(cursors, tid) is None  # type: ignore[misc]
     last = await worker.take(tid, "", "w1", 30_000)
     assert last is not None and last.lease.delivered == 5
+
+
+async def test_a_process_keeps_its_latest_threads_up_to_a_number_of_events(redis: Redis) -> None:
+    # Memory goes with events: one long conversation must not count as one short thread.
+    log = ThreadLog(redis, SystemClock(), cache_events=8)
+    said = [UserMessage(text=str(i), by=ANN) for i in range(4)]
+    short, other, long = ids.new_thread_id(), ids.new_thread_id(), ids.new_thread_id()
+    await log.append(ThreadState(id=short), said[:2])
+    await log.append(ThreadState(id=other), said[:3])
+    assert log.cached(short) and log.cached(other)
+
+    state = await log.append(ThreadState(id=long), said)
+    assert log.cached(short) is None  # 2 + 3 + 4 > 8: the least recently used goes
+    assert log.cached(other) and log.cached(long)
+    await log.append(state, said)  # 8 events in one thread now: it stays, the other goes
+    assert log.cached(other) is None and log.cached(long) is not None
+    assert [e.text for e in await log.events(short) if isinstance(e, UserMessage)] == ["0", "1"]
+
+    alone = ThreadLog(redis, SystemClock(), cache_events=1)  # still holds the thread in hand
+    assert (await alone.load(long)).version == 8 and alone.cached(long) is not None

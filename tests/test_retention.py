@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,12 @@ from redis.asyncio import Redis
 
 from bot.domain.audit import verify_chain
 from bot.domain.clock import ManualClock
+from bot.domain.events import Actor, Decision, Origin
+from bot.domain.reducer import Status
 from bot.storage import keys
 from bot.storage.archive import Archive
 from bot.storage.embedded import EmbeddedRedis
-from tests.harness import Harness
+from tests.harness import Harness, eventually
 from tests.harness import test_settings as settings_with
 from tests.test_cli import DEPLOY, cli
 
@@ -82,6 +85,55 @@ async def test_sweeping_twice_archives_once(h: Harness) -> None:
     assert await h.rt.retention.sweep() == 0  # nothing left: archived once
     assert (await h.api.get("/archive")).json()["total"] == 1
     assert (await h.api.get(f"/archive/{tid}")).status_code == 200
+
+
+async def test_a_serving_worker_steps_threads_while_it_archives_a_backlog(
+    h: Harness, redis: Redis
+) -> None:
+    """Past the age, thousands of threads may come due at once (the first day a deployment
+    reaches it, or the age lowered): archiving them takes seconds, and new work must not
+    wait behind it."""
+    clock = h.clock
+    assert isinstance(clock, ManualClock)
+    ann, bob, api = (
+        Actor(channel="api", id="ann"),
+        Actor(channel="api", id="bob"),
+        Origin(channel="api"),
+    )
+    backlog = [
+        (await h.rt.inbox.message(agent="deploy", text=DEPLOY["text"], by=ann, origin=api)).thread
+        for _ in range(200)
+    ]
+    await h.drain()
+    for thread in backlog:
+        (req,) = (await h.thread(thread.id)).open_requests()
+        await h.rt.decisions.decide(req.id, Decision.APPROVE, bob)
+    await h.drain()
+    clock.advance(8 * DAY)
+
+    async def left() -> int:
+        return int(await redis.exists(*[keys.log(t.id) for t in backlog]))
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(h.worker.run(stop))
+    try:
+        await eventually(lambda: _below(left, len(backlog)))  # the sweep has begun
+        new = await h.rt.inbox.message(agent="deploy", text=DEPLOY["text"], by=ann, origin=api)
+        await eventually(lambda: _is(h, new.thread.id, Status.AWAITING_APPROVAL), timeout=10)
+        assert await left() > 0  # stepped while the backlog was still being archived
+        await eventually(lambda: _below(left, 1), timeout=60)
+    finally:
+        stop.set()
+        await serving
+    assert (await h.api.get("/archive")).json()["total"] == len(backlog)
+
+
+async def _below(count: Callable[[], Awaitable[int]], limit: int) -> bool:
+    return await count() < limit
+
+
+async def _is(h: Harness, thread_id: str, status: Status) -> bool:
+    return (await h.thread(thread_id)).status is status
 
 
 async def test_old_audit_records_move_to_the_archive_and_still_export(

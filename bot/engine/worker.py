@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry.trace import SpanKind
 
@@ -69,7 +69,7 @@ class Worker:
         self.retention = retention
         self._swept = -float("inf")
         self._sweeping: asyncio.Task[None] | None = None
-        """A serving worker's retention sweep, beside its steps (``_retire``)."""
+        """A serving worker's retention sweep, beside its steps (``_chores``)."""
         self.loop = loop
         self.queue = queue
         self.timers = timers
@@ -96,13 +96,7 @@ class Worker:
         while not stop.is_set():
             # Paces the chores only: when a timer or retry is due is read from the clock.
             if time.monotonic() - last_chores >= 1.0:
-                # A failed chore is retried a second later; it must not end the worker.
-                try:
-                    await self._chores()
-                except StorageFailure as exc:
-                    log.warning("worker %s: chores failed: %r", self.queue.consumer, exc)
-                except Exception:
-                    log.exception("worker %s: chores failed", self.queue.consumer)
+                await self._survive("chores", self._chores())  # tried again a second later
                 last_chores = time.monotonic()
             free = self.concurrency - len(self._tasks)
             if free <= 0:
@@ -161,22 +155,24 @@ class Worker:
             if not serving:
                 await self.retention.sweep()
             elif self._sweeping is None or self._sweeping.done():
-                self._sweeping = asyncio.create_task(self._retire(self.retention))
+                # Beside the steps: with a backlog a sweep takes seconds (1.5 ms of CPU and
+                # an fsync a thread), and the queue is read meanwhile.
+                sweep = self._survive("retention sweep", self.retention.sweep())
+                self._sweeping = asyncio.create_task(sweep)
         if serving:
             for entry in await self.queue.reclaim(self.claim_idle_ms):
                 log.info("worker %s reclaimed %s", self.queue.consumer, entry.thread_id)
                 metrics.LEASE_RECLAIMS.inc()
                 self._start(entry)
 
-    async def _retire(self, retention: Retention) -> None:
-        """One retention sweep, beside the steps: with a backlog it takes seconds (about
-        1.5 ms of CPU and an fsync a thread), and the queue is read meanwhile."""
+    async def _survive(self, what: str, work: Awaitable[object]) -> None:
+        """Run ``work``, whose failure is logged and must not end the worker."""
         try:
-            await retention.sweep()
+            await work
         except StorageFailure as exc:
-            log.warning("worker %s: retention sweep failed: %r", self.queue.consumer, exc)
+            log.warning("worker %s: %s failed: %r", self.queue.consumer, what, exc)
         except Exception:
-            log.exception("worker %s: retention sweep failed", self.queue.consumer)
+            log.exception("worker %s: %s failed", self.queue.consumer, what)
 
     def _start(self, entry: Entry) -> None:
         # On the loop it serves on: ``asyncio.create_task`` looks it up on every call, which

@@ -122,16 +122,10 @@ async def run(
     """``cycles`` cycles, ``in_flight`` at a time: throughput, latency, CPU and Redis
     traffic per cycle."""
     lat: dict[str, list[float]] = {"suspend": [], "resume": []}
-    slots = asyncio.Semaphore(in_flight)
-
-    async def one() -> None:
-        async with slots:
-            await cycle(rt, waiter, lat)
-
     before = await traffic(nodes)
     cpu = CpuMeter({"redis": redis_pids}, own="process")
     t0 = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(cycles)))
+    await _many(lambda: cycle(rt, waiter, lat), cycles, in_flight)
     elapsed = time.perf_counter() - t0
     cpu_ms = cpu.ms_per(cycles)
     after = await traffic(nodes)
@@ -158,8 +152,29 @@ async def bytes_per_suspended(
     about twice as much."""
     already = keys.SHARDS * await compact_sorted_set_limit(nodes[0]) * 3 // 2
     await suspend(rt, waiter, already)
+    grown = await bytes_per_thread(nodes, n, lambda: suspend(rt, waiter, n))
+    return {"suspended_before": already, **grown}
+
+
+async def bytes_per_finished(
+    rt: Runtime, waiter: Waiter, nodes: Sequence[str], n: int
+) -> dict[str, Any]:
+    """As ``bytes_per_suspended``, per thread taken through the whole cycle: what a finished
+    thread holds until retention archives it (``RETAIN_FINISHED_DAYS``), its decision's
+    audit record included."""
+    already = keys.SHARDS * await compact_sorted_set_limit(nodes[0]) * 3 // 2
+    await finish(rt, waiter, already)
+    grown = await bytes_per_thread(nodes, n, lambda: finish(rt, waiter, n))
+    return {"finished_before": already, **grown}
+
+
+async def bytes_per_thread(
+    nodes: Sequence[str], n: int, add: Callable[[], Awaitable[None]]
+) -> dict[str, Any]:
+    """What ``add`` (``n`` threads) grows the servers by, per thread: ``used_memory``, and
+    each key family's ``MEMORY USAGE`` (exact, whatever the allocator)."""
     before, keys_before = await used_memory(nodes), await memory_by_family(nodes)
-    await suspend(rt, waiter, n)
+    await add()
     after, keys_after = await used_memory(nodes), await memory_by_family(nodes)
     grown = {
         name: round((used - keys_before.get(name, 0)) / n, 1)
@@ -167,7 +182,6 @@ async def bytes_per_suspended(
         if used != keys_before.get(name, 0)
     }
     return {
-        "suspended_before": already,
         "used_memory": round((after - before) / n, 1),
         "memory_usage": round(sum(grown.values()), 1),
         "by_key": grown,
@@ -176,13 +190,23 @@ async def bytes_per_suspended(
 
 async def suspend(rt: Runtime, waiter: Waiter, n: int, in_flight: int = 32) -> None:
     """Start ``n`` threads and leave each suspended for approval, ``in_flight`` at a time."""
+    await _many(lambda: start(rt, waiter), n, in_flight)
+
+
+async def finish(rt: Runtime, waiter: Waiter, n: int, in_flight: int = 32) -> None:
+    """Take ``n`` threads through the whole cycle, ``in_flight`` at a time."""
+    lat: dict[str, list[float]] = {"suspend": [], "resume": []}
+    await _many(lambda: cycle(rt, waiter, lat), n, in_flight)
+
+
+async def _many(one: Callable[[], Awaitable[object]], n: int, in_flight: int) -> None:
     slots = asyncio.Semaphore(in_flight)
 
-    async def one() -> None:
+    async def slot() -> None:
         async with slots:
-            await start(rt, waiter)
+            await one()
 
-    await asyncio.gather(*(one() for _ in range(n)))
+    await asyncio.gather(*(slot() for _ in range(n)))
 
 
 async def in_process(
@@ -219,6 +243,7 @@ async def in_process(
             "model": "offline",
             "sequential": await run(rt, waiter, max(cycles // 4, 100), 1, **on),
             "concurrent": await run(rt, waiter, cycles, in_flight, **on),
+            "redis_bytes_per_finished_thread": await bytes_per_finished(rt, waiter, nodes, 1000),
             "redis_bytes_per_suspended_thread": await bytes_per_suspended(rt, waiter, nodes, 1000),
         }
     finally:

@@ -147,10 +147,9 @@ def die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def own(pidfile: Path) -> None:
-    """Write down that this process starts the server of ``pidfile``, beside it
-    (``redis.owner``), before it starts: ``stop_stale`` tells the owner from init that
-    adopted an orphan by it, when both are process 1 (``greenlight run`` as a
-    container's first process)."""
+    """Write this process's pid beside ``pidfile`` (``redis.owner``) before it starts that
+    server. ``stop_stale`` reads it to tell the server's owner from an init that adopted an
+    orphan: both are process 1 when ``greenlight run`` is a container's first process."""
     _owner_file(pidfile).write_text(f"{os.getpid()}\n")
 
 

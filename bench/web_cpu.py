@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import tempfile
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import slack_events
+from bot.serve import run_loop
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.tokens import Tokens
 from tests.harness import TOKEN, Harness, test_settings
@@ -169,6 +171,7 @@ async def main(n: int, rounds: int, profile: str | None) -> dict[str, Any]:
                     slack_api_url=api.url,
                 )
                 async with Harness(server.url, settings=settings) as h:
+                    gc.freeze()  # as ``python -m bot web`` does once it is built (bot.serve)
                     tokens = await Scoped.make(h)
                     await cycle(h, 20, None)  # warm-up
                     await cycle(h, 20, None, tokens)
@@ -212,4 +215,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", default=None)
     ns = parser.parse_args()
-    print(json.dumps(asyncio.run(main(ns.requests, ns.rounds, ns.profile)), indent=2))
+
+    async def go() -> None:
+        print(json.dumps(await main(ns.requests, ns.rounds, ns.profile), indent=2))
+
+    run_loop(go())  # the event loop and collector settings the web process runs with

@@ -147,8 +147,9 @@ async def read_shared(waiting: Summaries, redis: Client, agents: Iterable[str]) 
 
     Open requests are counted from their summaries (agent and kind), which the process
     reads again only for the shards where something changed since its last scrape: no
-    thread is loaded, however many wait. Every agent and kind is reported, 0 included,
-    so a gauge falls to 0 instead of vanishing.
+    thread is loaded, however many wait, but to build, once, the summary of a request
+    opened before summaries were kept. Every agent and kind is reported, 0 included, so a
+    gauge falls to 0 instead of vanishing.
     """
     counts = {(agent, kind): 0 for agent in agents for kind in KINDS}
     for item in await waiting.waiting():

@@ -119,9 +119,7 @@ class Worker:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sweeping is not None:  # safe to cut: what it archived and kept is swept again
-            self._sweeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeping
+            await _cancel(self._sweeping)
         await self._stop_renewer()
         await self.queue.close()
         log.info("worker %s stopped", self.queue.consumer)
@@ -274,9 +272,17 @@ class Worker:
 
     async def _stop_renewer(self) -> None:
         if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+            await _cancel(self._renewer)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it ends. Unlike awaiting it with its cancellation
+    suppressed, a cancel of the caller meanwhile still ends the caller; an error the task
+    ended with is raised."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:

@@ -147,9 +147,10 @@ def die_with_parent(parent: int) -> Callable[[], None]:
 
 
 def own(pidfile: Path) -> None:
-    """Write this process's pid beside ``pidfile`` (``redis.owner``) before it starts that
-    server. ``stop_stale`` reads it to tell the server's owner from an init that adopted an
-    orphan: both are process 1 when ``greenlight run`` is a container's first process."""
+    """Write this process's pid beside ``pidfile`` (``redis.owner`` beside ``redis.pid``)
+    before it starts that server. ``stop_stale`` reads it to tell the server's owner from an
+    init that adopted an orphan: both are process 1 when ``greenlight run`` is a container's
+    first process."""
     _owner_file(pidfile).write_text(f"{os.getpid()}\n")
 
 
@@ -176,13 +177,13 @@ def stop_stale(pidfile: Path, port: int | None) -> None:
     # Both servers retitle themselves "...-server 127.0.0.1:PORT [cluster]". Matching the
     # port too spares another suite's server that happens to have reused the pid.
     title = f" {HOST}:{port} " if port else "-server "
-    if title.encode() not in cmdline:
-        return
+    if title.encode() not in cmdline or not _runs_in(pid, pidfile.parent):
+        return  # another server, which has the pid the file names: not this folder's
     # Its parent dies first and takes it along (die_with_parent), so a server whose parent
-    # lives still serves that process, unless that parent adopted it as an orphan (init,
-    # or a subreaper): the owner its starter wrote down (``own``) tells which.
+    # lives still serves that process. Unless that parent is init, which adopts orphans:
+    # then only the owner its starter wrote down (``own``) says that init started it.
     parent = _parent(pid)
-    if parent is not None and parent != os.getpid() and _is_owner(pidfile, parent):
+    if parent is not None and parent != os.getpid() and (parent != 1 or _owner(pidfile) == 1):
         raise ConfigError(
             f"{pidfile.parent} is in use by process {parent} (its Redis server is process "
             f"{pid}): stop that process first, give this one its own DATA_DIR, or share "
@@ -204,13 +205,21 @@ def _owner_file(pidfile: Path) -> Path:
     return pidfile.with_suffix(".owner")
 
 
-def _is_owner(pidfile: Path, parent: int) -> bool:
-    """Whether ``parent``, the live parent of ``pidfile``'s server, started it. Without the
-    owner written down (a server of an earlier version), any parent but init did."""
+def _owner(pidfile: Path) -> int | None:
+    """The process that started ``pidfile``'s server (``own``); None when not written down
+    (a server of an earlier version)."""
     try:
-        return int(_owner_file(pidfile).read_text().strip()) == parent
+        return int(_owner_file(pidfile).read_text().strip())
     except (OSError, ValueError):
-        return parent != 1
+        return None
+
+
+def _runs_in(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` works in ``folder``, as a server started there does (``--dir``)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") == str(folder.resolve())
+    except OSError:  # gone, or not ours to look at
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -770,7 +770,7 @@ _STATUSES = [status.value for status in Status]
 _FINISHED = {Status.DONE, Status.CANCELLED, Status.FAILED}
 """Threads let go of at these statuses leave this process's cache: nothing is left to step
 or deliver, so their events would only sit there. Kept, every finished thread's objects
-lived on until 10,000 others pushed them out, and the collector walked them again and again
+lived on until others pushed them out, and the collector walked them again and again
 (5 % of a worker's CPU with 32 cycles in flight, ``bench.cycles``). A person writing to one
 again costs one read of its whole log."""
 

@@ -175,3 +175,11 @@ async def test_a_process_keeps_its_latest_threads_up_to_a_number_of_events(redis
 
     alone = ThreadLog(redis, SystemClock(), cache_events=1)  # still holds the thread in hand
     assert (await alone.load(long)).version == 8 and alone.cached(long) is not None
+
+    # A thread that leaves the cache (archived, here) frees its events for the others.
+    log = ThreadLog(redis, SystemClock(), cache_events=8)
+    state = await log.load(long)
+    assert await log.forget(state, await log.meta(long), []) and log.cached(long) is None
+    third = await log.append(ThreadState(id=ids.new_thread_id()), said[:3])
+    assert (await log.load(short)).version + (await log.load(other)).version == 5
+    assert log.cached(short) and log.cached(other) and log.cached(third.id)  # 8 events

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from bot.storage.embedded import free_port
+from bot.storage.embedded import EmbeddedRedis, free_port, is_ours, stop_stale
 from tests.harness import DEMO_GROUPS
 from tests.scenarios.processes import wait_for
 
@@ -208,3 +208,67 @@ def test_a_second_bot_beside_one_that_is_process_1_is_refused(
     r = first.http.post("/threads", json={"agent": "deploy", "user": "ann",
                                           "text": "deploy api 1.4.2 to staging"})  # fmt: skip
     assert r.status_code == 201, r.text
+
+
+def test_a_pid_file_naming_another_folders_server_leaves_that_server_running(
+    tmp_path: Path,
+) -> None:
+    """A pid file a crash left can name a pid another server has since: it is not stopped."""
+    other = EmbeddedRedis(tmp_path / "other")
+    other.start()
+    try:
+        left = tmp_path / "left"
+        left.mkdir()
+        (left / "redis.pid").write_text(f"{other.process.pid if other.process else 0}\n")
+        stop_stale(left / "redis.pid", None)
+        assert other.process is not None and other.process.poll() is None
+        assert is_ours(other.port, other.process.pid)
+    finally:
+        other.stop()
+
+
+_ORPHAN = """
+import os, subprocess, sys, time
+from pathlib import Path
+from bot.storage.embedded import HOST, _alive, _parent, free_port, server_binary, stop_stale
+
+# Run as process 1 of its own PID namespace. A starter writes itself down as the owner
+# and dies without taking its server along (as if PR_SET_PDEATHSIG had failed): init, this
+# process, adopts the server.
+data = Path(sys.argv[1])
+start = (
+    "import os, subprocess, sys; from pathlib import Path; from bot.storage.embedded import own;"
+    "own(Path(sys.argv[1]) / 'redis.pid'); subprocess.Popen(sys.argv[2:]); os._exit(0)"
+)
+server = [server_binary(), "--bind", HOST, "--port", str(free_port()), "--dir", str(data),
+          "--pidfile", "redis.pid", "--logfile", "redis.log", "--save", "", "--appendonly", "no"]
+subprocess.run([sys.executable, "-c", start, str(data), *server], check=True)
+deadline = time.monotonic() + 10
+while not (data / "redis.pid").exists() and time.monotonic() < deadline:
+    time.sleep(0.02)
+pid = int((data / "redis.pid").read_text())
+print("adopted by", _parent(pid), flush=True)
+stop_stale(data / "redis.pid", None)
+print("stopped" if not _alive(pid) else "still running", flush=True)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not _namespaces_allowed(),
+    reason="needs PID namespaces (unshare, as root)",
+)
+def test_a_server_whose_starter_died_is_stopped_though_init_adopted_it(tmp_path: Path) -> None:
+    """The other side of the test above: init (process 1) adopted an orphan, and its
+    owner, written down, was another process: the server is stale, and stopped."""
+    data = tmp_path / "data"
+    data.mkdir()
+    container = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    done = subprocess.run(
+        [*container, sys.executable, "-c", _ORPHAN, str(data)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.stdout.split("\n")[:2] == ["adopted by 1", "stopped"], done.stdout + done.stderr

@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,25 @@ async def bytes_per_suspended(
     Measured over ``n`` threads suspended after enough others that every shard's sorted
     sets (its indexes and timers) are past the compact encoding Redis gives small sets:
     as they are once a deployment has a few thousand threads waiting, where an entry costs
-    about twice as much."""
+    about twice as much.
+
+    ``process_memory``: what this process allocated meanwhile and still holds, per thread
+    (``tracemalloc``): the suspended threads its cache keeps (``THREAD_CACHE_EVENTS``), and
+    a little that replaced entries of bounded caches (texts, key names) made before."""
     already = keys.SHARDS * await compact_sorted_set_limit(nodes[0]) * 3 // 2
     await suspend(rt, waiter, already)
-    grown = await bytes_per_thread(nodes, n, lambda: suspend(rt, waiter, n))
-    return {"suspended_before": already, **grown}
+    held: list[int] = []
+
+    async def traced() -> None:
+        gc.collect()
+        tracemalloc.start()
+        await suspend(rt, waiter, n)
+        gc.collect()
+        held.append(tracemalloc.get_traced_memory()[0])
+        tracemalloc.stop()
+
+    grown = await bytes_per_thread(nodes, n, traced)
+    return {"suspended_before": already, **grown, "process_memory": round(held[0] / n, 1)}
 
 
 async def bytes_per_finished(

@@ -38,6 +38,7 @@ from bench import web_workers
 from bench.measure import (
     CpuMeter,
     compact_sorted_set_limit,
+    idle_polling,
     load_average,
     memory_by_family,
     percentiles,
@@ -337,6 +338,7 @@ async def main(cycles: int, in_flight: int, only: Sequence[str]) -> dict[str, An
     figures["machine"] = {
         "cpus": os.cpu_count(),
         "load_average": {"before": before, "after": load_average()},
+        "idle": idle_polling(),
     }
     return figures
 

@@ -148,3 +148,21 @@ async def server_version(url: str) -> str:
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages: how busy the shared machine was."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def idle_polling() -> dict[str, str | int]:
+    """How an idle core waits here: the cpuidle driver, and how long a VM guest polls
+    before it halts (``guest_halt_poll_ns``), where Linux says.
+
+    This decides what latency one cycle at a time shows on a VM: each round trip to
+    Redis wakes an idle core, and a guest that halts at once (0 ns) pays tens of
+    microseconds per wake-up that one that polls first does not.
+    """
+    found: dict[str, str | int] = {}
+    driver = Path("/sys/devices/system/cpu/cpuidle/current_driver")
+    if driver.exists():
+        found["cpuidle_driver"] = driver.read_text().strip()
+    poll = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    if poll.exists():
+        found["guest_halt_poll_ns"] = int(poll.read_text())
+    return found

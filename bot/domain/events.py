@@ -273,7 +273,15 @@ class ToolStarted(_Base):
     type: Literal["tool_started"] = "tool_started"
     call_id: str
     idempotency_key: str
+    """What the tool receives to recognise a run again: ``started_key``."""
     args: dict[str, Any]
+    """The arguments it runs with: its call's, or an approver's edit of them."""
+
+
+def started_key(thread_id: str, call_id: str) -> str:
+    """The idempotency key a tool receives for call ``call_id`` of thread ``thread_id``:
+    the same in every run of that call, whichever worker runs it."""
+    return f"{thread_id}:{call_id}"
 
 
 class ToolResult(_Base):
@@ -393,7 +401,9 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     (``_speaker``); an approval request's ``tool`` and ``args`` when they are those of
     the call it asks about, that call's id when it is the event just before, and its
     ``args_hash`` when it is that of its ``args``; a call's ``turn`` when the call names
-    it (the turn's first call).
+    it (the turn's first call); a tool's start's ``args`` when they are those of its call
+    (no approver edited them), and its ``idempotency_key`` when it is the one its thread
+    and call make (``started_key``).
     ``thread_id``: its thread, which a request id that names it is stored without
     (``.r1a2b3c4d``).
 
@@ -422,6 +432,11 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
             exclude.add("by")
     elif type(event) is ToolCall and event.turn == event.call_id:
         exclude.add("turn")
+    elif type(event) is ToolStarted:
+        if (call := _call(after, event.call_id)) is not None and call[1] == event.args:
+            exclude.add("args")
+        if thread_id and event.idempotency_key == started_key(thread_id, event.call_id):
+            exclude.add("idempotency_key")
     # ``model_dump_json`` without its wrapper (its keyword handling costs a fifth of the dump).
     body = event.__pydantic_serializer__.to_json(
         event, exclude_defaults=True, exclude=exclude
@@ -483,6 +498,7 @@ _TYPES = {code.encode(): name.encode() for name, code in _CODES.items()}
 
 _FROM_CALL = {"tool", "args"}
 _ASKED = b'{"type":"approval_requested"'
+_STARTED = b'{"type":"tool_started"'
 _SAID = b'{"type":"user_message"'
 _SHORT_REQUEST = b'"request_id":".'
 _LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?(?:"id":"[^"]*",)?(?:"at":[-+.\deE]+,)?)"p":')
@@ -565,8 +581,10 @@ def from_log(
     for raw in raws:
         data = _named(raw.encode() if isinstance(raw, str) else raw)
         # In a user message, the only object is ``by``: a key "by" is that one.
+        # A tool's start by its type alone: its arguments may hold any key.
         if (
             data.startswith(_ASKED)
+            or data.startswith(_STARTED)
             or (data.startswith(_SAID) and b'"by":' not in data)
             or _SHORT_REQUEST in data
         ):
@@ -598,6 +616,17 @@ def _filled(fields: dict[str, Any], before: Sequence[Event], thread_id: str) -> 
         if call is None:
             raise ValueError(f"an approval request names no call of its thread: {fields!r}")
         fields["tool"], fields["args"] = call
+    if kind == "tool_started":
+        call_id = str(fields.get("call_id"))
+        if "args" not in fields:
+            call = _call(before, call_id)
+            if call is None:
+                raise ValueError(f"a tool's start names no call of its thread: {fields!r}")
+            fields["args"] = call[1]
+        if "idempotency_key" not in fields:
+            if not thread_id:
+                raise ValueError(f"a tool's start read without its thread: {fields!r}")
+            fields["idempotency_key"] = started_key(thread_id, call_id)
     who = {"approval_requested": "requester", "user_message": "by"}.get(str(kind))
     if who is not None and who not in fields:
         speaker = _speaker(before)

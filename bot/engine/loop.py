@@ -39,6 +39,7 @@ from bot.domain.events import (
     Urgency,
     UserMessage,
     new_id,
+    started_key,
 )
 from bot.domain.ids import new_request_id
 from bot.domain.model import Model, ModelCall, ModelRequest, ModelTurn
@@ -280,7 +281,7 @@ class Loop:
             # Recorded before it runs (invariant 6); ``step`` runs it once this lands.
             return [_start(s, call)]
         # Idempotent and cut mid-run: run it again with the same key.
-        return [await _run(tool, call.args, ToolContext(s.id, call_id, _key(s, call)))]
+        return [await _run(tool, call.args, ToolContext(s.id, call_id, started_key(s.id, call_id)))]
 
     async def _run(self, s: ThreadState, started: ToolStarted) -> ThreadState:
         """Run the tool whose start was just recorded, and record its result."""
@@ -392,13 +393,9 @@ class Loop:
         )
 
 
-def _key(s: ThreadState, call: Call) -> str:
-    """The idempotency key a tool receives for this call."""
-    return f"{s.id}:{call.asked.call_id}"
-
-
 def _start(s: ThreadState, call: Call) -> ToolStarted:
-    return ToolStarted(call_id=call.asked.call_id, idempotency_key=_key(s, call), args=call.args)
+    key = started_key(s.id, call.asked.call_id)
+    return ToolStarted(call_id=call.asked.call_id, idempotency_key=key, args=call.args)
 
 
 def _due(opened: list[Request], now: float) -> Iterator[tuple[Request, float | None]]:

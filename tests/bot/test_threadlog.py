@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 
 from bot.domain import ids
 from bot.domain.clock import ManualClock, SystemClock
-from bot.domain.events import Actor, Origin, UserMessage
+from bot.domain.events import Actor, Origin, ToolCall, ToolStarted, UserMessage, started_key
 from bot.domain.reducer import Status, ThreadState
 from bot.runtime import build_runtime
 from bot.storage import keys
@@ -44,6 +44,23 @@ async def test_two_processes_see_each_others_appends(redis: Redis) -> None:
     await web.append(first, [UserMessage(text="b", by=ANN)])
     assert (await worker.load(tid)).version == 2
     assert [e.text for e in await worker.events(tid) if isinstance(e, UserMessage)] == ["a", "b"]
+
+
+async def test_a_tools_start_is_stored_without_what_its_call_says_and_read_back_whole(
+    redis: Redis,
+) -> None:
+    worker, other = ThreadLog(redis, SystemClock()), ThreadLog(redis, SystemClock())
+    tid = ids.new_thread_id()
+    call = ToolCall(call_id="call_1", tool="deploy", args={"service": "api"})
+    state = await worker.append(ThreadState(id=tid), [UserMessage(text="a", by=ANN), call])
+    key = started_key(tid, "call_1")
+    await worker.append(state, [ToolStarted(call_id="call_1", idempotency_key=key, args=call.args)])
+    stored = await redis.lindex(keys.log(tid), -1)  # type: ignore[misc]
+    assert '"call_id":"call_1"' in stored and '"args"' not in stored and key not in stored
+    # Another process, which has none of it cached, reads the whole start back.
+    started = (await other.events(tid))[-1]
+    assert isinstance(started, ToolStarted)
+    assert (started.args, started.idempotency_key) == ({"service": "api"}, key)
 
 
 async def test_a_take_appends_what_follows_only_while_it_holds_the_lease(redis: Redis) -> None:

@@ -20,11 +20,13 @@ from bot.domain.events import (
     Resumed,
     ThreadCreated,
     ToolCall,
+    ToolStarted,
     UserMessage,
     args_hash,
     from_json,
     from_log,
     record,
+    started_key,
     stored_id,
     stored_type,
 )
@@ -257,3 +259,50 @@ def test_an_approval_request_made_without_a_hash_carries_its_arguments_hash() ->
     assert '"args_hash"' not in raw
     assert from_log([raw], before=[call]) == [asked]
     assert '"args_hash":"h"' in to_json(to_approval(call, at=9.0), after=[call])
+
+
+def test_a_tools_start_leaves_out_the_arguments_and_key_its_call_and_thread_make() -> None:
+    call = ToolCall(call_id="call_1", tool="deploy", args={"service": "api"}, at=9.0)
+    started = ToolStarted(
+        call_id="call_1", idempotency_key=started_key("th_x", "call_1"), args=call.args, at=9.5
+    )
+    raw = to_json(started, after=[call], thread_id="th_x")
+    assert '"args"' not in raw and '"idempotency_key"' not in raw
+    assert from_log([raw], before=[call], thread_id="th_x") == [started]
+    assert from_log([to_json(call), raw], thread_id="th_x") == [call, started]
+    # Read without what it leaves out: a named error, not a start with no arguments.
+    with pytest.raises(ValueError, match="names no call"):
+        from_log([raw], thread_id="th_x")
+    with pytest.raises(ValueError, match="without its thread"):
+        from_log([raw], before=[call])
+
+
+def test_a_tools_start_keeps_what_its_call_and_thread_do_not_say() -> None:
+    call = ToolCall(call_id="call_1", tool="deploy", args={"service": "api"}, at=9.0)
+    # An approver's edit, a key of its own (another thread's), and arguments that hold
+    # the start's own field names: each stored, and read back as it was.
+    edited = ToolStarted(
+        call_id="call_1",
+        idempotency_key=started_key("th_x", "call_1"),
+        args={"service": "web", "idempotency_key": "k", "args": {}},
+        at=9.5,
+    )
+    raw = to_json(edited, after=[call], thread_id="th_x")
+    assert '"args":{"service":"web"' in raw and '"idempotency_key":"th_x:' not in raw
+    assert from_log([raw], before=[call], thread_id="th_x") == [edited]
+    other_key = ToolStarted(call_id="call_1", idempotency_key="th_y:call_1", args=call.args)
+    raw = to_json(other_key, after=[call], thread_id="th_x")
+    assert '"idempotency_key":"th_y:call_1"' in raw and '"args"' not in raw
+    assert from_log([raw], before=[call], thread_id="th_x") == [other_key]
+    # Stored with no thread named, or before this shape: every field is there.
+    whole = to_json(edited.model_copy(update={"args": call.args}), after=[call])
+    assert '"idempotency_key"' in whole and '"args"' not in whole
+    (old,) = from_log(
+        [
+            '{"type":"tool_started","v":1,"id":"ev_1","at":9.5,"call_id":"call_1",'
+            '"idempotency_key":"th_x:call_1","args":{"service":"api"}}'
+        ],
+        thread_id="th_x",
+    )
+    assert isinstance(old, ToolStarted) and old.args == {"service": "api"}
+    assert old.idempotency_key == "th_x:call_1" and old.id == "ev_1"

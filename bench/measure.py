@@ -151,8 +151,8 @@ def load_average() -> list[float]:
 
 
 def idle_polling() -> dict[str, str | int]:
-    """How an idle core waits here: the cpuidle driver, and how long a VM guest polls
-    before it halts (``guest_halt_poll_ns``), where Linux says.
+    """How an idle core waits here: the cpuidle driver, and the longest a VM guest polls
+    before it halts (the haltpoll governor's ``guest_halt_poll_ns``), where Linux says.
 
     This decides what latency one cycle at a time shows on a VM: each round trip to
     Redis wakes an idle core, and a guest that halts at once (0 ns) pays tens of

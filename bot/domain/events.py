@@ -14,6 +14,7 @@ from enum import StrEnum
 from functools import cached_property, partial
 from typing import Annotated, Any, Literal
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from bot.domain import ids
@@ -403,7 +404,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     ``args_hash`` when it is that of its ``args``; a call's ``turn`` when the call names
     it (the turn's first call); a tool's start's ``args`` when they are those of its call
     (no approver edited them), and its ``idempotency_key`` when it is the one its thread
-    and call make (``started_key``).
+    and call make (``started_key``). Arguments count as the call's only when they are
+    stored the same (``_same_args``).
     ``thread_id``: its thread, which a request id that names it is stored without
     (``.r1a2b3c4d``).
 
@@ -419,7 +421,8 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     # ``type(...) is``, not ``isinstance``: on a pydantic class, an ``isinstance`` that
     # fails is an ABC check (microseconds), and most events are none of these.
     if type(event) is ApprovalRequested:
-        if _call(after, event.call_id) == (event.tool, event.args):
+        call = _call(after, event.call_id)
+        if call is not None and call[0] == event.tool and _same_args(call[1], event.args):
             exclude |= _FROM_CALL
         if after and type(last := after[-1]) is ToolCall and last.call_id == event.call_id:
             exclude.add("call_id")
@@ -433,7 +436,7 @@ def to_json(event: Event, *, after: Sequence[Event] = (), thread_id: str = "") -
     elif type(event) is ToolCall and event.turn == event.call_id:
         exclude.add("turn")
     elif type(event) is ToolStarted:
-        if (call := _call(after, event.call_id)) is not None and call[1] == event.args:
+        if (call := _call(after, event.call_id)) is not None and _same_args(call[1], event.args):
             exclude.add("args")
         if thread_id and event.idempotency_key == started_key(thread_id, event.call_id):
             exclude.add("idempotency_key")
@@ -505,6 +508,13 @@ _LINK = re.compile(rb'^(\{"type":"\w+",(?:"v":\d+,)?(?:"id":"[^"]*",)?(?:"at":[-
 """Where ``to_json`` puts the link it stores as ``p``, in the shapes stored now and before."""
 
 
+def _same_args(stored: dict[str, Any], these: dict[str, Any]) -> bool:
+    """Whether ``these`` arguments are stored exactly as ``stored`` ones are: Python's
+    ``==`` holds between ``1``, ``1.0`` and ``True``, and between dicts in another order,
+    which JSON tells apart, so the one read back in their place would not be these."""
+    return stored == these and pydantic_core.to_json(stored) == pydantic_core.to_json(these)
+
+
 def _call(events: Sequence[Event], call_id: str) -> tuple[str, dict[str, Any]] | None:
     """The tool and arguments of call ``call_id`` among ``events``, the latest first."""
     for event in reversed(events):
@@ -530,7 +540,8 @@ def _spoke_last(events: Sequence[Event], actor: Actor) -> bool:
 
 
 def from_json(raw: str | bytes) -> Event:
-    """Parse one stored event on its own (one of a log: ``from_log``)."""
+    """Parse one event stored whole, on its own. One of a log, which may leave out what
+    the events before it say, is read with ``from_log``."""
     return _with_id(EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw)), raw)
 
 

@@ -290,6 +290,15 @@ def test_a_tools_start_keeps_what_its_call_and_thread_do_not_say() -> None:
     raw = to_json(edited, after=[call], thread_id="th_x")
     assert '"args":{"service":"web"' in raw and '"idempotency_key":"th_x:' not in raw
     assert from_log([raw], before=[call], thread_id="th_x") == [edited]
+    # Equal in Python, not as stored: 1, 1.0 and True; the same keys in another order.
+    numbers = ToolCall(call_id="call_2", tool="pay", args={"n": 1, "ok": True}, at=9.0)
+    for args in ({"n": 1.0, "ok": True}, {"n": 1, "ok": 1}, {"ok": True, "n": 1}):
+        start = ToolStarted(
+            call_id="call_2", idempotency_key=started_key("th_x", "call_2"), args=args
+        )
+        raw = to_json(start, after=[numbers], thread_id="th_x")
+        (back,) = from_log([raw], before=[numbers], thread_id="th_x")
+        assert isinstance(back, ToolStarted) and json.dumps(back.args) == json.dumps(args)
     other_key = ToolStarted(call_id="call_1", idempotency_key="th_y:call_1", args=call.args)
     raw = to_json(other_key, after=[call], thread_id="th_x")
     assert '"idempotency_key":"th_y:call_1"' in raw and '"args"' not in raw

@@ -10,6 +10,7 @@ from typing import Any
 from bot.domain.events import stored_id
 from bot.domain.hashing import chain_hash
 from bot.storage import keys
+from bot.storage.audit import from_stored_record
 from tests.harness import Harness
 from tests.test_cli import DEPLOY, cli, h, open_request, thread_status
 
@@ -73,3 +74,15 @@ async def test_export_rows_match_the_decisions_taken(h: Harness) -> None:
     assert got.exit_code == 0 and got.stdout == ""
     lines = (await cli(h, "audit", "export")).stdout.splitlines()
     assert [json.loads(line)["thread"] for line in lines] == [approved, rejected]
+
+
+async def test_redis_keeps_a_record_short_and_every_reader_gets_it_whole(h: Harness) -> None:
+    tid, req = await decided(h, "approve")
+    (stored,) = [
+        fields["r"] for s in range(keys.SHARDS) for _, fields in await h.redis.xrange(keys.audit(s))
+    ]
+    assert stored.startswith("[") and tid + '"' not in stored and '"by_id"' not in stored
+    (record,) = (await h.api.get("/audit")).json()["items"]
+    assert record == from_stored_record(stored)
+    assert (record["thread"], record["request"], record["kind"]) == (tid, req["id"], "decision")
+    assert (record["by"], record["by_id"], record["channel"]) == ("bob", "api:bob", "api")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.storage.audit import from_stored_record
+
 
 @dataclass(frozen=True)
 class Archived:
@@ -73,7 +75,7 @@ class Archive:
             record
             for path in sorted(self.root.glob("audit/*/*.jsonl"))
             for line in path.read_text(encoding="utf-8").splitlines()
-            if since <= (record := json.loads(line))["at"] <= until
+            if since <= (record := from_stored_record(line))["at"] <= until
         ]
         return sorted(found, key=lambda r: float(r["at"]))
 

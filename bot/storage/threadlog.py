@@ -42,9 +42,8 @@ from bot.domain.events import Event, from_log, record
 from bot.domain.hashing import chain_hash
 from bot.domain.reducer import Status, ThreadState, reduce
 from bot.storage import keys
-from bot.storage.audit import RECORD
+from bot.storage.audit import RECORD, to_stored_record
 from bot.storage.connection import Client
-from bot.storage.encoding import to_compact_json
 from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys, summaries
 from bot.storage.queue import ACK, ENQUEUE
 from bot.storage.script import Batcher, Script
@@ -594,7 +593,7 @@ class ThreadLog:
             )
             stored.append(raw)
             if (decided := to_record(tid, event, head)) is not None:
-                audit.append(to_compact_json(decided))
+                audit.append(to_stored_record(decided))
         new = reduce(state, *events)
         opened = new.open_requests()
         before = {r.id for r in state.open_requests()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -153,3 +154,30 @@ async def test_old_audit_records_move_to_the_archive_and_still_export(
     assert got.exit_code == 0, got.output
     (line,) = got.stdout.splitlines()
     assert line and tid in line and record["hash"] in line
+
+
+async def test_records_of_both_shapes_read_back_whole_from_redis_and_from_the_archive(
+    h: Harness, redis: Redis
+) -> None:
+    clock = h.clock
+    assert isinstance(clock, ManualClock)
+    tid = await finished(h)
+    (new,) = (await h.api.get("/audit")).json()["items"]
+    other = "th_0000000000000000000a"
+    old = new | {  # as records were stored before: a whole JSON object
+        "at": new["at"] + 1,
+        "thread": other,
+        "request": f"{other}.r00000001",
+        "by": "Bob Example",
+        "event": "ev_0123456789abcdef0123",
+    }
+    await redis.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(old)})
+    assert (await h.api.get("/audit")).json()["items"] == [new, old]
+
+    clock.advance(8 * DAY)
+    assert h.rt.retention is not None
+    await h.rt.retention.sweep()
+    assert sum([await redis.xlen(keys.audit(s)) for s in range(keys.SHARDS)]) == 0
+    got = await cli(h, "audit", "export")
+    assert got.exit_code == 0, got.output
+    assert [json.loads(line) for line in got.stdout.splitlines()] == [new, old]

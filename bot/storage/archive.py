@@ -6,6 +6,10 @@ stored them, so the hash chain still verifies. A file is written whole to a
 temporary name and renamed, so a reader never sees half of one; writing the
 same thread again replaces it. Web and worker processes must see the same
 folder (a shared volume when they run on several machines).
+
+``ARCHIVE_DIR/audit/<YYYY-MM>/<shard>-<first entry>.jsonl`` holds audit records moved
+out of Redis, a line each, exactly as their stream stored them (JSON arrays, or objects
+stored before): ``bot.storage.audit.from_stored_record`` reads either whole.
 """
 
 from __future__ import annotations

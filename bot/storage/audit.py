@@ -41,7 +41,8 @@ _STORED = (
     "channel",
 )
 """A record is stored as a JSON array of its fields in this order, without the nulls at
-the end. Never reorder or change one: append new fields."""
+the end. Never reorder or change one: append new fields (a reader leaves out those it
+does not know)."""
 
 _WHOLE = (
     "at",
@@ -64,7 +65,9 @@ _KINDS = {"approve": "decision", "reject": "decision", "answered": "answer", "ex
 
 def _derived(record: dict[str, Any]) -> dict[str, Any]:
     """What a record's other fields say of its ``by``, ``thread``, ``event``, ``kind`` and
-    ``channel``: stored as null when that is what they hold."""
+    ``channel``: stored as null when that is what they hold. (None of these is ever None
+    where the others say otherwise: ``to_record`` gives each a value, and ``by`` is None
+    only with ``by_id``.) The fields this reads are never stored as null in their place."""
     by_id = record["by_id"]
     channel, _, person = by_id.partition(":") if by_id is not None else ("system", "", None)
     return {
@@ -95,7 +98,8 @@ def from_stored_record(raw: str | bytes) -> dict[str, Any]:
     stored = json.loads(raw)
     if isinstance(stored, dict):
         return stored
-    record = dict(zip(_STORED, stored + [None] * (len(_STORED) - len(stored)), strict=True))
+    values = stored[: len(_STORED)] + [None] * (len(_STORED) - len(stored))
+    record = dict(zip(_STORED, values, strict=True))
     for name, value in _derived(record).items():
         if record[name] is None:
             record[name] = value

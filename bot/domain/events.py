@@ -539,12 +539,6 @@ def _spoke_last(events: Sequence[Event], actor: Actor) -> bool:
     return speaker is actor or speaker == actor
 
 
-def from_json(raw: str | bytes) -> Event:
-    """Parse one event stored whole, on its own. One of a log, which may leave out what
-    the events before it say, is read with ``from_log``."""
-    return _with_id(EVENT.validate_json(_named(raw.encode() if isinstance(raw, str) else raw)), raw)
-
-
 def stored_type(raw: str | bytes) -> str:
     """The type of a stored event, whichever shape it was stored in, without parsing it."""
     code, _ = _type_of(raw.encode() if isinstance(raw, str) else raw)

@@ -104,6 +104,14 @@ class Request:
     def is_open(self) -> bool:
         return self.status is RequestStatus.OPEN
 
+    @property
+    def arguments(self) -> dict[str, object]:
+        """The arguments up for approval: those asked, or an approver's edit of them,
+        which may be ``{}`` (a question's: none)."""
+        if self.args is not None:
+            return self.args
+        return self.asked.args if isinstance(self.asked, ApprovalRequested) else {}
+
     def approvals(self) -> list[ApprovalDecision]:
         """Approvals that count: for the current arguments, one per person."""
         seen: set[str] = set()
@@ -437,7 +445,7 @@ def _apply_vote(s: ThreadState, e: ApprovalDecision) -> None:
         req.status, req.closed_at = RequestStatus.APPROVED, e.at
         req.closed_by = [v.by for v in approvals]
         req.reason = e.reason
-        call.status, call.args = CallStatus.READY, dict(req.args or {})
+        call.status, call.args = CallStatus.READY, dict(req.arguments)
 
 
 _CHANGES: dict[type[Event], Callable[[ThreadState, Any], None]] = {

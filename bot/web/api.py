@@ -175,9 +175,7 @@ async def create_thread(
     """Start a thread with an agent (200 with the same thread on a retried key)."""
     rt, who = runtime_of(request), caller_of(request)
     idempotency_key = idempotency_key_of(request)
-    if body.callback_url is not None:
-        private = request.app.state.refuse_private_callbacks
-        await callbacks.check(body.callback_url, refuse_private=private)
+    await callbacks.check_for(request, body.callback_url)
     got = await _once(
         idempotency_key,
         rt.inbox.message(

@@ -41,6 +41,7 @@ from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, bounded, check, check_schema
 from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
+from bot.web import callbacks
 from bot.web.api import IDEMPOTENCY_KEY, ApiRoute, idempotency_key_of, owned_key, runtime_of
 from bot.web.schemas import ActorOut, error_responses
 from bot.web.scopes import Caller, caller_of, scope
@@ -186,7 +187,7 @@ class ApprovalOut(BaseModel):
             status=r.status.value,
             decision=decided.get(r.status),
             tool=a.tool,
-            arguments=dict(r.args or a.args),
+            arguments=dict(r.arguments),
             edited=(r.args_hash or a.args_hash) != a.args_hash,
             args_hash=r.args_hash or a.args_hash,
             summary=a.reason,
@@ -283,6 +284,7 @@ async def ask_approval(
     rt, who = runtime_of(request), caller_of(request)
     idempotency_key = idempotency_key_of(request)
     policy = _policy(rt, body)
+    await callbacks.check_for(request, body.callback_url)
     if body.arguments_schema is not None:
         check_schema(body.arguments_schema, "arguments_schema")
         check(body.arguments_schema, body.arguments, "arguments do not match arguments_schema")
@@ -357,6 +359,7 @@ async def ask_question(
             raise InvalidInputError("answer_schema is for format free_text (a typed answer)")
         check_schema(body.answer_schema, "answer_schema")
     answerers = _people(rt, body.answerers, "answerers") if body.answerers else []
+    await callbacks.check_for(request, body.callback_url)
     requester = _requester(who, body)
 
     def make(tid: str) -> list[Event]:

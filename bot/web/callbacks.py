@@ -1,4 +1,5 @@
-"""Callback URLs checked when a thread is created: a real http(s) URL, and optionally public.
+"""Callback URLs checked when a thread or request is created: a real http(s) URL, and
+optionally public.
 
 ``CALLBACK_URL_REFUSE_PRIVATE=true`` refuses hosts that resolve to private,
 loopback, link-local or otherwise non-global addresses, so an API client cannot
@@ -12,6 +13,8 @@ import asyncio
 import ipaddress
 import socket
 from urllib.parse import urlsplit
+
+from starlette.requests import Request
 
 from bot.domain.errors import InvalidInputError
 
@@ -56,6 +59,17 @@ async def check(url: str, *, refuse_private: bool) -> None:
                 "CALLBACK_URL_REFUSE_PRIVATE is on",
                 field="callback_url",
             )
+
+
+async def check_for(request: Request, url: str | None) -> None:
+    """``check`` the ``callback_url`` a request to the API names, if any, as the app is set
+    to (``CALLBACK_URL_REFUSE_PRIVATE``): every route that takes one calls this.
+
+    Raises:
+        InvalidInputError: naming the URL's problem.
+    """
+    if url is not None:
+        await check(url, refuse_private=request.app.state.refuse_private_callbacks)
 
 
 async def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -278,7 +278,7 @@ async def _request_page(
         context["args"] = display.to_args(asked.args, req.args if req.args != asked.args else None)
         schema = args_schema(rt, state, req)
         if schema is not None:
-            value, errors = edit if edit is not None else (req.args or asked.args, {})
+            value, errors = edit if edit is not None else (req.arguments, {})
             context["edit_fields"] = forms.to_inputs(schema, value, errors, prefix="arg")
     else:
         context["format"] = asked.format.value if asked.answer_schema is None else "typed"

@@ -109,7 +109,7 @@ def approval_card(
         RequestStatus.EXPIRED: "Expired",
         RequestStatus.CANCELLED: "Cancelled",
     }.get(req.status, req.status.value.capitalize())
-    args = dict(req.args if req.args is not None else asked.args)
+    args = dict(req.arguments)
     fields, cut_short = _fields(args)
     intro = f"The *{escape(info.agent)}* agent wants to run *{escape(asked.tool)}*."
     intro += f"\nAsked by {who(asked.requester)}"
@@ -234,7 +234,7 @@ def _approval_buttons(req: Request, asked: ApprovalRequested, cut_short: bool) -
     if asked.risky:
         approve["confirm"] = {
             "title": _plain(cut(f"Approve {asked.tool}?", 100)),
-            "text": _plain(to_call(asked.tool, req.args or asked.args, limit=300)),
+            "text": _plain(to_call(asked.tool, req.arguments, limit=300)),
             "confirm": _plain("Approve"),
             "deny": _plain("Cancel"),
             "style": "primary",

@@ -59,7 +59,7 @@ def reject_modal(req: Request, asked: ApprovalRequested) -> Block:
 
 def edit_modal(req: Request, asked: ApprovalRequested) -> Block:
     """One input per argument (strings as they are, the rest as JSON), or one JSON input."""
-    args = dict(req.args if req.args is not None else asked.args)
+    args = dict(req.arguments)
     strings = sorted(k for k, v in args.items() if isinstance(v, str))
     meta = to_value(r=req.id, h=req.args_hash or asked.args_hash, m="fields", s=strings)
     shown = {k: to_shown(v) for k, v in args.items()}
@@ -95,9 +95,7 @@ def edit_modal(req: Request, asked: ApprovalRequested) -> Block:
 
 def args_modal(req: Request, asked: ApprovalRequested) -> Block:
     """The whole arguments, pretty JSON in as many sections as it takes."""
-    whole = json.dumps(
-        req.args if req.args is not None else asked.args, indent=2, ensure_ascii=False, default=str
-    )
+    whole = json.dumps(req.arguments, indent=2, ensure_ascii=False, default=str)
     # Escaped before it is split: escaping can make it five times longer.
     chunks = to_pieces(escape(whole), INPUT_MAX - len("``````"))
     blocks = [_section(f"```{c}```") for c in chunks[: BLOCKS_MAX - 1]]

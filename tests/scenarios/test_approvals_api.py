@@ -197,6 +197,17 @@ async def test_edited_arguments_are_validated_against_the_schema(h: Harness) -> 
     assert out["votes"][0]["edited"]
 
 
+async def test_arguments_edited_down_to_none_are_what_the_agent_gets(h: Harness) -> None:
+    # An approver may remove every argument the schema does not require: the agent must
+    # run without them, not with the ones asked.
+    optional = {"type": "object", "properties": {"force": {"type": "boolean"}}}
+    asked = await ask(h, deploy(arguments={"force": True}, arguments_schema=optional))
+    decided = await decide(h, asked["id"], "bob", edited_args={})
+    assert decided.status_code == 200, decided.text
+    out = (await h.api.get(f"/approvals/{asked['id']}", params={"wait": 1})).json()
+    assert (out["status"], out["edited"], out["arguments"]) == ("approved", True, {})
+
+
 async def test_bad_requests_are_refused_naming_what_is_wrong(h: Harness) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         (deploy(policy="nightly"), "unknown policy 'nightly'"),

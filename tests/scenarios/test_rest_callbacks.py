@@ -1,5 +1,5 @@
-"""``callback_url`` on POST /threads: a real http(s) URL; with CALLBACK_URL_REFUSE_PRIVATE,
-a public one. Refused URLs change nothing."""
+"""``callback_url`` on POST /threads, /approvals and /questions: a real http(s) URL; with
+CALLBACK_URL_REFUSE_PRIVATE, a public one. Refused URLs change nothing."""
 
 from __future__ import annotations
 
@@ -10,6 +10,13 @@ from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
 from tests.harness import test_settings as make_settings
 from tests.scenarios.test_rest import DEPLOY, assert_error, snapshot
+
+BODIES = {
+    "/threads": DEPLOY,
+    "/approvals": {"tool": "deploy", "summary": "ship", "policy": {"approvers": ["bob"]}},
+    "/questions": {"question": "Which region?"},
+}
+"""Every route that takes a ``callback_url``, with a body it accepts."""
 
 NOT_URLS = [
     "not a url",
@@ -38,32 +45,35 @@ PRIVATE = [
 ]
 
 
-@pytest.mark.parametrize("url", NOT_URLS)
+@pytest.mark.parametrize("route", BODIES)
 async def test_callback_url_must_be_an_http_url(
-    redis_server: EmbeddedRedis, redis: Redis, url: str
+    redis_server: EmbeddedRedis, redis: Redis, route: str
 ) -> None:
     async with Harness(redis_server.url) as h:
         before = await snapshot(redis)
-        r = await h.api.post("/threads", json={**DEPLOY, "callback_url": url})
-        assert_error(r, 422, "invalid_input", "callback_url")
+        for url in NOT_URLS:
+            r = await h.api.post(route, json={**BODIES[route], "callback_url": url})
+            assert_error(r, 422, "invalid_input", "callback_url")
         assert await snapshot(redis) == before
 
 
+@pytest.mark.parametrize("route", BODIES)
 async def test_private_targets_are_refused_only_when_asked(
-    redis_server: EmbeddedRedis, redis: Redis
+    redis_server: EmbeddedRedis, redis: Redis, route: str
 ) -> None:
+    body = BODIES[route]
     settings = make_settings(callback_url_refuse_private=True)
     async with Harness(redis_server.url, settings=settings) as h:
         before = await snapshot(redis)
         for url in PRIVATE:
-            r = await h.api.post("/threads", json={**DEPLOY, "callback_url": url})
+            r = await h.api.post(route, json={**body, "callback_url": url})
             assert_error(r, 422, "invalid_input", "private address", "CALLBACK_URL_REFUSE_PRIVATE")
-        r = await h.api.post("/threads", json={**DEPLOY, "callback_url": "http://nx.invalid/"})
+        r = await h.api.post(route, json={**body, "callback_url": "http://nx.invalid/"})
         assert_error(r, 422, "invalid_input", "does not resolve")
         assert await snapshot(redis) == before
         # A public address literal needs no lookup.
-        r = await h.api.post("/threads", json={**DEPLOY, "callback_url": "https://1.1.1.1/hook"})
+        r = await h.api.post(route, json={**body, "callback_url": "https://1.1.1.1/hook"})
         assert r.status_code == 201, r.text
     async with Harness(redis_server.url) as h:  # off by default: local receivers work
-        r = await h.api.post("/threads", json={**DEPLOY, "callback_url": PRIVATE[0]})
+        r = await h.api.post(route, json={**body, "callback_url": PRIVATE[0]})
         assert r.status_code == 201, r.text

@@ -111,7 +111,7 @@ if A.delivery ~= '' then
   end
 end
 if len ~= tonumber(A.expected) then
-  return {0, len, redis.call('LRANGE', K.log, A.expected, -1), took}
+  return {0, len, redis.call('LRANGE', K.log, math.max(A.expected - 1, 0), -1), took}
 end
 local releasing = A.holder ~= '' and redis.call('GET', K.lease) == A.holder
 local cursor = took
@@ -195,7 +195,7 @@ _TAKE = Script(
     """
 if redis.call('SET', K.lease, A.holder, 'NX', 'PX', A.lease_ms) then
   local cursor = delivered(K.cursors, K.meta, A.tid) or redis.call('LLEN', K.log)
-  return {1, redis.call('LRANGE', K.log, A.known, -1), cursor}
+  return {1, redis.call('LRANGE', K.log, A.since, -1), cursor}
 end
 local ttl = redis.call('PTTL', K.lease)
 if ttl < 0 then ttl = tonumber(A.lease_ms) end
@@ -204,7 +204,7 @@ ack(K.queue, A.entry)
 return {0, {}, '0'}
 """,
     keys=("lease", "log", "meta", "cursors", "timers", "queue"),
-    args=("tid", "holder", "lease_ms", "now", "entry", "known"),
+    args=("tid", "holder", "lease_ms", "now", "entry", "since"),
     fragments=(_CURSOR, ARM, ACK),
 )
 
@@ -508,16 +508,34 @@ class ThreadLog:
             start = self.known(thread_id)
             log = keys.log(thread_id)
             if self._wire is not None:
-                raw = await self._wire.send("LRANGE", log, start, -1)
+                raw = await self._wire.send("LRANGE", log, _overlap(start), -1)
             else:
-                raw = await self.redis.lrange(log, start, -1)
-            if self.known(thread_id) >= start:  # else evicted meanwhile: read it all
-                return self._absorb(thread_id, raw, start)
+                raw = await self.redis.lrange(log, _overlap(start), -1)
+            # Else evicted meanwhile, or Redis lost what this process cached: read it all.
+            if self.known(thread_id) >= start and (got := self._absorb(thread_id, raw, start)):
+                return got
 
     def _absorb(
         self, thread_id: str, raw: Sequence[str | bytes], start: int
-    ) -> tuple[ThreadState, list[Event]]:
+    ) -> tuple[ThreadState, list[Event]] | None:
+        """Cache the events of ``raw``, the thread's log from the one before ``start``
+        (``_overlap``), and return the thread with them. None when that one is not the
+        last this process cached: Redis lost writes this process saw (a restart within
+        its fsync window, a failover to a replica behind), so the cached copy is dropped
+        and the caller reads the whole log. Trusted, the copy would answer reads with
+        events Redis no longer has: a worker stepping and failing to let go of a thread
+        forever, a decision refused for a vote that is gone."""
         state, events = self._cache.get(thread_id) or (ThreadState(id=thread_id), [])
+        if start:
+            if state.version == start and (not raw or chain_hash(raw[0]) != state.last_hash):
+                log.warning(
+                    "thread %s: Redis no longer has the log this process read up to v%d",
+                    thread_id,
+                    start,
+                )
+                self._cache.pop(thread_id)
+                return None
+            raw = raw[1:]
         # Another coroutine may have cached some of these while we were reading.
         raw = raw[state.version - start :]
         if raw:
@@ -718,15 +736,16 @@ class ThreadLog:
                 "lease_ms": lease_ms,
                 "now": self.clock.now(),
                 "entry": entry_id,
-                "known": known,
+                "since": _overlap(known),
             },
         )
         if int(got) != 1:
             return None
         lease = Lease(thread_id, holder, entry_id, lease_ms, int(delivered))
-        if self.known(thread_id) < known:  # evicted from the cache meanwhile
-            return lease, await self.load(thread_id)
-        return lease, self._absorb(thread_id, raw, known)[0]
+        # Else evicted from the cache meanwhile, or Redis lost what it held (``_absorb``).
+        if self.known(thread_id) >= known and (read := self._absorb(thread_id, raw, known)):
+            return lease, read[0]
+        return lease, await self.load(thread_id)
 
     async def release(self, lease: Lease, version: int, next_due: float | None) -> bool:
         """Let go of the thread and acknowledge its entry; False when it changed meanwhile."""
@@ -811,6 +830,12 @@ def _stamp(event: Event, at: float, prev: str | None) -> None:
     pydantic's checked assignment costs more than the rest of recording it."""
     event.__dict__["at"] = at
     event.__dict__["prev"] = prev
+
+
+def _overlap(known: int) -> int:
+    """Where to read a thread's log from when this process has cached ``known`` of its
+    events: one before them, the last it has, to check Redis still has it (``_absorb``)."""
+    return max(known - 1, 0)
 
 
 def _decode(thread_id: str, raws: Sequence[str | bytes], before: Sequence[Event]) -> list[Event]:

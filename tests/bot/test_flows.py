@@ -24,6 +24,7 @@ from bot.domain.events import (
 from bot.domain.policy import ANYONE, ApprovalPolicy
 from bot.domain.reducer import Status, ThreadState
 from bot.runtime import Runtime, build_runtime
+from bot.storage import keys
 from tests.doubles import Ledger, ScriptedModel, c, make_agent, turns
 
 ALICE = Actor(channel="api", id="alice")
@@ -194,6 +195,27 @@ async def test_n_of_m_and_no_self_approval(redis: Redis) -> None:
     await rt.decisions.decide(req.id, Decision.APPROVE, CAROL)
     await rt.worker().burst()
     assert len(ledger.runs) == 1
+
+
+async def test_a_decision_redis_lost_does_not_stand_in_this_processs_copy(
+    redis: Redis,
+) -> None:
+    # Redis restarted within its fsync window and lost a rejection this process recorded:
+    # the next approver decides on what Redis has, and the thread goes on from there.
+    ledger = Ledger()
+    policy = ApprovalPolicy(approvers=("bob", "carol"))
+    rt = runtime(
+        redis, ScriptedModel(turns(c("transfer", to="x", amount=1))), ledger, policy=policy
+    )
+    state = await start(rt)
+    (req,) = state.open_requests()
+    await rt.decisions.decide(req.id, Decision.REJECT, BOB, reason="no")
+    await redis.rpop(keys.log(state.id))  # type: ignore[misc]
+
+    await rt.decisions.decide(req.id, Decision.APPROVE, CAROL)
+    await rt.worker().burst()
+    state = await rt.log.load(state.id)
+    assert state.status is Status.DONE and len(ledger.runs) == 1
 
 
 async def test_concurrent_decisions_exactly_one_wins(redis: Redis, redis_server: object) -> None:

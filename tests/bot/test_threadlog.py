@@ -200,3 +200,41 @@ async def test_a_process_keeps_its_latest_threads_up_to_a_number_of_events(redis
     third = await log.append(ThreadState(id=ids.new_thread_id()), said[:3])
     assert (await log.load(short)).version + (await log.load(other)).version == 5
     assert log.cached(short) and log.cached(other) and log.cached(third.id)  # 8 events
+
+
+async def test_a_read_after_redis_lost_writes_gives_what_redis_has(redis: Redis) -> None:
+    # Redis restarted within its fsync window (or failed over to a replica behind) while
+    # this process kept running: its cached copy must not outlive what Redis lost.
+    web, other = ThreadLog(redis, SystemClock()), ThreadLog(redis, SystemClock())
+    tid = ids.new_thread_id()
+    one = await web.append(ThreadState(id=tid), [UserMessage(text="a", by=ANN)])
+    await web.append(one, [UserMessage(text="b", by=ANN)])
+    await redis.rpop(keys.log(tid))  # type: ignore[misc]
+    assert (await web.load(tid)).version == 1
+    assert [e.text for e in await web.events(tid) if isinstance(e, UserMessage)] == ["a"]
+
+    # Lost, then written again by another process up to the length this one had cached.
+    await web.append(await web.load(tid), [UserMessage(text="b", by=ANN)])
+    await redis.rpop(keys.log(tid))  # type: ignore[misc]
+    await other.append(await other.load(tid), [UserMessage(text="c", by=ANN)])
+    assert [e.text for e in await web.events(tid) if isinstance(e, UserMessage)] == ["a", "c"]
+    # And it appends after what Redis has, chained to it.
+    after = await web.append(await web.load(tid), [UserMessage(text="d", by=ANN)])
+    assert after.version == 3
+    assert [e.text for e in await other.events(tid) if isinstance(e, UserMessage)] == [
+        "a",
+        "c",
+        "d",
+    ]
+
+
+async def test_a_take_after_redis_lost_writes_gives_what_redis_has(redis: Redis) -> None:
+    worker = ThreadLog(redis, SystemClock())
+    tid = ids.new_thread_id()
+    one = await worker.append(ThreadState(id=tid), [UserMessage(text="a", by=ANN)])
+    await worker.append(one, [UserMessage(text="b", by=ANN)])
+    await redis.rpop(keys.log(tid))  # type: ignore[misc]
+    taken = await worker.take(tid, "", "w1", 30_000)
+    assert taken is not None and taken.state.version == 1
+    # Its lease lets go at the version Redis has, instead of failing to forever.
+    assert await worker.release(taken.lease, taken.state.version, None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
@@ -22,7 +21,7 @@ from bot.runtime import Runtime
 from bot.storage.channelstate import ChannelState
 from bot.storage.signin import SignInLinks
 from bot.web.session import SIGNIN_PATH, csrf_checked
-from bot.web.signin import HOME, SignInConfig, finish, safe_next, signin_page
+from bot.web.signin import HOME, SignInConfig, finish, may_sign_in, safe_next, signin_page
 
 log = logging.getLogger(__name__)
 
@@ -80,22 +79,3 @@ async def _send_link(request: Request, address: str, next: str) -> None:
         log.warning("web: the sign-in link for %s was not sent: %s", address, exc.message)
         return
     log.info("web: sent a sign-in link to %s", address)
-
-
-def may_sign_in(address: str, runtime: Runtime, domains: Iterable[str]) -> bool:
-    """Whether the configuration names ``address`` (approvers, escalation, admins) or its
-    domain is in ``SIGNIN_EMAIL_DOMAINS``."""
-    if address.rpartition("@")[2] in set(domains):
-        return True
-    return address in known_addresses(runtime)
-
-
-def known_addresses(runtime: Runtime) -> set[str]:
-    """Every address the configured policies, groups and admins name."""
-    names: list[str] = [*runtime.groups.admins]
-    for members in runtime.groups.members.values():
-        names.extend(members)
-    policies = [t.approval for a in runtime.agents.values() for t in a.tools]
-    for policy in [*policies, *runtime.policies.values()]:
-        names.extend(runtime.groups.expand([*policy.approvers, *policy.escalate_to]))
-    return {n.removeprefix("email:").lower() for n in names if "@" in n}

@@ -366,6 +366,13 @@ async def test_an_approvers_idempotency_keys_are_its_own(h: Harness, t: Tokens) 
             assert replay.status_code == 200 and replay.json()["status"] == "approved"
     decided = (await t.clients["agent"].get(f"/approvals/{rid}")).json()
     assert [v["by"]["id"] for v in decided["votes"]] == ["bob", "ann"]
+    # The token's name given to someone else later: bob's calls are not theirs either.
+    assert (await h.api.delete("/tokens/bob-phone")).status_code == 204
+    async with _client(h, await make_token(h, "bob-phone", "approver", "carol")) as reused:
+        before = await snapshot(h.redis)
+        r = await reused.post(url, json=vote, headers=key)
+        assert r.status_code == 422 and "'k-1'" in r.json()["detail"], r.text
+        assert await snapshot(h.redis) == before
 
 
 async def test_an_answer_under_another_callers_key_is_not_its_replay(h: Harness, t: Tokens) -> None:

@@ -7,8 +7,9 @@
             await web.post("/signout", data={"csrf": await csrf_of(web)})
 
 ``sign_in`` asks for a link on ``/signin``, reads it from the email the app sent
-to the local SMTP sink, and opens it: the real sign-in path, nothing set by
-hand. ``link_for`` gives the link alone (for a browser to open).
+to the local SMTP sink, opens it and presses its page's button: the real sign-in
+path, nothing set by hand. ``link_for`` gives the link alone (for a browser to
+open), ``open_link`` opens one and presses the button.
 """
 
 from __future__ import annotations
@@ -28,8 +29,17 @@ from tests.standins.slack_api import SlackAPI
 SESSION_SECRET = "test-session-secret-0123456789abcdef"
 LINK = re.compile(r"https?://\S+?(/signin/link/[A-Za-z0-9_-]+)")
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_TOKEN = re.compile(r'name="token" value="([^"]+)"')
 
-__all__ = ["OPS", "SESSION_SECRET", "csrf_of", "link_for", "sign_in", "signin_settings"]
+__all__ = [
+    "OPS",
+    "SESSION_SECRET",
+    "csrf_of",
+    "link_for",
+    "open_link",
+    "sign_in",
+    "signin_settings",
+]
 
 
 def signin_settings(
@@ -90,6 +100,16 @@ async def sign_in(
         web = httpx.AsyncClient(base_url=h.url, timeout=10)
         h._stack.push_async_callback(web.aclose)
     path = await link_for(web, provider, email)
-    opened = await web.get(path)
+    opened = await open_link(web, path)
     assert opened.status_code == 303, opened.text
     return web
+
+
+async def open_link(client: httpx.AsyncClient, path: str) -> httpx.Response:
+    """Open an emailed link's page and press its button, as a person does; the answer to
+    the press (a 303 once signed in)."""
+    page = await client.get(path)
+    assert page.status_code == 200, page.text
+    csrf, token = _CSRF.search(page.text), _TOKEN.search(page.text)
+    assert csrf and token, f"no sign-in button on {path}: {page.text}"
+    return await client.post("/signin/link", data={"csrf": csrf.group(1), "token": token.group(1)})

@@ -1,4 +1,5 @@
-"""Web sign-in links: issued for one address, taken once (``GETDEL``), expiring.
+"""Web sign-in links: issued for one address, looked at any number of times, taken once
+(``GETDEL``), expiring.
 
 Only the SHA-256 digest of a link's token is stored, so reading Redis never
 yields a working link.
@@ -43,16 +44,24 @@ class SignInLinks:
         await self.redis.set(keys.signin_link(_digest(token)), value, px=int((ttl + GRACE) * 1000))
         return token
 
+    async def find(self, token: str, *, now: float) -> SignInLink | None:
+        """The link's address and destination, leaving it as it is (its page, before the
+        person asks to sign in); None when ``redeem`` would find nothing."""
+        return _valid(await self.redis.get(keys.signin_link(_digest(token))), now)
+
     async def redeem(self, token: str, *, now: float) -> SignInLink | None:
         """The link's address and destination, once: a second redeem, an unknown token or
         an expired one is None."""
-        raw = await self.redis.getdel(keys.signin_link(_digest(token)))
-        if raw is None:
-            return None
-        data = json.loads(raw)
-        if float(data["expires"]) <= now:
-            return None
-        return SignInLink(email=str(data["email"]), next=str(data["next"]))
+        return _valid(await self.redis.getdel(keys.signin_link(_digest(token))), now)
+
+
+def _valid(raw: str | bytes | None, now: float) -> SignInLink | None:
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    if float(data["expires"]) <= now:
+        return None
+    return SignInLink(email=str(data["email"]), next=str(data["next"]))
 
 
 def _digest(token: str) -> str:

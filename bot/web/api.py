@@ -39,6 +39,7 @@ from bot.web.schemas import (
 from bot.web.scopes import Caller, Scoped, caller_of, scope
 
 T = TypeVar("T")
+DecisionOrAnswer = TypeVar("DecisionOrAnswer", DecisionIn, AnswerIn)
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -109,6 +110,16 @@ def idempotency_key_of(request: Request) -> str | None:
 def _delivery(key: str | None) -> str | None:
     """The delivery key of an API call, apart from other channels' keys."""
     return f"api:{key}" if key else None
+
+
+def _vote_delivery(who: Caller, key: str | None) -> str | None:
+    """The delivery key of a decision or an answer: the caller's own (``owned_key``).
+
+    Several callers decide on one thread: with the key as sent, a second approver's
+    vote under the same key was taken for a replay (200, never recorded), and a token
+    replaying another's key and body got the request back instead of its 403.
+    """
+    return _delivery(owned_key(who, key)) if key else None
 
 
 def _fingerprint(request: Request, body: BaseModel | None, key: str | None) -> str | None:
@@ -212,17 +223,18 @@ async def decide(
     """Approve or reject; 409 if no longer open, 403 if `by` may not decide."""
     rt, who = runtime_of(request), caller_of(request)
     idempotency_key = idempotency_key_of(request)
+    by = who.decider(body.by)
     done = await _once(
         idempotency_key,
         rt.decisions.decide(
             request_id,
             Decision(body.decision),
-            api_actor(who.decider(body.by)),
+            api_actor(by),
             reason=body.reason,
             edited_args=body.edited_args,
             seen_hash=body.args_hash,
-            delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body, idempotency_key),
+            delivery=_vote_delivery(who, idempotency_key),
+            fingerprint=_fingerprint(request, _as(body, by), idempotency_key),
         ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
@@ -247,14 +259,15 @@ async def answer(
     text = body.choice if body.choice is not None else body.text
     if text is None:
         raise InvalidInputError("give `text` or `choice`")
+    by = who.decider(body.by)
     done = await _once(
         idempotency_key,
         rt.decisions.answer(
             request_id,
             text,
-            api_actor(who.decider(body.by)),
-            delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body, idempotency_key),
+            api_actor(by),
+            delivery=_vote_delivery(who, idempotency_key),
+            fingerprint=_fingerprint(request, _as(body, by), idempotency_key),
         ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
@@ -456,9 +469,21 @@ async def readyz(request: Request) -> JSONResponse:
 
 
 def owned_key(who: Caller, key: str) -> str:
-    """An Idempotency-Key as it names a thread: an agent's keys apart from everyone else's,
-    so one agent's retry never finds a thread another caller made."""
-    return f"agent:{who.name}:{key}" if who.scope == "agent" else key
+    """An Idempotency-Key as the caller's own: an agent's or an approver's keys apart from
+    every other caller's (token names hold no ``:``), so its retry never finds what another
+    caller made, nor another caller what it made. An admin's are as sent: it acts for
+    anyone and reads everything.
+
+    It names the thread a creation makes, and the delivery of a decision or an answer.
+    """
+    return key if who.scope == "admin" else f"{who.scope}:{who.name}:{key}"
+
+
+def _as(body: DecisionOrAnswer, by: str) -> DecisionOrAnswer:
+    """``body`` naming who it is recorded as, so its fingerprint says so: an approver
+    token's call that leaves ``by`` out is the same call as one that names its identity,
+    and another identity's call under the same key is another call."""
+    return body.model_copy(update={"by": by})
 
 
 def _speaker(who: Caller, user: str, given: bool) -> Actor:

@@ -1,15 +1,17 @@
 """Web sign-in: the form, signing a person in (by any method) and out.
 
 Methods live beside it: email links (``bot.web.signin_email``) and OpenID
-Connect (``bot.web.signin_oidc``). Each ends in ``finish``: the person's
-identities in other channels are looked up (``Directory`` ports), the session
-starts, and the browser goes where it was headed.
+Connect (``bot.web.signin_oidc``). Both let in only the addresses ``may_sign_in``
+allows. Each ends in ``finish``: the person's identities in other channels are
+looked up (``Directory`` ports), the session starts, and the browser goes where
+it was headed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -17,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
 from bot.engine.ports import Directory
+from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.web.pages import render
 from bot.web.session import (
@@ -143,6 +146,26 @@ async def finish(request: Request, email: str, name: str | None, next: str, how:
     start_session(request, to_actor(email, name, elsewhere))
     log.info("web: %s signed in by %s", email.lower(), how)
     return RedirectResponse(safe_next(next), status_code=303)
+
+
+def may_sign_in(address: str, runtime: Runtime, domains: Iterable[str]) -> bool:
+    """Whether ``address`` may sign in, by any method: the configuration names it
+    (approvers, escalation, admins) or its domain is in ``SIGNIN_EMAIL_DOMAINS``."""
+    address = address.strip().lower()
+    if address.rpartition("@")[2] in set(domains):
+        return True
+    return address in known_addresses(runtime)
+
+
+def known_addresses(runtime: Runtime) -> set[str]:
+    """Every address the configured policies, groups and admins name."""
+    names: list[str] = [*runtime.groups.admins]
+    for members in runtime.groups.members.values():
+        names.extend(members)
+    policies = [t.approval for a in runtime.agents.values() for t in a.tools]
+    for policy in [*policies, *runtime.policies.values()]:
+        names.extend(runtime.groups.expand([*policy.approvers, *policy.escalate_to]))
+    return {n.removeprefix("email:").lower() for n in names if "@" in n}
 
 
 async def identities_of(request: Request, email: str) -> tuple[str, ...]:

@@ -5,7 +5,9 @@ state, nonce and code verifier in the signed session and sends the browser to
 the provider; ``GET /signin/oidc/callback`` checks the state, trades the code
 (with the client secret and the verifier) for tokens, verifies the ID token
 against the provider's JWKS (issuer, audience, expiry, nonce) and signs in the
-address in its ``email`` claim, refused when ``email_verified`` says false.
+address in its ``email`` claim when ``email_verified`` says true (a provider that
+leaves it out is refused) and the address may sign in (``may_sign_in``, the rule
+email links follow too).
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from joserfc.errors import JoseError
 
-from bot.web.signin import HOME, OidcConfig, SignInConfig, finish, safe_next, signin_page
+from bot.runtime import Runtime
+from bot.web.signin import (
+    HOME,
+    OidcConfig,
+    SignInConfig,
+    finish,
+    may_sign_in,
+    safe_next,
+    signin_page,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +92,23 @@ async def callback(request: Request) -> Response:
     email = claims.get("email")
     if not claims or not isinstance(email, str) or "@" not in email:
         return await _refused(request, f"{config.oidc.name} did not say your email address")
-    if claims.get("email_verified") is False:
+    if not is_verified(claims.get("email_verified")):
         return await _refused(request, f"{config.oidc.name} has not verified {email}")
+    runtime: Runtime = request.app.state.runtime
+    if not may_sign_in(email, runtime, config.email_domains):
+        log.warning("web: %s may not sign in; its %s sign-in was refused", email, config.oidc.name)
+        return await _refused(request, f"{email} may not sign in here", 403)
     name = claims.get("name")
     next = request.session.pop(_NEXT, HOME)
     return await finish(
         request, email, name if isinstance(name, str) else None, next, config.oidc.name
     )
+
+
+def is_verified(claim: object) -> bool:
+    """Whether an ``email_verified`` claim says yes: true, or the string "true" some
+    providers send; left out, false or anything else is no."""
+    return claim is True or (isinstance(claim, str) and claim.lower() == "true")
 
 
 async def _refused(request: Request, why: str, status_code: int = 400) -> Response:

@@ -51,7 +51,8 @@ async def h(
 
 
 async def sign_in(page: Page, h: Harness, provider: MailProvider, email: str) -> None:
-    """Sign in as a person does: ask for a link on the page, open the one emailed."""
+    """Sign in as a person does: ask for a link on the page, open the one emailed, press
+    its page's button."""
     before = len(provider.to(email))
     await page.goto(f"{h.url}/inbox")
     await expect(page).to_have_url(f"{h.url}/signin?next=%2Finbox")
@@ -65,6 +66,8 @@ async def sign_in(page: Page, h: Harness, provider: MailProvider, email: str) ->
         return found.group(1) if found else None
 
     await page.goto(h.url + await eventually(link))
+    await expect(page.get_by_text(f"as {email}.")).to_be_visible()
+    await page.get_by_role("button", name="Sign in", exact=True).click()
     await expect(page).to_have_url(f"{h.url}/inbox")
     await expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
 

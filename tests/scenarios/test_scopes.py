@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from starlette.routing import Route
 
 from bot.domain.errors import ConfigError
+from bot.domain.events import Actor, Decision
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.web.app import _check_scoped
@@ -332,6 +333,80 @@ async def test_an_approver_reads_only_what_it_may_decide_and_never_threads(
     assert (
         await approver.post(f"/requests/{others}/decision", json={"decision": "approve"})
     ).status_code == 403
+
+
+async def test_an_approvers_idempotency_keys_are_its_own(h: Harness, t: Tokens) -> None:
+    policy = {"approvers": ["bob", "ann"], "min_approvals": 2}
+    body = {"tool": "t", "summary": "s", "policy": policy}
+    rid = (await t.clients["agent"].post("/approvals", json=body)).json()["id"]
+    url, key, vote = (
+        f"/requests/{rid}/decision",
+        {"Idempotency-Key": "k-1"},
+        {"decision": "approve"},
+    )
+    bob = t.clients["approver"]
+    async with (
+        _client(h, await make_token(h, "ann-laptop", "approver", "ann")) as ann,
+        _client(h, await make_token(h, "carol-phone", "approver", "carol")) as carol,
+    ):
+        first = await bob.post(url, json=vote, headers=key)
+        assert first.status_code == 200 and first.json()["status"] == "open", first.text
+        # Someone the policy does not name, replaying bob's key and body: refused, not
+        # answered with the request as if it were their replay.
+        before = await snapshot(h.redis)
+        r = await carol.post(url, json=vote, headers=key)
+        assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+        assert await snapshot(h.redis) == before
+        # Another approver, the same key and body: a vote of its own, not bob's replayed.
+        second = await ann.post(url, json=vote, headers=key)
+        assert second.status_code == 200 and second.json()["status"] == "approved", second.text
+        # bob's retry, with `by` left out or naming bob, is a replay of bob's call.
+        for again in (vote, {**vote, "by": "bob"}):
+            replay = await bob.post(url, json=again, headers=key)
+            assert replay.status_code == 200 and replay.json()["status"] == "approved"
+    decided = (await t.clients["agent"].get(f"/approvals/{rid}")).json()
+    assert [v["by"]["id"] for v in decided["votes"]] == ["bob", "ann"]
+    # The token's name given to someone else later: bob's calls are not theirs either.
+    assert (await h.api.delete("/tokens/bob-phone")).status_code == 204
+    async with _client(h, await make_token(h, "bob-phone", "approver", "carol")) as reused:
+        before = await snapshot(h.redis)
+        r = await reused.post(url, json=vote, headers=key)
+        assert r.status_code == 422 and "'k-1'" in r.json()["detail"], r.text
+        assert await snapshot(h.redis) == before
+
+
+async def test_an_answer_under_another_callers_key_is_not_its_replay(h: Harness, t: Tokens) -> None:
+    # A question anyone may answer: the second answerer, under the first's key, is told
+    # it was answered already instead of getting a 200 as if its answer counted.
+    qid = (await t.clients["agent"].post("/questions", json={"question": "why?"})).json()["id"]
+    url, key, answer = f"/requests/{qid}/answer", {"Idempotency-Key": "k-1"}, {"text": "eu"}
+    bob = t.clients["approver"]
+    assert (await bob.post(url, json=answer, headers=key)).status_code == 200
+    assert (await bob.post(url, json=answer, headers=key)).status_code == 200  # a retry
+    async with _client(h, await make_token(h, "ann-laptop", "approver", "ann")) as ann:
+        before = await snapshot(h.redis)
+        r = await ann.post(url, json=answer, headers=key)
+        assert r.status_code == 409 and "already answered by bob" in r.json()["detail"], r.text
+        assert await snapshot(h.redis) == before
+
+
+async def test_a_decision_key_stored_before_callers_had_their_own_changes_nothing(
+    h: Harness, t: Tokens
+) -> None:
+    # What the route stored before this version: the key as sent, whoever sent it.
+    rid = await agent_approval(t)
+    bob = Actor(channel="api", id="bob")
+    await h.rt.decisions.decide(rid, Decision.APPROVE, bob, delivery="api:d-old")
+    # bob's retry after the upgrade is not found as a replay: the decision path refuses
+    # a second decision (409, not 200), and nothing is recorded twice.
+    before = await snapshot(h.redis)
+    r = await t.clients["approver"].post(
+        f"/requests/{rid}/decision",
+        json={"decision": "approve"},
+        headers={"Idempotency-Key": "d-old"},
+    )
+    assert r.status_code == 409 and "already approved" in r.json()["detail"], r.text
+    assert await snapshot(h.redis) == before
 
 
 async def test_an_agent_is_the_requester_and_reads_only_what_it_created(

@@ -14,7 +14,15 @@ from bot.domain.clock import ManualClock
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
-from tests.signin import OPS, SESSION_SECRET, csrf_of, link_for, sign_in, signin_settings
+from tests.signin import (
+    OPS,
+    SESSION_SECRET,
+    csrf_of,
+    link_for,
+    open_link,
+    sign_in,
+    signin_settings,
+)
 
 FIN = "fin@example.test"
 STRANGER = "stranger@example.test"
@@ -54,7 +62,7 @@ async def test_the_emailed_link_signs_in_and_leads_where_the_person_was_going(
     mail = provider.last_to(OPS)
     assert mail["Subject"] == "Your Greenlight sign-in link"
     assert "15 minutes" in mail.text
-    opened = await web.get(path)
+    opened = await open_link(web, path)
     assert opened.status_code == 303
     assert opened.headers["location"] == "/inbox?agent=deploy"
     assert await whoami(web) == OPS
@@ -64,19 +72,64 @@ async def test_a_link_works_once(
     h: Harness, provider: MailProvider, web: httpx.AsyncClient
 ) -> None:
     path = await link_for(web, provider, OPS)
-    assert (await web.get(path)).status_code == 303
+    assert (await open_link(web, path)).status_code == 303
     async with httpx.AsyncClient(base_url=h.url, timeout=10) as other:
         again = await other.get(path)
         assert again.status_code == 400
         assert "expired or was already used" in again.text
+        # Its button, pressed again (a page opened before, a second tab): refused too.
+        button = {"csrf": await csrf_of(other), "token": path.rsplit("/", 1)[1]}
+        pressed = await other.post("/signin/link", data=button)
+        assert pressed.status_code == 400
+        assert "expired or was already used" in pressed.text
         assert await whoami(other) is None
+
+
+async def test_opening_a_link_uses_nothing_up_and_signs_nobody_in(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    # A mail scanner (Safe Links, Proofpoint) opens every link before the person does.
+    path = await link_for(web, provider, OPS, next="/account")
+    async with httpx.AsyncClient(base_url=h.url, timeout=10) as scanner:
+        for _ in range(2):
+            page = await scanner.get(path)
+            assert page.status_code == 200
+            assert f"as <strong>{OPS}</strong>" in page.text
+            assert '<button type="submit">Sign in</button>' in page.text
+        assert await whoami(scanner) is None
+        assert (await scanner.get("/account")).status_code == 303  # off to /signin
+        # The person, later, in their own browser: the link still works, once.
+        opened = await open_link(web, path)
+        assert opened.status_code == 303
+        assert opened.headers["location"] == "/account"
+        assert await whoami(web) == OPS
+        assert (await scanner.get(path)).status_code == 400
+        assert await whoami(scanner) is None
+
+
+async def test_the_button_needs_the_pages_csrf_token(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    # Another site posting a link of its own into this browser (login CSRF) signs nobody in.
+    path = await link_for(web, provider, OPS)
+    token = path.rsplit("/", 1)[1]
+    async with httpx.AsyncClient(base_url=h.url, timeout=10) as victim:
+        await victim.get("/signin")
+        for forged in ({"token": token}, {"token": token, "csrf": "forged"}):
+            assert (await victim.post("/signin/link", data=forged)).status_code == 403
+        assert await whoami(victim) is None
+    assert (await open_link(web, path)).status_code == 303  # and it did not use the link up
 
 
 async def test_an_expired_link_is_refused(
     h: Harness, provider: MailProvider, web: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     path = await link_for(web, provider, OPS)
+    page = await web.get(path)  # opened in time, its button pressed too late
+    assert page.status_code == 200
     clock.advance(15 * 60 + 1)
+    button = {"csrf": await csrf_of(web), "token": path.rsplit("/", 1)[1]}
+    assert (await web.post("/signin/link", data=button)).status_code == 400
     assert (await web.get(path)).status_code == 400
     assert await whoami(web) is None
 
@@ -87,11 +140,11 @@ async def test_a_link_signs_in_only_the_address_it_was_sent_to(
     ops_link = await link_for(web, provider, OPS)
     fin_link = await link_for(web, provider, FIN)
     assert ops_link != fin_link
-    assert (await web.get(fin_link)).status_code == 303
+    assert (await open_link(web, fin_link)).status_code == 303
     assert await whoami(web) == FIN
     # FIN's browser, holding OPS's link: it signs in OPS (whose link it is), and then
     # neither link works again, in any browser.
-    assert (await web.get(ops_link)).status_code == 303
+    assert (await open_link(web, ops_link)).status_code == 303
     assert await whoami(web) == OPS
     async with httpx.AsyncClient(base_url=h.url, timeout=10) as other:
         for path in (ops_link, fin_link):
@@ -146,7 +199,7 @@ async def test_the_session_cookie_is_httponly_lax_and_bounded(
     h: Harness, provider: MailProvider, web: httpx.AsyncClient, clock: ManualClock
 ) -> None:
     path = await link_for(web, provider, OPS)
-    opened = await web.get(path)
+    opened = await open_link(web, path)
     cookie = opened.headers["set-cookie"]
     assert cookie.startswith("greenlight_session=")
     assert "httponly" in cookie.lower()
@@ -179,7 +232,7 @@ async def test_the_link_leads_only_to_this_site_and_its_token_is_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     path = await link_for(web, provider, OPS, next="//evil.example/phish")
-    opened = await web.get(path)
+    opened = await open_link(web, path)
     assert opened.headers["location"] == "/inbox"
     token = path.rsplit("/", 1)[1]
     ours = [r for r in caplog.records if r.name.startswith(("bot.", "channels."))]

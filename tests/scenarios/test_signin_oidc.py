@@ -19,6 +19,10 @@ PUBLIC = "http://greenlight.test"
 """PUBLIC_URL: the provider sends browsers back there; ``browse`` maps it to the harness."""
 CLIENT_ID, CLIENT_SECRET = "greenlight", "test-oidc-client-secret"
 OPS = {"sub": "248289761001", "email": "Ops@Example.test", "email_verified": True, "name": "Ops"}
+GROUPS = {"deployers": ["bob", "ops@example.test"], "finance": ["bob"]}
+"""OPS may sign in: the configuration names them (as a deployer)."""
+PARTNER = "partner.test"
+"""SIGNIN_EMAIL_DOMAINS: anyone there may sign in too."""
 
 
 @pytest.fixture
@@ -39,6 +43,8 @@ async def h(
         oidc_client_id=CLIENT_ID,
         oidc_client_secret=CLIENT_SECRET,
         oidc_name="Stand-in SSO",
+        approver_groups=GROUPS,
+        signin_email_domains=[PARTNER],
     )
     async with Harness(redis_server.url, settings=settings) as h:
         yield h
@@ -123,12 +129,22 @@ def an_unverified_email(idp: IdentityProvider) -> None:
     idp.person["email_verified"] = False
 
 
+def an_email_unverified_as_a_string(idp: IdentityProvider) -> None:
+    idp.person["email_verified"] = "false"
+
+
+def no_word_on_verification(idp: IdentityProvider) -> None:
+    del idp.person["email_verified"]
+
+
 @pytest.mark.parametrize(
     ("misbehave", "said"),
     [
         (another_nonce, "nonce"),
         (a_rogue_key, "signature"),
         (an_unverified_email, "has not verified Ops@Example.test"),
+        (an_email_unverified_as_a_string, "has not verified Ops@Example.test"),
+        (no_word_on_verification, "has not verified Ops@Example.test"),
     ],
 )
 async def test_an_id_token_that_does_not_hold_up_signs_nobody_in(
@@ -143,6 +159,39 @@ async def test_an_id_token_that_does_not_hold_up_signs_nobody_in(
     assert refused.status_code == 400
     assert said in refused.text
     assert await whoami(web) is None
+
+
+async def test_a_verified_email_may_come_as_the_string_true(
+    h: Harness, idp: IdentityProvider, web: httpx.AsyncClient
+) -> None:
+    idp.person["email_verified"] = "true"
+    landed = await browse(web, h, "/signin/oidc?next=/account")
+    assert landed.url.path == "/account"
+    assert await whoami(web) == "ops@example.test"
+
+
+async def test_an_address_the_configuration_does_not_name_may_not_sign_in(
+    h: Harness, idp: IdentityProvider, web: httpx.AsyncClient
+) -> None:
+    idp.person = {"sub": "1", "email": "anyone@gmail.test", "email_verified": True}
+    refused = await browse(web, h, "/signin/oidc?next=/account")
+    assert refused.status_code == 403
+    assert "anyone@gmail.test may not sign in here" in refused.text
+    for detail in ("ops@example.test", "bob", PARTNER, "SIGNIN_EMAIL_DOMAINS", "deployers"):
+        assert detail not in refused.text
+    ((status, _),) = idp.tokens  # the provider vouched for them: the refusal is ours
+    assert status == 200
+    assert await whoami(web) is None
+    assert (await web.get("/inbox")).status_code == 303
+
+
+async def test_any_address_of_a_signin_email_domain_may_sign_in(
+    h: Harness, idp: IdentityProvider, web: httpx.AsyncClient
+) -> None:
+    idp.person = {"sub": "2", "email": f"Ann@{PARTNER.upper()}", "email_verified": True}
+    landed = await browse(web, h, "/signin/oidc?next=/account")
+    assert landed.url.path == "/account"
+    assert await whoami(web) == f"ann@{PARTNER}"
 
 
 async def test_a_code_from_another_browsers_sign_in_fails_pkce(

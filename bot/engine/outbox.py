@@ -19,6 +19,7 @@ from opentelemetry.trace import StatusCode
 from bot.domain.clock import Clock
 from bot.domain.events import DeliveryFailed, Event
 from bot.domain.reducer import ThreadState
+from bot.domain.text import redact_urls
 from bot.engine import metrics, tracing
 from bot.engine.ports import Outbound
 from bot.engine.writes import write
@@ -121,21 +122,22 @@ class Outbox:
         self, channel: Outbound, state: ThreadState, event: Event, job: _Job, exc: Exception
     ) -> None:
         now = self.clock.now()
+        said = _said(exc)
         if now - job.f >= self.give_up_after:
-            log.warning("thread %s: %s gave up on %s: %r", state.id, channel.name, event.type, exc)
+            log.warning("thread %s: %s gave up on %s: %s", state.id, channel.name, event.type, said)
             metrics.of(metrics.DELIVERY_GIVE_UPS, channel.name).inc()
-            failed = DeliveryFailed(channel=channel.name, event_id=event.id, error=repr(exc)[:500])
+            failed = DeliveryFailed(channel=channel.name, event_id=event.id, error=said[:500])
             await self._record(state.id, failed)
             return
         delay = min(self.base_delay * 2**job.n, self.max_delay)
         log.info(
-            "thread %s: %s failed on %s (attempt %d), retry in %.1fs: %r",
+            "thread %s: %s failed on %s (attempt %d), retry in %.1fs: %s",
             state.id,
             channel.name,
             event.type,
             job.n + 1,
             delay,
-            exc,
+            said,
         )
         metrics.of(metrics.DELIVERY_RETRIES, channel.name).inc()
         retry = _Job(c=channel.name, t=state.id, e=job.e, n=job.n + 1, f=job.f)
@@ -143,6 +145,13 @@ class Outbox:
 
     async def _record(self, thread_id: str, event: Event) -> None:
         await write(self.log, thread_id, lambda _: [event], enqueue=False)
+
+
+def _said(exc: Exception) -> str:
+    """What a channel's failure says, for the log and the thread's events: its ``repr``, any
+    URL in it cut to scheme, host and port (a callback URL may carry a secret; the webhook
+    channel says none, and no other channel may either)."""
+    return redact_urls(repr(exc))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from bot.storage.audit import RECORD, to_stored_record
 from bot.storage.connection import Client
 from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys, summaries
 from bot.storage.queue import ACK, ENQUEUE
+from bot.storage.retries import UNSCHEDULE
 from bot.storage.script import Batcher, Script
 from bot.storage.timers import ARM
 
@@ -227,13 +228,14 @@ return 1
 )
 
 # Forget a finished thread once it is archived: only if it did not change since
-# it was read (its version) and no worker holds it.
+# it was read (its version) and no worker holds it. Its deliveries still to retry go too.
 _FORGET = Script(
     """
 if redis.call('LLEN', K.log) ~= tonumber(A.version) then return 0 end
 if redis.call('EXISTS', K.lease) == 1 then return 0 end
 unindex(K.threads, K.agent, K.status, K.open, K.waiting, K.waiting_v, A.tid, A.requests)
 redis.call('ZREM', K.timers, A.tid)
+unschedule(K.retries, A.tid)
 redis.call('HDEL', K.cursors, A.tid)
 redis.call('DEL', K.log, K.meta, K.seen, unpack(KEYS, REST_KEYS))
 return 1
@@ -245,6 +247,7 @@ return 1
         "seen",
         "lease",
         "timers",
+        "retries",
         "threads",
         "agent",
         "status",
@@ -253,7 +256,7 @@ return 1
         "waiting_v",
     ),
     args=("tid", "version", "requests"),
-    fragments=(UNINDEX,),
+    fragments=(UNINDEX, UNSCHEDULE),
 )
 
 _RENEW = Script(
@@ -407,8 +410,8 @@ class ThreadLog:
         self, state: ThreadState, meta: dict[str, str], channels: Sequence[str]
     ) -> bool:
         """Remove a finished thread from Redis (after it was archived), with its index
-        entries and what ``channels`` kept for it; False when it changed or a worker
-        holds it, and nothing was removed."""
+        entries, its deliveries still to retry and what ``channels`` kept for it; False
+        when it changed or a worker holds it, and nothing was removed."""
         tid = state.id
         shard = keys.shard_of(tid)
         status = meta.get("status", state.status.value)
@@ -420,6 +423,7 @@ class ThreadLog:
                 "seen": keys.seen(tid),
                 "lease": keys.lease(tid),
                 "timers": keys.timers(shard),
+                "retries": keys.retries(shard),
                 "threads": keys.threads(shard),
                 "agent": keys.by_agent(shard, meta.get("agent", state.agent)),
                 "status": keys.by_status(shard, status),

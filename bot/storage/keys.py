@@ -164,7 +164,8 @@ def audit(shard: int) -> str:
 
 
 def workers() -> str:
-    """Sorted set: worker name by last heartbeat, for /readyz (``bot.storage.queue``)."""
+    """Sorted set: worker name by last heartbeat, for /readyz; a worker that stops removes its
+    name, and names not seen for a day are pruned (``bot.storage.queue``)."""
     return f"{PREFIX}:workers"
 
 

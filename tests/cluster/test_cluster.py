@@ -113,6 +113,31 @@ async def test_retention_removes_a_thread_with_its_retries_and_aliases(
         assert [await state.resolve(e) for e in externals] == [None] * len(externals)
 
 
+async def test_a_worker_that_stops_leaves_every_shards_group(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    async def named() -> set[str]:
+        streams = [keys.queue(s) for s in range(keys.SHARDS)]
+        found = [await cluster_redis.xinfo_consumers(q, keys.GROUP) for q in streams]
+        return {f"{s}:{c['name']}" for s, got in enumerate(found) for c in got}
+
+    async with Harness(cluster.url) as h:
+        stop = asyncio.Event()
+        worker = h.rt.worker(name="live", block_ms=50)
+        await worker.queue.ensure_groups()  # before any look at the groups
+        serving = asyncio.create_task(worker.run(stop))
+        everywhere = {f"{s}:live" for s in range(keys.SHARDS)}
+        await h.wait_for(lambda: _equal(named(), everywhere))
+        stop.set()
+        await serving
+        assert await named() == set()
+        assert await cluster_redis.zcard(keys.workers()) == 0
+
+
+async def _equal(got: Any, expected: object) -> bool:
+    return bool(await got == expected)
+
+
 async def test_two_concurrent_decisions_exactly_one_wins(
     cluster: EmbeddedCluster, cluster_redis: Client
 ) -> None:

@@ -27,6 +27,11 @@ from bot.settings import Settings
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+LIBRARY_LEVELS = {"httpx": logging.WARNING}
+"""Libraries' loggers kept at these levels whatever ``LOG_LEVEL`` says: httpx logs each
+request's whole URL at INFO, and a webhook's callback URL may carry a secret in its path or
+query (Greenlight's own lines name only its scheme, host and port)."""
+
 
 class WithIds(logging.Filter):
     """Puts the thread, request and trace a record is about on the record."""
@@ -71,6 +76,8 @@ def log_handler(settings: Settings, stream: Any = None) -> logging.Handler:
 def setup_logging(settings: Settings) -> None:
     """Configure the root logger once for this process (its level and format)."""
     logging.basicConfig(level=settings.log_level, handlers=[log_handler(settings)], force=True)
+    for name, level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
     # What neither format shows, a record need not look up: the process and thread, and the
     # caller's file and line (a walk up the stack). About 2 of a line's 9.5 us; the logging
     # HOWTO ("Optimization") names these switches.

@@ -17,8 +17,12 @@ from bot.domain.reducer import Status
 from bot.storage import keys
 from bot.storage.archive import Archive
 from bot.storage.embedded import EmbeddedRedis
+from bot.storage.retries import Retries
+from tests.channels.email.helpers import ANN, OPS, Mailroom, email_settings, new_mail, reply_to
+from tests.channels.email.provider import MailProvider
 from tests.harness import Harness, eventually
 from tests.harness import test_settings as settings_with
+from tests.standins.receiver import Receiver
 from tests.test_cli import DEPLOY, cli
 
 DAY = 86400.0
@@ -34,8 +38,8 @@ async def h(redis_server: EmbeddedRedis, redis: Redis, tmp_path: Path) -> AsyncI
         yield harness
 
 
-async def finished(h: Harness) -> str:
-    r = await h.api.post("/threads", json=DEPLOY)
+async def finished(h: Harness, body: dict[str, str] = DEPLOY) -> str:
+    r = await h.api.post("/threads", json=body)
     await h.drain()
     (req,) = (await h.api.get(f"/threads/{r.json()['id']}")).json()["open_requests"]
     body = {"decision": "approve", "by": "bob"}
@@ -86,6 +90,77 @@ async def test_sweeping_twice_archives_once(h: Harness) -> None:
     assert await h.rt.retention.sweep() == 0  # nothing left: archived once
     assert (await h.api.get("/archive")).json()["total"] == 1
     assert (await h.api.get(f"/archive/{tid}")).status_code == 200
+
+
+async def test_an_archived_thread_takes_its_deliveries_still_to_retry_with_it(
+    h: Harness, redis: Redis
+) -> None:
+    clock = h.clock
+    assert isinstance(clock, ManualClock)
+    async with Receiver(fail_always=True) as receiver:
+        callback = {**DEPLOY, "callback_url": receiver.url}
+        old = await finished(h, callback)
+        waiting = (await h.api.post("/threads", json=callback)).json()["id"]
+        await h.drain()
+        assert await retried(redis) == {old, waiting}  # every callback failed
+
+        clock.advance(8 * DAY)
+        assert h.rt.retention is not None
+        assert await h.rt.retention.sweep() == 1
+        assert await retried(redis) == {waiting}  # the archived thread's jobs went with it
+
+        tried = len(receiver.requests)
+        await h.drain()  # the other's retries go on
+        assert len(receiver.requests) > tried
+        assert {r.json()["thread_id"] for r in receiver.requests[tried:]} == {waiting}
+
+
+async def test_an_archived_thread_takes_the_aliases_that_lead_to_it_with_it(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
+) -> None:
+    clock = ManualClock(1_800_000_000.0)
+    settings = email_settings(provider, retain_finished_days=7)
+    archive = Archive(tmp_path / "archive")
+    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
+        room = Mailroom(h, provider)
+        await room.smtp(new_mail(ANN, "deploy@example.test", "Release api", DEPLOY["text"]))
+        await h.drain()
+        (old,) = (await h.rt.indexes.threads(offset=0, limit=5))[0]
+        ask = provider.last_to(OPS)
+        assert (await room.smtp(reply_to(ask, "APPROVE", sender=OPS))).startswith("decided")
+        await h.drain()
+        assert (await h.thread(old)).status is Status.DONE
+        clock.advance(6 * DAY)
+        await room.smtp(new_mail(ANN, "deploy@example.test", "Again", DEPLOY["text"]))
+        await h.drain()
+        (new,) = [t for t in (await h.rt.indexes.threads(offset=0, limit=5))[0] if t != old]
+        # Each email in or out leads to its thread: the Message-IDs, the conversation's root.
+        assert set((await aliases(redis)).values()) == {old, new}
+        linked_to_old = [k for k, tid in (await aliases(redis)).items() if tid == old]
+        assert len(linked_to_old) >= 4
+
+        clock.advance(2 * DAY)
+        assert h.rt.retention is not None
+        assert await h.rt.retention.sweep() == 1
+        left = await aliases(redis)
+        assert set(left.values()) == {new}  # the waiting thread's stay
+        assert not await redis.exists(*linked_to_old)
+
+
+async def aliases(redis: Redis) -> dict[str, str]:
+    """Every alias key and the thread it leads to."""
+    return {str(k): str(await redis.get(k)) for k in await redis.keys(keys.alias("*", "*"))}
+
+
+async def retried(redis: Redis) -> set[str]:
+    """The threads with deliveries to retry."""
+    jobs = [
+        job
+        for shard in range(keys.SHARDS)
+        for job in await redis.zrange(keys.retries(shard), 0, -1)
+    ]
+    assert len(jobs) == await Retries(redis).count()
+    return {json.loads(job)["t"] for job in jobs}
 
 
 async def test_a_serving_worker_steps_threads_while_it_archives_a_backlog(

@@ -1,4 +1,5 @@
-"""Text for people: a tool call on one line, an argument's value, and cutting text short.
+"""Text for people: a tool call on one line, an argument's value, cutting text short, and
+URLs cut to where they point.
 
 Every channel and the CLI show calls and cut text with these, so a call reads
 the same in Slack, in an email subject and in the terminal.
@@ -7,8 +8,10 @@ the same in Slack, in an email subject and in the terminal.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 ELLIPSIS = "…"
 
@@ -59,3 +62,30 @@ def cut(text: str, limit: int, *, boundary: Callable[[str, int], int] | None = N
     if boundary is not None:
         at = boundary(text, at)
     return text[:at] + ELLIPSIS
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,:;!?)]")
+"""A URL in text: up to a space, a quote or an angle bracket, and not its last punctuation."""
+
+
+def to_site(url: str) -> str:
+    """A URL cut to its scheme, host and port: enough to tell where it points, without what
+    may be a secret in it (user and password, path, query, fragment). For logs and errors."""
+    scheme = url.partition("://")[0]
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"{scheme}://?"
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}" if port is None else f"{scheme}://{host}:{port}"
+
+
+def redact_urls(text: str, *urls: str) -> str:
+    """``text`` with every URL in it cut to its scheme, host and port (``to_site``): ``urls``
+    wherever they occur, whatever they hold, then anything that looks like a URL."""
+    for url in urls:
+        text = text.replace(url, to_site(url))
+    return _URL.sub(lambda found: to_site(found.group()), text)

@@ -95,6 +95,19 @@ DELIVERY_GIVE_UPS = Counter(
     "Deliveries given up on (recorded as delivery_failed).",
     ["channel"],
 )
+DELIVERY_RETRIES_DROPPED = Counter(
+    "greenlight_delivery_retries_dropped_total",
+    "Retries dropped untried, with no delivery_failed event, by channel and reason: gone (the"
+    " thread or its event left Redis: archived), channel (not configured in this process),"
+    " unreadable (the job; channel empty), error (failed in Greenlight past the give-up time).",
+    ["channel", "reason"],
+)
+DELIVERY_RETRY_ERRORS = Counter(
+    "greenlight_delivery_retry_errors_total",
+    "Retries that failed in Greenlight itself, not in their channel (Redis unavailable, an"
+    " unreadable thread): tried again after the claim's hold, other retries unharmed.",
+    ["channel"],
+)
 MODEL_LATENCY = Histogram(
     "greenlight_model_seconds",
     "One model turn, retries included.",

@@ -1,7 +1,10 @@
 """Workers: take threads from the queue, step them, deliver what they produced.
 
-``Worker.run`` serves until stopped (SIGTERM finishes the steps in hand);
-``Worker.burst`` drains the queue and returns, for tests and benchmarks.
+``Worker.run`` serves until stopped (SIGTERM finishes the steps in hand), then leaves:
+its name goes from the heartbeats and from each shard's consumer group (where it holds
+no entry); a serving worker also forgets workers not seen for a day (they died).
+``Worker.burst`` drains the queue and returns, for tests and benchmarks; its name stays
+until a serving worker forgets it with the others not seen for a day.
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ from bot.storage.timers import Timers
 log = logging.getLogger(__name__)
 
 
+PRUNE_EVERY = 600.0
+"""Seconds between two looks of a serving worker for workers to forget (``Queue.prune``)."""
+
+
 def consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
@@ -48,6 +55,8 @@ class Worker:
         lease_ms: how long a thread lease lives without renewal.
         claim_idle_ms: an entry unacknowledged this long was taken by a dead
             worker and is reclaimed.
+        forget_after: seconds after which a worker not seen is forgotten (``Queue.prune``,
+            every ``PRUNE_EVERY`` seconds of a serving worker).
     """
 
     def __init__(
@@ -64,8 +73,11 @@ class Worker:
         block_ms: int = 1000,
         on_step: Callable[[ThreadState], None] | None = None,
         retention: Retention | None = None,
+        forget_after: float = 86400.0,
     ) -> None:
         self.log = log
+        self.forget_after = forget_after
+        self._pruned = -float("inf")
         self.retention = retention
         self._swept = -float("inf")
         self._sweeping: asyncio.Task[None] | None = None
@@ -122,6 +134,7 @@ class Worker:
             await _cancel(self._sweeping)
         await self._stop_renewer()
         await self.queue.close()
+        await self._survive("leaving", self.queue.leave())
         log.info("worker %s stopped", self.queue.consumer)
 
     async def burst(self) -> int:
@@ -162,6 +175,15 @@ class Worker:
                 log.info("worker %s reclaimed %s", self.queue.consumer, entry.thread_id)
                 metrics.LEASE_RECLAIMS.inc()
                 self._start(entry)
+            if time.monotonic() - self._pruned >= PRUNE_EVERY:
+                self._pruned = time.monotonic()
+                if gone := await self.queue.prune(self.forget_after):
+                    log.info(
+                        "worker %s forgot %d consumers of workers not seen for %.0fs",
+                        self.queue.consumer,
+                        gone,
+                        self.forget_after,
+                    )
 
     async def _survive(self, what: str, work: Awaitable[object]) -> None:
         """Run ``work``, whose failure is logged and must not end the worker."""

@@ -3,15 +3,48 @@
 Slack keeps the timestamps of the messages it posted for a thread, email the
 Message-IDs it sent; both map an external id (a Slack thread, a Message-ID
 someone replies to) back to the thread. Each channel sees only its own.
+
+An external id is looked up without knowing its thread, so its key (an alias) is
+in a slot of its own. Each is also recorded in the thread's own channel state
+(``alias:<id>``), which the thread log's forget script reads as it removes the
+thread (``linked``); the aliases are then removed one by one (``unlink``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Sequence
 
 from bot.storage import keys
 from bot.storage.connection import Client
 from bot.storage.script import Script
+
+_ALIAS = "alias:"
+"""The prefix of a thread's channel-state fields that record its aliases."""
+
+LINKED = f"""
+local function linked(state)
+  local found = {{}}
+  for _, field in ipairs(redis.call('HKEYS', state)) do
+    if string.sub(field, 1, {len(_ALIAS)}) == '{_ALIAS}' then
+      found[#found + 1] = string.sub(field, {len(_ALIAS) + 1})
+    end
+  end
+  return found
+end
+"""
+"""The external ids recorded in a thread's channel state (``state``, its key) as its aliases."""
+
+# An alias goes only while it still leads to the thread that is removed.
+_UNLINK = Script(
+    """
+if redis.call('GET', K.alias) ~= A.tid then return 0 end
+return redis.call('DEL', K.alias)
+""",
+    keys=("alias",),
+    args=("tid",),
+)
 
 # Sliding window: forget uses older than the window, then take one if any is left.
 _TAKE = Script(
@@ -52,7 +85,9 @@ class ChannelState:
         return {str(k): str(v) for k, v in found.items()}
 
     async def link(self, external: str, thread_id: str) -> None:
-        """Remember that an external id belongs to a thread."""
+        """Remember that an external id belongs to a thread, until the thread is removed."""
+        # Recorded with the thread first, so that removing the thread finds every alias.
+        await self.redis.hset(keys.channel_state(thread_id, self.channel), _ALIAS + external, "")
         await self.redis.set(keys.alias(self.channel, external), thread_id)
 
     async def resolve(self, external: str) -> str | None:
@@ -84,3 +119,15 @@ class ChannelState:
             "ttl_ms": max(1, int(per * 1000)),
         }
         return bool(await self._take(keys={"rate": keys.rate(self.channel, key)}, args=args))
+
+
+async def unlink(redis: Client, channel: str, thread_id: str, externals: Sequence[str]) -> None:
+    """Remove the aliases ``externals`` of a thread that was removed (``linked`` found them),
+    each only while it still leads to ``thread_id``."""
+    unlink_one = _UNLINK.bind(redis)
+    await asyncio.gather(
+        *(
+            unlink_one(keys={"alias": keys.alias(channel, external)}, args={"tid": thread_id})
+            for external in externals
+        )
+    )

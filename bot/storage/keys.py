@@ -82,8 +82,8 @@ def lease(tid: str) -> str:
 
 
 def channel_state(tid: str, channel: str) -> str:
-    """Hash of one channel's own ids for one thread (Slack posts, emails sent), written by
-    ``bot.storage.channelstate``; never expires, like the log."""
+    """Hash of one channel's own ids for one thread (Slack posts, emails sent, the thread's
+    aliases), written by ``bot.storage.channelstate``; never expires, like the log."""
     return f"{PREFIX}:{tag_of(tid)}:{tid}:ch:{channel}"
 
 
@@ -164,12 +164,14 @@ def audit(shard: int) -> str:
 
 
 def workers() -> str:
-    """Sorted set: worker name by last heartbeat, for /readyz (``bot.storage.queue``)."""
+    """Sorted set: worker name by last heartbeat, for /readyz; a worker that stops removes its
+    name, and names not seen for a day are pruned (``bot.storage.queue``)."""
     return f"{PREFIX}:workers"
 
 
 def alias(channel: str, key: str) -> str:
-    """An external id (an email Message-ID we sent) → thread id; never expires
+    """An external id (an email Message-ID, a Slack thread) → thread id; recorded in the
+    thread's ``channel_state`` too, and removed with the thread when retention forgets it
     (``bot.storage.channelstate``)."""
     return f"{PREFIX}:alias:{channel}:{key}"
 

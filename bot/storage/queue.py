@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 from bot.domain.clock import Clock
 from bot.storage import keys
 from bot.storage.connection import Client, is_cluster
+from bot.storage.script import Script
 from bot.storage.wire import Wire
 
 # ``trace``: the writer's W3C traceparent, so the worker's step joins its trace ('' if none).
@@ -43,6 +44,46 @@ local function ack(stream, entry)
   end
 end
 """
+
+
+# XGROUP DELCONSUMER drops the consumer's pending entries with it: a consumer goes only when
+# it holds none, checked in the same script. Deleting one that holds none loses nothing, and a
+# worker still reading is given a new one by its next read.
+_LEAVE = Script(
+    f"""
+local pending = redis.pcall('XPENDING', K.queue, '{keys.GROUP}', '-', '+', 1, A.consumer)
+if pending.err or #pending > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', K.queue, '{keys.GROUP}', A.consumer)
+return 1
+""",
+    keys=("queue",),
+    args=("consumer",),
+)
+
+_PRUNE = Script(
+    f"""
+local keep = {{}}
+for i = REST, #ARGV do keep[ARGV[i]] = true end
+local consumers = redis.pcall('XINFO', 'CONSUMERS', K.queue, '{keys.GROUP}')
+if consumers.err then return 0 end
+local gone = 0
+for _, consumer in ipairs(consumers) do
+  local name, pending
+  for i = 1, #consumer, 2 do
+    if consumer[i] == 'name' then name = consumer[i + 1] end
+    if consumer[i] == 'pending' then pending = consumer[i + 1] end
+  end
+  if not keep[name] and pending == 0 then
+    redis.call('XGROUP', 'DELCONSUMER', K.queue, '{keys.GROUP}', name)
+    gone = gone + 1
+  end
+end
+return gone
+""",
+    keys=("queue",),
+)
+"""The group's consumers that hold no entry, but those named after the arguments (workers
+seen lately)."""
 
 
 class Entry(NamedTuple):
@@ -71,6 +112,8 @@ class Queue:
         self._read_all = ["STREAMS", *streams, *[">"] * len(streams)]
         self._wire = Wire.for_client(redis) if isinstance(redis, Redis) else None
         self._readers: dict[int, asyncio.Task[Any]] = {}
+        self._leave = _LEAVE.bind(redis)
+        self._prune = _PRUNE.bind(redis)
 
     async def ensure_groups(self) -> None:
         """Create each shard's stream and group if missing (after a restart without AOF)."""
@@ -145,6 +188,27 @@ class Queue:
 
     async def heartbeat(self) -> None:
         await self.redis.zadd(keys.workers(), {self.consumer: self.clock.now()})
+
+    async def leave(self) -> None:
+        """This worker stops: its heartbeat goes, and its consumer in each shard's group
+        where it holds no entry (where it does, another worker reclaims the entries, and
+        ``prune`` removes the consumer later)."""
+        await self.redis.zrem(keys.workers(), self.consumer)
+        args = {"consumer": self.consumer}
+        await asyncio.gather(
+            *(self._leave(keys={"queue": keys.queue(s)}, args=args) for s in range(keys.SHARDS))
+        )
+
+    async def prune(self, age: float) -> int:
+        """Forget the workers not seen for ``age`` seconds (they died, or stopped before
+        their entries were reclaimed): their heartbeats, and their consumers in each shard's
+        group that hold no entry. Returns how many consumers went."""
+        await self.redis.zremrangebyscore(keys.workers(), "-inf", f"({self.clock.now() - age!r}")
+        seen = [str(name) for name in await self.redis.zrange(keys.workers(), 0, -1)]
+        gone = await asyncio.gather(
+            *(self._prune(keys={"queue": keys.queue(s)}, rest=seen) for s in range(keys.SHARDS))
+        )
+        return sum(int(n) for n in gone)
 
 
 async def last_heartbeat(redis: Client) -> tuple[str, float] | None:

@@ -1,13 +1,16 @@
 """Outbound deliveries to retry: per shard, a sorted set of jobs scored by due time.
 
-A job names its thread, so it lives in that thread's shard. Claiming a due job
-pushes it forward instead of removing it: a worker that dies mid-delivery
-leaves the job to fire again; the claimant removes or reschedules it.
+A job is JSON that names its thread under ``t``, and lives in that thread's
+shard. Claiming a due job pushes it forward instead of removing it: a worker
+that dies mid-delivery leaves the job to fire again; the claimant removes or
+reschedules it. A thread's jobs leave with it when retention forgets it
+(``unschedule``, in the thread log's forget script).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import NamedTuple
 
 from bot.storage import keys
 from bot.storage.connection import Client
@@ -23,6 +26,28 @@ return due
     args=("now", "hold", "limit"),
 )
 
+UNSCHEDULE = """
+local function unschedule(retries, tid)
+  for _, job in ipairs(redis.call('ZRANGE', retries, 0, -1)) do
+    if string.find(job, tid, 1, true) then
+      local ok, found = pcall(cjson.decode, job)
+      if ok and type(found) == 'table' and found.t == tid then
+        redis.call('ZREM', retries, job)
+      end
+    end
+  end
+end
+"""
+"""Remove the thread's jobs from its shard's schedule. It reads the whole schedule, which
+holds only deliveries failing now (each given up on within the outbox's give-up time)."""
+
+
+class Claimed(NamedTuple):
+    """A job claimed for a try, and the shard whose schedule holds it."""
+
+    shard: int
+    job: str
+
 
 class Retries:
     """The durable retry schedule of outbound deliveries.
@@ -37,18 +62,20 @@ class Retries:
         self._claim = _CLAIM.bind(redis)
 
     async def schedule(self, thread_id: str, job: str, due: float) -> None:
+        """Schedule ``job`` (JSON naming ``thread_id`` under ``t``) for ``due``."""
         await self.redis.zadd(keys.retries(keys.shard_of(thread_id)), {job: due})
 
-    async def claim_due(self, now: float, limit: int = 50) -> list[str]:
+    async def claim_due(self, now: float, limit: int = 50) -> list[Claimed]:
         """Jobs due at ``now``, held for ``hold`` seconds while the caller tries them."""
         args = {"now": now, "hold": self.hold, "limit": limit}
         claimed = await asyncio.gather(
             *(self._claim(keys={"retries": keys.retries(s)}, args=args) for s in range(keys.SHARDS))
         )
-        return [str(job) for jobs in claimed for job in jobs]
+        return [Claimed(shard, str(job)) for shard, jobs in enumerate(claimed) for job in jobs]
 
-    async def done(self, thread_id: str, job: str) -> None:
-        await self.redis.zrem(keys.retries(keys.shard_of(thread_id)), job)
+    async def done(self, claimed: Claimed) -> None:
+        """Remove a claimed job: tried (and rescheduled as another if it failed), or dropped."""
+        await self.redis.zrem(keys.retries(claimed.shard), claimed.job)
 
     async def count(self) -> int:
         """Jobs scheduled in every shard."""

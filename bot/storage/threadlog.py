@@ -43,9 +43,11 @@ from bot.domain.hashing import chain_hash
 from bot.domain.reducer import Status, ThreadState, reduce
 from bot.storage import keys
 from bot.storage.audit import RECORD, to_stored_record
+from bot.storage.channelstate import LINKED, unlink
 from bot.storage.connection import Client
 from bot.storage.indexes import REINDEX, UNINDEX, reindex_keys, summaries
 from bot.storage.queue import ACK, ENQUEUE
+from bot.storage.retries import UNSCHEDULE
 from bot.storage.script import Batcher, Script
 from bot.storage.timers import ARM
 
@@ -227,16 +229,20 @@ return 1
 )
 
 # Forget a finished thread once it is archived: only if it did not change since
-# it was read (its version) and no worker holds it.
+# it was read (its version) and no worker holds it. Its deliveries still to retry go too,
+# and its channels' state, whose aliases it returns.
 _FORGET = Script(
     """
-if redis.call('LLEN', K.log) ~= tonumber(A.version) then return 0 end
-if redis.call('EXISTS', K.lease) == 1 then return 0 end
+if redis.call('LLEN', K.log) ~= tonumber(A.version) then return {0} end
+if redis.call('EXISTS', K.lease) == 1 then return {0} end
 unindex(K.threads, K.agent, K.status, K.open, K.waiting, K.waiting_v, A.tid, A.requests)
 redis.call('ZREM', K.timers, A.tid)
+unschedule(K.retries, A.tid)
 redis.call('HDEL', K.cursors, A.tid)
+local done = {1}
+for i = REST_KEYS, #KEYS do done[#done + 1] = linked(KEYS[i]) end
 redis.call('DEL', K.log, K.meta, K.seen, unpack(KEYS, REST_KEYS))
-return 1
+return done
 """,
     keys=(
         "log",
@@ -245,6 +251,7 @@ return 1
         "seen",
         "lease",
         "timers",
+        "retries",
         "threads",
         "agent",
         "status",
@@ -253,8 +260,10 @@ return 1
         "waiting_v",
     ),
     args=("tid", "version", "requests"),
-    fragments=(UNINDEX,),
+    fragments=(UNINDEX, UNSCHEDULE, LINKED),
 )
+"""Returns {0} when the thread changed or is held, else 1 and, for each channel-state key
+given after the named ones, the aliases it recorded (removed after, ``unlink``)."""
 
 _RENEW = Script(
     """
@@ -407,12 +416,13 @@ class ThreadLog:
         self, state: ThreadState, meta: dict[str, str], channels: Sequence[str]
     ) -> bool:
         """Remove a finished thread from Redis (after it was archived), with its index
-        entries and what ``channels`` kept for it; False when it changed or a worker
-        holds it, and nothing was removed."""
+        entries, its deliveries still to retry and what ``channels`` kept for it (their
+        state, and the aliases that lead to it); False when it changed or a worker holds
+        it, and nothing was removed."""
         tid = state.id
         shard = keys.shard_of(tid)
         status = meta.get("status", state.status.value)
-        done = await self._forget(
+        done, *linked = await self._forget(
             keys={
                 "log": keys.log(tid),
                 "meta": keys.meta(tid),
@@ -420,6 +430,7 @@ class ThreadLog:
                 "seen": keys.seen(tid),
                 "lease": keys.lease(tid),
                 "timers": keys.timers(shard),
+                "retries": keys.retries(shard),
                 "threads": keys.threads(shard),
                 "agent": keys.by_agent(shard, meta.get("agent", state.agent)),
                 "status": keys.by_status(shard, status),
@@ -434,9 +445,13 @@ class ThreadLog:
             },
             extra_keys=[keys.channel_state(tid, c) for c in channels],
         )
-        if int(done):
-            self._cache.pop(tid)
-        return bool(int(done))
+        if not int(done):
+            return False
+        self._cache.pop(tid)
+        # Each in a slot of its own: one by one, after. A crash in between leaves them.
+        for channel, externals in zip(channels, linked, strict=True):
+            await unlink(self.redis, channel, tid, [str(e) for e in externals])
+        return True
 
     async def meta(self, thread_id: str) -> dict[str, str]:
         """The thread's derived fields (``metas``; empty when it is gone)."""

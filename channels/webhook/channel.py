@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from bot.domain.errors import DeliveryError, UnauthorizedError
 from bot.domain.events import Actor, Event, Origin
 from bot.domain.reducer import ThreadState
+from bot.domain.text import redact_urls, to_site
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from bot.web import callbacks
@@ -117,12 +119,21 @@ class WebhookChannel:
         if self.secret is not None:
             # Signed at send time, so a retry hours later is still inside the window.
             headers[SIGNATURE_HEADER] = sign(self.secret, raw, int(self.runtime.clock.now()))
+        # A callback URL often carries a secret (a token in its path or query): errors name
+        # only where it points, and httpx's error (its message may name the URL) is not
+        # chained, so no traceback prints it either.
         try:
             answer = await self._client.post(url, content=raw, headers=headers)
         except httpx.HTTPError as exc:
-            raise DeliveryError(f"callback to {url} failed: {exc!r}") from exc
+            urls = [url]
+            with contextlib.suppress(RuntimeError):  # raised when httpx knows no request
+                urls.append(str(exc.request.url))  # as httpx wrote it: maybe encoded otherwise
+            said = redact_urls(str(exc), *urls)
+            raise DeliveryError(
+                f"callback to {to_site(url)} failed: {type(exc).__name__}: {said}"
+            ) from None
         if not answer.is_success:
-            raise DeliveryError(f"callback to {url} answered {answer.status_code}")
+            raise DeliveryError(f"callback to {to_site(url)} answered {answer.status_code}")
         log.info("thread %s: %s sent to the callback", thread.id, body["type"])
 
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
+from bot.domain.clock import ManualClock
 from bot.domain.events import Actor, Decision, Event, Origin
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.tools import Tool, ToolContext
 from bot.engine.ports import Channel
 from bot.runtime import Runtime, build_runtime
 from bot.storage import keys
+from bot.storage.queue import Queue
 from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually
 
+T = TypeVar("T")
 ALICE = Actor(channel="api", id="alice")
 BOB = Actor(channel="api", id="bob")
 
@@ -156,3 +160,52 @@ async def test_a_long_step_keeps_its_lease(redis: Redis) -> None:
     await draining
     assert (await rt.log.load(got.thread.id)).status is Status.DONE
     assert await redis.exists(lease) == 0
+
+
+async def consumers(redis: Redis) -> dict[int, set[str]]:
+    """Each shard's consumers in the workers' group, where there are any."""
+    found = {s: await redis.xinfo_consumers(keys.queue(s), keys.GROUP) for s in range(keys.SHARDS)}
+    return {s: {str(c["name"]) for c in got} for s, got in found.items() if got}
+
+
+async def test_a_worker_that_stops_leaves_and_workers_long_gone_are_forgotten(
+    redis: Redis,
+) -> None:
+    clock = ManualClock(1_800_000_000.0)
+    rt = build_runtime(redis, {"bank": make_agent(Ledger())}, ScriptedModel(turns()), clock=clock)
+    # Two workers died two days ago: one holding an entry of shard 3 it never acknowledged.
+    holder, idle = Queue(redis, "died-holding", clock), Queue(redis, "died-idle", clock)
+    await holder.ensure_groups()
+    eid = await redis.xadd(keys.queue(3), {"t": "th_0123456789abcdef0123"})
+    for dead in (holder, idle):
+        await dead.heartbeat()
+        await dead.read(10, None)
+    everywhere = {s: {"died-holding", "died-idle"} for s in range(keys.SHARDS)}
+    assert await consumers(redis) == everywhere
+    clock.advance(2 * 86400)
+
+    stop = asyncio.Event()
+    serving = asyncio.create_task(rt.worker(name="live", block_ms=50).run(stop))
+    try:
+        # Forgotten as it starts: their heartbeats, and each consumer but the one holding.
+        live = {s: {"live", "died-holding"} if s == 3 else {"live"} for s in range(keys.SHARDS)}
+        await eventually(lambda: _is(consumers(redis), live))
+        assert await redis.zrange(keys.workers(), 0, -1) == ["live"]
+    finally:
+        stop.set()
+        await serving
+    assert await consumers(redis) == {3: {"died-holding"}}  # it left: only the holder stays
+    assert await redis.zcard(keys.workers()) == 0
+    (held,) = await redis.xpending_range(keys.queue(3), keys.GROUP, "-", "+", 10)
+    assert (held["message_id"], held["consumer"]) == (eid, "died-holding")  # not lost
+
+    # Once another worker took its entry over, the holder goes too.
+    other = Queue(redis, "other", clock)
+    await other.heartbeat()
+    assert [e.id for e in await other.reclaim(0)] == [eid]
+    assert await other.prune(86400) == 1
+    assert await consumers(redis) == {s: {"other"} for s in range(keys.SHARDS)}
+
+
+async def _is(got: Awaitable[T], expected: T) -> bool:
+    return await got == expected

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
 from bot.storage.retries import Retries
+from bot.telemetry import LIBRARY_LEVELS
 from channels.webhook import SIGNATURE_HEADER, sign, verify
 from tests.harness import Harness
 from tests.harness import test_settings as make_settings
@@ -364,6 +367,65 @@ async def test_unreachable_callback_is_retried_like_a_failure(
         assert "ConnectError" in failed.error
         replies = [e for e in await events_of(h, tid) if isinstance(e, AgentReply)]
         assert replies == []
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every line logged at DEBUG, libraries' loggers at the levels the entry points set."""
+    was = {name: logging.getLogger(name).level for name in LIBRARY_LEVELS}
+    for name, level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    caplog.set_level(logging.DEBUG)
+    yield caplog
+    for name, level in was.items():
+        logging.getLogger(name).setLevel(level)
+
+
+async def test_a_failing_callback_names_only_where_it_points_in_logs_and_events(
+    redis_server: EmbeddedRedis, redis: Redis, logged: pytest.LogCaptureFixture
+) -> None:
+    secrets = ("u53r", "pa55", "s3cr3t-path", "s3cr3t-query", "s3cr3t-fragment")
+    tail = "/hooks/s3cr3t-path?token=s3cr3t-query#s3cr3t-fragment"
+    async with Receiver() as gone:
+        unreachable = gone.url
+    settings = make_settings(webhook_secret=SECRET, delivery_give_up_after=0.2)
+    clock = ManualClock(time.time())
+    async with (
+        Receiver(fail_always=True) as receiver,
+        Harness(redis_server.url, settings=settings, clock=clock) as h,
+    ):
+        failing = receiver.url.replace("http://", "http://u53r:pa55@")
+        sites = {failing + tail: receiver.url, unreachable + tail: unreachable}
+        tids = {}
+        for url in sites:
+            body = {"text": DEPLOY, "user": "ann", "callback_url": url}
+            tids[url] = (await h.http.post("/webhooks/deploy", **signed(body))).json()["id"]
+
+        async def gave_up() -> bool:
+            for tid in tids.values():
+                if not [e for e in await events_of(h, tid) if isinstance(e, DeliveryFailed)]:
+                    return False
+            return True
+
+        await drained_until(h, clock, gave_up)
+        assert receiver.requests and receiver.requests[0].path.startswith("/hooks/s3cr3t-path")
+        for url, tid in tids.items():
+            # Enough to tell what failed where: the scheme, host and port, and the cause.
+            error = failed_error(await events_of(h, tid))
+            assert f"callback to {sites[url]} " in error, error
+            # Only the thread's first event, which keeps where to call back, holds the URL.
+            for raw in (await h.rt.log.stored(tid))[1:]:
+                assert not [s for s in secrets if s in raw], raw
+        assert "answered 500" in failed_error(await events_of(h, tids[failing + tail]))
+        assert "ConnectError" in failed_error(await events_of(h, tids[unreachable + tail]))
+    said = logged.text
+    assert "retry in" in said and "gave up" in said and receiver.url in said
+    assert [s for s in secrets if s in said] == []
+
+
+def failed_error(events: list[Event]) -> str:
+    (failed,) = [e for e in events if isinstance(e, DeliveryFailed)]
+    return failed.error
 
 
 async def test_a_retry_cut_off_mid_delivery_stays_scheduled(

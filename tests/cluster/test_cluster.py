@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from bot.domain.clock import ManualClock
 from bot.domain.events import ApprovalDecision
 from bot.domain.reducer import Status
 from bot.storage import keys
+from bot.storage.archive import Archive
+from bot.storage.channelstate import ChannelState
 from bot.storage.connection import Client
 from bot.storage.embedded_cluster import EmbeddedCluster
+from bot.storage.retries import Retries
 from tests.bot.test_crashes import kill_a_worker_mid_tool
 from tests.harness import Harness
+from tests.harness import test_settings as make_settings
+from tests.standins.receiver import Receiver
 
 DEPLOY = {"agent": "deploy", "user": "ann", "text": "deploy api 1.5.0 to production"}
 
@@ -74,6 +81,61 @@ async def test_workers_read_the_queue_without_asking_which_keys_a_read_names(
         reads += int(stats.get("cmdstat_xreadgroup", {}).get("calls", 0))
         getkeys += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
     assert reads > 0 and getkeys == 0
+
+
+async def test_retention_removes_a_thread_with_its_retries_and_aliases(
+    cluster: EmbeddedCluster, cluster_redis: Client, tmp_path: Path
+) -> None:
+    clock = ManualClock(1_800_000_000.0)
+    settings = make_settings(retain_finished_days=1)
+    archive = Archive(tmp_path)
+    async with (
+        Receiver(fail_always=True) as receiver,
+        Harness(cluster.url, settings=settings, clock=clock, archive=archive) as h,
+    ):
+        r = await h.api.post("/threads", json={**DEPLOY, "callback_url": receiver.url})
+        tid = r.json()["id"]
+        await h.drain()
+        (req,) = (await h.api.get(f"/threads/{tid}")).json()["open_requests"]
+        decided = {"decision": "approve", "by": "bob"}
+        assert (await h.api.post(f"/requests/{req['id']}/decision", json=decided)).is_success
+        await h.drain()
+        # What a channel links to the thread, in slots other than the thread's.
+        state = ChannelState(cluster_redis, "webhook")
+        externals = [f"ext-{n}" for n in range(8)]
+        for external in externals:
+            await state.link(external, tid)
+        assert await Retries(cluster_redis).count() > 0  # the callbacks failed
+
+        clock.advance(2 * 86400)
+        assert h.rt.retention is not None and await h.rt.retention.sweep() == 1
+        assert await Retries(cluster_redis).count() == 0
+        assert [await state.resolve(e) for e in externals] == [None] * len(externals)
+
+
+async def test_a_worker_that_stops_leaves_every_shards_group(
+    cluster: EmbeddedCluster, cluster_redis: Client
+) -> None:
+    async def named() -> set[str]:
+        streams = [keys.queue(s) for s in range(keys.SHARDS)]
+        found = [await cluster_redis.xinfo_consumers(q, keys.GROUP) for q in streams]
+        return {f"{s}:{c['name']}" for s, got in enumerate(found) for c in got}
+
+    async with Harness(cluster.url) as h:
+        stop = asyncio.Event()
+        worker = h.rt.worker(name="live", block_ms=50)
+        await worker.queue.ensure_groups()  # before any look at the groups
+        serving = asyncio.create_task(worker.run(stop))
+        everywhere = {f"{s}:live" for s in range(keys.SHARDS)}
+        await h.wait_for(lambda: _equal(named(), everywhere))
+        stop.set()
+        await serving
+        assert await named() == set()
+        assert await cluster_redis.zcard(keys.workers()) == 0
+
+
+async def _equal(got: Any, expected: object) -> bool:
+    return bool(await got == expected)
 
 
 async def test_two_concurrent_decisions_exactly_one_wins(

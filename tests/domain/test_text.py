@@ -1,8 +1,9 @@
-"""The one tool-call formatter and the one cutter every channel and the CLI use."""
+"""The one tool-call formatter, the one cutter every channel and the CLI use, and URLs cut to
+where they point."""
 
 from __future__ import annotations
 
-from bot.domain.text import cut, to_args, to_call, to_shown
+from bot.domain.text import cut, redact_urls, to_args, to_call, to_shown, to_site
 from channels.slack.blocks import cut_escaped
 
 ARGS = {"service": "api", "replicas": 3, "canary": True, "tags": ["a", "é"]}
@@ -35,3 +36,14 @@ def test_slack_cuts_escaped_text_without_splitting_an_entity() -> None:
     cut_there = cut_escaped("ab<cd", 6)  # "ab&lt;cd": a plain cut would end in "ab&lt"
     assert cut_there == "ab…"
     assert cut_escaped("a<b", 10) == "a&lt;b"
+
+
+def test_a_url_is_cut_to_its_scheme_host_and_port() -> None:
+    assert to_site("https://me:pw@Hooks.example.com:8443/t/abc?key=k#f") == (
+        "https://hooks.example.com:8443"
+    )
+    assert to_site("http://[::1]/x") == "http://[::1]" and to_site("http://h:port/x") == "http://?"
+    said = "ConnectError('to http://h.example.com/t/abc?key=k: refused'), see https://b/c"
+    assert redact_urls(said) == "ConnectError('to http://h.example.com: refused'), see https://b"
+    # A URL given is cut wherever it is, even where it holds what ends a URL in text.
+    assert redact_urls("POST http://h/a'b?k=1 failed", "http://h/a'b?k=1") == "POST http://h failed"

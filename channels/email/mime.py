@@ -99,7 +99,8 @@ def from_bytes(
     rcpts: list[str] | None = None,
     authserv_id: str | None = None,
 ) -> Inbound:
-    """Parse a raw message; ``mail_from``/``rcpts`` are the SMTP envelope when known.
+    """Parse a raw message; ``mail_from``/``rcpts`` are the SMTP envelope when known
+    (the null path as ``"<>"`` or ``""``).
 
     ``authserv_id`` names our receiving server in Authentication-Results (see
     ``is_authenticated``).
@@ -188,8 +189,11 @@ def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | N
     for name in ("X-Autoreply", "X-Autorespond", "X-Failed-Recipients"):
         if msg.get(name) is not None:
             return f"{name} header"
-    if mail_from == "" or str(msg.get("Return-Path", "")).strip() == "<>":
-        return "empty Return-Path (a bounce)"
+    return_path = msg.get("Return-Path")
+    if (mail_from is not None and _is_null_path(mail_from)) or (
+        return_path is not None and _is_null_path(str(return_path))
+    ):
+        return "empty Return-Path (a bounce or an auto-reply)"
     subject = str(msg.get("Subject", "") or "")
     if _AUTO_SUBJECT.match(subject):
         return f"an auto-reply's subject ({subject[:60]!r})"
@@ -199,6 +203,13 @@ def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | N
     if local in _DAEMONS:
         return f"sent by {local}"
     return None
+
+
+def _is_null_path(path: str) -> bool:
+    """Whether a return path is the null one, as the envelope (aiosmtpd keeps ``MAIL
+    FROM:<>`` as ``"<>"``) or a ``Return-Path`` header gives it: bounces and auto-replies
+    are sent from it (RFC 5321 §4.5.5, RFC 3834 §3.1.2)."""
+    return path.strip().removeprefix("<").removesuffix(">").strip() == ""
 
 
 def reaction_of(msg: EmailMessage) -> str | None:

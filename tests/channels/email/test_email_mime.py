@@ -41,7 +41,9 @@ def test_addresses_and_threading_ids() -> None:
         ("X-Autoreply: yes\r\n", None),
         ("X-Autorespond: Out of office\r\n", None),
         ("Return-Path: <>\r\n", None),
-        ("", ""),  # MAIL FROM:<> on the SMTP envelope
+        ("", ""),  # MAIL FROM:<> on the SMTP envelope, as a caller may pass it
+        ("", "<>"),  # ... and as aiosmtpd keeps it (the built-in receiver)
+        ("Return-Path: < >\r\n", None),
     ],
 )
 def test_auto_replies_and_bounces_are_recognised(headers: str, mail_from: str | None) -> None:
@@ -50,6 +52,14 @@ def test_auto_replies_and_bounces_are_recognised(headers: str, mail_from: str | 
 
 def test_auto_submitted_no_is_a_person() -> None:
     assert mail("Auto-Submitted: no\r\n").automatic is None
+
+
+def test_a_return_path_with_an_address_is_a_person() -> None:
+    assert mail(mail_from="ops@example.test").automatic is None
+    assert (
+        mail("Return-Path: <ops@example.test>\r\n", mail_from="<ops@example.test>").automatic
+        is None
+    )
 
 
 def test_delivery_reports_are_recognised() -> None:

@@ -7,6 +7,7 @@ raw bytes to ``from_bytes``; nothing else parses mail.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -51,6 +52,18 @@ MAX_DEPTH = 16
 """Deepest nesting of multipart and message parts read; real mail nests a handful."""
 MAX_PARTS = 256
 """Most MIME parts in one message."""
+MAX_THREAD_IDS = 50
+"""Most Message-IDs a reply is matched to a thread by, nearest first, plus its root.
+
+Each is one read of the channel's state, one after another. A reply's ``In-Reply-To``
+names the message it answers and ``References`` adds one id a message, so the ids
+that lead to a thread (our emails, replies we linked) are the nearest few, and the
+root names a thread started by email. Fifty follows a conversation fifty messages
+back for a few milliseconds; a header of 60,000 ids costs no more.
+"""
+_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
+"""Read as they came, by a regular expression (``_raw``, ``_ids``): the header parser
+takes time quadratic in their length (10 s for 60,000 ids)."""
 # Content types that hold other parts, where the parser recurses: counted before parsing,
 # so a message nested a thousand deep is refused before it can exhaust the stack.
 _CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
@@ -80,12 +93,19 @@ class Inbound:
     headers: dict[str, str] = field(default_factory=dict)
 
     def thread_ids(self) -> list[str]:
-        """Message-IDs this replies to, nearest first."""
-        seen: list[str] = []
-        for mid in [*self.in_reply_to, *reversed(self.references)]:
+        """Message-IDs this replies to, nearest first: ``In-Reply-To``, then ``References``
+        from the end, at most ``MAX_THREAD_IDS`` of them; then the conversation's root."""
+        seen: set[str] = set()
+        nearest: list[str] = []
+        for mid in itertools.chain(self.in_reply_to, reversed(self.references)):
+            if len(nearest) == MAX_THREAD_IDS:
+                break
             if mid not in seen:
-                seen.append(mid)
-        return seen
+                seen.add(mid)
+                nearest.append(mid)
+        if self.references and self.references[0] not in seen:
+            nearest.append(self.references[0])
+        return nearest
 
     def root(self) -> str:
         """The conversation's first Message-ID, which names its thread."""
@@ -119,7 +139,10 @@ def from_bytes(
         _check_shape(msg)
         sender, not_one = _sender(msg)
         subject = str(msg.get("Subject", "") or "").strip()
-        headers = {k.lower(): str(v) for k, v in msg.items()}
+        headers = {
+            k.lower(): v if k.lower() in _ID_HEADERS else str(msg.policy.header_fetch_parse(k, v))
+            for k, v in msg.raw_items()
+        }
     except (HeaderParseError, ValueError, IndexError, TypeError) as exc:
         raise InvalidInputError(f"malformed email: unreadable headers ({exc})") from exc
     except RecursionError as exc:  # a safety net: _CONTAINER counts what the parser nests
@@ -130,7 +153,7 @@ def from_bytes(
     if not_one:
         raise InvalidInputError(not_one)
     text = to_new_text(_body_text(msg))
-    ids = _ids(msg.get("Message-ID", ""))
+    ids = _ids(_raw(msg, "message-id"))
     message_id = ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@missing-id>"
     return Inbound(
         message_id=_storable(message_id),
@@ -139,8 +162,8 @@ def from_bytes(
         recipients=[
             _storable(a) for a in ([a.lower() for a in rcpts] if rcpts else _header_recipients(msg))
         ],
-        in_reply_to=[_storable(i) for i in _ids(msg.get("In-Reply-To", ""))],
-        references=[_storable(i) for i in _ids(msg.get("References", ""))],
+        in_reply_to=[_storable(i) for i in _ids(_raw(msg, "in-reply-to"))],
+        references=[_storable(i) for i in _ids(_raw(msg, "references"))],
         text=_storable(text),
         automatic=automatic_reason(msg, mail_from),
         authenticated=is_authenticated(msg, sender, authserv_id),
@@ -332,5 +355,11 @@ def _header_recipients(msg: EmailMessage) -> list[str]:
     return [a.lower() for _, a in getaddresses(values) if "@" in a]
 
 
-def _ids(header: object) -> list[str]:
-    return _MSGID.findall(str(header))
+def _raw(msg: EmailMessage, name: str) -> str:
+    """The first ``name`` header's value as it came, unparsed (``name`` in lower case)."""
+    return next((str(v) for k, v in msg.raw_items() if k.lower() == name), "")
+
+
+def _ids(raw: str) -> list[str]:
+    """The ``<…>`` Message-IDs in a header's raw value, in order: linear in its length."""
+    return _MSGID.findall(raw)

@@ -34,6 +34,12 @@ from channels.email.replies import Kind, read_verdict
 log = logging.getLogger(__name__)
 
 
+ARGS_CHANGED = (
+    "An approver edited the arguments after the email you answered was sent, so your "
+    "answer would be about other ones. Answer the newest approval email, which shows them."
+)
+
+
 class Disposition(StrEnum):
     CREATED = "created"
     """A new thread with the agent the address names."""
@@ -232,16 +238,22 @@ class Intake:
                 f"{compose.HOW_TO_ANSWER} The decision must be on the first line.{exactly}",
             )
         decision = Decision.APPROVE if verdict.kind is Kind.APPROVE else Decision.REJECT
+        # The arguments the email answered showed: those asked, or an edit of them in a
+        # later email. None recorded (no In-Reply-To, an email sent before we recorded
+        # them): those asked, so an answer after an edit is refused, never misread.
+        shown = await self.mailer.shown_hash(tid, mail.thread_ids())
         try:
             outcome = await self.rt.decisions.decide(
                 asked.request_id,
                 decision,
                 _actor(mail),
                 reason=verdict.reason,
-                seen_hash=asked.args_hash,
+                seen_hash=shown or asked.args_hash,
                 delivery=mail.message_id,
             )
         except RefusedError as exc:
+            if "args_hash" in exc.detail:
+                return await self._refuse(mail, tid, ARGS_CHANGED)
             return await self._refuse(mail, tid, exc.message)
         if outcome.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)

@@ -100,10 +100,15 @@ class Intake:
         """Handle one raw email; a malformed one raises before anything is recorded.
 
         Raises:
+            TooLargeError: its text is over ``MAX_BODY_BYTES``.
             InvalidInputError: unreadable, or addressed to no agent, thread or request.
         """
         mail = mime.from_bytes(
-            raw, mail_from=mail_from, rcpts=rcpts, authserv_id=self.cfg.authserv_id
+            raw,
+            mail_from=mail_from,
+            rcpts=rcpts,
+            authserv_id=self.cfg.authserv_id,
+            max_text=self.cfg.max_text_bytes,
         )
         if mail.automatic:
             log.info("email %s from %s ignored: %s", mail.message_id, mail.sender, mail.automatic)

@@ -17,7 +17,7 @@ from email.headerregistry import AddressHeader
 from email.message import EmailMessage, MIMEPart
 from email.utils import getaddresses, parseaddr
 
-from bot.domain.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError, TooLargeError
 from channels.email.htmltext import to_text
 from channels.email.replies import to_new_text
 
@@ -118,14 +118,18 @@ def from_bytes(
     mail_from: str | None = None,
     rcpts: list[str] | None = None,
     authserv_id: str | None = None,
+    max_text: int | None = None,
 ) -> Inbound:
     """Parse a raw message; ``mail_from``/``rcpts`` are the SMTP envelope when known
     (the null path as ``"<>"`` or ``""``).
 
     ``authserv_id`` names our receiving server in Authentication-Results (see
-    ``is_authenticated``).
+    ``is_authenticated``). ``max_text`` bounds, in UTF-8 bytes, the subject and the
+    body part read (text/plain, else the HTML before it becomes text), before its
+    quotes are stripped: attachments and inline images do not count.
 
     Raises:
+        TooLargeError: the subject or the body part read is over ``max_text`` bytes.
         InvalidInputError: the bytes are not an email we can read (no headers,
             a broken MIME structure), or ``From`` is not exactly one address.
     """
@@ -152,7 +156,8 @@ def from_bytes(
         raise InvalidInputError(f"malformed email: {'; '.join(fatal)}")
     if not_one:
         raise InvalidInputError(not_one)
-    text = to_new_text(_body_text(msg))
+    _bounded("subject", subject, max_text)
+    text = to_new_text(_body_text(msg, max_text))
     ids = _ids(_raw(msg, "message-id"))
     message_id = ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@missing-id>"
     return Inbound(
@@ -293,14 +298,24 @@ def _aligned(signed: str, domain: str) -> bool:
     )
 
 
-def _body_text(msg: EmailMessage) -> str:
+def _body_text(msg: EmailMessage, max_text: int | None) -> str:
     part = msg.get_body(preferencelist=("plain",))
     if part is not None:
-        return _content(part)
+        return _bounded("text", _content(part), max_text)
     part = msg.get_body(preferencelist=("html",))
     if part is not None:
-        return to_text(_content(part))
+        return to_text(_bounded("HTML", _content(part), max_text))
     return ""
+
+
+def _bounded(what: str, text: str, max_text: int | None) -> str:
+    """``text``, unless it is over ``max_text`` bytes: checked before it is read further."""
+    if max_text is not None and len(text.encode("utf-8", "surrogatepass")) > max_text:
+        raise TooLargeError(
+            f"the email's {what} is over {max_text} bytes (MAX_BODY_BYTES); nothing was read "
+            "from it (attachments do not count)"
+        )
+    return text
 
 
 def _content(part: MIMEPart) -> str:

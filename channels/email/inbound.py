@@ -293,34 +293,46 @@ class Intake:
         log.info(
             "thread %s: email %s from %s did not count: %s", tid, mail.message_id, mail.sender, why
         )
-        if self.cfg.bounces:
-            await self._notify(
-                mail,
-                tid,
-                "Your reply did not count",
-                f"{why}\n\nNothing was decided or recorded from your message.",
-            )
+        if not self.cfg.bounces:
+            return Handled(Disposition.REFUSED, why, tid)
+        if not await self._may_answer(mail, tid):
+            return Handled(Disposition.REFUSED, f"{why} (not told: limit reached)", tid)
+        await self._notify(
+            mail,
+            tid,
+            "Your reply did not count",
+            f"{why}\n\nNothing was decided or recorded from your message.",
+        )
         return Handled(Disposition.REFUSED, why, tid)
 
     async def _ask_again(self, mail: Inbound, tid: str, token: str, why: str) -> Handled:
         log.info("thread %s: email %s from %s unclear: %s", tid, mail.message_id, mail.sender, why)
-        if not await self.rt.state.take(
-            f"ask-again:{mail.sender}",
-            limit=self.cfg.ask_again_per_hour,
-            per=3600.0,
-            now=self.rt.clock.now(),
-        ):
-            # Bounded, so two auto-responders (or someone scripting replies) cannot loop.
-            log.warning(
-                "thread %s: %s not asked again: %d per hour already sent",
-                tid,
-                mail.sender,
-                self.cfg.ask_again_per_hour,
-            )
+        if not await self._may_answer(mail, tid):
             return Handled(Disposition.UNCLEAR, f"{why} (not asked again: limit reached)", tid)
         reply_to = tokens.to_reply_address(token, self.cfg.domain)
         await self._notify(mail, tid, "Please answer again", why, reply_to=reply_to)
         return Handled(Disposition.UNCLEAR, why, tid)
+
+    async def _may_answer(self, mail: Inbound, tid: str) -> bool:
+        """Whether one more answer (asking again, a refusal) may go to the sender this hour.
+
+        Bounded, so two auto-responders (or someone scripting replies) cannot loop, and
+        replies forged with someone's From cannot make us mail them without end.
+        """
+        if await self.rt.state.take(
+            f"answers:{mail.sender}",
+            limit=self.cfg.ask_again_per_hour,
+            per=3600.0,
+            now=self.rt.clock.now(),
+        ):
+            return True
+        log.warning(
+            "thread %s: nothing more sent to %s: %d answers per hour already sent",
+            tid,
+            mail.sender,
+            self.cfg.ask_again_per_hour,
+        )
+        return False
 
     async def _notify(
         self, mail: Inbound, tid: str, title: str, text: str, *, reply_to: str | None = None

@@ -66,6 +66,12 @@ class InvalidInputError(RefusedError):
     code = "invalid_input"
 
 
+class TooLargeError(InvalidInputError):
+    """Input over a configured size (``MAX_BODY_BYTES``): the text an email carries."""
+
+    code = "payload_too_large"
+
+
 class BadRequestError(InvalidInputError):
     """The request itself could not be read: not JSON, not UTF-8, nested too deep, garbled."""
 

@@ -15,6 +15,7 @@ from bot.domain.errors import (
     GreenlightError,
     InvalidInputError,
     NotFoundError,
+    TooLargeError,
     UnauthorizedError,
 )
 
@@ -24,6 +25,7 @@ _STATUSES: dict[type[GreenlightError], int] = {
     NotFoundError: 404,
     ConflictError: 409,
     BadRequestError: 400,
+    TooLargeError: 413,
     InvalidInputError: 422,
 }
 """The one mapping of domain errors to HTTP statuses; anything else is a 500."""

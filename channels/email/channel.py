@@ -6,6 +6,7 @@ import logging
 
 from fastapi import APIRouter
 
+from bot.domain.errors import DeliveryError
 from bot.domain.events import (
     AgentReply,
     ApprovalDecision,
@@ -24,6 +25,7 @@ from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
 from channels.email import compose, drafts
 from channels.email.config import EmailConfig
+from channels.email.drafts import Draft
 from channels.email.inbound import Intake
 from channels.email.outbound import Mailer
 from channels.email.receiver import SmtpReceiver
@@ -98,8 +100,30 @@ class EmailChannel:
             if not drafts.email_identities(event.approvers) and not drafts.originators(thread):
                 return
             why = await self._why(thread.id, event)
-        for draft in compose.for_event(self.cfg, thread, event, why=why):
-            await self.mailer.send(thread.id, draft)
+        await self._send_all(thread.id, compose.for_event(self.cfg, thread, event, why=why))
+
+    async def _send_all(self, thread_id: str, outgoing: list[Draft]) -> None:
+        """Send each draft, whatever becomes of the others.
+
+        One recipient the server refuses (a departed employee's 550) must not keep the
+        email from those after it. The mailer marks each one sent, so the outbox's retry
+        of the event sends only to those that failed, and its giving up names them.
+
+        Raises:
+            DeliveryError: sending to one or more recipients failed; it says which.
+        """
+        failed: dict[str, DeliveryError] = {}
+        for draft in outgoing:
+            try:
+                await self.mailer.send(thread_id, draft)
+            except DeliveryError as exc:
+                failed[draft.to] = exc
+        if failed:
+            raise DeliveryError(
+                f"{len(failed)} of {len(outgoing)} emails not sent (to {', '.join(failed)}): "
+                + "; ".join(e.message for e in failed.values()),
+                thread_id=thread_id,
+            )
 
     async def send_sign_in_link(self, to: str, link: str, *, valid_for: float) -> None:
         """Email a web sign-in link (``bot.engine.ports.SignInMail``)."""

@@ -6,6 +6,7 @@ answers, reminders, escalations and expiry are told in the same conversation.
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from bot.domain.events import (
@@ -40,6 +41,7 @@ from channels.email.drafts import (
     root_of,
     to_rows,
     to_utc,
+    up_for_approval,
     with_re,
 )
 
@@ -86,8 +88,9 @@ def _approval_asked(
     ]
     waiting = [a for a in originators(thread) if a not in approvers]
     who = "anyone who can reach the request" if ANYONE in e.approvers else ", ".join(e.approvers)
+    args, _ = _up_for_approval(thread, e)
     text = (
-        f"I need approval to run {describe_call(e.tool, e.args)}. I have asked {who}; "
+        f"I need approval to run {describe_call(e.tool, args)}. I have asked {who}; "
         "I will carry on when they answer."
     )
     drafts += [
@@ -114,8 +117,12 @@ def _approval(
     expires_at: float | None,
     why: str | None,
     reminder: bool = False,
+    note: str | None = None,
     follows: str | None = None,
 ) -> Draft:
+    """An approval email to ``to``, with the arguments up for approval now (an edit's,
+    once an approver edited them) and their hash, which a reply to it decides on."""
+    args, shown = _up_for_approval(thread, e)
     until = _token_expiry(expires_at, e.at)
     token = tokens.mint(e.request_id, to, until, cfg.secret)
     link_token = tokens.mint(e.request_id, to, until, cfg.secret, purpose="link")
@@ -123,7 +130,9 @@ def _approval(
     context = {
         "agent": thread.agent,
         "tool": e.tool,
-        "args": to_rows(e.args),
+        "args": to_rows(args),
+        "edited": shown != e.args_hash,
+        "note": note,
         "requester": e.requester.label(),
         "why": e.reason or why,
         "expires": to_utc(expires_at),
@@ -147,6 +156,7 @@ def _approval(
         in_reply_to=follows or root,
         references=tuple(x for x in (root, follows and first) if x),
         reply_to=tokens.to_reply_address(token, cfg.domain),
+        args_hash=shown,
     )
 
 
@@ -154,8 +164,10 @@ def _decided(cfg: EmailConfig, thread: ThreadState, e: ApprovalDecision) -> list
     req = thread.requests.get(e.request_id)
     if req is None or not isinstance(req.asked, ApprovalRequested):
         return []
+    asked = req.asked
     verb = "approved" if e.decision is Decision.APPROVE else "rejected"
     because = f": {e.reason}" if e.reason else "."
+    call = describe_call(asked.tool, _voted_on(req, asked, e))
     drafts: list[Draft] = []
     decider = _email_of(e.by)
     seen_by = (e.by.email or "").lower()
@@ -163,12 +175,12 @@ def _decided(cfg: EmailConfig, thread: ThreadState, e: ApprovalDecision) -> list
         more = ""
         if req.is_open and e.decision is Decision.APPROVE:
             more = f" {_still_needed(req)} more approval(s) are needed before it runs."
-        text = f"Thanks: you {verb} {describe_call(req.asked.tool, req.asked.args)}{because}{more}"
+        text = f"Thanks: you {verb} {call}{because}{more}"
         drafts.append(
             follow_up(
                 cfg,
                 thread,
-                req.asked,
+                asked,
                 decider,
                 key=e.id,
                 title=f"You {verb} it",
@@ -176,20 +188,43 @@ def _decided(cfg: EmailConfig, thread: ThreadState, e: ApprovalDecision) -> list
                 after=_message_id_or_none(e.delivery),
             )
         )
-    text = f"{e.by.label()} {verb} {describe_call(req.asked.tool, req.asked.args)}{because}"
+    # An edit leaves the request open for approvals of the new arguments: the others are
+    # asked again with them (an answer to an earlier email is refused: it showed others).
+    ask_again = e.edited_args is not None and req.is_open
+    note = (
+        f"{e.by.label()} edited the arguments and approved them; these are the ones to decide on."
+    )
+    text = f"{e.by.label()} {verb} {call}{because}"
     for to in email_identities(req.approvers):
-        if to not in (decider, seen_by):
+        if to in (decider, seen_by):
+            continue
+        if ask_again:
+            first = message_id(asked.id, to, cfg.domain)
             drafts.append(
-                follow_up(
+                _approval(
                     cfg,
                     thread,
-                    req.asked,
+                    asked,
                     to,
                     key=e.id,
-                    title=f"{verb.capitalize()} by {e.by.label()}",
-                    text=text,
+                    expires_at=req.expires_at,
+                    why=None,
+                    note=note,
+                    follows=first,
                 )
             )
+            continue
+        drafts.append(
+            follow_up(
+                cfg,
+                thread,
+                asked,
+                to,
+                key=e.id,
+                title=f"{verb.capitalize()} by {e.by.label()}",
+                text=text,
+            )
+        )
     return drafts
 
 
@@ -217,7 +252,8 @@ def _reminded(cfg: EmailConfig, thread: ThreadState, e: Reminded) -> list[Draft]
     req = thread.requests.get(e.request_id)
     if req is None or not req.is_open or not isinstance(req.asked, ApprovalRequested):
         return []
-    voted = {_email_of(v.by) for v in req.votes}
+    # Approvals of arguments since edited no longer count: their voters are reminded too.
+    voted = {_email_of(v.by) for v in req.approvals()}
     return [
         _approval(
             cfg,
@@ -252,7 +288,7 @@ def _expired(cfg: EmailConfig, thread: ThreadState, e: Expired) -> list[Draft]:
     asked = req.asked
     if isinstance(asked, ApprovalRequested):
         people = email_identities(req.approvers)
-        what = describe_call(asked.tool, asked.args)
+        what = describe_call(asked.tool, _up_for_approval(thread, asked)[0])
     else:
         people = question_recipients(thread, asked)
         what = f"the question {asked.question!r}"
@@ -323,6 +359,23 @@ def _kind_words(f: Field) -> str:
         Kind.CHOICES: f"a list of {choices}",
         Kind.JSON: "JSON",
     }[f.kind]
+
+
+def _up_for_approval(thread: ThreadState, e: ApprovalRequested) -> tuple[dict[str, Any], str]:
+    """The arguments ``e`` is for now and their hash (as asked, unless since edited)."""
+    req = thread.requests.get(e.request_id)
+    return up_for_approval(req) if req is not None else (e.args, e.args_hash)
+
+
+def _voted_on(req: Request, asked: ApprovalRequested, vote: ApprovalDecision) -> dict[str, Any]:
+    """The arguments ``vote`` was cast on, by their hash: its own edit, an earlier edit,
+    or those asked. (The thread may have moved on by the time the vote is told.)"""
+    if vote.edited_args is not None:
+        return vote.edited_args
+    for earlier in req.votes:
+        if earlier.edited_args is not None and earlier.args_hash == vote.args_hash:
+            return earlier.edited_args
+    return asked.args if vote.args_hash == asked.args_hash else up_for_approval(req)[0]
 
 
 def _token_expiry(expires_at: float | None, asked_at: float) -> float:

@@ -26,7 +26,10 @@ class EmailConfig:
         require_auth_results: replies must pass DKIM or DMARC for their From domain.
         authserv_id: the receiving server's id in Authentication-Results; only headers
             naming it count (None: none count).
-        ask_again_per_hour: "please answer again" emails per sender per hour, at most.
+        ask_again_per_hour: answers to a sender's emails ("please answer again", why a
+            reply did not count) per sender per hour, at most, both counted together.
+        max_text_bytes: the most text an inbound email may carry (``MAX_BODY_BYTES``, as
+            for any request body): its text part, or HTML part, and its subject.
     """
 
     sender: str
@@ -37,6 +40,7 @@ class EmailConfig:
     require_auth_results: bool = False
     authserv_id: str | None = None
     ask_again_per_hour: int = 5
+    max_text_bytes: int = 1_000_000
 
     @property
     def sender_address(self) -> str:
@@ -74,4 +78,5 @@ class EmailConfig:
             require_auth_results=settings.email_require_auth_results,
             authserv_id=authserv_id,
             ask_again_per_hour=settings.email_ask_again_per_hour,
+            max_text_bytes=settings.max_body_bytes,
         )

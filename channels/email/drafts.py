@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.domain.events import ApprovalRequested, HumanQuestion
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Request, ThreadState
 from bot.domain.text import cut, to_call, to_shown
 from channels.email.config import EmailConfig
 from channels.email.mime import Inbound
@@ -42,6 +42,9 @@ class Draft:
     reply_to: str | None = None
     auto: str = "auto-generated"
     headers: dict[str, str] = field(default_factory=dict)
+    args_hash: str | None = None
+    """The hash of the arguments an approval email shows: recorded with its Message-ID
+    when sent, so a reply to it decides on what it showed (``Mailer.shown_hash``)."""
 
 
 def message_id(key: str, recipient: str, domain: str) -> str:
@@ -190,8 +193,16 @@ def origin_subject(thread: ThreadState) -> str:
     return str(subject or f"Your request to {thread.agent}")
 
 
+def up_for_approval(req: Request) -> tuple[dict[str, Any], str]:
+    """The arguments an approval is for now, and their hash: an approver's edit of
+    them, else those asked. What an email or page shows, and what a decision names."""
+    assert isinstance(req.asked, ApprovalRequested)
+    return dict(req.arguments), req.args_hash or req.asked.args_hash
+
+
 def approval_subject(agent: str, e: ApprovalRequested) -> str:
-    """The subject of an approval email (and, with ``Re:``, of what follows it)."""
+    """The subject of an approval email (and, with ``Re:``, of what follows it): with the
+    arguments first asked, so the conversation keeps one subject after an edit."""
     return cut(f"Approval needed: {agent} wants to run {describe_call(e.tool, e.args)}", 150)
 
 

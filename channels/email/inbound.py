@@ -34,6 +34,12 @@ from channels.email.replies import Kind, read_verdict
 log = logging.getLogger(__name__)
 
 
+ARGS_CHANGED = (
+    "An approver edited the arguments after the email you answered was sent, so your "
+    "answer would be about other ones. Answer the newest approval email, which shows them."
+)
+
+
 class Disposition(StrEnum):
     CREATED = "created"
     """A new thread with the agent the address names."""
@@ -94,10 +100,15 @@ class Intake:
         """Handle one raw email; a malformed one raises before anything is recorded.
 
         Raises:
+            TooLargeError: its text is over ``MAX_BODY_BYTES``.
             InvalidInputError: unreadable, or addressed to no agent, thread or request.
         """
         mail = mime.from_bytes(
-            raw, mail_from=mail_from, rcpts=rcpts, authserv_id=self.cfg.authserv_id
+            raw,
+            mail_from=mail_from,
+            rcpts=rcpts,
+            authserv_id=self.cfg.authserv_id,
+            max_text=self.cfg.max_text_bytes,
         )
         if mail.automatic:
             log.info("email %s from %s ignored: %s", mail.message_id, mail.sender, mail.automatic)
@@ -232,16 +243,22 @@ class Intake:
                 f"{compose.HOW_TO_ANSWER} The decision must be on the first line.{exactly}",
             )
         decision = Decision.APPROVE if verdict.kind is Kind.APPROVE else Decision.REJECT
+        # The arguments the email answered showed: those asked, or an edit of them in a
+        # later email. None recorded (no In-Reply-To, an email sent before we recorded
+        # them): those asked, so an answer after an edit is refused, never misread.
+        shown = await self.mailer.shown_hash(tid, mail.thread_ids())
         try:
             outcome = await self.rt.decisions.decide(
                 asked.request_id,
                 decision,
                 _actor(mail),
                 reason=verdict.reason,
-                seen_hash=asked.args_hash,
+                seen_hash=shown or asked.args_hash,
                 delivery=mail.message_id,
             )
         except RefusedError as exc:
+            if "args_hash" in exc.detail:
+                return await self._refuse(mail, tid, ARGS_CHANGED)
             return await self._refuse(mail, tid, exc.message)
         if outcome.duplicate:
             return Handled(Disposition.DUPLICATE, "seen before", tid)
@@ -276,34 +293,46 @@ class Intake:
         log.info(
             "thread %s: email %s from %s did not count: %s", tid, mail.message_id, mail.sender, why
         )
-        if self.cfg.bounces:
-            await self._notify(
-                mail,
-                tid,
-                "Your reply did not count",
-                f"{why}\n\nNothing was decided or recorded from your message.",
-            )
+        if not self.cfg.bounces:
+            return Handled(Disposition.REFUSED, why, tid)
+        if not await self._may_answer(mail, tid):
+            return Handled(Disposition.REFUSED, f"{why} (not told: limit reached)", tid)
+        await self._notify(
+            mail,
+            tid,
+            "Your reply did not count",
+            f"{why}\n\nNothing was decided or recorded from your message.",
+        )
         return Handled(Disposition.REFUSED, why, tid)
 
     async def _ask_again(self, mail: Inbound, tid: str, token: str, why: str) -> Handled:
         log.info("thread %s: email %s from %s unclear: %s", tid, mail.message_id, mail.sender, why)
-        if not await self.rt.state.take(
-            f"ask-again:{mail.sender}",
-            limit=self.cfg.ask_again_per_hour,
-            per=3600.0,
-            now=self.rt.clock.now(),
-        ):
-            # Bounded, so two auto-responders (or someone scripting replies) cannot loop.
-            log.warning(
-                "thread %s: %s not asked again: %d per hour already sent",
-                tid,
-                mail.sender,
-                self.cfg.ask_again_per_hour,
-            )
+        if not await self._may_answer(mail, tid):
             return Handled(Disposition.UNCLEAR, f"{why} (not asked again: limit reached)", tid)
         reply_to = tokens.to_reply_address(token, self.cfg.domain)
         await self._notify(mail, tid, "Please answer again", why, reply_to=reply_to)
         return Handled(Disposition.UNCLEAR, why, tid)
+
+    async def _may_answer(self, mail: Inbound, tid: str) -> bool:
+        """Whether one more answer (asking again, a refusal) may go to the sender this hour.
+
+        Bounded, so two auto-responders (or someone scripting replies) cannot loop, and
+        replies forged with someone's From cannot make us mail them without end.
+        """
+        if await self.rt.state.take(
+            f"answers:{mail.sender}",
+            limit=self.cfg.ask_again_per_hour,
+            per=3600.0,
+            now=self.rt.clock.now(),
+        ):
+            return True
+        log.warning(
+            "thread %s: nothing more sent to %s: %d answers per hour already sent",
+            tid,
+            mail.sender,
+            self.cfg.ask_again_per_hour,
+        )
+        return False
 
     async def _notify(
         self, mail: Inbound, tid: str, title: str, text: str, *, reply_to: str | None = None

@@ -7,6 +7,7 @@ raw bytes to ``from_bytes``; nothing else parses mail.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from email.headerregistry import AddressHeader
 from email.message import EmailMessage, MIMEPart
 from email.utils import getaddresses, parseaddr
 
-from bot.domain.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError, TooLargeError
 from channels.email.htmltext import to_text
 from channels.email.replies import to_new_text
 
@@ -51,6 +52,18 @@ MAX_DEPTH = 16
 """Deepest nesting of multipart and message parts read; real mail nests a handful."""
 MAX_PARTS = 256
 """Most MIME parts in one message."""
+MAX_THREAD_IDS = 50
+"""Most Message-IDs a reply is matched to a thread by, nearest first, plus its root.
+
+Each is one read of the channel's state, one after another. A reply's ``In-Reply-To``
+names the message it answers and ``References`` adds one id a message, so the ids
+that lead to a thread (our emails, replies we linked) are the nearest few, and the
+root names a thread started by email. Fifty follows a conversation fifty messages
+back for a few milliseconds; a header of 60,000 ids costs no more.
+"""
+_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
+"""Read as they came, by a regular expression (``_raw``, ``_ids``): the header parser
+takes time quadratic in their length (10 s for 60,000 ids)."""
 # Content types that hold other parts, where the parser recurses: counted before parsing,
 # so a message nested a thousand deep is refused before it can exhaust the stack.
 _CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
@@ -80,12 +93,19 @@ class Inbound:
     headers: dict[str, str] = field(default_factory=dict)
 
     def thread_ids(self) -> list[str]:
-        """Message-IDs this replies to, nearest first."""
-        seen: list[str] = []
-        for mid in [*self.in_reply_to, *reversed(self.references)]:
+        """Message-IDs this replies to, nearest first: ``In-Reply-To``, then ``References``
+        from the end, at most ``MAX_THREAD_IDS`` of them; then the conversation's root."""
+        seen: set[str] = set()
+        nearest: list[str] = []
+        for mid in itertools.chain(self.in_reply_to, reversed(self.references)):
+            if len(nearest) == MAX_THREAD_IDS:
+                break
             if mid not in seen:
-                seen.append(mid)
-        return seen
+                seen.add(mid)
+                nearest.append(mid)
+        if self.references and self.references[0] not in seen:
+            nearest.append(self.references[0])
+        return nearest
 
     def root(self) -> str:
         """The conversation's first Message-ID, which names its thread."""
@@ -98,13 +118,18 @@ def from_bytes(
     mail_from: str | None = None,
     rcpts: list[str] | None = None,
     authserv_id: str | None = None,
+    max_text: int | None = None,
 ) -> Inbound:
-    """Parse a raw message; ``mail_from``/``rcpts`` are the SMTP envelope when known.
+    """Parse a raw message; ``mail_from``/``rcpts`` are the SMTP envelope when known
+    (the null path as ``"<>"`` or ``""``).
 
     ``authserv_id`` names our receiving server in Authentication-Results (see
-    ``is_authenticated``).
+    ``is_authenticated``). ``max_text`` bounds, in UTF-8 bytes, the subject and the
+    body part read (text/plain, else the HTML before it becomes text), before its
+    quotes are stripped: attachments and inline images do not count.
 
     Raises:
+        TooLargeError: the subject or the body part read is over ``max_text`` bytes.
         InvalidInputError: the bytes are not an email we can read (no headers,
             a broken MIME structure), or ``From`` is not exactly one address.
     """
@@ -118,7 +143,10 @@ def from_bytes(
         _check_shape(msg)
         sender, not_one = _sender(msg)
         subject = str(msg.get("Subject", "") or "").strip()
-        headers = {k.lower(): str(v) for k, v in msg.items()}
+        headers = {
+            k.lower(): v if k.lower() in _ID_HEADERS else str(msg.policy.header_fetch_parse(k, v))
+            for k, v in msg.raw_items()
+        }
     except (HeaderParseError, ValueError, IndexError, TypeError) as exc:
         raise InvalidInputError(f"malformed email: unreadable headers ({exc})") from exc
     except RecursionError as exc:  # a safety net: _CONTAINER counts what the parser nests
@@ -128,8 +156,9 @@ def from_bytes(
         raise InvalidInputError(f"malformed email: {'; '.join(fatal)}")
     if not_one:
         raise InvalidInputError(not_one)
-    text = to_new_text(_body_text(msg))
-    ids = _ids(msg.get("Message-ID", ""))
+    _bounded("subject", subject, max_text)
+    text = to_new_text(_body_text(msg, max_text))
+    ids = _ids(_raw(msg, "message-id"))
     message_id = ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@missing-id>"
     return Inbound(
         message_id=_storable(message_id),
@@ -138,8 +167,8 @@ def from_bytes(
         recipients=[
             _storable(a) for a in ([a.lower() for a in rcpts] if rcpts else _header_recipients(msg))
         ],
-        in_reply_to=[_storable(i) for i in _ids(msg.get("In-Reply-To", ""))],
-        references=[_storable(i) for i in _ids(msg.get("References", ""))],
+        in_reply_to=[_storable(i) for i in _ids(_raw(msg, "in-reply-to"))],
+        references=[_storable(i) for i in _ids(_raw(msg, "references"))],
         text=_storable(text),
         automatic=automatic_reason(msg, mail_from),
         authenticated=is_authenticated(msg, sender, authserv_id),
@@ -188,8 +217,11 @@ def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | N
     for name in ("X-Autoreply", "X-Autorespond", "X-Failed-Recipients"):
         if msg.get(name) is not None:
             return f"{name} header"
-    if mail_from == "" or str(msg.get("Return-Path", "")).strip() == "<>":
-        return "empty Return-Path (a bounce)"
+    return_path = msg.get("Return-Path")
+    if (mail_from is not None and _is_null_path(mail_from)) or (
+        return_path is not None and _is_null_path(str(return_path))
+    ):
+        return "empty Return-Path (a bounce or an auto-reply)"
     subject = str(msg.get("Subject", "") or "")
     if _AUTO_SUBJECT.match(subject):
         return f"an auto-reply's subject ({subject[:60]!r})"
@@ -199,6 +231,13 @@ def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | N
     if local in _DAEMONS:
         return f"sent by {local}"
     return None
+
+
+def _is_null_path(path: str) -> bool:
+    """Whether a return path is the null one, as the envelope (aiosmtpd keeps ``MAIL
+    FROM:<>`` as ``"<>"``) or a ``Return-Path`` header gives it: bounces and auto-replies
+    are sent from it (RFC 5321 §4.5.5, RFC 3834 §3.1.2)."""
+    return path.strip().removeprefix("<").removesuffix(">").strip() == ""
 
 
 def reaction_of(msg: EmailMessage) -> str | None:
@@ -259,14 +298,24 @@ def _aligned(signed: str, domain: str) -> bool:
     )
 
 
-def _body_text(msg: EmailMessage) -> str:
+def _body_text(msg: EmailMessage, max_text: int | None) -> str:
     part = msg.get_body(preferencelist=("plain",))
     if part is not None:
-        return _content(part)
+        return _bounded("text", _content(part), max_text)
     part = msg.get_body(preferencelist=("html",))
     if part is not None:
-        return to_text(_content(part))
+        return to_text(_bounded("HTML", _content(part), max_text))
     return ""
+
+
+def _bounded(what: str, text: str, max_text: int | None) -> str:
+    """``text``, unless it is over ``max_text`` bytes: checked before it is read further."""
+    if max_text is not None and len(text.encode("utf-8", "surrogatepass")) > max_text:
+        raise TooLargeError(
+            f"the email's {what} is over {max_text} bytes (MAX_BODY_BYTES); nothing was read "
+            "from it (attachments do not count)"
+        )
+    return text
 
 
 def _content(part: MIMEPart) -> str:
@@ -321,5 +370,11 @@ def _header_recipients(msg: EmailMessage) -> list[str]:
     return [a.lower() for _, a in getaddresses(values) if "@" in a]
 
 
-def _ids(header: object) -> list[str]:
-    return _MSGID.findall(str(header))
+def _raw(msg: EmailMessage, name: str) -> str:
+    """The first ``name`` header's value as it came, unparsed (``name`` in lower case)."""
+    return next((str(v) for k, v in msg.raw_items() if k.lower() == name), "")
+
+
+def _ids(raw: str) -> list[str]:
+    """The ``<…>`` Message-IDs in a header's raw value, in order: linear in its length."""
+    return _MSGID.findall(raw)

@@ -59,6 +59,8 @@ class Mailer:
             return False
         # Linked first: a reply may arrive before this coroutine resumes.
         await self.state.link(draft.message_id, thread_id)
+        if draft.args_hash is not None:
+            await self.state.put(thread_id, _shown(draft.message_id), draft.args_hash)
         await self.send_now(draft, thread_id=thread_id)
         await self.state.put(thread_id, marker, str(self.clock.now()))
         log.info(
@@ -69,6 +71,12 @@ class Mailer:
             draft.to,
         )
         return True
+
+    async def shown_hash(self, thread_id: str, message_ids: list[str]) -> str | None:
+        """The arguments' hash the approval email nearest in ``message_ids`` showed (a
+        reply's ``thread_ids``), or None when it names none we recorded."""
+        recorded = await self.state.all(thread_id)
+        return next((h for m in message_ids if (h := recorded.get(_shown(m)))), None)
 
     async def send_now(self, draft: Draft, **detail: str) -> None:
         """Send ``draft`` once, now, with no marker (a sign-in link belongs to no thread).
@@ -95,3 +103,8 @@ class Mailer:
                 f"failed: {exc}",
                 **detail,
             ) from exc
+
+
+def _shown(message_id: str) -> str:
+    """The state field holding the arguments' hash an approval email showed."""
+    return f"shown:{message_id}"

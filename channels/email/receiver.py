@@ -16,7 +16,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from bot.domain.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError, TooLargeError
 from channels.email.inbound import Intake
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class Handler:
             handled = await self.intake.receive(
                 raw, mail_from=envelope.mail_from, rcpts=list(envelope.rcpt_tos)
             )
+        except TooLargeError as exc:  # permanent: the sender's server bounces it to them
+            return f"552 5.3.4 {_line(exc.message)}"
         except InvalidInputError as exc:
             return f"554 5.6.0 {_line(exc.message)}"
         except Exception:

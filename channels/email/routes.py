@@ -33,7 +33,7 @@ from bot.engine.ports import ChannelPorts
 from bot.web.errors import status_of
 from channels.email import tokens
 from channels.email.config import EmailConfig
-from channels.email.drafts import to_rows, to_utc
+from channels.email.drafts import to_rows, to_utc, up_for_approval
 from channels.email.inbound import Intake
 from channels.email.render import page
 
@@ -82,16 +82,24 @@ def build_router(
         if choice not in ("approve", "reject"):
             raise InvalidInputError("decision must be approve or reject")
         reason = (form.get("reason") or [""])[0].strip() or None
+        # The hash of the arguments the page showed; a form without it (a page served
+        # before it had one) showed those asked.
+        seen = (form.get("args_hash") or [""])[0] or asked.args_hash
         try:
             await runtime.decisions.decide(
                 asked.request_id,
                 Decision(choice),
                 link.actor,
                 reason=reason if choice == "reject" else None,
-                seen_hash=asked.args_hash,
+                seen_hash=seen,
                 delivery=f"link:{token}:{choice}",
             )
         except RefusedError as exc:
+            if "args_hash" in exc.detail:  # edited since the page was shown: show them now
+                note = (
+                    "The arguments were edited since this page was opened; these are the ones now."
+                )
+                return HTMLResponse(_decide_page(link, None, note=note), status_code=status_of(exc))
             return HTMLResponse(_decide_page(link, exc.message), status_code=status_of(exc))
         verb = "Approved" if choice == "approve" else "Rejected"
         return HTMLResponse(_decide_page(link, f"{verb}. Thank you; you can close this page."))
@@ -116,6 +124,9 @@ def is_authorized(headers: Any, secret: str | None) -> bool:
 @dataclass(frozen=True)
 class _Link:
     asked: ApprovalRequested
+    args: dict[str, Any]
+    """The arguments up for approval now (an approver's edit, else those asked)."""
+    args_hash: str
     agent: str
     approver: str
     done: str | None = None
@@ -138,7 +149,8 @@ async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, addres
         raise NotFoundError("this decision link is not valid") from exc
     if not isinstance(req.asked, ApprovalRequested):
         raise NotFoundError("this decision link is not valid")
-    link = _Link(req.asked, state.agent, address.lower())
+    args, args_hash = up_for_approval(req)
+    link = _Link(req.asked, args, args_hash, state.agent, address.lower())
     now = runtime.clock.now()
     if refusal := why_refused(req, link.actor, now):
         return replace(link, done=f"{to_words(refusal)}.", status=status_of(refusal.error()))
@@ -148,13 +160,15 @@ async def _open_link(cfg: EmailConfig, runtime: ChannelPorts, token: str, addres
     return link
 
 
-def _decide_page(link: _Link, done: str | None) -> str:
+def _decide_page(link: _Link, done: str | None, *, note: str | None = None) -> str:
     return page(
         "decide",
         done=done,
+        note=note,
         agent=link.agent,
         tool=link.asked.tool,
-        args=to_rows(link.asked.args),
+        args=to_rows(link.args),
+        args_hash=link.args_hash,
         requester=link.asked.requester.label(),
         expires=to_utc(link.asked.expires_at),
         approver=link.approver,

@@ -3,6 +3,7 @@
     async with MailProvider() as provider:
         settings = test_settings(smtp_host="127.0.0.1", smtp_port=provider.port, ...)
         provider.refuse_next = 1          # answer the next DATA with a 451
+        provider.refuse_rcpt.add("gone@example.test")  # 550 at RCPT for that address
         mail = provider.last_to("ops@example.test")
 
 It is aiosmtpd's real SMTP protocol, bound to an ephemeral port of 127.0.0.1
@@ -46,12 +47,15 @@ class Sent:
 
 
 class MailProvider:
-    """Accepts everything, except that it refuses the next ``refuse_next`` messages (451)."""
+    """Accepts everything, except that it refuses the next ``refuse_next`` messages (451)
+    and the recipients in ``refuse_rcpt`` (550 at RCPT, as for a mailbox that is gone)."""
 
     def __init__(self) -> None:
         self.sent: list[Sent] = []
         self.refuse_next = 0
         self.refused = 0
+        self.refuse_rcpt: set[str] = set()
+        self.refused_rcpts: list[str] = []
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
 
@@ -67,6 +71,21 @@ class MailProvider:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.lower() in self.refuse_rcpt:
+            self.refused_rcpts.append(address.lower())
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self.refuse_next > 0:

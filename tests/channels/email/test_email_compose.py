@@ -36,7 +36,7 @@ ANN = Actor(channel="api", id="ann")
 NOW = time.time()
 
 
-def thread(*extra: Event) -> tuple[ThreadState, ApprovalRequested]:
+def thread(*extra: Event, min_approvals: int = 1) -> tuple[ThreadState, ApprovalRequested]:
     asked = ApprovalRequested(
         request_id=RID,
         call_id="call_1",
@@ -46,6 +46,7 @@ def thread(*extra: Event) -> tuple[ThreadState, ApprovalRequested]:
         requester=ANN,
         approvers=["ops@example.test", "email:sre@example.test", "U123"],
         expires_at=NOW + 3600,
+        min_approvals=min_approvals,
     )
     events: list[Event] = [
         ThreadCreated(agent="deploy", origin=Origin(channel="api"), by=ANN),
@@ -114,3 +115,28 @@ def test_arguments_with_line_breaks_still_make_a_one_line_subject() -> None:
     subject = "Approval needed: deploy wants to run deploy(service=api Bcc: eve@evil.test)"
     assert msg["Subject"] == subject
     assert msg["Bcc"] is None
+
+
+def test_each_vote_is_told_with_the_arguments_it_was_cast_on() -> None:
+    # Delivered late, both with the state after the edit: the first vote was on "api".
+    ops = Actor(channel="email", id="ops@example.test", email="ops@example.test")
+    before = ApprovalDecision(request_id=RID, decision=Decision.APPROVE, args_hash="h1", by=ops)
+    edit = ApprovalDecision(
+        request_id=RID,
+        decision=Decision.APPROVE,
+        args_hash="h2",
+        edited_args={"service": "web"},
+        by=Actor(channel="slack", id="U123"),
+    )
+    state, asked = thread(before, edit, min_approvals=3)
+    told = compose.for_event(CFG, state, before)
+    assert "you approved deploy(service=api)" in told[0].context["text"]
+    # The edit: who approved before is asked again, with the edited arguments and their hash.
+    drafts = compose.for_event(CFG, state, edit)
+    assert [(d.to, d.template) for d in drafts] == [
+        ("ops@example.test", "approval"),
+        ("sre@example.test", "approval"),
+    ]
+    assert drafts[0].context["args"] == [("service", "web")] and drafts[0].args_hash == "h2"
+    assert drafts[0].context["edited"] is True
+    assert drafts[0].in_reply_to == message_id(asked.id, "ops@example.test", "example.test")

@@ -182,3 +182,28 @@ async def test_please_answer_again_is_rate_limited_per_sender(strict_room: Mailr
     await room.h.drain()
     (ask2,) = [s for s in room.provider.to(OPS) if "web" in s.text and s["Reply-To"]]
     assert await unclear(ask2, "ok") == 1
+
+
+async def test_refusal_notices_are_rate_limited_per_sender(strict_room: Mailroom) -> None:
+    # Anyone who saw a reply address can send with it under a forged From: each refusal
+    # would be an email to that address, as many as they send.
+    room = strict_room
+    tid, ask = await ask_ops(room)
+    victim = "victim@elsewhere.test"
+
+    async def refused(text: str, sender: str = victim) -> int:
+        """How many emails the sender got for a reply that did not count."""
+        before = len(room.provider.to(sender))
+        answer = await room.smtp(reply_to(ask, text, sender=sender))
+        assert answer.startswith("refused: This reply address"), answer
+        return len(room.provider.to(sender)) - before
+
+    assert [await refused(f"APPROVE {n}") for n in range(4)] == [1, 1, 0, 0]
+    assert "sent to someone else" in room.provider.last_to(victim).text
+    # One budget a sender, whichever the answer: Olga's unclear replies still get theirs.
+    assert (await room.smtp(reply_to(ask, "hm?", sender=OPS))).startswith("unclear")
+    assert "APPROVE" in room.provider.last_to(OPS).text
+    room.clock.advance(3601)  # an hour on: told again (now that the address expired)
+    assert await refused("APPROVE again") == 1
+    assert "expired" in room.provider.last_to(victim).text
+    assert await decisions(room, tid) == []

@@ -204,3 +204,26 @@ async def test_an_out_of_office_without_auto_submitted_answers_nothing(room: Mai
     assert len(room.provider.sent) == before
     assert not [e for e in await room.events(tid) if isinstance(e, HumanAnswer)]
     assert (await room.h.thread(tid)).status is Status.AWAITING_HUMAN
+
+
+async def test_mail_from_the_null_path_answers_nothing(room: Mailroom) -> None:
+    # Auto-responders and bounces are sent from MAIL FROM:<> (RFC 3834 §3.1.2), often with
+    # no Auto-Submitted and a subject of their own. aiosmtpd keeps that path as "<>".
+    await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
+    await room.h.drain()
+    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
+    question = room.provider.last_to(ANN)
+    before = len(room.provider.sent)
+
+    # To the question's reply address: else the text became the answer.
+    away = reply_to(question, "I am away until Monday.", sender=ANN)
+    assert (await room.smtp(away, mail_from="")).startswith("ignored: automatic message")
+    # In the thread's conversation, to the agent's address: else a message on the thread.
+    away = reply_to(question, "I am away until Monday.", sender=ANN)
+    answer = await room.smtp(away, rcpts=["refunds@example.test"], mail_from="")
+    assert answer.startswith("ignored: automatic message"), answer
+
+    await room.h.drain()
+    assert len(room.provider.sent) == before
+    assert not [e for e in await room.events(tid) if isinstance(e, HumanAnswer)]
+    assert (await room.h.thread(tid)).status is Status.AWAITING_HUMAN

@@ -6,9 +6,12 @@ import re
 
 from bot.domain.events import ApprovalRequested, DeliveryFailed
 from bot.domain.reducer import Status
+from bot.storage.retries import Retries
 from channels.email import tokens
-from tests.channels.email.helpers import ANN, DOMAIN, OPS, Mailroom, new_mail
+from tests.channels.email.helpers import ANN, DOMAIN, FIN, OPS, Mailroom, new_mail
 
+GONE = "gone@example.test"
+"""An approver who left: the mail server refuses the address (550 at RCPT)."""
 LINK = re.compile(r"/email/decide/[a-z2-7]{48}\?a=[^\s\"<>]+")
 
 
@@ -35,6 +38,60 @@ async def test_a_refused_send_is_retried_until_delivered(room: Mailroom) -> None
     state = await room.h.thread(tid)
     assert state.failed_deliveries == []
     assert not [e for e in await room.events(tid) if isinstance(e, DeliveryFailed)]
+
+
+async def ask_gone_ops_and_fin(room: Mailroom) -> str:
+    """An approval whose approvers include one the mail server refuses, between the other
+    two (they are asked in order: fin, gone, ops); its thread."""
+    room.provider.refuse_rcpt.add(GONE)
+    body = {
+        "agent": "ci",
+        "requester": "pipeline",
+        "tool": "publish",
+        "arguments": {"package": "greenlight", "version": "0.2.0"},
+        "summary": "Tag v0.2.0 passed every check",
+        # A day to answer: the hour after which the outbox gives up does not expire it.
+        "policy": {"approvers": [GONE, OPS, FIN], "expires_in": 86400},
+    }
+    r = await room.h.api.post("/approvals", json=body)
+    assert r.status_code == 201, r.text
+    await room.h.drain()
+    return str(r.json()["thread_id"])
+
+
+async def test_a_refused_recipient_does_not_stop_the_others(room: Mailroom) -> None:
+    tid = await ask_gone_ops_and_fin(room)
+    assert room.provider.refused_rcpts == [GONE]
+    assert len(room.provider.to(OPS)) == len(room.provider.to(FIN)) == 1
+
+    # Retried for the one that failed only: the others are not asked twice.
+    await room.drain_until(lambda: len(room.provider.refused_rcpts) >= 3)
+    assert len(room.provider.to(OPS)) == len(room.provider.to(FIN)) == 1
+    room.provider.refuse_rcpt.clear()  # the address works again
+    await room.drain_until(lambda: room.provider.to(GONE))
+    assert len(room.provider.to(GONE)) == len(room.provider.to(OPS)) == 1
+    assert len(room.provider.to(FIN)) == 1
+    assert not [e for e in await room.events(tid) if isinstance(e, DeliveryFailed)]
+    assert await Retries(room.h.redis).count() == 0
+
+
+async def test_giving_up_on_a_refused_recipient_names_it(room: Mailroom) -> None:
+    tid = await ask_gone_ops_and_fin(room)
+    (asked,) = [e for e in await room.events(tid) if isinstance(e, ApprovalRequested)]
+    room.clock.advance(3600)  # DELIVERY_GIVE_UP_AFTER since the first failure
+
+    async def gave_up() -> list[DeliveryFailed]:
+        await room.h.drain()
+        return [e for e in await room.events(tid) if isinstance(e, DeliveryFailed)]
+
+    (failed,) = await room.h.wait_for(gave_up)
+    assert (failed.channel, failed.event_id) == ("email", asked.id)
+    assert "1 of 3 emails not sent (to gone@example.test)" in failed.error
+    assert "550" in failed.error and OPS not in failed.error
+    assert room.provider.refused_rcpts == [GONE, GONE]  # tried again once, then given up
+    assert len(room.provider.to(OPS)) == len(room.provider.to(FIN)) == 1
+    assert await Retries(room.h.redis).count() == 0
+    assert (await room.h.thread(tid)).status is Status.AWAITING_APPROVAL
 
 
 async def test_redelivering_an_event_sends_nothing_twice(room: Mailroom) -> None:

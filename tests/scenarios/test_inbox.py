@@ -17,12 +17,13 @@ from redis.asyncio import Redis
 
 from bot.domain import ids
 from bot.domain.clock import ManualClock
+from bot.domain.limits import MAX_TEXT
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
-from tests.inbox import approval
+from tests.inbox import SCHEMA, approval
 from tests.signin import OPS, csrf_of, sign_in, signin_settings
 
 FIN = "fin@example.test"
@@ -135,6 +136,80 @@ async def test_a_typed_answer_is_a_form_and_reaches_the_agent_as_data(
     assert (await post(ops, f"/inbox/requests/{rid}/answer", form)).status_code == 303
     got = (await h.api.get(f"/questions/{rid}")).json()
     assert got["value"] == {"replicas": 4, "when": "2026-12-01", "canary": True, "regions": ["eu"]}
+
+
+def deep(depth: int) -> str:
+    """JSON text of an object ``depth`` levels deep: {"a": {"a": ... 1}}."""
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+UNSTORABLE = [
+    (deep(33), "nested deeper than 32 levels"),
+    (deep(250), "nested deeper than 32 levels"),  # was stored: near the readers' limits
+    (deep(5_000), "nested deeper than 32 levels"),  # Python's json: a RecursionError, a 500
+    ('{"n": NaN}', "not valid JSON"),  # read back, it hashed differently
+    ('{"n": 1e400}', "too large"),
+    ('{"s": "\\ud800"}', "not valid JSON"),  # a lone surrogate: a 500
+]
+"""JSON typed in a form that could not be stored and read back, and why it is refused."""
+
+
+async def test_json_typed_in_an_edit_is_bounded_and_refused_beside_its_field(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "labels": {"type": "object"}}}
+    rid = await approval(h, arguments_schema=schema)
+    tid = str(ids.thread_of_request(rid))
+    version = (await h.thread(tid)).version
+    form = {"arg.service": "api", "arg.replicas": "3"}
+    for typed, why in UNSTORABLE:
+        bad = await post(ops, f"/inbox/requests/{rid}/edit", {**form, "arg.labels": typed})
+        assert bad.status_code == 422, (typed[:20], bad.status_code)
+        assert re.search(rf'id="f-arg-labels-error">[^<]*{re.escape(why)}', bad.text), typed[:20]
+    assert (await h.thread(tid)).version == version  # nothing recorded
+    assert (await h.api.get(f"/threads/{tid}")).status_code == 200
+
+    labels = '{"team": "web", "tiers": [[1, 2], [3]]}'
+    good = await post(ops, f"/inbox/requests/{rid}/edit", {**form, "arg.labels": labels})
+    assert good.status_code == 303
+    got = (await h.api.get(f"/approvals/{rid}")).json()
+    assert got["arguments"]["labels"] == json.loads(labels)
+    assert (await h.api.get(f"/threads/{tid}")).status_code == 200
+
+
+async def test_json_typed_in_an_answer_is_bounded_and_refused_beside_its_field(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    schema = {"type": "object", "properties": {"detail": {"type": "object"}}}
+    r = await h.api.post("/questions", json={"question": "What?", "answer_schema": schema})
+    rid = r.json()["id"]
+    for typed, why in UNSTORABLE:
+        bad = await post(ops, f"/inbox/requests/{rid}/answer", {"ans.detail": typed})
+        assert bad.status_code == 422, (typed[:20], bad.status_code)
+        assert re.search(rf'id="f-ans-detail-error">[^<]*{re.escape(why)}', bad.text), typed[:20]
+    got = await h.api.get(f"/questions/{rid}")
+    assert (got.status_code, got.json()["status"]) == (200, "open")
+
+    done = await post(ops, f"/inbox/requests/{rid}/answer", {"ans.detail": '{"a": [1]}'})
+    assert done.status_code == 303
+    assert (await h.api.get(f"/questions/{rid}")).json()["value"] == {"detail": {"a": [1]}}
+
+
+async def test_a_reason_or_an_answer_longer_than_a_message_is_refused_on_the_page(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    rid = await approval(h)
+    asked = await h.api.post("/questions", json={"question": "Why?"})
+    qid = asked.json()["id"]
+    long = "x" * (MAX_TEXT + 1)
+    refused = await post(ops, f"/inbox/requests/{rid}/reject", {"reason": long})
+    assert refused.status_code == 422
+    assert f"the reason is longer than {MAX_TEXT} characters" in refused.text
+    refused = await post(ops, f"/inbox/requests/{qid}/answer", {"answer": long})
+    assert refused.status_code == 422
+    assert f"the answer is longer than {MAX_TEXT} characters" in refused.text
+    assert (await h.api.get(f"/approvals/{rid}")).json()["status"] == "open"
+    assert (await h.api.get(f"/questions/{qid}")).json()["status"] == "open"
 
 
 async def test_a_post_without_the_csrf_token_changes_nothing(

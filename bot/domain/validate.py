@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic_core
 from jsonschema import exceptions, validators
 
 from bot.domain.errors import InvalidInputError
@@ -128,10 +129,11 @@ def answer_value(q: HumanQuestion, text: str) -> Any:
     else the text."""
     if q.answer_schema is not None:
         try:
-            return from_json(text)
+            # Not from_json: an answer recorded before answers were bounded reads back as
+            # it did, unless it is past the reader's 200 levels (then too deep to answer
+            # with: the text as recorded, instead of a 500 on every read).
+            return pydantic_core.from_json(text, allow_inf_nan=False)
         except ValueError:
-            # Recorded before answers were bounded (nested too deep to serialise, NaN): the
-            # text as recorded, so the request still reads back.
             return text
     if q.format is AnswerFormat.YES_NO:
         return _yes_no(text)

@@ -48,6 +48,11 @@ def to_call(
     return f"{tool}({inner})"
 
 
+def to_sentence(text: str) -> str:
+    """``text`` with its first letter upper case, as an error shown on its own reads."""
+    return text[:1].upper() + text[1:]
+
+
 def cut(text: str, limit: int, *, boundary: Callable[[str, int], int] | None = None) -> str:
     """``text`` within ``limit`` characters, ending in … when shortened.
 

@@ -11,28 +11,28 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic_core
 from jsonschema import exceptions, validators
 
 from bot.domain.errors import InvalidInputError
 from bot.domain.events import AnswerFormat, HumanQuestion
 from bot.domain.forms import to_form
+from bot.domain.limits import MAX_JSON, from_json, why_unstorable
 
 YES = frozenset({"yes", "y", "true"})
 NO = frozenset({"no", "n", "false"})
 
-MAX_JSON = 64_000
-"""The largest arguments, schema or metadata, in bytes of JSON: what cards and emails show."""
-MAX_DEPTH = 32
-
 
 def bounded(value: dict[str, Any], what: str) -> dict[str, Any]:
-    """``value`` if its JSON is small and shallow enough to store and show.
+    """``value`` if its JSON is small and shallow enough to store and show
+    (``bot.domain.limits``).
 
     Raises:
-        ValueError: too deep or too large (a pydantic validator's error).
+        ValueError: too deep, too large, or not storable (a pydantic validator's error).
     """
-    if _depth(value) > MAX_DEPTH:
-        raise ValueError(f"{what} nest deeper than {MAX_DEPTH} levels")
+    problem = why_unstorable(value, what)
+    if problem is not None:
+        raise ValueError(problem)
     if len(json.dumps(value, default=str)) > MAX_JSON:
         raise ValueError(f"{what} are over {MAX_JSON} bytes of JSON")
     return value
@@ -104,9 +104,9 @@ def to_answer(q: HumanQuestion, text: str) -> str:
     """
     if q.answer_schema is not None:
         try:
-            value = json.loads(text)
+            value = from_json(text, "the answer")
         except ValueError as exc:
-            raise InvalidInputError(f"the answer must be JSON matching the schema: {exc}") from exc
+            raise InvalidInputError(f"{exc}; answer with JSON matching the schema") from exc
         check(q.answer_schema, value, "the answer does not match the schema")
         return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if q.format is AnswerFormat.YES_NO:
@@ -129,9 +129,12 @@ def answer_value(q: HumanQuestion, text: str) -> Any:
     else the text."""
     if q.answer_schema is not None:
         try:
-            return json.loads(text)
+            # Not from_json: an answer recorded before answers were bounded reads back as
+            # it did, unless it is past the reader's 200 levels (then too deep to answer
+            # with: the text as recorded, instead of a 500 on every read).
+            return pydantic_core.from_json(text, allow_inf_nan=False)
         except ValueError:
-            return text  # recorded before the question had a schema: cannot happen today
+            return text
     if q.format is AnswerFormat.YES_NO:
         return _yes_no(text)
     return text
@@ -141,14 +144,6 @@ def _yes_no(text: str) -> bool | None:
     words = text.strip().lower().replace(",", " ").replace(".", " ").replace("!", " ").split()
     first = words[0] if words else ""
     return True if first in YES else False if first in NO else None
-
-
-def _depth(value: Any) -> int:
-    if isinstance(value, dict):
-        return 1 + max((_depth(v) for v in value.values()), default=0)
-    if isinstance(value, list):
-        return 1 + max((_depth(v) for v in value), default=0)
-    return 0
 
 
 def _path(parts: Any) -> str:

@@ -31,9 +31,10 @@ from bot.domain.events import (
     HumanQuestion,
     args_hash,
 )
+from bot.domain.limits import check_text
 from bot.domain.reducer import Request, ThreadState
 from bot.domain.refusals import why_refused
-from bot.domain.validate import check, to_answer
+from bot.domain.validate import bounded, check, to_answer
 from bot.engine import metrics, tracing
 from bot.engine.writes import write
 from bot.storage.threadlog import DuplicateDelivery, ReusedDelivery, ThreadLog
@@ -93,8 +94,16 @@ class Decisions:
 
         Raises:
             NotFoundError, ConflictError (closed, changed), ForbiddenError,
-            InvalidInputError (edited arguments fail the schema).
+            InvalidInputError (edited arguments fail the schema or could not be stored and
+            read back; a reason longer than ``MAX_TEXT``).
         """
+        if reason is not None:
+            check_text(reason, "the reason")
+        if edited_args is not None:
+            try:
+                bounded(edited_args, "the edited arguments")
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from exc
 
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, ApprovalRequested):
@@ -138,11 +147,13 @@ class Decisions:
         """Answer an open question; the whole text goes back to the agent.
 
         Raises:
-            InvalidInputError: not one of its choices, not yes or no for a yes/no
-                question, or not JSON matching its answer schema.
+            InvalidInputError: empty or longer than ``MAX_TEXT``, not one of its choices,
+                not yes or no for a yes/no question, or not JSON matching its answer schema
+                (JSON read by ``bot.domain.limits.from_json``: bounded).
         """
         if not text.strip():
             raise InvalidInputError("the answer is empty")
+        check_text(text, "the answer")
 
         def build(req: Request, state: ThreadState) -> Event:
             if not isinstance(req.asked, HumanQuestion):

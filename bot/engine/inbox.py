@@ -21,6 +21,7 @@ from bot.domain.events import (
     ThreadCreated,
     UserMessage,
 )
+from bot.domain.limits import MAX_TEXT, check_text
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.triage import TRIAGE
 from bot.engine import tracing
@@ -55,7 +56,7 @@ class Inbox:
         log: ThreadLog,
         agents: set[str],
         *,
-        max_text: int = 20_000,
+        max_text: int = MAX_TEXT,
         default_agent: str | None = None,
     ) -> None:
         self.log = log
@@ -146,7 +147,13 @@ class Inbox:
     async def control(
         self, thread_id: str, action: Control, by: Actor, reason: str | None = None
     ) -> ThreadState:
-        """Pause, resume or cancel a thread."""
+        """Pause, resume or cancel a thread.
+
+        Raises:
+            InvalidInputError: a reason longer than ``MAX_TEXT``.
+        """
+        if reason is not None:
+            check_text(reason, "the reason")
 
         def build(state: ThreadState) -> list[Event]:
             status = state.status

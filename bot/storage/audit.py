@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import json
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from bot.domain.events import stored_id
@@ -126,6 +127,34 @@ class AuditLog:
         merged = heapq.merge(*found, key=lambda row: row[0])
         return [record for _, record in merged][:limit]
 
+    async def newest(
+        self, since: float, until: float, *, batch: int = 500
+    ) -> AsyncGenerator[dict[str, Any]]:
+        """Records stored from ``since`` to ``until`` (Unix seconds), newest first: each
+        shard read ``batch`` records at a time (``XREVRANGE``), merged by time, so a reader
+        that stops early read little more than it used."""
+        if until < since or until < 0:
+            return
+        low, high = f"{max(0, int(since * 1000))}-0", f"{int(until * 1000)}-18446744073709551615"
+
+        async def page(s: int, before: str) -> list[tuple[str, str]]:
+            rows: Any = await self.redis.xrevrange(keys.audit(s), before, low, count=batch)
+            return [(str(entry), str(fields["r"])) for entry, fields in rows]
+
+        pages = dict(enumerate(await asyncio.gather(*(page(s, high) for s in range(keys.SHARDS)))))
+        at = dict.fromkeys(pages, 0)
+        heap = [(_newest_first(rows[0][0]), s) for s, rows in pages.items() if rows]
+        heapq.heapify(heap)
+        while heap:
+            _, s = heapq.heappop(heap)
+            entry, raw = pages[s][at[s]]
+            yield from_stored_record(raw)
+            at[s] += 1
+            if at[s] == len(pages[s]) == batch:  # the shard may hold more: its next page
+                pages[s], at[s] = await page(s, f"({entry}"), 0
+            if at[s] < len(pages[s]):
+                heapq.heappush(heap, (_newest_first(pages[s][at[s]][0]), s))
+
     async def latest(self) -> dict[str, str]:
         """Where each shard's stream ends now: where ``follow`` starts from."""
         pipe = self.redis.pipeline(transaction=False)
@@ -170,6 +199,12 @@ class AuditLog:
         """Remove records from the shard's stream (once they are archived)."""
         if entries:
             await self.redis.xdel(keys.audit(shard), *entries)
+
+
+def _newest_first(entry_id: str) -> tuple[int, int]:
+    """A stream entry id as a key that sorts the newest first."""
+    ms, _, seq = entry_id.partition("-")
+    return -int(ms), -int(seq)
 
 
 def _order(entry_id: str) -> str:

@@ -36,6 +36,7 @@ from bot.domain.events import (
     new_id,
 )
 from bot.domain.ids import new_request_id
+from bot.domain.limits import MAX_TEXT
 from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, to_approval
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, bounded, check, check_schema
@@ -74,7 +75,7 @@ class _Ask(BaseModel):
     requester: Name | None = None
     """Who asks (``api:<agent>`` when omitted): an approval never counts its vote unless the
     policy allows self-approval. ``slack:U123`` or an email address name a person."""
-    context: str | None = Field(None, max_length=20_000)
+    context: str | None = Field(None, max_length=MAX_TEXT)
     """More for the people asked: shown under the summary or question."""
     slack_channel: str | None = Field(None, pattern=r"^[A-Z0-9]{1,40}$")
     """The Slack channel id to ask in; default SLACK_APPROVALS_CHANNEL."""

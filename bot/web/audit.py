@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -98,3 +99,21 @@ async def read_records(rt: Runtime, start: float, end: float, limit: int) -> lis
         live = {r["event"] for r in found}
         found = [*(r for r in archived if r["event"] not in live), *found][:limit]
     return found
+
+
+async def newest_records(rt: Runtime, start: float, end: float) -> AsyncGenerator[dict[str, Any]]:
+    """The audit records from ``start`` to ``end`` (Unix seconds), newest first: those still
+    in Redis, read a page at a time, then those retention archived (all older: it moves the
+    oldest out). A record archived but not yet trimmed from Redis comes once."""
+    archived: list[dict[str, Any]] = []
+    if rt.archive is not None:
+        archived = await asyncio.to_thread(rt.archive.audit_records, start, end)
+    newest_archived = archived[-1]["at"] if archived else None
+    both: set[str] = set()  # live records as old as the archive's newest: there twice, maybe
+    async for record in rt.audit.newest(start, end):
+        if newest_archived is not None and record["at"] <= newest_archived:
+            both.add(record["event"])
+        yield record
+    for record in reversed(archived):
+        if record["event"] not in both:
+            yield record

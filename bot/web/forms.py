@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.domain import forms
 from bot.domain.forms import Kind, Section
+from bot.domain.limits import from_json
 from bot.domain.validate import field_errors
 
 JSON = dict[str, Any]
@@ -158,10 +159,7 @@ def _read(kind: Kind, sent: list[str]) -> Any:
         whole = kind is Kind.INTEGER or (number.is_integer() and "." not in text)
         return int(number) if whole else number
     if kind is Kind.JSON:
-        try:
-            return json.loads(text)
-        except ValueError as exc:
-            raise ValueError(f"not valid JSON: {exc}") from None
+        return from_json(text, "")  # its ValueError says what is wrong, beside the input
     return text
 
 

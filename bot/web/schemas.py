@@ -7,6 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.domain.events import ApprovalRequested, Event
+from bot.domain.limits import MAX_TEXT
 from bot.domain.reducer import Request, ThreadState
 
 T = TypeVar("T")
@@ -18,7 +19,7 @@ class _In(BaseModel):
 
 class CreateThread(_In):
     agent: str = Field(examples=["deploy"])
-    text: str = Field(examples=["deploy api 1.5.0 to production"])
+    text: str = Field(max_length=MAX_TEXT, examples=["deploy api 1.5.0 to production"])
     user: str = "api"
     callback_url: str | None = Field(
         None,
@@ -30,7 +31,7 @@ class CreateThread(_In):
 
 
 class PostMessage(_In):
-    text: str
+    text: str = Field(max_length=MAX_TEXT)
     user: str = "api"
 
 
@@ -41,7 +42,9 @@ class DecisionIn(_In):
         description="Who decides; an approver token's identity when left out."
         " An admin token must name someone.",
     )
-    reason: str | None = None
+    reason: str | None = Field(
+        None, max_length=MAX_TEXT, description="Why; a rejection's reason reaches the agent."
+    )
     edited_args: dict[str, Any] | None = None
     args_hash: str | None = Field(
         None, description="The args_hash you were shown; refused if the arguments changed since."
@@ -49,8 +52,12 @@ class DecisionIn(_In):
 
 
 class AnswerIn(_In):
-    text: str | None = None
-    choice: str | None = None
+    text: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="The answer; for a question with an answer_schema, JSON matching it.",
+    )
+    choice: str | None = Field(None, max_length=MAX_TEXT)
     by: str | None = Field(
         None,
         description="Who answers; an approver token's identity when left out."
@@ -60,7 +67,7 @@ class AnswerIn(_In):
 
 class ControlIn(_In):
     by: str = "api"
-    reason: str | None = None
+    reason: str | None = Field(None, max_length=MAX_TEXT)
 
 
 class ActorOut(BaseModel):

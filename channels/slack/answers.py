@@ -19,8 +19,9 @@ from typing import Any
 from bot.domain.events import HumanQuestion
 from bot.domain.forms import Field, Item, Kind, Section, to_form
 from bot.domain.forms import to_value as to_answer_value
+from bot.domain.limits import from_json
 from bot.domain.reducer import Request
-from bot.domain.text import cut
+from bot.domain.text import cut, to_sentence
 from channels.slack.blocks import Block, cut_escaped
 from channels.slack.payloads import to_value
 from channels.slack.views import INPUT_MAX
@@ -141,9 +142,9 @@ def _read(field: Field, state: Mapping[str, Any]) -> Any:
             return _number(text.strip())
         case Kind.JSON:
             try:
-                return json.loads(text)
+                return from_json(text, "")
             except ValueError as exc:
-                raise ValueError(f"Not valid JSON: {exc}") from None
+                raise ValueError(to_sentence(str(exc))) from None
     return text
 
 

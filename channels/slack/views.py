@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from bot.domain.events import ApprovalRequested
+from bot.domain.limits import from_json
 from bot.domain.reducer import Request
-from bot.domain.text import cut, to_shown
+from bot.domain.text import cut, to_sentence, to_shown
 from channels.slack.blocks import Block, to_pieces
 from channels.slack.payloads import to_value
 from channels.slack.people import escape
@@ -121,9 +122,9 @@ def from_edit(
     if meta.get("m") == "json":
         raw = _value(values, JSON_BLOCK)
         try:
-            edited = json.loads(raw)
+            edited = from_json(raw, "")
         except ValueError as exc:
-            return None, {JSON_BLOCK: cut(f"Not valid JSON: {exc}", 150)}
+            return None, {JSON_BLOCK: cut(to_sentence(str(exc)), 150)}
         if not isinstance(edited, dict):
             return None, {JSON_BLOCK: "The arguments must be a JSON object."}
         return edited, {}
@@ -137,7 +138,7 @@ def from_edit(
             args[key] = raw
         elif raw.strip():
             try:
-                args[key] = json.loads(raw)
+                args[key] = from_json(raw, "")
             except ValueError:
                 args[key] = raw  # let the tool's schema say what it expected
     return args, {}

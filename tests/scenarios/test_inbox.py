@@ -9,6 +9,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,12 +18,15 @@ from redis.asyncio import Redis
 
 from bot.domain import ids
 from bot.domain.clock import ManualClock
+from bot.domain.limits import MAX_TEXT
 from bot.storage import keys
+from bot.storage.archive import Archive
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
+from bot.web.history import AUDIT_LIMIT
 from tests.channels.email.provider import MailProvider
 from tests.harness import Harness
-from tests.inbox import approval
+from tests.inbox import SCHEMA, approval
 from tests.signin import OPS, csrf_of, sign_in, signin_settings
 
 FIN = "fin@example.test"
@@ -137,6 +141,80 @@ async def test_a_typed_answer_is_a_form_and_reaches_the_agent_as_data(
     assert got["value"] == {"replicas": 4, "when": "2026-12-01", "canary": True, "regions": ["eu"]}
 
 
+def deep(depth: int) -> str:
+    """JSON text of an object ``depth`` levels deep: {"a": {"a": ... 1}}."""
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+UNSTORABLE = [
+    (deep(33), "nested deeper than 32 levels"),
+    (deep(250), "nested deeper than 32 levels"),  # was stored: near the readers' limits
+    (deep(5_000), "nested deeper than 32 levels"),  # Python's json: a RecursionError, a 500
+    ('{"n": NaN}', "not valid JSON"),  # read back, it hashed differently
+    ('{"n": 1e400}', "too large"),
+    ('{"s": "\\ud800"}', "not valid JSON"),  # a lone surrogate: a 500
+]
+"""JSON typed in a form that could not be stored and read back, and why it is refused."""
+
+
+async def test_json_typed_in_an_edit_is_bounded_and_refused_beside_its_field(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    schema = {**SCHEMA, "properties": {**SCHEMA["properties"], "labels": {"type": "object"}}}
+    rid = await approval(h, arguments_schema=schema)
+    tid = str(ids.thread_of_request(rid))
+    version = (await h.thread(tid)).version
+    form = {"arg.service": "api", "arg.replicas": "3"}
+    for typed, why in UNSTORABLE:
+        bad = await post(ops, f"/inbox/requests/{rid}/edit", {**form, "arg.labels": typed})
+        assert bad.status_code == 422, (typed[:20], bad.status_code)
+        assert re.search(rf'id="f-arg-labels-error">[^<]*{re.escape(why)}', bad.text), typed[:20]
+    assert (await h.thread(tid)).version == version  # nothing recorded
+    assert (await h.api.get(f"/threads/{tid}")).status_code == 200
+
+    labels = '{"team": "web", "tiers": [[1, 2], [3]]}'
+    good = await post(ops, f"/inbox/requests/{rid}/edit", {**form, "arg.labels": labels})
+    assert good.status_code == 303
+    got = (await h.api.get(f"/approvals/{rid}")).json()
+    assert got["arguments"]["labels"] == json.loads(labels)
+    assert (await h.api.get(f"/threads/{tid}")).status_code == 200
+
+
+async def test_json_typed_in_an_answer_is_bounded_and_refused_beside_its_field(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    schema = {"type": "object", "properties": {"detail": {"type": "object"}}}
+    r = await h.api.post("/questions", json={"question": "What?", "answer_schema": schema})
+    rid = r.json()["id"]
+    for typed, why in UNSTORABLE:
+        bad = await post(ops, f"/inbox/requests/{rid}/answer", {"ans.detail": typed})
+        assert bad.status_code == 422, (typed[:20], bad.status_code)
+        assert re.search(rf'id="f-ans-detail-error">[^<]*{re.escape(why)}', bad.text), typed[:20]
+    got = await h.api.get(f"/questions/{rid}")
+    assert (got.status_code, got.json()["status"]) == (200, "open")
+
+    done = await post(ops, f"/inbox/requests/{rid}/answer", {"ans.detail": '{"a": [1]}'})
+    assert done.status_code == 303
+    assert (await h.api.get(f"/questions/{rid}")).json()["value"] == {"detail": {"a": [1]}}
+
+
+async def test_a_reason_or_an_answer_longer_than_a_message_is_refused_on_the_page(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    rid = await approval(h)
+    asked = await h.api.post("/questions", json={"question": "Why?"})
+    qid = asked.json()["id"]
+    long = "x" * (MAX_TEXT + 1)
+    refused = await post(ops, f"/inbox/requests/{rid}/reject", {"reason": long})
+    assert refused.status_code == 422
+    assert f"the reason is longer than {MAX_TEXT} characters" in refused.text
+    refused = await post(ops, f"/inbox/requests/{qid}/answer", {"answer": long})
+    assert refused.status_code == 422
+    assert f"the answer is longer than {MAX_TEXT} characters" in refused.text
+    assert (await h.api.get(f"/approvals/{rid}")).json()["status"] == "open"
+    assert (await h.api.get(f"/questions/{qid}")).json()["status"] == "open"
+
+
 async def test_a_post_without_the_csrf_token_changes_nothing(
     h: Harness, ops: httpx.AsyncClient
 ) -> None:
@@ -160,6 +238,93 @@ async def test_audit_exports_match_the_decisions_taken(h: Harness, ops: httpx.As
     assert (only["request"], only["reason"], only["agent"]) == (second, "no", "scaler")
     api = (await h.api.get("/audit", params={"until": "2100-01-01T00:00:00Z"})).json()["items"]
     assert {r["hash"] for r in api} == {r["hash"] for r in rows}
+
+
+def old_record(i: int) -> dict[str, Any]:
+    """An approval recorded before, by ``approver<i>``, as its stream holds it."""
+    tid = f"th_{i % 20:020x}"
+    return {
+        "at": time.time() - 86400 + i,
+        "thread": tid,
+        "kind": "decision",
+        "outcome": "approve",
+        "request": f"{tid}.r{i:08x}",
+        "by": f"approver{i:05d}",
+        "by_id": f"web:approver{i:05d}@example.test",
+        "channel": "web",
+        "reason": None,
+        "args_hash": None,
+        "event": f"ev_{i:020x}",
+        "hash": f"{i:064x}",
+    }
+
+
+async def test_the_audit_page_shows_the_newest_says_it_was_cut_and_the_exports_hold_all(
+    h: Harness, ops: httpx.AsyncClient, redis: Redis
+) -> None:
+    older = [old_record(i) for i in range(AUDIT_LIMIT + 100)]  # more than the page shows
+    pipe = redis.pipeline(transaction=False)
+    for r in older:
+        entry = f"{int(r['at'] * 1000)}-0"  # stamped when it was decided
+        pipe.xadd(keys.audit(keys.shard_of(r["thread"])), {"r": json.dumps(r)}, id=entry)
+    await pipe.execute()
+    rid = await approval(h)
+    assert (await post(ops, f"/inbox/requests/{rid}/approve", {})).status_code == 303
+
+    page = (await ops.get("/inbox/audit")).text
+    shown = re.findall(r'<td class="id"><a href="/inbox/requests/([^"]+)"', page)
+    assert len(shown) == AUDIT_LIMIT
+    assert shown[:2] == [rid, older[-1]["request"]]  # the newest first
+    assert older[0]["request"] not in shown
+    assert f"the newest {AUDIT_LIMIT:,} matching records; there are more" in page
+    # A search filters before it cuts: it finds what the newest 5,000 leave out.
+    found = (await ops.get("/inbox/audit", params={"person": "APPROVER00000"})).text
+    assert re.findall(r'<a href="/inbox/requests/([^"]+)"', found) == [older[0]["request"]]
+    assert "there are more" not in found
+    mine = (await ops.get("/inbox/audit", params={"agent": "scaler", "tool": "scale"})).text
+    assert re.findall(r'<a href="/inbox/requests/([^"]+)"', mine) == [rid]
+
+    # The exports hold every match, newest first.
+    got = await ops.get("/inbox/audit.csv")
+    rows = list(csv.DictReader(io.StringIO(got.text)))
+    assert [r["request"] for r in rows] == [rid, *(r["request"] for r in reversed(older))]
+    assert (rows[0]["by_id"], rows[0]["agent"], rows[0]["tool"]) == (
+        f"web:{OPS}",
+        "scaler",
+        "scale",
+    )
+    lines = (await ops.get("/inbox/audit.jsonl", params={"person": "approver0000"})).text
+    assert [json.loads(line)["by"] for line in lines.splitlines()] == [
+        f"approver{i:05d}" for i in range(9, -1, -1)
+    ]
+
+
+async def test_the_audit_exports_read_what_retention_archived_after_what_redis_holds(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
+) -> None:
+    clock = ManualClock(time.time())
+    settings = signin_settings(provider, retain_finished_days=1)
+    archive = Archive(tmp_path / "archive")
+    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
+        first = await approval(h)
+        body = {"decision": "approve", "by": OPS}
+        assert (await h.api.post(f"/requests/{first}/decision", json=body)).status_code == 200
+        await h.drain()
+        clock.advance(2 * 86400)
+        assert h.rt.retention is not None
+        await h.rt.retention.sweep()
+        assert not await redis.exists(keys.log(str(ids.thread_of_request(first))))
+        assert not any([await redis.xlen(keys.audit(s)) for s in range(keys.SHARDS)])
+
+        web = await sign_in(h, provider, OPS)
+        second = await approval(h, tool="restart")
+        assert (await post(web, f"/inbox/requests/{second}/approve", {})).status_code == 303
+        got = (await web.get("/inbox/audit.csv")).text
+        rows = [(r["request"], r["agent"], r["tool"]) for r in csv.DictReader(io.StringIO(got))]
+        assert rows == [(second, "scaler", "restart"), (first, "scaler", "scale")]
+        page = (await web.get("/inbox/audit", params={"tool": "scale"})).text
+        assert re.findall(r'<a href="/inbox/requests/([^"]+)"', page) == [first]
+        await web.aclose()
 
 
 @pytest.mark.parametrize("docs", ["/docs", "/redoc"])

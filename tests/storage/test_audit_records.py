@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from bot.domain.audit import to_record
 from bot.domain.events import (
@@ -17,7 +18,8 @@ from bot.domain.events import (
     HumanAnswer,
     stored_id,
 )
-from bot.storage.audit import from_stored_record, to_stored_record
+from bot.storage import keys
+from bot.storage.audit import AuditLog, from_stored_record, to_stored_record
 
 TID = "th_8f3d242d11574712c3fb"
 RID = f"{TID}.r999d1083"
@@ -94,3 +96,23 @@ def test_a_field_a_later_version_appends_is_left_out() -> None:
     later = json.loads(to_stored_record(record))
     later += [None] * (12 - len(later)) + ["a field from later"]
     assert from_stored_record(json.dumps(later)) == record
+
+
+async def test_the_newest_come_first_from_every_shard_a_page_at_a_time(redis: Redis) -> None:
+    # Records of three threads (shards), one every millisecond, the newest last.
+    tids = [f"th_{n:020x}" for n in range(3)]
+    pipe = redis.pipeline(transaction=False)
+    for i in range(25):
+        tid = tids[i % 3]
+        record = {"at": 1_800_000_000 + i / 1000, "thread": tid, "request": f"{tid}.r{i:08x}"}
+        stamp = f"{1_800_000_000_000 + i}-0"
+        pipe.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(record)}, id=stamp)
+    await pipe.execute()
+    audit = AuditLog(redis)
+
+    async def newest(since: float, until: float) -> list[int]:
+        return [int(r["request"][-8:], 16) async for r in audit.newest(since, until, batch=4)]
+
+    assert await newest(0, 2e9) == list(range(24, -1, -1))
+    assert await newest(1_800_000_000.005, 1_800_000_000.0199) == list(range(19, 4, -1))
+    assert await newest(2e9, 1e9) == []

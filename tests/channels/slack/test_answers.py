@@ -165,3 +165,26 @@ async def test_only_who_may_answer_gets_the_form_and_any_schema_has_one(
     out = (await h.api.get(f"/questions/{rid}", params={"wait": 5})).json()
     assert (out["status"], out["value"]) == ("answered", {"tags": ["web", "launch"]})
     assert (out["answered_by"]["channel"], out["answered_by"]["id"]) == ("slack", BOB)
+
+
+async def test_json_typed_in_the_form_that_could_not_be_read_back_is_an_error_on_its_input(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    schema = {"type": "object", "properties": {"detail": {"type": "object"}}}
+    body = {"question": "What?", "answer_schema": schema, "slack_channel": APPROVALS}
+    rid = (await h.api.post("/questions", json=body)).json()["id"]
+    await h.drain()
+    await slack.click(only_card(api, APPROVALS), "gl_answer", BOB)
+    view = last_view(api)
+    deep = '{"a": ' * 300 + "1" + "}" * 300  # what Slack's 3,000 characters hold
+    for typed, why in [
+        (deep, "Nested deeper than 32 levels"),
+        ('{"n": NaN}', "Not valid JSON"),
+        ('{"s": "\\ud800"}', "Not valid JSON"),
+    ]:
+        r = await slack.submit(view, {"f0": {"value": typed}}, BOB)
+        assert r.status_code == 200, r.text
+        assert r.json()["response_action"] == "errors"
+        assert r.json()["errors"]["f0"].startswith(why), r.json()
+    out = (await h.api.get(f"/questions/{rid}")).json()
+    assert out["status"] == "open"

@@ -7,6 +7,7 @@ from typing import Any
 
 from tests.channels.slack.conftest import BOB, MAL
 from tests.channels.slack.slack import Slack, has_buttons, text_of, whispers
+from tests.channels.slack.test_flows import last_view
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI
 
@@ -71,3 +72,37 @@ async def test_a_question_is_asked_in_the_channel_and_a_button_answers_it(
     assert r.status_code == 200, r.text
     out = (await h.api.get(f"/questions/{rid}", params={"wait": 5})).json()
     assert (out["status"], out["answer"], out["value"]) == ("answered", "yes", True)
+
+
+async def test_json_typed_in_the_edit_form_that_could_not_be_read_back_is_an_error(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    # Too many arguments for an input each: the modal takes them as one JSON input.
+    arguments: dict[str, Any] = {f"k{i:02d}": i for i in range(41)}
+    body: dict[str, Any] = {
+        "tool": "tune",
+        "arguments": arguments,
+        "arguments_schema": {"type": "object"},
+        "summary": "Tune the knobs",
+        "policy": {"approvers": [f"slack:{BOB}"]},
+        "slack_channel": APPROVALS,
+    }
+    r = await h.api.post("/approvals", json=body)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    await h.drain()
+    await slack.click(only_card(api, APPROVALS), "gl_edit", BOB)
+    view = last_view(api)
+    assert [b["block_id"] for b in view["blocks"] if b["type"] == "input"] == ["args"]
+    deep = '{"a": ' * 300 + "1" + "}" * 300
+    for typed, why in [
+        (deep, "Nested deeper than 32 levels"),
+        ('{"n": NaN}', "Not valid JSON"),
+        ('{"s": "\\ud800"}', "Not valid JSON"),
+    ]:
+        r = await slack.submit(view, {"args": {"value": typed}}, BOB)
+        assert r.status_code == 200, r.text
+        assert r.json()["response_action"] == "errors"
+        assert r.json()["errors"]["args"].startswith(why), r.json()
+    out = (await h.api.get(f"/approvals/{rid}")).json()
+    assert out["status"] == "open"

@@ -51,6 +51,9 @@ async def test_verify_reports_an_event_edited_removed_or_moved_in_redis(h: Harne
     await h.redis.rpush(log, stored[0], stored[2], stored[1], *stored[3:])  # type: ignore[misc]
     assert (await h.api.get(f"/threads/{tid}/audit")).json()["breaks"]
 
+    for unknown in ["th_0000000000000000dead", "not-a-thread"]:
+        assert (await h.api.get(f"/threads/{unknown}/audit")).status_code == 404
+
 
 async def test_export_rows_match_the_decisions_taken(h: Harness) -> None:
     approved, first = await decided(h, "approve")

@@ -32,7 +32,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import ConfigError
-from bot.domain.events import Actor, Event
+from bot.domain.events import Actor, Event, UserMessage
 from bot.domain.reducer import ThreadState
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
@@ -42,6 +42,7 @@ from channels.slack.clicks import Clicks
 from channels.slack.events import Events, SocketMode
 from channels.slack.home import Home
 from channels.slack.listeners import Listeners
+from channels.slack.opening import Openings, is_command
 from channels.slack.outbound import Outbound
 from channels.slack.people import People, UnknownUserError
 from channels.slack.working import Working
@@ -148,6 +149,7 @@ class SlackChannel:
         aside = Outbound(
             self.client, runtime.threads, runtime.state, web_people, approvals_channel=approvals
         )
+        self.openings = Openings(self.client, runtime)
         self.home = Home(runtime, self.outbound, self.client)
         web_home = Home(runtime, aside, self.client, self.background)
         listeners = Listeners(runtime, web_people, aside, self.background)
@@ -204,7 +206,8 @@ class SlackChannel:
         self.client.session = self.web_client.session = None
 
     def concerns(self, thread: ThreadState, event: Event) -> bool:
-        return self.outbound.concerns(thread, event)
+        opening = isinstance(event, UserMessage) and is_command(thread)
+        return opening or self.outbound.concerns(thread, event)
 
     async def identities_of(self, email: str) -> tuple[str, ...]:
         """The Slack user with this address, as ``slack:U123`` (``bot.engine.ports.Directory``);
@@ -224,6 +227,8 @@ class SlackChannel:
         return actor.model_copy(update={"email": found.email}) if found.email else actor
 
     async def deliver(self, thread: ThreadState, event: Event) -> None:
+        if isinstance(event, UserMessage) and is_command(thread):
+            await self.openings.open(thread, event)  # first: the thread lives under it
         await self.outbound.deliver(thread, event)
         try:
             await self.home.changed(thread, event)

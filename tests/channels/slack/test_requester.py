@@ -107,6 +107,20 @@ async def test_a_requester_slack_was_slow_to_describe_is_known_by_email_when_the
     assert vote.by.email == CAROL_MAIL
 
 
+async def test_who_typed_a_slash_command_slack_did_not_describe_is_known_by_email(
+    h: Harness, api: SlackAPI, provider: MailProvider
+) -> None:
+    api.fail_next("users.info", status=500)  # as the command is answered
+    r = await Slack(h.http, api).command("deploy api 1.5.0 to production", BOB)
+    assert r.status_code == 200
+    await h.drain()
+    (tid,) = (await h.rt.indexes.threads(offset=0, limit=10))[0]
+    (asked,) = [e for e in await h.rt.log.events(tid) if isinstance(e, ApprovalRequested)]
+    assert (asked.requester.id, asked.requester.email) == (BOB, BOB_MAIL)
+    assert "You asked for this" in await approve_by_mail(Mailroom(h, provider), BOB_MAIL)
+    assert await decisions(h, tid) == []
+
+
 async def test_a_slack_user_named_as_requester_over_rest_is_known_by_their_email(
     h: Harness, api: SlackAPI, provider: MailProvider
 ) -> None:

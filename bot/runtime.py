@@ -22,7 +22,7 @@ from bot.engine.decisions import Decisions
 from bot.engine.inbox import Inbox
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
-from bot.engine.ports import Channel, ChannelPorts
+from bot.engine.ports import Channel, ChannelPorts, Directory
 from bot.engine.retention import Retention
 from bot.engine.waiting import Summaries
 from bot.engine.worker import Worker, consumer_name
@@ -67,6 +67,11 @@ class Runtime:
     channels: tuple[Channel, ...]
     archive: Archive | None
     retention: Retention | None
+
+    @property
+    def directories(self) -> list[Directory]:
+        """The channels that say who their people are (``Directory``)."""
+        return [c for c in self.channels if isinstance(c, Directory)]
 
     def worker(
         self,
@@ -174,7 +179,15 @@ def build_runtime(
         groups=groups,
         policies=policies,
         model=model,
-        loop=Loop(thread_log, agents, model, groups=groups, max_errors=max_errors, clock=clock),
+        loop=Loop(
+            thread_log,
+            agents,
+            model,
+            groups=groups,
+            max_errors=max_errors,
+            clock=clock,
+            directories=[c for c in made if isinstance(c, Directory)],
+        ),
         decisions=decisions,
         inbox=inbox,
         outbox=outbox,

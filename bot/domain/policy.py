@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -262,8 +262,69 @@ def to_approval(
     )
 
 
+LINKED_BY_EMAIL = frozenset({"slack", "email", "web"})
+"""Channels whose people are one person across channels by their email address. A person
+of one of them known without an address (a Slack user ``users.info`` did not describe in
+time, or an app without ``users:read.email``) may be anyone of the others."""
+
+
+def to_person(actor: Actor) -> list[str]:
+    """The names that make another actor the same person (``is_same_person``): their id in
+    their channel (first), their email, and who they are in other channels (``elsewhere``)."""
+    names = [f"{actor.channel}:{actor.id}"]
+    if actor.email:
+        names.append(f"email:{actor.email.lower()}")
+    return names + [e for e in actor.elsewhere if e not in names]
+
+
 def is_same_person(a: Actor, b: Actor) -> bool:
-    """True when two actors are the same human, even across channels (by email)."""
-    if (a.channel, a.id) == (b.channel, b.id):
-        return True
-    return bool(a.email and b.email and a.email.lower() == b.email.lower())
+    """True when two actors are the same human: one of their ids, in any channel, or their
+    email is the same (``to_person``)."""
+    return not set(to_person(a)).isdisjoint(to_person(b))
+
+
+def may_be_same_person(a: Actor, b: Actor) -> bool:
+    """True unless ``a`` and ``b`` are known to be two people: the same person, or two that
+    cannot be told apart (``is_unsure``). Fail closed: the self-approval rule asks this."""
+    return is_same_person(a, b) or is_unsure(to_person(a), to_person(b))
+
+
+def is_unsure(person: Collection[str], names: Collection[str]) -> bool:
+    """Whether the person of ``person`` (``to_person``) and the actor of ``names`` (their
+    ``to_person``, or ``Actor.names()``), sharing no name, may still be one human.
+
+    They may when one of them is known without an address in a channel linked by email
+    (``is_unaddressed``), and the other, a person of such a channel too, is known by no id
+    in that channel: then nothing tells them apart. People of other channels (``api``,
+    ``webhook``) are known by their names alone, as always.
+    """
+    if not set(person).isdisjoint(names):
+        return False
+    return _is_unsure(person, names) or _is_unsure(names, person)
+
+
+def is_unaddressed(person: Collection[str]) -> bool:
+    """Whether a person (``to_person``) is of a channel linked by email (``LINKED_BY_EMAIL``)
+    but known without an email address: a Slack user ``users.info`` did not describe."""
+    return bool(_unaddressed_in(person))
+
+
+def _unaddressed_in(person: Collection[str]) -> set[str]:
+    """The channels linked by email where ``person`` is known, if known there without an
+    address; empty otherwise."""
+    if any(n.startswith("email:") for n in person):
+        return set()
+    return {_channel(n) for n in person} & LINKED_BY_EMAIL
+
+
+def _is_unsure(unknown: Collection[str], other: Collection[str]) -> bool:
+    """``is_unsure`` one way: ``unknown`` has no address, ``other`` no id where it is."""
+    where = _unaddressed_in(unknown)
+    theirs = {_channel(n) for n in other}
+    return bool(where) and not theirs.isdisjoint(LINKED_BY_EMAIL) and theirs.isdisjoint(where)
+
+
+def _channel(name: str) -> str:
+    """The channel of a name written ``channel:id``; "" for a bare id or address."""
+    channel, colon, _ = name.partition(":")
+    return channel if colon else ""

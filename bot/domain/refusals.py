@@ -15,7 +15,14 @@ from typing import assert_never
 
 from bot.domain.errors import ConflictError, ForbiddenError, RefusedError
 from bot.domain.events import Actor, ApprovalDecision, ApprovalRequested
-from bot.domain.policy import is_allowed, is_same_person, may_answer
+from bot.domain.policy import (
+    is_allowed,
+    is_same_person,
+    is_unaddressed,
+    may_answer,
+    may_be_same_person,
+    to_person,
+)
 from bot.domain.reducer import Request, RequestStatus
 
 
@@ -99,6 +106,33 @@ class OwnRequest:
 
 
 @dataclass(frozen=True)
+class MaybeOwnRequest:
+    """The actor and the requester cannot be told apart (``policy.is_unsure``): one is known
+    without an email address, the other by no id in that one's channel. The policy does not
+    allow self-approval, so the actor may not approve (fail closed)."""
+
+    actor: Actor
+    requester: Actor
+
+    @property
+    def where(self) -> str:
+        """The channel whose account without an email address leaves it open."""
+        unknown = self.requester if is_unaddressed(to_person(self.requester)) else self.actor
+        return unknown.channel
+
+    @property
+    def message(self) -> str:
+        return (
+            f"{self.actor.label()} may have asked for this: they and who asked "
+            f"({self.requester.label()}) cannot be told apart, as one is known by a {self.where} "
+            f"account without an email address and the other by no {self.where} account"
+        )
+
+    def error(self) -> RefusedError:
+        return ForbiddenError(self.message, refusal=self)
+
+
+@dataclass(frozen=True)
 class AlreadyVoted:
     """The actor already approved these arguments; an N-of-M request waits for others."""
 
@@ -122,7 +156,7 @@ class AlreadyVoted:
         return ConflictError(self.message, refusal=self)
 
 
-Refusal = Closed | Expired | NotAllowed | OwnRequest | AlreadyVoted
+Refusal = Closed | Expired | NotAllowed | OwnRequest | MaybeOwnRequest | AlreadyVoted
 """Why a human may not decide or answer a request now."""
 
 
@@ -145,8 +179,9 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
     they may.
 
     An approval refuses, in this order: a closed request, someone the policy does
-    not name, the requester (unless the policy allows self-approval), and someone
-    who already approved the arguments now shown.
+    not name, the requester or someone who cannot be told apart from them (unless the
+    policy allows self-approval), and someone who already approved the arguments now
+    shown.
     """
     if closed := why_closed(req, now):
         return closed
@@ -159,8 +194,10 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
         return NotAllowed(actor, tuple(asked.answerers), question=True)
     if not is_allowed(actor, req.approvers):
         return NotAllowed(actor, tuple(req.approvers))
-    if not asked.allow_self_approval and is_same_person(actor, asked.requester):
-        return OwnRequest(actor)
+    if not asked.allow_self_approval and may_be_same_person(actor, asked.requester):
+        if is_same_person(actor, asked.requester):
+            return OwnRequest(actor)
+        return MaybeOwnRequest(actor, asked.requester)
     for vote in req.votes:
         if is_same_person(vote.by, actor) and vote.args_hash == req.args_hash:
             return AlreadyVoted(actor, vote, asked.min_approvals, len(req.approvals()))
@@ -197,6 +234,12 @@ def to_words(
             return f"You can't {what}; it is for {names}"
         case OwnRequest():
             return "You asked for this, so someone else must decide it"
+        case MaybeOwnRequest():
+            return (
+                "Greenlight can't tell you apart from who asked for this (one of you is known "
+                f"by a {refusal.where} account without an email address), so someone else "
+                "must decide it"
+            )
         case AlreadyVoted():
             more = f"{refusal.missing} more approval" + ("s" if refusal.missing > 1 else "")
             return f"You have already approved this request; it waits for {more} from someone else"

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from bot.domain.events import Actor, ApprovalRequested
-from bot.domain.policy import is_named
+from bot.domain.policy import is_named, is_unsure, to_person
 from bot.domain.reducer import Request, ThreadState
 
 
@@ -52,14 +52,6 @@ class Waiting:
     @property
     def tool(self) -> str | None:
         return self.title if self.kind == "approval" else None
-
-
-def to_person(actor: Actor) -> list[str]:
-    """The names that make another actor the same person (``policy.is_same_person``): their
-    id in their channel, and their email."""
-    return [f"{actor.channel}:{actor.id}"] + (
-        [f"email:{actor.email.lower()}"] if actor.email else []
-    )
 
 
 def to_waiting(state: ThreadState, req: Request) -> Waiting:
@@ -106,9 +98,10 @@ def is_open(item: Waiting, now: float) -> bool:
 def waits_for(item: Waiting, names: set[str], now: float) -> bool:
     """Whether ``item`` waits for the actor of ``names`` (``Actor.names()``) at ``now``.
 
-    As ``refusals.why_refused``: open, named by the policy, not the requester (unless
-    self-approval is allowed), not already approved by them. A question naming no
-    answerers waits for the person the agent last heard.
+    As ``refusals.why_refused``: open, named by the policy, not the requester nor someone
+    who cannot be told apart from them (unless self-approval is allowed), not already
+    approved by them. A question naming no answerers waits for the person the agent last
+    heard.
     """
     if not is_open(item, now):
         return False
@@ -116,7 +109,9 @@ def waits_for(item: Waiting, names: set[str], now: float) -> bool:
         return not names.isdisjoint(item.heard)
     if not is_named(names, item.approvers):
         return False
-    return names.isdisjoint(item.own) and names.isdisjoint(item.voted)
+    if item.own and (not names.isdisjoint(item.own) or is_unsure(item.own, names)):
+        return False
+    return names.isdisjoint(item.voted)
 
 
 def to_order(item: Waiting) -> tuple[float, int, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from opentelemetry.trace import SpanKind
@@ -56,6 +56,8 @@ from bot.domain.text import to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 from bot.domain.triage import TRIAGE
 from bot.engine import metrics, tracing
+from bot.engine.people import identified
+from bot.engine.ports import Directory
 from bot.engine.tracing import THREAD_ID
 from bot.engine.writes import write
 from bot.storage.threadlog import ReleaseIf, ThreadLog
@@ -75,6 +77,8 @@ class Loop:
         groups: approver groups for policies that name ``group:…``.
         max_errors: consecutive errors before a human is asked instead.
         clock: when requests expire and reminders are due (tests move it forward).
+        directories: the channels that say who their people are: a requester known
+            without an email address is looked up again when their request opens.
     """
 
     def __init__(
@@ -86,6 +90,7 @@ class Loop:
         clock: Clock,
         groups: Groups | None = None,
         max_errors: int = 3,
+        directories: Sequence[Directory] = (),
     ) -> None:
         self.log = log
         self.agents = agents
@@ -93,6 +98,7 @@ class Loop:
         self.groups = groups or Groups()
         self.max_errors = max_errors
         self.clock = clock
+        self.directories = tuple(directories)
 
     async def step(
         self,
@@ -312,9 +318,24 @@ class Loop:
         except ModelError as exc:
             return [ErrorEvent(message=f"model failed: {exc.message}")]
         try:
-            return self._dispatch(s, tools, turn.calls)
+            events = self._dispatch(s, tools, turn.calls)
         except InvalidInputError as exc:
             return [ErrorEvent(message=exc.message)]
+        return await self._identified(events)
+
+    async def _identified(self, events: list[Event]) -> list[Event]:
+        """``events`` with each approval's requester as the channels know them now: one
+        known without an email address is looked up again (``people.identified``)."""
+        asked = [e for e in events if isinstance(e, ApprovalRequested)]
+        if not asked:
+            return events
+        requester = await identified(asked[0].requester, self.directories)
+        if requester is asked[0].requester:
+            return events
+        return [
+            e.model_copy(update={"requester": requester}) if isinstance(e, ApprovalRequested) else e
+            for e in events
+        ]
 
     async def _complete(self, s: ThreadState, request: ModelRequest) -> ModelTurn:
         """One model turn, timed, counted and traced."""

@@ -18,7 +18,7 @@ from fastapi import APIRouter
 
 from bot.domain.agents import Agent
 from bot.domain.clock import Clock
-from bot.domain.events import Event
+from bot.domain.events import Actor, Event
 from bot.domain.reducer import ThreadState
 from bot.domain.waiting import Waiting
 from bot.engine.decisions import Decisions
@@ -94,11 +94,18 @@ class SignInMail(Protocol):
 
 @runtime_checkable
 class Directory(Protocol):
-    """A channel that can say who an email address is within it (Slack by email)."""
+    """A channel that can say who is who within it: who an email address is (Slack by
+    email), and the address of one of its people who acted without one."""
 
     async def identities_of(self, email: str) -> tuple[str, ...]:
         """The address's identities in this channel as ``channel:id`` (``slack:U123``);
         empty when nobody has it or the look-up failed (never raises)."""
+        ...
+
+    async def identify(self, actor: Actor) -> Actor:
+        """``actor`` with the email address this channel knows them by now, when they are
+        its person and were known without one (``policy.is_unaddressed``); as given when
+        not, or when the channel still cannot say (never raises)."""
         ...
 
 

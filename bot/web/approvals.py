@@ -41,6 +41,7 @@ from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, 
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import answer_value, bounded, check, check_schema
 from bot.engine.external import Opened, open_request, wait
+from bot.engine.people import identified
 from bot.runtime import Runtime
 from bot.web import callbacks
 from bot.web.api import IDEMPOTENCY_KEY, ApiRoute, idempotency_key_of, owned_key, runtime_of
@@ -289,7 +290,7 @@ async def ask_approval(
     if body.arguments_schema is not None:
         check_schema(body.arguments_schema, "arguments_schema")
         check(body.arguments_schema, body.arguments, "arguments do not match arguments_schema")
-    requester = _requester(who, body)
+    requester = await identified(_requester(who, body), rt.directories)
     why = body.summary + (f"\n\n{body.context}" if body.context else "")
 
     def make(tid: str) -> list[Event]:

@@ -18,7 +18,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import RedirectResponse, Response
 
-from bot.engine.ports import Directory
 from bot.runtime import Runtime
 from bot.settings import Settings
 from bot.web.pages import render
@@ -170,7 +169,7 @@ def known_addresses(runtime: Runtime) -> set[str]:
 
 async def identities_of(request: Request, email: str) -> tuple[str, ...]:
     """The address's identities in other channels; a failed or slow look-up adds nothing."""
-    directories = [c for c in request.app.state.runtime.channels if isinstance(c, Directory)]
+    directories = request.app.state.runtime.directories
     if not directories:
         return ()
     looked = [asyncio.ensure_future(d.identities_of(email.lower())) for d in directories]

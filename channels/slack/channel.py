@@ -32,7 +32,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.errors import ConfigError
-from bot.domain.events import Event
+from bot.domain.events import Actor, Event, UserMessage
 from bot.domain.reducer import ThreadState
 from bot.engine.ports import ChannelPorts
 from bot.settings import Settings
@@ -42,8 +42,9 @@ from channels.slack.clicks import Clicks
 from channels.slack.events import Events, SocketMode
 from channels.slack.home import Home
 from channels.slack.listeners import Listeners
+from channels.slack.opening import Openings, is_command
 from channels.slack.outbound import Outbound
-from channels.slack.people import People
+from channels.slack.people import People, UnknownUserError
 from channels.slack.working import Working
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ WEB_TIMEOUT = 2
 """Seconds one Web API call on the way to Slack's answer may take (Slack waits 3)."""
 IDENTITY_BUDGET = 1.5
 """Seconds a click may wait to learn who clicked (users.info, user groups) in all."""
+REQUESTER_BUDGET = 5.0
+"""Seconds to learn the email address of someone who asked while Slack did not say it, when
+their request for approval opens (in a worker, or ``POST /approvals``): no answer to Slack
+waits, so the patient client may wait out a short ``Retry-After``."""
 
 
 class ShortRateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -125,6 +130,7 @@ class SlackChannel:
         )
         web_people = People(self.web_client, budget=IDENTITY_BUDGET)
         self.people = web_people
+        self.requesters = People(self.client, budget=REQUESTER_BUDGET)
         self.app = AsyncApp(
             client=self.web_client,
             signing_secret=secret.get_secret_value() if secret else "",
@@ -143,6 +149,7 @@ class SlackChannel:
         aside = Outbound(
             self.client, runtime.threads, runtime.state, web_people, approvals_channel=approvals
         )
+        self.openings = Openings(self.client, runtime)
         self.home = Home(runtime, self.outbound, self.client)
         web_home = Home(runtime, aside, self.client, self.background)
         listeners = Listeners(runtime, web_people, aside, self.background)
@@ -199,7 +206,8 @@ class SlackChannel:
         self.client.session = self.web_client.session = None
 
     def concerns(self, thread: ThreadState, event: Event) -> bool:
-        return self.outbound.concerns(thread, event)
+        opening = isinstance(event, UserMessage) and is_command(thread)
+        return opening or self.outbound.concerns(thread, event)
 
     async def identities_of(self, email: str) -> tuple[str, ...]:
         """The Slack user with this address, as ``slack:U123`` (``bot.engine.ports.Directory``);
@@ -207,7 +215,20 @@ class SlackChannel:
         user = await self.people.user_of(email)
         return (f"slack:{user}",) if user else ()
 
+    async def identify(self, actor: Actor) -> Actor:
+        """``actor`` with the email ``users.info`` gives now, when they are a Slack user known
+        without one (``bot.engine.ports.Directory``); as given when Slack still does not say."""
+        if actor.channel != self.name or actor.email:
+            return actor
+        try:
+            found = await self.requesters.actor(actor.id)
+        except UnknownUserError:
+            return actor
+        return actor.model_copy(update={"email": found.email}) if found.email else actor
+
     async def deliver(self, thread: ThreadState, event: Event) -> None:
+        if isinstance(event, UserMessage) and is_command(thread):
+            await self.openings.open(thread, event)  # first: the thread lives under it
         await self.outbound.deliver(thread, event)
         try:
             await self.home.changed(thread, event)

@@ -1,8 +1,10 @@
 """People talking: mentions, DMs, thread replies and ``/greenlight`` into ``runtime.inbox``.
 
 Each listener only records (a Redis write) and answers, so Slack gets its
-answer well inside 3 seconds; the agent runs in a worker. Private notes and the
-slash command's opening post go to Slack in ``Background``, after the answer.
+answer well inside 3 seconds; the agent runs in a worker. Private notes go to
+Slack in ``Background``, after the answer. ``/greenlight`` is recorded before it
+is answered, like a message; a worker posts its opening message
+(``channels.slack.opening``), and replies under that post continue the thread.
 Messages arrive from ``channels.slack.events``, which decides what an event is.
 Clicks and modals are in ``clicks``. An answer to an open
 question by someone of another workspace than the question's (Slack Connect,
@@ -16,22 +18,18 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
-from slack_sdk.webhook.async_client import AsyncWebhookClient
-
 from bot.domain import ids
-from bot.domain.errors import RefusedError
+from bot.domain.errors import InvalidInputError, RefusedError
 from bot.domain.events import Actor, HumanQuestion, Origin
 from bot.domain.policy import may_answer
 from bot.domain.reducer import Request, ThreadState
-from bot.domain.text import cut
 from bot.domain.triage import to_agent
 from bot.engine.ports import ChannelPorts
 from channels.slack.background import Background
-from channels.slack.blocks import who
+from channels.slack.opening import RESPOND, ROOT, is_command
 from channels.slack.outbound import Outbound
-from channels.slack.payloads import Command, Message, to_command, to_conversation
-from channels.slack.people import People, escape
+from channels.slack.payloads import Message, to_command
+from channels.slack.people import People
 from channels.slack.teams import why_other_team
 
 log = logging.getLogger(__name__)
@@ -45,7 +43,7 @@ class Listeners:
     Args:
         runtime: the wired core.
         people: resolves writers into actors, within a time budget.
-        outbound: posts the slash command's opening message and ephemeral notices.
+        outbound: posts private notes (ephemeral messages).
         background: runs those after Slack has its answer.
     """
 
@@ -77,6 +75,10 @@ class Listeners:
         alias = await self.rt.state.resolve(f"{msg.channel}:{msg.root}")
         tid = alias or tid
         state = await self.rt.threads.load(tid)
+        if alias and is_command(state):
+            # Under a /greenlight's opening post is its conversation; under a card, not.
+            opening = await self.rt.state.get(tid, ROOT)
+            alias = None if opening == f"{msg.channel} {msg.root}" else alias
         if not state.exists and not msg.mention and not msg.direct:
             return  # a thread the bot is not part of
         question = _open_question(state)
@@ -140,54 +142,40 @@ class Listeners:
     # --- the slash command ------------------------------------------------------------------
 
     async def on_command(self, ack: Any, body: dict[str, Any]) -> None:
+        """Record the command's thread, then answer: a worker posts its opening message.
+
+        A failure to record raises: Bolt answers 500 and Slack shows the person that
+        the command failed (it does not retry a slash command).
+        """
         cmd = to_command(body)
         if not cmd.text:
             await ack(text=self._help(COMMAND))
             return
+        if not cmd.trigger_id:
+            raise InvalidInputError("a slash command without a trigger_id")
         agent = to_agent(cmd.text, self.rt.agents) or _only(self.rt.agents)
-        await ack()
-        # The thread is the opening post's, so nothing can be recorded before that post.
-        self.background.start(COMMAND, partial(self._open, cmd, agent))
-
-    async def _open(self, cmd: Command, agent: str | None) -> None:
-        """Post who asked which agent (None: the one triage chooses) what, and start the
-        thread under that post."""
         actor = await self.people.actor(cmd.user, strict=False)
-        whom = f" the *{agent}* agent" if agent else ""
-        try:
-            posted = await self.outbound.client.chat_postMessage(
-                channel=cmd.channel,
-                text=f"{who(actor)} asked{whom}: {escape(cut(cmd.text, 3000))}",
-            )
-        except SlackApiError as exc:
-            error = exc.response.get("error")
-            log.info("slack: /greenlight could not post in %s: %s", cmd.channel, error)
-            text = f"I can't post here ({error}). Invite me first: `/invite @Greenlight`."
-            await self._respond(cmd, text)
-            return
-        channel, root = str(posted["channel"]), str(posted["ts"])
-        conversation = to_conversation(cmd.team, channel, root)
-        await self.rt.inbox.message(
-            agent=agent,
-            text=cmd.text,
-            by=actor,
-            origin=Origin(
-                channel="slack",
-                conversation=conversation,
-                metadata={"team": cmd.team, "channel": channel, "thread_ts": root},
-            ),
-            thread_id=ids.thread_id_for("slack", conversation),
-            delivery=f"slack:{channel}:{root}",
+        tid = ids.thread_id_for("slack", cmd.conversation)
+        if cmd.response_url:  # to say privately what becomes of it, if it goes wrong
+            await self.rt.state.put(tid, RESPOND, cmd.response_url)
+        origin = Origin(
+            channel="slack",
+            conversation=cmd.conversation,
+            metadata={"team": cmd.team, "channel": cmd.channel, "command": True},
         )
-
-    async def _respond(self, cmd: Command, text: str) -> None:
-        """Answer the command privately through its ``response_url`` (works where we can't post)."""
-        if not cmd.response_url:
+        try:
+            await self.rt.inbox.message(
+                agent=agent,
+                text=cmd.text,
+                by=actor,
+                origin=origin,
+                thread_id=tid,
+                delivery=cmd.delivery,
+            )
+        except RefusedError as exc:
+            await ack(text=exc.message)
             return
-        hook = AsyncWebhookClient(cmd.response_url, session=self.outbound.client.session)
-        answer = await hook.send(text=text, response_type="ephemeral")
-        if answer.status_code != 200:
-            log.warning("slack: response_url answered %s: %s", answer.status_code, answer.body)
+        await ack()
 
     def _help(self, how: str = "@Greenlight") -> str:
         names = ", ".join(f"`{n}`" for n in sorted(self.rt.agents))

@@ -15,6 +15,7 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.domain.errors import DeliveryError
 from bot.domain.events import (
     AgentReply,
     ApprovalDecision,
@@ -33,6 +34,7 @@ from bot.domain.events import (
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.engine.ports import StateStore, ThreadReader
 from channels.slack.blocks import Block, CardInfo, card, to_chunks, when
+from channels.slack.opening import NEVER, ROOT, is_command
 from channels.slack.people import People, escape
 from channels.slack.working import Working
 
@@ -51,7 +53,8 @@ class Place:
 
 
 def to_place(thread: ThreadState) -> Place | None:
-    """The Slack thread a conversation lives in; None when it did not start in Slack."""
+    """The Slack thread a conversation lives in; None when it did not start in Slack, or
+    started with ``/greenlight`` (its place is its opening post: ``Outbound.place``)."""
     origin = thread.origin
     if origin is None or origin.channel != "slack":
         return None
@@ -108,7 +111,8 @@ class Outbound:
 
     def concerns(self, thread: ThreadState, event: Event) -> bool:
         """The events ``deliver`` renders (it may still find nothing to post)."""
-        if isinstance(event, (*_WORKING, Paused)) and self.working and to_place(thread):
+        in_slack = to_place(thread) is not None or is_command(thread)
+        if isinstance(event, (*_WORKING, Paused)) and self.working and in_slack:
             return True
         return isinstance(event, _RENDERED) or (isinstance(event, ErrorEvent) and event.fatal)
 
@@ -117,7 +121,7 @@ class Outbound:
         await self._render(thread, event)
         if self.working is None:
             return
-        place = to_place(thread)
+        place = await self.place(thread)
         if place is not None and isinstance(event, _WORKING):
             # Delivered before the step it sets off: the agent is at work now.
             await self.working.start(thread, place.channel, str(place.thread_ts))
@@ -155,15 +159,33 @@ class Outbound:
                     if req.status is RequestStatus.CANCELLED:
                         await self.refresh(thread, req.id)
             case AgentReply():
-                if place := to_place(thread):
+                if place := await self.place(thread, posting=True):
                     for i, chunk in enumerate(to_chunks(event.text)):
                         await self._post(thread.id, f"{event.id}:{i}", place, chunk, replace=True)
             case ErrorEvent(fatal=True):
-                if place := to_place(thread):
+                if place := await self.place(thread, posting=True):
                     text = f":warning: The {thread.agent} agent stopped: {escape(event.message)}"
                     await self._post(thread.id, event.id, place, text, replace=True)
             case _:
                 return
+
+    async def place(self, thread: ThreadState, *, posting: bool = False) -> Place | None:
+        """The Slack thread a conversation lives in (``to_place``); a ``/greenlight``
+        thread's is its opening post (``channels.slack.opening``).
+
+        Raises:
+            DeliveryError: ``posting`` in a ``/greenlight`` thread whose opening post is
+                not in Slack yet: the outbox retries once it may be.
+        """
+        if not is_command(thread):
+            return to_place(thread)
+        found = await self.state.get(thread.id, ROOT)
+        if found is None and posting:
+            raise DeliveryError(f"thread {thread.id}: its /greenlight post is not in Slack yet")
+        if not found or found == NEVER:
+            return None
+        channel, ts = found.split(" ", 1)
+        return Place(channel, ts)
 
     async def refresh(
         self, thread: ThreadState, request_id: str, also: Place | None = None
@@ -215,7 +237,7 @@ class Outbound:
         self, thread: ThreadState, req: Request, channel: str
     ) -> tuple[str, list[Block]]:
         """A request's card as shown in ``channel``."""
-        place = to_place(thread)
+        place = await self.place(thread)
         if isinstance(req.asked, ApprovalRequested):
             names = req.approvers
             why = req.asked.reason or await self._words_before(thread.id, req.asked.id)
@@ -233,7 +255,7 @@ class Outbound:
         req = thread.requests.get(event.request_id)
         if req is None:
             return
-        here = to_place(thread)
+        here = await self.place(thread, posting=True)
         elsewhere = self.approvals_channel
         if isinstance(event, ApprovalRequested):
             elsewhere = event.approvals_channel or elsewhere

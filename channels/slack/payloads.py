@@ -100,6 +100,18 @@ class Command:
     response_url: str = ""
     """Where to answer the command privately, for 30 minutes after it was sent."""
 
+    @property
+    def conversation(self) -> str:
+        """The conversation key of the thread it starts. The thread is recorded before its
+        opening post exists (``channels.slack.opening``), so the command's own
+        ``trigger_id`` names it, not a post's ts."""
+        return f"{self.team}:{self.channel}:command:{self.trigger_id}"
+
+    @property
+    def delivery(self) -> str:
+        """Its inbound delivery key: one thread per command, however often it arrives."""
+        return f"slack:command:{self.trigger_id}"
+
 
 def to_conversation(team: str, channel: str, root_ts: str) -> str:
     """The conversation key of a Slack thread, from which its Greenlight thread derives."""

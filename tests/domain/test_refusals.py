@@ -28,6 +28,7 @@ from bot.domain.refusals import (
     AlreadyVoted,
     Closed,
     Expired,
+    MaybeOwnRequest,
     NotAllowed,
     OwnRequest,
     is_open,
@@ -127,6 +128,67 @@ def test_the_requester_may_not_approve_unless_the_policy_allows_it() -> None:
     ann_in_slack = Actor(channel="slack", id="U0ANN0001", email="ANN@example.com")
     assert why_refused(asked_by_mail, ann_in_slack, T0) == OwnRequest(ann_in_slack)
     assert why_refused(approval(approvers=["ann"], allow_self_approval=True), ANN, T0) is None
+
+
+# Bob asked in Slack while users.info failed: known by his Slack id alone, no address.
+BOB_IN_SLACK = Actor(channel="slack", id="U0BOB0001")
+BOB_BY_MAIL = Actor(channel="email", id="bob@example.com", email="bob@example.com")
+CAROL_BY_MAIL = Actor(channel="email", id="carol@example.com", email="carol@example.com")
+DEPLOYERS = ["bob@example.com", "carol@example.com", "U0BOB0001", "U0CAROL01"]
+
+
+def web(email: str, *elsewhere: str) -> Actor:
+    """A person signed in to the web pages, as ``bot.web.session.to_actor`` makes them."""
+    return Actor(channel="web", id=email, email=email, elsewhere=elsewhere)
+
+
+def test_the_requester_is_known_by_every_identity_they_have_even_without_an_email() -> None:
+    req = approval(approvers=DEPLOYERS, requester=BOB_IN_SLACK)
+    # Signed in to the web, Bob is matched to his Slack user: the same person.
+    bob_on_web = web("bob@example.com", "slack:U0BOB0001")
+    assert why_refused(req, bob_on_web, T0) == OwnRequest(bob_on_web)
+    # By email, or on the web matched to no Slack user, nothing tells him from the requester.
+    assert why_refused(req, BOB_BY_MAIL, T0) == MaybeOwnRequest(BOB_BY_MAIL, BOB_IN_SLACK)
+    assert why_refused(req, web("bob@example.com"), T0) == MaybeOwnRequest(
+        web("bob@example.com"), BOB_IN_SLACK
+    )
+    # Nor anyone else by email: Carol could be U0BOB0001 as far as anything says.
+    assert why_refused(req, CAROL_BY_MAIL, T0) == MaybeOwnRequest(CAROL_BY_MAIL, BOB_IN_SLACK)
+    # Known in Slack as someone else, in Slack or on the web: told apart, so they decide.
+    assert why_refused(req, CAROL, T0) is None
+    assert why_refused(req, web("carol@example.com", "slack:U0CAROL01"), T0) is None
+    # Once Slack said who asked, an address tells people apart as it always did.
+    described = approval(
+        approvers=DEPLOYERS, requester=BOB_IN_SLACK.model_copy(update={"email": "bob@example.com"})
+    )
+    assert why_refused(described, BOB_BY_MAIL, T0) == OwnRequest(BOB_BY_MAIL)
+    assert why_refused(described, CAROL_BY_MAIL, T0) is None
+    # The policy may allow it all the same.
+    allowed = approval(approvers=DEPLOYERS, requester=BOB_IN_SLACK, allow_self_approval=True)
+    assert why_refused(allowed, BOB_BY_MAIL, T0) is None
+
+
+def test_an_approver_known_without_an_email_is_not_told_from_a_requester_by_email() -> None:
+    # An app without users:read.email: Slack users click without an address.
+    req = approval(approvers=[ANYONE], requester=BOB_BY_MAIL)
+    refusal = why_refused(req, BOB_IN_SLACK, T0)
+    assert refusal == MaybeOwnRequest(BOB_IN_SLACK, BOB_BY_MAIL)
+    assert refusal.where == "slack" and type(refusal.error()) is ForbiddenError
+    assert "cannot be told apart" in refusal.message
+    assert to_words(refusal) == (
+        "Greenlight can't tell you apart from who asked for this (one of you is known by a "
+        "slack account without an email address), so someone else must decide it"
+    )
+    # People of channels not linked by email are known by their names, as before.
+    assert why_refused(approval(approvers=[ANYONE], requester=ANN), BOB_IN_SLACK, T0) is None
+    assert why_refused(approval(approvers=[ANYONE], requester=BOB_IN_SLACK), MAL, T0) is None
+
+
+def test_an_approval_counts_once_per_person_whichever_identity_they_vote_with() -> None:
+    first = vote(BOB_IN_SLACK)
+    req = approval(first, approvers=DEPLOYERS, min_approvals=2)
+    bob_on_web = web("bob@example.com", "slack:U0BOB0001")
+    assert why_refused(req, bob_on_web, T0 + 61) == AlreadyVoted(bob_on_web, first, 2, 1)
 
 
 def test_an_approver_who_voted_waits_for_the_others() -> None:

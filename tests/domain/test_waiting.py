@@ -22,10 +22,32 @@ from bot.domain.policy import ANYONE, is_same_person
 from bot.domain.reducer import ThreadState, fold
 from bot.domain.refusals import may_decide
 from bot.domain.waiting import to_waiting, waiting_for, waits_for
-from tests.domain.test_refusals import ANN, ARGS, BOB, CAROL, MAL, T0
+from tests.domain.test_refusals import (
+    ANN,
+    ARGS,
+    BOB,
+    BOB_BY_MAIL,
+    BOB_IN_SLACK,
+    CAROL,
+    DEPLOYERS,
+    MAL,
+    T0,
+    web,
+)
 
 CAROL_BY_MAIL = Actor(channel="email", id="carol@example.com", email="Carol@Example.com")
-PEOPLE = (ANN, BOB, CAROL, CAROL_BY_MAIL, MAL)
+PEOPLE = (
+    ANN,
+    BOB,
+    CAROL,
+    CAROL_BY_MAIL,
+    MAL,
+    BOB_IN_SLACK,
+    BOB_BY_MAIL,
+    web("bob@example.com", "slack:U0BOB0001"),
+    web("bob@example.com"),
+    web("carol@example.com", "slack:U0CAROL01"),
+)
 TID = "th_0123456789abcdef0123"
 
 
@@ -78,6 +100,13 @@ CASES: dict[str, list[Event]] = {
     "one the requester may not": approval(approvers=["ann", "bob"]),
     "two of two, Bob voted": [*approval(min_approvals=2), vote(BOB)],
     "two of two, Carol voted by mail": [*approval(min_approvals=2), vote(CAROL_BY_MAIL)],
+    "asked in Slack by Bob, whom Slack did not describe": approval(
+        approvers=DEPLOYERS, requester=BOB_IN_SLACK
+    ),
+    "asked by mail, Bob in Slack voted without an address": [
+        *approval(approvers=[ANYONE], requester=BOB_BY_MAIL, min_approvals=2),
+        vote(BOB_IN_SLACK),
+    ],
     "a question for Carol": [question(answerers=["carol@example.com"])],
     "a question for its conversation": [UserMessage(text="hi", by=CAROL, at=T0), question()],
     "a question nobody was heard in": [question()],

@@ -25,9 +25,12 @@ from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
 from bot.web.history import AUDIT_LIMIT
 from tests.channels.email.provider import MailProvider
+from tests.channels.slack.conftest import BOB, USERS
+from tests.channels.slack.slack import Slack
 from tests.harness import Harness
 from tests.inbox import SCHEMA, approval
 from tests.signin import OPS, csrf_of, sign_in, signin_settings
+from tests.standins.slack_api import SlackAPI
 
 FIN = "fin@example.test"
 
@@ -373,3 +376,38 @@ async def test_a_request_opened_before_summaries_were_kept_is_listed_and_its_sum
     assert await redis.hexists(keys.waiting(shard), rid)  # built once, from the thread
     (listed,) = await other.waiting()
     assert (listed.request, listed.tool, listed.requester) == (rid, "scale", "ann@example.test")
+
+
+async def test_who_asked_in_slack_unnamed_by_slack_is_told_apart_by_their_slack_account(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> None:
+    # Deployers by email. Bob asks in Slack while users.info fails: known by his id alone.
+    deployers = ["bob@example.com", "carol@example.com", "dan@example.com"]
+    groups = {"deployers": deployers, "finance": deployers}
+    async with SlackAPI(users=USERS) as api:
+        settings = signin_settings(provider, api, approver_groups=groups)
+        async with Harness(redis_server.url, settings=settings) as h:
+            bob = await sign_in(h, provider, "bob@example.com")  # matched to slack:U0BOB0001
+            carol = await sign_in(h, provider, "carol@example.com")
+            api.fail_next("users.lookupByEmail", status=500)
+            dan = await sign_in(h, provider, "dan@example.com")  # matched to nobody
+            api.fail_next("users.info", status=500, times=100)
+            await Slack(h.http, api).mention("deploy api 1.5.0 to production", BOB)
+            await h.drain()
+            (item,) = (await h.api.get("/requests", params={"status": "open"})).json()["items"]
+            rid = item["id"]
+            sure = {"confirm": "yes"}  # a deploy to production is risky: confirmed at once
+
+            assert rid not in (await bob.get("/inbox")).text
+            refused = await post(bob, f"/inbox/requests/{rid}/approve", sure)
+            assert refused.status_code == 403 and "You asked for this" in refused.text
+            assert rid not in (await dan.get("/inbox")).text
+            unsure = await post(dan, f"/inbox/requests/{rid}/approve", sure)
+            assert unsure.status_code == 403
+            assert "can&#39;t tell you apart from who asked" in unsure.text
+            assert (await h.api.get(f"/approvals/{rid}")).json()["status"] == "open"
+
+            assert rid in (await carol.get("/inbox")).text
+            assert (await post(carol, f"/inbox/requests/{rid}/approve", sure)).status_code == 303
+            got = (await h.api.get(f"/approvals/{rid}")).json()
+            assert got["status"] == "approved" and got["decided_by"][0]["id"] == "carol@example.com"

@@ -231,6 +231,7 @@ class Slack:
         form = sample("slash_command")
         form.update(text=text, user_id=user, user_name=user.lower(), channel_id=channel)
         form["response_url"] = f"{self.api.base}/commands/{TEAM}/{next(self._ids)}/aB3cD4"
+        form["trigger_id"] = f"7206{next(self._ids):06d}.7206011341111.0a1b2c"  # one a command
         body = urllib.parse.urlencode(form).encode()
         return await self.send(body, "application/x-www-form-urlencoded")
 

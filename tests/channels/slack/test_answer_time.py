@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from bot.domain import ids
-from bot.domain.events import ApprovalDecision, UserMessage
+from bot.domain.events import ApprovalDecision
 from channels.slack.channel import IDENTITY_BUDGET
 from channels.slack.clicks import OPEN_WITHIN
 from tests.channels.slack.conftest import ANN, BOB, MAL
@@ -118,40 +118,3 @@ async def test_a_slow_views_open_still_answers_in_time(
     assert time.monotonic() - started < OPEN_WITHIN + MARGIN
     api.release("views.open")
     assert "please click again" in (await whispers(api, BOB))[-1]
-
-
-async def test_the_slash_command_is_answered_before_its_post(
-    h: Harness, api: SlackAPI, slack: Slack
-) -> None:
-    api.hold("chat.postMessage")
-    r = await slack.command("deploy: list services", ANN)
-    assert r.status_code == 200 and not r.content
-    await held(api, "chat.postMessage")
-
-    api.release("chat.postMessage")
-    (intro,) = await api.called("chat.postMessage")
-    root = next(ts for (_ch, ts), m in api.messages.items() if m["text"] == intro.params["text"])
-
-    async def recorded() -> list[UserMessage]:
-        events = await h.rt.log.events(thread_of(root))
-        return [e for e in events if isinstance(e, UserMessage)]
-
-    (message,) = await eventually(recorded)
-    assert message.text == "deploy: list services" and message.by.id == ANN
-
-
-async def test_the_slash_command_where_the_bot_is_not_says_so_privately(
-    h: Harness, api: SlackAPI, slack: Slack
-) -> None:
-    api.not_in_channel.add(CHANNEL)
-    r = await slack.command("deploy: list services", ANN)
-    assert r.status_code == 200
-
-    async def answered() -> list[dict[str, object]]:
-        return api.responses
-
-    (response,) = await eventually(answered)
-    assert response["response_type"] == "ephemeral"
-    assert "not_in_channel" in str(response["text"]) and "/invite" in str(response["text"])
-    _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
-    assert total == 0

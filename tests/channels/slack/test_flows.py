@@ -284,11 +284,19 @@ async def test_thread_reply_without_a_question_is_a_user_message(
 async def test_slash_command_starts_a_thread(h: Harness, api: SlackAPI, slack: Slack) -> None:
     r = await slack.command("deploy: list services", ANN)
     assert r.status_code == 200 and not r.content, r.text
-    (intro,) = await api.called("chat.postMessage")
-    assert "*deploy* agent" in intro.params["text"]
-    await h.drain()
+    await h.drain()  # a worker posts the opening message, then the agent answers under it
+    intro = api.calls_to("chat.postMessage")[0]
+    assert "*deploy* agent" in intro.params["text"] and "thread_ts" not in intro.params
     root = next(ts for (ch, ts), m in api.messages.items() if m["text"] == intro.params["text"])
     assert any("Running now" in t for t in replies_in(api, root))
+
+    # Replies under the opening post are the conversation, mention or not.
+    await slack.reply("thanks, now deploy web 2.1.0 to staging", ANN, root)
+    await h.drain()
+    (tid,) = (await h.rt.indexes.threads(offset=0, limit=10))[0]
+    events = await h.rt.log.events(tid)
+    assert [e.text for e in events if isinstance(e, UserMessage)][-1].startswith("thanks")
+    assert any("-> 2.1.0 on staging" in t for t in replies_in(api, root))
 
     r = await slack.command("", ANN)
     assert "Agents:" in r.text and "`deploy`" in r.text

@@ -115,12 +115,14 @@ async def test_a_default_agent_takes_what_names_none_without_a_model_call(
         slack = Slack(h.http, api)
         r = await slack.command("please list the services", ANN)
         assert r.status_code == 200 and not r.content
-        (intro,) = await api.called("chat.postMessage")
-        assert intro.params["text"].endswith("asked: please list the services")
-        await h.drain()
-        root = next(ts for (_, ts), m in api.messages.items() if m["text"] == intro.params["text"])
-        created = (await h.rt.log.events(thread_of(root)))[0]
+        (tid,) = (await h.rt.indexes.threads(offset=0, limit=10))[0]
+        created = (await h.rt.log.events(tid))[0]
         assert isinstance(created, ThreadCreated) and created.agent == "deploy"
+        await h.drain()
+        # Posted once recorded: it names the agent the thread went to.
+        intro = api.calls_to("chat.postMessage")[0]
+        assert intro.params["text"].endswith("asked the *deploy* agent: please list the services")
+        root = next(ts for (_, ts), m in api.messages.items() if m["text"] == intro.params["text"])
         assert "On it." in replies_in(api, root)
     (only,) = anthropic.requests
     assert only.body["tools"][0]["name"] != "choose_agent"

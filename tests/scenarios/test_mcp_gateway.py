@@ -60,7 +60,7 @@ class Files:
     def __init__(self, root: Path) -> None:
         self.policy = root / "gates.toml"
         self.policy.write_text(POLICY)
-        self.log = root / "calls.jsonl"
+        self.log = root / "log" / "calls.jsonl"  # a directory not made yet: the gateway makes it
         self.record = root / "upstream.jsonl"
 
     def upstream(self) -> str:

@@ -165,7 +165,11 @@ class Gateway:
         already forwarded or refused (this run, or an earlier one, per the call log) is
         spent, and the next key is tried, which asks people anew.
         """
-        base = call_key("approval", f"mcp-gateway:{self.name}:{tool}", arguments, None)
+        # What the gate asks for is part of the call's key: a gate tightened (more approvers,
+        # another policy) while a call waits asks anew under it, never reuses the request
+        # made under the weaker one.
+        asked = {"arguments": arguments, "policy": gate.to_policy(), "slack": gate.slack_channel}
+        base = call_key("approval", f"mcp-gateway:{self.name}:{tool}", asked, None)
         schema = await self._schema(tool)
         summary = gate.summary or f"{tool} through the MCP gateway"
         info = self.upstream.initialize_result

@@ -307,6 +307,31 @@ async def test_a_restarted_gateway_waits_on_the_same_request(
     ]
 
 
+async def test_a_gate_tightened_while_a_call_waits_asks_anew_under_the_new_policy(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token, wait="1") as s:
+        out = await s.call_tool("deploy", {"version": "7.0.0"})
+        first = await open_request(h)
+        assert out.is_error and f"still waiting for approval {first}" in text(out), text(out)
+    assert '"bob"]\nexpires_in' in files.policy.read_text()
+    files.policy.write_text(
+        files.policy.read_text().replace(
+            '"bob"]\nexpires_in', '"bob", "carol"]\nmin_approvals = 2\nexpires_in', 1
+        )
+    )
+    async with gateway(h, files, token, wait="1") as s:
+        out = await s.call_tool("deploy", {"version": "7.0.0"})
+    assert out.is_error and "still waiting for approval" in text(out), text(out)
+    assert first not in text(out)  # not the request asked under one approver
+    assert await asked(h) == 2
+    r = await h.api.get("/requests")
+    (second,) = [i for i in r.json()["items"] if i["id"] != first]
+    shown = (await h.api.get(f"/approvals/{second['id']}")).json()
+    assert (shown["approvers"], shown["min_approvals"]) == (["bob", "carol"], 2)
+    assert files.received() == []
+
+
 def test_a_bad_policy_file_stops_start_up_naming_what_is_wrong(tmp_path: Path) -> None:
     bad = tmp_path / "gates.toml"
     bad.write_text(

@@ -292,10 +292,13 @@ def _status(r: httpx.Response) -> dict[str, Any] | None:
         return None
     if r.status_code >= 400:
         try:
-            detail = r.json().get("detail", r.text)
+            error: Any = r.json()
         except ValueError:
-            detail = r.text
-        raise RequestError(r.status_code, detail)
+            error = None
+        if not isinstance(error, dict):
+            raise RequestError(r.status_code, r.text)
+        code = error.get("error")
+        raise RequestError(r.status_code, error.get("detail", r.text), code and str(code))
     body: dict[str, Any] = r.json()
     return body
 

@@ -66,6 +66,12 @@ class InvalidInputError(RefusedError):
     code = "invalid_input"
 
 
+class TooLargeError(InvalidInputError):
+    """Input is well formed but too large to store and show (arguments to approve)."""
+
+    code = "too_large"
+
+
 class BadRequestError(InvalidInputError):
     """The request itself could not be read: not JSON, not UTF-8, nested too deep, garbled."""
 

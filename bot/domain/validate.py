@@ -13,7 +13,7 @@ from typing import Any
 
 from jsonschema import exceptions, validators
 
-from bot.domain.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError, TooLargeError
 from bot.domain.events import AnswerFormat, HumanQuestion
 from bot.domain.forms import to_form
 
@@ -31,11 +31,35 @@ def bounded(value: dict[str, Any], what: str) -> dict[str, Any]:
     Raises:
         ValueError: too deep or too large (a pydantic validator's error).
     """
-    if _depth(value) > MAX_DEPTH:
-        raise ValueError(f"{what} nest deeper than {MAX_DEPTH} levels")
-    if len(json.dumps(value, default=str)) > MAX_JSON:
+    shallow(value, what)
+    if json_size(value) > MAX_JSON:
         raise ValueError(f"{what} are over {MAX_JSON} bytes of JSON")
     return value
+
+
+def shallow(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """``value`` if it nests no deeper than ``MAX_DEPTH``; else ValueError (for pydantic)."""
+    if _depth(value) > MAX_DEPTH:
+        raise ValueError(f"{what} nest deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def json_size(value: Any) -> int:
+    """The bytes of ``value``'s JSON, as ``bounded`` counts them (non-ASCII escaped)."""
+    return len(json.dumps(value, default=str))
+
+
+def check_approvable(arguments: dict[str, Any]) -> None:
+    """Raise :class:`TooLargeError` unless the arguments are small enough to be approved:
+    ``MAX_JSON`` bytes of JSON, what a card or an email shows in full."""
+    size = json_size(arguments)
+    if size > MAX_JSON:
+        raise TooLargeError(
+            f"the arguments are too large to be approved: {size} bytes of JSON, over the "
+            f"limit of {MAX_JSON}",
+            size=size,
+            limit=MAX_JSON,
+        )
 
 
 def check_answer_schema(schema: dict[str, Any]) -> None:

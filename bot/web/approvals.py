@@ -38,7 +38,14 @@ from bot.domain.events import (
 from bot.domain.ids import new_request_id
 from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, to_approval
 from bot.domain.reducer import Request, RequestStatus, ThreadState
-from bot.domain.validate import answer_value, bounded, check, check_schema
+from bot.domain.validate import (
+    answer_value,
+    bounded,
+    check,
+    check_approvable,
+    check_schema,
+    shallow,
+)
 from bot.engine.external import Opened, open_request, wait
 from bot.runtime import Runtime
 from bot.web import callbacks
@@ -106,10 +113,15 @@ class ApprovalIn(_Ask):
     """Who approves and how (an object), or the name of one of APPROVAL_POLICIES; omitted:
     the one named ``default``."""
 
-    @field_validator("arguments", "arguments_schema")
+    @field_validator("arguments")
     @classmethod
-    def _bounded_args(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else bounded(value, "arguments")
+    def _shallow_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return shallow(value, "arguments")  # their size: check_approvable, with its own code
+
+    @field_validator("arguments_schema")
+    @classmethod
+    def _bounded_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else bounded(value, "arguments_schema")
 
 
 class QuestionIn(_Ask):
@@ -279,8 +291,10 @@ async def ask_approval(
     """Ask people to approve an action an agent elsewhere wants to take.
 
     422 names what is wrong: an unknown policy name, approvers that resolve to nobody,
-    arguments that do not match their schema.
+    arguments that do not match their schema; arguments too large to be approved are a
+    422 with the code ``too_large``, their ``size`` and the ``limit`` in bytes of JSON.
     """
+    check_approvable(body.arguments)
     rt, who = runtime_of(request), caller_of(request)
     idempotency_key = idempotency_key_of(request)
     policy = _policy(rt, body)

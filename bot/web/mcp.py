@@ -33,6 +33,8 @@ from mcp_types import CallToolResult
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from bot.domain.errors import TooLargeError
+from bot.domain.validate import check_approvable
 from bot.web import claude_code
 from bot.web.mcp_tasks import Tasks
 from bot.web.scopes import Scoped, scope
@@ -220,6 +222,10 @@ def build_server(api: Api) -> MCPServer[Any]:
         or of any tool whose ``input_schema`` is given) or ``{"behavior": "deny",
         "message": ...}``. The same call again (after a restart, or a wait that ran out)
         waits on the same request instead of asking twice."""
+        try:
+            check_approvable(input)
+        except TooLargeError as exc:  # nobody could approve it: deny, saying why
+            return json.dumps({"behavior": "deny", "message": f"not allowed: {exc.message}"})
         seed = json.dumps([tool_use_id, tool_name, input], sort_keys=True, default=str)
         key = "claude-permission-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
         body = {

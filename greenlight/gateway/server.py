@@ -148,6 +148,14 @@ class Gateway:
             )
         except RequestError as exc:
             self.log.write(Entry(tool, arguments, "error", gate_name, reason=str(exc)))
+            # Nobody could ever approve it: say why, not that the server could not be asked.
+            if exc.code == "too_large":  # "the arguments are too large ...: N bytes, over M"
+                return _refused(f"{exc.detail}; the call was not made")
+            if exc.status == 413:  # the whole body, over the server's MAX_BODY_BYTES
+                return _refused(
+                    f"the arguments are too large to be approved ({exc.detail}); "
+                    "the call was not made"
+                )
             return _refused(f"approval could not be asked for, so the call was not made: {exc}")
         entry = Entry(
             tool,

@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 from bot.domain.clock import ManualClock
 from bot.domain.events import ContextFetched, ToolResult, ToolStarted
 from bot.domain.reducer import Status
+from bot.domain.validate import MAX_JSON
 from bot.storage.embedded import EmbeddedRedis
 from channels.webhook.signing import SIGNATURE_HEADER, verify
 from tests.doubles import ScriptedModel, turns
@@ -228,6 +229,31 @@ async def test_bad_requests_are_refused_naming_what_is_wrong(h: Harness) -> None
     assert r.status_code == 422 and "no arguments_schema" in r.json()["detail"]
     r = await h.api.post("/approvals", json=deploy(), headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
+
+
+async def test_arguments_too_large_to_be_approved_are_refused_saying_so_and_the_limit(
+    h: Harness,
+) -> None:
+    big = {"version": "1.5.0", "notes": "x" * MAX_JSON}
+    r = await h.api.post("/approvals", json=deploy(arguments=big, arguments_schema=None))
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert (out["error"], out["limit"], out["size"]) == (
+        "too_large",
+        MAX_JSON,
+        len(json.dumps(big)),
+    )
+    assert out["detail"] == (
+        f"the arguments are too large to be approved: {len(json.dumps(big))} bytes of JSON, "
+        f"over the limit of {MAX_JSON}"
+    )
+    # A schema too large is named as the schema, not as the arguments.
+    schema = {"type": "object", "description": "x" * MAX_JSON}
+    r = await h.api.post("/approvals", json=deploy(arguments_schema=schema))
+    assert r.status_code == 422, r.text
+    assert "arguments_schema are over" in r.json()["detail"], r.text
+    _, total = await h.rt.indexes.threads(agent="deployer", offset=0, limit=10)
+    assert total == 0
 
 
 async def test_a_named_policy_needs_n_of_m(h: Harness) -> None:

@@ -18,6 +18,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
+from bot.domain.validate import MAX_JSON
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import BOB, USERS, slack_settings
 from tests.channels.slack.slack import Slack, has_buttons, text_of
@@ -239,6 +240,21 @@ async def test_permission_prompt_lets_approvers_edit_the_input_and_allows_the_ed
         "behavior": "allow",
         "updatedInput": {"sql": "select 1"},
     }
+
+
+async def test_permission_prompt_denies_input_too_large_to_be_approved_saying_so(
+    h: Harness,
+) -> None:
+    content = "x" * MAX_JSON
+    call = {"tool_name": "Write", "input": {"file_path": "/a", "content": content}}
+    async with session(h) as s:
+        result = await s.call_tool("permission_prompt", call)
+    assert not result.is_error, result.content
+    answer = json.loads(result.content[0].text)
+    assert answer["behavior"] == "deny"
+    assert "too large to be approved" in answer["message"], answer
+    assert f"over the limit of {MAX_JSON}" in answer["message"], answer
+    assert (await h.api.get("/requests")).json()["items"] == []  # nobody was asked
 
 
 async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:

@@ -23,6 +23,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from redis.asyncio import Redis
 
 from bot.domain.clock import ManualClock
+from bot.domain.validate import MAX_JSON
 from bot.storage.embedded import EmbeddedRedis
 from tests.harness import DEMO_GROUPS, Harness
 from tests.harness import test_settings as settings_with
@@ -281,6 +282,21 @@ async def test_a_wait_that_runs_out_says_pending_and_the_same_call_again_keeps_w
         ("pending", rid),
         ("forwarded", rid),
     ]
+
+
+async def test_a_call_too_large_to_be_approved_is_refused_saying_so_and_the_limit(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token) as s:
+        out = await s.call_tool("deploy", {"version": "x" * MAX_JSON})
+    assert out.is_error
+    assert "too large to be approved" in text(out), text(out)
+    assert f"over the limit of {MAX_JSON}; the call was not made" in text(out), text(out)
+    assert "could not be asked for" not in text(out)
+    assert files.received() == []
+    assert await asked(h) == 0
+    (entry,) = files.logged()
+    assert (entry["outcome"], entry["gate"]) == ("error", "deploys")
 
 
 async def test_an_upstream_over_streamable_http_is_gated_the_same(

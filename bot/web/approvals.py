@@ -46,7 +46,7 @@ from bot.domain.validate import (
     check_schema,
     shallow,
 )
-from bot.engine.external import Opened, open_request, wait
+from bot.engine.external import Opened, join_request, open_request, wait
 from bot.runtime import Runtime
 from bot.web import callbacks
 from bot.web.api import IDEMPOTENCY_KEY, ApiRoute, idempotency_key_of, owned_key, runtime_of
@@ -112,6 +112,12 @@ class ApprovalIn(_Ask):
     policy: PolicySpec | Name | None = None
     """Who approves and how (an object), or the name of one of APPROVAL_POLICIES; omitted:
     the one named ``default``."""
+    open_key: Name | None = None
+    """Names the call asked about (say, a hash of the tool and its arguments): asked again
+    with the same ``open_key`` while its request is open, the answer is that request (200),
+    not a new one; once it is decided, expired or cancelled, asking again opens a new
+    request. An Idempotency-Key given too still finds, on a retry, the request its first
+    try got, open or not."""
 
     @field_validator("arguments")
     @classmethod
@@ -319,7 +325,9 @@ async def ask_approval(
         )
         return [_created(body, requester), call, asked]
 
-    opened = await _open(rt, who, idempotency_key, "approvals", make, response=response)
+    opened = await _open(
+        rt, who, idempotency_key, "approvals", make, response=response, open_key=body.open_key
+    )
     return ApprovalOut.from_request(opened.thread, opened.request)
 
 
@@ -448,12 +456,21 @@ async def _open(
     make: Callable[[str], Sequence[Event]],
     *,
     response: Response,
+    open_key: str | None = None,
 ) -> Opened:
-    """Open the request ``make`` builds; a retried key finds it again and answers 200."""
+    """Open the request ``make`` builds; a retried key finds it again, and with
+    ``open_key`` a call asked again joins its open request: both answer 200."""
     key = owned_key(who, idempotency_key) if idempotency_key else None
     tid = ids.thread_id_for(namespace, key) if key else None
     kind = "approval" if namespace == "approvals" else "question"
-    opened = await open_request(rt.log, tid, make, kind=kind)
+    if open_key is None:
+        opened = await open_request(rt.log, tid, make, kind=kind)
+    else:
+        call = f"{namespace}\x00{owned_key(who, open_key)}"
+        now = rt.clock.now()
+        opened = await join_request(
+            rt.log, rt.open_keys, call, make, kind=kind, thread_id=tid, now=now
+        )
     if not opened.created:
         response.status_code = 200
     return opened

@@ -98,15 +98,15 @@ async def join_request(
             held = await open_keys.swap(call, None, fresh, GRACE)
             assert held is not None
         opened = await open_request(log, held, make, kind=kind)
-        ttl = _keep(opened.request, now)
         if opened.request.is_open:
+            ttl = _keep(opened.request, now)
             await open_keys.swap(call, held, held, ttl)  # kept while asked again
             if thread_id is not None and held != thread_id:
                 await open_keys.swap(_retry(thread_id), None, held, ttl)
             return opened
         fresh = fresh if fresh != held else ids.new_thread_id()
         held = await open_keys.swap(call, held, fresh, GRACE)
-    raise ContentionError(f"the request of {kind} call kept closing under it; try again")
+    raise ContentionError(f"the {kind} asked for this open_key kept closing under it; ask again")
 
 
 def _retry(thread_id: str) -> str:

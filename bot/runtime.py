@@ -31,6 +31,7 @@ from bot.storage.audit import AuditLog
 from bot.storage.channelstate import ChannelState
 from bot.storage.connection import Client
 from bot.storage.indexes import Indexes
+from bot.storage.openkeys import OpenKeys
 from bot.storage.queue import Queue
 from bot.storage.retries import Retries
 from bot.storage.threadlog import ThreadLog
@@ -55,6 +56,8 @@ class Runtime:
     waiting: Summaries
     """What waits for people: the open requests' summaries (the inbox, a channel's lists)."""
     audit: AuditLog
+    open_keys: OpenKeys
+    """Which open request a call asked again joins (``POST /approvals`` with ``open_key``)."""
     agents: Mapping[str, Agent]
     groups: Groups
     policies: Mapping[str, ApprovalPolicy]
@@ -175,6 +178,7 @@ def build_runtime(
         indexes=indexes,
         waiting=waiting,
         audit=audit,
+        open_keys=OpenKeys(redis),
         agents=agents,
         groups=groups,
         policies=policies,

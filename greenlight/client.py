@@ -15,6 +15,7 @@ import asyncio
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -213,7 +214,10 @@ class _Base:
             policy=policy,
             slack_channel=slack_channel,
         )
-        out = yield from self._exchange("POST", "/approvals", key=idempotency_key, json=body)
+        # A retried POST (a response lost to a timeout, a 5xx) must find the request its
+        # first try made, never ask twice: so every POST has a key, random if none given.
+        key = idempotency_key or f"gl-approval-{uuid.uuid4().hex}"
+        out = yield from self._exchange("POST", "/approvals", key=key, json=body)
         return to_approved((yield from self._waiting("approvals", out, timeout)))
 
     def _answer(
@@ -288,10 +292,13 @@ def _status(r: httpx.Response) -> dict[str, Any] | None:
         return None
     if r.status_code >= 400:
         try:
-            detail = r.json().get("detail", r.text)
+            error: Any = r.json()
         except ValueError:
-            detail = r.text
-        raise RequestError(r.status_code, detail)
+            error = None
+        if not isinstance(error, dict):
+            raise RequestError(r.status_code, r.text)
+        code = error.get("error")
+        raise RequestError(r.status_code, error.get("detail", r.text), code and str(code))
     body: dict[str, Any] = r.json()
     return body
 
@@ -362,6 +369,11 @@ class Greenlight(_Base):
         timeout: float | None = None,
     ) -> Approved:
         """Ask people to approve ``tool(**arguments)`` and wait for their decision.
+
+        Args:
+            idempotency_key: names the request: the same key again (another process,
+                after a restart) finds the request it made. None: a random key of this
+                call, so a retry after a lost response still makes one request.
 
         Returns:
             the approval, with the arguments to run (an approver's edit, if any).

@@ -61,11 +61,14 @@ class RequestError(GreenlightError):
     Attributes:
         status: the HTTP status, or None when the server could not be reached.
         detail: the server's explanation (its JSON ``detail``) or the transport error.
+        code: the server's error code (its JSON ``error``: ``invalid_input``,
+            ``too_large``, ...), if it gave one.
     """
 
-    def __init__(self, status: int | None, detail: Any) -> None:
+    def __init__(self, status: int | None, detail: Any, code: str | None = None) -> None:
         self.status = status
         self.detail = detail
+        self.code = code
         super().__init__(f"{status or 'unreachable'}: {detail}")
 
 

@@ -72,6 +72,13 @@ class TooLargeError(InvalidInputError):
     code = "payload_too_large"
 
 
+class TooLargeToApproveError(InvalidInputError):
+    """Arguments well formed but too large to store and show in full, so nobody could
+    approve them (a 422, unlike ``TooLargeError``'s 413: the body itself was accepted)."""
+
+    code = "too_large"
+
+
 class BadRequestError(InvalidInputError):
     """The request itself could not be read: not JSON, not UTF-8, nested too deep, garbled."""
 

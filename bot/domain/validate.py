@@ -14,7 +14,7 @@ from typing import Any
 import pydantic_core
 from jsonschema import exceptions, validators
 
-from bot.domain.errors import InvalidInputError
+from bot.domain.errors import InvalidInputError, TooLargeToApproveError
 from bot.domain.events import AnswerFormat, HumanQuestion
 from bot.domain.forms import to_form
 from bot.domain.limits import MAX_JSON, from_json, why_unstorable
@@ -30,12 +30,37 @@ def bounded(value: dict[str, Any], what: str) -> dict[str, Any]:
     Raises:
         ValueError: too deep, too large, or not storable (a pydantic validator's error).
     """
+    storable(value, what)
+    if json_size(value) > MAX_JSON:
+        raise ValueError(f"{what} are over {MAX_JSON} bytes of JSON")
+    return value
+
+
+def storable(value: dict[str, Any], what: str) -> dict[str, Any]:
+    """``value`` if it can be stored and read back, whatever its size (its depth, numbers
+    and text: ``limits.why_unstorable``); else ValueError (for pydantic)."""
     problem = why_unstorable(value, what)
     if problem is not None:
         raise ValueError(problem)
-    if len(json.dumps(value, default=str)) > MAX_JSON:
-        raise ValueError(f"{what} are over {MAX_JSON} bytes of JSON")
     return value
+
+
+def json_size(value: Any) -> int:
+    """The bytes of ``value``'s JSON, as ``bounded`` counts them (non-ASCII escaped)."""
+    return len(json.dumps(value, default=str))
+
+
+def check_approvable(arguments: dict[str, Any]) -> None:
+    """Raise :class:`TooLargeToApproveError` unless the arguments are small enough to be approved:
+    ``MAX_JSON`` bytes of JSON, what a card or an email shows in full."""
+    size = json_size(arguments)
+    if size > MAX_JSON:
+        raise TooLargeToApproveError(
+            f"the arguments are too large to be approved: {size} bytes of JSON, over the "
+            f"limit of {MAX_JSON}",
+            size=size,
+            limit=MAX_JSON,
+        )
 
 
 def check_answer_schema(schema: dict[str, Any]) -> None:

@@ -15,11 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bot.domain import ids
-from bot.domain.errors import ConflictError
+from bot.domain.errors import ConflictError, ContentionError
 from bot.domain.events import Event
 from bot.domain.reducer import Request, ThreadState
 from bot.engine.decisions import Decisions
-from bot.engine.writes import write
+from bot.engine.writes import ATTEMPTS, write
+from bot.storage.openkeys import GRACE, UNBOUNDED, OpenKeys
 from bot.storage.threadlog import ThreadLog
 
 POLL = 0.025
@@ -56,10 +57,74 @@ async def open_request(
     # A fresh random id has no log yet: no need to read it.
     fresh = ThreadState(id=tid) if thread_id is None else None
     done = await write(log, tid, lambda s: [] if s.exists else make(tid), state=fresh)
-    found = [r for r in done.state.requests.values() if not done.state.hosted]
+    opened = _found(done.state, kind)
+    return Opened(opened.request, opened.thread, created=bool(done.events))
+
+
+async def join_request(
+    log: ThreadLog,
+    open_keys: OpenKeys,
+    call: str,
+    make: Callable[[str], Sequence[Event]],
+    *,
+    kind: str,
+    thread_id: str | None,
+    now: float,
+) -> Opened:
+    """The request still open for ``call`` (the same call asked again), or a new one.
+
+    A call asked again while its request is open joins it: people see one request, and
+    a decision on it answers every ask. Once it is decided, expired or cancelled, the
+    call asked again is asked anew: an approval is never handed to a later call.
+
+    Args:
+        call: the caller's ``open_key``, as it names the call (apart from other callers').
+        thread_id: derived from the caller's Idempotency-Key, if any: a retry of that key
+            gets the request its first try got, open or closed.
+
+    Raises:
+        ConflictError: the key's thread holds another kind of request.
+        ContentionError: the call's request kept being closed and replaced under it.
+    """
+    if thread_id is not None:
+        for tid in (thread_id, await open_keys.get(_retry(thread_id))):
+            state = await log.load(tid) if tid else None
+            if state is not None and state.exists:
+                return _found(state, kind)
+    fresh = thread_id or ids.new_thread_id()  # a new request's thread: the key's, if any
+    held = await open_keys.get(call)
+    for _ in range(ATTEMPTS):
+        if held is None:
+            held = await open_keys.swap(call, None, fresh, GRACE)
+            assert held is not None
+        opened = await open_request(log, held, make, kind=kind)
+        if opened.request.is_open:
+            ttl = _keep(opened.request, now)
+            await open_keys.swap(call, held, held, ttl)  # kept while asked again
+            if thread_id is not None and held != thread_id:
+                await open_keys.swap(_retry(thread_id), None, held, ttl)
+            return opened
+        fresh = fresh if fresh != held else ids.new_thread_id()
+        held = await open_keys.swap(call, held, fresh, GRACE)
+    raise ContentionError(f"the {kind} asked for this open_key kept closing under it; ask again")
+
+
+def _retry(thread_id: str) -> str:
+    """The key an Idempotency-Key's thread leads by when its call joined another's request."""
+    return f"retry\x00{thread_id}"
+
+
+def _keep(request: Request, now: float) -> float:
+    """Seconds to keep a key to ``request``: a day past its expiry, while it may be open."""
+    left = request.expires_at - now if request.expires_at is not None else UNBOUNDED
+    return max(0.0, left) + GRACE
+
+
+def _found(state: ThreadState, kind: str) -> Opened:
+    found = [r for r in state.requests.values() if not state.hosted]
     if not found or found[0].kind != kind:
         raise ConflictError("this Idempotency-Key was used for another kind of request")
-    return Opened(found[0], done.state, created=bool(done.events))
+    return Opened(found[0], state, created=False)
 
 
 async def wait(

@@ -190,6 +190,15 @@ def rate(channel: str, key: str) -> str:
     return f"{PREFIX}:rate:{channel}:{key}"
 
 
+def open_key(digest: str) -> str:
+    """String: the thread whose request a call named by an ``open_key`` of ``POST
+    /approvals`` (or an Idempotency-Key that joined that request) was last given, by the
+    SHA-256 of the caller's key (``bot.storage.openkeys``). It decides nothing (whether the
+    request is still open is read from the thread); it expires a day after the request
+    would, and is kept while calls join it."""
+    return f"{PREFIX}:openkey:{digest}"
+
+
 # --- API tokens: one hash tag, so a token's scripts touch one slot (``bot.storage.tokens``) ---
 
 TOKENS_TAG = "{gl.tokens}"

@@ -39,8 +39,15 @@ from bot.domain.ids import new_request_id
 from bot.domain.limits import MAX_TEXT
 from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, to_approval
 from bot.domain.reducer import Request, RequestStatus, ThreadState
-from bot.domain.validate import answer_value, bounded, check, check_schema
-from bot.engine.external import Opened, open_request, wait
+from bot.domain.validate import (
+    answer_value,
+    bounded,
+    check,
+    check_approvable,
+    check_schema,
+    storable,
+)
+from bot.engine.external import Opened, join_request, open_request, wait
 from bot.engine.people import identified
 from bot.runtime import Runtime
 from bot.web import callbacks
@@ -107,11 +114,22 @@ class ApprovalIn(_Ask):
     policy: PolicySpec | Name | None = None
     """Who approves and how (an object), or the name of one of APPROVAL_POLICIES; omitted:
     the one named ``default``."""
+    open_key: Name | None = None
+    """Names the call asked about (say, a hash of the tool and its arguments): asked again
+    with the same ``open_key`` while its request is open, the answer is that request (200),
+    not a new one; once it is decided, expired or cancelled, asking again opens a new
+    request. An Idempotency-Key given too still finds, on a retry, the request its first
+    try got, open or not."""
 
-    @field_validator("arguments", "arguments_schema")
+    @field_validator("arguments")
     @classmethod
-    def _bounded_args(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return None if value is None else bounded(value, "arguments")
+    def _storable_args(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return storable(value, "arguments")  # their size: check_approvable, with its own code
+
+    @field_validator("arguments_schema")
+    @classmethod
+    def _bounded_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return None if value is None else bounded(value, "arguments_schema")
 
 
 class QuestionIn(_Ask):
@@ -281,8 +299,10 @@ async def ask_approval(
     """Ask people to approve an action an agent elsewhere wants to take.
 
     422 names what is wrong: an unknown policy name, approvers that resolve to nobody,
-    arguments that do not match their schema.
+    arguments that do not match their schema; arguments too large to be approved are a
+    422 with the code ``too_large``, their ``size`` and the ``limit`` in bytes of JSON.
     """
+    check_approvable(body.arguments)
     rt, who = runtime_of(request), caller_of(request)
     idempotency_key = idempotency_key_of(request)
     policy = _policy(rt, body)
@@ -307,7 +327,9 @@ async def ask_approval(
         )
         return [_created(body, requester), call, asked]
 
-    opened = await _open(rt, who, idempotency_key, "approvals", make, response=response)
+    opened = await _open(
+        rt, who, idempotency_key, "approvals", make, response=response, open_key=body.open_key
+    )
     return ApprovalOut.from_request(opened.thread, opened.request)
 
 
@@ -436,12 +458,21 @@ async def _open(
     make: Callable[[str], Sequence[Event]],
     *,
     response: Response,
+    open_key: str | None = None,
 ) -> Opened:
-    """Open the request ``make`` builds; a retried key finds it again and answers 200."""
+    """Open the request ``make`` builds; a retried key finds it again, and with
+    ``open_key`` a call asked again joins its open request: both answer 200."""
     key = owned_key(who, idempotency_key) if idempotency_key else None
     tid = ids.thread_id_for(namespace, key) if key else None
     kind = "approval" if namespace == "approvals" else "question"
-    opened = await open_request(rt.log, tid, make, kind=kind)
+    if open_key is None:
+        opened = await open_request(rt.log, tid, make, kind=kind)
+    else:
+        call = f"{namespace}\x00{owned_key(who, open_key)}"
+        now = rt.clock.now()
+        opened = await join_request(
+            rt.log, rt.open_keys, call, make, kind=kind, thread_id=tid, now=now
+        )
     if not opened.created:
         response.status_code = 200
     return opened

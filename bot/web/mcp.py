@@ -33,6 +33,8 @@ from mcp_types import CallToolResult
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from bot.domain.errors import TooLargeToApproveError
+from bot.domain.validate import check_approvable
 from bot.web import claude_code
 from bot.web.mcp_tasks import Tasks
 from bot.web.scopes import Scoped, scope
@@ -218,16 +220,25 @@ def build_server(api: Api) -> MCPServer[Any]:
         ``tool_name`` with ``input``; answers ``{"behavior": "allow", "updatedInput": ...}``
         (the input as approved: approvers may edit the input of Claude Code's own tools,
         or of any tool whose ``input_schema`` is given) or ``{"behavior": "deny",
-        "message": ...}``. The same call again (after a restart, or a wait that ran out)
-        waits on the same request instead of asking twice."""
-        seed = json.dumps([tool_use_id, tool_name, input], sort_keys=True, default=str)
-        key = "claude-permission-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+        "message": ...}``.
+
+        The same tool and input asked again while its request is open (Claude Code's
+        retry after "still waiting", under a new ``tool_use_id``; a restart) waits on that
+        request; once it is decided or expired, asking again asks people anew, so an
+        approval never allows a later call. The same ``tool_use_id`` again gets the
+        request it got, open or not."""
+        try:
+            check_approvable(input)
+        except TooLargeToApproveError as exc:  # nobody could approve it: deny, saying why
+            return json.dumps({"behavior": "deny", "message": f"not allowed: {exc.message}"})
         body = {
             "tool": tool_name,
             "arguments": input,
             "summary": f"Claude Code asks to run {tool_name}",
             "context": json.dumps(input, indent=2, default=str)[:20_000],
+            "open_key": _permission_key(tool_name, input),
         }
+        key = _permission_key(tool_use_id, tool_name, input) if tool_use_id else None
         schema = claude_code.input_schema(tool_name, input_schema)
         if schema is not None:
             body["arguments_schema"] = schema
@@ -237,6 +248,12 @@ def build_server(api: Api) -> MCPServer[Any]:
         return json.dumps(claude_code.permission_answer(out))
 
     return server
+
+
+def _permission_key(*parts: Any) -> str:
+    """A key of a permission prompt: of the call (tool and input), or of one tool use."""
+    seed = json.dumps(parts, sort_keys=True, default=str)
+    return "claude-permission-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
 
 async def serve_http(server: MCPServer[Any], scope: Scope, receive: Receive, send: Send) -> None:

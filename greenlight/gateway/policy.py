@@ -14,8 +14,11 @@ it, and a call no gate matches passes straight through::
     escalate_to = ["group:leads"]
 
 Loading is pure: :func:`load` reads, checks everything it can and raises
-:class:`PolicyError` naming the gate and field that is wrong. Who the approvers resolve
-to is checked by the server, which refuses (and the call with it) a policy naming nobody.
+:class:`PolicyError` naming the gate and field that is wrong. Whether the tests fit the
+upstream's tools is checked once they are known (:meth:`Policy.check`): a test of an
+argument a tool it covers does not take would never hold, so the gate would let every
+call of that tool through. Who the approvers resolve to is checked by the server, which
+refuses (and the call with it) a policy naming nobody.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import fnmatch
 import operator
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,6 +41,7 @@ from pydantic import (
 )
 
 from greenlight.errors import ConfigError
+from greenlight.gateway.arguments import lookup, path_matches, takes
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 _COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
@@ -89,7 +94,7 @@ class Predicate(BaseModel):
 
     def holds(self, arguments: dict[str, Any]) -> bool:
         op = next(iter(self._given()))
-        found, value = _lookup(arguments, self.arg)
+        found, value = lookup(arguments, self.arg)
         if op == "exists":
             return found == self.exists
         if not found:
@@ -99,15 +104,6 @@ class Predicate(BaseModel):
             return _test(op, value, expected)
         except TypeError:
             return True
-
-
-def _lookup(arguments: dict[str, Any], path: str) -> tuple[bool, Any]:
-    value: Any = arguments
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return False, None
-        value = value[part]
-    return True, value
 
 
 def _test(op: str, value: Any, expected: Any) -> bool:
@@ -120,6 +116,8 @@ def _test(op: str, value: Any, expected: Any) -> bool:
     if op in ("glob", "regex"):
         if not isinstance(value, str):
             raise TypeError(op)
+        if op == "glob" and expected.startswith("/"):
+            return path_matches(value, expected)
         if op == "glob":
             return fnmatch.fnmatchcase(value, expected)
         return re.search(expected, value) is not None
@@ -184,10 +182,12 @@ class Gate(BaseModel):
         """What ``POST /approvals`` takes as ``policy``: a name, an object, or the default."""
         return self.policy or self.inline() or None
 
+    def covers(self, tool: str) -> bool:
+        """Whether one of ``tools`` names ``tool``."""
+        return any(fnmatch.fnmatchcase(tool, p) for p in self.tools)
+
     def matches(self, tool: str, arguments: dict[str, Any]) -> bool:
-        return any(fnmatch.fnmatchcase(tool, p) for p in self.tools) and all(
-            p.holds(arguments) for p in self.when
-        )
+        return self.covers(tool) and all(p.holds(arguments) for p in self.when)
 
 
 class Policy(BaseModel):
@@ -199,10 +199,51 @@ class Policy(BaseModel):
 
     def gate_for(self, tool: str, arguments: dict[str, Any]) -> tuple[str, Gate] | None:
         """The first gate that matches the call, with its name; None: let it through."""
-        for n, gate in enumerate(self.gate, start=1):
+        for name, gate in self._named():
             if gate.matches(tool, arguments):
-                return gate.name or f"gate {n}", gate
+                return name, gate
         return None
+
+    def tests(self, tool: str) -> bool:
+        """Whether a gate covering ``tool`` tests its arguments (then its schema matters)."""
+        return any(gate.when for _, gate in self._named() if gate.covers(tool))
+
+    def misfits(self, tool: str, schema: Mapping[str, Any] | None) -> list[str]:
+        """The tests of the gates covering ``tool`` that name an argument it does not take,
+        described; ``schema`` is the tool's input schema, None when the upstream lists no
+        such tool. Such a test never holds: the gate would never stop a call of the tool.
+        """
+        if schema is None:
+            takes_ = "it is not among the upstream's tools"
+        else:
+            names = sorted(schema.get("properties") or {})
+            takes_ = f"it takes {', '.join(names) or 'no arguments'}"
+        return [
+            f"gate {name!r} tests argument {test.arg!r}, which tool {tool!r} does not take "
+            f"({takes_})"
+            for name, gate in self._named()
+            if gate.covers(tool)
+            for test in gate.when
+            if not takes(schema, test.arg)
+        ]
+
+    def check(self, tools: Mapping[str, Mapping[str, Any]]) -> None:
+        """Raise :class:`PolicyError` unless every test fits the tools it covers.
+
+        Args:
+            tools: the upstream's tools, by name: their input schemas.
+        """
+        problems = [p for tool in sorted(tools) for p in self.misfits(tool, tools[tool])]
+        if problems:
+            raise PolicyError(
+                "the policy does not fit the upstream's tools, so calls it means to gate "
+                f"would pass: {'; '.join(problems)}. Test an argument each tool takes "
+                "(a gate per argument: its tests must all hold), or leave the tool out of "
+                "the gate's tools"
+            )
+
+    def _named(self) -> list[tuple[str, Gate]]:
+        return [(gate.name or f"gate {n}", gate) for n, gate in enumerate(self.gate, start=1)]
 
 
 def load(path: Path) -> Policy:

@@ -42,19 +42,27 @@ class Entry:
 
 
 class CallLog:
-    """An append-only JSON-lines file of :class:`Entry`."""
+    """An append-only JSON-lines file of :class:`Entry`.
+
+    Raises:
+        ConfigError: the file (or its directory, which is made if missing) cannot be
+            read or written: found at start-up, not by the first call.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.open("a", encoding="utf-8").close()
+        except OSError as exc:
+            raise ConfigError(f"call log {path}: cannot be written: {exc.strerror or exc}") from exc
         self.spent = self._read_spent()
 
     def _read_spent(self) -> set[str]:
         """The approvals whose call was already forwarded or refused, from earlier runs."""
         try:
             lines = self.path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return set()
         except OSError as exc:
             raise ConfigError(f"call log {self.path}: cannot be read: {exc}") from exc
         spent = set()

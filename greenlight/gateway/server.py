@@ -114,6 +114,12 @@ class Gateway:
     ) -> types.CallToolResult:
         self.relay.seen(ctx)
         tool, arguments = params.name, dict(params.arguments or {})
+        if self.policy.tests(tool):
+            misfits = self.policy.misfits(tool, await self._schema(tool))
+            if misfits:  # a tool learned since start-up that the policy's tests miss
+                reason = "the gateway's policy does not fit this tool: " + "; ".join(misfits)
+                self.log.write(Entry(tool, arguments, "error", reason=reason))
+                return _refused(f"the call was not made: {reason}")
         found = self.policy.gate_for(tool, arguments)
         if found is None:
             self.log.write(Entry(tool, arguments, "forwarded"))
@@ -142,6 +148,14 @@ class Gateway:
             )
         except RequestError as exc:
             self.log.write(Entry(tool, arguments, "error", gate_name, reason=str(exc)))
+            # Nobody could ever approve it: say why, not that the server could not be asked.
+            if exc.code == "too_large":  # "the arguments are too large ...: N bytes, over M"
+                return _refused(f"{exc.detail}; the call was not made")
+            if exc.status == 413:  # the whole body, over the server's MAX_BODY_BYTES
+                return _refused(
+                    f"the arguments are too large to be approved ({exc.detail}); "
+                    "the call was not made"
+                )
             return _refused(f"approval could not be asked for, so the call was not made: {exc}")
         entry = Entry(
             tool,
@@ -165,7 +179,11 @@ class Gateway:
         already forwarded or refused (this run, or an earlier one, per the call log) is
         spent, and the next key is tried, which asks people anew.
         """
-        base = call_key("approval", f"mcp-gateway:{self.name}:{tool}", arguments, None)
+        # What the gate asks for is part of the call's key: a gate tightened (more approvers,
+        # another policy) while a call waits asks anew under it, never reuses the request
+        # made under the weaker one.
+        asked = {"arguments": arguments, "policy": gate.to_policy(), "slack": gate.slack_channel}
+        base = call_key("approval", f"mcp-gateway:{self.name}:{tool}", asked, None)
         schema = await self._schema(tool)
         summary = gate.summary or f"{tool} through the MCP gateway"
         info = self.upstream.initialize_result
@@ -194,6 +212,15 @@ class Gateway:
                 raise
             if approved.request_id not in self.log.spent:
                 return approved
+
+    async def learn(self) -> dict[str, dict[str, Any]]:
+        """Every tool the upstream lists, page by page: their input schemas, by name."""
+        cursor: str | None = None
+        while True:
+            page = types.PaginatedRequestParams(cursor=cursor) if cursor else None
+            cursor = (await self._list(page)).next_cursor
+            if cursor is None:
+                return dict(self.schemas)
 
     async def _schema(self, tool: str) -> dict[str, Any] | None:
         """The tool's input schema, so approvers may edit the arguments."""
@@ -232,8 +259,10 @@ async def serve(
 
     Raises:
         UpstreamError: the upstream did not start, or did not answer MCP's handshake.
+        PolicyError: a gate tests an argument that a tool it covers does not take.
     """
     relay = Relay()
+    unfit: ConfigError | None = None
     async with AsyncExitStack() as stack:
         try:
             session = await stack.enter_async_context(connect(upstream, relay))
@@ -242,18 +271,38 @@ async def serve(
                 f"the upstream MCP server did not start or answer: {_innermost(exc)}"
             ) from exc
         init = session.initialize_result
+        offered = init.capabilities if init else None
         gateway = Gateway(
             session, name=upstream, policy=policy, client=client, log=log, wait=wait, relay=relay
         )
-        offered = init.capabilities if init else None
-        server: Server[Any] = Server(
-            init.server_info.name if init else "greenlight-gateway",
-            version=init.server_info.version if init else "",
-            instructions=init.instructions if init else None,
-            on_list_tools=gateway.list_tools,
-            on_call_tool=gateway.call_tool,
-            **Passthrough(session).handlers(offered),
-        )
-        options = server.create_initialization_options(notification_options(offered))
-        async with stdio_server() as (read, write):
-            await server.run(read, write, options)
+        unfit = await _unfit(gateway, policy, offered)
+        if unfit is None:
+            server: Server[Any] = Server(
+                init.server_info.name if init else "greenlight-gateway",
+                version=init.server_info.version if init else "",
+                instructions=init.instructions if init else None,
+                on_list_tools=gateway.list_tools,
+                on_call_tool=gateway.call_tool,
+                **Passthrough(session).handlers(offered),
+            )
+            options = server.create_initialization_options(notification_options(offered))
+            async with stdio_server() as (read, write):
+                await server.run(read, write, options)
+    if unfit is not None:  # raised once the upstream's session is closed: not in its group
+        raise unfit
+
+
+async def _unfit(
+    gateway: Gateway, policy: Policy, offered: types.ServerCapabilities | None
+) -> ConfigError | None:
+    """Why not to serve: the upstream's tools cannot be listed, or the policy's tests do not
+    fit them (:meth:`Policy.check`); None: serve."""
+    try:
+        policy.check(await gateway.learn() if offered and offered.tools else {})
+    except ConfigError as exc:
+        return exc
+    except Exception as exc:
+        error = UpstreamError(f"the upstream MCP server did not list its tools: {_innermost(exc)}")
+        error.__cause__ = exc
+        return error
+    return None

@@ -27,6 +27,7 @@ from greenlight import (
     run,
 )
 from tests.harness import TOKEN, Harness, eventually
+from tests.standins.lossy_proxy import LossyProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 BOB = {"approvers": ["bob"]}
@@ -259,3 +260,26 @@ async def test_a_process_killed_while_waiting_and_started_again_waits_on_the_sam
     assert runs.read_text() == "1.5.0 3\n"
     thread = await h.thread(asked["thread_id"])
     assert [r.id for r in thread.requests.values()] == [asked["id"]]
+
+
+async def test_a_response_lost_after_the_server_asked_is_retried_into_the_same_request(
+    h: Harness,
+) -> None:
+    """No idempotency_key given: the retry of a POST whose answer was lost (after the
+    server made the request) must find that request, not ask people a second time."""
+    async with LossyProxy(h.url, b"POST /approvals ") as proxy:
+        gl = AsyncGreenlight(proxy.url, TOKEN, agent="lossy")
+        asking = asyncio.create_task(
+            gl.request_approval("deploy", {"version": "1.5.0"}, summary="Release", policy=BOB)
+        )
+
+        async def retried() -> bool:
+            return proxy.matched == 2  # the first try, whose answer was lost, and the retry
+
+        await eventually(retried)
+        asked = await open_request(h)
+        await decide(h, asked["id"], "approve")
+        approved = await asyncio.wait_for(asking, 10)
+    assert proxy.lost == 1
+    assert approved.request_id == asked["id"]
+    assert await threads_of(h, "lossy") == 1

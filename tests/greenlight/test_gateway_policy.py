@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 
+from greenlight.gateway.arguments import takes
 from greenlight.gateway.policy import Policy, PolicyError, load
 
 GATES = """
@@ -99,3 +101,116 @@ def test_a_bad_file_is_refused_naming_the_gate_and_field(
 def test_a_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="cannot be read"):
         load(tmp_path / "nope.toml")
+
+
+PROD = """
+[[gate]]
+name = "writes"
+tools = ["write_file"]
+when = [{ arg = "path", glob = "/srv/data/prod*" }]
+
+[[gate]]
+name = "relative"
+tools = ["note"]
+when = [{ arg = "path", glob = "prod/*" }]
+"""
+
+
+def policy_of(tmp_path: Path, text: str) -> Policy:
+    path = tmp_path / "gates.toml"
+    path.write_text(text)
+    return load(path)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/srv/data/prod/a",
+        "/srv/data/./prod/a",
+        "/srv/data//prod/a",
+        "/srv/data/tmp/../prod/a",
+        "//srv/data/prod/a",
+        "/srv/data/prod",
+        "/srv/data/prod/",
+        "/srv/./data/prod/../prod/deep/a",
+        "prod/a",  # relative: resolved where the upstream runs, so people are asked
+        "~/a",
+    ],
+)
+def test_an_absolute_glob_matches_paths_as_the_upstream_resolves_them(
+    tmp_path: Path, path: str
+) -> None:
+    assert gate_of(policy_of(tmp_path, PROD), "write_file", {"path": path}) == "writes"
+
+
+@pytest.mark.parametrize(
+    "path", ["/srv/data/tmp/a", "/srv/data/prod/../tmp/a", "/srv/data/./tmp//a", "/srv/prod"]
+)
+def test_a_path_outside_an_absolute_glob_passes(tmp_path: Path, path: str) -> None:
+    assert gate_of(policy_of(tmp_path, PROD), "write_file", {"path": path}) is None
+
+
+def test_a_relative_glob_matches_the_argument_as_sent(tmp_path: Path) -> None:
+    policy = policy_of(tmp_path, PROD)
+    assert gate_of(policy, "note", {"path": "prod/a"}) == "relative"
+    assert gate_of(policy, "note", {"path": "./prod/a"}) is None
+
+
+class Target(pydantic.BaseModel):
+    env: str
+    zone: str | None = None
+
+
+class Deploy(pydantic.BaseModel):
+    version: str
+    target: Target
+    fallback: Target | None = None
+    labels: dict[str, str] = {}
+
+
+MOVE: dict[str, Any] = {
+    "type": "object",
+    "properties": {"source": {"type": "string"}, "destination": {"type": "string"}},
+    "required": ["source", "destination"],
+    "additionalProperties": False,
+}
+
+
+def test_whether_a_tool_takes_an_argument_is_read_from_its_input_schema() -> None:
+    schema = Deploy.model_json_schema()  # nested models as $defs and $ref, optional as anyOf
+    for path in ("version", "target", "target.env", "fallback.zone", "labels.team"):
+        assert takes(schema, path), path
+    for path in ("path", "target.nope", "version.major", "fallback.env.x"):
+        assert not takes(schema, path), path
+    assert takes(MOVE, "source") and not takes(MOVE, "path")
+    assert takes({"type": "object"}, "anything.below")  # free-form: any name
+    assert not takes({"type": "object", "properties": {}}, "path")  # no arguments
+    assert not takes(None, "path")  # no such tool
+
+
+def test_a_test_of_an_argument_a_covered_tool_does_not_take_is_refused(tmp_path: Path) -> None:
+    policy = policy_of(
+        tmp_path,
+        '[[gate]]\nname = "writes"\ntools = ["write_file", "move_*"]\n'
+        'when = [{ arg = "path", glob = "/srv/data/prod/*" }]\n'
+        '[[gate]]\ntools = ["deploy"]\nwhen = [{ arg = "target.env", equals = "prod" }]\n',
+    )
+    tools: dict[str, dict[str, Any]] = {
+        "write_file": {"type": "object", "properties": {"path": {}, "content": {}}},
+        "move_file": MOVE,
+        "deploy": Deploy.model_json_schema(),
+        "read_file": {"type": "object", "properties": {"path": {}}},  # no gate covers it
+    }
+    with pytest.raises(PolicyError) as caught:
+        policy.check(tools)
+    assert str(caught.value).count("tests argument") == 1, caught.value
+    assert (
+        "gate 'writes' tests argument 'path', which tool 'move_file' does not take "
+        "(it takes destination, source)"
+    ) in str(caught.value)
+    policy.check({k: v for k, v in tools.items() if k != "move_file"})  # the rest fits
+    assert policy.misfits("move_new", None) == [
+        "gate 'writes' tests argument 'path', which tool 'move_new' does not take "
+        "(it is not among the upstream's tools)"
+    ]
+    assert policy.misfits("read_file", None) == []

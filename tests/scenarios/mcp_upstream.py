@@ -38,6 +38,18 @@ def build(record: Path) -> MCPServer[Any]:
         return f"deleted {path}"
 
     @server.tool()
+    def write_file(path: str, content: str) -> str:
+        """Write a file (as @modelcontextprotocol/server-filesystem names it)."""
+        received("write_file", {"path": path, "content": content})
+        return f"wrote {path}"
+
+    @server.tool()
+    def move_file(source: str, destination: str) -> str:
+        """Move a file: no ``path``, a source and a destination."""
+        received("move_file", {"source": source, "destination": destination})
+        return f"moved {source} to {destination}"
+
+    @server.tool()
     def deploy(version: str, replicas: int = 3) -> str:
         """Deploy a version."""
         received("deploy", {"version": version, "replicas": replicas})

@@ -7,6 +7,7 @@ The requests are created over REST and decided by REST and the CLI (Slack and em
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,8 @@ from redis.asyncio import Redis
 from bot.domain.clock import ManualClock
 from bot.domain.events import ContextFetched, ToolResult, ToolStarted
 from bot.domain.reducer import Status
+from bot.domain.validate import MAX_JSON
+from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis
 from channels.webhook.signing import SIGNATURE_HEADER, verify
 from tests.doubles import ScriptedModel, turns
@@ -180,6 +183,45 @@ async def test_the_same_idempotency_key_twice_gives_one_request(h: Harness) -> N
     assert (q1.status_code, q2.status_code) == (201, 200) and q1.json()["id"] == q2.json()["id"]
 
 
+async def test_an_open_key_joins_the_open_request_and_asks_anew_once_it_is_closed(
+    h: Harness, redis: Redis
+) -> None:
+    async def post(key: str | None = None, **extra: Any) -> tuple[int, str]:
+        headers = {"Idempotency-Key": key} if key else {}
+        body = deploy(open_key="deploy-1.5.0", **extra)
+        r = await h.api.post("/approvals", json=body, headers=headers)
+        assert r.status_code in (200, 201), r.text
+        return r.status_code, r.json()["id"]
+
+    status, first = await post()
+    assert status == 201
+    assert await post() == (200, first)  # asked again while open: the same request
+    assert await post("try-2") == (200, first)  # with a key of its own too
+    assert (await decide(h, first, "bob")).status_code == 200
+    assert await post("try-2") == (200, first)  # that key's retry: what its first try got
+    status, second = await post()
+    assert status == 201 and second != first  # decided: asked anew, never reused
+    # The key is kept a day past the request's expiry (an hour), then Redis forgets it.
+    digest = hashlib.sha256(b"approvals\x00deploy-1.5.0").hexdigest()
+    assert 86_400_000 < await redis.pttl(keys.open_key(digest)) <= 90_000_000
+
+    # Expired: asked anew too.
+    status, third = await post(policy={"approvers": ["group:deployers"], "expires_in": 60})
+    assert (status, third) == (200, second)  # still open: joined, whatever else it says
+    clock_of(h).advance(3601)
+    await h.drain()
+    assert (await h.api.get(f"/approvals/{second}")).json()["status"] == "expired"
+    status, fourth = await post()
+    assert status == 201 and fourth not in (first, second)
+
+    # Another agent's open_key of the same name is its own.
+    r = await h.api.post("/tokens", json={"name": "other-bot", "scope": "agent"})
+    other = {"Authorization": f"Bearer {r.json()['token']}"}
+    body = deploy(open_key="deploy-1.5.0", requester=None)
+    r = await h.http.post("/approvals", json=body, headers=other)
+    assert r.status_code == 201 and r.json()["id"] != fourth, r.text
+
+
 async def test_edited_arguments_are_validated_against_the_schema(h: Harness) -> None:
     asked = await ask(h, deploy())
     rid = asked["id"]
@@ -228,6 +270,31 @@ async def test_bad_requests_are_refused_naming_what_is_wrong(h: Harness) -> None
     assert r.status_code == 422 and "no arguments_schema" in r.json()["detail"]
     r = await h.api.post("/approvals", json=deploy(), headers={"Authorization": "Bearer nope"})
     assert r.status_code == 401
+
+
+async def test_arguments_too_large_to_be_approved_are_refused_saying_so_and_the_limit(
+    h: Harness,
+) -> None:
+    big = {"version": "1.5.0", "notes": "x" * MAX_JSON}
+    r = await h.api.post("/approvals", json=deploy(arguments=big, arguments_schema=None))
+    assert r.status_code == 422, r.text
+    out = r.json()
+    assert (out["error"], out["limit"], out["size"]) == (
+        "too_large",
+        MAX_JSON,
+        len(json.dumps(big)),
+    )
+    assert out["detail"] == (
+        f"the arguments are too large to be approved: {len(json.dumps(big))} bytes of JSON, "
+        f"over the limit of {MAX_JSON}"
+    )
+    # A schema too large is named as the schema, not as the arguments.
+    schema = {"type": "object", "description": "x" * MAX_JSON}
+    r = await h.api.post("/approvals", json=deploy(arguments_schema=schema))
+    assert r.status_code == 422, r.text
+    assert "arguments_schema are over" in r.json()["detail"], r.text
+    _, total = await h.rt.indexes.threads(agent="deployer", offset=0, limit=10)
+    assert total == 0
 
 
 async def test_a_named_policy_needs_n_of_m(h: Harness) -> None:

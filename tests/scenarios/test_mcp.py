@@ -18,6 +18,7 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from redis.asyncio import Redis
 
+from bot.domain.validate import MAX_JSON
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import BOB, USERS, slack_settings
 from tests.channels.slack.slack import Slack, has_buttons, text_of
@@ -202,6 +203,72 @@ async def test_permission_prompt_answers_claude_codes_allow_and_deny_json(h: Har
     assert rid2 != rid
 
 
+async def open_ids(h: Harness) -> list[str]:
+    r = await h.api.get("/requests")
+    return [i["id"] for i in r.json()["items"] if i["status"] == "open"]
+
+
+def permission(result: Any) -> dict[str, Any]:
+    """Claude Code's allow/deny answer, as the permission prompt tool returns it."""
+    assert not result.is_error, result.content
+    found: dict[str, Any] = json.loads(result.content[0].text)
+    return found
+
+
+async def test_permission_prompt_retried_under_a_new_tool_use_id_waits_on_the_same_request(
+    h: Harness,
+) -> None:
+    """Claude Code retries a denied tool use under a new id: that must join the request
+    people were already asked, and approving it must answer the retry."""
+    ls = {"tool_name": "Bash", "input": {"command": "make deploy"}}
+    async with session(h) as s:
+        first = permission(await s.call_tool("permission_prompt", {**ls, "tool_use_id": "t1"}))
+        (rid,) = await open_ids(h)
+        assert first["behavior"] == "deny" and rid in first["message"], first
+        again = permission(await s.call_tool("permission_prompt", {**ls, "tool_use_id": "t2"}))
+        assert again["behavior"] == "deny" and rid in again["message"], again
+        assert await open_ids(h) == [rid]  # one card, not two
+        await decide(h, rid)
+        allow = {"behavior": "allow", "updatedInput": {"command": "make deploy"}}
+        # Either tool use asked again gets the decision of the request it waited on.
+        assert permission(await s.call_tool("permission_prompt", {**ls, "tool_use_id": "t2"})) == (
+            allow
+        )
+        assert permission(await s.call_tool("permission_prompt", {**ls, "tool_use_id": "t1"})) == (
+            allow
+        )
+        # A later tool use of the same command is asked anew: one approval, one run.
+        later = permission(await s.call_tool("permission_prompt", {**ls, "tool_use_id": "t3"}))
+        assert later["behavior"] == "deny" and "still waiting" in later["message"], later
+        (rid2,) = await open_ids(h)
+        assert rid2 != rid and rid2 in later["message"]
+
+        # Two tool uses at once of one command: one request between them.
+        both = {"tool_name": "Bash", "input": {"command": "make clean"}}
+        await asyncio.gather(
+            *(s.call_tool("permission_prompt", {**both, "tool_use_id": u}) for u in ("t4", "t5"))
+        )
+    assert len(await open_ids(h)) == 2
+
+
+async def test_permission_prompt_without_a_tool_use_id_never_reuses_a_decision(
+    h: Harness,
+) -> None:
+    call = {"tool_name": "Bash", "input": {"command": "rm -rf build"}}
+    async with session(h) as s:
+        first = permission(await s.call_tool("permission_prompt", call))
+        (rid,) = await open_ids(h)
+        assert first["behavior"] == "deny" and rid in first["message"]
+        again = permission(await s.call_tool("permission_prompt", call))
+        assert again["behavior"] == "deny" and rid in again["message"]  # joined, while open
+        await decide(h, rid)
+        # Approved once: the same command later is asked anew, never allowed unasked.
+        later = permission(await s.call_tool("permission_prompt", call))
+        assert later["behavior"] == "deny" and "still waiting" in later["message"], later
+        (rid2,) = await open_ids(h)
+        assert rid2 != rid and rid2 in later["message"]
+
+
 async def test_permission_prompt_lets_approvers_edit_the_input_and_allows_the_edit(
     h: Harness,
 ) -> None:
@@ -239,6 +306,21 @@ async def test_permission_prompt_lets_approvers_edit_the_input_and_allows_the_ed
         "behavior": "allow",
         "updatedInput": {"sql": "select 1"},
     }
+
+
+async def test_permission_prompt_denies_input_too_large_to_be_approved_saying_so(
+    h: Harness,
+) -> None:
+    content = "x" * MAX_JSON
+    call = {"tool_name": "Write", "input": {"file_path": "/a", "content": content}}
+    async with session(h) as s:
+        result = await s.call_tool("permission_prompt", call)
+    assert not result.is_error, result.content
+    answer = json.loads(result.content[0].text)
+    assert answer["behavior"] == "deny"
+    assert "too large to be approved" in answer["message"], answer
+    assert f"over the limit of {MAX_JSON}" in answer["message"], answer
+    assert (await h.api.get("/requests")).json()["items"] == []  # nobody was asked
 
 
 async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:

@@ -23,14 +23,16 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from redis.asyncio import Redis
 
 from bot.domain.clock import ManualClock
+from bot.domain.validate import MAX_JSON
 from bot.storage.embedded import EmbeddedRedis
-from tests.harness import Harness
+from tests.harness import DEMO_GROUPS, Harness
 from tests.harness import test_settings as settings_with
 from tests.scenarios.mcp_upstream import build
 from tests.scenarios.test_mcp import agent_token, decide, open_request
 
+ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
-TOOLS = {"read_file", "delete_file", "deploy", "environment", "learn"}
+TOOLS = {"read_file", "write_file", "move_file", "delete_file", "deploy", "environment", "learn"}
 POLICY = """
 [[gate]]
 name = "deploys"
@@ -48,7 +50,13 @@ policy = "default"
 
 @pytest.fixture
 async def h(redis_server: EmbeddedRedis, redis: Redis) -> AsyncIterator[Harness]:
-    settings = settings_with(approval_policies={"default": {"approvers": ["bob"]}})
+    settings = settings_with(
+        approver_groups={**DEMO_GROUPS, "ops": ["bob", "carol"], "leads": ["dan"]},
+        approval_policies={
+            "default": {"approvers": ["bob"]},
+            "prod-changes": {"approvers": ["group:ops"], "min_approvals": 2},
+        },
+    )
     clock = ManualClock(time.time())  # moved to expire a request
     async with Harness(redis_server.url, settings=settings, clock=clock) as it:
         yield it
@@ -60,7 +68,7 @@ class Files:
     def __init__(self, root: Path) -> None:
         self.policy = root / "gates.toml"
         self.policy.write_text(POLICY)
-        self.log = root / "calls.jsonl"
+        self.log = root / "log" / "calls.jsonl"  # a directory not made yet: the gateway makes it
         self.record = root / "upstream.jsonl"
 
     def upstream(self) -> str:
@@ -276,6 +284,21 @@ async def test_a_wait_that_runs_out_says_pending_and_the_same_call_again_keeps_w
     ]
 
 
+async def test_a_call_too_large_to_be_approved_is_refused_saying_so_and_the_limit(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token) as s:
+        out = await s.call_tool("deploy", {"version": "x" * MAX_JSON})
+    assert out.is_error
+    assert "too large to be approved" in text(out), text(out)
+    assert f"over the limit of {MAX_JSON}; the call was not made" in text(out), text(out)
+    assert "could not be asked for" not in text(out)
+    assert files.received() == []
+    assert await asked(h) == 0
+    (entry,) = files.logged()
+    assert (entry["outcome"], entry["gate"]) == ("error", "deploys")
+
+
 async def test_an_upstream_over_streamable_http_is_gated_the_same(
     h: Harness, files: Files, token: str
 ) -> None:
@@ -305,6 +328,116 @@ async def test_a_restarted_gateway_waits_on_the_same_request(
     assert files.received() == [
         {"tool": "deploy", "arguments": {"version": "2.0.0", "replicas": 3}}
     ]
+
+
+async def test_a_gate_tightened_while_a_call_waits_asks_anew_under_the_new_policy(
+    h: Harness, files: Files, token: str
+) -> None:
+    async with gateway(h, files, token, wait="1") as s:
+        out = await s.call_tool("deploy", {"version": "7.0.0"})
+        first = await open_request(h)
+        assert out.is_error and f"still waiting for approval {first}" in text(out), text(out)
+    assert '"bob"]\nexpires_in' in files.policy.read_text()
+    files.policy.write_text(
+        files.policy.read_text().replace(
+            '"bob"]\nexpires_in', '"bob", "carol"]\nmin_approvals = 2\nexpires_in', 1
+        )
+    )
+    async with gateway(h, files, token, wait="1") as s:
+        out = await s.call_tool("deploy", {"version": "7.0.0"})
+    assert out.is_error and "still waiting for approval" in text(out), text(out)
+    assert first not in text(out)  # not the request asked under one approver
+    assert await asked(h) == 2
+    r = await h.api.get("/requests")
+    (second,) = [i for i in r.json()["items"] if i["id"] != first]
+    shown = (await h.api.get(f"/approvals/{second['id']}")).json()
+    assert (shown["approvers"], shown["min_approvals"]) == (["bob", "carol"], 2)
+    assert files.received() == []
+
+
+def docs_policy() -> str:
+    """The policy file docs/gateway.md shows, as it is written there."""
+    docs = (ROOT / "docs" / "gateway.md").read_text()
+    return docs.split("```toml\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_docs_policy_gates_writes_and_moves_into_and_out_of_prod_however_spelled(
+    h: Harness, files: Files, token: str
+) -> None:
+    files.policy.write_text(docs_policy())
+    gated = [
+        ("write_file", {"path": "/srv/data//prod/a", "content": "x"}),
+        ("write_file", {"path": "/srv/data/tmp/../prod/b", "content": "x"}),
+        ("move_file", {"source": "/srv/data/./prod/c", "destination": "/srv/data/tmp/c"}),
+        ("move_file", {"source": "/srv/data/tmp/d", "destination": "/srv/data/prod/d"}),
+        ("move_file", {"source": "/srv/data/prod", "destination": "/srv/data/old"}),
+    ]
+    passing = [
+        ("write_file", {"path": "/srv/data/tmp/e", "content": "x"}),
+        ("move_file", {"source": "/srv/data/tmp/f", "destination": "/srv/data/tmp/./g"}),
+    ]
+    async with gateway(h, files, token, wait="0.2") as s:
+        for tool, arguments in gated:
+            out = await s.call_tool(tool, arguments)
+            assert out.is_error and "still waiting for approval" in text(out), (tool, text(out))
+        for tool, arguments in passing:
+            out = await s.call_tool(tool, arguments)
+            assert not out.is_error, text(out)
+    assert files.received() == [{"tool": t, "arguments": a} for t, a in passing]
+    assert await asked(h) == len(gated)
+    assert [(e["tool"], e["outcome"], e["gate"]) for e in files.logged()] == [
+        ("write_file", "pending", "changes in production"),
+        ("write_file", "pending", "changes in production"),
+        ("move_file", "pending", "moves out of production"),
+        ("move_file", "pending", "moves into production"),
+        ("move_file", "pending", "moves out of production"),
+        ("write_file", "forwarded", None),
+        ("move_file", "forwarded", None),
+    ]
+
+
+def test_a_test_of_an_argument_a_gated_tool_does_not_take_stops_start_up(files: Files) -> None:
+    """The docs' example as it was: move_file takes source and destination, not path, so
+    the gate would never have stopped a move."""
+    files.policy.write_text(
+        '[[gate]]\nname = "writes under /srv/data/prod"\n'
+        'tools = ["write_file", "edit_file", "move_*"]\n'
+        'when = [{ arg = "path", glob = "/srv/data/prod/*" }]\napprovers = ["bob"]\n'
+    )
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "bot", "mcp-gateway", "--upstream", files.upstream()),
+            *("--policy", str(files.policy), "--log", str(files.log)),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "API_TOKEN": "unused"},
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2, run.stderr
+    assert (
+        "gate 'writes under /srv/data/prod' tests argument 'path', which tool 'move_file' "
+        "does not take (it takes destination, source)"
+    ) in " ".join(run.stderr.split())
+    assert files.received() == []
+
+
+async def test_a_tool_learned_later_that_a_gate_does_not_fit_is_refused_naming_why(
+    h: Harness, files: Files, token: str
+) -> None:
+    files.policy.write_text(
+        POLICY + '\n[[gate]]\nname = "echoes"\ntools = ["echo_*"]\n'
+        'when = [{ arg = "path", glob = "/data/*" }]\n'
+    )
+    async with gateway(h, files, token) as s:
+        assert not (await s.call_tool("learn", {"name": "echo_back"})).is_error
+        out = await s.call_tool("echo_back", {"text": "/data/a"})
+    assert out.is_error, text(out)
+    assert "the call was not made" in text(out)
+    assert "gate 'echoes' tests argument 'path', which tool 'echo_back' does not take" in text(out)
+    assert await asked(h) == 0
+    assert files.logged()[-1]["outcome"] == "error"
 
 
 def test_a_bad_policy_file_stops_start_up_naming_what_is_wrong(tmp_path: Path) -> None:

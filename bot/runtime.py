@@ -146,7 +146,7 @@ def build_runtime(
         log.warning("%s", warning)
     clock = SystemClock() if clock is None else clock
     thread_log = ThreadLog(redis, clock, cache_events=cache_events)
-    inbox = Inbox(thread_log, set(agents), default_agent=default_agent)
+    inbox = Inbox(thread_log, set(agents), default_agent=default_agent, archive=archive)
     decisions = Decisions(thread_log, agents, clock=clock)
     indexes = Indexes(redis)
     waiting = Summaries(thread_log, indexes)

@@ -130,6 +130,7 @@ async def test_an_archived_thread_takes_the_aliases_that_lead_to_it_with_it(
         assert (await room.smtp(reply_to(ask, "APPROVE", sender=OPS))).startswith("decided")
         await h.drain()
         assert (await h.thread(old)).status is Status.DONE
+        told_ann = provider.last_to(ANN)
         clock.advance(6 * DAY)
         await room.smtp(new_mail(ANN, "deploy@example.test", "Again", DEPLOY["text"]))
         await h.drain()
@@ -145,6 +146,15 @@ async def test_an_archived_thread_takes_the_aliases_that_lead_to_it_with_it(
         left = await aliases(redis)
         assert set(left.values()) == {new}  # the waiting thread's stay
         assert not await redis.exists(*linked_to_old)
+
+        # A reply to the ended conversation starts nothing under its thread's id: its
+        # archive file would be written over. The sender is told instead.
+        archived = archive.read(old)
+        answer = await room.smtp(reply_to(told_ann, "thanks!", sender=ANN))
+        assert "ended" in answer, answer
+        await h.drain()
+        assert not (await h.thread(old)).exists and archive.read(old) == archived
+        assert any("ended" in sent.text for sent in provider.to(ANN))
 
 
 async def aliases(redis: Redis) -> dict[str, str]:
@@ -253,3 +263,26 @@ async def test_records_of_both_shapes_read_back_whole_from_redis_and_from_the_ar
     await redis.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(old)})
     assert (await h.api.get("/audit")).json()["items"] == [new, old]
     assert [json.loads(line) for line in await archived_export(h, redis)] == [new, old]
+
+
+async def test_a_call_asked_again_after_its_request_was_archived_opens_a_new_thread(
+    h: Harness,
+) -> None:
+    # Its open_key outlives the request (a day past it, a month for one that never
+    # expires); the request's thread must not be made again under its archived id.
+    clock = h.clock
+    assert isinstance(clock, ManualClock) and h.archive is not None
+    body = {"tool": "deploy", "summary": "ship", "policy": {"approvers": ["bob"]}, "open_key": "k"}
+    first = (await h.api.post("/approvals", json=body)).json()
+    decided = {"decision": "approve", "by": "bob"}
+    assert (await h.api.post(f"/requests/{first['id']}/decision", json=decided)).status_code == 200
+    await h.drain()
+    clock.advance(8 * DAY)
+    assert h.rt.retention is not None and await h.rt.retention.sweep() == 1
+    archived = h.archive.read(first["thread_id"])
+    assert archived is not None
+
+    again = await h.api.post("/approvals", json=body)
+    assert again.status_code == 201, again.text
+    assert again.json()["thread_id"] != first["thread_id"]
+    assert h.archive.read(first["thread_id"]) == archived

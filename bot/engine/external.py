@@ -20,6 +20,7 @@ from bot.domain.events import Event
 from bot.domain.reducer import Request, ThreadState
 from bot.engine.decisions import Decisions
 from bot.engine.writes import ATTEMPTS, write
+from bot.storage.archive import Archive
 from bot.storage.openkeys import GRACE, UNBOUNDED, OpenKeys
 from bot.storage.threadlog import ThreadLog
 
@@ -70,6 +71,7 @@ async def join_request(
     kind: str,
     thread_id: str | None,
     now: float,
+    archive: Archive | None = None,
 ) -> Opened:
     """The request still open for ``call`` (the same call asked again), or a new one.
 
@@ -81,6 +83,8 @@ async def join_request(
         call: the caller's ``open_key``, as it names the call (apart from other callers').
         thread_id: derived from the caller's Idempotency-Key, if any: a retry of that key
             gets the request its first try got, open or closed.
+        archive: where retention moves finished threads: a key that still leads to one
+            there leads to a closed request, never to a thread of its id made again.
 
     Raises:
         ConflictError: the key's thread holds another kind of request.
@@ -93,6 +97,8 @@ async def join_request(
                 return _found(state, kind)
     fresh = thread_id or ids.new_thread_id()  # a new request's thread: the key's, if any
     held = await open_keys.get(call)
+    if held is not None and await _archived(log, archive, held):
+        held = await open_keys.swap(call, held, fresh, GRACE)
     for _ in range(ATTEMPTS):
         if held is None:
             held = await open_keys.swap(call, None, fresh, GRACE)
@@ -107,6 +113,14 @@ async def join_request(
         fresh = fresh if fresh != held else ids.new_thread_id()
         held = await open_keys.swap(call, held, fresh, GRACE)
     raise ContentionError(f"the {kind} asked for this open_key kept closing under it; ask again")
+
+
+async def _archived(log: ThreadLog, archive: Archive | None, thread_id: str) -> bool:
+    """Whether the thread left Redis for the archive (retention forgets a thread a month
+    after it finished; a key to a request that never expires lives a day longer)."""
+    if archive is None or (await log.load(thread_id)).exists:
+        return False
+    return await asyncio.to_thread(archive.has, thread_id)
 
 
 def _retry(thread_id: str) -> str:

@@ -6,6 +6,7 @@ an email and a REST call all produce the same events (factor 11).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +27,7 @@ from bot.domain.reducer import Status, ThreadState
 from bot.domain.triage import TRIAGE
 from bot.engine import tracing
 from bot.engine.writes import write
+from bot.storage.archive import Archive
 from bot.storage.threadlog import DuplicateDelivery, ThreadLog
 
 Control = Literal["pause", "resume", "cancel"]
@@ -49,6 +51,8 @@ class Inbox:
         max_text: the longest message accepted, in characters.
         default_agent: where a message that names no agent goes; None: to triage
             (``bot.domain.triage``), in the worker.
+        archive: where retention moved finished threads: a conversation whose thread is
+            there has ended (``_ended``).
     """
 
     def __init__(
@@ -58,11 +62,13 @@ class Inbox:
         *,
         max_text: int = MAX_TEXT,
         default_agent: str | None = None,
+        archive: Archive | None = None,
     ) -> None:
         self.log = log
         self.agents = agents
         self.max_text = max_text
         self.default_agent = default_agent
+        self.archive = archive
 
     async def message(
         self,
@@ -90,6 +96,10 @@ class Inbox:
         self._check_text(text)
         tid = thread_id or ids.new_thread_id()
         tracing.bind(thread=tid)
+        if thread_id and origin.conversation and await self._ended(thread_id):
+            raise ConflictError(
+                f"this conversation ended and its thread {tid} was archived; start a new one"
+            )
         created = False
 
         def build(state: ThreadState) -> list[Event]:
@@ -116,6 +126,14 @@ class Inbox:
         except DuplicateDelivery:
             return Received(await self.log.load(tid), created=False, duplicate=True)
         return Received(done.state, created=created)
+
+    async def _ended(self, thread_id: str) -> bool:
+        """Whether the thread a channel's conversation names is gone from Redis to the
+        archive: a reply to it, or a retry of its key, must not start a thread of that id
+        again (its archive file would be overwritten, and lookups find one or the other)."""
+        if self.archive is None or (await self.log.load(thread_id)).exists:
+            return False
+        return await asyncio.to_thread(self.archive.has, thread_id)
 
     async def say(
         self,

@@ -83,11 +83,18 @@ class Archive:
         ]
         return sorted(found, key=lambda r: float(r["at"]))
 
+    def has(self, thread_id: str) -> bool:
+        """Whether the thread was archived here (a file system look-up per month folder)."""
+        return self._paths(thread_id) != []
+
+    def _paths(self, thread_id: str) -> list[Path]:
+        if "/" in thread_id or thread_id.startswith("."):
+            return []
+        return sorted(self.root.glob(f"*/{thread_id}.jsonl"))
+
     def read(self, thread_id: str) -> Archived | None:
         """The archived thread, or None when it was never archived here."""
-        if "/" in thread_id or thread_id.startswith("."):
-            return None
-        found = sorted(self.root.glob(f"*/{thread_id}.jsonl"))
+        found = self._paths(thread_id)
         if not found:
             return None
         head, *events = found[-1].read_text(encoding="utf-8").splitlines()

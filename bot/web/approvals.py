@@ -471,7 +471,7 @@ async def _open(
         call = f"{namespace}\x00{owned_key(who, open_key)}"
         now = rt.clock.now()
         opened = await join_request(
-            rt.log, rt.open_keys, call, make, kind=kind, thread_id=tid, now=now
+            rt.log, rt.open_keys, call, make, kind=kind, thread_id=tid, now=now, archive=rt.archive
         )
     if not opened.created:
         response.status_code = 200

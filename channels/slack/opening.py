@@ -6,9 +6,11 @@ person. The opening post is delivered afterwards, like every other post, by a
 worker as it hands the thread's first message to Slack, and the conversation
 lives in that post's Slack thread: replies there reach the Greenlight thread
 through the alias ``<channel>:<ts>`` and the ``root`` field. A post that fails is
-retried by the outbox; the person is told once, privately, through the command's
-``response_url`` that it is late. A channel Slack will never post in (the app is
-not in it) cancels the thread and says so the same way.
+retried by the outbox when trying again may work (``channels.slack.refusals``);
+the person is told once, privately, through the command's ``response_url`` that it
+is late. An answer that retrying cannot change (a channel the app may not post in,
+the app's own setup, the message) cancels the thread at once and says so the same
+way, as the command did when it posted before it was recorded.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bot.domain.triage import TRIAGE
 from bot.engine.ports import ChannelPorts
 from channels.slack.blocks import who
 from channels.slack.people import FAILED, escape
+from channels.slack.refusals import INVITE, Refusal, error_of, to_refusal
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,6 @@ RESPOND = "respond"
 """State field: the command's ``response_url`` (valid 30 minutes; never logged)."""
 TOLD = "told-late"
 """State field: the person was told the opening post is late (told once)."""
-REFUSED = frozenset(
-    {"not_in_channel", "channel_not_found", "is_archived", "restricted_action", "no_permission"}
-)
-"""Answers to chat.postMessage that retrying cannot change: the app may not post there."""
 
 
 def is_command(thread: ThreadState) -> bool:
@@ -94,11 +93,11 @@ class Openings:
                 channel=channel, text=text, unfurl_links=False, unfurl_media=False
             )
         except SlackApiError as exc:
-            error = str(exc.response.get("error"))
-            if error in REFUSED:
-                await self._refused(thread, channel, error)
+            refusal = to_refusal(exc)
+            if refusal is not None:
+                await self._refused(thread, channel, error_of(exc), refusal)
                 return
-            await self._late(thread, error)
+            await self._late(thread, error_of(exc))
             raise
         except Exception as exc:
             await self._late(thread, type(exc).__name__)
@@ -109,15 +108,27 @@ class Openings:
         await self.state.put(thread.id, ROOT, f"{channel} {ts}")
         log.info("thread %s: slack posted the opening of /greenlight in %s", thread.id, channel)
 
-    async def _refused(self, thread: ThreadState, channel: str, error: str) -> None:
-        """Slack will not post there: cancel the thread and tell the person privately."""
-        log.info("thread %s: /greenlight cannot post in %s: %s", thread.id, channel, error)
+    async def _refused(
+        self, thread: ThreadState, channel: str, error: str, refusal: Refusal
+    ) -> None:
+        """Slack will never take the post: cancel the thread (the agent must not act on a
+        conversation nobody sees) and tell the person privately why."""
+        if refusal is Refusal.CHANNEL:
+            log.info("thread %s: /greenlight cannot post in %s: %s", thread.id, channel, error)
+        else:  # nothing the person can change: whoever runs Greenlight must look
+            log.error(
+                "thread %s: /greenlight cancelled: Slack refused its opening post in %s: %s (%s)",
+                thread.id,
+                channel,
+                error,
+                _FIX[refusal],
+            )
         try:
             await self.inbox.control(thread.id, "cancel", SYSTEM, reason=f"slack: {error}")
         except ConflictError:
             pass  # cancelled already (by an earlier attempt, which told the person)
         else:
-            text = f"I can't post here ({error}). Invite me first: `/invite @Greenlight`."
+            text = _refused_text(error, refusal)
             await respond(self.client, await self.state.get(thread.id, RESPOND), text)
         await self.state.put(thread.id, ROOT, NEVER)
 
@@ -133,3 +144,32 @@ class Openings:
         )
         await respond(self.client, await self.state.get(thread.id, RESPOND), text)
         await self.state.put(thread.id, TOLD, "1")
+
+
+_FIX = {
+    Refusal.APP: "the app's token, scopes or installation: check SLACK_BOT_TOKEN",
+    Refusal.MESSAGE: "Slack refused the message itself",
+}
+"""What an operator reading the log is to look at, by refusal (``CHANNEL`` is the person's)."""
+
+
+def _refused_text(error: str, refusal: Refusal) -> str:
+    """What the person is told when their command cannot work."""
+    match refusal:
+        case Refusal.CHANNEL if error in INVITE:
+            return (
+                f"I can't post here ({error}), so I cancelled your request. "
+                "Invite me first: `/invite @Greenlight`, then try again."
+            )
+        case Refusal.CHANNEL:
+            return (
+                f"I can't post here ({error}), so I cancelled your request. "
+                "Try `/greenlight` in a channel where I may post."
+            )
+        case Refusal.APP:
+            return (
+                f"I can't post in Slack ({error}), so I cancelled your request: my Slack app "
+                "needs fixing by whoever runs Greenlight. Try again once it is fixed."
+            )
+        case _:
+            return f"Slack refused my post ({error}), so I cancelled your request."

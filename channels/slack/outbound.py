@@ -187,6 +187,15 @@ class Outbound:
         channel, ts = found.split(" ", 1)
         return Place(channel, ts)
 
+    async def _pending(self, thread: ThreadState) -> str | None:
+        """The channel of a ``/greenlight`` whose opening post is still to come (it failed
+        for now and is retried); None for any other thread."""
+        if not is_command(thread) or thread.origin is None:
+            return None
+        if await self.state.get(thread.id, ROOT) is not None:
+            return None  # posted, or never will be
+        return str(thread.origin.metadata.get("channel") or "") or None
+
     async def refresh(
         self, thread: ThreadState, request_id: str, also: Place | None = None
     ) -> None:
@@ -244,35 +253,54 @@ class Outbound:
         else:
             names, why = req.asked.answerers, None
         link = None
-        if place is None:
-            link = f"thread `{thread.id}`"
-        elif place.channel != channel:
+        if place is not None and place.channel != channel:
             link = await self._link(thread.id, place)
+        elif place is None:
+            pending = await self._pending(thread)  # its post to come: where it was asked
+            link = f"<#{pending}>" if pending else f"thread `{thread.id}`"
         approvers = [await self.people.mention(n) for n in names]
         return card(req, CardInfo(agent=thread.agent, approvers=approvers, why=why, link=link))
 
     async def _ask(self, thread: ThreadState, event: ApprovalRequested | HumanQuestion) -> None:
+        """Post a request's card: in another channel when one is named, else in the
+        conversation.
+
+        A card for another channel never waits for a ``/greenlight``'s opening post: the
+        approvers get it at once, whatever becomes of that post. Only what goes in the
+        conversation (the card, or the note saying where the card is) waits for it.
+
+        Raises:
+            DeliveryError: the opening post is still to come; the outbox retries, and
+                what was posted already is not posted again.
+        """
         req = thread.requests.get(event.request_id)
         if req is None:
             return
-        here = await self.place(thread, posting=True)
+        here = await self.place(thread)
+        pending = None if here else await self._pending(thread)
         elsewhere = self.approvals_channel
         if isinstance(event, ApprovalRequested):
             elsewhere = event.approvals_channel or elsewhere
-        elif here is not None:
+        elif here is not None or pending:
             elsewhere = None  # a question is asked where the conversation is
         else:
             elsewhere = event.approvals_channel or elsewhere
-        if elsewhere and (here is None or here.channel != elsewhere):
+        if elsewhere and elsewhere != (here.channel if here else pending):
             posted = await self._card(thread, req, event.id, Place(elsewhere))
             await self.state.link(f"{posted.channel}:{posted.thread_ts}", thread.id)
-            if here is not None and isinstance(event, ApprovalRequested):
+            if not isinstance(event, ApprovalRequested) or not req.is_open:
+                return  # a note that it waits, once decided, would say nothing true
+            if pending:
+                raise DeliveryError(f"thread {thread.id}: the note waits for its /greenlight post")
+            if here is not None:
                 permalink = await self._permalink(posted)
                 where = f"<{permalink}|the approvals channel>" if permalink else f"<#{elsewhere}>"
                 text = (
                     f":hourglass_flowing_sand: Waiting for approval of *{event.tool}* in {where}."
                 )
                 await self._post(thread.id, f"{event.id}:note", here, text)
+        elif pending:
+            raise DeliveryError(f"thread {thread.id}: its /greenlight post is not in Slack yet")
         elif here is not None:
             await self._card(thread, req, event.id, here)
 

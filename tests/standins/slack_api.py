@@ -10,9 +10,10 @@ Usage::
 
 It serves ``POST``/``GET /api/<method>`` with form or JSON bodies and a bearer
 token, keeps the messages it was asked to post and update, answers ``429``
-with ``Retry-After`` when told to, holds a method's calls unanswered while it
-is ``hold``-ed (a slow Slack), records what is posted to a slash command's
-``response_url`` (``/commands/...``), and speaks Socket Mode:
+with ``Retry-After`` when told to, refuses posts in a channel with a chosen
+error, holds a method's calls unanswered while it is ``hold``-ed (a slow
+Slack), records what is posted to a slash command's ``response_url``
+(``/commands/...``), and speaks Socket Mode:
 ``apps.connections.open`` hands out a websocket on which ``push`` sends
 envelopes and acknowledgements are recorded.
 """
@@ -77,7 +78,9 @@ class SlackAPI:
     """Posted messages by (channel, ts), as first posted."""
     acks: list[dict[str, Any]] = field(default_factory=list)
     """What Socket Mode clients sent back (envelope acknowledgements)."""
-    not_in_channel: set[str] = field(default_factory=set)
+    refusing: dict[str, str] = field(default_factory=dict)
+    """Channel → the error ``chat.postMessage`` answers there (HTTP 200, as Slack does):
+    ``not_in_channel``, ``is_archived``, ``invalid_auth``, ``internal_error``, …"""
     homes: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Each user's App Home view, as last published."""
     statuses: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -260,8 +263,8 @@ class SlackAPI:
 
     def _chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
         channel = str(p.get("channel"))
-        if channel in self.not_in_channel:
-            return {"ok": False, "error": "not_in_channel"}
+        if error := self.refusing.get(channel):
+            return {"ok": False, "error": error}
         if refused := _refused_message(p):
             return refused
         ts = self._next_ts()

@@ -8,16 +8,20 @@ like every delivery (and the person told, once, through the command's
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.domain.events import UserMessage
 from bot.domain.reducer import Status, ThreadState
-from tests.channels.slack.conftest import ANN
-from tests.channels.slack.slack import CHANNEL, Slack, sample
+from bot.storage.embedded import EmbeddedRedis
+from tests.channels.slack.conftest import ANN, BOB, slack_settings
+from tests.channels.slack.slack import CHANNEL, Slack, sample, text_of
+from tests.channels.slack.test_cards import APPROVALS, cards_in
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI
 
@@ -64,7 +68,7 @@ async def test_the_command_is_recorded_before_its_answer_and_posted_by_a_worker(
 async def test_a_channel_the_app_may_not_post_in_cancels_the_command_and_says_so_privately(
     h: Harness, api: SlackAPI, slack: Slack
 ) -> None:
-    api.not_in_channel.add(CHANNEL)
+    api.refusing[CHANNEL] = "not_in_channel"
     r = await slack.command("deploy: list services", ANN)
     assert r.status_code == 200
     await h.drain()
@@ -76,6 +80,65 @@ async def test_a_channel_the_app_may_not_post_in_cancels_the_command_and_says_so
     assert posted_in(api, CHANNEL) == []
     await h.drain()
     assert len(api.responses) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "hint"),
+    [
+        ("restricted_action_read_only_channel", "in a channel where I may post"),
+        ("is_archived", "in a channel where I may post"),
+        ("channel_not_found", "`/invite @Greenlight`"),
+        ("ekm_access_denied", "in a channel where I may post"),
+    ],
+)
+async def test_a_channel_slack_will_never_take_the_post_in_cancels_the_command_at_once(
+    h: Harness, api: SlackAPI, slack: Slack, error: str, hint: str
+) -> None:
+    api.refusing[CHANNEL] = error  # an announcement channel, an archived one, ...
+    r = await slack.command("deploy: list services", ANN)
+    assert r.status_code == 200
+    await h.drain()
+
+    (response,) = api.responses  # told at once, as before the command was recorded first
+    assert f"I can't post here ({error}), so I cancelled your request" in response["text"]
+    assert hint in str(response["text"])
+    assert (await only_thread(h)).status is Status.CANCELLED  # the agent never runs
+    await h.drain()
+    assert len(api.calls_to("chat.postMessage")) == 1  # never tried again
+    assert len(api.responses) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "told"),
+    [
+        ("invalid_auth", "my Slack app needs fixing by whoever runs Greenlight"),
+        ("token_revoked", "my Slack app needs fixing by whoever runs Greenlight"),
+        ("missing_scope", "my Slack app needs fixing by whoever runs Greenlight"),
+        ("not_allowed_token_type", "my Slack app needs fixing by whoever runs Greenlight"),
+        ("msg_too_long", "Slack refused my post (msg_too_long)"),
+        ("an_error_slack_adds_one_day", "Slack refused my post (an_error_slack_adds_one_day)"),
+    ],
+)
+async def test_a_post_the_app_can_never_make_cancels_the_command_and_is_logged_as_an_error(
+    h: Harness,
+    api: SlackAPI,
+    slack: Slack,
+    *,
+    caplog: pytest.LogCaptureFixture,
+    error: str,
+    told: str,
+) -> None:
+    api.refusing[CHANNEL] = error  # the app's token or scopes, or the message itself
+    await slack.command("deploy: list services", ANN)
+    await h.drain()
+
+    (response,) = api.responses
+    assert told in str(response["text"]) and "cancelled your request" in str(response["text"])
+    assert (await only_thread(h)).status is Status.CANCELLED
+    (line,) = [r for r in caplog.records if r.levelno == logging.ERROR]  # for the operator
+    assert error in line.getMessage() and "opening post" in line.getMessage()
+    await h.drain()
+    assert len(api.calls_to("chat.postMessage")) == 1
 
 
 async def test_an_opening_post_slack_fails_is_retried_and_the_person_told_once(
@@ -120,3 +183,65 @@ async def test_a_command_without_a_trigger_id_is_refused_as_malformed(
     r = await slack.send(urllib.parse.urlencode(form).encode(), "application/x-www-form-urlencoded")
     assert r.status_code == 400 and "trigger_id" in r.text
     assert await h.rt.indexes.threads(offset=0, limit=10) == ([], 0)
+
+
+async def test_a_card_for_the_approvals_channel_does_not_wait_for_a_late_opening_post(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        api.refusing[CHANNEL] = "service_unavailable"  # Slack has a bad hour in that channel
+        await slack.command("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+
+        (card,) = cards_in(api, APPROVALS)  # at once: the approvers need not wait
+        assert f"<#{CHANNEL}>" in text_of(api.messages[card])  # where it was asked
+        assert posted_in(api, CHANNEL) == []
+        (told,) = api.responses
+        assert "Slack did not take my post just now (service_unavailable)" in str(told["text"])
+
+        del api.refusing[CHANNEL]  # the opening post goes through; the note follows it
+
+        async def noted() -> list[dict[str, object]]:
+            await h.drain()  # the outbox's retries come due
+            return [m for m in posted_in(api, CHANNEL) if "Waiting for approval" in str(m)]
+
+        (note,) = await h.wait_for(noted)
+        (intro,) = [m for m in posted_in(api, CHANNEL) if "asked the" in str(m.get("text"))]
+        assert note["thread_ts"] == intro["ts"]
+
+        await slack.click(card, "gl_approve", BOB)
+
+        async def answered() -> list[dict[str, object]]:
+            await h.drain()
+            return [m for m in posted_in(api, CHANNEL) if "1.5.0 on production" in str(m)]
+
+        (answer,) = await h.wait_for(answered)
+        assert answer["thread_ts"] == intro["ts"]  # the conversation lives under it
+
+
+async def test_a_card_decided_before_the_late_opening_post_leaves_no_waiting_note(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        api.refusing[CHANNEL] = "internal_error"
+        await slack.command("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+        (card,) = cards_in(api, APPROVALS)
+        await slack.click(card, "gl_approve", BOB)  # while the opening post is still late
+        await h.drain()
+        assert f"*Approved* by <@{BOB}>" in text_of(api.messages[card])
+
+        del api.refusing[CHANNEL]
+
+        async def answered() -> list[dict[str, object]]:
+            await h.drain()
+            return [m for m in posted_in(api, CHANNEL) if "1.5.0 on production" in str(m)]
+
+        (answer,) = await h.wait_for(answered)
+        (intro,) = [m for m in posted_in(api, CHANNEL) if "asked the" in str(m.get("text"))]
+        assert answer["thread_ts"] == intro["ts"]
+        assert not [m for m in posted_in(api, CHANNEL) if "Waiting for approval" in str(m)]

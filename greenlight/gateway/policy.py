@@ -15,9 +15,9 @@ it, and a call no gate matches passes straight through::
 
 Loading is pure: :func:`load` reads, checks everything it can and raises
 :class:`PolicyError` naming the gate and field that is wrong. Whether the tests fit the
-upstream's tools is checked once they are known (:meth:`Policy.check`): a test of an
-argument a tool it covers does not take would never hold, so the gate would let every
-call of that tool through. Who the approvers resolve to is checked by the server, which
+upstream's tools is checked once they are known (:meth:`Policy.check`): a test that
+needs an argument a tool it covers does not take would never hold, so the gate would let
+every call of that tool through. Who the approvers resolve to is checked by the server, which
 refuses (and the call with it) a policy naming nobody.
 """
 
@@ -104,6 +104,11 @@ class Predicate(BaseModel):
             return _test(op, value, expected)
         except TypeError:
             return True
+
+    def needs_argument(self) -> bool:
+        """Whether the test can hold only when its argument is given: every test but
+        ``exists = false``, which holds exactly when it is not."""
+        return self.exists is not False
 
 
 def _test(op: str, value: Any, expected: Any) -> bool:
@@ -209,9 +214,10 @@ class Policy(BaseModel):
         return any(gate.when for _, gate in self._named() if gate.covers(tool))
 
     def misfits(self, tool: str, schema: Mapping[str, Any] | None) -> list[str]:
-        """The tests of the gates covering ``tool`` that name an argument it does not take,
+        """The tests of the gates covering ``tool`` that need an argument it does not take,
         described; ``schema`` is the tool's input schema, None when the upstream lists no
         such tool. Such a test never holds: the gate would never stop a call of the tool.
+        (``exists = false`` of an argument the tool does not take always holds: it fits.)
         """
         if schema is None:
             takes_ = "it is not among the upstream's tools"
@@ -224,7 +230,7 @@ class Policy(BaseModel):
             for name, gate in self._named()
             if gate.covers(tool)
             for test in gate.when
-            if not takes(schema, test.arg)
+            if test.needs_argument() and not takes(schema, test.arg)
         ]
 
     def check(self, tools: Mapping[str, Mapping[str, Any]]) -> None:

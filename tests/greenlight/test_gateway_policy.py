@@ -214,3 +214,31 @@ def test_a_test_of_an_argument_a_covered_tool_does_not_take_is_refused(tmp_path:
         "(it is not among the upstream's tools)"
     ]
     assert policy.misfits("read_file", None) == []
+
+
+def test_exists_false_of_an_argument_a_covered_tool_does_not_take_fits_and_gates(
+    tmp_path: Path,
+) -> None:
+    """``exists = false`` holds exactly when the argument is missing: over a tool that does
+    not take it, the gate gates every call, so the policy fits. ``exists = true`` of it
+    would never hold, so that one is refused."""
+    policy = policy_of(
+        tmp_path,
+        '[[gate]]\nname = "no dry run"\ntools = ["*"]\n'
+        'when = [{ arg = "dry_run", exists = false }]\n',
+    )
+    tools: dict[str, dict[str, Any]] = {
+        "delete_file": {"type": "object", "properties": {"path": {}, "force": {}}},
+        "drop_table": {"type": "object", "properties": {"table": {}, "dry_run": {}}},
+    }
+    policy.check(tools)
+    assert policy.misfits("delete_file", tools["delete_file"]) == []
+    assert gate_of(policy, "delete_file", {"path": "/a"}) == "no dry run"
+    assert gate_of(policy, "drop_table", {"table": "t", "dry_run": True}) is None
+    assert gate_of(policy, "drop_table", {"table": "t"}) == "no dry run"
+
+    given = policy_of(
+        tmp_path, '[[gate]]\ntools = ["*"]\nwhen = [{ arg = "dry_run", exists = true }]\n'
+    )
+    with pytest.raises(PolicyError, match="tests argument 'dry_run', which tool 'delete_file'"):
+        given.check(tools)

@@ -423,6 +423,22 @@ def test_a_test_of_an_argument_a_gated_tool_does_not_take_stops_start_up(files: 
     assert files.received() == []
 
 
+async def test_a_gate_on_an_argument_being_absent_starts_and_gates_the_calls_without_it(
+    h: Harness, files: Files, token: str
+) -> None:
+    """``exists = false`` holds exactly when the argument is missing: over tools that do
+    not take it, the gate gates every call (start-up refused it as a misfit)."""
+    files.policy.write_text(
+        '[[gate]]\nname = "not a dry run"\ntools = ["*"]\n'
+        'when = [{ arg = "dry_run", exists = false }]\napprovers = ["bob"]\n'
+    )
+    async with gateway(h, files, token) as s:
+        _, out = await decided(h, s, "delete_file", {"path": "/tmp/a"}, "reject", reason="no")
+    assert out.is_error and "rejected" in text(out), text(out)
+    assert files.received() == []
+    assert [(e["outcome"], e["gate"]) for e in files.logged()] == [("rejected", "not a dry run")]
+
+
 async def test_a_tool_learned_later_that_a_gate_does_not_fit_is_refused_naming_why(
     h: Harness, files: Files, token: str
 ) -> None:

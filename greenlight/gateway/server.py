@@ -213,25 +213,23 @@ class Gateway:
             if approved.request_id not in self.log.spent:
                 return approved
 
-    async def learn(self) -> dict[str, dict[str, Any]]:
-        """Every tool the upstream lists, page by page: their input schemas, by name."""
+    async def learn(self, until: str | None = None) -> dict[str, dict[str, Any]]:
+        """The tools the upstream lists, page by page: their input schemas, by name.
+
+        Args:
+            until: stop at the page that lists this tool; None: list every page.
+        """
         cursor: str | None = None
         while True:
             page = types.PaginatedRequestParams(cursor=cursor) if cursor else None
             cursor = (await self._list(page)).next_cursor
-            if cursor is None:
+            if cursor is None or (until is not None and until in self.schemas):
                 return dict(self.schemas)
 
     async def _schema(self, tool: str) -> dict[str, Any] | None:
         """The tool's input schema, so approvers may edit the arguments."""
         if tool not in self.schemas:
-            cursor: str | None = None
-            while True:
-                page = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                listed = await self._list(page)
-                cursor = listed.next_cursor
-                if cursor is None or tool in self.schemas:
-                    break
+            await self.learn(until=tool)
         return self.schemas.get(tool)
 
 

@@ -257,7 +257,8 @@ async def serve(
 
     Raises:
         UpstreamError: the upstream did not start, or did not answer MCP's handshake.
-        PolicyError: a gate tests an argument that a tool it covers does not take.
+        PolicyError: a gate names tools the upstream does not list, or tests an argument
+            that a tool it covers does not take.
     """
     relay = Relay()
     unfit: ConfigError | None = None
@@ -293,7 +294,7 @@ async def serve(
 async def _unfit(
     gateway: Gateway, policy: Policy, offered: types.ServerCapabilities | None
 ) -> ConfigError | None:
-    """Why not to serve: the upstream's tools cannot be listed, or the policy's tests do not
+    """Why not to serve: the upstream's tools cannot be listed, or the policy's gates do not
     fit them (:meth:`Policy.check`); None: serve."""
     try:
         policy.check(await gateway.learn() if offered and offered.tools else {})

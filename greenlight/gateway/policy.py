@@ -197,12 +197,12 @@ class Gate(BaseModel):
         """Whether one of ``tools`` names ``tool``."""
         return any(fnmatch.fnmatchcase(tool, p) for p in self.tools)
 
-    def unmatched(self, tools: Collection[str]) -> list[str]:
-        """The patterns of ``tools`` that match none of ``tools`` listed, or none if the
-        gate's tools may be added later."""
+    def unmatched(self, listed: Collection[str]) -> list[str]:
+        """The patterns of ``tools`` that name none of the tools ``listed`` (none if the
+        gate's tools may be added later)."""
         if self.tools_added_later:
             return []
-        return [p for p in self.tools if not any(fnmatch.fnmatchcase(t, p) for t in tools)]
+        return [p for p in self.tools if not any(fnmatch.fnmatchcase(t, p) for t in listed)]
 
     def matches(self, tool: str, arguments: dict[str, Any]) -> bool:
         return self.covers(tool) and all(p.holds(arguments) for p in self.when)

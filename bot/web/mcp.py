@@ -7,6 +7,7 @@ places serve them:
 
 - ``POST /mcp`` in the app (streamable HTTP, stateless, JSON responses): the tools call
   the same app in process, with the caller's own bearer token (agent or admin scope).
+  Each client session is named at ``initialize`` (``Mcp-Session-Id``), kept nowhere.
 - ``greenlight mcp`` (stdio): the tools call a server's REST API at a URL with a token.
 
 A tool waits at most ``wait`` seconds (50 by default: under MCP clients' usual tool
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -26,12 +28,12 @@ from typing import Any, Literal
 
 import httpx
 from fastapi import APIRouter, Request
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp_types import CallToolResult
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from bot.domain.errors import TooLargeToApproveError
 from bot.domain.validate import check_approvable
@@ -44,6 +46,9 @@ MCP_WAIT = 50.0
 POLL_MAX = 60.0
 """The server's longest long-poll (``bot.web.approvals.MAX_WAIT``)."""
 
+SESSION_HEADER = "mcp-session-id"
+"""The streamable-HTTP header naming the MCP session a request belongs to."""
+
 Kind = Literal["approvals", "questions"]
 _DEFERRED: ContextVar[bool] = ContextVar("mcp_deferred", default=False)
 """Set while a tool call becomes a task: the tool answers at once, the task does the waiting."""
@@ -52,9 +57,27 @@ _DEFERRED: ContextVar[bool] = ContextVar("mcp_deferred", default=False)
 class Api:
     """The approvals API, through an HTTP client that carries the caller's token."""
 
-    def __init__(self, client: Callable[[], httpx.AsyncClient], wait: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        client: Callable[[], httpx.AsyncClient],
+        wait: Callable[[], float],
+        session: str | None = None,
+    ) -> None:
+        """Args:
+        session: the one MCP session every call comes from (over stdio a process serves
+            one client); None: each call says its own, by its ``Mcp-Session-Id`` header.
+        """
         self._client = client
         self._wait = wait
+        self._session = session
+
+    def session_of(self, ctx: Context[Any, Any]) -> str | None:
+        """The MCP session a tool call comes from; None: it cannot be told (an HTTP client
+        that does not send the session id it was given, or a protocol without sessions)."""
+        if self._session is not None:
+            return self._session
+        headers = ctx.headers
+        return headers.get(SESSION_HEADER) if headers is not None else None
 
     @property
     def wait(self) -> float:
@@ -214,6 +237,8 @@ def build_server(api: Api) -> MCPServer[Any]:
         input: dict[str, Any],
         tool_use_id: str | None = None,
         input_schema: dict[str, Any] | None = None,
+        *,
+        ctx: Context[Any, Any],
     ) -> str:
         """Claude Code's permission prompt (``claude --permission-prompt-tool
         mcp__greenlight__permission_prompt``): asks the approvers whether Claude may run
@@ -222,11 +247,12 @@ def build_server(api: Api) -> MCPServer[Any]:
         or of any tool whose ``input_schema`` is given) or ``{"behavior": "deny",
         "message": ...}``.
 
-        The same tool and input asked again while its request is open (Claude Code's
-        retry after "still waiting", under a new ``tool_use_id``; a restart) waits on that
-        request; once it is decided or expired, asking again asks people anew, so an
-        approval never allows a later call. The same ``tool_use_id`` again gets the
-        request it got, open or not."""
+        The same tool and input asked again in the same MCP session while its request is
+        open (Claude Code's retry after "still waiting", under a new ``tool_use_id``) waits
+        on that request; another session's (sharing the token) is asked on its own. Once
+        it is decided or expired, asking again asks people anew, so an approval never
+        allows a later call. The same ``tool_use_id`` again gets the request it got, open
+        or not."""
         try:
             check_approvable(input)
         except TooLargeToApproveError as exc:  # nobody could approve it: deny, saying why
@@ -236,8 +262,13 @@ def build_server(api: Api) -> MCPServer[Any]:
             "arguments": input,
             "summary": f"Claude Code asks to run {tool_name}",
             "context": json.dumps(input, indent=2, default=str)[:20_000],
-            "open_key": _permission_key(tool_name, input),
         }
+        # A retry joins the open request of the same call in the same session only: another
+        # session's call (another working directory) is another call, never allowed by
+        # this one's approval. A session that cannot be told joins nothing.
+        session = api.session_of(ctx)
+        if session is not None:
+            body["open_key"] = _permission_key(session, tool_name, input)
         key = _permission_key(tool_use_id, tool_name, input) if tool_use_id else None
         schema = claude_code.input_schema(tool_name, input_schema)
         if schema is not None:
@@ -251,7 +282,8 @@ def build_server(api: Api) -> MCPServer[Any]:
 
 
 def _permission_key(*parts: Any) -> str:
-    """A key of a permission prompt: of the call (tool and input), or of one tool use."""
+    """A key of a permission prompt: of the call (session, tool and input), or of one tool
+    use."""
     seed = json.dumps(parts, sort_keys=True, default=str)
     return "claude-permission-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
 
@@ -281,7 +313,8 @@ def serve_stdio(url: str, token: str, wait: float = MCP_WAIT) -> None:
             timeout=POLL_MAX + 30,
         )
 
-    build_server(Api(client, lambda: wait)).run("stdio")
+    # The process serves one client session, over its stdin and stdout.
+    build_server(Api(client, lambda: wait, session=secrets.token_hex(16))).run("stdio")
 
 
 # --- in the app ------------------------------------------------------------------------------
@@ -311,14 +344,44 @@ def app_server(request: Request) -> MCPServer[Any]:
 
 
 class _Delegate(Response):
-    """A response that hands the request to an ASGI callable (the MCP transport)."""
+    """A response that hands the request to an ASGI callable (the MCP transport).
+
+    The transport is stateless, so it names no sessions; the answer to an ``initialize``
+    names one (``Mcp-Session-Id``, fresh and random), which the client sends with every
+    request after. Nothing is kept of it: it only tells one client session's calls from
+    another's (``Api.session_of``).
+    """
 
     def __init__(self, server: MCPServer[Any]) -> None:
         self.server = server
         self.background = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await serve_http(self.server, scope, receive, send)
+        body = bytearray()
+
+        async def read() -> Message:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.extend(message.get("body", b""))
+            return message
+
+        async def write(message: Message) -> None:
+            starts = message["type"] == "http.response.start" and message["status"] == 200
+            if starts and _initializes(bytes(body)):
+                session = (SESSION_HEADER.encode(), secrets.token_hex(16).encode())
+                message = {**message, "headers": [*message.get("headers", []), session]}
+            await send(message)
+
+        await serve_http(self.server, scope, read, write)
+
+
+def _initializes(body: bytes) -> bool:
+    """Whether an MCP request body is an ``initialize`` request (which starts a session)."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(message, dict) and message.get("method") == "initialize"
 
 
 @router.post(

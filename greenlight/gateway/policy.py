@@ -14,11 +14,12 @@ it, and a call no gate matches passes straight through::
     escalate_to = ["group:leads"]
 
 Loading is pure: :func:`load` reads, checks everything it can and raises
-:class:`PolicyError` naming the gate and field that is wrong. Whether the tests fit the
-upstream's tools is checked once they are known (:meth:`Policy.check`): a test of an
-argument a tool it covers does not take would never hold, so the gate would let every
-call of that tool through. Who the approvers resolve to is checked by the server, which
-refuses (and the call with it) a policy naming nobody.
+:class:`PolicyError` naming the gate and field that is wrong. Whether the gates fit the
+upstream's tools is checked once they are known (:meth:`Policy.check`): a pattern of
+``tools`` that matches none of them (a misspelled name) would guard nothing, and a test
+that needs an argument a tool it covers does not take would never hold, so the gate
+would let every call of that tool through. Who the approvers resolve to is checked by
+the server, which refuses (and the call with it) a policy naming nobody.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import fnmatch
 import operator
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,6 +106,11 @@ class Predicate(BaseModel):
         except TypeError:
             return True
 
+    def needs_argument(self) -> bool:
+        """Whether the test can hold only when its argument is given: every test but
+        ``exists = false``, which holds exactly when it is not."""
+        return self.exists is not False
+
 
 def _test(op: str, value: Any, expected: Any) -> bool:
     if op == "equals":
@@ -134,7 +140,11 @@ class Gate(BaseModel):
     name: Text | None = None
     """Shown in the call log; default the gate's position (``gate 1``)."""
     tools: list[Text] = Field(min_length=1)
-    """Glob patterns on the tool's name (``delete_*``); ``*`` gates every tool."""
+    """Glob patterns on the tool's name (``delete_*``); ``*`` gates every tool. Each must
+    match a tool the upstream lists at start-up, unless ``tools_added_later``."""
+    tools_added_later: bool = False
+    """The gate is for tools the upstream adds after start-up (announcing that its tool
+    list changed): start-up does not require ``tools`` to match a tool listed then."""
     when: list[Predicate] = Field(default_factory=list)
     """Tests on the call's arguments, all of which must hold; none: every call."""
     summary: Text | None = None
@@ -171,6 +181,7 @@ class Gate(BaseModel):
         fields = set(type(self).model_fields) - {
             "name",
             "tools",
+            "tools_added_later",
             "when",
             "summary",
             "policy",
@@ -185,6 +196,13 @@ class Gate(BaseModel):
     def covers(self, tool: str) -> bool:
         """Whether one of ``tools`` names ``tool``."""
         return any(fnmatch.fnmatchcase(tool, p) for p in self.tools)
+
+    def unmatched(self, listed: Collection[str]) -> list[str]:
+        """The patterns of ``tools`` that name none of the tools ``listed`` (none if the
+        gate's tools may be added later)."""
+        if self.tools_added_later:
+            return []
+        return [p for p in self.tools if not any(fnmatch.fnmatchcase(t, p) for t in listed)]
 
     def matches(self, tool: str, arguments: dict[str, Any]) -> bool:
         return self.covers(tool) and all(p.holds(arguments) for p in self.when)
@@ -209,9 +227,10 @@ class Policy(BaseModel):
         return any(gate.when for _, gate in self._named() if gate.covers(tool))
 
     def misfits(self, tool: str, schema: Mapping[str, Any] | None) -> list[str]:
-        """The tests of the gates covering ``tool`` that name an argument it does not take,
+        """The tests of the gates covering ``tool`` that need an argument it does not take,
         described; ``schema`` is the tool's input schema, None when the upstream lists no
         such tool. Such a test never holds: the gate would never stop a call of the tool.
+        (``exists = false`` of an argument the tool does not take always holds: it fits.)
         """
         if schema is None:
             takes_ = "it is not among the upstream's tools"
@@ -224,26 +243,50 @@ class Policy(BaseModel):
             for name, gate in self._named()
             if gate.covers(tool)
             for test in gate.when
-            if not takes(schema, test.arg)
+            if test.needs_argument() and not takes(schema, test.arg)
         ]
 
     def check(self, tools: Mapping[str, Mapping[str, Any]]) -> None:
-        """Raise :class:`PolicyError` unless every test fits the tools it covers.
+        """Raise :class:`PolicyError` unless every gate's tools name tools the upstream
+        lists and every test fits the tools it covers.
 
         Args:
             tools: the upstream's tools, by name: their input schemas.
         """
-        problems = [p for tool in sorted(tools) for p in self.misfits(tool, tools[tool])]
-        if problems:
-            raise PolicyError(
+        problems: list[str] = []
+        unmatched = [
+            f"gate {name!r}: {', '.join(map(repr, patterns))}"
+            for name, gate in self._named()
+            if (patterns := gate.unmatched(tools))
+        ]
+        if unmatched:
+            problems.append(
+                "the policy names tools the upstream does not list, so its gates would "
+                f"guard nothing there: {'; '.join(unmatched)}. The upstream lists "
+                f"{_listing(tools)}. Correct the name or leave it out of the gate's tools; "
+                "a gate for tools the upstream adds after start-up says "
+                "tools_added_later = true"
+            )
+        misfits = [p for tool in sorted(tools) for p in self.misfits(tool, tools[tool])]
+        if misfits:
+            problems.append(
                 "the policy does not fit the upstream's tools, so calls it means to gate "
-                f"would pass: {'; '.join(problems)}. Test an argument each tool takes "
+                f"would pass: {'; '.join(misfits)}. Test an argument each tool takes "
                 "(a gate per argument: its tests must all hold), or leave the tool out of "
                 "the gate's tools"
             )
+        if problems:
+            raise PolicyError(". ".join(problems))
 
     def _named(self) -> list[tuple[str, Gate]]:
         return [(gate.name or f"gate {n}", gate) for n, gate in enumerate(self.gate, start=1)]
+
+
+def _listing(tools: Collection[str], most: int = 40) -> str:
+    """``a, b, c``: the tools' names, at most ``most`` of them."""
+    names = sorted(tools)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return f"{', '.join(names[:most])}{more}" if names else "no tools"
 
 
 def load(path: Path) -> Policy:

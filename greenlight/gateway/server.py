@@ -213,25 +213,23 @@ class Gateway:
             if approved.request_id not in self.log.spent:
                 return approved
 
-    async def learn(self) -> dict[str, dict[str, Any]]:
-        """Every tool the upstream lists, page by page: their input schemas, by name."""
+    async def learn(self, until: str | None = None) -> dict[str, dict[str, Any]]:
+        """The tools the upstream lists, page by page: their input schemas, by name.
+
+        Args:
+            until: stop at the page that lists this tool; None: list every page.
+        """
         cursor: str | None = None
         while True:
             page = types.PaginatedRequestParams(cursor=cursor) if cursor else None
             cursor = (await self._list(page)).next_cursor
-            if cursor is None:
+            if cursor is None or (until is not None and until in self.schemas):
                 return dict(self.schemas)
 
     async def _schema(self, tool: str) -> dict[str, Any] | None:
         """The tool's input schema, so approvers may edit the arguments."""
         if tool not in self.schemas:
-            cursor: str | None = None
-            while True:
-                page = types.PaginatedRequestParams(cursor=cursor) if cursor else None
-                listed = await self._list(page)
-                cursor = listed.next_cursor
-                if cursor is None or tool in self.schemas:
-                    break
+            await self.learn(until=tool)
         return self.schemas.get(tool)
 
 
@@ -259,7 +257,8 @@ async def serve(
 
     Raises:
         UpstreamError: the upstream did not start, or did not answer MCP's handshake.
-        PolicyError: a gate tests an argument that a tool it covers does not take.
+        PolicyError: a gate names tools the upstream does not list, or tests an argument
+            that a tool it covers does not take.
     """
     relay = Relay()
     unfit: ConfigError | None = None
@@ -295,7 +294,7 @@ async def serve(
 async def _unfit(
     gateway: Gateway, policy: Policy, offered: types.ServerCapabilities | None
 ) -> ConfigError | None:
-    """Why not to serve: the upstream's tools cannot be listed, or the policy's tests do not
+    """Why not to serve: the upstream's tools cannot be listed, or the policy's gates do not
     fit them (:meth:`Policy.check`); None: serve."""
     try:
         policy.check(await gateway.learn() if offered and offered.tools else {})

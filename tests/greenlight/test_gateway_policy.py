@@ -208,9 +208,70 @@ def test_a_test_of_an_argument_a_covered_tool_does_not_take_is_refused(tmp_path:
         "gate 'writes' tests argument 'path', which tool 'move_file' does not take "
         "(it takes destination, source)"
     ) in str(caught.value)
-    policy.check({k: v for k, v in tools.items() if k != "move_file"})  # the rest fits
+    moves_path = {"type": "object", "properties": {"path": {}}}
+    policy.check({**tools, "move_file": moves_path})  # a move_file taking path fits
     assert policy.misfits("move_new", None) == [
         "gate 'writes' tests argument 'path', which tool 'move_new' does not take "
         "(it is not among the upstream's tools)"
     ]
     assert policy.misfits("read_file", None) == []
+
+
+def test_exists_false_of_an_argument_a_covered_tool_does_not_take_fits_and_gates(
+    tmp_path: Path,
+) -> None:
+    """``exists = false`` holds exactly when the argument is missing: over a tool that does
+    not take it, the gate gates every call, so the policy fits. ``exists = true`` of it
+    would never hold, so that one is refused."""
+    policy = policy_of(
+        tmp_path,
+        '[[gate]]\nname = "no dry run"\ntools = ["*"]\n'
+        'when = [{ arg = "dry_run", exists = false }]\n',
+    )
+    tools: dict[str, dict[str, Any]] = {
+        "delete_file": {"type": "object", "properties": {"path": {}, "force": {}}},
+        "drop_table": {"type": "object", "properties": {"table": {}, "dry_run": {}}},
+    }
+    policy.check(tools)
+    assert policy.misfits("delete_file", tools["delete_file"]) == []
+    assert gate_of(policy, "delete_file", {"path": "/a"}) == "no dry run"
+    assert gate_of(policy, "drop_table", {"table": "t", "dry_run": True}) is None
+    assert gate_of(policy, "drop_table", {"table": "t"}) == "no dry run"
+
+    given = policy_of(
+        tmp_path, '[[gate]]\ntools = ["*"]\nwhen = [{ arg = "dry_run", exists = true }]\n'
+    )
+    with pytest.raises(PolicyError, match="tests argument 'dry_run', which tool 'delete_file'"):
+        given.check(tools)
+
+
+def test_a_gate_naming_a_tool_the_upstream_does_not_list_is_refused(tmp_path: Path) -> None:
+    """A misspelled tool name would leave the gate guarding nothing: each pattern must
+    match a listed tool, unless the gate is for tools the upstream adds later."""
+    policy = policy_of(
+        tmp_path,
+        '[[gate]]\nname = "writes"\ntools = ["write_file", "edit_fiel"]\napprovers = ["bob"]\n'
+        '[[gate]]\ntools = ["delete_*"]\n'
+        '[[gate]]\ntools = ["drop_*", "truncate"]\n'
+        '[[gate]]\nname = "learned"\ntools = ["echo_*"]\ntools_added_later = true\n'
+        'approvers = ["bob"]\n',
+    )
+    tools: dict[str, dict[str, Any]] = {
+        "write_file": {"type": "object", "properties": {"path": {}, "content": {}}},
+        "edit_file": {"type": "object", "properties": {"path": {}, "edits": {}}},
+        "delete_file": {"type": "object", "properties": {"path": {}}},
+    }
+    with pytest.raises(PolicyError) as caught:
+        policy.check(tools)
+    said = str(caught.value)
+    assert "gate 'writes': 'edit_fiel'; gate 'gate 3': 'drop_*', 'truncate'." in said, said
+    assert "The upstream lists delete_file, edit_file, write_file." in said, said
+    assert "tools_added_later = true" in said
+    assert "'write_file'" not in said and "'delete_*'" not in said and "echo" not in said
+    # tools_added_later says how start-up checks the gate, not who approves.
+    assert policy.gate[3].to_policy() == {"approvers": ["bob"]}
+
+    fixed = policy_of(tmp_path, '[[gate]]\ntools = ["write_file", "edit_file"]\n')
+    fixed.check(tools)
+    with pytest.raises(PolicyError, match=r"gate 1': 'write_file', 'edit_file'.*lists no tools"):
+        fixed.check({})  # an upstream that lists no tools: the gate would guard nothing

@@ -44,6 +44,18 @@ def build(record: Path) -> MCPServer[Any]:
         return f"wrote {path}"
 
     @server.tool()
+    def edit_file(path: str, edits: list[dict[str, str]], dryRun: bool = False) -> str:
+        """Edit a file (as @modelcontextprotocol/server-filesystem names it)."""
+        received("edit_file", {"path": path, "edits": edits, "dryRun": dryRun})
+        return f"edited {path}"
+
+    @server.tool()
+    def create_directory(path: str) -> str:
+        """Make a directory (as @modelcontextprotocol/server-filesystem names it)."""
+        received("create_directory", {"path": path})
+        return f"made {path}"
+
+    @server.tool()
     def move_file(source: str, destination: str) -> str:
         """Move a file: no ``path``, a source and a destination."""
         received("move_file", {"source": source, "destination": destination})

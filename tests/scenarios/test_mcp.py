@@ -269,6 +269,48 @@ async def test_permission_prompt_without_a_tool_use_id_never_reuses_a_decision(
         assert rid2 != rid and rid2 in later["message"]
 
 
+async def test_permission_prompt_joins_a_retry_in_its_session_never_another_sessions_call(
+    h: Harness,
+) -> None:
+    """Two Claude Code sessions sharing a token (in different working directories, say)
+    ask the same command: each is its own request, so one approval allows one of them.
+    A retry in the same session under a new tool use joins that session's request."""
+    call = {"tool_name": "Bash", "input": {"command": "rm -rf dist"}}
+    async with session(h) as one, session(h) as two:
+        first = permission(await one.call_tool("permission_prompt", {**call, "tool_use_id": "a1"}))
+        (rid,) = await open_ids(h)
+        assert first["behavior"] == "deny" and rid in first["message"], first
+        other = permission(await two.call_tool("permission_prompt", {**call, "tool_use_id": "b1"}))
+        (rid2,) = set(await open_ids(h)) - {rid}  # a card of its own
+        assert other["behavior"] == "deny" and rid2 in other["message"], other
+
+        again = permission(await one.call_tool("permission_prompt", {**call, "tool_use_id": "a2"}))
+        assert again["behavior"] == "deny" and rid in again["message"], again
+        assert sorted(await open_ids(h)) == sorted([rid, rid2])  # joined, no third card
+        await decide(h, rid)
+        allow = {"behavior": "allow", "updatedInput": {"command": "rm -rf dist"}}
+        assert permission(
+            await one.call_tool("permission_prompt", {**call, "tool_use_id": "a2"})
+        ) == (allow)
+        # The other session's call is still waiting on its own request.
+        still = permission(await two.call_tool("permission_prompt", {**call, "tool_use_id": "b2"}))
+        assert still["behavior"] == "deny" and rid2 in still["message"], still
+    assert await open_ids(h) == [rid2]
+
+
+async def test_permission_prompt_without_a_session_id_joins_nothing(h: Harness) -> None:
+    """A client that does not send the session id it was given cannot be told from
+    another session: each tool use is asked on its own rather than joined."""
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {TOKEN}"}
+    call = {"tool_name": "Bash", "input": {"command": "rm -rf dist"}}
+    for n, use in enumerate(("t1", "t2")):
+        params = {"name": "permission_prompt", "arguments": {**call, "tool_use_id": use}}
+        body = {"jsonrpc": "2.0", "id": n, "method": "tools/call", "params": params}
+        r = await h.http.post("/mcp", json=body, headers=headers)
+        assert r.status_code == 200 and "still waiting" in r.text, r.text
+    assert len(await open_ids(h)) == 2
+
+
 async def test_permission_prompt_lets_approvers_edit_the_input_and_allows_the_edit(
     h: Harness,
 ) -> None:
@@ -337,17 +379,24 @@ async def test_no_token_or_a_bad_token_is_refused(h: Harness) -> None:
         assert "MCPError" in repr(exc), repr(exc)
 
 
-async def test_greenlight_mcp_over_stdio_asks_the_server_and_gets_the_decision(
-    h: Harness,
-) -> None:
-    token = await agent_token(h)
+@asynccontextmanager
+async def stdio_session(h: Harness, token: str, wait: str) -> AsyncIterator[ClientSession]:
+    """``greenlight mcp`` as a subprocess, driven over stdio."""
     server = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "bot", "mcp", "--url", h.url, "--wait", "20"],
+        args=["-m", "bot", "mcp", "--url", h.url, "--wait", wait],
         env={**os.environ, "API_TOKEN": token},
     )
     async with stdio_client(server) as (read, write), ClientSession(read, write) as s:
         await s.initialize()
+        yield s
+
+
+async def test_greenlight_mcp_over_stdio_asks_the_server_and_gets_the_decision(
+    h: Harness,
+) -> None:
+    token = await agent_token(h)
+    async with stdio_session(h, token, wait="20") as s:
         names = {t.name for t in (await s.list_tools()).tools}
         assert names >= {"request_approval", "ask_human", "wait_for_request"}
         call = asyncio.create_task(
@@ -357,3 +406,22 @@ async def test_greenlight_mcp_over_stdio_asks_the_server_and_gets_the_decision(
         await decide(h, rid)
         out = structured(await asyncio.wait_for(call, 15))
     assert (out["id"], out["status"], out["requester"]["id"]) == (rid, "approved", "mcp-bot")
+
+
+async def test_greenlight_mcp_over_stdio_joins_a_retry_in_its_process_never_anothers(
+    h: Harness,
+) -> None:
+    """A ``greenlight mcp`` process serves one client session: a retry through it joins
+    its open request, the same call through another process (another Claude Code
+    session, the same token) is asked on its own."""
+    token = await agent_token(h)
+    call = {"tool_name": "Bash", "input": {"command": "rm -rf dist"}}
+    async with stdio_session(h, token, "1") as one, stdio_session(h, token, "1") as two:
+        await one.call_tool("permission_prompt", {**call, "tool_use_id": "a1"})
+        (rid,) = await open_ids(h)
+        again = permission(await one.call_tool("permission_prompt", {**call, "tool_use_id": "a2"}))
+        assert again["behavior"] == "deny" and rid in again["message"], again
+        assert await open_ids(h) == [rid]
+        other = permission(await two.call_tool("permission_prompt", {**call, "tool_use_id": "b1"}))
+        (rid2,) = set(await open_ids(h)) - {rid}
+        assert other["behavior"] == "deny" and rid2 in other["message"], other

@@ -32,7 +32,10 @@ from tests.scenarios.test_mcp import agent_token, decide, open_request
 
 ROOT = Path(__file__).resolve().parents[2]
 UPSTREAM = Path(__file__).with_name("mcp_upstream.py")
-TOOLS = {"read_file", "write_file", "move_file", "delete_file", "deploy", "environment", "learn"}
+TOOLS = {
+    *("read_file", "write_file", "edit_file", "create_directory", "move_file", "delete_file"),
+    *("deploy", "environment", "learn"),
+}
 POLICY = """
 [[gate]]
 name = "deploys"
@@ -396,14 +399,9 @@ async def test_the_docs_policy_gates_writes_and_moves_into_and_out_of_prod_howev
     ]
 
 
-def test_a_test_of_an_argument_a_gated_tool_does_not_take_stops_start_up(files: Files) -> None:
-    """The docs' example as it was: move_file takes source and destination, not path, so
-    the gate would never have stopped a move."""
-    files.policy.write_text(
-        '[[gate]]\nname = "writes under /srv/data/prod"\n'
-        'tools = ["write_file", "edit_file", "move_*"]\n'
-        'when = [{ arg = "path", glob = "/srv/data/prod/*" }]\napprovers = ["bob"]\n'
-    )
+def refused_start(files: Files) -> str:
+    """Start the gateway with the test's policy, expecting it to stop at once (exit
+    status 2): what it said, on one line."""
     run = subprocess.run(
         [
             *(sys.executable, "-m", "bot", "mcp-gateway", "--upstream", files.upstream()),
@@ -416,18 +414,56 @@ def test_a_test_of_an_argument_a_gated_tool_does_not_take_stops_start_up(files: 
         check=False,
     )
     assert run.returncode == 2, run.stderr
+    return " ".join(run.stderr.split())
+
+
+def test_a_test_of_an_argument_a_gated_tool_does_not_take_stops_start_up(files: Files) -> None:
+    """The docs' example as it was: move_file takes source and destination, not path, so
+    the gate would never have stopped a move."""
+    files.policy.write_text(
+        '[[gate]]\nname = "writes under /srv/data/prod"\n'
+        'tools = ["write_file", "move_*"]\n'
+        'when = [{ arg = "path", glob = "/srv/data/prod/*" }]\napprovers = ["bob"]\n'
+    )
     assert (
         "gate 'writes under /srv/data/prod' tests argument 'path', which tool 'move_file' "
         "does not take (it takes destination, source)"
-    ) in " ".join(run.stderr.split())
+    ) in refused_start(files)
     assert files.received() == []
+
+
+def test_a_gate_naming_a_tool_the_upstream_does_not_list_stops_start_up(files: Files) -> None:
+    """A misspelled tool name: the gate would guard nothing, and the deletes pass."""
+    files.policy.write_text(
+        POLICY + '\n[[gate]]\nname = "writes"\ntools = ["write_file", "delete_fiel"]\n'
+    )
+    said = refused_start(files)
+    assert "gate 'writes': 'delete_fiel'" in said, said
+    assert "The upstream lists create_directory, delete_file, deploy, edit_file," in said, said
+    assert files.received() == []
+
+
+async def test_a_gate_on_an_argument_being_absent_starts_and_gates_the_calls_without_it(
+    h: Harness, files: Files, token: str
+) -> None:
+    """``exists = false`` holds exactly when the argument is missing: over tools that do
+    not take it, the gate gates every call (start-up refused it as a misfit)."""
+    files.policy.write_text(
+        '[[gate]]\nname = "not a dry run"\ntools = ["*"]\n'
+        'when = [{ arg = "dry_run", exists = false }]\napprovers = ["bob"]\n'
+    )
+    async with gateway(h, files, token) as s:
+        _, out = await decided(h, s, "delete_file", {"path": "/tmp/a"}, "reject", reason="no")
+    assert out.is_error and "rejected" in text(out), text(out)
+    assert files.received() == []
+    assert [(e["outcome"], e["gate"]) for e in files.logged()] == [("rejected", "not a dry run")]
 
 
 async def test_a_tool_learned_later_that_a_gate_does_not_fit_is_refused_naming_why(
     h: Harness, files: Files, token: str
 ) -> None:
     files.policy.write_text(
-        POLICY + '\n[[gate]]\nname = "echoes"\ntools = ["echo_*"]\n'
+        POLICY + '\n[[gate]]\nname = "echoes"\ntools = ["echo_*"]\ntools_added_later = true\n'
         'when = [{ arg = "path", glob = "/data/*" }]\n'
     )
     async with gateway(h, files, token) as s:

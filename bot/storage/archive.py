@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.domain.events import Event, from_log
+from bot.domain.reducer import ThreadState, fold
 from bot.storage.audit import from_stored_record
 
 
@@ -33,6 +35,16 @@ class Archived:
     meta: dict[str, str]
     archived_at: float
     events: list[str]
+
+    def to_state(self) -> tuple[ThreadState, list[Event]]:
+        """The thread as it was when archived, and its events, read as the thread log reads
+        them from Redis.
+
+        Raises:
+            ValueError: an event that does not read (``events.from_log``).
+        """
+        events = from_log(self.events, thread_id=self.thread_id)
+        return fold(self.thread_id, events), events
 
 
 class Archive:

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from bot.domain.errors import InvalidInputError
-from bot.domain.events import ApprovalRequested, from_log
-from bot.domain.reducer import ThreadState, fold
+from bot.domain.events import ApprovalRequested
+from bot.domain.reducer import ThreadState
 from bot.runtime import Runtime
 from bot.storage.archive import Archive
 from bot.web import display
@@ -256,11 +256,7 @@ async def _rows(rt: Runtime, wanted: Search, records: list[dict[str, Any]]) -> l
 def _archived(archive: Archive, thread_ids: list[str]) -> dict[str, ThreadState]:
     """The threads retention archived, as they were when archived."""
     found = {tid: archive.read(tid) for tid in thread_ids}
-    return {
-        tid: fold(tid, from_log(a.events, thread_id=tid))
-        for tid, a in found.items()
-        if a is not None
-    }
+    return {tid: a.to_state()[0] for tid, a in found.items() if a is not None}
 
 
 def _request_of(state: ThreadState, request_id: str) -> dict[str, str]:

@@ -408,6 +408,34 @@ async def test_an_audit_search_reads_an_archived_thread_once(
         await web.aclose()
 
 
+async def test_the_audit_page_reads_the_archived_records_it_needs_and_no_older(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
+) -> None:
+    archive = Archive(tmp_path / "archive")
+    start = time.time() - 30 * 86400
+    records = [old_record(i, at=start + i) for i in range(12_000)]
+    oldest: list[str] = []  # each shard's oldest batch
+    for shard in (0, 1):  # as retention moves them out of Redis: oldest first, in batches
+        mine = records[shard::2]
+        for b in range(0, len(mine), 2000):
+            first = f"{int(mine[b]['at'] * 1000)}-0"
+            archive.write_audit(shard, first, [json.dumps(r) for r in mine[b : b + 2000]], start)
+            oldest += [f"{shard:02d}-{first}.jsonl"] if b == 0 else []
+    async with Harness(redis_server.url, settings=signin_settings(provider), archive=archive) as h:
+        web = await sign_in(h, provider, OPS)
+        opened = files_opened_under(tmp_path / "archive")
+        page = (await web.get("/inbox/audit")).text
+        shown = re.findall(r'<td class="id"><a href="/inbox/requests/([^"]+)"', page)
+        assert shown == [r["request"] for r in reversed(records[-AUDIT_LIMIT:])]
+        assert opened and not {Path(p).name for p in opened} & set(oldest)
+
+        got = await web.get("/inbox/audit.csv")
+        rows = list(csv.DictReader(io.StringIO(got.text)))
+        assert [r["request"] for r in rows] == [r["request"] for r in reversed(records)]
+        assert set(oldest) <= {Path(p).name for p in opened}
+        await web.aclose()
+
+
 def files_opened_under(root: Path) -> list[str]:
     """The files under ``root`` this process opens from now on (Python's audit hooks see
     every ``open``, in every thread)."""

@@ -69,8 +69,14 @@ def cut(text: str, limit: int, *, boundary: Callable[[str, int], int] | None = N
     return text[:at] + ELLIPSIS
 
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,:;!?)]")
-"""A URL in text: up to a space, a quote or an angle bracket, and not its last punctuation."""
+_URL_CHAR = r"(?:[^\s'\"<>\\]|\\\\|\\(?![nrtxuU\\]))"
+"""A character of a URL in text: not a space, a quote or an angle bracket, nor a backslash
+that starts the escape a ``repr`` writes for a character no URL holds (``\\n``, ``\\t``,
+``\\x85``, ``\\u2028``). A backslash in the URL itself (``\\\\`` in a ``repr``) is part
+of it, so what follows it is cut too."""
+_URL = re.compile(rf"[A-Za-z][A-Za-z0-9+.-]*://{_URL_CHAR}*[^\s'\"<>\\.,:;!?)]")
+"""A URL in text: up to a space, a quote, an angle bracket or a ``repr``'s escape (the
+exception's own text goes on after it), and not its last punctuation."""
 
 
 def to_site(url: str) -> str:

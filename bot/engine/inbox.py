@@ -22,7 +22,7 @@ from bot.domain.events import (
     ThreadCreated,
     UserMessage,
 )
-from bot.domain.limits import MAX_TEXT, check_text
+from bot.domain.limits import check_text
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.triage import TRIAGE
 from bot.engine import tracing
@@ -48,7 +48,6 @@ class Inbox:
     Args:
         log: the thread logs.
         agents: names of the agents that exist.
-        max_text: the longest message accepted, in characters.
         default_agent: where a message that names no agent goes; None: to triage
             (``bot.domain.triage``), in the worker.
         archive: where retention moved finished threads: a conversation whose thread is
@@ -60,13 +59,11 @@ class Inbox:
         log: ThreadLog,
         agents: set[str],
         *,
-        max_text: int = MAX_TEXT,
         default_agent: str | None = None,
         archive: Archive | None = None,
     ) -> None:
         self.log = log
         self.agents = agents
-        self.max_text = max_text
         self.default_agent = default_agent
         self.archive = archive
 
@@ -86,6 +83,10 @@ class Inbox:
         ``agent`` None (the message names none) is the default agent, or triage: the
         worker chooses the agent. ``fingerprint`` (what the delivery asked for) refuses
         a reused delivery key.
+
+        Raises:
+            InvalidInputError: an unknown agent; ``text`` empty, longer than ``MAX_TEXT``
+                or not storable (``limits.check_text``).
         """
         agent = agent or self.default_agent or TRIAGE
         if agent not in self.agents and agent != TRIAGE:
@@ -93,7 +94,9 @@ class Inbox:
                 f"unknown agent {agent!r}; known: {', '.join(sorted(self.agents))}",
                 agent=agent,
             )
-        self._check_text(text)
+        if not text.strip():
+            raise InvalidInputError("the message text is empty")
+        check_text(text, "the message")
         tid = thread_id or ids.new_thread_id()
         tracing.bind(thread=tid)
         if thread_id and origin.conversation and await self._ended(thread_id):
@@ -194,9 +197,3 @@ class Inbox:
         tracing.bind(thread=thread_id)
         state = await self.log.get(thread_id)
         return (await write(self.log, thread_id, build, state=state)).state
-
-    def _check_text(self, text: str) -> None:
-        if not text.strip():
-            raise InvalidInputError("the message text is empty")
-        if len(text) > self.max_text:
-            raise InvalidInputError(f"the message is longer than {self.max_text} characters")

@@ -14,15 +14,22 @@ stored before): ``bot.storage.audit.from_stored_record`` reads either whole.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.domain.events import Event, from_log
+from bot.domain.reducer import ThreadState, fold
 from bot.storage.audit import from_stored_record
+
+_BATCH = re.compile(r"(?P<shard>\d+)-(?P<ms>\d+)-(?P<seq>\d+)")
+"""An archived batch of audit records: ``<shard>-<its first record's stream entry id>``."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,16 @@ class Archived:
     meta: dict[str, str]
     archived_at: float
     events: list[str]
+
+    def to_state(self) -> tuple[ThreadState, list[Event]]:
+        """The thread as it was when archived, and its events, read as the thread log reads
+        them from Redis.
+
+        Raises:
+            ValueError: an event that does not read (``events.from_log``).
+        """
+        events = from_log(self.events, thread_id=self.thread_id)
+        return fold(self.thread_id, events), events
 
 
 class Archive:
@@ -77,9 +94,10 @@ class Archive:
         """Archived audit records stored from ``since`` to ``until``, oldest first."""
         found = [
             record
-            for path in sorted(self.root.glob("audit/*/*.jsonl"))
-            for line in path.read_text(encoding="utf-8").splitlines()
-            if since <= (record := from_stored_record(line))["at"] <= until
+            for files in self._audit_files().values()
+            for _, path in files
+            for record in _audit_lines(path)
+            if since <= record["at"] <= until
         ]
         return sorted(found, key=lambda r: float(r["at"]))
 
@@ -91,6 +109,30 @@ class Archive:
         if "/" in thread_id or thread_id.startswith("."):
             return []
         return sorted(self.root.glob(f"*/{thread_id}.jsonl"))
+
+    def audit_newest(self, since: float, until: float) -> Iterator[dict[str, Any]]:
+        """Archived audit records stored from ``since`` to ``until``, newest first, read a
+        file at a time as they are asked for: a reader that stops early has opened only
+        the newest files (each shard's newest, to begin with)."""
+        shards = self._audit_files().values()
+        return heapq.merge(
+            *(_newest(files, since, until) for files in shards), key=lambda r: -float(r["at"])
+        )
+
+    def _audit_files(self) -> dict[str, list[tuple[int, Path]]]:
+        """Each shard's batches, oldest first, with when (Unix ms) each one's first record
+        was stored: a batch holds the records from then to the next one's first. A batch
+        written again in a later month (a sweep that stopped before trimming it) is read
+        from there."""
+        batches: dict[tuple[str, int, int], Path] = {}
+        for path in sorted(self.root.glob("audit/*/*.jsonl")):  # months in order
+            name = _BATCH.fullmatch(path.stem)
+            if name is not None:
+                batches[(name["shard"], int(name["ms"]), int(name["seq"]))] = path
+        shards: dict[str, list[tuple[int, Path]]] = {}
+        for (shard, ms, _), path in sorted(batches.items()):
+            shards.setdefault(shard, []).append((ms, path))
+        return shards
 
     def read(self, thread_id: str) -> Archived | None:
         """The archived thread, or None when it was never archived here."""
@@ -106,3 +148,19 @@ class Archive:
         files = sorted(self.root.glob("*/*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)
         page = [self.read(p.stem) for p in files[offset : offset + limit]]
         return [a for a in page if a is not None], len(files)
+
+
+def _audit_lines(path: Path) -> list[dict[str, Any]]:
+    return [from_stored_record(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _newest(files: list[tuple[int, Path]], since: float, until: float) -> Iterator[dict[str, Any]]:
+    """One shard's archived records from ``since`` to ``until``, newest first, its batches
+    read newest first (as the stream's entries are chosen: by when Redis stored them)."""
+    for first, path in reversed(files):
+        if first > until * 1000:
+            continue  # stored after ``until``, every one
+        records = sorted(_audit_lines(path), key=lambda r: float(r["at"]), reverse=True)
+        yield from (r for r in records if since <= r["at"] <= until)
+        if first < since * 1000:
+            return  # the batches before hold older records only

@@ -7,8 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from bot.domain.errors import NotFoundError
-from bot.domain.events import from_log
-from bot.domain.reducer import fold
 from bot.storage.archive import Archive, Archived
 from bot.web.api import runtime_of
 from bot.web.schemas import Page, ThreadOut, error_responses
@@ -52,8 +50,8 @@ async def archived_thread(request: Request, thread_id: str) -> ArchivedOut:
 
 
 def to_out(archived: Archived, *, with_events: bool) -> ArchivedOut:
-    events = from_log(archived.events, thread_id=archived.thread_id)
-    out = ThreadOut.from_state(fold(archived.thread_id, events), events if with_events else None)
+    state, events = archived.to_state()
+    out = ThreadOut.from_state(state, events if with_events else None)
     return ArchivedOut(**out.model_dump(), archived_at=archived.archived_at)
 
 

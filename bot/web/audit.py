@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import itertools
+from collections.abc import AsyncGenerator, Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -26,6 +27,8 @@ router = APIRouter(
 )
 
 MAX_RECORDS = 10_000
+ARCHIVE_PAGE = 500
+"""Archived records read at once (in a thread: the archive is files)."""
 
 
 class BreakOut(BaseModel):
@@ -107,17 +110,26 @@ async def read_records(rt: Runtime, start: float, end: float, limit: int) -> lis
 
 async def newest_records(rt: Runtime, start: float, end: float) -> AsyncGenerator[dict[str, Any]]:
     """The audit records from ``start`` to ``end`` (Unix seconds), newest first: those still
-    in Redis, read a page at a time, then those retention archived (all older: it moves the
-    oldest out). A record archived but not yet trimmed from Redis comes once."""
-    archived: list[dict[str, Any]] = []
+    in Redis, then those retention archived (all older: it moves the oldest out), each read
+    a page at a time as the reader asks. A record archived but not yet trimmed from Redis
+    comes once."""
+    archived: Iterator[dict[str, Any]] = iter(())
+    newest_archived = None
     if rt.archive is not None:
-        archived = await asyncio.to_thread(rt.archive.audit_records, start, end)
-    newest_archived = archived[-1]["at"] if archived else None
+        archived = rt.archive.audit_newest(start, end)
+        first = await asyncio.to_thread(next, archived, None)
+        if first is not None:
+            newest_archived, archived = first["at"], itertools.chain([first], archived)
     both: set[str] = set()  # live records as old as the archive's newest: there twice, maybe
     async for record in rt.audit.newest(start, end):
         if newest_archived is not None and record["at"] <= newest_archived:
             both.add(record["event"])
         yield record
-    for record in reversed(archived):
-        if record["event"] not in both:
-            yield record
+    while page := await asyncio.to_thread(_take, archived, ARCHIVE_PAGE):
+        for record in page:
+            if record["event"] not in both:
+                yield record
+
+
+def _take(records: Iterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    return list(itertools.islice(records, n))

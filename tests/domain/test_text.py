@@ -3,6 +3,10 @@ where they point."""
 
 from __future__ import annotations
 
+import pytest
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.slack_response import SlackResponse
+
 from bot.domain.text import cut, redact_urls, to_args, to_call, to_shown, to_site
 from channels.slack.blocks import cut_escaped
 
@@ -47,3 +51,27 @@ def test_a_url_is_cut_to_its_scheme_host_and_port() -> None:
     assert redact_urls(said) == "ConnectError('to http://h.example.com: refused'), see https://b"
     # A URL given is cut wherever it is, even where it holds what ends a URL in text.
     assert redact_urls("POST http://h/a'b?k=1 failed", "http://h/a'b?k=1") == "POST http://h failed"
+
+
+def test_a_url_in_a_repr_ends_where_an_escape_begins() -> None:
+    # slack_sdk's own error: its message puts the server's answer after a newline, which a
+    # repr writes as a backslash and an n; the URL ended at the next space before.
+    response = SlackResponse(
+        client=None,
+        http_verb="POST",
+        api_url="https://slack.com/api/chat.postMessage",
+        req_args={},
+        data={"ok": False, "error": "channel_not_found"},
+        headers={},
+        status_code=200,
+    )
+    with pytest.raises(SlackApiError) as raised:
+        response.validate()
+    assert redact_urls(repr(raised.value)) == (
+        'SlackApiError("The request to the Slack API failed. (url: https://slack.com)\\n'
+        "The server responded with: {'ok': False, 'error': 'channel_not_found'}\")"
+    )
+    # The other escapes a repr writes for what no URL holds end a URL too; a backslash
+    # the URL holds (two in a repr) does not, so nothing after it is left.
+    said = repr(ValueError("to https://h/k?x=1\tthen https://u:pw@g/a\x85next, https://f/a\\b?k=1"))
+    assert redact_urls(said) == "ValueError('to https://h\\tthen https://g\\x85next, https://f')"

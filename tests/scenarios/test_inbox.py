@@ -7,8 +7,10 @@ import csv
 import io
 import json
 import re
+import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from bot.storage import keys
 from bot.storage.archive import Archive
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.indexes import Indexes
-from bot.web.history import AUDIT_LIMIT
+from bot.web.search import AUDIT_LIMIT, AUDIT_SCAN, AUDIT_THREADS, CHUNK
 from tests.channels.email.provider import MailProvider
 from tests.channels.slack.conftest import BOB, USERS
 from tests.channels.slack.slack import Slack
@@ -243,11 +245,12 @@ async def test_audit_exports_match_the_decisions_taken(h: Harness, ops: httpx.As
     assert {r["hash"] for r in api} == {r["hash"] for r in rows}
 
 
-def old_record(i: int) -> dict[str, Any]:
-    """An approval recorded before, by ``approver<i>``, as its stream holds it."""
-    tid = f"th_{i % 20:020x}"
+def old_record(i: int, *, at: float | None = None, threads: int = 20) -> dict[str, Any]:
+    """An approval recorded before (a day ago, or ``at``), by ``approver<i>``, in one of
+    ``threads`` threads, as its stream holds it."""
+    tid = f"th_{i % threads:020x}"
     return {
-        "at": time.time() - 86400 + i,
+        "at": time.time() - 86400 + i if at is None else at,
         "thread": tid,
         "kind": "decision",
         "outcome": "approve",
@@ -262,15 +265,20 @@ def old_record(i: int) -> dict[str, Any]:
     }
 
 
+async def store(redis: Redis, records: list[dict[str, Any]]) -> None:
+    """Add audit records to their streams, each stamped when it was decided."""
+    pipe = redis.pipeline(transaction=False)
+    for r in records:
+        entry = f"{int(r['at'] * 1000)}-0"
+        pipe.xadd(keys.audit(keys.shard_of(r["thread"])), {"r": json.dumps(r)}, id=entry)
+    await pipe.execute()
+
+
 async def test_the_audit_page_shows_the_newest_says_it_was_cut_and_the_exports_hold_all(
     h: Harness, ops: httpx.AsyncClient, redis: Redis
 ) -> None:
     older = [old_record(i) for i in range(AUDIT_LIMIT + 100)]  # more than the page shows
-    pipe = redis.pipeline(transaction=False)
-    for r in older:
-        entry = f"{int(r['at'] * 1000)}-0"  # stamped when it was decided
-        pipe.xadd(keys.audit(keys.shard_of(r["thread"])), {"r": json.dumps(r)}, id=entry)
-    await pipe.execute()
+    await store(redis, older)
     rid = await approval(h)
     assert (await post(ops, f"/inbox/requests/{rid}/approve", {})).status_code == 303
 
@@ -328,6 +336,118 @@ async def test_the_audit_exports_read_what_retention_archived_after_what_redis_h
         page = (await web.get("/inbox/audit", params={"tool": "scale"})).text
         assert re.findall(r'<a href="/inbox/requests/([^"]+)"', page) == [first]
         await web.aclose()
+
+
+async def test_an_audit_search_stops_where_one_page_view_must_and_says_how_to_go_on(
+    h: Harness, ops: httpx.AsyncClient, redis: Redis
+) -> None:
+    # Records each of another thread: 200 on March 1st, then 100 fewer than a page view
+    # examines on the 2nd.
+    march_1 = datetime(2024, 3, 1, tzinfo=UTC).timestamp()
+    count = AUDIT_SCAN + 100
+    records = [
+        old_record(i, at=march_1 + i if i < 200 else march_1 + 86400 + i, threads=count)
+        for i in range(count)
+    ]
+    await store(redis, records)
+
+    # Only the oldest record is approver00000's: past what the page examines.
+    page = await ops.get("/inbox/audit", params={"person": "approver00000"})
+    assert page.status_code == 200 and "No decisions match." in page.text
+    assert (
+        f"stopped after examining the newest {AUDIT_SCAN:,} records in its dates (back to"
+        " 2024-03-01T00:01:40.000Z) and found 0 matches among them"
+    ) in page.text
+    assert "narrow the dates: To 2024-03-01 or earlier" in page.text
+    older = re.findall(r'<a href="/inbox/audit\?([^"]+)">Search older records</a>', page.text)
+    assert older == ["person=approver00000&amp;until=2024-03-01"]
+    page = await ops.get("/inbox/audit", params={"person": "approver00000", "until": "2024-03-01"})
+    shown = re.findall(r'<a href="/inbox/requests/([^"]+)"', page.text)
+    assert shown == [records[0]["request"]] and "stopped" not in page.text
+
+    # An agent is known from the record's thread: reading one for each record stops sooner.
+    page = await ops.get("/inbox/audit", params={"agent": "scaler"})
+    assert "No decisions match." in page.text
+    assert f"stopped after examining the newest {AUDIT_THREADS:,} records" in page.text
+
+    # The exports, asked for deliberately, examine every record in their dates.
+    got = await ops.get("/inbox/audit.csv", params={"person": "approver00000"})
+    assert [r["request"] for r in csv.DictReader(io.StringIO(got.text))] == [records[0]["request"]]
+
+
+async def test_an_audit_search_reads_an_archived_thread_once(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
+) -> None:
+    clock = ManualClock(time.time())
+    settings = signin_settings(provider, retain_finished_days=1)
+    archive = Archive(tmp_path / "archive")
+    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
+        rid = await approval(h)
+        body = {"decision": "approve", "by": OPS}
+        assert (await h.api.post(f"/requests/{rid}/decision", json=body)).status_code == 200
+        await h.drain()
+        clock.advance(2 * 86400)
+        assert h.rt.retention is not None
+        await h.rt.retention.sweep()
+        tid = str(ids.thread_of_request(rid))
+        assert not await redis.exists(keys.log(tid)) and archive.read(tid) is not None
+        # More records of it than one read of threads takes (as many votes would make),
+        # after the one its stream had.
+        now = time.time() + 1
+        votes = [
+            {**old_record(i, at=now + i), "thread": tid, "request": rid}
+            for i in range(2 * CHUNK + 1)
+        ]
+        await store(redis, votes)
+
+        opened = files_opened_under(tmp_path / "archive")
+        web = await sign_in(h, provider, OPS)
+        page = (await web.get("/inbox/audit", params={"tool": "scale"})).text
+        assert re.findall(r'<a href="/inbox/requests/([^"]+)"', page) == [rid] * (2 * CHUNK + 2)
+        assert [Path(p).name for p in opened].count(f"{tid}.jsonl") == 1  # read once
+        await web.aclose()
+
+
+async def test_the_audit_page_reads_the_archived_records_it_needs_and_no_older(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
+) -> None:
+    archive = Archive(tmp_path / "archive")
+    start = time.time() - 30 * 86400
+    records = [old_record(i, at=start + i) for i in range(12_000)]
+    oldest: list[str] = []  # each shard's oldest batch
+    for shard in (0, 1):  # as retention moves them out of Redis: oldest first, in batches
+        mine = records[shard::2]
+        for b in range(0, len(mine), 2000):
+            first = f"{int(mine[b]['at'] * 1000)}-0"
+            archive.write_audit(shard, first, [json.dumps(r) for r in mine[b : b + 2000]], start)
+            oldest += [f"{shard:02d}-{first}.jsonl"] if b == 0 else []
+    async with Harness(redis_server.url, settings=signin_settings(provider), archive=archive) as h:
+        web = await sign_in(h, provider, OPS)
+        opened = files_opened_under(tmp_path / "archive")
+        page = (await web.get("/inbox/audit")).text
+        shown = re.findall(r'<td class="id"><a href="/inbox/requests/([^"]+)"', page)
+        assert shown == [r["request"] for r in reversed(records[-AUDIT_LIMIT:])]
+        assert opened and not {Path(p).name for p in opened} & set(oldest)
+
+        got = await web.get("/inbox/audit.csv")
+        rows = list(csv.DictReader(io.StringIO(got.text)))
+        assert [r["request"] for r in rows] == [r["request"] for r in reversed(records)]
+        assert set(oldest) <= {Path(p).name for p in opened}
+        await web.aclose()
+
+
+def files_opened_under(root: Path) -> list[str]:
+    """The files under ``root`` this process opens from now on (Python's audit hooks see
+    every ``open``, in every thread)."""
+    opened: list[str] = []
+    prefix = str(root)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "open" and isinstance(args[0], str | Path) and str(args[0]).startswith(prefix):
+            opened.append(str(args[0]))
+
+    sys.addaudithook(hook)
+    return opened
 
 
 @pytest.mark.parametrize("docs", ["/docs", "/redoc"])

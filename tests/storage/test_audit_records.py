@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from bot.domain.events import (
     stored_id,
 )
 from bot.storage import keys
+from bot.storage.archive import Archive
 from bot.storage.audit import AuditLog, from_stored_record, to_stored_record
 
 TID = "th_8f3d242d11574712c3fb"
@@ -116,3 +119,22 @@ async def test_the_newest_come_first_from_every_shard_a_page_at_a_time(redis: Re
     assert await newest(0, 2e9) == list(range(24, -1, -1))
     assert await newest(1_800_000_000.005, 1_800_000_000.0199) == list(range(19, 4, -1))
     assert await newest(2e9, 1e9) == []
+
+
+def test_a_batch_archived_again_in_a_later_month_is_read_once(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    at = datetime(2024, 3, 31, 23, 0, tzinfo=UTC).timestamp()
+    vote = decided(
+        ApprovalDecision(request_id=RID, decision=Decision.APPROVE, by=BOB, args_hash="h")
+    )
+    records = [vote | {"event": f"ev_{i:020x}", "at": at + i} for i in range(3)]
+    lines = [to_stored_record(r) for r in records]
+    first = f"{int(at * 1000)}-0"
+    # A sweep wrote the oldest two, then stopped before trimming them from Redis; the next,
+    # in April, wrote them again with one more.
+    archive.write_audit(4, first, lines[:2], at)
+    archive.write_audit(4, first, lines, at + 86400)
+    events = [r["event"] for r in records]
+    assert [r["event"] for r in archive.audit_records(0, at + 10)] == events
+    assert [r["event"] for r in archive.audit_newest(0, at + 10)] == events[::-1]
+    assert [r["event"] for r in archive.audit_newest(at + 1, at + 1)] == events[1:2]

@@ -13,7 +13,7 @@ from bot.domain.errors import ConfigError
 from bot.domain.events import UserMessage
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import ANN, slack_settings
-from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample
+from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample, whispers
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI
 
@@ -148,6 +148,25 @@ async def test_socket_mode(redis_server: EmbeddedRedis, redis: Redis, api: Slack
         # No signing secret: no HTTP endpoint to forge requests against.
         r = await h.http.post("/slack/events", content=b"{}")
         assert r.status_code == 404
+
+
+async def test_a_message_socket_mode_read_with_a_lone_surrogate_is_refused_with_a_note(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    # Over HTTP the body's reader refuses it (400); Socket Mode's client reads envelopes
+    # with Python's json, which lets "\ud800" through to the listener.
+    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
+    async with Harness(redis_server.url, settings=settings) as h:
+        payload = Slack(h.http, api).mention_payload("deploy api 1.5.0 \ud800", ANN)
+        envelope = {"envelope_id": "5e0c1f2a-8d3b-4e6f-a1b2-c3d4e5f60718", "type": "events_api"}
+        ack = await api.push({**envelope, "payload": payload, "retry_attempt": 0})
+        # Handled (Slack need not send it again): nothing recorded, the writer told why.
+        assert ack == {"envelope_id": envelope["envelope_id"]}
+        (note,) = await whispers(api, ANN)
+        assert "the message: not valid UTF-8 (a lone surrogate)" in note
+        assert not await h.rt.log.events(thread_of(payload["event"]["ts"]))
+        _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
+        assert total == 0
 
 
 async def test_a_double_click_is_one_decision(h: Harness, api: SlackAPI, slack: Slack) -> None:

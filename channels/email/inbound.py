@@ -100,7 +100,8 @@ class Intake:
         """Handle one raw email; a malformed one raises before anything is recorded.
 
         Raises:
-            TooLargeError: its text is over ``MAX_BODY_BYTES``.
+            TooLargeError: its text is over ``MAX_BODY_BYTES``, or its headers over
+                the limits of ``headers``.
             InvalidInputError: unreadable, or addressed to no agent, thread or request.
         """
         mail = mime.from_bytes(

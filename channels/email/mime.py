@@ -1,7 +1,8 @@
 """Inbound MIME to a plain record: addresses, threading ids, the new text. Pure.
 
 Both inbound paths (the SMTP receiver and ``POST /email/inbound``) hand the
-raw bytes to ``from_bytes``; nothing else parses mail.
+raw bytes to ``from_bytes``; nothing else parses mail. ``headers`` parses it, so that no
+header costs more than a bounded time to read.
 """
 
 from __future__ import annotations
@@ -10,20 +11,23 @@ import hashlib
 import itertools
 import json
 import re
-from dataclasses import dataclass, field
-from email import message_from_bytes, policy
+from dataclasses import dataclass
 from email.errors import HeaderParseError, MessageDefect
 from email.headerregistry import AddressHeader
-from email.message import EmailMessage, MIMEPart
-from email.utils import getaddresses, parseaddr
+from email.message import Message
+from email.utils import getaddresses
 
 from bot.domain.errors import InvalidInputError, TooLargeError
+from channels.email.headers import Fields, Part, parse, unfold
 from channels.email.htmltext import to_text
 from channels.email.replies import to_new_text
 
 _MSGID = re.compile(r"<[^<>\s]+>")
 _REACTION = "text/vnd.google.email-reaction+json"
 _AUTHSERV_ID = re.compile(r"^\s*(?:\([^()]*\)\s*)*([^\s;()]+)")
+# A property (``header.d=example.com``). Only from the start of a word: tried at every letter
+# of a long one, it took time quadratic in its length (8 s for 100 KB of letters).
+_PROPERTY = re.compile(r"(?<![a-z])([a-z]+\.[a-z-]+)=([^\s;]+)")
 _AUTO_PRECEDENCE = {"bulk", "junk", "list", "auto_reply"}
 _DAEMONS = {"mailer-daemon", "postmaster"}
 # What auto-responders put before the original subject (or send alone), in the languages
@@ -59,11 +63,8 @@ Each is one read of the channel's state, one after another. A reply's ``In-Reply
 names the message it answers and ``References`` adds one id a message, so the ids
 that lead to a thread (our emails, replies we linked) are the nearest few, and the
 root names a thread started by email. Fifty follows a conversation fifty messages
-back for a few milliseconds; a header of 60,000 ids costs no more.
+back for a few milliseconds; the 5,000 ids ``MAX_HEADER_BYTES`` holds cost no more.
 """
-_ID_HEADERS = frozenset({"message-id", "in-reply-to", "references"})
-"""Read as they came, by a regular expression (``_raw``, ``_ids``): the header parser
-takes time quadratic in their length (10 s for 60,000 ids)."""
 # Content types that hold other parts, where the parser recurses: counted before parsing,
 # so a message nested a thousand deep is refused before it can exhaust the stack.
 _CONTAINER = re.compile(rb"^content-type:\s*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE)
@@ -90,7 +91,6 @@ class Inbound:
     """Whether our server's Authentication-Results says dkim or dmarc passed for From's domain."""
     reaction: str | None = None
     """The emoji of an emoji reaction (Gmail's reaction part), which is never an answer."""
-    headers: dict[str, str] = field(default_factory=dict)
 
     def thread_ids(self) -> list[str]:
         """Message-IDs this replies to, nearest first: ``In-Reply-To``, then ``References``
@@ -129,7 +129,9 @@ def from_bytes(
     quotes are stripped: attachments and inline images do not count.
 
     Raises:
-        TooLargeError: the subject or the body part read is over ``max_text`` bytes.
+        TooLargeError: the subject or the body part read is over ``max_text`` bytes, the
+            header text over ``MAX_HEADER_BYTES``, or From, Subject or a Content-Type
+            over ``MAX_FIELD_BYTES`` (see ``headers``).
         InvalidInputError: the bytes are not an email we can read (no headers,
             a broken MIME structure), or ``From`` is not exactly one address.
     """
@@ -138,19 +140,18 @@ def from_bytes(
     if len(_CONTAINER.findall(raw)) > MAX_PARTS:
         raise InvalidInputError(f"malformed email: over {MAX_PARTS} multipart or message parts")
     try:
-        msg = message_from_bytes(raw, policy=policy.default)
-        assert isinstance(msg, EmailMessage)
+        msg = parse(raw)
         _check_shape(msg)
-        sender, not_one = _sender(msg)
-        subject = str(msg.get("Subject", "") or "").strip()
-        headers = {
-            k.lower(): v if k.lower() in _ID_HEADERS else str(msg.policy.header_fetch_parse(k, v))
-            for k, v in msg.raw_items()
-        }
+        fields = Fields(msg)
+        sender, not_one = _sender(fields)
+        subject = str(fields.parsed("Subject") or "").strip()
+        recipients = [a.lower() for a in rcpts] if rcpts else _header_recipients(fields)
     except (HeaderParseError, ValueError, IndexError, TypeError) as exc:
         raise InvalidInputError(f"malformed email: unreadable headers ({exc})") from exc
-    except RecursionError as exc:  # a safety net: _CONTAINER counts what the parser nests
-        raise InvalidInputError("malformed email: MIME parts nested too deep") from exc
+    except RecursionError as exc:  # _CONTAINER counts what the parser nests: a safety net there
+        raise InvalidInputError(
+            "malformed email: nested too deep (MIME parts, or groups or comments in a header)"
+        ) from exc
     defects = {type(d).__name__ for d in _all_defects(msg)}
     if fatal := sorted(_FATAL_DEFECTS[d] for d in defects if d in _FATAL_DEFECTS):
         raise InvalidInputError(f"malformed email: {'; '.join(fatal)}")
@@ -158,22 +159,19 @@ def from_bytes(
         raise InvalidInputError(not_one)
     _bounded("subject", subject, max_text)
     text = to_new_text(_body_text(msg, max_text))
-    ids = _ids(_raw(msg, "message-id"))
+    ids = _ids(fields.all("message-id"))
     message_id = ids[0] if ids else f"<{hashlib.sha256(raw).hexdigest()[:32]}@missing-id>"
     return Inbound(
         message_id=_storable(message_id),
         sender=_storable(sender),
         subject=_storable(subject),
-        recipients=[
-            _storable(a) for a in ([a.lower() for a in rcpts] if rcpts else _header_recipients(msg))
-        ],
-        in_reply_to=[_storable(i) for i in _ids(_raw(msg, "in-reply-to"))],
-        references=[_storable(i) for i in _ids(_raw(msg, "references"))],
+        recipients=[_storable(a) for a in recipients],
+        in_reply_to=[_storable(i) for i in _ids(fields.all("in-reply-to"))],
+        references=[_storable(i) for i in _ids(fields.all("references"))],
         text=_storable(text),
-        automatic=automatic_reason(msg, mail_from),
-        authenticated=is_authenticated(msg, sender, authserv_id),
+        automatic=automatic_reason(msg, fields, sender, subject, mail_from),
+        authenticated=is_authenticated(fields, sender, authserv_id),
         reaction=reaction_of(msg),
-        headers={k: _storable(v) for k, v in headers.items()},
     )
 
 
@@ -186,7 +184,7 @@ def _storable(text: str) -> str:
         return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _check_shape(msg: EmailMessage) -> None:
+def _check_shape(msg: Part) -> None:
     """Refuse a message nested deeper than ``MAX_DEPTH`` or with more than ``MAX_PARTS`` parts.
 
     Iterative: everything after this (``walk``, ``get_body``) recurses once per level.
@@ -200,34 +198,38 @@ def _check_shape(msg: EmailMessage) -> None:
             raise InvalidInputError(f"malformed email: MIME parts nested deeper than {MAX_DEPTH}")
         if parts > MAX_PARTS:
             raise InvalidInputError(f"malformed email: more than {MAX_PARTS} MIME parts")
-        if isinstance(part, EmailMessage) and part.is_multipart():
+        if isinstance(part, Part) and part.is_multipart():
             children = part.get_payload()
             if isinstance(children, list):
                 stack.extend((child, depth + 1) for child in children)
 
 
-def automatic_reason(msg: EmailMessage, mail_from: str | None = None) -> str | None:
-    """Why a message was sent by a machine (RFC 3834 and common practice), or None."""
-    auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+def automatic_reason(
+    msg: Message, fields: Fields, sender: str, subject: str, mail_from: str | None = None
+) -> str | None:
+    """Why a message was sent by a machine (RFC 3834 and common practice), or None.
+
+    ``sender`` and ``subject`` are the From address and the decoded Subject.
+    """
+    auto = (fields.text("Auto-Submitted") or "no").strip().lower()
     if auto and not auto.startswith("no"):
         return f"Auto-Submitted: {auto}"
-    precedence = str(msg.get("Precedence", "")).strip().lower()
+    precedence = (fields.text("Precedence") or "").strip().lower()
     if precedence in _AUTO_PRECEDENCE:
         return f"Precedence: {precedence}"
     for name in ("X-Autoreply", "X-Autorespond", "X-Failed-Recipients"):
-        if msg.get(name) is not None:
+        if name in fields:
             return f"{name} header"
-    return_path = msg.get("Return-Path")
+    return_path = fields.text("Return-Path")
     if (mail_from is not None and _is_null_path(mail_from)) or (
-        return_path is not None and _is_null_path(str(return_path))
+        return_path is not None and _is_null_path(return_path)
     ):
         return "empty Return-Path (a bounce or an auto-reply)"
-    subject = str(msg.get("Subject", "") or "")
     if _AUTO_SUBJECT.match(subject):
         return f"an auto-reply's subject ({subject[:60]!r})"
     if msg.get_content_type() == "multipart/report":
         return "a delivery or read report"
-    local = _address(msg.get("From", "")).partition("@")[0]
+    local = sender.partition("@")[0]
     if local in _DAEMONS:
         return f"sent by {local}"
     return None
@@ -240,7 +242,7 @@ def _is_null_path(path: str) -> bool:
     return path.strip().removeprefix("<").removesuffix(">").strip() == ""
 
 
-def reaction_of(msg: EmailMessage) -> str | None:
+def reaction_of(msg: Message) -> str | None:
     """The emoji of an emoji reaction (a ``text/vnd.google.email-reaction+json`` part), or None.
 
     Gmail sends a reaction with a text fallback ("👍 reacted via Gmail"), so it
@@ -257,14 +259,14 @@ def reaction_of(msg: EmailMessage) -> str | None:
     return None
 
 
-def is_authenticated(msg: EmailMessage, sender: str, authserv_id: str | None = None) -> bool:
+def is_authenticated(fields: Fields, sender: str, authserv_id: str | None = None) -> bool:
     """Whether the receiving server's Authentication-Results pass DKIM or DMARC for From.
 
     With ``authserv_id``, only headers our server wrote count: those naming it
     (RFC 8601 §5: any other is ignored, wherever it stands), the topmost of them.
     Without it, the topmost header, the one the nearest server added.
     """
-    results = [str(r) for r in msg.get_all("Authentication-Results") or []]
+    results = [unfold(r) for r in fields.all("Authentication-Results")]
     if authserv_id is not None:
         results = [r for r in results if _authserv_id_of(r) == authserv_id.lower()]
     if not results or "@" not in sender:
@@ -276,7 +278,7 @@ def is_authenticated(msg: EmailMessage, sender: str, authserv_id: str | None = N
         verdict = rest.split(None, 1)[0] if rest.strip() else ""
         if verdict != "pass":
             continue
-        props = dict(re.findall(r"([a-z]+\.[a-z-]+)=([^\s;]+)", rest))
+        props = dict(_PROPERTY.findall(rest))
         if method == "dkim" and _aligned(props.get("header.d", ""), domain):
             return True
         if method == "dmarc" and _aligned(props.get("header.from", ""), domain):
@@ -298,7 +300,7 @@ def _aligned(signed: str, domain: str) -> bool:
     )
 
 
-def _body_text(msg: EmailMessage, max_text: int | None) -> str:
+def _body_text(msg: Part, max_text: int | None) -> str:
     part = msg.get_body(preferencelist=("plain",))
     if part is not None:
         return _bounded("text", _content(part), max_text)
@@ -318,18 +320,22 @@ def _bounded(what: str, text: str, max_text: int | None) -> str:
     return text
 
 
-def _content(part: MIMEPart) -> str:
+def _content(part: Message) -> str:
+    """A text part's text: its bytes decoded by its charset, undecodable ones replaced.
+
+    ``get_content_charset`` reads an RFC 2231 charset (``charset*=utf-8''utf-8``), which
+    ``get_param`` gives compat32's way, as a tuple.
+    """
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        raise InvalidInputError("malformed email: unreadable body")
     try:
-        content = part.get_content()
-    except (LookupError, ValueError) as exc:  # an unknown charset, a broken encoding
-        payload = part.get_payload(decode=True)
-        if not isinstance(payload, bytes):
-            raise InvalidInputError(f"malformed email: unreadable body ({exc})") from exc
+        return payload.decode(part.get_content_charset() or "ascii", errors="replace")
+    except (LookupError, ValueError):  # an unknown charset, a codec without "replace"
         return payload.decode("utf-8", errors="replace")
-    return content if isinstance(content, str) else ""
 
 
-def _all_defects(msg: EmailMessage) -> list[MessageDefect]:
+def _all_defects(msg: Message) -> list[MessageDefect]:
     found = list(msg.defects)
     for part in msg.walk():
         if part is not msg:
@@ -337,12 +343,12 @@ def _all_defects(msg: EmailMessage) -> list[MessageDefect]:
     return found
 
 
-def _sender(msg: EmailMessage) -> tuple[str, str | None]:
+def _sender(fields: Fields) -> tuple[str, str | None]:
     """The one From address, lowercased, or why there is not exactly one."""
-    headers = msg.get_all("From") or []
-    if len(headers) > 1:
-        return "", f"refused: {len(headers)} From headers; a reply must come from one address"
-    header = headers[0] if headers else None
+    count = len(fields.all("From"))
+    if count > 1:
+        return "", f"refused: {count} From headers; a reply must come from one address"
+    header = fields.parsed("From")
     if not isinstance(header, AddressHeader):
         return "", "malformed email: no From address"
     if any(g.display_name is not None for g in header.groups):
@@ -356,25 +362,15 @@ def _sender(msg: EmailMessage) -> tuple[str, str | None]:
     return named[0], None
 
 
-def _address(header: object) -> str:
-    _, addr = parseaddr(str(header))
-    return addr.strip().lower() if "@" in addr else ""
-
-
-def _header_recipients(msg: EmailMessage) -> list[str]:
-    values = [
-        str(v)
-        for name in ("Delivered-To", "X-Original-To", "To", "Cc")
-        for v in msg.get_all(name) or []
-    ]
+def _header_recipients(fields: Fields) -> list[str]:
+    # getaddresses (compat32's parser) takes time linear in the fields' length; it reads
+    # them as they came, encoded display names left as they are (only addresses matter).
+    names = ("Delivered-To", "X-Original-To", "To", "Cc")
+    values = [unfold(v) for name in names for v in fields.all(name)]
     return [a.lower() for _, a in getaddresses(values) if "@" in a]
 
 
-def _raw(msg: EmailMessage, name: str) -> str:
-    """The first ``name`` header's value as it came, unparsed (``name`` in lower case)."""
-    return next((str(v) for k, v in msg.raw_items() if k.lower() == name), "")
-
-
-def _ids(raw: str) -> list[str]:
-    """The ``<…>`` Message-IDs in a header's raw value, in order: linear in its length."""
-    return _MSGID.findall(raw)
+def _ids(values: list[str]) -> list[str]:
+    """The ``<…>`` Message-IDs in the first of a header's raw values, in order: linear in its
+    length (the header parser takes time quadratic in it: 10 s for 60,000 ids)."""
+    return _MSGID.findall(values[0]) if values else []

@@ -66,6 +66,26 @@ def new_mail(
     return msg
 
 
+def padded(fields: str, size: int) -> str:
+    """``fields`` and X-Pad fields (lines under 1,000: SMTP's limit) of exactly ``size`` bytes."""
+    left = size - len(fields)
+    while left > 0:
+        take = max(min(left, 990), 10)
+        if 0 < left - take < 10:  # leave no remainder too short to be a field
+            take = left - 10
+        fields += "X-Pad: " + "x" * (take - 9) + "\r\n"
+        left -= take
+    assert len(fields) == size, (len(fields), size)
+    return fields
+
+
+def with_header_text(msg: EmailMessage, size: int) -> bytes:
+    """``msg`` as sent (CRLF), padded to ``size`` bytes of header text (X-Pad fields)."""
+    head, body = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")).split(b"\r\n\r\n", 1)
+    fields = head.decode() + "\r\n"
+    return padded(fields, size).encode() + b"\r\n" + body
+
+
 def reply_to(original: Sent, text: str, *, sender: str, **kw: Any) -> EmailMessage:
     """A reply the way Gmail writes one: new text on top, the original quoted below."""
     quoted = "\n".join(f"> {line}" for line in original.text.splitlines())

@@ -310,6 +310,18 @@ async def test_the_audit_page_shows_the_newest_says_it_was_cut_and_the_exports_h
     ]
 
 
+async def archived_approval(h: Harness, clock: ManualClock) -> str:
+    """A request approved, then its thread and record archived by retention (kept a day)."""
+    rid = await approval(h)
+    body = {"decision": "approve", "by": OPS}
+    assert (await h.api.post(f"/requests/{rid}/decision", json=body)).status_code == 200
+    await h.drain()
+    clock.advance(2 * 86400)
+    assert h.rt.retention is not None
+    await h.rt.retention.sweep()
+    return rid
+
+
 async def test_the_audit_exports_read_what_retention_archived_after_what_redis_holds(
     redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
 ) -> None:
@@ -317,13 +329,7 @@ async def test_the_audit_exports_read_what_retention_archived_after_what_redis_h
     settings = signin_settings(provider, retain_finished_days=1)
     archive = Archive(tmp_path / "archive")
     async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
-        first = await approval(h)
-        body = {"decision": "approve", "by": OPS}
-        assert (await h.api.post(f"/requests/{first}/decision", json=body)).status_code == 200
-        await h.drain()
-        clock.advance(2 * 86400)
-        assert h.rt.retention is not None
-        await h.rt.retention.sweep()
+        first = await archived_approval(h, clock)
         assert not await redis.exists(keys.log(str(ids.thread_of_request(first))))
         assert not any([await redis.xlen(keys.audit(s)) for s in range(keys.SHARDS)])
 
@@ -382,13 +388,7 @@ async def test_an_audit_search_reads_an_archived_thread_once(
     settings = signin_settings(provider, retain_finished_days=1)
     archive = Archive(tmp_path / "archive")
     async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
-        rid = await approval(h)
-        body = {"decision": "approve", "by": OPS}
-        assert (await h.api.post(f"/requests/{rid}/decision", json=body)).status_code == 200
-        await h.drain()
-        clock.advance(2 * 86400)
-        assert h.rt.retention is not None
-        await h.rt.retention.sweep()
+        rid = await archived_approval(h, clock)
         tid = str(ids.thread_of_request(rid))
         assert not await redis.exists(keys.log(tid)) and archive.read(tid) is not None
         # More records of it than one read of threads takes (as many votes would make),

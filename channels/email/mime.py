@@ -149,9 +149,7 @@ def from_bytes(
     except (HeaderParseError, ValueError, IndexError, TypeError) as exc:
         raise InvalidInputError(f"malformed email: unreadable headers ({exc})") from exc
     except RecursionError as exc:  # _CONTAINER counts what the parser nests: a safety net there
-        raise InvalidInputError(
-            "malformed email: nested too deep (MIME parts, or groups or comments in a header)"
-        ) from exc
+        raise InvalidInputError(_TOO_DEEP) from exc
     defects = {type(d).__name__ for d in _all_defects(msg)}
     if fatal := sorted(_FATAL_DEFECTS[d] for d in defects if d in _FATAL_DEFECTS):
         raise InvalidInputError(f"malformed email: {'; '.join(fatal)}")
@@ -362,12 +360,45 @@ def _sender(fields: Fields) -> tuple[str, str | None]:
     return named[0], None
 
 
+_TOO_DEEP = "malformed email: nested too deep (MIME parts, or groups or comments in a header)"
+MAX_COMMENT_DEPTH = 16
+"""The deepest comments nest in an address header read here. Python's address parser
+recurses into them in some patch releases (3.11.7: a RecursionError past about 1,000) and
+not in others (Debian's 3.11.2): refused by name here, the same on every version."""
+
+
 def _header_recipients(fields: Fields) -> list[str]:
     # getaddresses (compat32's parser) takes time linear in the fields' length; it reads
     # them as they came, encoded display names left as they are (only addresses matter).
+    # A trailing comma is dropped: Debian's 3.11.2 then read no address of any header.
     names = ("Delivered-To", "X-Original-To", "To", "Cc")
-    values = [unfold(v) for name in names for v in fields.all(name)]
+    values = [unfold(v).strip().rstrip(",") for name in names for v in fields.all(name)]
+    if any(_comment_depth(v) > MAX_COMMENT_DEPTH for v in values):
+        raise InvalidInputError(_TOO_DEEP)
     return [a.lower() for _, a in getaddresses(values) if "@" in a]
+
+
+def _comment_depth(value: str) -> int:
+    """How deep comments nest in an address header's ``value`` (outside quoted strings)."""
+    if value.count("(") <= MAX_COMMENT_DEPTH:
+        return value.count("(")
+    depth = deepest = 0
+    quoted = escaped = False
+    for ch in value:
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"' and depth == 0:
+            quoted = not quoted
+        elif quoted:
+            continue
+        elif ch == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch == ")" and depth:
+            depth -= 1
+    return deepest
 
 
 def _ids(values: list[str]) -> list[str]:

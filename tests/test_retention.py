@@ -286,3 +286,32 @@ async def test_a_call_asked_again_after_its_request_was_archived_opens_a_new_thr
     assert again.status_code == 201, again.text
     assert again.json()["thread_id"] != first["thread_id"]
     assert h.archive.read(first["thread_id"]) == archived
+
+
+async def test_a_key_whose_thread_was_archived_makes_no_thread_again(h: Harness) -> None:
+    # A retry of an Idempotency-Key a month later must not start its archived thread anew:
+    # archived again, the new one would be written over the old file.
+    clock = h.clock
+    assert isinstance(clock, ManualClock) and h.archive is not None
+    asked = {"tool": "deploy", "summary": "ship", "policy": {"approvers": ["bob"]}}
+    keyed = {"Idempotency-Key": "release-1.5.0"}
+    thread = (await h.api.post("/threads", json=DEPLOY, headers=keyed)).json()["id"]
+    await h.drain()
+    (req,) = (await h.api.get(f"/threads/{thread}")).json()["open_requests"]
+    decided = {"decision": "approve", "by": "bob"}
+    assert (await h.api.post(f"/requests/{req['id']}/decision", json=decided)).status_code == 200
+    first = (await h.api.post("/approvals", json=asked, headers=keyed)).json()
+    assert (await h.api.post(f"/requests/{first['id']}/decision", json=decided)).status_code == 200
+    await h.drain()
+    clock.advance(8 * DAY)
+    assert h.rt.retention is not None and await h.rt.retention.sweep() == 2
+    archived = [h.archive.read(t) for t in (thread, first["thread_id"])]
+
+    for route, body in [
+        ("/threads", DEPLOY),
+        ("/approvals", asked),
+        ("/approvals", {**asked, "open_key": "k"}),
+    ]:
+        again = await h.api.post(route, json=body, headers=keyed)
+        assert again.status_code == 409 and "archived" in again.json()["detail"], again.text
+    assert [h.archive.read(t) for t in (thread, first["thread_id"])] == archived

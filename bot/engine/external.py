@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from bot.domain import ids
@@ -19,6 +19,7 @@ from bot.domain.errors import ConflictError, ContentionError
 from bot.domain.events import Event
 from bot.domain.reducer import Request, ThreadState
 from bot.engine.decisions import Decisions
+from bot.engine.retention import refuse_archived
 from bot.engine.writes import ATTEMPTS, write
 from bot.storage.archive import Archive
 from bot.storage.openkeys import GRACE, UNBOUNDED, OpenKeys
@@ -43,6 +44,7 @@ async def open_request(
     make: Callable[[str], Sequence[Event]],
     *,
     kind: str,
+    archive: Archive | None = None,
 ) -> Opened:
     """Create the thread ``make(thread_id)`` describes, in one append, and queue it.
 
@@ -50,14 +52,25 @@ async def open_request(
         thread_id: derived from the caller's Idempotency-Key, so a retry finds the
             thread its first try made and changes nothing; None: a fresh thread.
         kind: ``approval`` or ``question``, what the thread must hold.
+        archive: where retention moves finished threads: a key whose thread is there
+            makes no thread again (``refuse_archived``).
 
     Raises:
-        ConflictError: the key made a thread holding another kind of request.
+        ConflictError: the key made a thread holding another kind of request, or one
+            since archived.
     """
     tid = thread_id or ids.new_thread_id()
     # A fresh random id has no log yet: no need to read it.
     fresh = ThreadState(id=tid) if thread_id is None else None
-    done = await write(log, tid, lambda s: [] if s.exists else make(tid), state=fresh)
+
+    def build(state: ThreadState) -> Sequence[Event] | Awaitable[Sequence[Event]]:
+        if state.exists:
+            return []
+        if thread_id is None or archive is None:
+            return make(tid)
+        return _unless_archived(archive, tid, make)
+
+    done = await write(log, tid, build, state=fresh)
     opened = _found(done.state, kind)
     return Opened(opened.request, opened.thread, created=bool(done.events))
 
@@ -103,7 +116,7 @@ async def join_request(
         if held is None:
             held = await open_keys.swap(call, None, fresh, GRACE)
             assert held is not None
-        opened = await open_request(log, held, make, kind=kind)
+        opened = await open_request(log, held, make, kind=kind, archive=archive)
         if opened.request.is_open:
             ttl = _keep(opened.request, now)
             await open_keys.swap(call, held, held, ttl)  # kept while asked again
@@ -113,6 +126,13 @@ async def join_request(
         fresh = fresh if fresh != held else ids.new_thread_id()
         held = await open_keys.swap(call, held, fresh, GRACE)
     raise ContentionError(f"the {kind} asked for this open_key kept closing under it; ask again")
+
+
+async def _unless_archived(
+    archive: Archive, thread_id: str, make: Callable[[str], Sequence[Event]]
+) -> Sequence[Event]:
+    await refuse_archived(archive, thread_id, "the request of this key")
+    return make(thread_id)
 
 
 async def _archived(log: ThreadLog, archive: Archive | None, thread_id: str) -> bool:

@@ -6,7 +6,7 @@ an email and a REST call all produce the same events (factor 11).
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +26,7 @@ from bot.domain.limits import check_text
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.triage import TRIAGE
 from bot.engine import tracing
+from bot.engine.retention import refuse_archived
 from bot.engine.writes import write
 from bot.storage.archive import Archive
 from bot.storage.threadlog import DuplicateDelivery, ThreadLog
@@ -51,7 +52,7 @@ class Inbox:
         default_agent: where a message that names no agent goes; None: to triage
             (``bot.domain.triage``), in the worker.
         archive: where retention moved finished threads: a conversation whose thread is
-            there has ended (``_ended``).
+            there has ended (``refuse_archived``).
     """
 
     def __init__(
@@ -99,13 +100,12 @@ class Inbox:
         check_text(text, "the message")
         tid = thread_id or ids.new_thread_id()
         tracing.bind(thread=tid)
-        if thread_id and origin.conversation and await self._ended(thread_id):
-            raise ConflictError(
-                f"this conversation ended and its thread {tid} was archived; start a new one"
-            )
         created = False
+        # An id a conversation or a key makes comes again after retention archived its
+        # thread: never started again (``refuse_archived``). A fresh random one cannot.
+        once_archived = thread_id is not None and (origin.conversation or delivery) is not None
 
-        def build(state: ThreadState) -> list[Event]:
+        def build(state: ThreadState) -> list[Event] | Awaitable[list[Event]]:
             nonlocal created
             events: list[Event] = []
             created = not state.exists
@@ -116,6 +116,8 @@ class Inbox:
             elif not state.hosted:
                 raise ConflictError(f"thread {tid} is a request from an agent elsewhere")
             events.append(UserMessage(text=text, by=by))
+            if created and once_archived and self.archive is not None:
+                return self._unless_archived(tid, events)
             return events
 
         # A fresh random id has no log yet; a known one starts from this process's copy,
@@ -130,13 +132,9 @@ class Inbox:
             return Received(await self.log.load(tid), created=False, duplicate=True)
         return Received(done.state, created=created)
 
-    async def _ended(self, thread_id: str) -> bool:
-        """Whether the thread a channel's conversation names is gone from Redis to the
-        archive: a reply to it, or a retry of its key, must not start a thread of that id
-        again (its archive file would be overwritten, and lookups find one or the other)."""
-        if self.archive is None or (await self.log.load(thread_id)).exists:
-            return False
-        return await asyncio.to_thread(self.archive.has, thread_id)
+    async def _unless_archived(self, thread_id: str, events: list[Event]) -> list[Event]:
+        await refuse_archived(self.archive, thread_id, "this conversation")
+        return events
 
     async def say(
         self,

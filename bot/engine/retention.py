@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from bot.domain.clock import Clock
+from bot.domain.errors import ConflictError
 from bot.domain.reducer import Status
 from bot.storage.archive import Archive
 from bot.storage.audit import AuditLog
@@ -26,6 +27,20 @@ from bot.storage.threadlog import ThreadLog
 log = logging.getLogger(__name__)
 
 FINISHED = (Status.DONE.value, Status.CANCELLED.value)
+
+
+async def refuse_archived(archive: Archive | None, thread_id: str, what: str) -> None:
+    """Refuse to start a thread under ``thread_id`` when a thread of that id was archived.
+
+    Ids made from a conversation (an email's, a Slack thread, a webhook's) or from a key
+    (an Idempotency-Key, a delivery) come again after retention: a thread made again under
+    one would write over its archive file, and lookups would find one or the other.
+
+    Raises:
+        ConflictError: naming ``what`` ended (a file system look-up per month folder).
+    """
+    if archive is not None and await asyncio.to_thread(archive.has, thread_id):
+        raise ConflictError(f"{what} ended: its thread {thread_id} was archived; start a new one")
 
 
 class Retention:

@@ -466,7 +466,7 @@ async def _open(
     tid = ids.thread_id_for(namespace, key) if key else None
     kind = "approval" if namespace == "approvals" else "question"
     if open_key is None:
-        opened = await open_request(rt.log, tid, make, kind=kind)
+        opened = await open_request(rt.log, tid, make, kind=kind, archive=rt.archive)
     else:
         call = f"{namespace}\x00{owned_key(who, open_key)}"
         now = rt.clock.now()

@@ -23,7 +23,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.domain.errors import ConflictError
 from bot.domain.events import SYSTEM, UserMessage
-from bot.domain.reducer import ThreadState
+from bot.domain.reducer import Status, ThreadState
 from bot.domain.text import cut
 from bot.domain.triage import TRIAGE
 from bot.engine.ports import ChannelPorts
@@ -76,6 +76,7 @@ class Openings:
         self.client = client
         self.state = runtime.state
         self.inbox = runtime.inbox
+        self.threads = runtime.threads
 
     async def open(self, thread: ThreadState, event: UserMessage) -> None:
         """Post the opening message of ``thread`` (the command's ``event``) unless posted.
@@ -112,7 +113,9 @@ class Openings:
         self, thread: ThreadState, channel: str, error: str, refusal: Refusal
     ) -> None:
         """Slack will never take the post: cancel the thread (the agent must not act on a
-        conversation nobody sees) and tell the person privately why."""
+        conversation nobody sees) and tell the person privately why. Unless people acted
+        on it already while the post was retried (a card in the approvals channel was
+        decided, a tool ran): it goes on, and the person is told where it cannot be seen."""
         if refusal is Refusal.CHANNEL:
             log.info("thread %s: /greenlight cannot post in %s: %s", thread.id, channel, error)
         else:  # nothing the person can change: whoever runs Greenlight must look
@@ -123,6 +126,12 @@ class Openings:
                 error,
                 _FIX[refusal],
             )
+        current = await self.threads.load(thread.id)
+        if _acted_on(current):
+            text = f"Slack refused my post ({error}): your request goes on, but not here."
+            await respond(self.client, await self.state.get(thread.id, RESPOND), text)
+            await self.state.put(thread.id, ROOT, NEVER)
+            return
         try:
             await self.inbox.control(thread.id, "cancel", SYSTEM, reason=f"slack: {error}")
         except ConflictError:
@@ -151,6 +160,13 @@ _FIX = {
     Refusal.MESSAGE: "Slack refused the message itself",
 }
 """What an operator reading the log is to look at, by refusal (``CHANNEL`` is the person's)."""
+
+
+def _acted_on(thread: ThreadState) -> bool:
+    """Whether people acted on the thread (a request decided, answered or expired: what
+    a gated tool runs after), or it is done. Cancelled then, a retried command would act
+    again."""
+    return thread.status is Status.DONE or any(not r.is_open for r in thread.requests.values())
 
 
 def _refused_text(error: str, refusal: Refusal) -> str:

@@ -245,3 +245,29 @@ async def test_a_card_decided_before_the_late_opening_post_leaves_no_waiting_not
         (intro,) = [m for m in posted_in(api, CHANNEL) if "asked the" in str(m.get("text"))]
         assert answer["thread_ts"] == intro["ts"]
         assert not [m for m in posted_in(api, CHANNEL) if "Waiting for approval" in str(m)]
+
+
+async def test_a_post_refused_after_its_card_was_decided_cancels_nothing(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    # The opening post failed for a while, the card in the approvals channel was decided
+    # and the deploy ran; then Slack refuses the post for good. Cancelled then, the person
+    # would type the command again and the deploy would run twice.
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        api.refusing[CHANNEL] = "internal_error"
+        await slack.command("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+        (card,) = cards_in(api, APPROVALS)
+        await slack.click(card, "gl_approve", BOB)
+        api.refusing[CHANNEL] = "not_in_channel"
+
+        async def refused() -> list[str]:  # what the person is told after "I'll keep trying"
+            await h.drain()
+            return [str(r["text"]) for r in api.responses[1:]]
+
+        told = await h.wait_for(refused)
+        assert any("your request goes on, but not here" in t for t in told), told
+        assert not any("cancelled" in t for t in told), told
+        assert (await only_thread(h)).status is Status.DONE

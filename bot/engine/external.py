@@ -19,7 +19,7 @@ from bot.domain.errors import ConflictError, ContentionError
 from bot.domain.events import Event
 from bot.domain.reducer import Request, ThreadState
 from bot.engine.decisions import Decisions
-from bot.engine.retention import refuse_archived
+from bot.engine.retention import refuse_archived, was_archived
 from bot.engine.writes import ATTEMPTS, write
 from bot.storage.archive import Archive
 from bot.storage.openkeys import GRACE, UNBOUNDED, OpenKeys
@@ -140,7 +140,7 @@ async def _archived(log: ThreadLog, archive: Archive | None, thread_id: str) -> 
     after it finished; a key to a request that never expires lives a day longer)."""
     if archive is None or (await log.load(thread_id)).exists:
         return False
-    return await asyncio.to_thread(archive.has, thread_id)
+    return await was_archived(archive, thread_id)
 
 
 def _retry(thread_id: str) -> str:

@@ -39,8 +39,13 @@ async def refuse_archived(archive: Archive | None, thread_id: str, what: str) ->
     Raises:
         ConflictError: naming ``what`` ended (a file system look-up per month folder).
     """
-    if archive is not None and await asyncio.to_thread(archive.has, thread_id):
+    if await was_archived(archive, thread_id):
         raise ConflictError(f"{what} ended: its thread {thread_id} was archived; start a new one")
+
+
+async def was_archived(archive: Archive | None, thread_id: str) -> bool:
+    """Whether a thread of that id is in the archive (off the event loop)."""
+    return archive is not None and await asyncio.to_thread(archive.has, thread_id)
 
 
 class Retention:

@@ -221,17 +221,24 @@ async def test_a_card_for_the_approvals_channel_does_not_wait_for_a_late_opening
         assert answer["thread_ts"] == intro["ts"]  # the conversation lives under it
 
 
+async def approved_while_the_opening_post_is_late(h: Harness, api: SlackAPI) -> str:
+    """A /greenlight whose opening post Slack fails to take for now, and its card in the
+    approvals channel approved meanwhile: the card's ts."""
+    slack = Slack(h.http, api)
+    api.refusing[CHANNEL] = "internal_error"
+    await slack.command("deploy api 1.5.0 to production", ANN)
+    await h.drain()
+    (card,) = cards_in(api, APPROVALS)
+    await slack.click(card, "gl_approve", BOB)
+    return card
+
+
 async def test_a_card_decided_before_the_late_opening_post_leaves_no_waiting_note(
     redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
 ) -> None:
     settings = slack_settings(api, slack_approvals_channel=APPROVALS)
     async with Harness(redis_server.url, settings=settings) as h:
-        slack = Slack(h.http, api)
-        api.refusing[CHANNEL] = "internal_error"
-        await slack.command("deploy api 1.5.0 to production", ANN)
-        await h.drain()
-        (card,) = cards_in(api, APPROVALS)
-        await slack.click(card, "gl_approve", BOB)  # while the opening post is still late
+        card = await approved_while_the_opening_post_is_late(h, api)
         await h.drain()
         assert f"*Approved* by <@{BOB}>" in text_of(api.messages[card])
 
@@ -255,12 +262,7 @@ async def test_a_post_refused_after_its_card_was_decided_cancels_nothing(
     # would type the command again and the deploy would run twice.
     settings = slack_settings(api, slack_approvals_channel=APPROVALS)
     async with Harness(redis_server.url, settings=settings) as h:
-        slack = Slack(h.http, api)
-        api.refusing[CHANNEL] = "internal_error"
-        await slack.command("deploy api 1.5.0 to production", ANN)
-        await h.drain()
-        (card,) = cards_in(api, APPROVALS)
-        await slack.click(card, "gl_approve", BOB)
+        await approved_while_the_opening_post_is_late(h, api)
         api.refusing[CHANNEL] = "not_in_channel"
 
         async def refused() -> list[str]:  # what the person is told after "I'll keep trying"

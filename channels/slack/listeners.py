@@ -116,17 +116,21 @@ class Listeners:
             conversation=msg.conversation,
             metadata={"team": msg.team, "channel": msg.channel, "thread_ts": msg.root},
         )
+        why = await self._record(agent, msg.text, actor, origin, tid=tid, delivery=msg.delivery)
+        if why:
+            self._tell(msg, why)
+
+    async def _record(
+        self, agent: str | None, text: str, actor: Actor, origin: Origin, *, tid: str, delivery: str
+    ) -> str | None:
+        """Record what a person wrote on the thread ``tid``; why not, if it was refused."""
         try:
             await self.rt.inbox.message(
-                agent=agent,
-                text=msg.text,
-                by=actor,
-                origin=origin,
-                thread_id=tid,
-                delivery=msg.delivery,
+                agent=agent, text=text, by=actor, origin=origin, thread_id=tid, delivery=delivery
             )
         except RefusedError as exc:
-            self._tell(msg, exc.message)
+            return exc.message
+        return None
 
     async def _answer(self, msg: Message, request_id: str, text: str, actor: Actor) -> None:
         try:
@@ -163,17 +167,9 @@ class Listeners:
             conversation=cmd.conversation,
             metadata={"team": cmd.team, "channel": cmd.channel, "command": True},
         )
-        try:
-            await self.rt.inbox.message(
-                agent=agent,
-                text=cmd.text,
-                by=actor,
-                origin=origin,
-                thread_id=tid,
-                delivery=cmd.delivery,
-            )
-        except RefusedError as exc:
-            await ack(text=exc.message)
+        why = await self._record(agent, cmd.text, actor, origin, tid=tid, delivery=cmd.delivery)
+        if why:
+            await ack(text=why)
             return
         await ack()
 

@@ -10,6 +10,7 @@ import re
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -310,26 +311,30 @@ async def test_the_audit_page_shows_the_newest_says_it_was_cut_and_the_exports_h
     ]
 
 
-async def archived_approval(h: Harness, clock: ManualClock) -> str:
-    """A request approved, then its thread and record archived by retention (kept a day)."""
-    rid = await approval(h)
-    body = {"decision": "approve", "by": OPS}
-    assert (await h.api.post(f"/requests/{rid}/decision", json=body)).status_code == 200
-    await h.drain()
-    clock.advance(2 * 86400)
-    assert h.rt.retention is not None
-    await h.rt.retention.sweep()
-    return rid
+@asynccontextmanager
+async def archived_approval(
+    redis_server: EmbeddedRedis, provider: MailProvider, tmp_path: Path
+) -> AsyncIterator[tuple[Harness, str]]:
+    """A harness that keeps finished threads a day, with a request approved and then its
+    thread and record archived by retention: the harness and the request."""
+    clock = ManualClock(time.time())
+    settings = signin_settings(provider, retain_finished_days=1)
+    archive = Archive(tmp_path / "archive")
+    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
+        rid = await approval(h)
+        body = {"decision": "approve", "by": OPS}
+        assert (await h.api.post(f"/requests/{rid}/decision", json=body)).status_code == 200
+        await h.drain()
+        clock.advance(2 * 86400)
+        assert h.rt.retention is not None
+        await h.rt.retention.sweep()
+        yield h, rid
 
 
 async def test_the_audit_exports_read_what_retention_archived_after_what_redis_holds(
     redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
 ) -> None:
-    clock = ManualClock(time.time())
-    settings = signin_settings(provider, retain_finished_days=1)
-    archive = Archive(tmp_path / "archive")
-    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
-        first = await archived_approval(h, clock)
+    async with archived_approval(redis_server, provider, tmp_path) as (h, first):
         assert not await redis.exists(keys.log(str(ids.thread_of_request(first))))
         assert not any([await redis.xlen(keys.audit(s)) for s in range(keys.SHARDS)])
 
@@ -384,11 +389,9 @@ async def test_an_audit_search_stops_where_one_page_view_must_and_says_how_to_go
 async def test_an_audit_search_reads_an_archived_thread_once(
     redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider, tmp_path: Path
 ) -> None:
-    clock = ManualClock(time.time())
-    settings = signin_settings(provider, retain_finished_days=1)
-    archive = Archive(tmp_path / "archive")
-    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
-        rid = await archived_approval(h, clock)
+    async with archived_approval(redis_server, provider, tmp_path) as (h, rid):
+        archive = h.archive
+        assert archive is not None
         tid = str(ids.thread_of_request(rid))
         assert not await redis.exists(keys.log(tid)) and archive.read(tid) is not None
         # More records of it than one read of threads takes (as many votes would make),

@@ -269,13 +269,19 @@ async def test_an_expired_call_returns_an_error_and_never_reaches_the_upstream(
     assert (entry["outcome"], entry["request_id"]) == ("expired", rid)
 
 
+async def still_waiting(h: Harness, s: ClientSession, arguments: dict[str, Any]) -> str:
+    """Call deploy through the gateway, whose wait runs out first: the request it waits on."""
+    out = await s.call_tool("deploy", arguments)
+    rid = await open_request(h)
+    assert out.is_error and f"still waiting for approval {rid}" in text(out), text(out)
+    return rid
+
+
 async def test_a_wait_that_runs_out_says_pending_and_the_same_call_again_keeps_waiting(
     h: Harness, files: Files, token: str
 ) -> None:
     async with gateway(h, files, token, wait="1") as s:
-        out = await s.call_tool("deploy", {"version": "4.0.0"})
-        rid = await open_request(h)
-        assert out.is_error and f"still waiting for approval {rid}" in text(out), text(out)
+        rid = await still_waiting(h, s, {"version": "4.0.0"})
         await decide(h, rid)
         out = await s.call_tool("deploy", {"version": "4.0.0"})
         assert text(out) == "deployed 4.0.0 x3"
@@ -337,9 +343,7 @@ async def test_a_gate_tightened_while_a_call_waits_asks_anew_under_the_new_polic
     h: Harness, files: Files, token: str
 ) -> None:
     async with gateway(h, files, token, wait="1") as s:
-        out = await s.call_tool("deploy", {"version": "7.0.0"})
-        first = await open_request(h)
-        assert out.is_error and f"still waiting for approval {first}" in text(out), text(out)
+        first = await still_waiting(h, s, {"version": "7.0.0"})
     assert '"bob"]\nexpires_in' in files.policy.read_text()
     files.policy.write_text(
         files.policy.read_text().replace(
@@ -477,22 +481,13 @@ async def test_a_tool_learned_later_that_a_gate_does_not_fit_is_refused_naming_w
     assert files.logged()[-1]["outcome"] == "error"
 
 
-def test_a_bad_policy_file_stops_start_up_naming_what_is_wrong(tmp_path: Path) -> None:
-    bad = tmp_path / "gates.toml"
-    bad.write_text(
+def test_a_bad_policy_file_stops_start_up_naming_what_is_wrong(files: Files) -> None:
+    files.policy.write_text(
         '[[gate]]\ntools = ["deploy"]\nwhen = [{ arg = "env", glob = "prod*", equals = 1 }]\n'
     )
-    run = subprocess.run(
-        [sys.executable, "-m", "bot", "mcp-gateway", "--upstream", "true", "--policy", str(bad)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "API_TOKEN": "unused"},
-        timeout=60,
-        check=False,
-    )
-    assert run.returncode == 2, run.stderr
-    assert "gate[1].when[1]" in run.stderr and "exactly one test" in run.stderr
-    assert "glob, equals" in run.stderr or "equals, glob" in run.stderr
+    said = refused_start(files, "true")
+    assert "gate[1].when[1]" in said and "exactly one test" in said
+    assert "glob, equals" in said or "equals, glob" in said
 
 
 @pytest.mark.parametrize(

@@ -160,3 +160,21 @@ class Mailroom:
             return found
 
         return await self.h.wait_for(step)
+
+
+async def ask_publish(room: Mailroom, policy: dict[str, Any]) -> dict[str, Any]:
+    """An agent elsewhere (``ci``) asks over REST to publish a release, under ``policy``;
+    once a worker has sent the emails, the request as the API returned it."""
+    body = {
+        "agent": "ci",
+        "requester": "pipeline",
+        "tool": "publish",
+        "arguments": {"package": "greenlight", "version": "0.2.0"},
+        "summary": "Tag v0.2.0 passed every check",
+        "policy": policy,
+    }
+    r = await room.h.api.post("/approvals", json=body)
+    assert r.status_code == 201, r.text
+    await room.h.drain()
+    asked: dict[str, Any] = r.json()
+    return asked

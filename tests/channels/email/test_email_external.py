@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from tests.channels.email.helpers import OPS, Mailroom, reply_to
+from tests.channels.email.helpers import OPS, Mailroom, ask_publish, reply_to
 
 
 async def test_an_email_reply_approves_an_external_request(room: Mailroom) -> None:
-    body = {
-        "agent": "ci",
-        "requester": "pipeline",
-        "tool": "publish",
-        "arguments": {"package": "greenlight", "version": "0.2.0"},
-        "summary": "Tag v0.2.0 passed every check",
-        "policy": {"approvers": [OPS]},
-    }
-    r = await room.h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    rid = r.json()["id"]
-    await room.h.drain()
+    rid = (await ask_publish(room, {"approvers": [OPS]}))["id"]
 
     ask = room.provider.last_to(OPS)
     for shown in ("publish", "version: 0.2.0", "Why: Tag v0.2.0 passed every check", "APPROVE"):

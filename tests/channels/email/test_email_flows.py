@@ -14,6 +14,7 @@ from bot.domain.events import (
 )
 from bot.domain.reducer import Status
 from tests.channels.email.helpers import ANN, FIN, OPS, Mailroom, new_mail, reply_to
+from tests.channels.email.provider import Sent
 
 TOKEN_ADDRESS = re.compile(r"^reply\+[a-z2-7]{48}@example\.test$")
 
@@ -93,11 +94,17 @@ async def test_reject_by_reply_gives_the_model_the_reason(room: Mailroom) -> Non
     assert "you rejected" in room.provider.last_to(OPS).text
 
 
-async def test_answering_an_ask_human_email_resumes_the_agent(room: Mailroom) -> None:
+async def refund_question(room: Mailroom) -> tuple[str, Sent]:
+    """Ann emails the refunds agent, which asks her the reason: the thread and the
+    question's email."""
     await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
     await room.h.drain()
     (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
-    question = room.provider.last_to(ANN)
+    return tid, room.provider.last_to(ANN)
+
+
+async def test_answering_an_ask_human_email_resumes_the_agent(room: Mailroom) -> None:
+    tid, question = await refund_question(room)
     assert "What is the reason for refunding A-1002?" in question.text
     assert TOKEN_ADDRESS.match(question["Reply-To"])
     assert question["Subject"] == "Re: Refund"
@@ -187,10 +194,7 @@ async def test_an_out_of_office_without_auto_submitted_answers_nothing(room: Mai
     # Many responders (older Exchange, hosted panels, phone apps) send no RFC 3834 header;
     # their subject is all that tells. Else the OOO text became the answer to a question,
     # and each "please answer again" could trigger another auto-reply.
-    await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
-    await room.h.drain()
-    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
-    question = room.provider.last_to(ANN)
+    tid, question = await refund_question(room)
     before = len(room.provider.sent)
     for subject in (
         "Automatic reply: Re: Refund",
@@ -209,10 +213,7 @@ async def test_an_out_of_office_without_auto_submitted_answers_nothing(room: Mai
 async def test_mail_from_the_null_path_answers_nothing(room: Mailroom) -> None:
     # Auto-responders and bounces are sent from MAIL FROM:<> (RFC 3834 §3.1.2), often with
     # no Auto-Submitted and a subject of their own. aiosmtpd keeps that path as "<>".
-    await room.smtp(new_mail(ANN, "refunds@example.test", "Refund", "refund A-1002"))
-    await room.h.drain()
-    (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
-    question = room.provider.last_to(ANN)
+    tid, question = await refund_question(room)
     before = len(room.provider.sent)
 
     # To the question's reply address: else the text became the answer.

@@ -8,7 +8,7 @@ from bot.domain.events import ApprovalRequested, DeliveryFailed
 from bot.domain.reducer import Status
 from bot.storage.retries import Retries
 from channels.email import tokens
-from tests.channels.email.helpers import ANN, DOMAIN, FIN, OPS, Mailroom, new_mail
+from tests.channels.email.helpers import ANN, DOMAIN, FIN, OPS, Mailroom, ask_publish, new_mail
 
 GONE = "gone@example.test"
 """An approver who left: the mail server refuses the address (550 at RCPT)."""
@@ -44,19 +44,9 @@ async def ask_gone_ops_and_fin(room: Mailroom) -> str:
     """An approval whose approvers include one the mail server refuses, between the other
     two (they are asked in order: fin, gone, ops); its thread."""
     room.provider.refuse_rcpt.add(GONE)
-    body = {
-        "agent": "ci",
-        "requester": "pipeline",
-        "tool": "publish",
-        "arguments": {"package": "greenlight", "version": "0.2.0"},
-        "summary": "Tag v0.2.0 passed every check",
-        # A day to answer: the hour after which the outbox gives up does not expire it.
-        "policy": {"approvers": [GONE, OPS, FIN], "expires_in": 86400},
-    }
-    r = await room.h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    await room.h.drain()
-    return str(r.json()["thread_id"])
+    # A day to answer: the hour after which the outbox gives up does not expire it.
+    asked = await ask_publish(room, {"approvers": [GONE, OPS, FIN], "expires_in": 86400})
+    return str(asked["thread_id"])
 
 
 async def test_a_refused_recipient_does_not_stop_the_others(room: Mailroom) -> None:

@@ -20,6 +20,14 @@ def only_card(api: SlackAPI, channel: str) -> tuple[str, str]:
     return found[0]
 
 
+async def asked(h: Harness, body: dict[str, Any]) -> str:
+    """Ask for approval over the API and let a worker post its card: the request's id."""
+    r = await h.api.post("/approvals", json=body)
+    assert r.status_code == 201, r.text
+    await h.drain()
+    return str(r.json()["id"])
+
+
 async def test_a_click_approves_an_external_request_and_the_long_poll_returns(
     h: Harness, api: SlackAPI, slack: Slack
 ) -> None:
@@ -32,10 +40,7 @@ async def test_a_click_approves_an_external_request_and_the_long_poll_returns(
         "policy": {"approvers": [f"slack:{BOB}"]},
         "slack_channel": APPROVALS,
     }
-    r = await h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    rid = r.json()["id"]
-    await h.drain()
+    rid = await asked(h, body)
 
     card = only_card(api, APPROVALS)
     shown = text_of(api.messages[card])
@@ -87,10 +92,7 @@ async def test_json_typed_in_the_edit_form_that_could_not_be_read_back_is_an_err
         "policy": {"approvers": [f"slack:{BOB}"]},
         "slack_channel": APPROVALS,
     }
-    r = await h.api.post("/approvals", json=body)
-    assert r.status_code == 201, r.text
-    rid = r.json()["id"]
-    await h.drain()
+    rid = await asked(h, body)
     await slack.click(only_card(api, APPROVALS), "gl_edit", BOB)
     view = last_view(api)
     assert [b["block_id"] for b in view["blocks"] if b["type"] == "input"] == ["args"]

@@ -3,7 +3,8 @@
 One cycle: a new thread with a user message -> the (offline) model picks a gated
 tool -> the thread is suspended durably -> a decision through the public decision
 path -> the tool runs -> the model replies -> done. Real Redis servers (the
-embedded binary, AOF everysec). Three sections, each on its own fresh server:
+embedded binary, AOF everysec unless ``--appendfsync always``). Three sections,
+each on its own fresh server:
 
 - ``one_process``: the driver, inbox, decisions and a worker in this process,
   on one Redis; also Redis bytes per suspended thread.
@@ -16,6 +17,7 @@ since wall-clock figures drift on a shared machine. Prints one JSON document on
 stdout; progress goes to stderr.
 
     python -m bench.cycles [--cycles N] [--in-flight 32] [--only one_process,cluster]
+                           [--appendfsync everysec|always]
 """
 
 from __future__ import annotations
@@ -226,7 +228,13 @@ async def _many(one: Callable[[], Awaitable[object]], n: int, in_flight: int) ->
 
 
 async def in_process(
-    url: str, nodes: Sequence[str], redis_pids: Sequence[int], cycles: int, in_flight: int
+    url: str,
+    nodes: Sequence[str],
+    redis_pids: Sequence[int],
+    cycles: int,
+    in_flight: int,
+    *,
+    fsync: str,
 ) -> dict[str, Any]:
     """The one-process figures against the server (or cluster) at ``url``."""
     redis = await connect(url)
@@ -254,7 +262,7 @@ async def in_process(
         on = {"redis_pids": redis_pids, "nodes": nodes}
         await run(rt, waiter, 200, 8, **on)  # warm up
         return {
-            "redis": f"embedded {await server_version(nodes[0])}, appendfsync everysec",
+            "redis": f"embedded {await server_version(nodes[0])}, appendfsync {fsync}",
             "event_loop": type(asyncio.get_running_loop()).__module__,
             "model": "offline",
             "sequential": await run(rt, waiter, max(cycles // 4, 100), 1, **on),
@@ -271,32 +279,32 @@ async def in_process(
         await redis.aclose()
 
 
-async def one_process(tmp: Path, cycles: int, in_flight: int) -> dict[str, Any]:
+async def one_process(tmp: Path, cycles: int, in_flight: int, fsync: str) -> dict[str, Any]:
     """Driver, inbox and worker in this process, on one embedded Redis."""
-    server = EmbeddedRedis(tmp / "redis", appendfsync="everysec")
+    server = EmbeddedRedis(tmp / "redis", appendfsync=fsync)
     server.start()
     try:
         pids = [server.process.pid] if server.process else []
-        return await in_process(server.url, [server.url], pids, cycles, in_flight)
+        return await in_process(server.url, [server.url], pids, cycles, in_flight, fsync=fsync)
     finally:
         server.stop()
 
 
-async def cluster(tmp: Path, cycles: int, in_flight: int) -> dict[str, Any]:
+async def cluster(tmp: Path, cycles: int, in_flight: int, fsync: str) -> dict[str, Any]:
     """As ``one_process``, on a real 3-primary cluster of the embedded binary."""
-    nodes = EmbeddedCluster(tmp / "cluster", primaries=3, appendfsync="everysec")
+    nodes = EmbeddedCluster(tmp / "cluster", primaries=3, appendfsync=fsync)
     nodes.start()
     try:
         pids = [p.pid for p in nodes.processes if p is not None]
-        figures = await in_process(nodes.url, nodes.urls, pids, cycles, in_flight)
+        figures = await in_process(nodes.url, nodes.urls, pids, cycles, in_flight, fsync=fsync)
         return {**figures, "redis": f"{figures['redis']}, 3-primary cluster"}
     finally:
         nodes.stop()
 
 
-async def web_and_workers(tmp: Path, cycles: int, in_flight: int) -> dict[str, Any]:
+async def web_and_workers(tmp: Path, cycles: int, in_flight: int, fsync: str) -> dict[str, Any]:
     """A web process and 2 worker processes on one embedded Redis, driven over HTTP."""
-    server = EmbeddedRedis(tmp / "redis", appendfsync="everysec")
+    server = EmbeddedRedis(tmp / "redis", appendfsync=fsync)
     server.start()
     try:
         pids = [server.process.pid] if server.process else []
@@ -304,14 +312,15 @@ async def web_and_workers(tmp: Path, cycles: int, in_flight: int) -> dict[str, A
             server.url, pids, tmp, cycles=cycles, in_flight=in_flight
         )
         return {
-            "redis": f"embedded {await server_version(server.url)}, appendfsync everysec",
+            "redis": f"embedded {await server_version(server.url)}, appendfsync {fsync}",
             **figures,
         }
     finally:
         server.stop()
 
 
-Section = Callable[[Path, int, int], Awaitable[dict[str, Any]]]
+Section = Callable[[Path, int, int, str], Awaitable[dict[str, Any]]]
+"""A section: its temporary folder, cycles, cycles in flight, and the servers' appendfsync."""
 RUNNERS: dict[str, Section] = {
     "one_process": one_process,
     "web_and_2_workers": web_and_workers,
@@ -319,7 +328,9 @@ RUNNERS: dict[str, Section] = {
 }
 
 
-async def main(cycles: int, in_flight: int, only: Sequence[str]) -> dict[str, Any]:
+async def main(
+    cycles: int, in_flight: int, only: Sequence[str], fsync: str = "everysec"
+) -> dict[str, Any]:
     """Run the chosen sections in turn; a section that fails reports its error."""
     figures: dict[str, Any] = {}
     before = load_average()
@@ -330,7 +341,7 @@ async def main(cycles: int, in_flight: int, only: Sequence[str]) -> dict[str, An
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
             try:
-                figures[name] = await RUNNERS[name](Path(tmp), cycles, in_flight)
+                figures[name] = await RUNNERS[name](Path(tmp), cycles, in_flight, fsync)
             except Exception as exc:
                 log.exception("%s failed", name)
                 figures[name] = {"error": repr(exc)}
@@ -365,13 +376,20 @@ def cli() -> None:
         default=list(SECTIONS),
         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})",
     )
+    parser.add_argument(
+        "--appendfsync",
+        choices=("everysec", "always"),
+        default="everysec",
+        help="the servers' fsync policy: always puts every write on disk before it is "
+        "acknowledged (README: Redis durability)",
+    )
     ns = parser.parse_args()
     logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     result: dict[str, Any] = {}
 
     async def go() -> None:
-        result.update(await main(ns.cycles, ns.in_flight, ns.only))
+        result.update(await main(ns.cycles, ns.in_flight, ns.only, ns.appendfsync))
 
     run_loop(go())
     print(json.dumps(result, indent=2))

@@ -9,7 +9,7 @@ import logging
 import secrets
 import signal
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ async def open_runtime(settings: Settings, *, inbound: bool = True) -> AsyncIter
         embedded.start()  # from the main thread: see die_with_parent
         url = embedded.url
     redis = await _reach(url, settings.redis_wait)
-    await _warn_without_persistence(redis)
+    await _warn_about_durability(redis, agents)
     from channels import build_channels
 
     rt = build_runtime(
@@ -188,14 +188,33 @@ async def _reach(url: str, patience: float) -> Client:
             delay = min(delay * 2, 5.0)
 
 
-async def _warn_without_persistence(redis: Client) -> None:
-    """Suspended threads survive a Redis restart only with the AOF on: say so if it is off."""
+async def _warn_about_durability(redis: Client, agents: Mapping[str, Agent]) -> None:
+    """Say what Redis would lose: everything on a restart without the AOF; on a crash of
+    its machine, the last second of writes unless it fsyncs each one (README: Redis
+    durability), which matters for the starts of approved tools that are not idempotent."""
     try:
-        config = await redis.config_get("appendonly")
+        config = {**await redis.config_get("appendonly"), **await redis.config_get("appendfsync")}
     except RedisError:
         return  # managed Redis often refuses CONFIG; nothing to learn
     if config.get("appendonly") != "yes":
         log.warning("Redis has appendonly=no: suspended threads would be lost if Redis restarts")
+        return
+    fsync = config.get("appendfsync")
+    at_risk = [
+        f"{agent.name}.{tool.name}"
+        for agent in agents.values()
+        for tool in agent.all_tools.values()
+        if tool.approval.required is not False and not tool.idempotent
+    ]
+    if fsync != "always" and at_risk:
+        log.warning(
+            "Redis has appendfsync=%s: a crash of its machine loses the writes not yet on its "
+            "disk (the last second or so under everysec). An approved tool that is not "
+            "idempotent, started then, runs again with nothing saying it began. For %s: set "
+            "appendfsync always in Redis, or declare the tool idempotent",
+            fsync,
+            ", ".join(sorted(at_risk)),
+        )
 
 
 async def serve(settings: Settings, *, web: bool, worker: bool) -> None:

@@ -1,27 +1,26 @@
 """At start-up, a process says what its Redis would lose (README: Redis durability).
 
-On a server of this module's own, whose persistence the tests change.
+On a server of each test's own, whose persistence the test changes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.serve import open_runtime
 from bot.storage.connection import Client, connect
 from bot.storage.embedded import EmbeddedRedis
-from tests.harness import eventually
 from tests.harness import test_settings as make_settings
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    found = EmbeddedRedis(Path(tmp_path_factory.mktemp("durability")))
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[EmbeddedRedis]:
+    """Our own: the session's server keeps its persistence."""
+    found = EmbeddedRedis(tmp_path / "redis")
     found.start()
     yield found
     found.stop()
@@ -31,9 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
 async def redis(server: EmbeddedRedis) -> AsyncIterator[Client]:
     client = await connect(server.url)
     yield client
-    await client.config_set("appendonly", "yes")
-    await client.config_set("appendfsync", "everysec")
-    await eventually(lambda: _aof_written(client))  # the server stops only once it is
     await client.aclose()
 
 
@@ -68,8 +64,3 @@ async def test_a_server_without_the_aof_is_said_to_lose_suspended_threads(
     assert await started(server, caplog) == [
         "Redis has appendonly=no: suspended threads would be lost if Redis restarts"
     ]
-
-
-async def _aof_written(redis: Client) -> bool:
-    got: dict[str, Any] = await redis.info("persistence")
-    return not (got["aof_rewrite_in_progress"] or got["aof_rewrite_scheduled"])

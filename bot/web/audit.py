@@ -201,13 +201,17 @@ def _after(
 
 
 async def _archived(rt: Runtime, since: float, last: tuple[float, str]) -> set[str]:
-    """The events of the archived records from ``since`` up to ``last``."""
+    """The events of the archived records from ``since`` up to ``last``: read newest
+    first, by time alone, so only the newest batches are opened (and none is passed over
+    by when Redis stored it: a record's ``at`` is its writer's clock)."""
     assert rt.archive is not None  # ``last`` is an archived record's
-    return {
-        r["event"]
-        for r in await asyncio.to_thread(rt.archive.audit_records, since, last[0])
-        if oldest_key(r) <= last
-    }
+    newest = rt.archive.audit_newest(0.0, last[0])
+
+    def read() -> set[str]:
+        kept = itertools.takewhile(lambda r: float(r["at"]) >= since, newest)
+        return {r["event"] for r in kept if oldest_key(r) <= last}
+
+    return await asyncio.to_thread(read)
 
 
 async def newest_records(rt: Runtime, start: float, end: float) -> AsyncGenerator[dict[str, Any]]:

@@ -104,9 +104,13 @@ async def test_approve_resumes_and_a_second_decision_fails_clearly(h: Harness) -
     thread = await thread_status(h, tid, "done")
     assert "1.5.0 on production" in thread["last_reply"]
 
-    again = await cli(h, "reject", req["id"], "--as", "carol", "--reason", "too late")
+    again = await cli(h, "reject", req["id"], "--as", "ann", "--reason", "too late")
     assert again.exit_code == 1
     assert "already approved by bob" in again.stderr and "HTTP 409" in again.stderr
+    # Someone the policy does not name is told that, as while it was open: not who decided.
+    stranger = await cli(h, "reject", req["id"], "--as", "carol", "--reason", "too late")
+    assert stranger.exit_code == 1 and "HTTP 403" in stranger.stderr
+    assert "carol may not decide" in stranger.stderr and "already" not in stranger.stderr
 
     shown = await cli(h, "show", tid)
     assert shown.exit_code == 0 and "approved by bob: LGTM" in shown.stdout

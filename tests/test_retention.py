@@ -16,6 +16,7 @@ from bot.domain.events import Actor, Decision, Origin
 from bot.domain.reducer import Status
 from bot.storage import keys
 from bot.storage.archive import Archive
+from bot.storage.audit import from_stored_record
 from bot.storage.embedded import EmbeddedRedis
 from bot.storage.retries import Retries
 from tests.channels.email.helpers import ANN, OPS, Mailroom, email_settings, new_mail, reply_to
@@ -245,6 +246,63 @@ async def archived_export(h: Harness, redis: Redis) -> list[str]:
     got = await cli(h, "audit", "export")
     assert got.exit_code == 0, got.output
     return got.stdout.splitlines()
+
+
+async def test_the_audit_trail_comes_a_page_at_a_time_archived_first_each_record_once(
+    h: Harness, redis: Redis
+) -> None:
+    clock = h.clock
+    assert isinstance(clock, ManualClock) and h.rt.retention is not None and h.archive
+    folder = h.archive.root / "audit"
+
+    def batches() -> dict[str, list[Path]]:
+        """Each shard's archived batches, oldest first."""
+        found: dict[str, list[Path]] = {}
+        for path in sorted(folder.glob("*/*.jsonl")):
+            found.setdefault(path.name.split("-")[0], []).append(path)
+        return found
+
+    # Decisions archived a sweep at a time, until a shard holds more than one batch.
+    threads: list[str] = []
+    while not any(len(paths) > 1 for paths in batches().values()):
+        assert len(threads) < 40, batches()
+        threads.append(await finished(h))
+        clock.advance(60)
+        await h.rt.retention.sweep()
+    clock.advance(8 * DAY)
+    await h.rt.retention.sweep()
+    streams = [keys.audit(s) for s in range(keys.SHARDS)]
+    assert sum([await redis.xlen(s) for s in streams]) == 0  # all archived
+    # The oldest of such a shard as a sweep leaves it that wrote it to the archive but
+    # stopped before trimming it from Redis: in both.
+    (oldest, *_) = next(paths for paths in batches().values() if len(paths) > 1)
+    line = oldest.read_text().splitlines()[0]
+    shard = keys.shard_of(from_stored_record(line)["thread"])
+    await redis.xadd(streams[shard], {"r": line})
+    # Two recorded since, still in Redis.
+    (last,) = [r for r in h.archive.audit_records(0, 2e9) if r["thread"] == threads[-1]]
+    for n in range(2):
+        tid = f"th_{n:020x}"
+        new = last | {"at": last["at"] + 60 * (n + 1), "thread": tid, "event": f"ev_{n:014x}"}
+        await redis.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(new)})
+        threads.append(tid)
+
+    whole = (await h.api.get("/audit")).json()
+    assert [r["thread"] for r in whole["items"]] == threads and whole["next"] is None
+    pages, url = [], "/audit?limit=2"
+    while url:
+        got = (await h.api.get(url)).json()
+        pages.append(got["items"])
+        url = got["next"]
+        assert len(pages) <= len(threads), pages
+    assert [len(page) for page in pages[:-1]] == [2] * (len(pages) - 1)
+    assert len(pages) == (len(threads) + 1) // 2
+    assert [r for page in pages for r in page] == whole["items"]
+    # The export follows the pages: every record, once.
+    got = await cli(h, "audit", "export")
+    assert [json.loads(line) for line in got.stdout.splitlines()] == whole["items"]
+    r = await h.api.get("/audit", params={"after": "not a cursor"})
+    assert r.status_code == 422 and "`after`" in r.json()["detail"], r.text
 
 
 async def test_records_of_both_shapes_read_back_whole_from_redis_and_from_the_archive(

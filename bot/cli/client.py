@@ -12,6 +12,7 @@ person between calls; there is no async twin.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,20 @@ class Client:
         """Whether the thread's hash chain holds, and where it breaks."""
         return self._call("GET", f"/threads/{thread_id}/audit")
 
-    def audit(self, *, since: str | None = None, until: str | None = None) -> dict[str, Any]:
-        """Decision records between two ISO 8601 times, oldest first."""
+    def audit(
+        self, *, since: str | None = None, until: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Decision records between two ISO 8601 times, oldest first: every one, the first
+        page read now, each next one as the records are asked for (``GET /audit`` answers
+        a page at a time, and links to the next)."""
         params = {k: v for k, v in {"since": since, "until": until}.items() if v}
-        return self._call("GET", "/audit", params=params)
+        return self._pages(self._call("GET", "/audit", params=params))
+
+    def _pages(self, page: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield from page["items"]
+        while page.get("next"):
+            page = self._call("GET", page["next"])
+            yield from page["items"]
 
     # --- tokens (an admin token's business) ----------------------------------------------
 

@@ -323,14 +323,14 @@ def audit_export(
 ) -> None:
     """Write every decision, answer and expiry in the window, with its event's chain hash."""
     with _api(url, token) as api:
-        rows = api.audit(since=since, until=until)["items"]
-    if fmt == "jsonl":
-        for row in rows:
-            typer.echo(json.dumps(row, separators=(",", ":")))
-        return
-    out = csv.DictWriter(sys.stdout, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
-    out.writeheader()
-    out.writerows(rows)
+        rows = api.audit(since=since, until=until)  # a page at a time, written as it comes
+        if fmt == "jsonl":
+            for row in rows:
+                typer.echo(json.dumps(row, separators=(",", ":")))
+            return
+        out = csv.DictWriter(sys.stdout, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+        out.writeheader()
+        out.writerows(rows)
 
 
 def _archived_or(api: Client, thread_id: str, missing: ApiError) -> dict[str, Any]:

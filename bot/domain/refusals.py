@@ -178,22 +178,28 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
     """Why ``actor`` may not decide (or, for a question, answer) ``req`` at ``now``; None if
     they may.
 
-    An approval refuses, in this order: a closed request, someone the policy does
-    not name, the requester or someone who cannot be told apart from them (unless the
+    An approval refuses, in this order: someone the policy does not name, a closed
+    request, the requester or someone who cannot be told apart from them (unless the
     policy allows self-approval), and someone who already approved the arguments now
-    shown.
+    shown. A question: someone it does not ask, then a closed question.
+
+    Someone who may not decide is told so before anything of the request's state: the
+    same answer, open or closed, so that who decided a request, and when, is told only to
+    those it asks. Those who know its outcome anyway (``_knows``: its requester, and who
+    voted on it before an escalation named others) hear that it is closed.
     """
-    if closed := why_closed(req, now):
-        return closed
     asked = req.asked
     # Asked as "not an approval": an ``isinstance`` that holds is quick, one that fails on
     # a pydantic class is an ABC check (microseconds), and most requests are approvals.
     if not isinstance(asked, ApprovalRequested):
         if may_answer(actor, asked.answerers):
-            return None
+            return why_closed(req, now)
         return NotAllowed(actor, tuple(asked.answerers), question=True)
-    if not is_allowed(actor, req.approvers):
+    closed = why_closed(req, now)
+    if not is_allowed(actor, req.approvers) and (closed is None or not _knows(req, actor)):
         return NotAllowed(actor, tuple(req.approvers))
+    if closed:
+        return closed
     if not asked.allow_self_approval and may_be_same_person(actor, asked.requester):
         if is_same_person(actor, asked.requester):
             return OwnRequest(actor)
@@ -202,6 +208,15 @@ def why_refused(req: Request, actor: Actor, now: float) -> Refusal | None:
         if is_same_person(vote.by, actor) and vote.args_hash == req.args_hash:
             return AlreadyVoted(actor, vote, asked.min_approvals, len(req.approvals()))
     return None
+
+
+def _knows(req: Request, actor: Actor) -> bool:
+    """Whether ``actor`` is told a closed approval's outcome anyway: they asked for it, or
+    voted on it (named by the policy then, if no longer since an escalation)."""
+    asked = req.asked
+    if isinstance(asked, ApprovalRequested) and is_same_person(actor, asked.requester):
+        return True
+    return any(is_same_person(vote.by, actor) for vote in req.votes)
 
 
 def may_decide(req: Request, actor: Actor, now: float) -> bool:

@@ -91,15 +91,16 @@ class Archive:
         temporary.replace(path)
 
     def audit_records(self, since: float, until: float) -> list[dict[str, Any]]:
-        """Archived audit records stored from ``since`` to ``until``, oldest first."""
-        found = [
-            record
-            for files in self._audit_files().values()
-            for _, path in files
-            for record in _audit_lines(path)
-            if since <= record["at"] <= until
-        ]
-        return sorted(found, key=lambda r: float(r["at"]))
+        """Archived audit records stored from ``since`` to ``until``, oldest first: all of
+        them at once (``audit_oldest`` reads as they are asked for)."""
+        return list(self.audit_oldest(since, until))
+
+    def audit_oldest(self, since: float, until: float) -> Iterator[dict[str, Any]]:
+        """Archived audit records stored from ``since`` to ``until``, oldest first (by
+        ``at``, then ``event``: ``oldest_key``), read a file at a time as they are asked
+        for: a reader that stops early has opened only the oldest files in its range."""
+        shards = self._audit_files().values()
+        return heapq.merge(*(_oldest(files, since, until) for files in shards), key=oldest_key)
 
     def has(self, thread_id: str) -> bool:
         """Whether the thread was archived here (a file system look-up per month folder)."""
@@ -152,6 +153,23 @@ class Archive:
 
 def _audit_lines(path: Path) -> list[dict[str, Any]]:
     return [from_stored_record(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def oldest_key(record: dict[str, Any]) -> tuple[float, str]:
+    """The order of ``Archive.audit_oldest``: by time, then by event id (one per record)."""
+    return float(record["at"]), str(record["event"])
+
+
+def _oldest(files: list[tuple[int, Path]], since: float, until: float) -> Iterator[dict[str, Any]]:
+    """One shard's archived records from ``since`` to ``until``, oldest first, its batches
+    read oldest first (as the stream's entries are chosen: by when Redis stored them)."""
+    for i, (first, path) in enumerate(files):
+        if first > until * 1000:
+            return  # this batch and the later ones were stored after ``until``
+        if i + 1 < len(files) and files[i + 1][0] <= since * 1000:
+            continue  # stored before ``since``, every one: the next batch begins by then
+        records = sorted(_audit_lines(path), key=oldest_key)
+        yield from (r for r in records if since <= r["at"] <= until)
 
 
 def _newest(files: list[tuple[int, Path]], since: float, until: float) -> Iterator[dict[str, Any]]:

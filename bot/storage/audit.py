@@ -107,25 +107,55 @@ def from_stored_record(raw: str | bytes) -> dict[str, Any]:
     return {name: record[name] for name in _WHOLE}
 
 
+Position = tuple[int, int, int]
+"""Where a record is in the shards' streams, merged: its entry id's milliseconds and
+sequence, then its shard (two shards may hold the same id)."""
+
+
 class AuditLog:
     """Reads the audit records of every shard."""
 
     def __init__(self, redis: Client) -> None:
         self.redis = redis
 
-    async def records(self, since: float, until: float, *, limit: int) -> list[dict[str, Any]]:
-        """Records stored from ``since`` to ``until`` (Unix seconds), oldest first."""
+    async def oldest(
+        self, since: float, until: float, *, after: Position | None = None, batch: int = 500
+    ) -> AsyncGenerator[tuple[Position, dict[str, Any]]]:
+        """Records stored from ``since`` to ``until`` (Unix seconds), oldest first, each
+        with its ``Position``; with ``after``, only those that come after it. Each shard is
+        read ``batch`` records at a time (``XRANGE``), merged by time, so a reader that
+        stops early read little more than it used."""
         if until < since or until < 0:
-            return []
-        low, high = f"{max(0, int(since * 1000))}-0", f"{int(until * 1000)}-18446744073709551615"
+            return
+        since_ms = max(0, int(since * 1000))
+        low, high = f"{since_ms}-0", f"{int(until * 1000)}-18446744073709551615"
 
-        async def shard(s: int) -> list[tuple[str, dict[str, Any]]]:
-            rows: Any = await self.redis.xrange(keys.audit(s), low, high, count=limit)
-            return [(_order(entry), from_stored_record(fields["r"])) for entry, fields in rows]
+        async def page(s: int, start: str) -> list[tuple[Position, str]]:
+            rows: Any = await self.redis.xrange(keys.audit(s), start, high, count=batch)
+            return [(_position(str(entry), s), str(fields["r"])) for entry, fields in rows]
 
-        found = await asyncio.gather(*(shard(s) for s in range(keys.SHARDS)))
-        merged = heapq.merge(*found, key=lambda row: row[0])
-        return [record for _, record in merged][:limit]
+        def first(s: int) -> str:
+            """Where shard ``s`` is read from: ``since``, or just after ``after``."""
+            if after is None or after[:2] < (since_ms, 0):
+                return low
+            ms, seq, shard = after
+            return f"{ms}-{seq}" if s > shard else f"({ms}-{seq}"  # one id in two shards
+
+        pages = dict(
+            enumerate(await asyncio.gather(*(page(s, first(s)) for s in range(keys.SHARDS))))
+        )
+        at = dict.fromkeys(pages, 0)
+        heap = [(rows[0][0], s) for s, rows in pages.items() if rows]
+        heapq.heapify(heap)
+        while heap:
+            _, s = heapq.heappop(heap)
+            position, raw = pages[s][at[s]]
+            yield position, from_stored_record(raw)
+            at[s] += 1
+            if at[s] == len(pages[s]) == batch:  # the shard may hold more: its next page
+                pages[s], at[s] = await page(s, f"({position[0]}-{position[1]}"), 0
+            if at[s] < len(pages[s]):
+                heapq.heappush(heap, (pages[s][at[s]][0], s))
 
     async def newest(
         self, since: float, until: float, *, batch: int = 500
@@ -207,7 +237,6 @@ def _newest_first(entry_id: str) -> tuple[int, int]:
     return -int(ms), -int(seq)
 
 
-def _order(entry_id: str) -> str:
-    """A stream entry id as a string that sorts by time across streams."""
+def _position(entry_id: str, shard: int) -> Position:
     ms, _, seq = entry_id.partition("-")
-    return f"{int(ms):016d}-{int(seq):010d}"
+    return int(ms), int(seq or 0), shard

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from bot.domain import ids
-from bot.domain.errors import ForbiddenError, InvalidInputError, NotFoundError
+from bot.domain.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from bot.domain.events import Actor, Decision, Origin
 from bot.domain.reducer import Status
 from bot.engine.inbox import Control
@@ -149,6 +149,24 @@ async def _once(key: str | None, call: Awaitable[T]) -> T:
         ) from exc
 
 
+async def _refused_as_read(
+    rt: Runtime, who: Caller, request_id: str, key: str | None, call: Awaitable[T]
+) -> T:
+    """Await a decision or an answer (``_once``). Refused for what the request is (closed,
+    not theirs to decide, a question), a caller that may not read it (``GET
+    /requests/{id}``: an approver it does not ask) gets the 404 that GET gives instead:
+    open or closed, nothing of it is told. Bad input (a reused Idempotency-Key, a reason
+    too long) is said as it is: it tells nothing of the request."""
+    try:
+        return await _once(key, call)
+    except (ConflictError, ForbiddenError):
+        if who.scope == "admin":
+            raise
+        req, state = await rt.decisions.find(request_id)
+        who.check_reads(state, req)
+        raise
+
+
 MAX_SCAN = 10_000
 """Threads of one agent read to filter them by status."""
 MAX_OFFSET = 100_000
@@ -224,7 +242,10 @@ async def decide(
     rt, who = runtime_of(request), caller_of(request)
     idempotency_key = idempotency_key_of(request)
     by = who.decider(body.by)
-    done = await _once(
+    done = await _refused_as_read(
+        rt,
+        who,
+        request_id,
         idempotency_key,
         rt.decisions.decide(
             request_id,
@@ -260,7 +281,10 @@ async def answer(
     if text is None:
         raise InvalidInputError("give `text` or `choice`")
     by = who.decider(body.by)
-    done = await _once(
+    done = await _refused_as_read(
+        rt,
+        who,
+        request_id,
         idempotency_key,
         rt.decisions.answer(
             request_id,

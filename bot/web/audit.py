@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
+import json
 from collections.abc import AsyncGenerator, Iterator
-from datetime import datetime
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from bot.domain import ids
 from bot.domain.audit import verify_chain
-from bot.domain.errors import NotFoundError
+from bot.domain.errors import InvalidInputError, NotFoundError
 from bot.runtime import Runtime
+from bot.storage.archive import oldest_key
+from bot.storage.audit import Position
 from bot.web.api import runtime_of
 from bot.web.schemas import error_responses
 from bot.web.scopes import Scoped, scope
@@ -65,6 +72,10 @@ class RecordOut(BaseModel):
 
 class RecordsOut(BaseModel):
     items: list[RecordOut]
+    next: str | None = None
+    """Where the records after these are (path and query: the same ``since``, ``until``
+    and ``limit``, and ``after``), when ``limit`` cut the range short; null when
+    ``items`` holds the last record in the range."""
 
 
 @router.get("/threads/{thread_id}/audit", response_model=ChainOut, responses=error_responses(404))
@@ -88,24 +99,119 @@ async def records(
     since: datetime | None = None,
     until: datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_RECORDS)] = MAX_RECORDS,
+    after: Annotated[str | None, Query(max_length=200)] = None,
 ) -> RecordsOut:
-    """Decisions, answers and expiries recorded between ``since`` and ``until``, oldest first."""
+    """Decisions, answers and expiries recorded between ``since`` and ``until``, oldest
+    first: at most ``limit``, and ``next`` links to the rest. Those retention archived
+    come first; a page reads only as many records as it returns (and one more)."""
     rt = runtime_of(request)
     start = since.timestamp() if since else 0.0
     end = until.timestamp() if until else rt.clock.now()
-    found = await read_records(rt, start, end, limit)
-    return RecordsOut(items=[RecordOut(**r) for r in found])
+    found, more = await read_page(rt, start, end, limit, Cursor.read(after))
+    items = [RecordOut(**r) for r in found]
+    if more is None:
+        return RecordsOut(items=items)
+    query = {
+        **({"since": since.isoformat()} if since else {}),
+        "until": (until or datetime.fromtimestamp(end, UTC)).isoformat(),
+        "limit": str(limit),
+        "after": more.write(),
+    }
+    return RecordsOut(items=items, next=f"{request.url.path}?{urlencode(query)}")
 
 
-async def read_records(rt: Runtime, start: float, end: float, limit: int) -> list[dict[str, Any]]:
-    """The audit records from ``start`` to ``end`` (Unix seconds), oldest first: those
-    retention archived, then those still in Redis."""
-    found: list[dict[str, Any]] = await rt.audit.records(start, end, limit=limit)
-    if rt.archive is not None:  # what retention moved out of Redis, first
-        archived = await asyncio.to_thread(rt.archive.audit_records, start, end)
-        live = {r["event"] for r in found}
-        found = [*(r for r in archived if r["event"] not in live), *found][:limit]
-    return found
+@dataclass(frozen=True)
+class Cursor:
+    """Where a page of ``GET /audit`` stopped: the last archived record it returned, and
+    the last one still in Redis (once the archived ones in the range are all returned)."""
+
+    archived: tuple[float, str] | None = None
+    """``oldest_key`` of the last archived record returned."""
+    live: Position | None = None
+    """The position in the streams of the last record returned from Redis."""
+
+    def write(self) -> str:
+        data = {"a": self.archived, "l": self.live}
+        return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode()
+
+    @classmethod
+    def read(cls, text: str | None) -> Cursor:
+        """The cursor ``write`` wrote; nothing is the start.
+
+        Raises:
+            InvalidInputError: not a cursor ``write`` wrote.
+        """
+        if text is None:
+            return cls()
+        try:
+            data = json.loads(base64.urlsafe_b64decode(text.encode()))
+            archived, live = data["a"], data["l"]
+            return cls(
+                archived=None if archived is None else (float(archived[0]), str(archived[1])),
+                live=None if live is None else (int(live[0]), int(live[1]), int(live[2])),
+            )
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            raise InvalidInputError("`after` is not a cursor this API gave (`next`)") from exc
+
+
+async def read_page(
+    rt: Runtime, start: float, end: float, limit: int, after: Cursor
+) -> tuple[list[dict[str, Any]], Cursor | None]:
+    """Up to ``limit`` audit records from ``start`` to ``end`` (Unix seconds) that come
+    after ``after``, oldest first: those retention archived (oldest, by ``oldest_key``),
+    then those still in Redis (by their place in the streams). And where the next page
+    starts, None when these are the last. A record archived but not yet trimmed from
+    Redis comes once. Reads ``limit`` + 1 records, and the archived ones as old as the
+    newest Redis records that may be in the archive too."""
+    found: list[dict[str, Any]] = []
+    last = after.archived
+    if after.live is None and rt.archive is not None:
+        archived = rt.archive.audit_oldest(start, end)
+        while page := await asyncio.to_thread(_after, archived, last, limit + 1 - len(found)):
+            found += page
+            if len(found) > limit:
+                return found[:limit], Cursor(archived=oldest_key(found[limit - 1]))
+        last = oldest_key(found[-1]) if found else last
+    both: set[str] = set()  # archived records that may still be in Redis too
+    both_since = None  # from when ``both`` holds them
+    position = after.live
+    batch = min(ARCHIVE_PAGE, limit + 1)
+    async with aclosing(rt.audit.oldest(start, end, after=after.live, batch=batch)) as live:
+        async for at, record in live:
+            if last is not None and oldest_key(record) <= last:
+                if both_since is None or record["at"] < both_since:
+                    both_since = float(record["at"])
+                    both = await _archived(rt, both_since, last)
+                if record["event"] in both:
+                    continue
+            if len(found) == limit:
+                return found, Cursor(archived=last, live=position)
+            found.append(record)
+            position = at
+    return found, None
+
+
+def _after(
+    records: Iterator[dict[str, Any]], last: tuple[float, str] | None, n: int
+) -> list[dict[str, Any]]:
+    """The next ``n`` of ``records`` (oldest first) that come after ``last``; at most
+    ``ARCHIVE_PAGE`` at once."""
+    later = (r for r in records if last is None or oldest_key(r) > last)
+    return list(itertools.islice(later, min(n, ARCHIVE_PAGE)))
+
+
+async def _archived(rt: Runtime, since: float, last: tuple[float, str]) -> set[str]:
+    """The events of the archived records from ``since`` up to ``last``: read newest
+    first, by time alone, so only the newest batches are opened (and none is passed over
+    by when Redis stored it: a record's ``at`` is its writer's clock)."""
+    assert rt.archive is not None  # ``last`` is an archived record's
+    newest = rt.archive.audit_newest(0.0, last[0])
+
+    def read() -> set[str]:
+        kept = itertools.takewhile(lambda r: float(r["at"]) >= since, newest)
+        return {r["event"] for r in kept if oldest_key(r) <= last}
+
+    return await asyncio.to_thread(read)
 
 
 async def newest_records(rt: Runtime, start: float, end: float) -> AsyncGenerator[dict[str, Any]]:

@@ -117,6 +117,7 @@ class SlackChannel:
         token = settings.slack_bot_token.get_secret_value()
         secret = settings.slack_signing_secret
         self.app_token = settings.slack_app_token
+        self.max_body_bytes = settings.max_body_bytes
         self.client = to_client(token, settings.slack_api_url, patient=True)
         self.web_client = to_client(token, settings.slack_api_url, patient=False)
         approvals = settings.slack_approvals_channel
@@ -192,7 +193,12 @@ class SlackChannel:
                 self.app_token is not None,
             )
         if inbound and self.app_token is not None:
-            self._socket = SocketMode(self.app, self.app_token.get_secret_value(), self.events)
+            self._socket = SocketMode(
+                self.app,
+                self.app_token.get_secret_value(),
+                self.events,
+                max_bytes=self.max_body_bytes,
+            )
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
 
     async def stop(self) -> None:

@@ -23,10 +23,12 @@ from typing import Any
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
-from bot.domain.errors import DeliveryError
+from bot.domain.errors import DeliveryError, RefusedError
+from channels.slack import ingress
 from channels.slack.home import Home
 from channels.slack.listeners import Listeners
 from channels.slack.payloads import is_self_event, to_message
@@ -80,15 +82,44 @@ class Events:
 class SocketMode(AsyncSocketModeHandler):
     """Bolt's Socket Mode handler, with Events API envelopes going to ``Events`` instead.
 
-    An event is acknowledged once handled, as over HTTP; one that failed is not,
-    so Slack sends it again.
+    Every envelope is read first as HTTP ingress reads a body (``ingress.to_envelope``:
+    the body limit, the strict JSON reader): one it refuses is acknowledged, so Slack
+    does not send it again, logged, and goes no further, as a 4xx over HTTP. An event
+    is acknowledged once handled, as over HTTP; one that failed is not, so Slack sends
+    it again.
+
+    Args:
+        max_bytes: the largest envelope, in bytes (``MAX_BODY_BYTES``).
     """
 
-    def __init__(self, app: Any, app_token: str, events: Events) -> None:
+    def __init__(self, app: Any, app_token: str, events: Events, *, max_bytes: int) -> None:
         super().__init__(app, app_token)
         self.events = events
+        self.max_bytes = max_bytes
+        self._refused: dict[str, str] = {}
+        """Envelopes ``_read`` refused, by id, until ``handle`` drops them."""
+        self.client.message_listeners.append(self._read)
+
+    async def _read(
+        self, client: AsyncBaseSocketModeClient, message: dict[Any, Any], raw: str | None
+    ) -> None:
+        """Read an envelope's text strictly. Slack's client calls its message listeners
+        with the text before it hands the request it made of it to ``handle``."""
+        envelope = message.get("envelope_id")
+        if not isinstance(envelope, str) or not {"type", "payload"} <= message.keys():
+            return  # not a request (``SocketModeRequest.from_dict``): never handed on
+        raw = raw or ""
+        try:
+            ingress.to_envelope(raw, self.max_bytes)
+        except RefusedError as exc:
+            self._refused[envelope] = exc.message
 
     async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+        envelope = req.envelope_id if isinstance(req.envelope_id, str) else ""
+        if (why := self._refused.pop(envelope, None)) is not None:
+            log.warning("slack: refused a Socket Mode %s envelope %s: %s", req.type, envelope, why)
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=envelope))
+            return
         if req.type != "events_api" or not isinstance(req.payload, dict):
             await super().handle(client, req)
             return

@@ -5,10 +5,11 @@ field has the type Slack documents, so an unsigned ``[[]]`` or a signed payload
 with a list where an object belongs was a 500. Here the signature is checked on
 the raw bytes first (401 when it fails), then the body must parse the way Bolt
 would parse it, into an object, with JSON we could store and read back (400 when
-it does not). A JSON body is parsed once, here: an Events API callback goes on
-to ``channels.slack.events`` as this object, without Bolt (``is_event``). Errors
-from the payload's shape past this gate are 400s too (``is_malformed``);
-anything else stays a 5xx, which Slack retries.
+it does not): ``bot.domain.limits.from_json``, the reader of every JSON from outside.
+Socket Mode's envelopes are read by the same reader (``to_envelope``). A JSON body is
+parsed once, here: an Events API callback goes on to ``channels.slack.events`` as
+this object, without Bolt (``is_event``). Errors from the payload's shape past this
+gate are 400s too (``is_malformed``); anything else stays a 5xx, which Slack retries.
 """
 
 from __future__ import annotations
@@ -22,9 +23,14 @@ from collections.abc import Mapping
 from typing import Any, TypeGuard
 from urllib.parse import parse_qsl
 
-import pydantic_core
-
-from bot.domain.errors import BadRequestError, InvalidInputError, RefusedError, UnauthorizedError
+from bot.domain.errors import (
+    BadRequestError,
+    InvalidInputError,
+    RefusedError,
+    TooLargeError,
+    UnauthorizedError,
+)
+from bot.domain.limits import from_json
 from bot.web.errors import status_of
 
 TOLERANCE = 300
@@ -64,7 +70,8 @@ def to_json(raw: bytes, content_type: str | None) -> dict[str, Any] | None:
 
     Raises:
         BadRequestError: not UTF-8, not JSON where JSON belongs, JSON we could not
-            store (lone surrogates, past the reader's nesting limit), or not an object.
+            store (``bot.domain.limits.from_json``: lone surrogates, ``NaN`` or infinite
+            numbers, nested deeper than 32 levels), or not an object.
     """
     try:
         text = raw.decode("utf-8")
@@ -88,11 +95,29 @@ def is_event(body: dict[str, Any] | None) -> TypeGuard[dict[str, Any]]:
     return body is not None and body.get("type") == "event_callback"
 
 
+def to_envelope(raw: str, max_bytes: int) -> dict[str, Any]:
+    """A Socket Mode envelope's JSON object, read as ``to_json`` reads an HTTP body: at
+    most ``max_bytes`` of UTF-8 (``MAX_BODY_BYTES``, the body limit), by the same strict
+    reader. Slack's client has already read it with Python's ``json``, which takes
+    ``NaN``, lone surrogates and any nesting; its listeners must not see what this refuses.
+
+    Raises:
+        TooLargeError: over ``max_bytes``.
+        BadRequestError: as ``to_json``.
+    """
+    data = raw.encode()  # a websocket's text arrives as UTF-8: always encodable
+    if len(data) > max_bytes:
+        raise TooLargeError(
+            f"the envelope is {len(data)} bytes, over the limit of {max_bytes}", limit=max_bytes
+        )
+    return _object(data, "the envelope")
+
+
 def _object(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = pydantic_core.from_json(raw, allow_inf_nan=False)
+        value = from_json(raw, what)
     except ValueError as exc:
-        raise BadRequestError(f"{what} is not valid JSON: {exc}") from exc
+        raise BadRequestError(str(exc)) from exc
     if not isinstance(value, dict):
         raise BadRequestError(f"{what} is not a JSON object")
     return value

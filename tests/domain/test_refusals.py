@@ -13,6 +13,7 @@ from bot.domain.events import (
     ApprovalRequested,
     Cancelled,
     Decision,
+    Escalated,
     Event,
     HumanAnswer,
     HumanQuestion,
@@ -98,6 +99,43 @@ def test_a_decided_request_says_by_whom_and_when() -> None:
     assert closed.message == f"request {RID} is already rejected by bob at 2023-11-14T22:14:20Z"
     # Closed beats everything else: even the requester hears that it is decided.
     assert why_refused(req, ANN, T0 + 61) == closed
+
+
+def test_someone_the_policy_does_not_name_hears_only_that_open_or_closed() -> None:
+    # Who decided a request, and when, is told to those it asks: Mallory, whom the policy
+    # does not name, is refused as she would be while it is open, whatever its state.
+    stranger = NotAllowed(MAL, ("bob", "carol@example.com"))
+    assert why_refused(approval(), MAL, T0) == stranger
+    rejected = approval(vote(BOB, Decision.REJECT))
+    for req, now in (
+        (rejected, T0 + 61),
+        (approval(), T0 + 3600),  # past its expiry, no worker has closed it yet
+        (approval(ExpiredEvent(request_id=RID, at=T0 + 3600)), T0 + 3601),
+        (approval(Cancelled(by=ANN, at=T0 + 5)), T0 + 6),
+    ):
+        refusal = why_refused(req, MAL, now)
+        assert refusal == stranger, refusal
+        assert "bob may" not in refusal.error().message and not refusal.error().detail
+    # Those it names still hear that it is closed, by whom and when.
+    assert why_refused(rejected, CAROL, T0 + 61) == Closed(
+        RID, RequestStatus.REJECTED, (BOB,), T0 + 60
+    )
+    assert why_refused(approval(), BOB, T0 + 3600) == Expired(RID, T0 + 3600)
+    # So do those who voted, though an escalation named others since.
+    first = vote(BOB, at=T0 + 10)
+    escalated = Escalated(request_id=RID, approvers=["dave"], at=T0 + 20)
+    settled = approval(
+        first, escalated, vote(Actor(channel="api", id="dave"), at=T0 + 30), min_approvals=2
+    )
+    assert why_refused(settled, BOB, T0 + 31) == Closed(
+        RID, RequestStatus.APPROVED, (BOB, Actor(channel="api", id="dave")), T0 + 30
+    )
+    assert why_refused(settled, CAROL, T0 + 31) == NotAllowed(CAROL, ("dave",))
+    # A question: whom it does not ask, the same.
+    answered = question(
+        HumanAnswer(request_id=RID, text="1.5.0", by=BOB, at=T0 + 9), answerers=["bob"]
+    )
+    assert why_refused(answered, MAL, T0 + 10) == NotAllowed(MAL, ("bob",), question=True)
 
 
 def test_expired_and_cancelled_requests_name_nobody() -> None:

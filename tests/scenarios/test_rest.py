@@ -229,6 +229,19 @@ async def test_deciding_a_decided_request_names_who_and_when(h: Harness, redis: 
     assert await snapshot(redis) == before
 
 
+async def test_someone_who_may_not_decide_is_not_told_who_decided(h: Harness, redis: Redis) -> None:
+    _, req = await launch(h)
+    url = f"/requests/{req['id']}/decision"
+    mallory = {"decision": "reject", "by": "mallory", "reason": "no"}
+    while_open = assert_error(await h.api.post(url, json=mallory), 403, "forbidden")
+    assert (await h.api.post(url, json={"decision": "approve", "by": "bob"})).status_code == 200
+    before = await snapshot(redis)
+    # Decided now: Mallory hears what she heard while it was open, not who decided nor when.
+    body = assert_error(await h.api.post(url, json=mallory), 403, "forbidden", "mallory may not")
+    assert body == while_open and "decided_by" not in body and "already" not in body["detail"]
+    assert await snapshot(redis) == before
+
+
 async def test_only_allowed_approvers_and_never_oneself(h: Harness, redis: Redis) -> None:
     _, req = await launch(h, {**DEPLOY, "user": "alice"})
     assert req["approvers"] == ["alice", "bob"]

@@ -328,11 +328,38 @@ async def test_an_approver_reads_only_what_it_may_decide_and_never_threads(
     approver = t.clients["approver"]
     listed = [r["id"] for r in (await approver.get("/requests")).json()["items"]]
     assert mine in listed and others not in listed
-    assert (await approver.get(f"/requests/{others}")).status_code == 404
+    hidden = await approver.get(f"/requests/{others}")
+    assert hidden.status_code == 404
     assert (await approver.get(f"/approvals/{others}")).status_code == 404
-    assert (
-        await approver.post(f"/requests/{others}/decision", json={"decision": "approve"})
-    ).status_code == 403
+    # Deciding it is refused as reading it is: its existence is not told either.
+    r = await approver.post(f"/requests/{others}/decision", json={"decision": "approve"})
+    assert r.status_code == 404 and r.json() == hidden.json(), r.text
+
+
+async def test_an_approver_deciding_what_it_may_not_read_is_not_told_who_decided(
+    h: Harness, t: Tokens
+) -> None:
+    agent, approver = t.clients["agent"], t.clients["approver"]
+    body = {"tool": "t", "summary": "s", "policy": {"approvers": ["ann"]}}
+    others = (await agent.post("/approvals", json=body)).json()["id"]
+    asked = {"question": "which region?", "answerers": ["ann"]}
+    question = (await agent.post("/questions", json=asked)).json()["id"]
+    decided = {"decision": "approve", "by": "ann"}
+    assert (await h.api.post(f"/requests/{others}/decision", json=decided)).status_code == 200
+    answered = {"text": "eu", "by": "ann"}
+    assert (await h.api.post(f"/requests/{question}/answer", json=answered)).status_code == 200
+    before = await snapshot(h.redis)
+    for rid, path, payload in (
+        (others, "decision", {"decision": "reject", "reason": "no"}),
+        (question, "answer", {"text": "us"}),
+    ):
+        hidden = await approver.get(f"/requests/{rid}")
+        assert hidden.status_code == 404
+        r = await approver.post(f"/requests/{rid}/{path}", json=payload)
+        # Not a 409 naming ann and when: what GET says, as if there were no such request.
+        assert r.status_code == 404 and r.json() == hidden.json(), r.text
+        assert "ann" not in r.text
+    assert await snapshot(h.redis) == before
 
 
 async def test_an_approvers_idempotency_keys_are_its_own(h: Harness, t: Tokens) -> None:
@@ -355,7 +382,7 @@ async def test_an_approvers_idempotency_keys_are_its_own(h: Harness, t: Tokens) 
         # answered with the request as if it were their replay.
         before = await snapshot(h.redis)
         r = await carol.post(url, json=vote, headers=key)
-        assert r.status_code == 403 and r.json()["error"] == "forbidden", r.text
+        assert r.status_code == 404 and r.json()["error"] == "not_found", r.text
         assert await snapshot(h.redis) == before
         # Another approver, the same key and body: a vote of its own, not bob's replayed.
         second = await ann.post(url, json=vote, headers=key)

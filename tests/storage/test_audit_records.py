@@ -121,6 +121,39 @@ async def test_the_newest_come_first_from_every_shard_a_page_at_a_time(redis: Re
     assert await newest(2e9, 1e9) == []
 
 
+async def test_the_oldest_come_first_and_a_reader_resumes_just_after_any_record(
+    redis: Redis,
+) -> None:
+    # Records of three threads (shards), one every millisecond; two shards also hold a
+    # record under the same entry id.
+    tids = [f"th_{n:020x}" for n in range(3)]
+    pipe = redis.pipeline(transaction=False)
+    for i in range(25):
+        tid = tids[i % 3]
+        record = {"at": 1_800_000_000 + i / 1000, "thread": tid, "request": f"{tid}.r{i:08x}"}
+        stamp = f"{1_800_000_000_000 + i}-{1 if i == 24 else 0}"
+        pipe.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(record)}, id=stamp)
+    twin = {"at": 1_800_000_000.024, "thread": tids[1], "request": f"{tids[1]}.r{99:08x}"}
+    stamp = f"{1_800_000_000_000 + 24}-1"
+    pipe.xadd(keys.audit(keys.shard_of(tids[1])), {"r": json.dumps(twin)}, id=stamp)
+    await pipe.execute()
+    audit = AuditLog(redis)
+
+    async def oldest(since: float, until: float, after: Any = None) -> list[Any]:
+        return [
+            (where, int(r["request"][-8:], 16))
+            async for where, r in audit.oldest(since, until, after=after, batch=4)
+        ]
+
+    every = await oldest(0, 2e9)
+    assert sorted(n for _, n in every) == [*range(25), 99]
+    assert [n for _, n in every][:24] == list(range(24))
+    assert await oldest(1_800_000_000.005, 1_800_000_000.0199) == every[5:20]
+    for cut in range(len(every)):  # from any record on, the rest: each once, in order
+        assert await oldest(0, 2e9, after=every[cut][0]) == every[cut + 1 :]
+    assert await oldest(2e9, 1e9) == []
+
+
 def test_a_batch_archived_again_in_a_later_month_is_read_once(tmp_path: Path) -> None:
     archive = Archive(tmp_path)
     at = datetime(2024, 3, 31, 23, 0, tzinfo=UTC).timestamp()

@@ -291,3 +291,16 @@ def has_buttons(message: dict[str, Any]) -> bool:
 def text_of(message: dict[str, Any]) -> str:
     """Every text of a message and its blocks, joined, for assertions."""
     return json.dumps({"text": message.get("text"), "blocks": message.get("blocks")})
+
+
+def unreadable(payload: dict[str, Any], max_bytes: int) -> dict[str, dict[str, Any]]:
+    """``payload`` with a field the strict JSON reader refuses, or past ``max_bytes``."""
+    deep: Any = "deep"
+    for _ in range(40):
+        deep = [deep]
+    found = {
+        "nested deeper than 32 levels": deep,
+        "not valid JSON": float("nan"),  # written NaN, as Python's json writes it
+        f"over the limit of {max_bytes}": "x" * max_bytes,
+    }
+    return {why: {**payload, "event": {**payload["event"], "x": x}} for why, x in found.items()}

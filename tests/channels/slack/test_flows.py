@@ -247,6 +247,28 @@ async def test_stale_click_after_a_decision_elsewhere(
     assert (await h.thread(thread_of(root))).version == version
 
 
+async def test_a_click_on_a_decided_card_by_someone_it_does_not_ask_tells_only_that(
+    h: Harness, api: SlackAPI, slack: Slack
+) -> None:
+    root, card = await ask_for_approval(h, slack, api)
+    r = await slack.click(card, "gl_approve", BOB)
+    assert r.status_code == 200
+    await h.drain()
+    assert "*Approved* by" in text_of(api.messages[card])
+    version = (await h.thread(thread_of(root))).version
+
+    # Mallory's client still shows the buttons: she hears what she would of an open card,
+    # not who decided it.
+    for action in ("gl_approve", "gl_reject", "gl_edit"):
+        r = await slack.interact(slack.click_payload(card, action, MAL, as_first_posted=True))
+        assert r.status_code == 200
+    notes = await whispers(api, MAL, 3)
+    assert len(notes) == 3 and all("can't decide" in n for n in notes), notes
+    assert not any("already" in n or f"<@{BOB}> at" in n for n in notes), notes
+    assert (await h.thread(thread_of(root))).version == version
+    assert api.calls_to("views.open") == []
+
+
 async def test_free_text_reply_in_the_thread_answers_the_question(
     h: Harness, api: SlackAPI, slack: Slack
 ) -> None:

@@ -17,7 +17,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from channels.slack import ingress
 from tests.channels.slack.conftest import ANN, BOB
-from tests.channels.slack.slack import SECRET, Slack, sample
+from tests.channels.slack.slack import SECRET, Slack, sample, unreadable
 from tests.harness import Harness
 from tests.scenarios.test_rest import snapshot
 
@@ -94,6 +94,22 @@ async def test_signed_garbage_is_400(
     before = await snapshot(redis)
     r = await signed(slack, body, content_type)
     assert_json_error(r, 400, "bad_request")
+    assert await snapshot(redis) == before
+
+
+async def test_signed_events_the_strict_json_reader_refuses_are_400(
+    h: Harness, slack: Slack, redis: Redis
+) -> None:
+    # The reader of every JSON from outside (bot.domain.limits.from_json), as Socket Mode.
+    before = await snapshot(redis)
+    mention = slack.mention_payload("deploy api 1.5.0 to production", ANN)
+    for why, payload in unreadable(mention, 1_000_000).items():
+        r = await slack.event(payload)
+        if why.startswith("over the limit"):
+            assert r.status_code == 413, r.text  # the body limit, before anything reads it
+            continue
+        assert_json_error(r, 400, "bad_request")
+        assert why in r.json()["detail"], r.text
     assert await snapshot(redis) == before
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -13,7 +14,7 @@ from bot.domain.errors import ConfigError
 from bot.domain.events import UserMessage
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.slack.conftest import ANN, slack_settings
-from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample, whispers
+from tests.channels.slack.slack import CHANNEL, TEAM, Slack, has_buttons, sample, unreadable
 from tests.harness import Harness
 from tests.standins.slack_api import SlackAPI
 
@@ -150,23 +151,60 @@ async def test_socket_mode(redis_server: EmbeddedRedis, redis: Redis, api: Slack
         assert r.status_code == 404
 
 
-async def test_a_message_socket_mode_read_with_a_lone_surrogate_is_refused_with_a_note(
-    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+async def test_a_message_socket_mode_read_with_a_lone_surrogate_is_refused_as_over_http(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Over HTTP the body's reader refuses it (400); Socket Mode's client reads envelopes
-    # with Python's json, which lets "\ud800" through to the listener.
+    # with Python's json, which lets "\ud800" through, so each envelope is read again by
+    # the same strict reader before it goes any further.
     settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
     async with Harness(redis_server.url, settings=settings) as h:
         payload = Slack(h.http, api).mention_payload("deploy api 1.5.0 \ud800", ANN)
         envelope = {"envelope_id": "5e0c1f2a-8d3b-4e6f-a1b2-c3d4e5f60718", "type": "events_api"}
-        ack = await api.push({**envelope, "payload": payload, "retry_attempt": 0})
-        # Handled (Slack need not send it again): nothing recorded, the writer told why.
+        with caplog.at_level(logging.WARNING, logger="channels.slack.events"):
+            ack = await api.push({**envelope, "payload": payload, "retry_attempt": 0})
+        # Handled (Slack need not send it again): nothing recorded, and why is logged.
         assert ack == {"envelope_id": envelope["envelope_id"]}
-        (note,) = await whispers(api, ANN)
-        assert "the message: not valid UTF-8 (a lone surrogate)" in note
+        (line,) = [
+            r.getMessage() for r in caplog.records if envelope["envelope_id"] in r.getMessage()
+        ]
+        assert "refused a Socket Mode events_api envelope" in line and "not valid JSON" in line
         assert not await h.rt.log.events(thread_of(payload["event"]["ts"]))
         _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
-        assert total == 0
+        assert total == 0 and api.calls_to("chat.postEphemeral") == []  # as over HTTP: a 400
+
+
+async def test_socket_mode_envelopes_are_read_as_strictly_as_http_bodies(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = slack_settings(
+        api, slack_signing_secret=None, slack_app_token=api.app_token, max_body_bytes=20_000
+    )
+    async with Harness(redis_server.url, settings=settings) as h:
+        slack = Slack(h.http, api)
+        mention = slack.mention_payload("deploy api 1.5.0 to production", ANN)
+        refused = unreadable(mention, 20_000)
+        with caplog.at_level(logging.WARNING, logger="channels.slack.events"):
+            for n, payload in enumerate(refused.values()):
+                envelope = {"envelope_id": f"0c8e2f1a-{n:04d}", "type": "events_api"}
+                ack = await api.push({**envelope, "payload": payload, "retry_attempt": 0})
+                # Acknowledged, so Slack does not send it again; gone no further.
+                assert ack == {"envelope_id": envelope["envelope_id"]}
+        logged = [
+            r.getMessage() for r in caplog.records if "refused a Socket Mode" in r.getMessage()
+        ]
+        assert len(logged) == len(refused), logged
+        for line, why in zip(logged, refused, strict=True):
+            assert why in line, (why, line)
+        assert not await user_messages(h, mention["event"]["ts"])
+        _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
+        assert total == 0 and api.calls_to("chat.postEphemeral") == []
+
+        # The same mention, readable, on the same connection: heard.
+        ok = {"envelope_id": "0c8e2f1a-9999", "type": "events_api", "payload": mention}
+        assert await api.push(ok) == {"envelope_id": ok["envelope_id"]}
+        (message,) = await user_messages(h, mention["event"]["ts"])
+        assert message.text == "deploy api 1.5.0 to production"
 
 
 async def test_a_double_click_is_one_decision(h: Harness, api: SlackAPI, slack: Slack) -> None:

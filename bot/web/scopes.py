@@ -84,9 +84,12 @@ class Caller:
 
     def check_reads(self, state: ThreadState, req: HumanRequest | None = None) -> None:
         """Raise NotFoundError (as for an id that does not exist) unless ``may_read``."""
-        if not self.may_read(state, req):
-            what = f"request {req.id!r}" if req is not None else f"thread {state.id!r}"
-            raise NotFoundError(f"no {what} for token {self.name!r}")
+        if self.may_read(state, req):
+            return
+        # Word for word what an id that does not exist gets: nothing tells the two apart.
+        if req is not None:
+            raise NotFoundError(f"no request {req.id!r}", request_id=req.id)
+        raise NotFoundError(f"no thread {state.id!r}", thread_id=state.id)
 
     def decider(self, by: str | None) -> str:
         """Who a decision or answer is recorded as: ``by``, checked against the token.

@@ -330,6 +330,10 @@ async def test_an_approver_reads_only_what_it_may_decide_and_never_threads(
     assert mine in listed and others not in listed
     hidden = await approver.get(f"/requests/{others}")
     assert hidden.status_code == 404
+    # Word for word what an id that does not exist gets: nothing says it exists.
+    unknown = others[:-1] + ("1" if others[-1] == "0" else "0")
+    missing = (await approver.get(f"/requests/{unknown}")).json()
+    assert hidden.json() == {k: str(v).replace(unknown, others) for k, v in missing.items()}
     assert (await approver.get(f"/approvals/{others}")).status_code == 404
     # Deciding it is refused as reading it is: its existence is not told either.
     r = await approver.post(f"/requests/{others}/decision", json={"decision": "approve"})

@@ -56,9 +56,10 @@ class EmbeddedRedis:
     Args:
         data_dir: where the AOF and the pid/log files live.
         port: the port; 0 picks a free one.
-        appendfsync: ``everysec`` (the default: a crash of the machine or of
-            the server loses at most the last second or two of writes) or
-            ``always`` (none: every write is on disk before its reply).
+        appendfsync: ``everysec`` (the default: a crash of the machine loses up to
+            the last second or two of writes, a crash of the server alone none) or
+            ``always`` (none either way: every write is on disk before its reply;
+            what ``greenlight run`` starts).
     """
 
     def __init__(self, data_dir: Path, *, port: int = 0, appendfsync: str = "everysec") -> None:

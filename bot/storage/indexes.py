@@ -23,7 +23,22 @@ from bot.storage.connection import Client
 from bot.storage.encoding import to_compact_json
 from bot.storage.script import Script
 
-REINDEX = """
+_CHANGED = """
+local function changed(waiting_v)
+  local was = redis.call('GET', waiting_v)
+  local count = tonumber(was and string.match(was, '^%d+') or 0) + 1
+  local now = redis.call('TIME')
+  redis.call('SET', waiting_v, count .. ':' .. now[1] .. '.' .. now[2])
+end
+"""
+"""A shard's ``waiting`` changed: its version becomes one no process has seen. A count, and
+the server's time: Redis that lost writes (a restart within its fsync window, a failover to
+a replica that was behind) counts again from where it was, and a process that read the
+lost version would take the next change for what it had read."""
+
+REINDEX = (
+    _CHANGED
+    + """
 local function reindex(agents, agent, old_agent, old_status, new_status, open, waiting,
                        waiting_v, tid, agent_name, created, now, is_new, stored_before,
                        opened, closed, summaries)
@@ -46,14 +61,17 @@ local function reindex(agents, agent, old_agent, old_status, new_status, open, w
       redis.call('HSET', waiting, rid, summary)
     end
   end
-  if summaries ~= '' or closed ~= '' then redis.call('INCR', waiting_v) end
+  if summaries ~= '' or closed ~= '' then changed(waiting_v) end
 end
 """
+)
 """Keys and arguments of one append: see ``bot.storage.threadlog``; ``stored_before``: the
 thread was stored before the ``agents`` set, which may not name its agent yet; ``summaries``
 is a JSON object of the open requests the append opened or changed (``summaries``)."""
 
-UNINDEX = """
+UNINDEX = (
+    _CHANGED
+    + """
 local function unindex(threads, agent, status, open, waiting, waiting_v, tid, requests)
   redis.call('ZREM', threads, tid)  -- the index threads were first listed by
   redis.call('ZREM', agent, tid)
@@ -62,22 +80,24 @@ local function unindex(threads, agent, status, open, waiting, waiting_v, tid, re
     redis.call('ZREM', open, rid)
     redis.call('HDEL', waiting, rid)
   end
-  redis.call('INCR', waiting_v)
+  changed(waiting_v)
 end
 """
+)
 """Removes a thread from every index (``bot.storage.threadlog`` forgets archived threads)."""
 
 _SUMMARISE = Script(
     """
 if redis.call('ZSCORE', K.open, A.rid) and redis.call('HSETNX', K.waiting, A.rid, A.summary) == 1
 then
-  redis.call('INCR', K.waiting_v)
+  changed(K.waiting_v)
   return 1
 end
 return 0
 """,
     keys=("open", "waiting", "waiting_v"),
     args=("rid", "summary"),
+    fragments=(_CHANGED,),
 )
 """Stores a summary built after the fact, only while its request is open and has none: an
 append that changed the request meanwhile wrote the newer one, which is kept."""

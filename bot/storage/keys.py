@@ -149,8 +149,9 @@ def waiting(shard: int) -> str:
 
 
 def waiting_version(shard: int) -> str:
-    """Counter: bumped whenever the shard's ``waiting`` hash changes, so a reader re-reads
-    only the shards that changed."""
+    """String ``<count>:<server time>``: changed whenever the shard's ``waiting`` hash
+    changes, so a reader re-reads only the shards that changed; never to a value seen
+    before, even after Redis lost writes (a plain counter of before is read as the count)."""
     return f"{PREFIX}:{TAGS[shard]}:waiting:v"
 
 

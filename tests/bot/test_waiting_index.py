@@ -84,6 +84,34 @@ async def test_a_summary_built_late_never_replaces_a_newer_one_nor_revives_a_clo
     assert await h.rt.waiting.waiting() == []
 
 
+async def test_a_process_lists_what_waits_as_redis_has_it_after_redis_lost_writes(
+    h: Harness, redis: Redis
+) -> None:
+    other = Indexes(redis)  # another web process, with its own copy
+    first = await ask(h, ["bob"])
+    shard = keys.shard_of(str(ids.thread_of_request(first)))
+    assert [w.request for w in await other.waiting()] == [first]
+    shard_keys = [keys.waiting(shard), keys.open_requests(shard), keys.waiting_version(shard)]
+    saved = [await redis.dump(k) for k in shard_keys]
+    lost = await ask_in(h, shard)
+    assert {w.request for w in await other.waiting()} >= {first, lost}
+    # Redis loses the last writes (restarted within its fsync window, or a failover to a
+    # replica that was behind): the shard is as it was before ``lost``.
+    for key, value in zip(shard_keys, saved, strict=True):
+        await redis.restore(key, 0, value, replace=True)
+    then = await ask_in(h, shard)  # as many changes again as were lost
+    listed = {w.request for w in await other.waiting()}
+    assert first in listed and then in listed and lost not in listed
+
+
+async def ask_in(h: Harness, shard: int) -> str:
+    """A request whose thread lives in ``shard`` (others are asked on the way)."""
+    while True:
+        rid = await ask(h, ["bob"])
+        if keys.shard_of(str(ids.thread_of_request(rid))) == shard:
+            return rid
+
+
 def test_a_summary_is_stored_lean_and_reads_back_whole() -> None:
     item = Waiting(
         request="th_0123456789abcdef0123.r0a1b2c3d",

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from bot.domain.audit import to_record
 from bot.domain.events import (
@@ -102,15 +103,7 @@ def test_a_field_a_later_version_appends_is_left_out() -> None:
 
 
 async def test_the_newest_come_first_from_every_shard_a_page_at_a_time(redis: Redis) -> None:
-    # Records of three threads (shards), one every millisecond, the newest last.
-    tids = [f"th_{n:020x}" for n in range(3)]
-    pipe = redis.pipeline(transaction=False)
-    for i in range(25):
-        tid = tids[i % 3]
-        record = {"at": 1_800_000_000 + i / 1000, "thread": tid, "request": f"{tid}.r{i:08x}"}
-        stamp = f"{1_800_000_000_000 + i}-0"
-        pipe.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(record)}, id=stamp)
-    await pipe.execute()
+    await every_millisecond(redis).execute()
     audit = AuditLog(redis)
 
     async def newest(since: float, until: float) -> list[int]:
@@ -124,18 +117,11 @@ async def test_the_newest_come_first_from_every_shard_a_page_at_a_time(redis: Re
 async def test_the_oldest_come_first_and_a_reader_resumes_just_after_any_record(
     redis: Redis,
 ) -> None:
-    # Records of three threads (shards), one every millisecond; two shards also hold a
-    # record under the same entry id.
-    tids = [f"th_{n:020x}" for n in range(3)]
-    pipe = redis.pipeline(transaction=False)
-    for i in range(25):
-        tid = tids[i % 3]
-        record = {"at": 1_800_000_000 + i / 1000, "thread": tid, "request": f"{tid}.r{i:08x}"}
-        stamp = f"{1_800_000_000_000 + i}-{1 if i == 24 else 0}"
-        pipe.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(record)}, id=stamp)
-    twin = {"at": 1_800_000_000.024, "thread": tids[1], "request": f"{tids[1]}.r{99:08x}"}
+    # Two shards also hold a record under the same entry id.
+    pipe = every_millisecond(redis, last_seq=1)
+    twin = {"at": 1_800_000_000.024, "thread": TIDS[1], "request": f"{TIDS[1]}.r{99:08x}"}
     stamp = f"{1_800_000_000_000 + 24}-1"
-    pipe.xadd(keys.audit(keys.shard_of(tids[1])), {"r": json.dumps(twin)}, id=stamp)
+    pipe.xadd(keys.audit(keys.shard_of(TIDS[1])), {"r": json.dumps(twin)}, id=stamp)
     await pipe.execute()
     audit = AuditLog(redis)
 
@@ -171,3 +157,19 @@ def test_a_batch_archived_again_in_a_later_month_is_read_once(tmp_path: Path) ->
     assert [r["event"] for r in archive.audit_records(0, at + 10)] == events
     assert [r["event"] for r in archive.audit_newest(0, at + 10)] == events[::-1]
     assert [r["event"] for r in archive.audit_newest(at + 1, at + 1)] == events[1:2]
+
+
+TIDS = [f"th_{n:020x}" for n in range(3)]
+"""Three threads, in three shards."""
+
+
+def every_millisecond(redis: Redis, *, last_seq: int = 0) -> Pipeline:
+    """A pipeline, to execute, that adds 25 audit records of ``TIDS`` in turn, one every
+    millisecond, the newest last (under entry id sequence ``last_seq``)."""
+    pipe = redis.pipeline(transaction=False)
+    for i in range(25):
+        tid = TIDS[i % 3]
+        record = {"at": 1_800_000_000 + i / 1000, "thread": tid, "request": f"{tid}.r{i:08x}"}
+        stamp = f"{1_800_000_000_000 + i}-{last_seq if i == 24 else 0}"
+        pipe.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(record)}, id=stamp)
+    return pipe

@@ -166,7 +166,8 @@ async def read_page(
     found: list[dict[str, Any]] = []
     last = after.archived
     if after.live is None and rt.archive is not None:
-        archived = rt.archive.audit_oldest(start, end)
+        # From the cursor's time: the batches stored before it are not opened again.
+        archived = rt.archive.audit_oldest(start if last is None else max(start, last[0]), end)
         while page := await asyncio.to_thread(_after, archived, last, limit + 1 - len(found)):
             found += page
             if len(found) > limit:

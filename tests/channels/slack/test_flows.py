@@ -77,9 +77,7 @@ async def test_mention_card_approve_runs_and_replies(
     )
     assert approve["style"] == "primary" and "confirm" in approve  # deploys are risky
 
-    r = await slack.click(card, "gl_approve", BOB)
-    assert r.status_code == 200, r.text
-    await h.drain()
+    await bob_approves(h, slack, card)
 
     events = await h.rt.log.events(thread_of(root))
     assert [e.outcome for e in events if isinstance(e, ToolResult)] == ["ok"]
@@ -251,9 +249,7 @@ async def test_a_click_on_a_decided_card_by_someone_it_does_not_ask_tells_only_t
     h: Harness, api: SlackAPI, slack: Slack
 ) -> None:
     root, card = await ask_for_approval(h, slack, api)
-    r = await slack.click(card, "gl_approve", BOB)
-    assert r.status_code == 200
-    await h.drain()
+    await bob_approves(h, slack, card)
     assert "*Approved* by" in text_of(api.messages[card])
     version = (await h.thread(thread_of(root))).version
 
@@ -507,3 +503,10 @@ async def test_an_approver_who_already_voted_is_told_so_and_no_form_opens(
         await slack.click(card, "gl_approve", CAROL)
         await h.drain()
         assert [run[1] for run in ledger.runs] == [{"to": "dan", "amount": 5}]
+
+
+async def bob_approves(h: Harness, slack: Slack, card: tuple[str, str]) -> None:
+    """Bob clicks Approve on ``card``, and the worker does what follows."""
+    r = await slack.click(card, "gl_approve", BOB)
+    assert r.status_code == 200, r.text
+    await h.drain()

@@ -7,15 +7,21 @@ temporary name and renamed, so a reader never sees half of one; writing the
 same thread again replaces it. Web and worker processes must see the same
 folder (a shared volume when they run on several machines).
 
-``ARCHIVE_DIR/audit/<YYYY-MM>/<shard>-<first entry>.jsonl`` holds audit records moved
-out of Redis, a line each, exactly as their stream stored them (JSON arrays, or objects
-stored before): ``bot.storage.audit.from_stored_record`` reads either whole.
+``ARCHIVE_DIR/audit/<YYYY-MM>/<shard>-<first entry>.<lines>.<from>-<to>.jsonl`` holds
+audit records moved out of Redis, a line each, exactly as their stream stored them (JSON
+arrays, or objects stored before): ``bot.storage.audit.from_stored_record`` reads either
+whole. ``<from>`` and ``<to>`` bound the records' ``at`` (Unix ms), so a reader opens only
+the batches that may hold the records it wants: a record's ``at`` is its writer's clock,
+which need not agree with the Redis clock that chose the batch. Batches written before
+their names held these bounds (``<shard>-<first entry>.jsonl``) are opened by every reader.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
+import math
 import os
 import re
 import time
@@ -28,8 +34,23 @@ from bot.domain.events import Event, from_log
 from bot.domain.reducer import ThreadState, fold
 from bot.storage.audit import from_stored_record
 
-_BATCH = re.compile(r"(?P<shard>\d+)-(?P<ms>\d+)-(?P<seq>\d+)")
-"""An archived batch of audit records: ``<shard>-<its first record's stream entry id>``."""
+_BATCH = re.compile(
+    r"(?P<shard>\d+)-(?P<ms>\d+)-(?P<seq>\d+)(?:\.(?P<lines>\d+)\.(?P<low>\d+)-(?P<high>\d+))?"
+)
+"""An archived batch of audit records: ``<shard>-<its first record's stream entry id>``,
+then (since the bounds were written) how many records it holds and the bounds of their
+``at`` in Unix ms."""
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """An archived batch of audit records, as its name describes it."""
+
+    path: Path
+    low: float
+    """No record in it is older (Unix seconds); minus infinity when the name does not say."""
+    high: float
+    """No record in it is newer; infinity when the name does not say."""
 
 
 @dataclass(frozen=True)
@@ -78,11 +99,15 @@ class Archive:
         return path
 
     def write_audit(self, shard: int, first: str, lines: Sequence[str], at: float) -> None:
-        """Write a batch of audit records moved out of Redis (durably; the same batch
-        written twice, by two workers or after a crash, is one file)."""
+        """Write a batch of audit records moved out of Redis, durably. The same batch
+        written twice (by two workers, or after a crash) is read once: the copy with the
+        most records (``_audit_batches``)."""
         folder = self.root / "audit" / time.strftime("%Y-%m", time.gmtime(at))
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{shard:02d}-{first}.jsonl"
+        times = [float(from_stored_record(line)["at"]) for line in lines]
+        # A millisecond either side: whatever float rounding does to ``at * 1000``.
+        low, high = math.floor(min(times) * 1000) - 1, math.ceil(max(times) * 1000) + 1
+        path = folder / f"{shard:02d}-{first}.{len(lines)}.{max(0, low)}-{max(0, high)}.jsonl"
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         with temporary.open("w", encoding="utf-8") as out:
             out.writelines(f"{line}\n" for line in lines)
@@ -91,16 +116,43 @@ class Archive:
         temporary.replace(path)
 
     def audit_records(self, since: float, until: float) -> list[dict[str, Any]]:
-        """Archived audit records stored from ``since`` to ``until``, oldest first: all of
+        """Archived audit records from ``since`` to ``until`` (by ``at``), oldest first: all of
         them at once (``audit_oldest`` reads as they are asked for)."""
         return list(self.audit_oldest(since, until))
 
     def audit_oldest(self, since: float, until: float) -> Iterator[dict[str, Any]]:
-        """Archived audit records stored from ``since`` to ``until``, oldest first (by
-        ``at``, then ``event``: ``oldest_key``), read a file at a time as they are asked
-        for: a reader that stops early has opened only the oldest files in its range."""
-        shards = self._audit_files().values()
-        return heapq.merge(*(_oldest(files, since, until) for files in shards), key=oldest_key)
+        """Archived audit records from ``since`` to ``until`` (by ``at``), oldest first
+        (by ``at``, then ``event``: ``oldest_key``), read a file at a time as they are asked
+        for: a reader that stops early has opened only the files that may hold the oldest
+        records in its range."""
+        return _in_order(self._audit_batches(), since, until, newest=False)
+
+    def audit_newest(self, since: float, until: float) -> Iterator[dict[str, Any]]:
+        """Archived audit records from ``since`` to ``until`` (by ``at``), newest first,
+        read a file at a time as they are asked for: a reader that stops early
+        has opened only the files that may hold the newest records in its range."""
+        return _in_order(self._audit_batches(), since, until, newest=True)
+
+    def _audit_batches(self) -> list[_Batch]:
+        """Every archived batch of every shard, once. A batch written again (a sweep that
+        stopped before trimming it from Redis writes it again, with as many records or
+        more) is read from its latest month, and the copy with the most records."""
+        latest: dict[tuple[str, int, int], tuple[str, int, _Batch]] = {}
+        for path in self.root.glob("audit/*/*.jsonl"):
+            name = _BATCH.fullmatch(path.stem)
+            if name is None:
+                continue
+            bounds = name["lines"] is not None
+            batch = _Batch(
+                path,
+                low=int(name["low"]) / 1000 if bounds else -math.inf,
+                high=int(name["high"]) / 1000 if bounds else math.inf,
+            )
+            key = (name["shard"], int(name["ms"]), int(name["seq"]))
+            rank = (path.parent.name, int(name["lines"]) if bounds else -1, batch)
+            if key not in latest or rank[:2] > latest[key][:2]:
+                latest[key] = rank
+        return [batch for _, _, batch in latest.values()]
 
     def has(self, thread_id: str) -> bool:
         """Whether the thread was archived here (a file system look-up per month folder)."""
@@ -110,30 +162,6 @@ class Archive:
         if "/" in thread_id or thread_id.startswith("."):
             return []
         return sorted(self.root.glob(f"*/{thread_id}.jsonl"))
-
-    def audit_newest(self, since: float, until: float) -> Iterator[dict[str, Any]]:
-        """Archived audit records stored from ``since`` to ``until``, newest first, read a
-        file at a time as they are asked for: a reader that stops early has opened only
-        the newest files (each shard's newest, to begin with)."""
-        shards = self._audit_files().values()
-        return heapq.merge(
-            *(_newest(files, since, until) for files in shards), key=lambda r: -float(r["at"])
-        )
-
-    def _audit_files(self) -> dict[str, list[tuple[int, Path]]]:
-        """Each shard's batches, oldest first, with when (Unix ms) each one's first record
-        was stored: a batch holds the records from then to the next one's first. A batch
-        written again in a later month (a sweep that stopped before trimming it) is read
-        from there."""
-        batches: dict[tuple[str, int, int], Path] = {}
-        for path in sorted(self.root.glob("audit/*/*.jsonl")):  # months in order
-            name = _BATCH.fullmatch(path.stem)
-            if name is not None:
-                batches[(name["shard"], int(name["ms"]), int(name["seq"]))] = path
-        shards: dict[str, list[tuple[int, Path]]] = {}
-        for (shard, ms, _), path in sorted(batches.items()):
-            shards.setdefault(shard, []).append((ms, path))
-        return shards
 
     def read(self, thread_id: str) -> Archived | None:
         """The archived thread, or None when it was never archived here."""
@@ -160,25 +188,34 @@ def oldest_key(record: dict[str, Any]) -> tuple[float, str]:
     return float(record["at"]), str(record["event"])
 
 
-def _oldest(files: list[tuple[int, Path]], since: float, until: float) -> Iterator[dict[str, Any]]:
-    """One shard's archived records from ``since`` to ``until``, oldest first, its batches
-    read oldest first (as the stream's entries are chosen: by when Redis stored them)."""
-    for i, (first, path) in enumerate(files):
-        if first > until * 1000:
-            return  # this batch and the later ones were stored after ``until``
-        if i + 1 < len(files) and files[i + 1][0] <= since * 1000:
-            continue  # stored before ``since``, every one: the next batch begins by then
-        records = sorted(_audit_lines(path), key=oldest_key)
-        yield from (r for r in records if since <= r["at"] <= until)
+def _in_order(
+    batches: list[_Batch], since: float, until: float, *, newest: bool
+) -> Iterator[dict[str, Any]]:
+    """The records of ``batches`` from ``since`` to ``until``, oldest first (``oldest_key``)
+    or newest first. A batch is opened only once the records still to come may be its:
+    when its bound is reached, so a reader that stops early leaves the rest unopened. The
+    batches' times may overlap, in any order, as their writers' clocks did."""
+    sign = -1 if newest else 1
 
+    def start(batch: _Batch) -> float:
+        """The soonest a record of ``batch`` may come, in the order of ``order``."""
+        return sign * (batch.high if newest else batch.low)
 
-def _newest(files: list[tuple[int, Path]], since: float, until: float) -> Iterator[dict[str, Any]]:
-    """One shard's archived records from ``since`` to ``until``, newest first, its batches
-    read newest first (as the stream's entries are chosen: by when Redis stored them)."""
-    for first, path in reversed(files):
-        if first > until * 1000:
-            continue  # stored after ``until``, every one
-        records = sorted(_audit_lines(path), key=lambda r: float(r["at"]), reverse=True)
-        yield from (r for r in records if since <= r["at"] <= until)
-        if first < since * 1000:
-            return  # the batches before hold older records only
+    def order(record: dict[str, Any]) -> tuple[float, str]:
+        at, event = oldest_key(record)
+        return sign * at, event
+
+    wanted = sorted(
+        (b for b in batches if b.high >= since and b.low <= until and since <= until), key=start
+    )
+    tie = itertools.count()
+    ready: list[tuple[tuple[float, str], int, dict[str, Any]]] = []
+    opened = 0
+    while opened < len(wanted) or ready:
+        while opened < len(wanted) and (not ready or start(wanted[opened]) <= ready[0][0][0]):
+            for record in _audit_lines(wanted[opened].path):
+                if since <= record["at"] <= until:
+                    heapq.heappush(ready, (order(record), next(tie), record))
+            opened += 1
+        if ready:
+            yield heapq.heappop(ready)[2]

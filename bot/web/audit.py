@@ -166,7 +166,7 @@ async def read_page(
     found: list[dict[str, Any]] = []
     last = after.archived
     if after.live is None and rt.archive is not None:
-        # From the cursor's time: the batches stored before it are not opened again.
+        # From the cursor's time: the batches whose records are all older stay unopened.
         archived = rt.archive.audit_oldest(start if last is None else max(start, last[0]), end)
         while page := await asyncio.to_thread(_after, archived, last, limit + 1 - len(found)):
             found += page
@@ -203,8 +203,7 @@ def _after(
 
 async def _archived(rt: Runtime, since: float, last: tuple[float, str]) -> set[str]:
     """The events of the archived records from ``since`` up to ``last``: read newest
-    first, by time alone, so only the newest batches are opened (and none is passed over
-    by when Redis stored it: a record's ``at`` is its writer's clock)."""
+    first, so only the batches that may hold them are opened."""
     assert rt.archive is not None  # ``last`` is an archived record's
     newest = rt.archive.audit_newest(0.0, last[0])
 

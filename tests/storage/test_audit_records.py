@@ -159,6 +159,59 @@ def test_a_batch_archived_again_in_a_later_month_is_read_once(tmp_path: Path) ->
     assert [r["event"] for r in archive.audit_newest(at + 1, at + 1)] == events[1:2]
 
 
+def archived_at(archive: Archive, shard: int, first: str, times: list[float]) -> list[str]:
+    """Archive a batch of ``shard`` whose first record Redis stored at ``first``, of
+    records made at ``times``; their events."""
+    vote = decided(
+        ApprovalDecision(request_id=RID, decision=Decision.APPROVE, by=BOB, args_hash="h")
+    )
+    records = [vote | {"event": f"ev_{shard:02d}{int(t * 1000):018x}", "at": t} for t in times]
+    archive.write_audit(shard, first, [to_stored_record(r) for r in records], 1_800_000_000)
+    return [r["event"] for r in records]
+
+
+def test_archived_records_come_in_the_order_of_their_time_whatever_redis_clock_said(
+    tmp_path: Path,
+) -> None:
+    archive = Archive(tmp_path)
+    # Writers' clocks far from Redis's, and from each other's: a shard's later batch holds
+    # records older than its first batch's.
+    (at300, at100) = archived_at(archive, 4, "1000-0", [300.0, 100.0])
+    (at200, at50) = archived_at(archive, 4, "2000-0", [200.0, 50.0])
+    (at150,) = archived_at(archive, 7, "1500-0", [150.0])
+    in_order = [at50, at100, at150, at200, at300]
+    assert [r["event"] for r in archive.audit_records(0, 1e9)] == in_order
+    assert [r["event"] for r in archive.audit_newest(0, 1e9)] == in_order[::-1]
+    assert [r["event"] for r in archive.audit_oldest(150, 1e9)] == in_order[2:]
+    assert [r["event"] for r in archive.audit_newest(0, 150)] == in_order[2::-1]
+    assert list(archive.audit_oldest(301, 1e9)) == list(archive.audit_newest(20, 10)) == []
+
+
+def test_a_reader_opens_only_the_batches_that_may_hold_the_records_it_reads(
+    tmp_path: Path,
+) -> None:
+    archive = Archive(tmp_path)
+    archived_at(archive, 4, "1000-0", [100.0, 110.0])
+    later = archived_at(archive, 4, "2000-0", [200.0, 210.0])
+    (old,) = (tmp_path / "audit").glob("*/04-1000-0.*.jsonl")
+    old.write_text("not a record\n")  # so reading it fails
+    with pytest.raises(json.JSONDecodeError):
+        list(archive.audit_oldest(0, 1e9))
+    assert [r["event"] for r in archive.audit_oldest(111, 1e9)] == later
+    newest = archive.audit_newest(0, 1e9)
+    assert [next(newest)["event"], next(newest)["event"]] == later[::-1]
+
+
+def test_a_batch_archived_before_its_name_held_its_times_is_still_read(tmp_path: Path) -> None:
+    archive = Archive(tmp_path)
+    newer = archived_at(archive, 4, "2000-0", [200.0])
+    older = archived_at(archive, 7, "1000-0", [100.0, 300.0])
+    (path,) = (tmp_path / "audit").glob("*/07-1000-0.*.jsonl")
+    path.rename(path.with_name("07-1000-0.jsonl"))  # as versions before wrote it
+    assert [r["event"] for r in archive.audit_records(0, 1e9)] == [older[0], *newer, older[1]]
+    assert [r["event"] for r in archive.audit_newest(250, 1e9)] == older[1:]
+
+
 TIDS = [f"th_{n:020x}" for n in range(3)]
 """Three threads, in three shards."""
 

@@ -174,6 +174,9 @@ class ThreadState:
     last_hash: str | None = None
     """The hash of the last stored event, which the next one links to (set by the thread
     log, which sees events as stored; ``bot.domain.audit``)."""
+    last_digest: str | None = None
+    """The SHA-1 (hex) of the last event as stored: an append checks the log still ends
+    with it (set by the thread log, which sees events as stored)."""
     prefetched: bool = False
     paused: bool = False
     cancelled: bool = False

@@ -20,6 +20,7 @@ shard's ``cursors`` only while the channels are behind.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -112,7 +113,8 @@ if A.delivery ~= '' then
     return {2, len}
   end
 end
-if len ~= tonumber(A.expected) then
+if len ~= tonumber(A.expected)
+  or (A.last ~= '' and redis.sha1hex(redis.call('LINDEX', K.log, -1)) ~= A.last) then
   return {0, len, redis.call('LRANGE', K.log, math.max(A.expected - 1, 0), -1), took}
 end
 local releasing = A.holder ~= '' and redis.call('GET', K.lease) == A.holder
@@ -166,6 +168,7 @@ return {1, newlen, released, took}
     args=(
         "tid",
         "expected",
+        "last",
         "delivery",
         "print",
         "now",
@@ -556,7 +559,7 @@ class ThreadLog:
         if raw:
             new = _decode(thread_id, raw, events)
             state = reduce(state, *new)
-            state.last_hash = chain_hash(raw[-1])
+            state.last_hash, state.last_digest = chain_hash(raw[-1]), _digest(raw[-1])
             events = events + new
             self._remember(state, events)
         return state, events
@@ -643,6 +646,9 @@ class ThreadLog:
             args={
                 "tid": tid,
                 "expected": state.version,
+                # Redis that lost events can grow the log to this length again with others:
+                # the append is then refused, as at another length.
+                "last": state.last_digest if state.exists and state.last_digest else "",
                 "delivery": delivery or "",
                 "print": (fingerprint or "") if delivery else "",
                 "now": now,
@@ -680,7 +686,7 @@ class ThreadLog:
                 # What we missed came back with the refusal: the retry needs no read.
                 self._absorb(tid, rest[0], state.version)
             raise VersionConflict(tid, state.version, int(length))
-        new.last_hash = head
+        new.last_hash, new.last_digest = head, _digest(stored[-1])
         cached = self._cache.get(tid)
         released = lease is not None and int(rest[0]) == 1
         if lease is not None and released:
@@ -838,6 +844,17 @@ def _time(at: float) -> str:
     A thread's creation time and its requests' due times are sent again on every append
     and release, and writing a time out costs about 8,000 instructions."""
     return repr(at)
+
+
+_SHA1 = hashlib.sha1(usedforsecurity=False)
+
+
+def _digest(raw: str | bytes) -> str:
+    """What the append script's ``redis.sha1hex`` makes of ``raw``, an event as stored
+    (from a prepared hash object, as ``bot.domain.hashing`` does, for the same reason)."""
+    h = _SHA1.copy()
+    h.update(raw.encode() if isinstance(raw, str) else raw)
+    return h.hexdigest()
 
 
 def _stamp(event: Event, at: float, prev: str | None) -> None:

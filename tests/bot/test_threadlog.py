@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from redis.asyncio import Redis
 
 from bot.domain import ids
+from bot.domain.audit import verify_chain
 from bot.domain.clock import ManualClock, SystemClock
+from bot.domain.errors import VersionConflict
 from bot.domain.events import Actor, Origin, ToolCall, ToolStarted, UserMessage, started_key
 from bot.domain.reducer import Status, ThreadState
 from bot.runtime import build_runtime
@@ -226,6 +229,28 @@ async def test_a_read_after_redis_lost_writes_gives_what_redis_has(redis: Redis)
         "c",
         "d",
     ]
+
+
+async def test_an_append_on_a_copy_of_events_redis_lost_and_another_process_replaced_is_refused(
+    redis: Redis,
+) -> None:
+    # A worker still holding its lease appends without reading first: Redis lost its last
+    # event, and another process appended one of its own in its place.
+    worker, web = ThreadLog(redis, SystemClock()), ThreadLog(redis, SystemClock())
+    tid = ids.new_thread_id()
+    one = await worker.append(ThreadState(id=tid), [UserMessage(text="a", by=ANN)])
+    two = await worker.append(one, [UserMessage(text="b", by=ANN)])
+    await redis.rpop(keys.log(tid))  # type: ignore[misc]
+    await web.append(await web.load(tid), [UserMessage(text="c", by=ANN)])
+    assert two.version == (await web.load(tid)).version == 2
+
+    with pytest.raises(VersionConflict):
+        await worker.append(two, [UserMessage(text="d", by=ANN)])
+    assert worker.cached(tid) is None  # its copy is dropped: the retry reads what Redis has
+    await worker.append(await worker.load(tid), [UserMessage(text="d", by=ANN)])
+    texts = [e.text for e in await web.events(tid) if isinstance(e, UserMessage)]
+    assert texts == ["a", "c", "d"]
+    assert verify_chain(await web.stored(tid), tid) == []
 
 
 async def test_a_take_after_redis_lost_writes_gives_what_redis_has(redis: Redis) -> None:

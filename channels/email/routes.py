@@ -92,7 +92,9 @@ def build_router(
                 link.actor,
                 reason=reason if choice == "reject" else None,
                 seen_hash=seen,
-                delivery=f"link:{token}:{choice}",
+                # The arguments shown are part of it: the link stays the same after an
+                # edit, and approving the new ones is a new decision, not a replay.
+                delivery=f"link:{token}:{choice}:{seen}",
             )
         except RefusedError as exc:
             if "args_hash" in exc.detail:  # edited since the page was shown: show them now

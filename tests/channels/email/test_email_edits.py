@@ -140,3 +140,29 @@ async def test_a_reminder_after_an_edit_asks_again_whoever_approved_before(
     out = (await room.h.api.get(f"/approvals/{rid}", params={"wait": 5})).json()
     assert (out["status"], out["arguments"]) == ("approved", EDITED)
     assert [v.by.id for v in await votes(room, tid)] == [OPS, "bob", OPS]
+
+
+async def test_approving_by_the_same_link_again_after_an_edit_counts(room: Mailroom) -> None:
+    """The email asking again after an edit carries the same link: an approval of the new
+    arguments through it is a new decision, not a replay of the approval of the old ones."""
+    rid, tid = await ask(room)
+    link = link_of(room.provider.last_to(OPS))
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    (seen_before,) = SHOWN_HASH.findall((await room.h.http.get(link)).text)
+    r = await room.h.http.post(
+        link, content=f"decision=approve&args_hash={seen_before}".encode(), headers=form
+    )
+    assert r.status_code == 200 and "Approved" in r.text, r.text
+    await room.h.drain()
+    await bob_edits(room, rid)
+    assert link_of(room.provider.last_to(OPS)) == link  # asked again, with the same link
+
+    (seen_now,) = SHOWN_HASH.findall((await room.h.http.get(link)).text)
+    assert seen_now != seen_before
+    r = await room.h.http.post(
+        link, content=f"decision=approve&args_hash={seen_now}".encode(), headers=form
+    )
+    assert r.status_code == 200 and "Approved" in r.text, r.text
+    out = (await room.h.api.get(f"/approvals/{rid}", params={"wait": 5})).json()
+    assert (out["status"], out["arguments"]) == ("approved", EDITED)
+    assert [v.by.id for v in await votes(room, tid)] == [OPS, "bob", OPS]

@@ -47,7 +47,7 @@ from bot.web.scopes import BEARER, BEARER_SCHEME, scopes_of
 from bot.web.session import COOKIE, signed_in
 from bot.web.signin import SignInConfig
 from bot.web.signin import router as signin_router
-from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router
+from bot.web.telemetry import NO_NATIVE_TELEMETRY, Traced, metrics_router, route_of
 
 log = logging.getLogger(__name__)
 
@@ -153,19 +153,25 @@ RETRY_AFTER = 2
 """Seconds a client should wait when Redis is unreachable (restarting, loading its AOF)."""
 
 
+def _where(request: Request) -> str:
+    """The request's route as logged: its template, never the raw path, which may be a
+    credential (an email decision link's path is its token)."""
+    return route_of(request.scope) or "(no route)"
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GreenlightError)
     async def greenlight(request: Request, exc: GreenlightError) -> JSONResponse:
         status = status_of(exc)
         if status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+            log.error("%s %s failed: %s", request.method, _where(request), exc.message)
         return JSONResponse(
             error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=status
         )
 
     async def unavailable(request: Request, exc: Exception) -> JSONResponse:
         # Expected while Redis restarts: one line, no traceback, and a status clients retry.
-        log.warning("%s %s: Redis unavailable: %s", request.method, request.url.path, exc)
+        log.warning("%s %s: Redis unavailable: %s", request.method, _where(request), exc)
         return JSONResponse(
             error_body("unavailable", "Redis is unavailable; try again shortly"),
             status_code=503,

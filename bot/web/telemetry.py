@@ -72,7 +72,7 @@ class Traced:
             try:
                 await self.app(scope, receive, sending)
             finally:
-                route = _route_of(scope)
+                route = route_of(scope)
                 if route:
                     span.update_name(f"{method} {route}")
                     span.set_attribute("http.route", route)
@@ -89,7 +89,7 @@ class Traced:
 _UNBOUND = contextlib.nullcontext()
 
 
-def _route_of(scope: Scope) -> str | None:
+def route_of(scope: Scope) -> str | None:
     """The template of the route that answered (``/threads/{thread_id}``); None if none did.
 
     Routing has run: FastAPI names its own routes in ``route``; a plain route (Slack's)

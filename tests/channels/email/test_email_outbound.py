@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
+from pathlib import Path
 
+import pytest
+
+from bot.domain.clock import ManualClock
 from bot.domain.events import ApprovalRequested, DeliveryFailed
 from bot.domain.reducer import Status
+from bot.storage.embedded import EmbeddedRedis
 from bot.storage.retries import Retries
 from channels.email import tokens
-from tests.channels.email.helpers import ANN, DOMAIN, FIN, OPS, Mailroom, ask_publish, new_mail
+from tests.channels.email.helpers import (
+    ANN,
+    DOMAIN,
+    FIN,
+    OPS,
+    Mailroom,
+    ask_publish,
+    email_settings,
+    new_mail,
+)
+from tests.channels.email.provider import MailProvider
+from tests.harness import Harness
 
 GONE = "gone@example.test"
 """An approver who left: the mail server refuses the address (550 at RCPT)."""
@@ -215,3 +233,37 @@ async def test_a_reply_address_is_not_a_decision_link(room: Mailroom) -> None:
     # Nor is a link's token a reply address.
     link_token = link.group(0).split("/")[-1].partition("?")[0]
     assert room.channel.intake.check_recipient(f"reply+{link_token}@{DOMAIN}") is not None
+
+
+async def test_a_decision_link_is_not_logged_when_redis_is_down(
+    tmp_path: Path, provider: MailProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A link's token lets whoever holds it (and knows the approver's address) decide:
+    # a log line about the request names its route, never its path.
+    server = EmbeddedRedis(tmp_path / "redis")  # our own: the session's server stays up
+    server.start()
+    clock = ManualClock(time.time())
+    try:
+        async with Harness(server.url, settings=email_settings(provider), clock=clock) as h:
+            room = Mailroom(h, provider)
+            await start_by_api(room)
+            await h.drain()
+            link = LINK.search(room.provider.last_to(OPS).text)
+            assert link
+            token = link.group(0).split("/")[-1].partition("?")[0]
+            server.stop()
+            caplog.clear()
+            with caplog.at_level(logging.DEBUG):
+                shown = await h.http.get(link.group(0))
+                posted = await h.http.post(
+                    link.group(0),
+                    content=b"decision=approve",
+                    headers={"content-type": "application/x-www-form-urlencoded"},
+                )
+            assert (shown.status_code, posted.status_code) == (503, 503), shown.text
+            client = ("httpx", "httpcore")  # the test's own client, not Greenlight
+            said = [r.getMessage() for r in caplog.records if not r.name.startswith(client)]
+            assert any("/email/decide/{token}" in line for line in said), said
+            assert not [line for line in said if token in line]
+    finally:
+        server.stop()

@@ -85,8 +85,9 @@ class SocketMode(AsyncSocketModeHandler):
     Every envelope is read first as HTTP ingress reads a body (``ingress.to_envelope``:
     the body limit, the strict JSON reader): one it refuses is acknowledged, so Slack
     does not send it again, logged, and goes no further, as a 4xx over HTTP. An event
-    is acknowledged once handled, as over HTTP; one that failed is not, so Slack sends
-    it again.
+    is acknowledged once handled, as over HTTP, and so is one whose fields have other
+    types than Slack documents (``ingress.is_malformed``: a 400 over HTTP), logged as
+    refused; one that failed here is not, so Slack sends it again.
 
     Args:
         max_bytes: the largest envelope, in bytes (``MAX_BODY_BYTES``).
@@ -125,7 +126,10 @@ class SocketMode(AsyncSocketModeHandler):
             return
         try:
             await self.events.handle(req.payload)
-        except Exception:
-            log.exception("slack: an event from Socket Mode failed; Slack will send it again")
-            return
+        except Exception as exc:
+            if not ingress.is_malformed(exc):
+                log.exception("slack: an event from Socket Mode failed; Slack will send it again")
+                return
+            # Its shape, not us: over HTTP a 400, which Slack does not send again either.
+            log.warning("slack: refused a Socket Mode %s envelope %s: %r", req.type, envelope, exc)
         await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))

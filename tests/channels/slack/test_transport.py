@@ -228,3 +228,22 @@ async def test_a_refused_token_stops_startup_with_the_reason(
     with pytest.raises(ConfigError, match="invalid_auth"):
         async with Harness(redis_server.url, settings=settings):
             pass
+
+
+async def test_a_socket_mode_event_of_the_wrong_shape_is_refused_as_over_http(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Over HTTP a signed event whose fields have other types than Slack documents is a
+    # 400 (``ingress.is_malformed``): Slack does not send it again, and no traceback.
+    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
+    async with Harness(redis_server.url, settings=settings) as h:
+        mention = Slack(h.http, api).mention_payload("deploy api 1.5.0 to production", ANN)
+        envelope = {"envelope_id": "7a1b2c3d-0000-4e5f-8a9b-0c1d2e3f4a5b", "type": "events_api"}
+        with caplog.at_level(logging.WARNING):
+            ack = await api.push({**envelope, "payload": {**mention, "event": "app_mention"}})
+        assert ack == {"envelope_id": envelope["envelope_id"]}
+        (line,) = [r for r in caplog.records if envelope["envelope_id"] in r.getMessage()]
+        assert line.levelno == logging.WARNING and line.exc_info is None
+        assert "refused a Socket Mode events_api envelope" in line.getMessage()
+        _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
+        assert total == 0

@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from redis.asyncio import Redis
@@ -91,6 +92,20 @@ async def test_sweeping_twice_archives_once(h: Harness) -> None:
     assert await h.rt.retention.sweep() == 0  # nothing left: archived once
     assert (await h.api.get("/archive")).json()["total"] == 1
     assert (await h.api.get(f"/archive/{tid}")).status_code == 200
+
+
+async def test_an_archived_thread_is_found_by_its_id_and_no_pattern(h: Harness) -> None:
+    # The id is a file name: read as a glob pattern, "*" would answer another thread under
+    # its own name, and "**" would fail (500).
+    clock = h.clock
+    assert isinstance(clock, ManualClock)
+    tid = await finished(h)
+    clock.advance(8 * DAY)
+    assert h.rt.retention is not None and await h.rt.retention.sweep() == 1
+    assert (await h.api.get(f"/archive/{tid}")).json()["id"] == tid
+    for pattern in ("*", "th_*", tid[:-1] + "?", "**"):
+        r = await h.api.get(f"/archive/{quote(pattern)}")
+        assert r.status_code == 404, (pattern, r.text)
 
 
 async def test_an_archived_thread_takes_its_deliveries_still_to_retry_with_it(

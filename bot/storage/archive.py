@@ -18,6 +18,7 @@ their names held these bounds (``<shard>-<first entry>.jsonl``) are opened by ev
 
 from __future__ import annotations
 
+import glob
 import heapq
 import itertools
 import json
@@ -159,9 +160,11 @@ class Archive:
         return self._paths(thread_id) != []
 
     def _paths(self, thread_id: str) -> list[Path]:
+        """The files of that thread id, each month's: the id is a name, never a pattern
+        (``*`` would find other threads' files)."""
         if "/" in thread_id or thread_id.startswith("."):
             return []
-        return sorted(self.root.glob(f"*/{thread_id}.jsonl"))
+        return sorted(self.root.glob(f"*/{glob.escape(thread_id)}.jsonl"))
 
     def read(self, thread_id: str) -> Archived | None:
         """The archived thread, or None when it was never archived here."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -317,6 +318,25 @@ async def test_the_audit_trail_comes_a_page_at_a_time_archived_first_each_record
     got = await cli(h, "audit", "export")
     assert [json.loads(line) for line in got.stdout.splitlines()] == whole["items"]
     r = await h.api.get("/audit", params={"after": "not a cursor"})
+    assert r.status_code == 422 and "`after`" in r.json()["detail"], r.text
+
+
+@pytest.mark.parametrize(
+    ("archived", "live"),
+    [
+        (None, [10**30, 0, 0]),  # no stream entry id: Redis refuses it
+        (None, [1, 2**64, 0]),
+        (None, [-1, 0, 0]),
+        (None, [1, 0, keys.SHARDS]),
+        ([float("nan"), "ev_x"], None),
+        ([float("inf"), "ev_x"], None),
+    ],
+)
+async def test_a_cursor_this_api_never_gave_is_refused_with_a_422(
+    h: Harness, archived: list[object] | None, live: list[int] | None
+) -> None:
+    forged = json.dumps({"a": archived, "l": live}).encode()
+    r = await h.api.get("/audit", params={"after": base64.urlsafe_b64encode(forged).decode()})
     assert r.status_code == 422 and "`after`" in r.json()["detail"], r.text
 
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import itertools
 import json
+import math
 from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from bot.domain import ids
 from bot.domain.audit import verify_chain
 from bot.domain.errors import InvalidInputError, NotFoundError
 from bot.runtime import Runtime
+from bot.storage import keys
 from bot.storage.archive import oldest_key
 from bot.storage.audit import Position
 from bot.web.api import runtime_of
@@ -143,15 +145,29 @@ class Cursor:
         """
         if text is None:
             return cls()
+        refused = InvalidInputError("`after` is not a cursor this API gave (`next`)")
         try:
             data = json.loads(base64.urlsafe_b64decode(text.encode()))
             archived, live = data["a"], data["l"]
-            return cls(
+            cursor = cls(
                 archived=None if archived is None else (float(archived[0]), str(archived[1])),
                 live=None if live is None else (int(live[0]), int(live[1]), int(live[2])),
             )
         except (ValueError, TypeError, KeyError, IndexError) as exc:
-            raise InvalidInputError("`after` is not a cursor this API gave (`next`)") from exc
+            raise refused from exc
+        if not cursor._is_sound():
+            raise refused
+        return cursor
+
+    def _is_sound(self) -> bool:
+        """Whether it could be one ``write`` wrote: a time, and a stream entry id (two
+        64-bit numbers) and a shard. Redis refuses other ids (a 500, else)."""
+        if self.archived is not None and not math.isfinite(self.archived[0]):
+            return False
+        if self.live is None:
+            return True
+        ms, seq, shard = self.live
+        return 0 <= ms < 2**64 and 0 <= seq < 2**64 and 0 <= shard < keys.SHARDS
 
 
 async def read_page(

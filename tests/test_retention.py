@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
@@ -292,7 +293,7 @@ async def test_the_audit_trail_comes_a_page_at_a_time_archived_first_each_record
     # The oldest of such a shard as a sweep leaves it that wrote it to the archive but
     # stopped before trimming it from Redis: in both.
     (oldest, *_) = next(paths for paths in batches().values() if len(paths) > 1)
-    line = oldest.read_text().splitlines()[0]
+    _, _, line = oldest.read_text().splitlines()[0].partition(" ")  # its entry id, the record
     shard = keys.shard_of(from_stored_record(line)["thread"])
     await redis.xadd(streams[shard], {"r": line})
     # Two recorded since, still in Redis.
@@ -319,6 +320,31 @@ async def test_the_audit_trail_comes_a_page_at_a_time_archived_first_each_record
     assert [json.loads(line) for line in got.stdout.splitlines()] == whole["items"]
     r = await h.api.get("/audit", params={"after": "not a cursor"})
     assert r.status_code == 422 and "`after`" in r.json()["detail"], r.text
+
+
+async def test_records_retention_moves_while_the_pages_are_read_come_each_once(
+    redis_server: EmbeddedRedis, redis: Redis, tmp_path: Path
+) -> None:
+    # Retention moves the oldest records in Redis, those a page read there last: after a
+    # page of them, the next pages find the rest in the archive.
+    clock = ManualClock(time.time() + 60)  # ahead of Redis's: the records stay in Redis
+    settings = settings_with(retain_finished_days=7)
+    archive = Archive(tmp_path / "archive")
+    async with Harness(redis_server.url, settings=settings, clock=clock, archive=archive) as h:
+        for _ in range(4):
+            await finished(h)
+        whole = (await h.api.get("/audit")).json()
+        assert len(whole["items"]) == 4 and whole["next"] is None
+        pages = [(await h.api.get("/audit", params={"limit": 1})).json()]
+        pages.append((await h.api.get(pages[-1]["next"])).json())  # from Redis, these two
+        clock.advance(8 * DAY)
+        assert h.rt.retention is not None
+        await h.rt.retention.sweep()
+        streams = [keys.audit(s) for s in range(keys.SHARDS)]
+        assert sum([await redis.xlen(s) for s in streams]) == 0  # the rest are archived
+        while pages[-1]["next"]:
+            pages.append((await h.api.get(pages[-1]["next"])).json())
+    assert [r for page in pages for r in page["items"]] == whole["items"]
 
 
 @pytest.mark.parametrize(

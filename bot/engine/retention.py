@@ -105,7 +105,10 @@ class Retention:
             batch = await self.audit.older(shard, now - self.age, limit)
             if not batch:
                 continue
-            lines = [line for _, line in batch]
-            await asyncio.to_thread(self.archive.write_audit, shard, batch[0][0], lines, now)
-            await self.audit.trim(shard, [entry for entry, _ in batch])
+            entries, lines = [entry for entry, _ in batch], [line for _, line in batch]
+            # With their entry ids: a reader of the streams reads on in the archive from
+            # where it stopped (``Archive.audit_after``).
+            write = self.archive.write_audit
+            await asyncio.to_thread(write, shard, batch[0][0], lines, now, entries=entries)
+            await self.audit.trim(shard, entries)
             log.info("audit: %d records of shard %d archived", len(batch), shard)

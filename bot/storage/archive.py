@@ -7,13 +7,17 @@ temporary name and renamed, so a reader never sees half of one; writing the
 same thread again replaces it. Web and worker processes must see the same
 folder (a shared volume when they run on several machines).
 
-``ARCHIVE_DIR/audit/<YYYY-MM>/<shard>-<first entry>.<lines>.<from>-<to>.jsonl`` holds
-audit records moved out of Redis, a line each, exactly as their stream stored them (JSON
-arrays, or objects stored before): ``bot.storage.audit.from_stored_record`` reads either
-whole. ``<from>`` and ``<to>`` bound the records' ``at`` (Unix ms), so a reader opens only
-the batches that may hold the records it wants: a record's ``at`` is its writer's clock,
-which need not agree with the Redis clock that chose the batch. Batches written before
-their names held these bounds (``<shard>-<first entry>.jsonl``) are opened by every reader.
+``ARCHIVE_DIR/audit/<YYYY-MM>/<shard>-<first entry>.<lines>.<from>-<to>.<last entry>.jsonl``
+holds audit records moved out of Redis, a line each: its stream entry id, a space, and the
+record exactly as its stream stored it (JSON arrays, or objects stored before):
+``bot.storage.audit.from_stored_record`` reads either whole. ``<from>`` and ``<to>`` bound
+the records' ``at`` (Unix ms), so a reader opens only the batches that may hold the records
+it wants: a record's ``at`` is its writer's clock, which need not agree with the Redis clock
+that chose the batch. The entry ids keep each record's place in its stream (``Position``),
+where ``GET /audit`` reads on from a page that stopped in Redis. Batches written before
+their names ended with the last entry hold no entry ids (``<shard>-<first entry>.<lines>.
+<from>-<to>.jsonl``); those written before their names held the bounds
+(``<shard>-<first entry>.jsonl``) are opened by every reader.
 """
 
 from __future__ import annotations
@@ -33,14 +37,15 @@ from typing import Any
 
 from bot.domain.events import Event, from_log
 from bot.domain.reducer import ThreadState, fold
-from bot.storage.audit import from_stored_record
+from bot.storage.audit import Position, from_stored_record
 
 _BATCH = re.compile(
-    r"(?P<shard>\d+)-(?P<ms>\d+)-(?P<seq>\d+)(?:\.(?P<lines>\d+)\.(?P<low>\d+)-(?P<high>\d+))?"
+    r"(?P<shard>\d+)-(?P<ms>\d+)-(?P<seq>\d+)"
+    r"(?:\.(?P<lines>\d+)\.(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<last>\d+-\d+))?)?"
 )
 """An archived batch of audit records: ``<shard>-<its first record's stream entry id>``,
 then (since the bounds were written) how many records it holds and the bounds of their
-``at`` in Unix ms."""
+``at`` in Unix ms, then (since each line holds its entry id) its last record's entry id."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,11 @@ class _Batch:
     """An archived batch of audit records, as its name describes it."""
 
     path: Path
+    shard: int
+    first: Position
+    """Its first record's place in the streams."""
+    last: Position | None
+    """Its last record's; None when its lines hold no entry ids (written before)."""
     low: float
     """No record in it is older (Unix seconds); minus infinity when the name does not say."""
     high: float
@@ -99,16 +109,31 @@ class Archive:
         temporary.replace(path)
         return path
 
-    def write_audit(self, shard: int, first: str, lines: Sequence[str], at: float) -> None:
-        """Write a batch of audit records moved out of Redis, durably. The same batch
-        written twice (by two workers, or after a crash) is read once: the copy with the
-        most records (``_audit_batches``)."""
+    def write_audit(
+        self,
+        shard: int,
+        first: str,
+        lines: Sequence[str],
+        at: float,
+        *,
+        entries: Sequence[str] | None = None,
+    ) -> None:
+        """Write a batch of audit records moved out of Redis, durably, with their stream
+        ``entries`` (ids, from ``first``; without them, as batches were written before).
+        The same batch written twice (by two workers, or after a crash) is read once: the
+        copy with the most records (``_audit_batches``)."""
         folder = self.root / "audit" / time.strftime("%Y-%m", time.gmtime(at))
         folder.mkdir(parents=True, exist_ok=True)
         times = [float(from_stored_record(line)["at"]) for line in lines]
         # A millisecond either side: whatever float rounding does to ``at * 1000``.
         low, high = math.floor(min(times) * 1000) - 1, math.ceil(max(times) * 1000) + 1
-        path = folder / f"{shard:02d}-{first}.{len(lines)}.{max(0, low)}-{max(0, high)}.jsonl"
+        bounds = f"{len(lines)}.{max(0, low)}-{max(0, high)}"
+        if entries is not None:
+            bounds, lines = (
+                f"{bounds}.{entries[-1]}",
+                [f"{entry} {line}" for entry, line in zip(entries, lines, strict=True)],
+            )
+        path = folder / f"{shard:02d}-{first}.{bounds}.jsonl"
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         with temporary.open("w", encoding="utf-8") as out:
             out.writelines(f"{line}\n" for line in lines)
@@ -134,6 +159,26 @@ class Archive:
         has opened only the files that may hold the newest records in its range."""
         return _in_order(self._audit_batches(), since, until, newest=True)
 
+    def audit_after(
+        self, after: Position, until_ms: int
+    ) -> Iterator[tuple[Position, dict[str, Any]]]:
+        """Archived audit records whose place in the streams (``Position``) comes after
+        ``after``, stored (by Redis's clock) by ``until_ms``, each with its place and in
+        that order, each once: where a reader of the streams that stopped at ``after`` reads
+        on when retention moved records out since. Read a file at a time as they are asked
+        for, from the batches that hold such places only (those written with their entry
+        ids: the others were written before this reader began)."""
+        batches = [
+            b
+            for b in self._audit_batches()
+            if b.last is not None and b.last > after and b.first[0] <= until_ms
+        ]
+        last = None
+        for position, record in _by_place(batches):
+            if after < position != last and position[0] <= until_ms:
+                yield position, record
+                last = position
+
     def _audit_batches(self) -> list[_Batch]:
         """Every archived batch of every shard, once. A batch written again (a sweep that
         stopped before trimming it from Redis writes it again, with as many records or
@@ -144,8 +189,12 @@ class Archive:
             if name is None:
                 continue
             bounds = name["lines"] is not None
+            shard = int(name["shard"])
             batch = _Batch(
                 path,
+                shard,
+                first=(int(name["ms"]), int(name["seq"]), shard),
+                last=None if name["last"] is None else _position(name["last"], shard),
                 low=int(name["low"]) / 1000 if bounds else -math.inf,
                 high=int(name["high"]) / 1000 if bounds else math.inf,
             )
@@ -183,12 +232,47 @@ class Archive:
 
 
 def _audit_lines(path: Path) -> list[dict[str, Any]]:
-    return [from_stored_record(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return [record for _, record in _placed_lines(path)]
+
+
+def _placed_lines(path: Path) -> list[tuple[str | None, dict[str, Any]]]:
+    """A batch's records, each with its stream entry id (None in batches written before
+    lines held them: a stored record begins with ``[`` or ``{``, an id with a digit)."""
+    placed: list[tuple[str | None, dict[str, Any]]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        entry, _, stored = line.partition(" ") if line[:1].isdigit() else (None, "", line)
+        placed.append((entry, from_stored_record(stored)))
+    return placed
+
+
+def _position(entry_id: str, shard: int) -> Position:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq), shard
 
 
 def oldest_key(record: dict[str, Any]) -> tuple[float, str]:
     """The order of ``Archive.audit_oldest``: by time, then by event id (one per record)."""
     return float(record["at"]), str(record["event"])
+
+
+def _by_place(batches: list[_Batch]) -> Iterator[tuple[Position, dict[str, Any]]]:
+    """The records of ``batches`` (each with entry ids) in the order of their place in the
+    streams, a batch opened only once the places still to come may be its (a batch copied
+    twice, or two that overlap, give a place twice: one after the other)."""
+    wanted = sorted(batches, key=lambda b: b.first)
+    tie = itertools.count()
+    ready: list[tuple[Position, int, dict[str, Any]]] = []
+    opened = 0
+    while opened < len(wanted) or ready:
+        while opened < len(wanted) and (not ready or wanted[opened].first <= ready[0][0]):
+            shard = wanted[opened].shard
+            for entry, record in _placed_lines(wanted[opened].path):
+                assert entry is not None  # a batch whose name holds its last entry
+                heapq.heappush(ready, (_position(entry, shard), next(tie), record))
+            opened += 1
+        if ready:
+            position, _, record = heapq.heappop(ready)
+            yield position, record
 
 
 def _in_order(

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator, Iterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
@@ -22,7 +22,7 @@ from bot.domain.audit import verify_chain
 from bot.domain.errors import InvalidInputError, NotFoundError
 from bot.runtime import Runtime
 from bot.storage import keys
-from bot.storage.archive import oldest_key
+from bot.storage.archive import Archive, oldest_key
 from bot.storage.audit import Position
 from bot.web.api import runtime_of
 from bot.web.schemas import error_responses
@@ -34,6 +34,8 @@ router = APIRouter(
     responses=error_responses(400, 401, 403, 422, 503),
     dependencies=[scope("admin")],
 )
+
+T = TypeVar("T")
 
 MAX_RECORDS = 10_000
 ARCHIVE_PAGE = 500
@@ -177,7 +179,8 @@ async def read_page(
     after ``after``, oldest first: those retention archived (oldest, by ``oldest_key``),
     then those still in Redis (by their place in the streams). And where the next page
     starts, None when these are the last. A record archived but not yet trimmed from
-    Redis comes once. Reads ``limit`` + 1 records, and the archived ones as old as the
+    Redis comes once; one retention moves out of Redis between two pages comes still, in
+    its place (``_with_moved``). Reads ``limit`` + 1 records, and the archived ones as old as the
     newest Redis records that may be in the archive too."""
     found: list[dict[str, Any]] = []
     last = after.archived
@@ -193,8 +196,11 @@ async def read_page(
     both_since = None  # from when ``both`` holds them
     position = after.live
     batch = min(ARCHIVE_PAGE, limit + 1)
-    async with aclosing(rt.audit.oldest(start, end, after=after.live, batch=batch)) as live:
-        async for at, record in live:
+    live = rt.audit.oldest(start, end, after=after.live, batch=batch)
+    if after.live is not None and rt.archive is not None:
+        live = _with_moved(live, rt.archive, after.live, end)
+    async with aclosing(live) as records:
+        async for at, record in records:
             if last is not None and oldest_key(record) <= last:
                 if both_since is None or record["at"] < both_since:
                     both_since = float(record["at"])
@@ -206,6 +212,37 @@ async def read_page(
             found.append(record)
             position = at
     return found, None
+
+
+async def _with_moved(
+    live: AsyncGenerator[tuple[Position, dict[str, Any]]],
+    archive: Archive,
+    after: Position,
+    end: float,
+) -> AsyncGenerator[tuple[Position, dict[str, Any]]]:
+    """``live`` (the streams' records after ``after``, by their place there), with those
+    retention moved to the archive since a page stopped at ``after``: in that order, each
+    once (one archived but not yet trimmed is in both). Without them, a sweep between two
+    pages would lose every record it moved from after ``after``."""
+    moved = _paged(archive.audit_after(after, int(end * 1000)))
+    async with aclosing(live), aclosing(moved):
+        next_moved = await anext(moved, None)
+        async for position, record in live:
+            while next_moved is not None and next_moved[0] <= position:
+                if next_moved[0] < position:
+                    yield next_moved
+                next_moved = await anext(moved, None)
+            yield position, record
+        while next_moved is not None:
+            yield next_moved
+            next_moved = await anext(moved, None)
+
+
+async def _paged(records: Iterator[T]) -> AsyncGenerator[T]:
+    """``records``, read ``ARCHIVE_PAGE`` at a time in a thread (the archive is files)."""
+    while page := await asyncio.to_thread(_take, records, ARCHIVE_PAGE):
+        for record in page:
+            yield record
 
 
 def _after(
@@ -253,5 +290,5 @@ async def newest_records(rt: Runtime, start: float, end: float) -> AsyncGenerato
                 yield record
 
 
-def _take(records: Iterator[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+def _take(records: Iterator[T], n: int) -> list[T]:
     return list(itertools.islice(records, n))

@@ -212,6 +212,38 @@ def test_a_batch_archived_before_its_name_held_its_times_is_still_read(tmp_path:
     assert [r["event"] for r in archive.audit_newest(250, 1e9)] == older[1:]
 
 
+def test_archived_records_come_after_a_place_in_the_streams_in_its_order_each_once(
+    tmp_path: Path,
+) -> None:
+    archive = Archive(tmp_path)
+    vote = decided(
+        ApprovalDecision(request_id=RID, decision=Decision.APPROVE, by=BOB, args_hash="h")
+    )
+
+    def archived(shard: int, entries: list[str]) -> None:
+        """A batch of ``shard`` whose records Redis stored as ``entries``; their events
+        name their places."""
+        lines = [to_stored_record(vote | {"event": f"ev_{shard}_{e}", "at": 9.0}) for e in entries]
+        archive.write_audit(shard, entries[0], lines, 1_800_000_000, entries=entries)
+
+    archived(4, ["1000-0", "1000-1", "3000-0"])
+    archived(4, ["1000-0", "1000-1", "3000-0", "4000-0"])  # written again, with one more
+    archived(4, ["3000-0", "4000-0", "5000-0"])  # two sweeps at once: overlapping batches
+    archived(7, ["1000-1", "2000-0"])
+    archived_at(archive, 7, "2500-0", [1.0])  # written before lines held their entry ids
+
+    def after(place: tuple[int, int, int], until_ms: int = 10**13) -> list[str]:
+        return [r["event"] for _, r in archive.audit_after(place, until_ms)]
+
+    every = ["ev_4_1000-1", "ev_7_1000-1", "ev_7_2000-0", "ev_4_3000-0", "ev_4_4000-0"]
+    assert after((1000, 0, 4)) == [*every, "ev_4_5000-0"]
+    assert after((1000, 1, 4)) == [*every[1:], "ev_4_5000-0"]  # the same id, a later shard
+    assert after((1000, 1, 7)) == [*every[2:], "ev_4_5000-0"]
+    assert after((1000, 1, 7), until_ms=4000) == every[2:]
+    assert after((5000, 0, 4)) == []
+    assert [p for p, _ in archive.audit_after((3000, 0, 4), 10**13)] == [(4000, 0, 4), (5000, 0, 4)]
+
+
 TIDS = [f"th_{n:020x}" for n in range(3)]
 """Three threads, in three shards."""
 

@@ -347,6 +347,37 @@ async def test_records_retention_moves_while_the_pages_are_read_come_each_once(
     assert [r for page in pages for r in page["items"]] == whole["items"]
 
 
+RECORD_FIELDS = ("kind", "outcome", "by", "by_id", "channel", "reason", "args_hash", "hash")
+
+
+async def test_records_a_backlog_sweep_moves_between_two_pages_are_not_lost(
+    h: Harness, redis: Redis
+) -> None:
+    # A sweep moves at most 1,000 records of a shard: with a backlog, the next sweep moves
+    # a busy shard's records older than some a quiet shard's last sweep moved, and read.
+    assert h.rt.retention is not None
+    busy, quiet = "th_" + "0" * 20, "th_" + "1" * 20
+    assert keys.shard_of(busy) != keys.shard_of(quiet)
+    base = h.clock.now() - 30 * DAY
+    pipe = redis.pipeline(transaction=False)
+    for n, (tid, at) in enumerate(
+        [(busy, base + i) for i in range(1500)] + [(quiet, base + 2000 + i) for i in range(10)]
+    ):
+        record = {
+            **dict.fromkeys(RECORD_FIELDS, "x"),
+            **{"at": at, "thread": tid, "request": f"{tid}.r{n:08x}", "event": f"ev_{n:05}"},
+        }
+        pipe.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(record)}, id=f"{n + 1}-0")
+    await pipe.execute()
+    await h.rt.retention.sweep()  # the busy shard's oldest 1,000, the quiet one's 10
+    first = (await h.api.get("/audit", params={"limit": 1005})).json()
+    await h.rt.retention.sweep()  # the busy shard's 500 others
+    rest = (await h.api.get(first["next"])).json()
+    assert rest["next"] is None
+    read = [r["event"] for r in first["items"] + rest["items"]]
+    assert sorted(read) == [f"ev_{n:05}" for n in range(1510)]
+
+
 @pytest.mark.parametrize(
     ("archived", "live"),
     [

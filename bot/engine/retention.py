@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Sequence
 
 from bot.domain.clock import Clock
@@ -100,9 +101,12 @@ class Retention:
         return moved
 
     async def _audit(self, now: float, limit: int = 1000) -> None:
-        """Move audit records older than the age to the archive, then out of Redis."""
-        for shard in range(SHARDS):
-            batch = await self.audit.older(shard, now - self.age, limit)
+        """Move audit records older than the age to the archive, then out of Redis: in
+        every shard those Redis stored by one time (``_frontier``)."""
+        older = [await self.audit.older(shard, now - self.age, limit) for shard in range(SHARDS)]
+        frontier = _frontier(older, limit)
+        for shard, stored in enumerate(older):
+            batch = [(entry, line) for entry, line in stored if _ms(entry) <= frontier]
             if not batch:
                 continue
             entries, lines = [entry for entry, _ in batch], [line for _, line in batch]
@@ -112,3 +116,17 @@ class Retention:
             await asyncio.to_thread(write, shard, batch[0][0], lines, now, entries=entries)
             await self.audit.trim(shard, entries)
             log.info("audit: %d records of shard %d archived", len(batch), shard)
+
+
+def _frontier(older: list[list[tuple[str, str]]], limit: int) -> float:
+    """When Redis stored the last record a sweep moves (Unix ms): with a backlog, a shard
+    with ``limit`` records or more stops at its ``limit``-th, and every shard stops by then
+    too. Else a quiet shard's newer records would be archived (and read, by ``GET /audit``
+    going through the archive by time) before a busy shard's older ones, which a page after
+    them then never reads."""
+    return min((_ms(stored[-1][0]) for stored in older if len(stored) >= limit), default=math.inf)
+
+
+def _ms(entry_id: str) -> int:
+    """When Redis stored a stream entry (Unix ms)."""
+    return int(entry_id.partition("-")[0])

@@ -109,12 +109,10 @@ class Retention:
             batch = [(entry, line) for entry, line in stored if _ms(entry) <= frontier]
             if not batch:
                 continue
-            entries, lines = [entry for entry, _ in batch], [line for _, line in batch]
             # With their entry ids: a reader of the streams reads on in the archive from
             # where it stopped (``Archive.audit_after``).
-            write = self.archive.write_audit
-            await asyncio.to_thread(write, shard, batch[0][0], lines, now, entries=entries)
-            await self.audit.trim(shard, entries)
+            await asyncio.to_thread(self.archive.write_audit, shard, batch, now)
+            await self.audit.trim(shard, [entry for entry, _ in batch])
             log.info("audit: %d records of shard %d archived", len(batch), shard)
 
 

@@ -15,9 +15,7 @@ the records' ``at`` (Unix ms), so a reader opens only the batches that may hold 
 it wants: a record's ``at`` is its writer's clock, which need not agree with the Redis clock
 that chose the batch. The entry ids keep each record's place in its stream (``Position``),
 where ``GET /audit`` reads on from a page that stopped in Redis. Batches written before
-their names ended with the last entry hold no entry ids (``<shard>-<first entry>.<lines>.
-<from>-<to>.jsonl``); those written before their names held the bounds
-(``<shard>-<first entry>.jsonl``) are opened by every reader.
+(``<shard>-<first entry>.jsonl``) hold the records alone, and every reader opens them.
 """
 
 from __future__ import annotations
@@ -41,11 +39,11 @@ from bot.storage.audit import Position, from_stored_record
 
 _BATCH = re.compile(
     r"(?P<shard>\d+)-(?P<ms>\d+)-(?P<seq>\d+)"
-    r"(?:\.(?P<lines>\d+)\.(?P<low>\d+)-(?P<high>\d+)(?:\.(?P<last>\d+-\d+))?)?"
+    r"(?:\.(?P<lines>\d+)\.(?P<low>\d+)-(?P<high>\d+)\.(?P<last>\d+-\d+))?"
 )
 """An archived batch of audit records: ``<shard>-<its first record's stream entry id>``,
-then (since the bounds were written) how many records it holds and the bounds of their
-``at`` in Unix ms, then (since each line holds its entry id) its last record's entry id."""
+then (in batches written since their lines held entry ids) how many records it holds, the
+bounds of their ``at`` in Unix ms, and its last record's entry id."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +55,11 @@ class _Batch:
     first: Position
     """Its first record's place in the streams."""
     last: Position | None
-    """Its last record's; None when its lines hold no entry ids (written before)."""
+    """Its last record's; None in a batch written before lines held entry ids."""
     low: float
-    """No record in it is older (Unix seconds); minus infinity when the name does not say."""
+    """No record in it is older (Unix seconds); minus infinity in a batch written before."""
     high: float
-    """No record in it is newer; infinity when the name does not say."""
+    """No record in it is newer; infinity in a batch written before."""
 
 
 @dataclass(frozen=True)
@@ -109,34 +107,22 @@ class Archive:
         temporary.replace(path)
         return path
 
-    def write_audit(
-        self,
-        shard: int,
-        first: str,
-        lines: Sequence[str],
-        at: float,
-        *,
-        entries: Sequence[str] | None = None,
-    ) -> None:
-        """Write a batch of audit records moved out of Redis, durably, with their stream
-        ``entries`` (ids, from ``first``; without them, as batches were written before).
-        The same batch written twice (by two workers, or after a crash) is read once: the
-        copy with the most records (``_audit_batches``)."""
+    def write_audit(self, shard: int, batch: Sequence[tuple[str, str]], at: float) -> None:
+        """Write a batch of the shard's audit records moved out of Redis, each its stream
+        entry id and the record as stored (``AuditLog.older``), durably. The same batch
+        written twice (by two workers, or after a crash) is read once: the copy with the
+        most records (``_audit_batches``)."""
         folder = self.root / "audit" / time.strftime("%Y-%m", time.gmtime(at))
         folder.mkdir(parents=True, exist_ok=True)
-        times = [float(from_stored_record(line)["at"]) for line in lines]
+        times = [float(from_stored_record(line)["at"]) for _, line in batch]
         # A millisecond either side: whatever float rounding does to ``at * 1000``.
         low, high = math.floor(min(times) * 1000) - 1, math.ceil(max(times) * 1000) + 1
-        bounds = f"{len(lines)}.{max(0, low)}-{max(0, high)}"
-        if entries is not None:
-            bounds, lines = (
-                f"{bounds}.{entries[-1]}",
-                [f"{entry} {line}" for entry, line in zip(entries, lines, strict=True)],
-            )
-        path = folder / f"{shard:02d}-{first}.{bounds}.jsonl"
+        (first, _), (last, _) = batch[0], batch[-1]
+        name = f"{shard:02d}-{first}.{len(batch)}.{max(0, low)}-{max(0, high)}.{last}.jsonl"
+        path = folder / name
         temporary = path.with_suffix(f".{os.getpid()}.tmp")
         with temporary.open("w", encoding="utf-8") as out:
-            out.writelines(f"{line}\n" for line in lines)
+            out.writelines(f"{entry} {line}\n" for entry, line in batch)
             out.flush()
             os.fsync(out.fileno())
         temporary.replace(path)
@@ -188,18 +174,18 @@ class Archive:
             name = _BATCH.fullmatch(path.stem)
             if name is None:
                 continue
-            bounds = name["lines"] is not None
+            placed = name["last"] is not None
             shard = int(name["shard"])
             batch = _Batch(
                 path,
                 shard,
                 first=(int(name["ms"]), int(name["seq"]), shard),
-                last=None if name["last"] is None else _position(name["last"], shard),
-                low=int(name["low"]) / 1000 if bounds else -math.inf,
-                high=int(name["high"]) / 1000 if bounds else math.inf,
+                last=_position(name["last"], shard) if placed else None,
+                low=int(name["low"]) / 1000 if placed else -math.inf,
+                high=int(name["high"]) / 1000 if placed else math.inf,
             )
             key = (name["shard"], int(name["ms"]), int(name["seq"]))
-            rank = (path.parent.name, int(name["lines"]) if bounds else -1, batch)
+            rank = (path.parent.name, int(name["lines"]) if placed else -1, batch)
             if key not in latest or rank[:2] > latest[key][:2]:
                 latest[key] = rank
         return [batch for _, _, batch in latest.values()]

@@ -422,7 +422,8 @@ async def test_the_audit_page_reads_the_archived_records_it_needs_and_no_older(
         mine = records[shard::2]
         for b in range(0, len(mine), 2000):
             first = f"{int(mine[b]['at'] * 1000)}-0"
-            archive.write_audit(shard, first, [json.dumps(r) for r in mine[b : b + 2000]], start)
+            batch = [(f"{int(r['at'] * 1000)}-0", json.dumps(r)) for r in mine[b : b + 2000]]
+            archive.write_audit(shard, batch, start)
             if b == 0:
                 oldest += [p.name for p in archive.root.glob(f"audit/*/{shard:02d}-{first}.*")]
     assert len(oldest) == 2

@@ -148,11 +148,11 @@ def test_a_batch_archived_again_in_a_later_month_is_read_once(tmp_path: Path) ->
     )
     records = [vote | {"event": f"ev_{i:020x}", "at": at + i} for i in range(3)]
     lines = [to_stored_record(r) for r in records]
-    first = f"{int(at * 1000)}-0"
     # A sweep wrote the oldest two, then stopped before trimming them from Redis; the next,
     # in April, wrote them again with one more.
-    archive.write_audit(4, first, lines[:2], at)
-    archive.write_audit(4, first, lines, at + 86400)
+    batch = [(f"{int(at * 1000) + i * 1000}-0", line) for i, line in enumerate(lines)]
+    archive.write_audit(4, batch[:2], at)
+    archive.write_audit(4, batch, at + 86400)
     events = [r["event"] for r in records]
     assert [r["event"] for r in archive.audit_records(0, at + 10)] == events
     assert [r["event"] for r in archive.audit_newest(0, at + 10)] == events[::-1]
@@ -166,8 +166,22 @@ def archived_at(archive: Archive, shard: int, first: str, times: list[float]) ->
         ApprovalDecision(request_id=RID, decision=Decision.APPROVE, by=BOB, args_hash="h")
     )
     records = [vote | {"event": f"ev_{shard:02d}{int(t * 1000):018x}", "at": t} for t in times]
-    archive.write_audit(shard, first, [to_stored_record(r) for r in records], 1_800_000_000)
+    ms, _, seq = first.partition("-")
+    entries = [f"{ms}-{int(seq) + i}" for i in range(len(records))]
+    batch = list(zip(entries, [to_stored_record(r) for r in records], strict=True))
+    archive.write_audit(shard, batch, 1_800_000_000)
     return [r["event"] for r in records]
+
+
+def archived_before(archive: Archive, shard: int, first: str, times: list[float]) -> list[str]:
+    """``archived_at``, as versions before wrote batches: named by their first entry only,
+    each line a record alone."""
+    events = archived_at(archive, shard, first, times)
+    (path,) = (archive.root / "audit").glob(f"*/{shard:02d}-{first}.*.jsonl")
+    lines = [line.partition(" ")[2] for line in path.read_text().splitlines()]
+    path.with_name(f"{shard:02d}-{first}.jsonl").write_text("".join(f"{x}\n" for x in lines))
+    path.unlink()
+    return events
 
 
 def test_archived_records_come_in_the_order_of_their_time_whatever_redis_clock_said(
@@ -205,9 +219,7 @@ def test_a_reader_opens_only_the_batches_that_may_hold_the_records_it_reads(
 def test_a_batch_archived_before_its_name_held_its_times_is_still_read(tmp_path: Path) -> None:
     archive = Archive(tmp_path)
     newer = archived_at(archive, 4, "2000-0", [200.0])
-    older = archived_at(archive, 7, "1000-0", [100.0, 300.0])
-    (path,) = (tmp_path / "audit").glob("*/07-1000-0.*.jsonl")
-    path.rename(path.with_name("07-1000-0.jsonl"))  # as versions before wrote it
+    older = archived_before(archive, 7, "1000-0", [100.0, 300.0])
     assert [r["event"] for r in archive.audit_records(0, 1e9)] == [older[0], *newer, older[1]]
     assert [r["event"] for r in archive.audit_newest(250, 1e9)] == older[1:]
 
@@ -224,13 +236,13 @@ def test_archived_records_come_after_a_place_in_the_streams_in_its_order_each_on
         """A batch of ``shard`` whose records Redis stored as ``entries``; their events
         name their places."""
         lines = [to_stored_record(vote | {"event": f"ev_{shard}_{e}", "at": 9.0}) for e in entries]
-        archive.write_audit(shard, entries[0], lines, 1_800_000_000, entries=entries)
+        archive.write_audit(shard, list(zip(entries, lines, strict=True)), 1_800_000_000)
 
     archived(4, ["1000-0", "1000-1", "3000-0"])
     archived(4, ["1000-0", "1000-1", "3000-0", "4000-0"])  # written again, with one more
     archived(4, ["3000-0", "4000-0", "5000-0"])  # two sweeps at once: overlapping batches
     archived(7, ["1000-1", "2000-0"])
-    archived_at(archive, 7, "2500-0", [1.0])  # written before lines held their entry ids
+    archived_before(archive, 7, "2500-0", [1.0])  # its lines hold no entry ids
 
     def after(place: tuple[int, int, int], until_ms: int = 10**13) -> list[str]:
         return [r["event"] for _, r in archive.audit_after(place, until_ms)]

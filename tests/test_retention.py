@@ -78,6 +78,23 @@ async def test_finished_threads_past_the_age_are_archived_and_gone_from_redis(
     assert archived["status"] == "done" and "1.5.0 on production" in archived["last_reply"]
     stored = h.archive.read(old) if h.archive else None
     assert stored is not None and verify_chain(stored.events, old) == []
+    chain = (await h.api.get(f"/threads/{old}/audit")).json()
+    assert chain == {
+        "thread": old,
+        "events": len(stored.events),
+        "intact": True,
+        "breaks": [],
+        "archived": True,
+    }
+    got = await cli(h, "audit", "verify", old)
+    assert got.exit_code == 0
+    assert f"{old}: intact ({len(stored.events)} events, archived)" in got.stdout
+    # An archived file edited shows, as a log edited in Redis does.
+    (path,) = h.archive.root.glob(f"*/{old}.jsonl") if h.archive else []
+    head, first, *rest = path.read_text().splitlines()
+    path.write_text("\n".join([head, first, *rest[1:]]) + "\n")  # its second event gone
+    chain = (await h.api.get(f"/threads/{old}/audit")).json()
+    assert not chain["intact"] and chain["archived"] and chain["events"] == len(stored.events) - 1
     got = await cli(h, "threads", "--archived")
     assert got.exit_code == 0 and old in got.stdout and "1 of 1 archived threads" in got.stdout
     got = await cli(h, "show", old)

@@ -305,8 +305,9 @@ def audit_verify(
         out = Console(highlight=False)
         for chain in checked:
             tid = chain["thread"]
+            where = ", archived" if chain.get("archived") else ""
             if chain["intact"]:
-                out.print(f"{tid}: intact ({chain['events']} events)")
+                out.print(f"{tid}: intact ({chain['events']} events{where})")
             for b in chain["breaks"]:
                 out.print(f"[bold red]{tid}[/]: event {b['index']} ({b['event_id']}): {b['why']}")
     if any(not chain["intact"] for chain in checked):

@@ -55,6 +55,8 @@ class ChainOut(BaseModel):
     events: int
     intact: bool
     breaks: list[BreakOut]
+    archived: bool = False
+    """Checked in the archive (retention moved the thread out of Redis)."""
 
 
 class RecordOut(BaseModel):
@@ -84,17 +86,28 @@ class RecordsOut(BaseModel):
 
 @router.get("/threads/{thread_id}/audit", response_model=ChainOut, responses=error_responses(404))
 async def verify(request: Request, thread_id: str) -> ChainOut:
-    """Check the thread's hash chain: any event edited, removed or reordered in Redis shows."""
+    """Check the thread's hash chain: any event edited, removed or reordered in Redis, or
+    in the archive once retention moved it there, shows."""
     rt = runtime_of(request)
     # As stored, never parsed: a log edited in Redis may no longer read as events.
     stored = await rt.log.stored(thread_id) if ids.is_thread_id(thread_id) else []
+    archived = None
+    if not stored and rt.archive is not None and ids.is_thread_id(thread_id):
+        archived = await asyncio.to_thread(rt.archive.read, thread_id)
+        stored = archived.events if archived is not None else []
     if not stored:
         raise NotFoundError(f"no thread {thread_id!r}", thread_id=thread_id)
     breaks = [
         BreakOut(index=b.index, event_id=b.event_id, why=b.why)
         for b in verify_chain(stored, thread_id)
     ]
-    return ChainOut(thread=thread_id, events=len(stored), intact=not breaks, breaks=breaks)
+    return ChainOut(
+        thread=thread_id,
+        events=len(stored),
+        intact=not breaks,
+        breaks=breaks,
+        archived=archived is not None,
+    )
 
 
 @router.get("/audit", response_model=RecordsOut)

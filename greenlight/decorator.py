@@ -82,7 +82,8 @@ def require_approval(
             bound = sig.arguments(args, kwargs)
             shown = sig.to_json(bound)
             own = key(shown) if callable(key) else key
-            base = call_key("approval", sig.identity, shown, _join(own, current_run()))
+            asked = _asked(shown, policy)
+            base = call_key("approval", sig.identity, asked, _join(own, current_run()))
             ask = {
                 "summary": _summary(summary, name, shown),
                 "arguments_schema": schema,
@@ -144,6 +145,16 @@ def _release(gl: _Base, base: str, nth: int, exc: BaseException) -> None:
     """A decided request keeps its slot; a wait cut short gives it back for a retry."""
     if not isinstance(exc, NotApproved):
         gl.slots.give_back(base, nth)
+
+
+def _asked(shown: dict[str, Any], policy: Policy) -> Any:
+    """What of a call its key is derived from: its arguments and, if given, its policy.
+
+    A process started again with another policy asks people anew under it, as the MCP
+    gateway does: the server refuses a key sent again for other approvers, and the
+    request made under the old policy is not this call's approval.
+    """
+    return shown if policy is None else [shown, policy]
 
 
 def _join(own: str | None, run: str | None) -> str | None:

@@ -122,8 +122,11 @@ def _vote_delivery(who: Caller, key: str | None) -> str | None:
     return _delivery(owned_key(who, key)) if key else None
 
 
-def _fingerprint(request: Request, body: BaseModel | None, key: str | None) -> str | None:
-    """What an API call asks for: its route and its body as parsed (key order ignored).
+def fingerprint_of(
+    request: Request, body: BaseModel | None, key: str | None, include: set[str] | None = None
+) -> str | None:
+    """What an API call asks for: its route and its body as parsed (key order ignored),
+    or only the fields ``include`` names.
 
     Stored beside the Idempotency-Key, so the same key sent with another body is
     refused instead of silently answering with the first call's result. None
@@ -131,10 +134,19 @@ def _fingerprint(request: Request, body: BaseModel | None, key: str | None) -> s
     """
     if not key:
         return None
-    data = body.model_dump(mode="json") if body is not None else None
+    data = body.model_dump(mode="json", include=include) if body is not None else None
     shown = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(f"{request.method} {request.url.path}\n{shown}".encode())
     return digest.hexdigest()[:32]
+
+
+def key_reused(key: str | None) -> InvalidInputError:
+    """The 422 for an Idempotency-Key sent again with another body than its first call's."""
+    return InvalidInputError(
+        f"Idempotency-Key {key!r} was already used with a different request body;"
+        " use a new key for a new request",
+        idempotency_key=key,
+    )
 
 
 async def _once(key: str | None, call: Awaitable[T]) -> T:
@@ -142,11 +154,7 @@ async def _once(key: str | None, call: Awaitable[T]) -> T:
     try:
         return await call
     except ReusedDelivery as exc:
-        raise InvalidInputError(
-            f"Idempotency-Key {key!r} was already used with a different request body;"
-            " use a new key for a new request",
-            idempotency_key=key,
-        ) from exc
+        raise key_reused(key) from exc
 
 
 async def _refused_as_read(
@@ -217,7 +225,7 @@ async def create_thread(
             if idempotency_key
             else None,
             delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body, idempotency_key),
+            fingerprint=fingerprint_of(request, body, idempotency_key),
         ),
     )
     if got.duplicate:
@@ -255,7 +263,7 @@ async def decide(
             edited_args=body.edited_args,
             seen_hash=body.args_hash,
             delivery=_vote_delivery(who, idempotency_key),
-            fingerprint=_fingerprint(request, _as(body, by), idempotency_key),
+            fingerprint=fingerprint_of(request, _as(body, by), idempotency_key),
         ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
@@ -291,7 +299,7 @@ async def answer(
             text,
             api_actor(by),
             delivery=_vote_delivery(who, idempotency_key),
-            fingerprint=_fingerprint(request, _as(body, by), idempotency_key),
+            fingerprint=fingerprint_of(request, _as(body, by), idempotency_key),
         ),
     )
     return RequestOut.from_request(done.thread.id, done.request)
@@ -322,7 +330,7 @@ async def post_message(
             body.text,
             _speaker(who, body.user, "user" in body.model_fields_set),
             delivery=_delivery(idempotency_key),
-            fingerprint=_fingerprint(request, body, idempotency_key),
+            fingerprint=fingerprint_of(request, body, idempotency_key),
         ),
     )
     return ThreadOut.from_state(got.thread)

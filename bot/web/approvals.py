@@ -50,8 +50,17 @@ from bot.domain.validate import (
 from bot.engine.external import Opened, join_request, open_request, wait
 from bot.engine.people import identified
 from bot.runtime import Runtime
+from bot.storage.openkeys import UNBOUNDED
 from bot.web import callbacks
-from bot.web.api import IDEMPOTENCY_KEY, ApiRoute, idempotency_key_of, owned_key, runtime_of
+from bot.web.api import (
+    IDEMPOTENCY_KEY,
+    ApiRoute,
+    fingerprint_of,
+    idempotency_key_of,
+    key_reused,
+    owned_key,
+    runtime_of,
+)
 from bot.web.schemas import ActorOut, error_responses
 from bot.web.scopes import Caller, caller_of, scope
 
@@ -279,6 +288,15 @@ class QuestionOut(BaseModel):
         )
 
 
+APPROVAL_ASKS = {"tool", "arguments", "policy", "requester"}
+"""What an approval's Idempotency-Key is tied to: what is approved, and who may approve it
+(never its requester, unless the policy says). Another of these under a used key is a 422;
+the rest may differ on a retry (a client restarted with a new summary or schema, an
+``open_key`` of another MCP session): it gets the request its key made."""
+QUESTION_ASKS = {"question", "format", "choices", "answer_schema", "answerers", "requester"}
+"""What a question's Idempotency-Key is tied to: what is asked, and who may answer."""
+
+
 # --- routes ----------------------------------------------------------------------------------
 
 
@@ -327,8 +345,16 @@ async def ask_approval(
         )
         return [_created(body, requester), call, asked]
 
+    asked = fingerprint_of(request, body, idempotency_key, APPROVAL_ASKS)
     opened = await _open(
-        rt, who, idempotency_key, "approvals", make, response=response, open_key=body.open_key
+        rt,
+        who,
+        idempotency_key,
+        "approvals",
+        make,
+        response=response,
+        open_key=body.open_key,
+        fingerprint=asked,
     )
     return ApprovalOut.from_request(opened.thread, opened.request)
 
@@ -404,7 +430,10 @@ async def ask_question(
         )
         return [_created(body, requester), asked]
 
-    opened = await _open(rt, who, idempotency_key, "questions", make, response=response)
+    asked = fingerprint_of(request, body, idempotency_key, QUESTION_ASKS)
+    opened = await _open(
+        rt, who, idempotency_key, "questions", make, response=response, fingerprint=asked
+    )
     return QuestionOut.from_request(opened.thread, opened.request)
 
 
@@ -459,11 +488,16 @@ async def _open(
     *,
     response: Response,
     open_key: str | None = None,
+    fingerprint: str | None = None,
 ) -> Opened:
     """Open the request ``make`` builds; a retried key finds it again, and with
-    ``open_key`` a call asked again joins its open request: both answer 200."""
+    ``open_key`` a call asked again joins its open request: both answer 200.
+
+    ``fingerprint`` (what the call asks, ``fingerprint_of``) is tied to the key first."""
     key = owned_key(who, idempotency_key) if idempotency_key else None
     tid = ids.thread_id_for(namespace, key) if key else None
+    if tid is not None and fingerprint is not None:
+        await _claim(rt, tid, idempotency_key, fingerprint)
     kind = "approval" if namespace == "approvals" else "question"
     if open_key is None:
         opened = await open_request(rt.log, tid, make, kind=kind, archive=rt.archive)
@@ -476,6 +510,24 @@ async def _open(
     if not opened.created:
         response.status_code = 200
     return opened
+
+
+async def _claim(rt: Runtime, thread_id: str, key: str | None, fingerprint: str) -> None:
+    """Tie an Idempotency-Key (by the thread it names) to what its first call asked,
+    before anything is opened under it: the same key sent with another body is a 422.
+
+    Else the retry's answer is the first call's request, perhaps approved: a caller
+    that reused a key for another action would take that approval for this action's.
+    Kept in the open keys (``OpenKeys.swap``, which only the first call sets) as long as
+    a key to a request that never expires, and whatever request the key led to: its own
+    thread, or one its ``open_key`` joined.
+
+    Raises:
+        InvalidInputError: the key was first sent with another body.
+    """
+    held = await rt.open_keys.swap(f"print\x00{thread_id}", None, fingerprint, UNBOUNDED)
+    if held != fingerprint:
+        raise key_reused(key)
 
 
 def to_requester(name: str | None, agent: str) -> Actor:

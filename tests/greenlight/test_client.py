@@ -108,6 +108,35 @@ async def test_approved_runs_the_function_once_with_the_edited_arguments(h: Harn
     assert ran == [("1.5.1", 2), ("1.5.0", 3)]
 
 
+async def test_a_process_started_again_with_another_policy_asks_anew(h: Harness) -> None:
+    """The same call after a restart replays its approval, but not under a policy that was
+    changed since: people are asked under the new one."""
+    ran: list[str] = []
+
+    def deploy(version: str) -> None:
+        ran.append(version)
+
+    first = Greenlight(h.url, TOKEN).require_approval(policy=BOB)(deploy)
+    calling = asyncio.create_task(asyncio.to_thread(first, "1.5.0"))
+    asked = await open_request(h)
+    await decide(h, asked["id"], "approve")
+    await asyncio.wait_for(calling, 10)
+
+    # Started again (a new client: nothing of the first life), now needing two approvals.
+    stricter = {"approvers": ["bob", "ann"], "min_approvals": 2}
+    again = Greenlight(h.url, TOKEN).require_approval(policy=stricter)(deploy)
+    calling = asyncio.create_task(asyncio.to_thread(again, "1.5.0"))
+    second = await open_request(h)
+    assert second["id"] != asked["id"] and second["min_approvals"] == 2
+    assert ran == ["1.5.0"] and not calling.done()
+    await decide(h, second["id"], "approve")
+    await h.api.post(
+        f"/requests/{second['id']}/decision", json={"decision": "approve", "by": "ann"}
+    )
+    await asyncio.wait_for(calling, 10)
+    assert ran == ["1.5.0", "1.5.0"]
+
+
 async def test_an_edit_outside_the_type_hints_is_refused_by_the_server(h: Harness) -> None:
     gl = Greenlight(h.url, TOKEN)
 

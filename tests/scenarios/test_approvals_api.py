@@ -183,6 +183,40 @@ async def test_the_same_idempotency_key_twice_gives_one_request(h: Harness) -> N
     assert (q1.status_code, q2.status_code) == (201, 200) and q1.json()["id"] == q2.json()["id"]
 
 
+async def test_a_key_reused_with_another_body_is_422_naming_it(h: Harness) -> None:
+    key = {"Idempotency-Key": "release"}
+    first = await h.api.post("/approvals", json=deploy(), headers=key)
+    assert first.status_code == 201, first.text
+    assert (await decide(h, first.json()["id"], "bob")).status_code == 200
+    # Another action, or other approvers, under the same key: never the first one's approval.
+    for other in [
+        deploy(arguments={"version": "2.0.0", "replicas": 3}),
+        deploy(tool="rollback"),
+        deploy(policy={"approvers": ["bob"]}),
+        deploy(requester="bob"),
+    ]:
+        r = await h.api.post("/approvals", json=other, headers=key)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "invalid_input"
+        assert "Idempotency-Key 'release'" in r.json()["detail"]
+    # The same body again (keys in another order, a default spelled out) is a retry; so is
+    # one that shows it otherwise (a client restarted with a new summary) or would join
+    # another open request (an open_key of another MCP session).
+    same = {"metadata": {}, **dict(reversed(deploy().items()))}
+    shown = deploy(summary="Ship 1.5.0", context=None, arguments_schema=None)
+    for body in [same, shown, deploy(open_key="elsewhere")]:
+        again = await h.api.post("/approvals", json=body, headers=key)
+        assert again.status_code == 200 and again.json()["id"] == first.json()["id"], again.text
+    _, total = await h.rt.indexes.threads(agent="deployer", offset=0, limit=10)
+    assert total == 1
+
+    q = {"Idempotency-Key": "q"}
+    asked = await h.api.post("/questions", json={"question": "go?"}, headers=q)
+    assert asked.status_code == 201, asked.text
+    r = await h.api.post("/questions", json={"question": "stop?"}, headers=q)
+    assert r.status_code == 422 and "Idempotency-Key 'q'" in r.json()["detail"], r.text
+
+
 async def test_an_open_key_joins_the_open_request_and_asks_anew_once_it_is_closed(
     h: Harness, redis: Redis
 ) -> None:

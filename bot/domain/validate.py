@@ -3,7 +3,8 @@ answers against the question's format (yes/no, choices) or its schema.
 
 Pure. A mismatch is an ``InvalidInputError`` naming where and why, in jsonschema's words.
 Schemas are read by their ``$schema`` (draft 2020-12 when they name none); a ``$ref`` to
-anything outside the schema is never fetched.
+anything outside the schema (but the meta-schemas) is never fetched: such a schema is
+refused when it is given (``check_schema``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any
 
 import pydantic_core
 from jsonschema import exceptions, validators
+from jsonschema.protocols import Validator
+from jsonschema_specifications import REGISTRY as META_SCHEMAS
+from referencing import Registry, Resource, Specification
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from bot.domain.errors import InvalidInputError, TooLargeToApproveError
 from bot.domain.events import AnswerFormat, HumanQuestion
@@ -21,6 +27,12 @@ from bot.domain.limits import MAX_JSON, from_json, why_unstorable
 
 YES = frozenset({"yes", "y", "true"})
 NO = frozenset({"no", "n", "false"})
+
+_NOTHING_FETCHED: Registry[Any] = Registry()
+"""Every validator's registry: what a ``$ref`` may lead to beyond its schema (nothing; the
+validator adds the meta-schemas). jsonschema's own default fetches any other URL over
+HTTP, blocking and without a timeout: a caller's schema made the web process read its
+network (a cloud's metadata service, say) and stalled every request meanwhile."""
 
 
 def bounded(value: dict[str, Any], what: str) -> dict[str, Any]:
@@ -83,11 +95,46 @@ def check_schema(schema: dict[str, Any], what: str) -> None:
         raise InvalidInputError(
             f"{what} is not a valid JSON Schema at {where}: {exc.message}"
         ) from exc
+    _check_refs(schema, what)
+
+
+def _check_refs(schema: dict[str, Any], what: str) -> None:
+    """Raise unless every ``$ref`` (and ``$dynamicRef``) of ``schema`` resolves, fetching
+    nothing: within the schema, or to a meta-schema. Checked when the schema is given, so
+    that values are never checked against one that cannot be resolved (by then, too late
+    to refuse it: the request could never be answered)."""
+    dialect = schema.get("$schema")
+    spec: Specification[Any] = specification_with(
+        dialect if isinstance(dialect, str) else "", default=DRAFT202012
+    )
+    root = spec.create_resource(schema)
+
+    def walk(resource: Resource[Any], resolver: Any) -> None:
+        node = resource.contents if isinstance(resource.contents, dict) else {}
+        for ref in (node.get("$ref"), node.get("$dynamicRef")):
+            if not isinstance(ref, str):
+                continue
+            try:
+                resolver.lookup(ref)
+            except Unresolvable as exc:
+                raise InvalidInputError(
+                    f"{what}: $ref {ref!r} does not resolve ({type(exc).__name__}): a $ref may"
+                    " point only within the schema or to a meta-schema; nothing is fetched"
+                ) from None
+        for sub in resource.subresources():
+            walk(sub, resolver.in_subresource(sub))
+
+    walk(root, META_SCHEMAS.resolver_with_root(root))
+
+
+def _validator(schema: dict[str, Any]) -> Validator:
+    """The validator of ``schema``'s dialect, fetching nothing (``_NOTHING_FETCHED``)."""
+    return validators.validator_for(schema)(schema, registry=_NOTHING_FETCHED)
 
 
 def check(schema: dict[str, Any], value: Any, what: str) -> None:
     """Raise unless ``value`` matches ``schema``; ``what`` begins the message."""
-    validator = validators.validator_for(schema)(schema)
+    validator = _validator(schema)
     found = list(validator.iter_errors(value))
     error = exceptions.best_match(found)
     if error is not None:
@@ -107,7 +154,7 @@ def check(schema: dict[str, Any], value: Any, what: str) -> None:
 def field_errors(schema: dict[str, Any], value: Any) -> dict[str, str]:
     """Every way ``value`` misses ``schema``, by where (``/a/b``; ``/`` for the whole), one
     message a place: for a form that shows each error beside its field."""
-    validator = validators.validator_for(schema)(schema)
+    validator = _validator(schema)
     found: dict[str, str] = {}
     for error in sorted(validator.iter_errors(value), key=exceptions.relevance):
         where = list(error.absolute_path)

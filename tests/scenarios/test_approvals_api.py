@@ -306,6 +306,36 @@ async def test_bad_requests_are_refused_naming_what_is_wrong(h: Harness) -> None
     assert r.status_code == 401
 
 
+async def test_a_schema_ref_is_never_fetched_and_one_that_does_not_resolve_is_422(
+    h: Harness,
+) -> None:
+    async with Receiver() as inside:  # a URL of the network the server runs in
+        remote = {"type": "object", "properties": {"version": {"$ref": f"{inside.url}/s"}}}
+        nowhere = {"type": "object", "properties": {"version": {"$ref": "#/$defs/nowhere"}}}
+        for schema, ref in [(remote, f"{inside.url}/s"), (nowhere, "#/$defs/nowhere")]:
+            r = await h.api.post("/approvals", json=deploy(arguments_schema=schema))
+            assert r.status_code == 422, r.text
+            assert r.json()["error"] == "invalid_input", r.text
+            assert f"arguments_schema: $ref {ref!r} does not resolve" in r.json()["detail"]
+            question = {"question": "Which version?", "answer_schema": schema}
+            r = await h.api.post("/questions", json=question)
+            assert r.status_code == 422, r.text
+            assert f"answer_schema: $ref {ref!r} does not resolve" in r.json()["detail"]
+        assert inside.requests == []
+    # A $ref within the schema, and to the meta-schemas (known without fetching), resolve.
+    local = {
+        "type": "object",
+        "properties": {"version": {"$ref": "#/$defs/version"}},
+        "$defs": {"version": {"type": "string", "pattern": r"^\d+\.\d+\.\d+$"}},
+    }
+    asked = await ask(h, deploy(arguments_schema=local))
+    bad = await decide(h, asked["id"], "bob", edited_args={"version": "latest"})
+    assert bad.status_code == 422 and "does not match" in bad.json()["detail"], bad.text
+    meta = {"$ref": "https://json-schema.org/draft/2020-12/schema"}
+    r = await h.api.post("/questions", json={"question": "A schema?", "answer_schema": meta})
+    assert r.status_code == 201, r.text
+
+
 async def test_arguments_too_large_to_be_approved_are_refused_saying_so_and_the_limit(
     h: Harness,
 ) -> None:

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
+from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
@@ -178,9 +179,17 @@ def _add_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": str(RETRY_AFTER)},
         )
 
-    # BusyLoadingError (Redis is loading its AOF) is a ConnectionError.
-    app.add_exception_handler(RedisConnectionError, unavailable)
-    app.add_exception_handler(RedisTimeoutError, unavailable)
+    # BusyLoadingError (Redis is loading its AOF) is a ConnectionError. A failover answers
+    # too, for the seconds it takes: READONLY (the server is a replica now), CLUSTERDOWN
+    # and MASTERDOWN (a ClusterDownError), TRYAGAIN (a slot moving).
+    for unreachable in (
+        RedisConnectionError,
+        RedisTimeoutError,
+        ReadOnlyError,
+        ClusterDownError,
+        TryAgainError,
+    ):
+        app.add_exception_handler(unreachable, unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

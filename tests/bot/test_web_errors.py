@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.domain import errors
-from bot.storage.embedded import EmbeddedRedis
+from bot.storage.connection import connect
+from bot.storage.embedded import EmbeddedRedis, free_port
 from bot.web.errors import status_of
 from tests.harness import Harness
 
@@ -59,5 +60,34 @@ async def test_redis_unreachable_is_a_json_503_with_retry_after(
             for record, path in zip(errors, ("GET /threads", "POST /threads"), strict=True):
                 assert record.exc_info is None and "\n" not in record.getMessage()
                 assert path in record.getMessage()
+    finally:
+        server.stop()
+
+
+async def test_redis_turned_read_only_by_a_failover_is_a_json_503_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")  # our own: the session's server stays up
+    server.start()
+    try:
+        async with Harness(server.url) as h:
+            approval = {"tool": "deploy", "summary": "ship", "policy": {"approvers": ["bob"]}}
+            # Mid-failover: the server the web process talks to is now a replica, of a
+            # master it cannot reach yet (nothing listens on its port).
+            primary = await connect(server.url)
+            await primary.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+            try:
+                for r in [
+                    await h.api.post("/approvals", json=approval),
+                    await h.api.post("/threads", json=DEPLOY),
+                ]:
+                    assert r.status_code == 503, r.text
+                    assert r.headers["content-type"] == "application/json"
+                    assert r.headers["retry-after"].isdigit()
+                    assert r.json()["error"] == "unavailable", r.text
+            finally:
+                await primary.execute_command("REPLICAOF", "NO", "ONE")
+                await primary.aclose()
+            assert (await h.api.post("/approvals", json=approval)).status_code == 201
     finally:
         server.stop()

@@ -318,7 +318,10 @@ async def test_the_audit_trail_comes_a_page_at_a_time_archived_first_each_record
     for n in range(2):
         tid = f"th_{n:020x}"
         new = last | {"at": last["at"] + 60 * (n + 1), "thread": tid, "event": f"ev_{n:014x}"}
-        await redis.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(new)})
+        # Stored a minute apart, as their times say (in one millisecond, two shards' entries
+        # would come by shard).
+        stamp = f"{int(new['at'] * 1000)}-0"
+        await redis.xadd(keys.audit(keys.shard_of(tid)), {"r": json.dumps(new)}, id=stamp)
         threads.append(tid)
 
     whole = (await h.api.get("/audit")).json()

@@ -188,6 +188,7 @@ class Fleet:
             "LEASE_MS": str(t.lease_ms),
             "CLAIM_IDLE_MS": str(t.claim_idle_ms),
             "APPROVER_GROUPS": GROUPS,
+            "WEBHOOK_SECRET": "whsec-chaos",  # the threads' callbacks are signed with it
         }
 
     async def _watch(self) -> None:

@@ -271,6 +271,7 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 api_token=api_token(settings),
                 max_body_bytes=settings.max_body_bytes,
                 refuse_private_callbacks=settings.callback_url_refuse_private,
+                sign_callbacks=settings.webhook_secret is not None,
                 mcp_wait=settings.mcp_wait,
                 signin=SignInConfig.from_settings(settings),
             )

@@ -43,12 +43,17 @@ TOKEN = "test-token"
 DEMO_GROUPS = {"deployers": ["bob"], "finance": ["bob"]}
 
 
+WEBHOOK_SECRET = "whsec-test-secret"
+"""The tests' ``WEBHOOK_SECRET``: callbacks are signed, as a ``callback_url`` needs."""
+
+
 def test_settings(**overrides: Any) -> Settings:
     """Settings built explicitly: nothing read from the environment or a .env file."""
     values: dict[str, Any] = {
         "api_token": TOKEN,
         "delivery_base_delay": 0.05,
         "approver_groups": DEMO_GROUPS,
+        "webhook_secret": WEBHOOK_SECRET,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -107,6 +112,7 @@ class Harness:
             api_token=s.api_token.get_secret_value() if s.api_token else None,
             max_body_bytes=s.max_body_bytes,
             refuse_private_callbacks=s.callback_url_refuse_private,
+            sign_callbacks=s.webhook_secret is not None,
             mcp_wait=s.mcp_wait,
             signin=SignInConfig.from_settings(s),
         )

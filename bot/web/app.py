@@ -59,6 +59,7 @@ def create_app(
     api_token: str | None,
     max_body_bytes: int = 1_000_000,
     refuse_private_callbacks: bool = False,
+    sign_callbacks: bool = False,
     mcp_wait: float = mcp.MCP_WAIT,
     signin: SignInConfig | None = None,
 ) -> FastAPI:
@@ -74,6 +75,8 @@ def create_app(
         max_body_bytes: larger request bodies get a 413, unless a channel's
             route says otherwise.
         refuse_private_callbacks: refuse a ``callback_url`` whose host is not public.
+        sign_callbacks: callbacks are signed (``WEBHOOK_SECRET`` is set); if not, every
+            ``callback_url`` is refused.
         mcp_wait: the longest an MCP tool waits for people before answering that the
             request is still open (``bot.web.mcp``).
         signin: how people sign in to the pages (``SignInConfig.from_settings``); None
@@ -89,6 +92,7 @@ def create_app(
     docs = list(app.router.routes)  # /openapi.json, /docs, /redoc and the files they load
     app.state.runtime = runtime
     app.state.refuse_private_callbacks = refuse_private_callbacks
+    app.state.sign_callbacks = sign_callbacks
     app.state.mcp_wait = mcp_wait
 
     app.state.api_token = api_token

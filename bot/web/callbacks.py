@@ -63,13 +63,22 @@ async def check(url: str, *, refuse_private: bool) -> None:
 
 async def check_for(request: Request, url: str | None) -> None:
     """``check`` the ``callback_url`` a request to the API names, if any, as the app is set
-    to (``CALLBACK_URL_REFUSE_PRIVATE``): every route that takes one calls this.
+    to (``CALLBACK_URL_REFUSE_PRIVATE``): every route that takes one calls this. Refused
+    whatever it is when callbacks cannot be signed (no ``WEBHOOK_SECRET``): their receiver
+    could not tell them from forgeries, and one acts on ``request_decided``.
 
     Raises:
         InvalidInputError: naming the URL's problem.
     """
-    if url is not None:
-        await check(url, refuse_private=request.app.state.refuse_private_callbacks)
+    if url is None:
+        return
+    if not request.app.state.sign_callbacks:
+        raise InvalidInputError(
+            "callback_url needs WEBHOOK_SECRET set on the server: callbacks are signed with"
+            " it, so that their receiver can tell them from forgeries",
+            field="callback_url",
+        )
+    await check(url, refuse_private=request.app.state.refuse_private_callbacks)
 
 
 async def _addresses(host: str) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:

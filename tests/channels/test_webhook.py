@@ -163,11 +163,39 @@ async def test_a_non_ascii_signature_header_is_401(
 async def test_unconfigured_webhook_refuses_everything(
     redis_server: EmbeddedRedis, redis: Redis
 ) -> None:
-    async with Harness(redis_server.url) as h:  # no WEBHOOK_SECRET
+    async with Harness(redis_server.url, settings=make_settings(webhook_secret=None)) as h:
         r = await h.http.post("/webhooks/deploy", **signed({"text": DEPLOY, "user": "ann"}))
         assert r.status_code == 401
         assert "WEBHOOK_SECRET" in r.json()["detail"]
         assert await redis.keys("*") == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/threads", {"agent": "deploy", "text": DEPLOY, "user": "ann"}),
+        (
+            "/approvals",
+            {
+                "tool": "deploy",
+                "arguments": {},
+                "summary": "Deploy",
+                "policy": {"approvers": ["bob"]},
+            },
+        ),
+        ("/questions", {"question": "Which region?", "answerers": ["bob"]}),
+    ],
+)
+async def test_a_callback_url_is_refused_when_callbacks_could_not_be_signed(
+    redis_server: EmbeddedRedis, redis: Redis, path: str, body: dict[str, Any]
+) -> None:
+    async with Harness(redis_server.url, settings=make_settings(webhook_secret=None)) as h:
+        r = await h.api.post(path, json=body | {"callback_url": "https://agent.example/hook"})
+        assert r.status_code == 422, r.text
+        assert "callback_url needs WEBHOOK_SECRET" in r.json()["detail"]
+        assert await redis.keys("gl:*th_*") == []
+        r = await h.api.post(path, json=body)  # without one, as before
+        assert r.status_code == 201, r.text
 
 
 async def test_replayed_id_is_one_message(redis_server: EmbeddedRedis, redis: Redis) -> None:

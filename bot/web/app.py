@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
-from redis.exceptions import ClusterDownError, ReadOnlyError, TryAgainError
+from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
@@ -120,6 +120,7 @@ def create_app(
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.state.methods_by_path = _methods_by_path([*protected, *public, *pages])
     _add_error_handlers(app)
+    app.add_middleware(Unexpected)  # innermost: what no handler answered
     per_path = {p: n for c in runtime.channels for p, n in c.body_limits.items()}
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes, per_path=per_path)
     if signin is not None:
@@ -182,6 +183,17 @@ def _add_error_handlers(app: FastAPI) -> None:
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER)},
         )
+
+    async def full(request: Request, exc: Exception) -> JSONResponse:
+        # Not shortly over: one line at ERROR for whoever runs it, a status clients retry.
+        log.error("%s %s: Redis is out of memory: %s", request.method, _where(request), exc)
+        return JSONResponse(
+            error_body("unavailable", "Redis is out of memory; try again later"),
+            status_code=503,
+            headers={"Retry-After": str(RETRY_AFTER)},
+        )
+
+    app.add_exception_handler(OutOfMemoryError, full)
 
     # BusyLoadingError (Redis is loading its AOF) is a ConnectionError. A failover answers
     # too, for the seconds it takes: READONLY (the server is a replica now), CLUSTERDOWN
@@ -382,6 +394,36 @@ class BodyLimit:
         body = JSONResponse(error_body("payload_too_large", f"the body is over {limit} bytes"), 413)
         await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
         await send({"type": "http.response.body", "body": body.body})
+
+
+class Unexpected:
+    """Answers an exception no handler answered as every other error, in JSON (a 500),
+    and logs it once, with its traceback: Starlette's answer is a plain-text page, and it
+    raises the exception on to the server, which logs its traceback a second time. One
+    raised after the answer began is left to the server (the client sees it cut)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            if started:
+                raise
+            log.exception("%s %s failed", scope["method"], route_of(scope) or "(no route)")
+            body = error_body("internal_error", "something failed here; it was logged")
+            await JSONResponse(body, status_code=500)(scope, receive, send)
 
 
 class _TooLarge(HTTPException):

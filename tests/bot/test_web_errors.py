@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.domain import errors
+from bot.storage import keys
 from bot.storage.connection import connect
 from bot.storage.embedded import EmbeddedRedis, free_port
 from bot.web.errors import status_of
@@ -89,5 +90,64 @@ async def test_redis_turned_read_only_by_a_failover_is_a_json_503_with_retry_aft
                 await primary.execute_command("REPLICAOF", "NO", "ONE")
                 await primary.aclose()
             assert (await h.api.post("/approvals", json=approval)).status_code == 201
+    finally:
+        server.stop()
+
+
+async def test_redis_out_of_memory_is_a_json_503_and_one_error_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")  # our own: the session's server stays up
+    server.start()
+    try:
+        async with Harness(server.url) as h:
+            admin = await connect(server.url)
+            await admin.config_set("maxmemory-policy", "noeviction")
+            await admin.config_set("maxmemory", "1")
+            caplog.clear()
+            approval = {"tool": "deploy", "summary": "ship", "policy": {"approvers": ["bob"]}}
+            key = {"Idempotency-Key": "ship-1"}
+            try:
+                with caplog.at_level(logging.DEBUG):
+                    r = await h.api.post("/approvals", json=approval, headers=key)
+            finally:
+                await admin.config_set("maxmemory", "0")
+                await admin.aclose()
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/json"
+            assert r.headers["retry-after"].isdigit()
+            assert r.json() == {
+                "error": "unavailable",
+                "detail": "Redis is out of memory; try again later",
+            }
+            (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert line.levelno == logging.ERROR and "POST /approvals" in line.getMessage()
+            assert (await h.api.post("/approvals", json=approval, headers=key)).status_code == 201
+    finally:
+        server.stop()
+
+
+async def test_anything_unexpected_is_a_json_500_logged_once_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = EmbeddedRedis(tmp_path / "redis")  # our own: the session's server stays up
+    server.start()
+    try:
+        async with Harness(server.url) as h:
+            # A key of ours that someone overwrote with another type: Redis refuses to
+            # read it as ours (WRONGTYPE), which nothing here expects.
+            admin = await connect(server.url)
+            await admin.set(keys.agents(0), "not a sorted set")
+            await admin.aclose()
+            caplog.clear()
+            with caplog.at_level(logging.DEBUG):
+                r = await h.api.get("/threads")
+            assert r.status_code == 500, r.text
+            assert r.headers["content-type"] == "application/json"
+            assert r.json()["error"] == "internal_error", r.text
+            assert "WRONGTYPE" not in r.text  # what failed is for the log, not the caller
+            (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert "GET /threads failed" in line.getMessage() and line.exc_info is not None
+            assert (await h.api.get("/healthz")).status_code == 200
     finally:
         server.stop()

@@ -182,6 +182,17 @@ def is_named(names: set[str], allowed: list[str]) -> bool:
     return ANYONE in allowed or not names.isdisjoint(allowed)
 
 
+def who_may_approve(approvers: list[str], requester: Actor, *, self_approval: bool) -> list[str]:
+    """Those of ``approvers`` (expanded) who may approve a request of ``requester``: all of
+    them, or, unless the policy allows ``self_approval``, all but those naming the
+    requester themselves (a group of theirs names others too)."""
+    if self_approval:
+        return approvers
+    groups = {n for g in requester.groups for n in (g, f"{requester.channel}:{g}")}
+    own = requester.names() - groups
+    return [a for a in approvers if a not in own]
+
+
 def may_answer(actor: Actor, answerers: list[str]) -> bool:
     """Whether ``actor`` may answer a question.
 

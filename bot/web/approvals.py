@@ -37,7 +37,14 @@ from bot.domain.events import (
 )
 from bot.domain.ids import new_request_id
 from bot.domain.limits import MAX_TEXT
-from bot.domain.policy import ANYONE, ApprovalPolicy, PolicySpec, check_policy, to_approval
+from bot.domain.policy import (
+    ANYONE,
+    ApprovalPolicy,
+    PolicySpec,
+    check_policy,
+    to_approval,
+    who_may_approve,
+)
 from bot.domain.reducer import Request, RequestStatus, ThreadState
 from bot.domain.validate import (
     answer_value,
@@ -329,6 +336,7 @@ async def ask_approval(
         check_schema(body.arguments_schema, "arguments_schema")
         check(body.arguments_schema, body.arguments, "arguments do not match arguments_schema")
     requester = await identified(_requester(who, body), rt.directories)
+    _check_someone_may_approve(rt, policy, requester)
     why = body.summary + (f"\n\n{body.context}" if body.context else "")
 
     def make(tid: str) -> list[Event]:
@@ -581,15 +589,32 @@ def _policy(rt: Runtime, body: ApprovalIn) -> ApprovalPolicy:
             check_policy(policy, rt.groups, "the request's policy")
         except ConfigError as exc:
             raise InvalidInputError(exc.message) from exc
-    approvers = rt.groups.expand(policy.approvers)
-    if ANYONE not in approvers and policy.min_approvals > len(approvers):
-        raise InvalidInputError(
-            f"the policy needs {policy.min_approvals} approvals but names "
-            f"{len(approvers)} approver(s): {', '.join(approvers)}"
-        )
     if body.slack_channel:
         policy = replace(policy, approvals_channel=body.slack_channel)
     return policy
+
+
+def _check_someone_may_approve(rt: Runtime, policy: ApprovalPolicy, requester: Actor) -> None:
+    """Raise unless enough people may approve a request of ``requester`` under ``policy``:
+    else it could only wait until it expires (or forever).
+
+    Raises:
+        InvalidInputError: naming how many approvals the policy needs and who may give them.
+    """
+    approvers = rt.groups.expand(policy.approvers)
+    able = who_may_approve(approvers, requester, self_approval=policy.allow_self_approval)
+    if ANYONE in able or policy.min_approvals <= len(able):
+        return
+    message = (
+        f"the policy needs {policy.min_approvals} approvals but names {len(able)}"
+        f" approver(s): {', '.join(able) or 'none'}"
+    )
+    if able != approvers:
+        message += (
+            f" besides the requester, {requester.label()}, who may approve their own request"
+            " only with allow_self_approval"
+        )
+    raise InvalidInputError(message)
 
 
 def _people(rt: Runtime, names: list[str], what: str) -> list[str]:

@@ -284,6 +284,29 @@ async def test_arguments_edited_down_to_none_are_what_the_agent_gets(h: Harness)
     assert (out["status"], out["edited"], out["arguments"]) == ("approved", True, {})
 
 
+async def test_a_request_only_its_requester_could_approve_is_refused(h: Harness) -> None:
+    alone = deploy(requester="bob", policy={"approvers": ["bob"]})
+    r = await h.api.post("/approvals", json=alone)
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"] == (
+        "the policy needs 1 approvals but names 0 approver(s): none besides the requester,"
+        " bob, who may approve their own request only with allow_self_approval"
+    )
+    two = deploy(requester="bob", policy={"approvers": ["bob", "carol"], "min_approvals": 2})
+    assert (
+        "needs 2 approvals but names 1 approver(s): carol"
+        in ((await h.api.post("/approvals", json=two)).json()["detail"])
+    )
+    assert await h.redis.keys("gl:*th_*") == []  # nothing was opened
+    for body in (
+        deploy(requester="bob", policy={"approvers": ["bob", "carol"]}),
+        deploy(requester="bob", policy={"approvers": ["bob"], "allow_self_approval": True}),
+        deploy(requester="bob", policy={"approvers": ["*"]}),
+    ):
+        r = await h.api.post("/approvals", json=body)
+        assert r.status_code == 201, (body, r.text)
+
+
 async def test_bad_requests_are_refused_naming_what_is_wrong(h: Harness) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
         (deploy(policy="nightly"), "unknown policy 'nightly'"),

@@ -287,7 +287,12 @@ class _Done(Generic[T]):
 
 
 def _status(r: httpx.Response) -> dict[str, Any] | None:
-    """The body of a success; None for a 5xx worth retrying; a 4xx raised."""
+    """The body of a success; None for a 5xx worth retrying; anything else raised.
+
+    A success is a JSON request (an object with its ``id`` and ``status``): a redirect,
+    or a 2xx that is not one (a proxy's page, another service at a wrong url), is a
+    :class:`RequestError` naming the url and the status.
+    """
     if r.status_code >= 500:
         return None
     if r.status_code >= 400:
@@ -299,7 +304,30 @@ def _status(r: httpx.Response) -> dict[str, Any] | None:
             raise RequestError(r.status_code, r.text)
         code = error.get("error")
         raise RequestError(r.status_code, error.get("detail", r.text), code and str(code))
-    body: dict[str, Any] = r.json()
+    asked = f"{r.request.method} {r.request.url}"
+    if not 200 <= r.status_code < 300:
+        where = r.headers.get("location")
+        to = f" to {where}" if where else ""
+        raise RequestError(
+            r.status_code,
+            f"{asked} was redirected{to}: the client follows no redirects, so give it "
+            "the server's own url",
+        )
+    try:
+        body: Any = r.json()
+    except ValueError:
+        body = None
+    if not (
+        isinstance(body, dict)
+        and isinstance(body.get("id"), str)
+        and isinstance(body.get("status"), str)
+    ):
+        kind = r.headers.get("content-type", "no content type")
+        raise RequestError(
+            r.status_code,
+            f"{asked} answered {r.status_code} with {kind}, not a Greenlight request "
+            f"(is the client's url the server's?): {r.text[:200]!r}",
+        )
     return body
 
 

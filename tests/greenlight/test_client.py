@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -22,6 +23,7 @@ from greenlight import (
     Expired,
     Greenlight,
     Rejected,
+    RequestError,
     StillPending,
     require_approval,
     run,
@@ -312,3 +314,55 @@ async def test_a_response_lost_after_the_server_asked_is_retried_into_the_same_r
     assert proxy.lost == 1
     assert approved.request_id == asked["id"]
     assert await threads_of(h, "lossy") == 1
+
+
+@contextlib.asynccontextmanager
+async def answering(status: str, headers: dict[str, str], body: bytes) -> AsyncIterator[str]:
+    """A local HTTP server that answers every request the same way: a server that is not
+    Greenlight's (a redirect, a proxy's page, another service at a wrong url)."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "said"),
+    [
+        ("302 Found", {"Location": "https://sso.example.com/login"}, b"", "sso.example.com"),
+        ("200 OK", {"Content-Type": "text/html"}, b"<html>Sign in</html>", "text/html"),
+        ("200 OK", {"Content-Type": "application/json"}, b'{"ok": true}', "not a Greenlight"),
+        ("201 Created", {"Content-Type": "application/json"}, b"[]", "not a Greenlight"),
+    ],
+)
+async def test_an_answer_that_is_not_a_request_is_a_request_error_naming_the_url(
+    status: str, headers: dict[str, str], body: bytes, said: str
+) -> None:
+    """A redirect, or a 2xx that is not a request, is the documented RequestError naming
+    the url and the status, never a JSONDecodeError or a KeyError."""
+    async with answering(status, headers, body) as url:
+        with pytest.raises(RequestError) as caught:
+            await AsyncGreenlight(url, TOKEN).request_approval("deploy", {}, summary="Release")
+        with pytest.raises(RequestError) as asked:
+            await asyncio.to_thread(Greenlight(url, TOKEN).ask_human, "Which region?")
+    code = int(status[:3])
+    assert caught.value.status == asked.value.status == code
+    assert f"POST {url}/approvals" in str(caught.value) and said in str(caught.value)
+    assert f"POST {url}/questions" in str(asked.value) and str(code) in str(asked.value)

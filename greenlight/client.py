@@ -150,7 +150,6 @@ class _Base:
         return None if failures > self.retries else min(0.25 * 2**failures, 10.0)
 
     def _deadline(self, timeout: float | None) -> Callable[[], float | None]:
-        timeout = self.timeout if timeout is None else timeout
         end = None if timeout is None else time.monotonic() + timeout
         return lambda: None if end is None else max(0.0, end - time.monotonic())
 
@@ -182,11 +181,12 @@ class _Base:
         self, kind: str, out: dict[str, Any], timeout: float | None
     ) -> Flow[dict[str, Any]]:
         """Long-poll ``out`` until it is closed, or :class:`StillPending` after ``timeout``."""
+        timeout = self.timeout if timeout is None else timeout  # the call's, else the client's
         left = self._deadline(timeout)
         while out["status"] == "open":
             remaining = left()
             if remaining == 0.0:
-                raise StillPending(out["id"], self.timeout or timeout or 0.0)
+                raise StillPending(out["id"], timeout or 0.0)
             wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
             path = f"/{kind}/{out['id']}"
             out = yield from self._exchange("GET", path, params={"wait": wait}, wait=wait)

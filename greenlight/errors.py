@@ -52,7 +52,7 @@ class StillPending(GreenlightError):
 
     def __init__(self, request_id: str, waited: float) -> None:
         self.request_id = request_id
-        super().__init__(f"{request_id} is still open after {waited:.0f} s")
+        super().__init__(f"{request_id} is still open after {waited:g} s")
 
 
 class RequestError(GreenlightError):

@@ -366,3 +366,11 @@ async def test_an_answer_that_is_not_a_request_is_a_request_error_naming_the_url
     assert caught.value.status == asked.value.status == code
     assert f"POST {url}/approvals" in str(caught.value) and said in str(caught.value)
     assert f"POST {url}/questions" in str(asked.value) and str(code) in str(asked.value)
+
+
+async def test_still_pending_reports_the_calls_timeout_over_the_clients(h: Harness) -> None:
+    gl = AsyncGreenlight(h.url, TOKEN, timeout=3600)
+    with pytest.raises(StillPending) as caught:
+        await gl.ask_human("Which region?", choices=["eu", "us"], timeout=0.5)
+    asked = await open_request(h)
+    assert str(caught.value) == f"{asked['id']} is still open after 0.5 s"

@@ -183,13 +183,19 @@ class _Base:
         """Long-poll ``out`` until it is closed, or :class:`StillPending` after ``timeout``."""
         timeout = self.timeout if timeout is None else timeout  # the call's, else the client's
         left = self._deadline(timeout)
+        rid = out["id"]
         while out["status"] == "open":
             remaining = left()
             if remaining == 0.0:
-                raise StillPending(out["id"], timeout or 0.0)
+                raise StillPending(rid, timeout or 0.0)
             wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
-            path = f"/{kind}/{out['id']}"
-            out = yield from self._exchange("GET", path, params={"wait": wait}, wait=wait)
+            try:
+                out = yield from self._exchange(
+                    "GET", f"/{kind}/{rid}", params={"wait": wait}, wait=wait
+                )
+            except RequestError as exc:  # an outage while waiting: the request is still there
+                exc._made(rid, None)
+                raise
         return out
 
     def _approval(
@@ -217,8 +223,21 @@ class _Base:
         # A retried POST (a response lost to a timeout, a 5xx) must find the request its
         # first try made, never ask twice: so every POST has a key, random if none given.
         key = idempotency_key or f"gl-approval-{uuid.uuid4().hex}"
-        out = yield from self._exchange("POST", "/approvals", key=key, json=body)
-        return to_approved((yield from self._waiting("approvals", out, timeout)))
+        try:
+            out = yield from self._exchange("POST", "/approvals", key=key, json=body)
+        except RequestError as exc:  # unreachable or failing: it may have made the request
+            if _transient(exc):
+                exc._made(None, key)
+            raise
+        try:
+            out = yield from self._waiting("approvals", out, timeout)
+        except RequestError as exc:  # to wait on it again, ask under the same key
+            exc._made(None, key)
+            raise
+        except StillPending as exc:
+            exc.idempotency_key = key
+            raise
+        return to_approved(out)
 
     def _answer(
         self,
@@ -329,6 +348,11 @@ def _status(r: httpx.Response) -> dict[str, Any] | None:
             f"(is the client's url the server's?): {r.text[:200]!r}",
         )
     return body
+
+
+def _transient(exc: RequestError) -> bool:
+    """Whether the server may have handled the request that failed so."""
+    return exc.status is None or exc.status >= 500
 
 
 def _people(actors: list[dict[str, Any]]) -> list[str]:

@@ -47,29 +47,70 @@ class Cancelled(NotApproved):
 class StillPending(GreenlightError):
     """The client's own timeout ran out while the request is still open on the server.
 
-    Calling again with the same arguments (and key) waits on the same request.
+    Calling again with the same arguments (and key) waits on the same request: for
+    :meth:`~greenlight.Greenlight.request_approval`, under the same ``idempotency_key``,
+    which is the random one it used if it was given none.
+
+    Attributes:
+        request_id: the open approval or question.
+        idempotency_key: the key ``request_approval`` asked under; None for a question.
     """
 
-    def __init__(self, request_id: str, waited: float) -> None:
+    def __init__(self, request_id: str, waited: float, idempotency_key: str | None = None) -> None:
         self.request_id = request_id
+        self.idempotency_key = idempotency_key
         super().__init__(f"{request_id} is still open after {waited:g} s")
 
 
 class RequestError(GreenlightError):
     """The server refused a call (4xx) or kept failing (5xx, unreachable).
 
+    A failure while waiting for people names the request (``request_id``), which stays
+    on the server: calling again with the same arguments (and key) waits on it, as after
+    :class:`StillPending`.
+
     Attributes:
         status: the HTTP status, or None when the server could not be reached.
         detail: the server's explanation (its JSON ``detail``) or the transport error.
         code: the server's error code (its JSON ``error``: ``invalid_input``,
             ``too_large``, ...), if it gave one.
+        request_id: the approval or question made before the failure, if one was.
+        idempotency_key: the key ``request_approval`` asked under (the random one it used
+            if it was given none), when it failed after asking or could not tell whether
+            it had; None otherwise.
     """
 
-    def __init__(self, status: int | None, detail: Any, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        detail: Any,
+        code: str | None = None,
+        *,
+        request_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
         self.status = status
         self.detail = detail
         self.code = code
-        super().__init__(f"{status or 'unreachable'}: {detail}")
+        self.request_id = request_id
+        self.idempotency_key = idempotency_key
+        super().__init__(self._message())
+
+    def _made(self, request_id: str | None, idempotency_key: str | None) -> RequestError:
+        """This error, naming the request made before it (and the key it was made under)."""
+        self.request_id = request_id or self.request_id
+        self.idempotency_key = idempotency_key or self.idempotency_key
+        self.args = (self._message(),)
+        return self
+
+    def _message(self) -> str:
+        text = f"{self.status or 'unreachable'}: {self.detail}"
+        key = f" (Idempotency-Key {self.idempotency_key})" if self.idempotency_key else ""
+        if self.request_id:
+            text += f"; request {self.request_id}{key} was made: the same call again waits on it"
+        elif key:
+            text += f"; the same call again{key} finds the request if the server made it"
+        return text
 
 
 class ConfigError(GreenlightError):

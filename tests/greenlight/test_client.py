@@ -30,6 +30,7 @@ from greenlight import (
 )
 from tests.harness import TOKEN, Harness, eventually
 from tests.standins.lossy_proxy import LossyProxy
+from tests.standins.outage_proxy import OutageProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 BOB = {"approvers": ["bob"]}
@@ -374,3 +375,84 @@ async def test_still_pending_reports_the_calls_timeout_over_the_clients(h: Harne
         await gl.ask_human("Which region?", choices=["eu", "us"], timeout=0.5)
     asked = await open_request(h)
     assert str(caught.value) == f"{asked['id']} is still open after 0.5 s"
+
+
+async def test_an_outage_while_waiting_names_the_request_to_wait_on_again(h: Harness) -> None:
+    """No idempotency_key given: the server unreachable for longer than the retries while
+    people decide, the error names the request and the key it was made under, and asking
+    again under that key gets the decision, without asking people a second time."""
+    ask = {"summary": "Release", "policy": BOB}
+    async with OutageProxy(h.url, b"GET /approvals/") as proxy:
+        gl = AsyncGreenlight(proxy.url, TOKEN, agent="cut-off", retries=1)
+        with pytest.raises(RequestError) as caught:
+            await gl.request_approval("deploy", {"version": "1.5.0"}, **ask)
+        assert proxy.refused == 2  # the wait, and its one retry
+        asked = await open_request(h)
+        lost = caught.value
+        assert lost.status is None and lost.request_id == asked["id"]
+        assert lost.idempotency_key and lost.idempotency_key.startswith("gl-approval-")
+        assert f"request {asked['id']} " in str(lost)
+
+        await decide(h, asked["id"], "approve")  # decided while the agent was cut off
+        proxy.restore()
+        key = lost.idempotency_key
+        approved = await gl.request_approval(
+            "deploy", {"version": "1.5.0"}, **ask, idempotency_key=key
+        )
+    assert approved.request_id == asked["id"]
+    assert await threads_of(h, "cut-off") == 1
+
+
+async def test_the_same_call_after_an_outage_while_waiting_waits_on_the_same_request(
+    h: Harness,
+) -> None:
+    """A decorated call, or a question, cut off while waiting is made again in the same
+    process: it gives back its slot, so it asks under the same key and rejoins the request."""
+    ran: list[str] = []
+    async with OutageProxy(h.url, b"GET /approvals/") as proxy:
+        gl = AsyncGreenlight(proxy.url, TOKEN, agent="cut-off", retries=0)
+
+        @gl.require_approval(policy=BOB)
+        async def deploy(version: str) -> None:
+            ran.append(version)
+
+        with pytest.raises(RequestError) as caught:
+            await deploy("1.5.0")
+        asked = await open_request(h)
+        assert caught.value.request_id == asked["id"] and ran == []
+        proxy.restore()
+        again = asyncio.create_task(deploy("1.5.0"))
+        await decide(h, asked["id"], "approve")
+        await asyncio.wait_for(again, 10)
+    assert ran == ["1.5.0"] and await threads_of(h, "cut-off") == 1
+
+    async with OutageProxy(h.url, b"GET /questions/") as proxy:
+        gl = AsyncGreenlight(proxy.url, TOKEN, agent="cut-off", retries=0)
+        with pytest.raises(RequestError) as caught:
+            await gl.ask_human("Which region?", choices=["eu", "us"])
+        asked = await open_request(h)
+        assert caught.value.request_id == asked["id"] and asked["id"] in str(caught.value)
+        r = await h.api.post(f"/requests/{asked['id']}/answer", json={"text": "eu", "by": "ann"})
+        assert r.status_code == 200, r.text
+        proxy.restore()
+        assert await gl.ask_human("Which region?", choices=["eu", "us"]) == "eu"
+    assert await threads_of(h, "cut-off") == 2
+
+
+async def test_still_pending_names_the_key_to_wait_on_again(h: Harness) -> None:
+    """No idempotency_key given: the random one is on StillPending, and asking again under
+    it waits on the same request instead of asking people a second time."""
+    gl = AsyncGreenlight(h.url, TOKEN, agent="impatient")
+    ask = {"summary": "Release", "policy": BOB}
+    with pytest.raises(StillPending) as caught:
+        await gl.request_approval("deploy", {"version": "1.5.0"}, **ask, timeout=0)
+    asked = await open_request(h)
+    assert caught.value.request_id == asked["id"] and caught.value.idempotency_key
+    again = asyncio.create_task(
+        gl.request_approval(
+            "deploy", {"version": "1.5.0"}, **ask, idempotency_key=caught.value.idempotency_key
+        )
+    )
+    await decide(h, asked["id"], "approve")
+    assert (await asyncio.wait_for(again, 10)).request_id == asked["id"]
+    assert await threads_of(h, "impatient") == 1

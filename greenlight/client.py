@@ -164,17 +164,20 @@ class _Base:
         call = Call(method, path, {"headers": headers, "timeout": timeout, **kw})
         failures = 0
         while True:
+            status: int | None = None  # the last failure's: None when unreachable
             error: Any = None
             try:
-                got = _status((yield call))
+                r = yield call
+                got = _status(r)
                 if got is not None:
                     return got
+                status, error = r.status_code, _failed(r)
             except httpx.TransportError as exc:
                 error = exc
             failures += 1
             pause = self._retry_in(failures)
             if pause is None:
-                raise RequestError(None, error or "the server kept failing")
+                raise RequestError(status, error)
             yield Pause(pause)
 
     def _waiting(
@@ -348,6 +351,17 @@ def _status(r: httpx.Response) -> dict[str, Any] | None:
             f"(is the client's url the server's?): {r.text[:200]!r}",
         )
     return body
+
+
+def _failed(r: httpx.Response) -> str:
+    """What a 5xx said: its JSON ``detail``, else the start of its text."""
+    try:
+        body: Any = r.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("detail"):
+        return f"the server kept failing: {body['detail']}"
+    return f"the server kept failing: {r.text[:200] or r.reason_phrase}"
 
 
 def _transient(exc: RequestError) -> bool:

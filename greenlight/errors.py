@@ -70,7 +70,8 @@ class RequestError(GreenlightError):
     :class:`StillPending`.
 
     Attributes:
-        status: the HTTP status, or None when the server could not be reached.
+        status: the HTTP status (of the last try, when 5xx were retried), or None when
+            the server could not be reached.
         detail: the server's explanation (its JSON ``detail``) or the transport error.
         code: the server's error code (its JSON ``error``: ``invalid_input``,
             ``too_large``, ...), if it gave one.

@@ -456,3 +456,13 @@ async def test_still_pending_names_the_key_to_wait_on_again(h: Harness) -> None:
     await decide(h, asked["id"], "approve")
     assert (await asyncio.wait_for(again, 10)).request_id == asked["id"]
     assert await threads_of(h, "impatient") == 1
+
+
+async def test_a_server_that_kept_failing_is_a_request_error_with_its_status() -> None:
+    """5xx retried until the retries ran out: the error has the last status and what the
+    server said, not the None of a server that could not be reached."""
+    failing = ("503 Service Unavailable", {"Content-Type": "application/json"})
+    async with answering(*failing, b'{"error": "unavailable", "detail": "failing over"}') as url:
+        with pytest.raises(RequestError) as caught:
+            await AsyncGreenlight(url, TOKEN, retries=0).ask_human("Which region?")
+    assert caught.value.status == 503 and "failing over" in str(caught.value)

@@ -23,7 +23,8 @@ class EmailConfig:
         secret: signs reply tokens and confirmation links.
         public_url: where confirmation links point.
         bounces: whether refused replies get a polite explanation back.
-        require_auth_results: replies must pass DKIM or DMARC for their From domain.
+        require_auth_results: every inbound email that acts as its sender (a new thread,
+            a message, a decision, an answer) must pass DKIM or DMARC for its From domain.
         authserv_id: the receiving server's id in Authentication-Results; only headers
             naming it count (None: none count).
         ask_again_per_hour: answers to a sender's emails ("please answer again", why a

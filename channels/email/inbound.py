@@ -133,6 +133,20 @@ class Intake:
             f"or a known thread: {', '.join(mail.recipients) or 'none'}"
         )
 
+    def _unverified(self, mail: Inbound) -> str | None:
+        """Why ``mail`` may not act as its sender, when ``EMAIL_REQUIRE_AUTH_RESULTS`` asks
+        our server to have verified its From (DKIM or DMARC pass); None when it may.
+
+        Every email that acts as its sender is checked (a new thread, a message on one, a
+        decision, an answer): a forged From must not put words or requests in someone's name.
+        """
+        if not self.cfg.require_auth_results or mail.authenticated:
+            return None
+        return (
+            "Your message could not be verified (no DKIM or DMARC pass for "
+            f"{mail.sender.rpartition('@')[2]} from our mail server {self.cfg.authserv_id})."
+        )
+
     # --- messages ------------------------------------------------------------------------
 
     async def _start(self, mail: Inbound, agent: str) -> Handled:
@@ -141,6 +155,8 @@ class Intake:
             return Handled(Disposition.IGNORED, "the email is empty")
         root = mail.root()
         tid = ids.thread_id_for("email", root)
+        if unverified := self._unverified(mail):
+            return await self._refuse(mail, tid, unverified)
         origin = Origin(
             channel="email",
             conversation=root,
@@ -172,6 +188,8 @@ class Intake:
     async def _message(self, mail: Inbound, tid: str) -> Handled:
         if not mail.text:
             return Handled(Disposition.IGNORED, "nothing new in the reply", tid)
+        if unverified := self._unverified(mail):
+            return await self._refuse(mail, tid, unverified)
         try:
             got = await self.rt.inbox.say(tid, mail.text, _actor(mail), delivery=mail.message_id)
         except RefusedError as exc:
@@ -203,14 +221,8 @@ class Intake:
                 f"This reply address was sent to someone else, not to {mail.sender}. "
                 "Only the person it was sent to can answer with it.",
             )
-        if self.cfg.require_auth_results and not mail.authenticated:
-            return await self._refuse(
-                mail,
-                tid,
-                "Your message could not be verified (no DKIM or DMARC pass for "
-                f"{mail.sender.rpartition('@')[2]} from our mail server "
-                f"{self.cfg.authserv_id}).",
-            )
+        if unverified := self._unverified(mail):
+            return await self._refuse(mail, tid, unverified)
         try:
             req, state = await self.rt.decisions.find(claim.request_id)
         except NotFoundError:

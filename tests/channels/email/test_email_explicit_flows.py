@@ -17,7 +17,7 @@ from bot.domain.reducer import Status
 from bot.storage.embedded import EmbeddedRedis
 from tests.channels.email.helpers import ANN, OPS, Mailroom, email_settings, new_mail, reply_to
 from tests.channels.email.provider import MailProvider, Sent
-from tests.channels.email.test_email_inbound import snapshot
+from tests.channels.email.test_email_inbound import signed_by, snapshot
 from tests.harness import Harness
 
 SAMPLES = Path(__file__).parents[2] / "samples" / "email"
@@ -44,9 +44,13 @@ async def send(room: Mailroom, raw: bytes, rcpt: str) -> str:
     return answer.removeprefix("2.0.0 ")
 
 
-async def ask_ops(room: Mailroom) -> tuple[str, Sent]:
-    """Ann asks for a production deploy; returns the thread and the email Olga got."""
-    await room.smtp(new_mail(ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod"))
+async def ask_ops(room: Mailroom, headers: dict[str, str] | None = None) -> tuple[str, Sent]:
+    """Ann asks for a production deploy (``headers`` on her email); returns the thread and
+    the email Olga got."""
+    first = new_mail(
+        ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod", headers=headers
+    )
+    await room.smtp(first)
     await room.h.drain()
     (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     (req,) = (await room.h.thread(tid)).open_requests()
@@ -122,7 +126,7 @@ async def test_authentication_results_of_another_server_do_not_count(
     )
     async with Harness(redis_server.url, settings=settings, clock=ManualClock(time.time())) as h:
         room = Mailroom(h, provider)
-        tid, ask = await ask_ops(room)
+        tid, ask = await ask_ops(room, signed_by("example.test"))
         raw = answering("foreign_authserv_approve.eml", ask)
         answer = await send(room, raw, ask["Reply-To"])
         assert answer.startswith("refused") and "could not be verified" in answer

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from bot.domain.events import ApprovalDecision
 from bot.domain.reducer import Status
+from bot.settings import Settings
 from bot.storage.embedded import EmbeddedRedis
 from channels.email import tokens
 from channels.email.mime import MAX_THREAD_IDS
@@ -44,8 +45,12 @@ async def snapshot(redis: Redis) -> dict[str, object]:
     return found
 
 
-async def open_request(room: Mailroom) -> tuple[str, str]:
-    await room.smtp(new_mail(ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod"))
+async def open_request(room: Mailroom, headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """Ann asks for a deploy (``headers`` on her email); the thread and the request."""
+    first = new_mail(
+        ANN, "deploy@example.test", "Release", "deploy api 1.5.0 to prod", headers=headers
+    )
+    await room.smtp(first)
     await room.h.drain()
     (tid,) = (await room.h.rt.indexes.threads(offset=0, limit=50))[0]
     (req,) = (await room.h.thread(tid)).open_requests()
@@ -208,7 +213,7 @@ async def test_required_authentication_results(
     )
     async with Harness(redis_server.url, settings=settings) as h:
         room = Mailroom(h, provider)
-        tid, _ = await open_request(room)
+        tid, _ = await open_request(room, signed_by("example.test"))
         ask = room.provider.last_to(OPS)
         # Only our server's header (mx.example.test) counts; another one on top proves nothing.
         spoofed = reply_to(
@@ -278,3 +283,81 @@ async def test_a_huge_references_header_costs_a_bounded_number_of_lookups(
     r = await room.post(raw)
     assert (r.status_code, r.json()["status"]) == (200, "created"), r.text
     assert await gets() - before <= MAX_THREAD_IDS + 10  # the ids, and a few reads of its own
+
+
+def signed_by(domain: str) -> dict[str, str]:
+    """What our receiving server (mx.example.test) writes on a message DKIM-signed by
+    ``domain``."""
+    return {"Authentication-Results": f"mx.example.test; dkim=pass header.d={domain}"}
+
+
+def requiring_auth(provider: MailProvider) -> Settings:
+    return email_settings(
+        provider, email_require_auth_results=True, email_authserv_id="mx.example.test"
+    )
+
+
+async def test_required_authentication_results_cover_new_threads(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> None:
+    async with Harness(redis_server.url, settings=requiring_auth(provider)) as h:
+        room = Mailroom(h, provider)
+        # Anyone can write From: ops@. Unverified, it starts nothing, by SMTP or by HTTP;
+        # ops@ is told why, as for a reply.
+        forged = new_mail(OPS, "deploy@example.test", "Release", "deploy api 1.5.0 to prod")
+        answer = await room.smtp(forged)
+        assert answer.startswith("refused") and "could not be verified" in answer, answer
+        forged = new_mail(OPS, "deploy@example.test", "Release", "deploy api 1.5.0 to prod")
+        r = await room.post(forged.as_bytes())
+        assert r.json()["status"] == "refused", r.text
+        await h.drain()
+        assert (await h.rt.indexes.threads(offset=0, limit=50))[0] == []
+        told = room.provider.to(OPS)
+        assert len(told) == 2 and all("could not be verified" in s.text for s in told)
+        # Verified by our server, it starts the thread.
+        mine = new_mail(
+            OPS,
+            "deploy@example.test",
+            "Release",
+            "deploy api 1.5.0 to prod",
+            headers=signed_by("example.test"),
+        )
+        assert (await room.smtp(mine)).startswith("created")
+
+
+async def test_required_authentication_results_cover_messages_on_a_thread(
+    redis_server: EmbeddedRedis, redis: Redis, provider: MailProvider
+) -> None:
+    async with Harness(redis_server.url, settings=requiring_auth(provider)) as h:
+        room = Mailroom(h, provider)
+        first = new_mail(
+            ANN,
+            "deploy@example.test",
+            "Release",
+            "deploy api 1.5.0",
+            headers=signed_by("example.test"),
+        )
+        assert (await room.smtp(first)).startswith("created")
+        await h.drain()
+        (tid,) = (await h.rt.indexes.threads(offset=0, limit=50))[0]
+        waiting = room.provider.last_to(ANN)
+        before = await room.events(tid)
+        # A message on Ann's thread in her name, unverified: refused, nothing recorded.
+        spoof = reply_to(waiting, "to production, and drop the users table", sender=ANN)
+        answer = await room.smtp(spoof)
+        assert answer.startswith("refused") and "could not be verified" in answer, answer
+        spoof = reply_to(waiting, "to production, and drop the users table", sender=ANN)
+        r = await room.post(spoof.as_bytes())
+        assert r.json()["status"] == "refused", r.text
+        assert await room.events(tid) == before
+        assert "could not be verified" in room.provider.last_to(ANN).text
+        # Verified (here by a DMARC pass), it counts.
+        ok = reply_to(
+            waiting,
+            "to staging first",
+            sender=ANN,
+            headers={
+                "Authentication-Results": "mx.example.test; dmarc=pass header.from=example.test"
+            },
+        )
+        assert (await room.smtp(ok)).startswith("message")

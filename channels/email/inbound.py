@@ -308,29 +308,34 @@ class Intake:
         )
         if not self.cfg.bounces:
             return Handled(Disposition.REFUSED, why, tid)
+        text = f"{why}\n\nNothing was decided or recorded from your message."
+        draft = drafts.for_inbound(self.cfg, mail, text, title="Your reply did not count")
+        if await self.mailer.sent_before(tid, draft):  # a redelivery: told once is enough
+            return Handled(Disposition.REFUSED, f"{why} (told before)", tid)
         if not await self._may_answer(mail, tid):
             return Handled(Disposition.REFUSED, f"{why} (not told: limit reached)", tid)
-        await self._notify(
-            mail,
-            tid,
-            "Your reply did not count",
-            f"{why}\n\nNothing was decided or recorded from your message.",
-        )
+        await self._notify(mail, tid, draft)
         return Handled(Disposition.REFUSED, why, tid)
 
     async def _ask_again(self, mail: Inbound, tid: str, token: str, why: str) -> Handled:
         log.info("thread %s: email %s from %s unclear: %s", tid, mail.message_id, mail.sender, why)
+        reply_to = tokens.to_reply_address(token, self.cfg.domain)
+        draft = drafts.for_inbound(
+            self.cfg, mail, why, title="Please answer again", reply_to=reply_to
+        )
+        if await self.mailer.sent_before(tid, draft):  # a redelivery: asked once is enough
+            return Handled(Disposition.UNCLEAR, f"{why} (asked before)", tid)
         if not await self._may_answer(mail, tid):
             return Handled(Disposition.UNCLEAR, f"{why} (not asked again: limit reached)", tid)
-        reply_to = tokens.to_reply_address(token, self.cfg.domain)
-        await self._notify(mail, tid, "Please answer again", why, reply_to=reply_to)
+        await self._notify(mail, tid, draft)
         return Handled(Disposition.UNCLEAR, why, tid)
 
     async def _may_answer(self, mail: Inbound, tid: str) -> bool:
         """Whether one more answer (asking again, a refusal) may go to the sender this hour.
 
         Bounded, so two auto-responders (or someone scripting replies) cannot loop, and
-        replies forged with someone's From cannot make us mail them without end.
+        replies forged with someone's From cannot make us mail them without end. Asked only
+        for an answer not sent before: a redelivered email, answered once, uses none.
         """
         if await self.rt.state.take(
             f"answers:{mail.sender}",
@@ -347,11 +352,8 @@ class Intake:
         )
         return False
 
-    async def _notify(
-        self, mail: Inbound, tid: str, title: str, text: str, *, reply_to: str | None = None
-    ) -> None:
+    async def _notify(self, mail: Inbound, tid: str, draft: drafts.Draft) -> None:
         # Best effort: the inbound email is handled either way; a lost notice is only logged.
-        draft = drafts.for_inbound(self.cfg, mail, text, title=title, reply_to=reply_to)
         try:
             await self.mailer.send(tid, draft)
         except DeliveryError as exc:

@@ -54,15 +54,14 @@ class Mailer:
         Raises:
             DeliveryError: the SMTP server refused or could not be reached.
         """
-        marker = f"sent:{draft.key}:{draft.to}"
-        if await self.state.get(thread_id, marker) is not None:
+        if await self.sent_before(thread_id, draft):
             return False
         # Linked first: a reply may arrive before this coroutine resumes.
         await self.state.link(draft.message_id, thread_id)
         if draft.args_hash is not None:
             await self.state.put(thread_id, _shown(draft.message_id), draft.args_hash)
         await self.send_now(draft, thread_id=thread_id)
-        await self.state.put(thread_id, marker, str(self.clock.now()))
+        await self.state.put(thread_id, _sent(draft), str(self.clock.now()))
         log.info(
             "thread %s: sent %s email %s to %s",
             thread_id,
@@ -71,6 +70,10 @@ class Mailer:
             draft.to,
         )
         return True
+
+    async def sent_before(self, thread_id: str, draft: Draft) -> bool:
+        """Whether ``draft`` was sent already (``send`` would not send it again)."""
+        return await self.state.get(thread_id, _sent(draft)) is not None
 
     async def shown_hash(self, thread_id: str, message_ids: list[str]) -> str | None:
         """The arguments' hash the approval email nearest in ``message_ids`` showed (a
@@ -103,6 +106,11 @@ class Mailer:
                 f"failed: {exc}",
                 **detail,
             ) from exc
+
+
+def _sent(draft: Draft) -> str:
+    """The state field marking that ``draft`` was sent to its recipient."""
+    return f"sent:{draft.key}:{draft.to}"
 
 
 def _shown(message_id: str) -> str:

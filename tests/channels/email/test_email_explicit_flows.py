@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
@@ -211,3 +212,28 @@ async def test_refusal_notices_are_rate_limited_per_sender(strict_room: Mailroom
     assert await refused("APPROVE again") == 1
     assert "expired" in room.provider.last_to(victim).text
     assert await decisions(room, tid) == []
+
+
+async def test_a_redelivered_reply_uses_no_more_of_the_senders_budget(
+    strict_room: Mailroom,
+) -> None:
+    # A sending server retries after a lost 250, so the same email (same Message-ID) comes
+    # again. It is told nothing twice (one notice a Message-ID), and costs nothing twice.
+    room = strict_room
+    _, ask = await ask_ops(room)
+    victim = "victim@elsewhere.test"
+
+    async def sent(msg: EmailMessage, said: str) -> int:
+        """How many emails the sender got for ``msg``, whose answer starts with ``said``."""
+        sender = msg["From"]
+        before = len(room.provider.to(sender))
+        answer = await room.smtp(msg)
+        assert answer.startswith(said), answer
+        return len(room.provider.to(sender)) - before
+
+    for sender, text, said in ((OPS, "hm?", "unclear"), (victim, "APPROVE", "refused")):
+        first = reply_to(ask, text, sender=sender)
+        assert [await sent(first, said) for _ in range(3)] == [1, 0, 0]
+        # The budget is 2 an hour: the redeliveries used none of it, so one more is told.
+        assert await sent(reply_to(ask, f"{text} 2", sender=sender), said) == 1
+        assert await sent(reply_to(ask, f"{text} 3", sender=sender), said) == 0

@@ -156,7 +156,7 @@ class Intake:
         root = mail.root()
         tid = ids.thread_id_for("email", root)
         if unverified := self._unverified(mail):
-            return await self._refuse(mail, tid, unverified)
+            return self._dropped(mail, tid, unverified)
         origin = Origin(
             channel="email",
             conversation=root,
@@ -189,7 +189,7 @@ class Intake:
         if not mail.text:
             return Handled(Disposition.IGNORED, "nothing new in the reply", tid)
         if unverified := self._unverified(mail):
-            return await self._refuse(mail, tid, unverified)
+            return self._dropped(mail, tid, unverified)
         try:
             got = await self.rt.inbox.say(tid, mail.text, _actor(mail), delivery=mail.message_id)
         except RefusedError as exc:
@@ -301,6 +301,20 @@ class Intake:
         return Handled(Disposition.ANSWERED, "answer recorded", tid)
 
     # --- telling the sender --------------------------------------------------------------
+
+    def _dropped(self, mail: Inbound, tid: str, why: str) -> Handled:
+        """Refuse an unverified email to an agent or a thread, telling its sender nothing:
+        its From is what could not be trusted, and anyone may write an agent's address, so
+        a notice would mail whoever was forged (a reply with a reply address, which only
+        those it was sent to have seen, is told, by ``_refuse``)."""
+        log.warning(
+            "thread %s: email %s from %s refused, not told: %s",
+            tid,
+            mail.message_id,
+            mail.sender,
+            why,
+        )
+        return Handled(Disposition.REFUSED, why, tid)
 
     async def _refuse(self, mail: Inbound, tid: str, why: str) -> Handled:
         log.info(

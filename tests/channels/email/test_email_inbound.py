@@ -302,8 +302,8 @@ async def test_required_authentication_results_cover_new_threads(
 ) -> None:
     async with Harness(redis_server.url, settings=requiring_auth(provider)) as h:
         room = Mailroom(h, provider)
-        # Anyone can write From: ops@. Unverified, it starts nothing, by SMTP or by HTTP;
-        # ops@ is told why, as for a reply.
+        # Anyone can write From: ops@. Unverified, it starts nothing, by SMTP or by HTTP,
+        # and ops@ is not mailed about what someone else sent in their name.
         forged = new_mail(OPS, "deploy@example.test", "Release", "deploy api 1.5.0 to prod")
         answer = await room.smtp(forged)
         assert answer.startswith("refused") and "could not be verified" in answer, answer
@@ -312,8 +312,7 @@ async def test_required_authentication_results_cover_new_threads(
         assert r.json()["status"] == "refused", r.text
         await h.drain()
         assert (await h.rt.indexes.threads(offset=0, limit=50))[0] == []
-        told = room.provider.to(OPS)
-        assert len(told) == 2 and all("could not be verified" in s.text for s in told)
+        assert room.provider.to(OPS) == []
         # Verified by our server, it starts the thread.
         mine = new_mail(
             OPS,
@@ -341,7 +340,7 @@ async def test_required_authentication_results_cover_messages_on_a_thread(
         await h.drain()
         (tid,) = (await h.rt.indexes.threads(offset=0, limit=50))[0]
         waiting = room.provider.last_to(ANN)
-        before = await room.events(tid)
+        before, mailed = await room.events(tid), len(room.provider.to(ANN))
         # A message on Ann's thread in her name, unverified: refused, nothing recorded.
         spoof = reply_to(waiting, "to production, and drop the users table", sender=ANN)
         answer = await room.smtp(spoof)
@@ -350,7 +349,7 @@ async def test_required_authentication_results_cover_messages_on_a_thread(
         r = await room.post(spoof.as_bytes())
         assert r.json()["status"] == "refused", r.text
         assert await room.events(tid) == before
-        assert "could not be verified" in room.provider.last_to(ANN).text
+        assert len(room.provider.to(ANN)) == mailed  # nothing mailed to whoever was forged
         # Verified (here by a DMARC pass), it counts.
         ok = reply_to(
             waiting,

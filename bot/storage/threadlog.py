@@ -142,6 +142,11 @@ if releasing then
   cursor = newlen
   ack(K.queue, A.entry)
   released = 1
+else
+  -- Still leased: looked at again when the lease runs out, in case its holder dies. Its
+  -- queue entry may be gone already (another worker found the thread leased, and acked it).
+  local ttl = redis.call('PTTL', K.lease)
+  if ttl > 0 then arm_by(K.timers, A.tid, tonumber(A.now) + ttl / 1000) end
 end
 keep_cursor(K.cursors, A.tid, cursor, newlen, kept)  -- the meta hash is gone (DEL above)
 return {1, newlen, released, took}

@@ -209,3 +209,45 @@ async def test_a_worker_that_stops_leaves_and_workers_long_gone_are_forgotten(
 
 async def _is(got: Awaitable[T], expected: T) -> bool:
     return await got == expected
+
+
+async def test_a_step_that_dies_after_its_entry_was_reclaimed_is_looked_at_again(
+    redis: Redis,
+) -> None:
+    # A step outlasting claim_idle_ms has its entry reclaimed by another worker, which finds
+    # the thread leased and acknowledges the entry. If the step then dies, the thread's
+    # timer must still bring it back once the lease runs out: there is no entry left.
+    clock = ManualClock(1_800_000_000.0)
+    release = asyncio.Event()
+
+    async def slow(args: Echo, ctx: ToolContext) -> str:
+        await release.wait()
+        return args.word
+
+    agent = make_agent(Ledger())
+    agent = replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
+    # The second turn fails as a step can (an adapter's bug, Redis gone mid-step).
+    model = ScriptedModel(turns(c("slow", word="hi"), RuntimeError("the step died")))
+    rt = build_runtime(redis, {"bank": agent}, model, clock=clock)
+    got = await rt.inbox.message(agent="bank", text="go", by=ALICE, origin=Origin(channel="api"))
+    tid = got.thread.id
+
+    first = asyncio.create_task(rt.worker(name="first", lease_ms=300).burst())
+    await eventually(lambda: _is_started(rt, tid))
+    stop = asyncio.Event()
+    other = asyncio.create_task(rt.worker(name="other", claim_idle_ms=50, block_ms=50).run(stop))
+    await eventually(lambda: _is(unsettled(redis), (0, 0)))  # reclaimed, found leased, acked
+    stop.set()
+    await other
+    release.set()
+    await first  # its step died on the second turn
+    await eventually(lambda: _is(redis.exists(keys.lease(tid)), 0))
+
+    clock.advance(1)
+    await rt.worker(name="third").burst()
+    assert (await rt.log.load(tid)).status is Status.DONE
+
+
+async def _is_started(rt: Runtime, tid: str) -> bool:
+    state = await rt.log.load(tid)
+    return any(call.started is not None for call in state.calls.values())

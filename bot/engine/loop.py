@@ -107,12 +107,16 @@ class Loop:
         *,
         release_if: ReleaseIf | None = None,
         started: ToolStarted | None = None,
+        holder: str = "",
     ) -> ThreadState:
         """Advance the thread until it waits for a human, or is done.
 
         Args:
             release_if: how a worker lets go of its lease with the last append
                 (``ThreadLog.append``).
+            holder: the worker stepping it: each step is written only while it holds the
+                thread's lease (``NotHolder`` otherwise: another worker took the thread
+                over, and steps it from what is written).
             started: the start of a tool call just recorded with the lease (``ahead``),
                 so the tool runs first.
         """
@@ -123,7 +127,13 @@ class Loop:
         # without building the next step only to find there is none.
         while state.exists and not self.is_at_rest(state):
             done = await write(
-                self.log, thread_id, self._next, state=state, enqueue=False, release_if=release_if
+                self.log,
+                thread_id,
+                self._next,
+                state=state,
+                enqueue=False,
+                release_if=release_if,
+                holder=holder,
             )
             state = done.state
             if not done.events:

@@ -28,7 +28,7 @@ from bot.engine.outbox import Outbox
 from bot.engine.retention import Retention
 from bot.storage.connection import StorageFailure
 from bot.storage.queue import Entry, Queue
-from bot.storage.threadlog import Lease, ThreadLog
+from bot.storage.threadlog import Lease, NotHolder, ThreadLog
 from bot.storage.timers import Timers
 
 log = logging.getLogger(__name__)
@@ -225,6 +225,10 @@ class Worker:
                     if taken is not None:
                         ran = started if taken.appended else None
                         await self._step_leased(taken.lease, taken.state, ran)
+            except NotHolder:
+                # Its lease ran out mid-step: whoever takes the thread steps it from what
+                # was written (its entry, if still this worker's, is reclaimed).
+                log.warning("worker %s lost the lease on %s", self.queue.consumer, thread_id)
             except Exception:
                 # Left unacknowledged: reclaimed and retried after claim_idle_ms.
                 log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
@@ -251,7 +255,7 @@ class Worker:
             while True:
                 was_done = state.status is Status.DONE
                 state = await self.loop.step(
-                    state.id, state, release_if=release_if, started=started
+                    state.id, state, release_if=release_if, started=started, holder=lease.holder
                 )
                 started = None
                 metrics.of(metrics.STEPS, state.agent).inc()

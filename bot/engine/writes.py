@@ -45,6 +45,7 @@ async def write(
     fingerprint: str | None = None,
     enqueue: bool = True,
     release_if: ReleaseIf | None = None,
+    holder: str = "",
     attempts: int = ATTEMPTS,
 ) -> Written:
     """Append what ``build`` makes of the thread, at the version it saw.
@@ -60,10 +61,12 @@ async def write(
             with the current trace, so the worker's step continues it.
         release_if: a worker letting go of its lease with this append, if it may
             (``ThreadLog.append``).
+        holder: append only while this worker holds the thread's lease (``NotHolder``).
 
     Raises:
         ContentionError: every attempt lost a race.
         DuplicateDelivery: ``delivery`` was recorded before.
+        NotHolder: ``holder`` no longer holds the thread's lease.
     """
     read = False
     for _ in range(attempts):
@@ -88,6 +91,7 @@ async def write(
                 enqueue=enqueue,
                 release_if=release_if,
                 trace=traceparent() if enqueue else "",
+                holder=holder,
             )
         except VersionConflict as clash:
             # The clash brought what we missed, when our copy was the one it extends.

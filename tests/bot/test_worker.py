@@ -11,14 +11,15 @@ from fastapi import APIRouter
 from redis.asyncio import Redis
 
 from bot.domain.clock import ManualClock
-from bot.domain.events import Actor, Decision, Event, Origin
+from bot.domain.events import Actor, Decision, Event, Origin, Outcome
+from bot.domain.model import ModelRequest, ModelTurn
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.tools import Tool, ToolContext
 from bot.engine.ports import Channel
 from bot.runtime import Runtime, build_runtime
 from bot.storage import keys
 from bot.storage.queue import Queue
-from tests.doubles import Echo, Ledger, ScriptedModel, c, make_agent, turns
+from tests.doubles import Echo, Ledger, Script, ScriptedModel, c, make_agent, turns
 from tests.harness import eventually
 
 T = TypeVar("T")
@@ -251,3 +252,58 @@ async def test_a_step_that_dies_after_its_entry_was_reclaimed_is_looked_at_again
 async def _is_started(rt: Runtime, tid: str) -> bool:
     state = await rt.log.load(tid)
     return any(call.started is not None for call in state.calls.values())
+
+
+class HeldModel(ScriptedModel):
+    """A scripted model whose first turn waits until ``go`` is set (a slow model call)."""
+
+    def __init__(self, script: Script) -> None:
+        super().__init__(script)
+        self.go = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def complete(self, request: ModelRequest) -> ModelTurn:
+        if not self.waiting.is_set():
+            self.waiting.set()
+            await self.go.wait()
+        return await super().complete(request)
+
+
+async def test_a_worker_that_lost_its_lease_writes_nothing_more(redis: Redis) -> None:
+    # A worker whose lease ran out mid-step (its renewals failed) while another took the
+    # thread over must not go on writing: it would find the other's tool running, and
+    # tell people it was interrupted with its outcome unknown.
+    release = asyncio.Event()
+
+    async def slow(args: Echo, ctx: ToolContext) -> str:
+        await release.wait()
+        return args.word
+
+    agent = make_agent(Ledger())
+    agent = replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
+    model = HeldModel(turns(c("slow", word="late"), c("slow", word="hi")))
+    rt = build_runtime(redis, {"bank": agent}, model)
+    got = await rt.inbox.message(agent="bank", text="go", by=ALICE, origin=Origin(channel="api"))
+    tid = got.thread.id
+
+    first = asyncio.create_task(rt.worker(name="first").burst())
+    await model.waiting.wait()
+    await redis.delete(keys.lease(tid))  # it ran out while the first worker stalled
+    stop = asyncio.Event()
+    other = asyncio.create_task(rt.worker(name="other", claim_idle_ms=50, block_ms=50).run(stop))
+    await eventually(lambda: _is_started(rt, tid))  # the other runs the tool now
+    model.go.set()
+    await first  # the first's model turn comes back late
+    release.set()
+    state = await eventually(lambda: _at_rest(rt, tid))
+    stop.set()
+    await other
+
+    assert state.status is Status.DONE
+    assert [call.result.outcome for call in state.calls.values() if call.result] == [Outcome.OK]
+    assert not state.requests  # nobody was asked about an interrupted run
+
+
+async def _at_rest(rt: Runtime, tid: str) -> ThreadState | None:
+    state = await rt.log.load(tid)
+    return state if state.status in (Status.DONE, Status.AWAITING_HUMAN) else None

@@ -87,6 +87,7 @@ class Request:
     args_hash: str | None = None
     votes: list[ApprovalDecision] = field(default_factory=list)
     reminded: set[float] = field(default_factory=set)
+    """Reminder times done with: reminded, or past when the request was escalated."""
     closed_by: list[Actor] = field(default_factory=list)
     closed_at: float | None = None
     reason: str | None = None
@@ -412,6 +413,8 @@ def _escalated(s: ThreadState, e: Escalated) -> None:
     req = _request(s, e.request_id)
     req.approvers = list(e.approvers)
     req.expires_at = e.expires_at
+    # A fresh prompt to others: a reminder the first approvers missed is not sent after it.
+    req.reminded.update(req._reminders())
 
 
 def _reminded(s: ThreadState, e: Reminded) -> None:

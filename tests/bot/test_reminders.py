@@ -107,3 +107,30 @@ async def test_a_request_decided_before_its_reminders_gets_none(redis: Redis) ->
     assert await reminded(rt, clock, thread_id, until=max(asked.remind_at) + 120) == []
     assert channel.reminders() == []
     assert [r[0] for r in ledger.runs] == ["transfer"]
+
+
+async def test_a_reminder_missed_before_an_escalation_is_not_sent_after_it(redis: Redis) -> None:
+    # No worker ran between the reminder's time and the expiry: the expiry escalates, and
+    # the missed reminder of the first approvers' hour must not follow the new prompt.
+    ledger, channel, clock = Ledger(), RecordingChannel(), ManualClock(time.time())
+    policy = ApprovalPolicy(
+        approvers=("bob",),
+        expires_in=3600,
+        remind_before=(600,),
+        on_expiry="escalate",  # type: ignore[arg-type]
+        escalate_to=("carol",),
+    )
+    agent = make_agent(ledger, policy=policy)
+    model = ScriptedModel(turns(c("transfer", to="bob", amount=10)))
+    rt = build_runtime(redis, {"bank": agent}, model, channels=lambda _: [channel], clock=clock)
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
+    await rt.worker().burst()
+
+    clock.advance(3600)
+    for _ in range(3):
+        await rt.worker().burst()
+    state = await rt.log.load(got.thread.id)
+    (req,) = state.open_requests()
+    assert req.approvers == ["carol"]
+    assert channel.reminders() == []
+    assert state.next_due() == req.expires_at  # and nothing due before the new expiry

@@ -107,6 +107,23 @@ async def test_approve_reject_and_a_refusal_go_through_the_decision_path(
     await fin.aclose()
 
 
+async def test_a_closed_request_names_who_closed_it_not_none(
+    h: Harness, ops: httpx.AsyncClient, provider: MailProvider
+) -> None:
+    # People signed in by an emailed link have no display name: the page names their address.
+    rid = await approval(h, policy={"approvers": [OPS, FIN], "min_approvals": 2})
+    await post(ops, f"/inbox/requests/{rid}/approve", {})
+    fin = await sign_in(h, provider, FIN)
+    await post(fin, f"/inbox/requests/{rid}/approve", {})
+    page = (await ops.get(f"/inbox/requests/{rid}")).text
+    status = re.search(r'id="request-status">\s*(.*?)\s*</p>', page, re.S)
+    assert status and status.group(1).startswith(f"Approved by {OPS}, {FIN} at "), page
+    rejected = await approval(h)
+    await post(ops, f"/inbox/requests/{rejected}/reject", {"reason": "not now"})
+    page = (await ops.get(f"/inbox/requests/{rejected}")).text
+    assert f"Rejected by {OPS} at " in page and "None" not in page
+
+
 async def test_an_edit_shows_errors_by_field_then_approves_the_edited_arguments(
     h: Harness, ops: httpx.AsyncClient
 ) -> None:

@@ -11,6 +11,7 @@ own schema (pydantic's ``$ref`` and ``anyOf [X, null]``) is inlined first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -148,6 +149,10 @@ def _read(kind: Kind, sent: list[str]) -> Any:
     if not text:
         return None
     if kind is Kind.INTEGER or kind is Kind.NUMBER:
+        with contextlib.suppress(ValueError):
+            # Exact however large: read as a float first, a whole number past 2**53 would
+            # be approved as a neighbour of what was typed.
+            return int(text)
         try:
             number = float(text)
         except ValueError:

@@ -139,6 +139,19 @@ async def test_an_edit_shows_errors_by_field_then_approves_the_edited_arguments(
     assert got["arguments"] == {"service": "api", "replicas": 5, "region": "us"}
 
 
+async def test_a_whole_number_typed_in_an_edit_is_approved_exactly_as_typed(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    # Past 2**53 a float cannot hold every whole number: read as one, the approved value
+    # would differ from what the approver typed.
+    rid = await approval(h)
+    form = {"arg.service": "api", "arg.replicas": "9007199254740993"}
+    done = await post(ops, f"/inbox/requests/{rid}/edit", form)
+    assert done.status_code == 303, done.text
+    got = (await h.api.get(f"/approvals/{rid}")).json()
+    assert got["arguments"] == {"service": "api", "replicas": 9007199254740993}
+
+
 async def test_a_typed_answer_is_a_form_and_reaches_the_agent_as_data(
     h: Harness, ops: httpx.AsyncClient
 ) -> None:

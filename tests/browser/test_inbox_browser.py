@@ -201,6 +201,25 @@ async def test_a_decision_in_slack_appears_without_a_reload(
     await screenshot(page, "inbox-live")
 
 
+async def test_a_page_shown_after_a_refused_form_still_updates_live(
+    h: Harness, provider: MailProvider, page: Page
+) -> None:
+    # A form's answer (here: a rejection without a reason) is shown at the form's own
+    # address, which answers POST only: the live re-read must read the request's page.
+    rid = await approval(h)
+    await sign_in(page, h, provider, OPS)
+    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await page.get_by_role("button", name="Reject").click()
+    await expect(page.get_by_role("alert")).to_contain_text("Say why you reject it")
+    await page.locator("#page[data-live-read]").wait_for(state="attached")
+    await page.evaluate("window.notReloaded = true")
+    body = {"decision": "approve", "by": f"slack:{BOB}"}
+    decided = await h.api.post(f"/requests/{rid}/decision", json=body)
+    assert decided.status_code == 200, decided.text
+    await expect(page.locator("#request-status")).to_contain_text("Approved by")
+    assert await page.evaluate("window.notReloaded") is True
+
+
 async def test_a_new_request_appears_in_the_waiting_list_without_a_reload(
     h: Harness, provider: MailProvider, page: Page
 ) -> None:

@@ -58,6 +58,15 @@
     return waitingList || !!document.querySelector('[data-request="' + CSS.escape(id) + '"]');
   }
   var again = null; // a refresh asked for while one was under way: run after it
+  // A page answering a form holds what was typed and what was wrong with it: it is
+  // replaced only when the request itself changed (its status, its votes).
+  function changed(doc) {
+    if (!page.hasAttribute("data-form-answer")) return true;
+    return ["#request-status", "#votes"].some(function (s) {
+      var now = page.querySelector(s), fresh = doc.querySelector(s);
+      return (now && now.textContent) !== (fresh && fresh.textContent);
+    });
+  }
   function refresh(message) {
     if (busy) { again = message || again || ""; return; }
     busy = true;
@@ -67,7 +76,7 @@
       .then(function (html) {
         var doc = new DOMParser().parseFromString(html, "text/html");
         var fresh = doc.getElementById("page");
-        if (fresh && fresh.innerHTML !== page.innerHTML) { // unchanged: leave focus be
+        if (fresh && fresh.innerHTML !== page.innerHTML && changed(doc)) { // unchanged: leave focus be
           page.innerHTML = fresh.innerHTML;
           document.title = doc.title;
           selected = -1;

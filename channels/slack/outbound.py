@@ -313,8 +313,28 @@ class Outbound:
     async def _under_cards(
         self, thread: ThreadState, request_id: str, event_id: str, text: str
     ) -> None:
-        for channel, ts in await self.cards(thread.id, request_id):
+        """Post ``text`` under every card of a request.
+
+        Raises:
+            DeliveryError: the request's card is not in Slack yet, but its post is being
+                retried: the outbox retries this too, so the note comes once the card has.
+        """
+        cards = await self.cards(thread.id, request_id)
+        if not cards and await self._card_to_come(thread, request_id):
+            raise DeliveryError(f"thread {thread.id}: request {request_id} has no card yet")
+        for channel, ts in cards:
             await self._post(thread.id, f"{event_id}:{channel}", Place(channel, ts), text)
+
+    async def _card_to_come(self, thread: ThreadState, request_id: str) -> bool:
+        """Whether a request with no card yet is to have one (``_ask`` posts it somewhere,
+        and its delivery was not given up)."""
+        req = thread.requests.get(request_id)
+        if req is None or any(
+            (f.channel, f.event_id) == ("slack", req.asked.id) for f in thread.failed_deliveries
+        ):
+            return False
+        elsewhere = req.asked.approvals_channel or self.approvals_channel
+        return bool(elsewhere or await self.place(thread) or await self._pending(thread))
 
     async def _post(
         self,

@@ -178,3 +178,29 @@ async def test_the_requester_by_email_may_not_approve_in_slack_even_when_slack_i
         assert not [e for e in events if isinstance(e, ApprovalDecision)]
         notes = await whispers(api, BOB)
         assert len(notes) == 1 and "nothing changed" in notes[0].lower(), notes
+
+
+async def test_a_reminder_while_the_card_is_still_to_post_waits_for_it(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    clock = ManualClock(time.time())
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
+        slack = Slack(h.http, api)
+        api.refusing[APPROVALS] = "internal_error"  # Slack refuses the card for now
+        await slack.mention("deploy api 1.5.0 to production", ANN)
+        await h.drain()
+        assert not cards_in(api, APPROVALS)
+
+        clock.advance(3100)  # past the reminder, 10 minutes before expiry; still refused
+        await h.drain()
+        assert not cards_in(api, APPROVALS)
+
+        del api.refusing[APPROVALS]
+        for _ in range(2):  # the retries come due: the card's, then the reminder's again
+            clock.advance(60)
+            await h.drain()
+
+        (card,) = cards_in(api, APPROVALS)
+        (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
+        assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]

@@ -308,6 +308,11 @@ class Outbound:
         text, blocks = await self.render(thread, req, place.channel)
         posted = await self._post(thread.id, event_id, place, text, blocks)
         await self.state.put(thread.id, f"card:{req.id}:{posted.channel}", str(posted.thread_ts))
+        # A change delivered meanwhile (a retry posts outside the thread's lease) found no
+        # card to update: read the request again now the card is known, and show what it is.
+        fresh = await self.threads.load(thread.id)
+        if fresh.requests.get(req.id) != req:
+            await self.refresh(fresh, req.id)
         return posted
 
     async def _under_cards(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -204,3 +205,44 @@ async def test_a_reminder_while_the_card_is_still_to_post_waits_for_it(
         (card,) = cards_in(api, APPROVALS)
         (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
         assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
+
+
+async def test_a_card_a_retry_posts_while_its_request_closes_shows_it_closed(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> None:
+    clock = ManualClock(time.time())
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
+        api.refusing[APPROVALS] = "internal_error"  # the card's first post fails
+        r = await h.api.post(
+            "/threads",
+            json={"agent": "deploy", "user": "erin", "text": "deploy web 2.1.0 to production"},
+        )
+        await h.drain()
+        assert not cards_in(api, APPROVALS)
+
+        # Its retry reads the thread, then Slack is slow to take the post...
+        del api.refusing[APPROVALS]
+        api.hold("chat.postMessage")
+        clock.advance(60)
+        retrying = asyncio.create_task(h.rt.outbox.retry_due())
+
+        async def held() -> bool:
+            return api.waiting("chat.postMessage") == 1
+
+        await h.wait_for(held)
+        # ...while the request is decided, and the decision delivered (no card to update yet).
+        (req,) = (await h.api.get("/requests", params={"status": "open"})).json()["items"]
+        decided = await h.api.post(
+            f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "dave"}
+        )
+        assert decided.status_code == 200, decided.text
+        await h.drain()
+        api.release("chat.postMessage")
+        await retrying
+        await h.drain()
+
+        (card,) = cards_in(api, APPROVALS)
+        assert r.json()["id"] in text_of(api.messages[card])
+        assert "*Approved* by" in text_of(api.messages[card])
+        assert not has_buttons(api.messages[card])

@@ -161,6 +161,12 @@ async def test_token_comes_from_the_data_dir_and_errors_say_what_to_do(
     assert missing.exit_code == 1 and "no thread" in missing.stderr
 
 
+async def test_a_malformed_url_is_an_error_message_not_a_traceback(h: Harness) -> None:
+    got = await cli(h, "requests", "--url", "http://[::1")
+    assert got.exit_code == 1 and isinstance(got.exception, SystemExit), got.output
+    assert "error:" in got.stderr and "http://[::1" in got.stderr
+
+
 async def test_chat_answers_a_question_then_approves_with_a_key(h: Harness) -> None:
     keys = "deploy api to production\n1.5.0\na"
     got = await cli(h, "chat", "deploy", "--user", "ann", "--as", "bob", stdin=keys)

@@ -63,7 +63,10 @@ class Client:
     def __init__(self, url: str, token: str | None, *, timeout: float = 10.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        try:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        except httpx.InvalidURL as exc:
+            raise ApiError(0, "invalid_url", f"{url!r} is not a URL: {exc}", {}) from exc
 
     def __enter__(self) -> Client:
         return self

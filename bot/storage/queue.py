@@ -94,6 +94,9 @@ class Entry(NamedTuple):
     thread_id: str
     trace: str = ""
     """The W3C traceparent of the write that queued it; empty when none."""
+    deliveries: int = 1
+    """How many times the group handed it out, this time included (the stream's delivery
+    count): 1 when read, more when reclaimed."""
 
 
 class Queue:
@@ -112,6 +115,8 @@ class Queue:
         self._read_all = ["STREAMS", *streams, *[">"] * len(streams)]
         self._wire = Wire.for_client(redis) if isinstance(redis, Redis) else None
         self._readers: dict[int, asyncio.Task[Any]] = {}
+        self._cursors: dict[int, str] = {}
+        """Where each shard's next ``reclaim`` goes on in its pending entries."""
         self._leave = _LEAVE.bind(redis)
         self._prune = _PRUNE.bind(redis)
 
@@ -173,14 +178,47 @@ class Queue:
         self._readers.clear()
 
     async def reclaim(self, min_idle_ms: int, count: int = 100) -> list[Entry]:
-        """Entries another consumer took and never acknowledged (it died)."""
+        """Entries another consumer took and never acknowledged (it died, or its step failed),
+        with how many times each was delivered.
+
+        Each shard's sweep goes on where its last one stopped (the cursor XAUTOCLAIM
+        returns, back at the start once it reached the end), so entries idle long enough
+        behind many that are not are reached too. A sweep claims up to ``count`` entries a
+        shard, and looks at up to ten times as many (XAUTOCLAIM's bound).
+        """
         found: list[Entry] = []
         for shard in range(keys.SHARDS):
+            stream = keys.queue(shard)
             result: Any = await self.redis.xautoclaim(
-                keys.queue(shard), keys.GROUP, self.consumer, min_idle_ms, "0-0", count=count
+                stream,
+                keys.GROUP,
+                self.consumer,
+                min_idle_ms,
+                self._cursors.get(shard, "0-0"),
+                count=count,
             )
-            found.extend(_entry(eid, fields) for eid, fields in result[1] if fields)
+            self._cursors[shard] = str(result[0])
+            claimed = [(str(eid), fields) for eid, fields in result[1] if fields]
+            if not claimed:
+                continue
+            pipe = self.redis.pipeline(transaction=False)
+            for eid, _ in claimed:
+                pipe.xpending_range(stream, keys.GROUP, eid, eid, 1, self.consumer)
+            counts = await pipe.execute()
+            for (eid, fields), pending in zip(claimed, counts, strict=True):
+                entry = _entry(eid, fields)
+                # Gone from the pending list meanwhile: acknowledged by its thread's holder.
+                if pending:
+                    found.append(entry._replace(deliveries=int(pending[0]["times_delivered"])))
         return found
+
+    async def ack(self, entry: Entry) -> None:
+        """Acknowledge (and delete) an entry without its thread's lease: one given up on."""
+        stream = keys.queue(keys.shard_of(entry.thread_id))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(stream, keys.GROUP, entry.id)
+        pipe.xdel(stream, entry.id)
+        await pipe.execute()
 
     async def depth(self) -> int:
         """Entries waiting in every shard (read or not)."""

@@ -56,3 +56,23 @@ async def test_a_client_speaking_resp2_reads_the_same(redis_server: EmbeddedRedi
         assert await queue.read(10, None) == [Entry(str(eid), "thr_c", "00-t")]
     finally:
         await redis.aclose()
+
+
+async def test_reclaim_goes_on_past_many_busy_entries_to_an_idle_one(redis: Redis) -> None:
+    # XAUTOCLAIM looks at ten entries per one it may claim: with count=1, a sweep that
+    # always began at 0-0 would look at the first ten busy ones and never further.
+    queue = Queue(redis, "rescuer", SystemClock())
+    await queue.ensure_groups()
+    stream = keys.queue(0)
+    ids = [str(await redis.xadd(stream, {"t": f"thr_{n}"})) for n in range(26)]
+    await redis.xreadgroup(keys.GROUP, "dead", {stream: ">"}, count=26)
+    # The first 25 are in hand (just delivered again), the last has been idle for 10 s.
+    await redis.xclaim(stream, keys.GROUP, "busy", 0, ids[:25], idle=0)
+    await redis.xclaim(stream, keys.GROUP, "dead", 0, ids[25:], idle=10_000)
+
+    found: list[Entry] = []
+    for _ in range(5):
+        found += await queue.reclaim(5_000, count=1)
+    assert found == [Entry(ids[25], "thr_25", deliveries=3)]  # read, claimed, reclaimed
+    pending = await redis.xpending_range(stream, keys.GROUP, ids[25], ids[25], 1)
+    assert pending[0]["consumer"] == "rescuer"

@@ -85,6 +85,7 @@ class Runtime:
         claim_idle_ms: int = 60_000,
         block_ms: int = 1000,
         on_step: Callable[[ThreadState], None] | None = None,
+        step_attempts: int = 5,
     ) -> Worker:
         return Worker(
             self.log,
@@ -98,6 +99,7 @@ class Runtime:
             claim_idle_ms=claim_idle_ms,
             block_ms=block_ms,
             on_step=on_step,
+            step_attempts=step_attempts,
         )
 
 

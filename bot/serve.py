@@ -263,6 +263,7 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
                 concurrency=settings.worker_concurrency,
                 lease_ms=settings.lease_ms,
                 claim_idle_ms=settings.claim_idle_ms,
+                step_attempts=settings.step_attempts,
             )
             tasks.append(asyncio.create_task(w.run(stop)))
         if web:

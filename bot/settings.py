@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(32, ge=1)
     lease_ms: int = Field(30_000, ge=100)
     claim_idle_ms: int = Field(60_000, ge=100)
+    # Deliveries of a thread's queue entry whose step fails before the thread is failed.
+    step_attempts: int = Field(5, ge=1)
     retain_finished_days: float = Field(30.0, gt=0)
     # Events each process keeps in memory, of the threads it read or wrote last (README:
     # Sizing); the least recently used thread leaves first.

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from opentelemetry.trace import SpanKind
 
-from bot.domain.events import Event, ToolStarted
+from bot.domain.events import ErrorEvent, Event, ToolStarted
 from bot.domain.reducer import Status, ThreadState
 from bot.engine import metrics, tracing
 from bot.engine.loop import Loop
@@ -57,6 +57,9 @@ class Worker:
             worker and is reclaimed.
         forget_after: seconds after which a worker not seen is forgotten (``Queue.prune``,
             every ``PRUNE_EVERY`` seconds of a serving worker).
+        step_attempts: deliveries of one queue entry (its read, then each reclaim) whose
+            step fails before the thread is given up on: marked failed (a fatal error
+            event, for people to resume) and the entry acknowledged (``_give_up``).
     """
 
     def __init__(
@@ -74,8 +77,10 @@ class Worker:
         on_step: Callable[[ThreadState], None] | None = None,
         retention: Retention | None = None,
         forget_after: float = 86400.0,
+        step_attempts: int = 5,
     ) -> None:
         self.log = log
+        self.step_attempts = step_attempts
         self.forget_after = forget_after
         self._pruned = -float("inf")
         self.retention = retention
@@ -205,6 +210,7 @@ class Worker:
     async def _handle(self, entry: Entry) -> None:
         thread_id = entry.thread_id
         async with self._slots:
+            taken = None
             try:
                 # A child of the write that queued the thread: one trace across the queue.
                 with tracing.span(
@@ -213,6 +219,12 @@ class Worker:
                     kind=SpanKind.CONSUMER,
                 ):
                     tracing.bind(thread=thread_id)
+                    if entry.deliveries > self.step_attempts:
+                        # Every delivery so far ended with no word (the workers died): not
+                        # stepped again.
+                        why = f"{entry.deliveries - 1} attempts ended without a word"
+                        await self._give_up(entry, None, why)
+                        return
                     # A tool's start this process knows is next goes with the take.
                     started = self.loop.ahead(self.log.cached(thread_id))
                     taken = await self.log.take(
@@ -229,9 +241,66 @@ class Worker:
                 # Its lease ran out mid-step: whoever takes the thread steps it from what
                 # was written (its entry, if still this worker's, is reclaimed).
                 log.warning("worker %s lost the lease on %s", self.queue.consumer, thread_id)
+            except Exception as exc:
+                if entry.deliveries < self.step_attempts:
+                    # Left unacknowledged: reclaimed and retried after claim_idle_ms.
+                    log.exception(
+                        "worker %s failed on thread %s (attempt %d of %d)",
+                        self.queue.consumer,
+                        thread_id,
+                        entry.deliveries,
+                        self.step_attempts,
+                    )
+                    return
+                lease = taken.lease if taken is not None and taken.lease.held else None
+                why = (
+                    f"{entry.deliveries} attempts failed, the last with {type(exc).__name__}: {exc}"
+                )
+                await self._survive("giving up", self._give_up(entry, lease, why, exc))
+
+    async def _give_up(
+        self, entry: Entry, lease: Lease | None, why: str, exc: BaseException | None = None
+    ) -> None:
+        """Stop retrying the thread of ``entry``: record a fatal error on it (status failed:
+        people see it, and resume it as any failed thread), deliver that, let go and
+        acknowledge the entry. With ``lease`` (still held from the failed step) or a new
+        one; when the thread cannot be written to (its log does not read), the entry is
+        acknowledged anyway: the ERROR line is all that is left of it."""
+        tid = entry.thread_id
+        try:
+            if lease is None:
+                taken = await self.log.take(tid, entry.id, self.queue.consumer, self.lease_ms)
+                if taken is None:  # another worker holds it: the entry was acknowledged
+                    return
+                lease = taken.lease
+            state = await self.log.load(tid)
+            if state.status is not Status.FAILED:
+                message = f"Greenlight gave up stepping this thread: {why}"
+                event = ErrorEvent(message=message, fatal=True)
+                state = await self.log.append(state, [event], enqueue=False, holder=lease.holder)
+            try:
+                lease.delivered = await self.outbox.flush(state, lease.delivered)
             except Exception:
-                # Left unacknowledged: reclaimed and retried after claim_idle_ms.
-                log.exception("worker %s failed on thread %s", self.queue.consumer, thread_id)
+                log.exception("worker %s: delivering %s's failure failed", self.queue.consumer, tid)
+            if not await self.log.release(lease, state.version, state.next_due()):
+                raise RuntimeError(f"thread {tid} changed while it was given up on")
+        except Exception:
+            await self.queue.ack(entry)
+            log.exception(
+                "worker %s gave up on thread %s after %s; could not record it on the thread, "
+                "its queue entry acknowledged",
+                self.queue.consumer,
+                tid,
+                why,
+            )
+            return
+        log.error(
+            "worker %s gave up on thread %s after %s; it is failed until resumed",
+            self.queue.consumer,
+            tid,
+            why,
+            exc_info=exc,
+        )
 
     async def _step_leased(
         self, lease: Lease, state: ThreadState, started: ToolStarted | None = None

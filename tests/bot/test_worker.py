@@ -7,12 +7,13 @@ from collections.abc import Awaitable
 from dataclasses import replace
 from typing import ClassVar, TypeVar
 
+import pytest
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
 from bot.domain.clock import ManualClock
 from bot.domain.events import Actor, Decision, Event, Origin, Outcome
-from bot.domain.model import ModelRequest, ModelTurn
+from bot.domain.model import ModelCall, ModelRequest, ModelTurn
 from bot.domain.reducer import Status, ThreadState
 from bot.domain.tools import Tool, ToolContext
 from bot.engine.ports import Channel
@@ -307,3 +308,45 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(redis: Redis) ->
 async def _at_rest(rt: Runtime, tid: str) -> ThreadState | None:
     state = await rt.log.load(tid)
     return state if state.status in (Status.DONE, Status.AWAITING_HUMAN) else None
+
+
+async def test_a_step_that_always_fails_is_given_up_on_and_the_thread_marked_failed(
+    redis: Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug on this thread: every step raises. It is retried (reclaimed) a bounded number
+    # of times, then the thread is failed, its entry acknowledged, with one ERROR line.
+    def broken(request: ModelRequest) -> list[ModelCall]:
+        raise RuntimeError("a bug")
+
+    model = ScriptedModel(broken)
+    rt = runtime(redis, model)
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
+    tid = got.thread.id
+    stop = asyncio.Event()
+    worker = rt.worker(name="w", lease_ms=40, claim_idle_ms=100, block_ms=50, step_attempts=3)
+    serving = asyncio.create_task(worker.run(stop))
+    try:
+        state = await eventually(lambda: _failed(rt, tid), timeout=20)
+        await eventually(lambda: _is(unsettled(redis), (0, 0)))
+    finally:
+        stop.set()
+        await serving
+    assert len(model.requests) == 3
+    assert "gave up" in (state.last_error or "")
+    gave_up = [
+        r
+        for r in caplog.records
+        if r.levelname == "ERROR" and "gave up on thread " + tid in r.getMessage()
+    ]
+    assert len(gave_up) == 1
+
+    # People resume it as any failed thread: it is stepped again.
+    model.script = turns()
+    await rt.inbox.control(tid, "resume", by=BOB)
+    await rt.worker().burst()
+    assert (await rt.log.load(tid)).status is Status.DONE
+
+
+async def _failed(rt: Runtime, tid: str) -> ThreadState | None:
+    state = await rt.log.load(tid)
+    return state if state.status is Status.FAILED else None

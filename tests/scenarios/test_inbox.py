@@ -81,6 +81,25 @@ async def test_the_waiting_list_shows_what_waits_for_the_viewer_soonest_first(
     assert 'scaler <span class="count">2</span>' in page
 
 
+async def test_the_next_and_previous_links_keep_a_filter_with_url_characters(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    tool = "a+b & c#d"  # a tool's name is free text: each of these broke the query string
+    for _ in range(26):  # one more than a page
+        await approval(h, tool=tool)
+    first = await ops.get("/inbox", params={"tool": tool})
+    assert "Page 1 of 2" in first.text
+    (after,) = re.findall(r'<a rel="next" href="([^"]+)"', first.text)
+    second = await ops.get("/inbox" + after.replace("&amp;", "&"))
+    assert "Page 2 of 2" in second.text
+    assert f"<option selected>{tool.replace('&', '&amp;')}</option>" in second.text
+    (before,) = re.findall(r'<a rel="prev" href="([^"]+)"', second.text)
+    again = await ops.get("/inbox" + before.replace("&amp;", "&"))
+    assert "Page 1 of 2" in again.text
+    threads = await ops.get("/inbox/threads", params={"agent": "a&b c", "page": 2})
+    assert '<a rel="prev" href="?status=&amp;agent=a%26b+c&amp;page=1">' in threads.text
+
+
 async def test_approve_reject_and_a_refusal_go_through_the_decision_path(
     h: Harness, ops: httpx.AsyncClient, provider: MailProvider
 ) -> None:

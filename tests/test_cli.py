@@ -167,6 +167,24 @@ async def test_a_malformed_url_is_an_error_message_not_a_traceback(h: Harness) -
     assert "error:" in got.stderr and "http://[::1" in got.stderr
 
 
+async def test_an_id_or_name_with_url_characters_is_one_path_segment(h: Harness) -> None:
+    # Unescaped, these reached other endpoints (GET /tokens, GET /, DELETE /) or dropped
+    # what followed "?" or "#"; each names no thread, request or token: the API says so.
+    # (The server decodes an escaped "/" before routing: "../tokens" is a plain 404.)
+    for given in ("../tokens", "..", ".", "th_a?b=1", "th_a#b"):
+        got = await cli(h, "show", given)
+        assert got.exit_code == 1 and isinstance(got.exception, SystemExit), (given, got.output)
+        assert "HTTP 404" in got.stderr, (given, got.stderr)
+        if "/" not in given:
+            assert f"no thread {given!r}" in got.stderr, (given, got.stderr)
+    for given in ("../tokens", "rq_a?b", ".."):
+        got = await cli(h, "approve", given, "--as", "bob")
+        assert got.exit_code == 1 and isinstance(got.exception, SystemExit), (given, got.output)
+        assert "HTTP 404" in got.stderr, (given, got.stderr)
+    got = await cli(h, "tokens", "revoke", "..")
+    assert got.exit_code == 1 and "HTTP 422" in got.stderr, got.output  # not a token's name
+
+
 async def test_chat_answers_a_question_then_approves_with_a_key(h: Harness) -> None:
     keys = "deploy api to production\n1.5.0\na"
     got = await cli(h, "chat", "deploy", "--user", "ann", "--as", "bob", stdin=keys)

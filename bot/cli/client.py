@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -46,6 +47,13 @@ def find_token(data_dir: Path | None = None) -> str | None:
     folder = data_dir or Path(os.environ.get("DATA_DIR") or ".greenlight")
     path = folder / "api_token"  # bot.serve.token_file, without importing the server
     return path.read_text().strip() if path.is_file() else None
+
+
+def _seg(value: str) -> str:
+    """``value`` as one URL path segment: ``/``, ``?``, ``#`` and the rest escaped, and
+    ``.`` or ``..`` spelt out, so that no id or name reaches another endpoint."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in {".", ".."} else segment
 
 
 class Client:
@@ -98,11 +106,11 @@ class Client:
         return self._call("GET", "/threads", params=given)
 
     def thread(self, thread_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/threads/{thread_id}")
+        return self._call("GET", f"/threads/{_seg(thread_id)}")
 
     def say(self, thread_id: str, text: str, *, user: str) -> dict[str, Any]:
         return self._call(
-            "POST", f"/threads/{thread_id}/messages", json={"text": text, "user": user}
+            "POST", f"/threads/{_seg(thread_id)}/messages", json={"text": text, "user": user}
         )
 
     def control(
@@ -110,7 +118,7 @@ class Client:
     ) -> dict[str, Any]:
         """``pause``, ``resume`` or ``cancel`` a thread."""
         body = {"by": by, "reason": reason}
-        return self._call("POST", f"/threads/{thread_id}/{action}", json=body)
+        return self._call("POST", f"/threads/{_seg(thread_id)}/{action}", json=body)
 
     # --- requests -----------------------------------------------------------------------
 
@@ -119,29 +127,31 @@ class Client:
         return self._call("GET", "/requests", params=params)
 
     def request(self, request_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/requests/{request_id}")
+        return self._call("GET", f"/requests/{_seg(request_id)}")
 
     def decide(
         self, request_id: str, decision: str, *, by: str, reason: str | None = None
     ) -> dict[str, Any]:
         body = {"decision": decision, "by": by, "reason": reason}
-        return self._call("POST", f"/requests/{request_id}/decision", json=body)
+        return self._call("POST", f"/requests/{_seg(request_id)}/decision", json=body)
 
     def answer(self, request_id: str, text: str, *, by: str) -> dict[str, Any]:
-        return self._call("POST", f"/requests/{request_id}/answer", json={"text": text, "by": by})
+        return self._call(
+            "POST", f"/requests/{_seg(request_id)}/answer", json={"text": text, "by": by}
+        )
 
     def archived(self, *, offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Threads retention moved to the archive, the most recent first."""
         return self._call("GET", "/archive", params={"offset": offset, "limit": limit})
 
     def archived_thread(self, thread_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/archive/{thread_id}")
+        return self._call("GET", f"/archive/{_seg(thread_id)}")
 
     # --- audit --------------------------------------------------------------------------
 
     def verify(self, thread_id: str) -> dict[str, Any]:
         """Whether the thread's hash chain holds, and where it breaks."""
-        return self._call("GET", f"/threads/{thread_id}/audit")
+        return self._call("GET", f"/threads/{_seg(thread_id)}/audit")
 
     def audit(
         self, *, since: str | None = None, until: str | None = None
@@ -174,7 +184,7 @@ class Client:
         return self._call("GET", "/tokens")
 
     def revoke_token(self, name: str) -> None:
-        self._call("DELETE", f"/tokens/{name}")
+        self._call("DELETE", f"/tokens/{_seg(name)}")
 
     # --- plumbing -----------------------------------------------------------------------
 

@@ -79,6 +79,22 @@ async def test_export_rows_match_the_decisions_taken(h: Harness) -> None:
     assert [json.loads(line)["thread"] for line in lines] == [approved, rejected]
 
 
+async def test_a_csv_cell_a_spreadsheet_would_run_as_a_formula_is_text(h: Harness) -> None:
+    reasons = ['=HYPERLINK("http://x.test","open")', "+1", "-1", "@SUM(A1)", "\tx", "\rx"]
+    for reason in reasons:
+        tid = (await h.api.post("/threads", json=DEPLOY)).json()["id"]
+        req = await open_request(h)
+        body = {"decision": "reject", "by": "bob", "reason": reason}
+        assert (await h.api.post(f"/requests/{req['id']}/decision", json=body)).status_code == 200
+        await thread_status(h, tid, "done")
+    got = await cli(h, "audit", "export", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(got.stdout, newline="")))
+    assert [r["reason"] for r in rows] == ["'" + r for r in reasons]
+    assert all(r["by_id"] == "api:bob" for r in rows)  # nothing else changed
+    lines = (await cli(h, "audit", "export")).stdout.splitlines()
+    assert [json.loads(line)["reason"] for line in lines] == reasons  # JSON Lines: exact
+
+
 async def test_redis_keeps_a_record_short_and_every_reader_gets_it_whole(h: Harness) -> None:
     tid, req = await decided(h, "approve")
     (stored,) = [

@@ -26,6 +26,7 @@ from rich.table import Table
 from bot.cli import display
 from bot.cli.chat import Chat
 from bot.cli.client import DEFAULT_URL, ApiError, Client, find_token
+from bot.domain.audit import to_cells
 from bot.domain.errors import ConfigError
 from bot.settings import Settings
 
@@ -329,9 +330,9 @@ def audit_export(
             for row in rows:
                 typer.echo(json.dumps(row, separators=(",", ":")))
             return
-        out = csv.DictWriter(sys.stdout, fieldnames=AUDIT_COLUMNS, lineterminator="\n")
+        out = csv.DictWriter(sys.stdout, fieldnames=AUDIT_COLUMNS)  # CRLF: a bare CR is quoted
         out.writeheader()
-        out.writerows(rows)
+        out.writerows(to_cells(r) for r in rows)
 
 
 def _archived_or(api: Client, thread_id: str, missing: ApiError) -> dict[str, Any]:

@@ -12,7 +12,7 @@ for an auditor, each with the hash of the event it came from.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,3 +121,20 @@ def to_record(thread_id: str, event: Event, event_hash: str) -> dict[str, Any] |
 
 _DECISIONS = frozenset({ApprovalDecision, HumanAnswer, Expired})
 """The events ``to_record`` makes a record of."""
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""How a cell a spreadsheet would run as a formula begins (OWASP, CSV injection)."""
+GIVEN = frozenset({"reason", "by", "by_id", "agent", "tool", "channel"})
+"""A record's fields people or agents wrote; ids, times and hashes are Greenlight's own, and
+stay exact (a hash may begin with ``-``)."""
+
+
+def to_cells(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record as CSV cells: a field people or agents wrote that begins as a formula does is
+    prefixed with ``'``, so a spreadsheet shows it as text instead of running it. For CSV
+    only: JSON stays exact."""
+    return {
+        k: "'" + v if k in GIVEN and isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+        for k, v in record.items()
+    }

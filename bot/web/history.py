@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from bot.domain.audit import to_cells
 from bot.domain.errors import InvalidInputError
 from bot.web import display
 from bot.web.api import runtime_of
@@ -127,7 +128,7 @@ async def audit_csv(request: Request, viewer: Signed) -> Response:
         writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         async for chunk in matches(rt, wanted):
-            writer.writerows(chunk)
+            writer.writerows(to_cells(r) for r in chunk)
             yield out.getvalue()
             out.seek(0)
             out.truncate()

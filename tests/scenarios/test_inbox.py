@@ -295,6 +295,18 @@ async def test_audit_exports_match_the_decisions_taken(h: Harness, ops: httpx.As
     assert {r["hash"] for r in api} == {r["hash"] for r in rows}
 
 
+async def test_a_csv_export_cell_a_spreadsheet_would_run_as_a_formula_is_text(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    reason = '=HYPERLINK("http://x.test","open")'
+    rid = await approval(h, tool="@tool")
+    await post(ops, f"/inbox/requests/{rid}/reject", {"reason": reason})
+    (row,) = csv.DictReader(io.StringIO((await ops.get("/inbox/audit.csv")).text))
+    assert (row["reason"], row["tool"], row["request"]) == ("'" + reason, "'@tool", rid)
+    (line,) = (await ops.get("/inbox/audit.jsonl")).text.splitlines()
+    assert (json.loads(line)["reason"], json.loads(line)["tool"]) == (reason, "@tool")
+
+
 def old_record(i: int, *, at: float | None = None, threads: int = 20) -> dict[str, Any]:
     """An approval recorded before (a day ago, or ``at``), by ``approver<i>``, in one of
     ``threads`` threads, as its stream holds it."""

@@ -220,6 +220,23 @@ async def test_a_page_shown_after_a_refused_form_still_updates_live(
     assert await page.evaluate("window.notReloaded") is True
 
 
+async def test_a_vote_cast_elsewhere_keeps_what_is_being_typed_and_says_so(
+    h: Harness, provider: MailProvider, page: Page
+) -> None:
+    rid = await approval(h, policy={"approvers": ["group:deployers"], "min_approvals": 2})
+    await sign_in(page, h, provider, OPS)
+    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await page.locator("#page[data-live-read]").wait_for(state="attached")  # stream is ready
+    reason = page.locator('[data-key="reject"]')
+    await reason.fill("not during the launch")  # focused, being typed in
+    body = {"decision": "approve", "by": f"slack:{BOB}"}
+    voted = await h.api.post(f"/requests/{rid}/decision", json=body)
+    assert voted.status_code == 200 and voted.json()["status"] == "open", voted.text
+    await expect(page.locator("#live")).to_contain_text(f"Request {rid} was approved by")
+    await expect(reason).to_have_value("not during the launch")
+    await expect(reason).to_be_focused()
+
+
 async def test_a_new_request_appears_in_the_waiting_list_without_a_reload(
     h: Harness, provider: MailProvider, page: Page
 ) -> None:

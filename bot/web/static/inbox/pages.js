@@ -90,12 +90,17 @@
         if (again !== null) { var said = again; again = null; refresh(said); }
       });
   }
+  // Someone filling in a form (a reason, edited arguments) keeps what they typed: the
+  // page is not replaced under them.
+  function filling() {
+    var active = document.activeElement;
+    return !!(active && active.closest && active.closest("form"));
+  }
   var source = new EventSource("/inbox/events");
   // The stream follows decisions from now on: re-read what changed since this page was
   // rendered (or since a lost connection), unless the person is filling in a form.
   source.addEventListener("ready", function () {
-    var active = document.activeElement;
-    if (active && active.closest && active.closest("form")) return;
+    if (filling()) return;
     refresh(null);
   });
   source.addEventListener("decided", function (e) {
@@ -104,7 +109,9 @@
     var who = d.by ? " by " + d.by : "";
     var via = d.channel ? " via " + d.channel : "";
     var done = { approve: "approved", reject: "rejected" }[d.outcome] || d.outcome;
-    refresh("Request " + d.request + " was " + done + who + via + ".");
+    var message = "Request " + d.request + " was " + done + who + via + ".";
+    if (filling()) { live.textContent = message; return; } // said, not re-read
+    refresh(message);
   });
   // A request opened (or any change to what waits): the waiting list re-reads itself,
   // at most every two seconds, saying nothing (the new row is in the list).

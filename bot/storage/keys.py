@@ -229,3 +229,11 @@ def signin_link(digest: str) -> str:
     expires, by the SHA-256 digest of the link's token (never the token). Taken with GETDEL
     (single use); expires shortly after the link does."""
     return f"{PREFIX}:signin:link:{digest}"
+
+
+def signin_session(digest: str) -> str:
+    """String: the address signed in by a web session, by the SHA-256 digest of the
+    session's id (never the id, which only the signed cookie holds). Expires with the
+    session (``SESSION_MAX_AGE``); deleted at sign-out, so a copy of the cookie is signed
+    out too."""
+    return f"{PREFIX}:signin:session:{digest}"

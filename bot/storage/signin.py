@@ -1,8 +1,8 @@
 """Web sign-in links: issued for one address, looked at any number of times, taken once
-(``GETDEL``), expiring.
+(``GETDEL``), expiring; and web sessions: one key per sign-in, which signing out deletes.
 
-Only the SHA-256 digest of a link's token is stored, so reading Redis never
-yields a working link.
+Only the SHA-256 digest of a link's token or a session's id is stored, so reading
+Redis never yields a working link or session.
 """
 
 from __future__ import annotations
@@ -53,6 +53,32 @@ class SignInLinks:
         """The link's address and destination, once: a second redeem, an unknown token or
         an expired one is None."""
         return _valid(await self.redis.getdel(keys.signin_link(_digest(token))), now)
+
+
+class SignInSessions:
+    """The sessions signed in now: a session cookie names one by its id, and is signed
+    in only while its key exists.
+
+    Args:
+        redis: a client with ``decode_responses=True``.
+    """
+
+    def __init__(self, redis: Client) -> None:
+        self.redis = redis
+
+    async def start(self, email: str, *, ttl: float) -> str:
+        """A new session id for ``email``, kept for ``ttl`` seconds."""
+        sid = secrets.token_urlsafe(32)
+        await self.redis.set(keys.signin_session(_digest(sid)), email, px=int(ttl * 1000))
+        return sid
+
+    async def alive(self, sid: str) -> bool:
+        """Whether session ``sid`` is still signed in (one ``EXISTS``)."""
+        return bool(await self.redis.exists(keys.signin_session(_digest(sid))))
+
+    async def end(self, sid: str) -> None:
+        """Sign session ``sid`` out, wherever its cookie is."""
+        await self.redis.delete(keys.signin_session(_digest(sid)))
 
 
 def _valid(raw: str | bytes | None, now: float) -> SignInLink | None:

@@ -1,8 +1,12 @@
 """Who is signed in to the web pages: the signed session cookie, the viewer, CSRF.
 
 A sign-in (``bot.web.signin``) stores the person in Starlette's signed session
-cookie; pages read them back with ``current_viewer`` or depend on ``signed_in``.
-Every page route that changes something also depends on ``csrf_checked``.
+cookie, with a random session id whose key (``bot.storage.signin.SignInSessions``)
+lives in Redis for the session's lifetime; pages read them back with
+``current_viewer`` or depend on ``signed_in``, and a cookie is signed in only while
+its id's key exists (one Redis read a request), so signing out, which deletes the
+key, signs out every copy of the cookie. Every page route that changes something
+also depends on ``csrf_checked``.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.exceptions import HTTPException
 from bot.domain.errors import ConfigError
 from bot.domain.events import Actor
 from bot.settings import Settings
+from bot.storage.signin import SignInSessions
 
 COOKIE = "greenlight_session"
 SIGNIN_PATH = "/signin"
@@ -27,6 +32,8 @@ CSRF_FIELD = "csrf"
 """The hidden input of every form that changes something."""
 CSRF_HEADER = "X-CSRF-Token"
 """The header scripts send instead."""
+_VIEWER = "greenlight.viewer"
+"""Where a request keeps the viewer ``current_viewer`` found: one Redis read a request."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +100,19 @@ def to_actor(email: str, name: str | None, elsewhere: tuple[str, ...] = ()) -> A
     return Actor(channel="web", id=address, email=address, name=name, elsewhere=elsewhere)
 
 
-def start_session(request: Request, actor: Actor) -> None:
-    """Sign ``actor`` in: a fresh session (and CSRF token) replaces whatever was there."""
+async def start_session(request: Request, actor: Actor) -> None:
+    """Sign ``actor`` in: a fresh session (its id kept in Redis for ``SESSION_MAX_AGE``,
+    and a CSRF token) replaces whatever was there, which is signed out."""
+    config: SessionConfig = request.app.state.sessions
+    sessions = _sessions(request)
+    old = request.session.get("sid")
+    if isinstance(old, str):
+        await sessions.end(old)
+    sid = await sessions.start(actor.id, ttl=config.max_age)
     request.session.clear()
     request.session.update(
         {
+            "sid": sid,
             "email": actor.id,
             "name": actor.name,
             "elsewhere": list(actor.elsewhere),
@@ -105,23 +120,44 @@ def start_session(request: Request, actor: Actor) -> None:
             "csrf": secrets.token_urlsafe(24),
         }
     )
+    request.scope.pop(_VIEWER, None)
 
 
-def end_session(request: Request) -> None:
-    """Sign out: the cookie is cleared with the next response."""
+async def end_session(request: Request) -> None:
+    """Sign out: the session's key is deleted, so every copy of its cookie is signed out,
+    and this browser's cookie is cleared with the next response."""
+    sid = request.session.get("sid")
+    if isinstance(sid, str):
+        await _sessions(request).end(sid)
     request.session.clear()
+    request.scope[_VIEWER] = None
 
 
 async def current_viewer(request: Request) -> Viewer | None:
-    """The signed-in viewer, or None (no session, or one older than ``SESSION_MAX_AGE``)."""
+    """The signed-in viewer, or None: no session, one older than ``SESSION_MAX_AGE``, or
+    one whose id Redis does not hold (signed out, expired, or from before session ids).
+
+    The first call of a request reads Redis once; later ones reuse its answer.
+    """
+    if _VIEWER in request.scope:
+        found: Viewer | None = request.scope[_VIEWER]
+        return found
+    viewer = await _read_viewer(request)
+    request.scope[_VIEWER] = viewer
+    return viewer
+
+
+async def _read_viewer(request: Request) -> Viewer | None:
     config: SessionConfig | None = getattr(request.app.state, "sessions", None)
     if config is None or "session" not in request.scope:
         return None
     data: dict[str, Any] = request.session
-    email, at = data.get("email"), data.get("at")
-    if not isinstance(email, str) or not isinstance(at, int | float):
+    email, at, sid = data.get("email"), data.get("at"), data.get("sid")
+    if not isinstance(email, str) or not isinstance(at, int | float) or not isinstance(sid, str):
         return None
     if _clock(request).now() - at > config.max_age:
+        return None
+    if not await _sessions(request).alive(sid):
         return None
     elsewhere = tuple(e for e in data.get("elsewhere") or () if isinstance(e, str))
     name = data.get("name")
@@ -170,3 +206,7 @@ async def csrf_checked(request: Request) -> None:
 
 def _clock(request: Request) -> Any:
     return request.app.state.runtime.clock
+
+
+def _sessions(request: Request) -> SignInSessions:
+    return SignInSessions(request.app.state.runtime.redis)

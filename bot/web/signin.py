@@ -134,7 +134,7 @@ async def account(request: Request, viewer: Annotated[Viewer, Depends(signed_in)
 @router.post("/signout", dependencies=[Depends(signed_in), Depends(csrf_checked)])
 async def signout(request: Request, viewer: Annotated[Viewer, Depends(signed_in)]) -> Response:
     """Sign out, then back to the sign-in page."""
-    end_session(request)
+    await end_session(request)
     log.info("web: %s signed out", viewer.email)
     return RedirectResponse(SIGNIN_PATH, status_code=303)
 
@@ -142,7 +142,7 @@ async def signout(request: Request, viewer: Annotated[Viewer, Depends(signed_in)
 async def finish(request: Request, email: str, name: str | None, next: str, how: str) -> Response:
     """Sign ``email`` in (after a method proved it) and send the browser on to ``next``."""
     elsewhere = await identities_of(request, email)
-    start_session(request, to_actor(email, name, elsewhere))
+    await start_session(request, to_actor(email, name, elsewhere))
     log.info("web: %s signed in by %s", email.lower(), how)
     return RedirectResponse(safe_next(next), status_code=303)
 

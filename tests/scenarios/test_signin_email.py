@@ -223,6 +223,51 @@ async def test_signing_out_needs_a_session_and_ends_it(
     assert await whoami(web) is None
 
 
+async def test_signing_out_signs_out_every_copy_of_the_cookie(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient
+) -> None:
+    await sign_in(h, provider, OPS, client=web)
+    async with httpx.AsyncClient(base_url=h.url, timeout=10, cookies=web.cookies) as copy:
+        assert (await copy.get("/inbox")).status_code == 200  # a copy works before...
+        assert await whoami(copy) == OPS
+        out = await web.post("/signout", data={"csrf": await csrf_of(web)})
+        assert out.status_code == 303
+        kept = await copy.get("/inbox")  # ...and no page after the sign-out
+        assert kept.status_code == 303
+        assert kept.headers["location"].startswith("/signin?next=")
+        assert (await copy.get("/account")).status_code == 303
+        assert await whoami(copy) is None
+        assert (await copy.post("/signout", data={"csrf": await csrf_of(copy)})).status_code == 401
+
+
+async def test_a_session_is_kept_in_redis_as_long_as_it_lasts_and_without_it_is_signed_out(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient, redis: Redis
+) -> None:
+    other = await sign_in(h, provider, FIN)
+    await sign_in(h, provider, OPS, client=web)
+    stored = sorted(await redis.keys("gl:signin:session:*"))
+    assert len(stored) == 2
+    whose = {await redis.get(k): k for k in stored}
+    assert sorted(whose) == [FIN, OPS]
+    assert all(43_190 < ttl <= 43_200 for ttl in [await redis.ttl(k) for k in stored])
+    mine = whose[OPS]
+    await redis.delete(mine)  # as Redis does when its TTL runs out
+    assert (await web.get("/inbox")).status_code == 303
+    assert await whoami(web) is None
+    assert await whoami(other) == FIN  # the other session is as it was
+
+
+async def test_signing_in_again_ends_the_session_it_replaces(
+    h: Harness, provider: MailProvider, web: httpx.AsyncClient, redis: Redis
+) -> None:
+    await sign_in(h, provider, OPS, client=web)
+    async with httpx.AsyncClient(base_url=h.url, timeout=10, cookies=web.cookies) as copy:
+        await sign_in(h, provider, FIN, client=web)
+        assert await whoami(web) == FIN
+        assert await whoami(copy) is None
+    assert [await redis.get(k) for k in await redis.keys("gl:signin:session:*")] == [FIN]
+
+
 async def _async(value: object) -> object:
     return value
 

@@ -52,7 +52,7 @@ from bot.domain.reducer import (
     ThreadState,
     is_expiry_action_escalate,
 )
-from bot.domain.text import to_call
+from bot.domain.text import redact_urls, to_call
 from bot.domain.tools import REPLY, AskHuman, Reply, Tool, ToolContext
 from bot.domain.triage import TRIAGE
 from bot.engine import metrics, tracing
@@ -216,8 +216,8 @@ class Loop:
                     ContextFetched(name=n, data=await f()) for n, f in agent.prefetch.items()
                 ]
             except Exception as exc:  # an error event, so it counts toward escalation
-                log.warning("prefetch for %s failed: %r", s.id, exc)
-                return [ErrorEvent(message=f"prefetch failed: {type(exc).__name__}: {exc}")]
+                log.warning("prefetch for %s failed: %s", s.id, redact_urls(repr(exc)))
+                return [ErrorEvent(message=f"prefetch failed: {_said(exc)}")]
         return [*fetched, *await self._model_turn(s, agent, fetched)]
 
     async def _triage(self, s: ThreadState) -> list[Event]:
@@ -460,11 +460,15 @@ async def _run_traced(tool: Tool, raw: dict[str, Any], ctx: ToolContext) -> Tool
     except GreenlightError as exc:
         return ToolResult(call_id=ctx.call_id, outcome=Outcome.ERROR, output=exc.message)
     except Exception as exc:
-        log.warning("tool %s failed in %s: %r", tool.name, ctx.thread_id, exc)
-        return ToolResult(
-            call_id=ctx.call_id, outcome=Outcome.ERROR, output=f"{type(exc).__name__}: {exc}"
-        )
+        log.warning("tool %s failed in %s: %s", tool.name, ctx.thread_id, redact_urls(repr(exc)))
+        return ToolResult(call_id=ctx.call_id, outcome=Outcome.ERROR, output=_said(exc))
     return ToolResult(call_id=ctx.call_id, outcome=Outcome.OK, output=output)
+
+
+def _said(exc: Exception) -> str:
+    """What an exception says, for the model and for people (its type and text): any URL in
+    it cut to scheme, host and port, since it may carry a password or a token."""
+    return redact_urls(f"{type(exc).__name__}: {exc}")
 
 
 def _escalation(s: ThreadState, why: str) -> HumanQuestion:

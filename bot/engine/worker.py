@@ -22,6 +22,7 @@ from opentelemetry.trace import SpanKind
 
 from bot.domain.events import ErrorEvent, Event, ToolStarted
 from bot.domain.reducer import Status, ThreadState
+from bot.domain.text import redact_urls
 from bot.engine import metrics, tracing
 from bot.engine.loop import Loop
 from bot.engine.outbox import Outbox
@@ -253,7 +254,7 @@ class Worker:
                     )
                     return
                 lease = taken.lease if taken is not None and taken.lease.held else None
-                why = (
+                why = redact_urls(
                     f"{entry.deliveries} attempts failed, the last with {type(exc).__name__}: {exc}"
                 )
                 await self._survive("giving up", self._give_up(entry, lease, why, exc))

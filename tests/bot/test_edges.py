@@ -168,3 +168,54 @@ async def test_errors_before_a_reply_do_not_count_after_it(redis: Redis) -> None
     events = await rt.log.events(got.thread.id)
     assert not any(isinstance(e, HumanQuestion) for e in events)
     assert (await rt.log.load(got.thread.id)).status is Status.DONE
+
+
+SECRET_URL = "https://deploy:s3cr3t-token@vault.example.com/v1/kv?token=qwerty123"
+
+
+def _no_secret(text: str | None) -> bool:
+    return not any(s in (text or "") for s in ("s3cr3t-token", "qwerty123", "deploy:"))
+
+
+async def test_credentials_in_a_failing_tools_error_reach_neither_model_nor_people(
+    redis: Redis,
+) -> None:
+    # A tool's exception carries a URL with a password and a token: the model's context,
+    # the tool's recorded result and the question people are asked after the error streak
+    # say where it pointed (scheme and host), not the credentials.
+    async def fetch(args: Echo, ctx: ToolContext) -> str:
+        raise ConnectionError(f"cannot GET {SECRET_URL}: refused")
+
+    agent = make_agent(Ledger())
+    agent = replace(agent, tools=(*agent.tools, Tool("fetch", "Fetch a page.", Echo, fetch)))
+    model = ScriptedModel(turns(*(c("fetch", word=str(i)) for i in range(5))))
+    rt = build_runtime(redis, {"bank": agent}, model)
+    got = await rt.inbox.message(agent="bank", text="look", by=ALICE, origin=ORIGIN)
+    await rt.worker().burst()
+
+    state = await rt.log.load(got.thread.id)
+    events = await rt.log.events(got.thread.id)
+    outputs = [str(e.output) for e in events if isinstance(e, ToolResult)]
+    assert len(outputs) == 3
+    assert all("https://vault.example.com" in o and _no_secret(o) for o in outputs)
+    assert all(_no_secret(r.context_text()) for r in model.requests[1:])
+    question = next(e for e in events if isinstance(e, HumanQuestion))
+    assert state.status is Status.AWAITING_HUMAN
+    assert question.context and "vault.example.com" in question.context
+    assert _no_secret(question.context) and _no_secret(question.question)
+
+
+async def test_credentials_in_a_failing_prefetch_reach_no_one(redis: Redis) -> None:
+    async def down() -> dict[str, Any]:
+        raise ConnectionError(f"inventory at {SECRET_URL} is down")
+
+    agent = replace(make_agent(Ledger()), prefetch={"services": down})
+    rt = build_runtime(redis, {"bank": agent}, ScriptedModel(turns()))
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=ORIGIN)
+    await rt.worker().burst()
+
+    events = await rt.log.events(got.thread.id)
+    errors = [e.message for e in events if isinstance(e, ErrorEvent)]
+    assert len(errors) == 3 and all("vault.example.com" in m and _no_secret(m) for m in errors)
+    question = next(e for e in events if isinstance(e, HumanQuestion))
+    assert question.context and _no_secret(question.context)

@@ -350,3 +350,22 @@ async def test_a_step_that_always_fails_is_given_up_on_and_the_thread_marked_fai
 async def _failed(rt: Runtime, tid: str) -> ThreadState | None:
     state = await rt.log.load(tid)
     return state if state.status is Status.FAILED else None
+
+
+async def test_a_given_up_threads_error_says_no_credentials(redis: Redis) -> None:
+    def broken(request: ModelRequest) -> list[ModelCall]:
+        raise RuntimeError("POST https://bot:hunter2@models.example.com/v1?key=k3y failed")
+
+    rt = runtime(redis, ScriptedModel(broken))
+    got = await rt.inbox.message(agent="bank", text="pay", by=ALICE, origin=Origin(channel="api"))
+    stop = asyncio.Event()
+    worker = rt.worker(name="w", lease_ms=40, claim_idle_ms=100, block_ms=50, step_attempts=1)
+    serving = asyncio.create_task(worker.run(stop))
+    try:
+        state = await eventually(lambda: _failed(rt, got.thread.id), timeout=20)
+    finally:
+        stop.set()
+        await serving
+    said = state.last_error or ""
+    assert "gave up" in said and "https://models.example.com" in said
+    assert "hunter2" not in said and "k3y" not in said

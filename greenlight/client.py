@@ -40,6 +40,8 @@ P = ParamSpec("P")
 R = TypeVar("R")
 MAX_WAIT = 60.0
 """The server's longest long-poll, in seconds."""
+MAX_RETRY_AFTER = 60.0
+"""The longest a server's ``Retry-After`` makes the client wait before it asks again."""
 Policy = str | dict[str, Any] | None
 """The name of one of the server's APPROVAL_POLICIES, an inline policy, or its default."""
 
@@ -145,9 +147,13 @@ class _Base:
         base = call_key("question", question, body, f"{key}\x00{run}" if key or run else None)
         return body, adapter, base
 
-    def _retry_in(self, failures: int) -> float | None:
-        """Seconds before retrying after ``failures`` failures in a row; None: give up."""
-        return None if failures > self.retries else min(0.25 * 2**failures, 10.0)
+    def _retry_in(self, failures: int, after: float | None = None) -> float | None:
+        """Seconds before retrying after ``failures`` failures in a row: the server's
+        ``Retry-After`` (``after``, at most :data:`MAX_RETRY_AFTER`) if it gave one, else
+        the client's own backoff; None: give up."""
+        if failures > self.retries:
+            return None
+        return min(after, MAX_RETRY_AFTER) if after is not None else min(0.25 * 2**failures, 10.0)
 
     def _deadline(self, timeout: float | None) -> Callable[[], float | None]:
         end = None if timeout is None else time.monotonic() + timeout
@@ -156,9 +162,18 @@ class _Base:
     # --- flows: what each call sends and makes of the answers, with no I/O -------------------
 
     def _exchange(
-        self, method: str, path: str, *, key: str | None = None, wait: float = 0.0, **kw: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        key: str | None = None,
+        wait: float = 0.0,
+        left: Callable[[], float | None] | None = None,
+        **kw: Any,
     ) -> Flow[dict[str, Any]]:
-        """One request, retried while the server is unreachable or answers 5xx."""
+        """One request, retried while the server is unreachable or answers 5xx, when its
+        ``Retry-After`` says if it said; a pause never goes past the deadline (``left``:
+        the seconds it leaves), and a failure at the deadline is the call's error."""
         timeout = httpx.Timeout(self.http_timeout, read=self.http_timeout + wait)
         headers = {"Idempotency-Key": key} if key else {}
         call = Call(method, path, {"headers": headers, "timeout": timeout, **kw})
@@ -166,19 +181,21 @@ class _Base:
         while True:
             status: int | None = None  # the last failure's: None when unreachable
             error: Any = None
+            after: float | None = None
             try:
                 r = yield call
                 got = _status(r)
                 if got is not None:
                     return got
-                status, error = r.status_code, _failed(r)
+                status, error, after = r.status_code, _failed(r), _retry_after(r)
             except httpx.TransportError as exc:
                 error = exc
             failures += 1
-            pause = self._retry_in(failures)
-            if pause is None:
+            pause = self._retry_in(failures, after)
+            remaining = None if left is None else left()
+            if pause is None or remaining == 0.0:
                 raise RequestError(status, error)
-            yield Pause(pause)
+            yield Pause(pause if remaining is None else min(pause, remaining))
 
     def _waiting(
         self, kind: str, out: dict[str, Any], timeout: float | None
@@ -194,7 +211,7 @@ class _Base:
             wait = MAX_WAIT if remaining is None else min(MAX_WAIT, remaining)
             try:
                 out = yield from self._exchange(
-                    "GET", f"/{kind}/{rid}", params={"wait": wait}, wait=wait
+                    "GET", f"/{kind}/{rid}", params={"wait": wait}, wait=wait, left=left
                 )
             except RequestError as exc:  # an outage while waiting: the request is still there
                 exc._made(rid, None)
@@ -362,6 +379,14 @@ def _failed(r: httpx.Response) -> str:
     if isinstance(body, dict) and body.get("detail"):
         return f"the server kept failing: {body['detail']}"
     return f"the server kept failing: {r.text[:200] or r.reason_phrase}"
+
+
+def _retry_after(r: httpx.Response) -> float | None:
+    """The seconds a 5xx's ``Retry-After`` says to wait, if it says them as seconds."""
+    try:
+        return max(0.0, float(r.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _transient(exc: RequestError) -> bool:

@@ -466,3 +466,71 @@ async def test_a_server_that_kept_failing_is_a_request_error_with_its_status() -
         with pytest.raises(RequestError) as caught:
             await AsyncGreenlight(url, TOKEN, retries=0).ask_human("Which region?")
     assert caught.value.status == 503 and "failing over" in str(caught.value)
+
+
+@contextlib.asynccontextmanager
+async def scripted(
+    *answers: tuple[str, dict[str, str], bytes],
+) -> AsyncIterator[tuple[str, list[tuple[str, float]]]]:
+    """A local HTTP server that gives ``answers`` in turn (the last one from then on), and
+    records each request it was sent (its line and when it came)."""
+    seen: list[tuple[str, float]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        seen.append((head.split(b"\r\n")[0].decode(), time.monotonic()))
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.lower().split(b"\r\n")
+                if line.startswith(b"content-length:")
+            ),
+            0,
+        )
+        await reader.readexactly(length)
+        status, headers, body = answers[min(len(seen), len(answers)) - 1]
+        lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api", seen
+
+
+JSON = {"Content-Type": "application/json"}
+UNAVAILABLE = b'{"error": "unavailable", "detail": "Redis is unavailable"}'
+
+
+async def test_a_503_with_retry_after_is_retried_after_the_seconds_it_says() -> None:
+    """The server's Retry-After (2 s, while Redis restarts), not the client's own first
+    pause (0.5 s), sets when the client asks again; for both clients."""
+    answered = b'{"id": "q_1", "status": "answered", "value": "eu"}'
+    for sync in (False, True):
+        failing = ("503 Service Unavailable", {**JSON, "Retry-After": "2"}, UNAVAILABLE)
+        async with scripted(failing, ("200 OK", JSON, answered)) as (url, seen):
+            if sync:
+                got = await asyncio.to_thread(Greenlight(url, TOKEN).ask_human, "Which region?")
+            else:
+                got = await AsyncGreenlight(url, TOKEN).ask_human("Which region?")
+        assert got == "eu"
+        assert [line for line, _ in seen] == ["POST /api/questions HTTP/1.1"] * 2
+        assert seen[1][1] - seen[0][1] >= 2.0
+
+
+async def test_a_retry_after_past_the_calls_timeout_ends_the_wait_at_the_timeout() -> None:
+    """Waiting for people with a timeout of 1 s, the server says to come back in 30 s: the
+    call ends near its timeout with the outage's error naming the request, not 30 s on."""
+    opened = b'{"id": "q_1", "status": "open"}'
+    failing = ("503 Service Unavailable", {**JSON, "Retry-After": "30"}, UNAVAILABLE)
+    async with scripted(("200 OK", JSON, opened), failing) as (url, seen):
+        began = time.monotonic()
+        with pytest.raises(RequestError) as caught:
+            await asyncio.wait_for(
+                AsyncGreenlight(url, TOKEN).ask_human("Which region?", timeout=1), 20
+            )
+    assert time.monotonic() - began < 5
+    assert caught.value.status == 503 and caught.value.request_id == "q_1"
+    assert len(seen) <= 3

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from redis.exceptions import ClusterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
@@ -43,7 +43,7 @@ from bot.web import (
 from bot.web.api import health, router
 from bot.web.errors import error_body, status_of
 from bot.web.live import Live
-from bot.web.pages import STATIC
+from bot.web.pages import STATIC, is_page, refused_page
 from bot.web.scopes import BEARER, BEARER_SCHEME, scopes_of
 from bot.web.session import COOKIE, signed_in
 from bot.web.signin import SignInConfig
@@ -167,10 +167,12 @@ def _where(request: Request) -> str:
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GreenlightError)
-    async def greenlight(request: Request, exc: GreenlightError) -> JSONResponse:
+    async def greenlight(request: Request, exc: GreenlightError) -> Response:
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, _where(request), exc.message)
+        elif is_page(request):
+            return await refused_page(request, status, exc.message)
         return JSONResponse(
             error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=status
         )
@@ -208,7 +210,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(unreachable, unavailable)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse(error_body("bad_request", "the body is not valid JSON"), 400)
@@ -217,10 +219,12 @@ def _add_error_handlers(app: FastAPI) -> None:
             for e in errors
         ]
         detail = "; ".join(f"{f['field']}: {f['error']}" for f in fields)
+        if is_page(request):
+            return await refused_page(request, 422, detail)
         return JSONResponse(error_body("invalid_input", detail, errors=fields), 422)
 
     @app.exception_handler(HTTPException)
-    async def http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def http(request: Request, exc: HTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         detail = str(exc.detail)
         if isinstance(exc.__cause__, UnicodeDecodeError):  # FastAPI's vague "error parsing"
@@ -229,6 +233,10 @@ def _add_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             # Starlette names the methods of the first route on the path only.
             headers["Allow"] = ", ".join(_allowed(request))
+        if 400 <= exc.status_code < 500 and is_page(request):
+            page = await refused_page(request, exc.status_code, detail)
+            page.headers.update(headers)
+            return page
         return JSONResponse(error_body(code, detail), exc.status_code, headers=headers)
 
 

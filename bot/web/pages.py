@@ -35,3 +35,39 @@ async def render(
         request=request, csrf=csrf_token(request), csrf_field=CSRF_FIELD, **context
     )
     return HTMLResponse(html, status_code=status_code)
+
+
+_HEADINGS = {
+    400: "Bad request",
+    401: "Sign in first",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not allowed",
+    409: "Conflict",
+    413: "Too large",
+    422: "Not valid",
+}
+
+
+def is_page(request: Request) -> bool:
+    """Whether ``request`` is for one of the inbox's pages (people read its refusals), not
+    the API or the inbox's event stream and exports (programs read theirs)."""
+    path = request.url.path
+    return (path == "/inbox" or path.startswith("/inbox/")) and path not in (
+        "/inbox/events",
+        "/inbox/audit.csv",
+        "/inbox/audit.jsonl",
+    )
+
+
+async def refused_page(request: Request, status: int, detail: str) -> HTMLResponse:
+    """A page route's refusal (a 4xx) as a page in the inbox's layout saying what it was."""
+    heading = _HEADINGS.get(status, "Refused")
+    return await render(
+        request,
+        "inbox/refused.html.j2",
+        status_code=status,
+        heading=heading,
+        detail=detail.rstrip("."),
+        section="",
+    )

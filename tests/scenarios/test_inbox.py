@@ -279,6 +279,29 @@ async def test_a_post_without_the_csrf_token_changes_nothing(
     assert (await h.api.get(f"/approvals/{rid}")).json()["status"] == "open"
 
 
+async def test_an_unknown_request_or_thread_is_a_404_page_in_the_inbox_not_json(
+    h: Harness, ops: httpx.AsyncClient
+) -> None:
+    # A person following an old link sees a page saying what was not found, in the inbox's
+    # layout (its sections, signed in), with a way back; the API still answers JSON.
+    for path, said in (
+        ("/inbox/requests/nope", "no request &#39;nope&#39;"),
+        ("/inbox/threads/th_nope", "no thread &#39;th_nope&#39;"),
+    ):
+        page = await ops.get(path)
+        assert page.status_code == 404, path
+        assert page.headers["content-type"].startswith("text/html"), path
+        assert "<h1>Not found</h1>" in page.text and said in page.text, page.text
+        assert 'href="/inbox/threads"' in page.text and "Signed in as" in page.text
+    refused = await ops.post(
+        "/inbox/requests/nope/approve", data={"csrf": await csrf_of(ops, "/inbox")}
+    )
+    assert refused.status_code == 404 and refused.headers["content-type"].startswith("text/html")
+    assert "no request &#39;nope&#39;" in refused.text
+    api = await h.api.get("/threads/th_nope")
+    assert api.status_code == 404 and api.json()["error"] == "not_found"
+
+
 async def test_audit_exports_match_the_decisions_taken(h: Harness, ops: httpx.AsyncClient) -> None:
     first, second = await approval(h), await approval(h, tool="restart")
     await post(ops, f"/inbox/requests/{first}/approve", {})

@@ -275,3 +275,23 @@ def test_a_gate_naming_a_tool_the_upstream_does_not_list_is_refused(tmp_path: Pa
     fixed.check(tools)
     with pytest.raises(PolicyError, match=r"gate 1': 'write_file', 'edit_file'.*lists no tools"):
         fixed.check({})  # an upstream that lists no tools: the gate would guard nothing
+
+
+def test_the_docs_pair_of_gates_asks_for_every_call_that_is_not_a_dry_run() -> None:
+    # docs/gateway.md: `exists = false` alone lets `dry_run: false` (a real run) through;
+    # with a second gate on `not_equals = true`, only a dry run passes.
+    alone = Policy.model_validate(
+        {"gate": [{"tools": ["*"], "when": [{"arg": "dry_run", "exists": False}]}]}
+    )
+    assert alone.gate_for("delete_file", {"dry_run": False}) is None
+    pair = Policy.model_validate(
+        {
+            "gate": [
+                {"tools": ["*"], "when": [{"arg": "dry_run", "exists": False}]},
+                {"tools": ["*"], "when": [{"arg": "dry_run", "not_equals": True}]},
+            ]
+        }
+    )
+    for asked in ({}, {"dry_run": False}, {"dry_run": None}, {"dry_run": "yes"}):
+        assert pair.gate_for("delete_file", asked) is not None, asked
+    assert pair.gate_for("delete_file", {"dry_run": True}) is None

@@ -93,13 +93,18 @@ def route_of(scope: Scope) -> str | None:
     """The template of the route that answered (``/threads/{thread_id}``); None if none did.
 
     Routing has run: FastAPI names its own routes in ``route``; a plain route (Slack's)
-    left its ``endpoint`` and ``path_params``, from which the template is rebuilt.
+    left its ``endpoint`` and ``path_params``, from which the template is rebuilt; a
+    mount (``/static``) left its prefix in ``root_path``.
     """
     path: str | None = getattr(scope.get("route"), "path", None)
     if path:
         return path
     if "endpoint" not in scope:
         return None
+    root: str = scope.get("root_path", "")
+    mount = root[len(scope.get("app_root_path", "")) :]
+    if mount:  # a mount (the static files) answered: its prefix, never the file asked for
+        return mount + "/{path}"
     path = scope["path"]
     for name, value in scope.get("path_params", {}).items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)

@@ -363,3 +363,16 @@ async def test_a_callers_traceparent_is_continued_and_the_path_is_not_recorded(
     assert span.attributes is not None and span.attributes["http.response.status_code"] == 404
     assert span.attributes[tracing.THREAD_ID] == "th_00000000000000000000"
     assert "url.path" not in span.attributes and "url.query" not in span.attributes
+
+
+async def test_a_static_files_path_is_counted_by_its_mount_not_by_the_file_asked_for(
+    h: Harness,
+) -> None:
+    """Anyone may ask for any path under /static: each must not become a new series."""
+    assert (await h.http.get("/static/inbox.css")).status_code == 200
+    assert (await h.http.get("/static/made-up-7f3a9c.css")).status_code == 404
+    text, samples = await scrape(h)
+    assert "made-up-7f3a9c" not in text and "inbox.css" not in text
+    static = {"method": "GET", "route": "/static/{path}"}
+    assert value(samples, "greenlight_http_requests_total", **static, status="200") >= 1
+    assert value(samples, "greenlight_http_requests_total", **static, status="404") >= 1

@@ -176,13 +176,15 @@ async def _reach(url: str, patience: float) -> Client:
     (a process started before it, or while it restarts).
 
     Raises:
-        ConfigError: Redis did not answer in time.
+        ConfigError: the URL does not parse, or Redis did not answer in time.
     """
     deadline = time.monotonic() + patience
     delay = 0.1
     while True:
         try:
             return await connect(url)
+        except ValueError as exc:  # redis-py's word on the URL, which it does not repeat
+            raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from exc
         except StorageFailure as exc:
             if time.monotonic() + delay > deadline:
                 raise ConfigError(f"Redis did not answer within {patience:.0f} s: {exc}") from exc

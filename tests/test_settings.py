@@ -98,3 +98,22 @@ def test_run_with_approvers_that_resolve_to_nobody_exits_2(clean: Path, groups: 
     assert "agent 'deploy', tool 'deploy': approver group 'deployers'" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (clean / "data" / "redis").exists()
+
+
+def test_run_with_a_redis_url_that_does_not_parse_exits_2_naming_it(clean: Path) -> None:
+    """One line naming REDIS_URL, not a traceback, and not the URL: it may hold a password."""
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env |= {"REDIS_URL": "redis//:s3cret-pw@127.0.0.1:6379", "DATA_DIR": str(clean / "data")}
+    env |= {"APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}'}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "worker"],
+        cwd=clean,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "REDIS_URL is not a Redis URL" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr

@@ -182,7 +182,7 @@ async def _reach(url: str, patience: float) -> Client:
     delay = 0.1
     while True:
         try:
-            return await connect(url)
+            return await _answering(url)
         except ValueError as exc:  # redis-py's word on the URL, which it does not repeat
             raise ConfigError(f"REDIS_URL is not a Redis URL: {exc}") from exc
         except StorageFailure as exc:
@@ -191,6 +191,18 @@ async def _reach(url: str, patience: float) -> Client:
             log.warning("waiting for Redis: %s", exc)
             await asyncio.sleep(delay)  # paces the retries; nothing to synchronise with
             delay = min(delay * 2, 5.0)
+
+
+async def _answering(url: str) -> Client:
+    """A client that Redis has answered: with ``?cluster=`` in the URL, ``connect`` asks
+    the server nothing, and a Redis not up yet would fail the first command instead."""
+    redis = await connect(url)
+    try:
+        await redis.ping()
+    except StorageFailure:
+        await redis.aclose()
+        raise
+    return redis
 
 
 async def _warn_about_durability(redis: Client, agents: Mapping[str, Agent]) -> None:

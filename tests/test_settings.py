@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,3 +118,26 @@ def test_run_with_a_redis_url_that_does_not_parse_exits_2_naming_it(clean: Path)
     assert done.returncode == 2, done.stderr
     assert "REDIS_URL is not a Redis URL" in done.stderr
     assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr
+
+
+def test_a_worker_told_the_server_kind_still_waits_for_redis_then_exits_2(clean: Path) -> None:
+    """``?cluster=no`` spares the INFO probe, not the wait: REDIS_WAIT bounds it, then one line."""
+    with socket.socket() as closed:  # bound, not listening: every connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+        env |= {"REDIS_URL": f"redis://127.0.0.1:{port}/0?cluster=no", "REDIS_WAIT": "0"}
+        env |= {"APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}'}
+        env |= {"DATA_DIR": str(clean / "data")}
+        done = subprocess.run(
+            [sys.executable, "-m", "bot", "worker"],
+            cwd=clean,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    assert "Redis did not answer within 0 s" in done.stderr
+    assert "Traceback" not in done.stderr

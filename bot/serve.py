@@ -305,13 +305,14 @@ async def _serve(settings: Settings, *, web: bool, worker: bool) -> None:
             web_task = asyncio.create_task(server.serve())
             tasks.append(web_task)
             log.info("web on http://%s:%d (docs at /docs)", settings.host, settings.port)
-            # uvicorn takes the signals while it serves; its exit stops the worker too.
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({web_task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
+        # uvicorn takes the signals while it serves. Whichever ends first (the web server on
+        # a signal, a worker that failed) stops the others: no process stays up half dead.
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        stop.set()
+        if web:
             server.should_exit = True
-            stop.set()
-        await stop.wait()
         if metrics_server is not None:
             metrics_server.should_exit = True
         await asyncio.gather(*tasks)

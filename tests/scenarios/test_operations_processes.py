@@ -7,13 +7,20 @@ steps, the model turns and the cycle. The shared gauges read the same from both.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from redis import Redis
 
-from bot.storage.embedded import free_port
+from bot.settings import Settings
+from bot.storage import keys
+from bot.storage.embedded import EmbeddedRedis, free_port
 from tests.scenarios.test_procfile import TOKEN, Processes, procs, redis_url
 
 __all__ = ["procs", "redis_url"]  # the fixtures, shared with the Procfile's scenario
@@ -77,3 +84,29 @@ def test_json_logs_and_metrics_from_a_web_and_a_worker_process(procs: Processes)
         assert about, (kind, text[-2000:])
         assert all(line.get("thread_id") == tid for line in about), about
         assert TOKEN not in text and "Traceback" not in text
+
+
+def test_a_worker_that_fails_stops_its_process_instead_of_idling(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """A queue key Redis refuses to use (as an ACL refusing XGROUP would): the process ends,
+    non-zero, so that its supervisor sees it, instead of serving nothing until a signal."""
+    redis = Redis.from_url(redis_server.url)
+    redis.flushall()
+    redis.set(keys.queue(0), "not a stream")
+    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
+    env |= {"REDIS_URL": redis_server.url, "DATA_DIR": str(tmp_path / "data")}
+    env |= {"APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}'}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "worker"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    redis.flushall()
+    redis.close()
+    assert done.returncode != 0
+    assert "WRONGTYPE" in done.stderr

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Request
@@ -177,25 +177,31 @@ def _add_error_handlers(app: FastAPI) -> None:
             error_body(exc.code, exc.message, **_jsonable(exc.detail)), status_code=status
         )
 
-    async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # Expected while Redis restarts: one line, no traceback, and a status clients retry.
-        log.warning("%s %s: Redis unavailable: %s", request.method, _where(request), exc)
-        return JSONResponse(
-            error_body("unavailable", "Redis is unavailable; try again shortly"),
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER)},
-        )
+    def redis_failed(
+        what: str, level: int, detail: str
+    ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        """A handler of a Redis failure: one line at ``level`` (no traceback), and a JSON
+        503 with ``Retry-After``, which clients retry."""
 
-    async def full(request: Request, exc: Exception) -> JSONResponse:
-        # Not shortly over: one line at ERROR for whoever runs it, a status clients retry.
-        log.error("%s %s: Redis is out of memory: %s", request.method, _where(request), exc)
-        return JSONResponse(
-            error_body("unavailable", "Redis is out of memory; try again later"),
-            status_code=503,
-            headers={"Retry-After": str(RETRY_AFTER)},
-        )
+        async def handler(request: Request, exc: Exception) -> JSONResponse:
+            log.log(level, "%s %s: Redis %s: %s", request.method, _where(request), what, exc)
+            return JSONResponse(
+                error_body("unavailable", detail),
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER)},
+            )
 
+        return handler
+
+    # Not shortly over: at ERROR, for whoever runs it.
+    full = redis_failed(
+        "is out of memory", logging.ERROR, "Redis is out of memory; try again later"
+    )
     app.add_exception_handler(OutOfMemoryError, full)
+    # Expected while Redis restarts.
+    unavailable = redis_failed(
+        "unavailable", logging.WARNING, "Redis is unavailable; try again shortly"
+    )
 
     # BusyLoadingError (Redis is loading its AOF) is a ConnectionError. A failover answers
     # too, for the seconds it takes: READONLY (the server is a replica now), CLUSTERDOWN

@@ -11,6 +11,7 @@ import pytest
 from fastapi import APIRouter
 from redis.asyncio import Redis
 
+from bot.domain.agents import Agent
 from bot.domain.clock import ManualClock
 from bot.domain.events import Actor, Decision, Event, Origin, Outcome
 from bot.domain.model import ModelCall, ModelRequest, ModelTurn
@@ -38,6 +39,18 @@ async def unsettled(redis: Redis) -> tuple[int, int]:
     pending = [await redis.xpending(q, keys.GROUP) for q in streams]
     waiting = [int(await redis.xlen(q)) for q in streams]
     return sum(waiting), sum(int(p["pending"]) for p in pending)
+
+
+def with_slow_tool(release: asyncio.Event) -> Agent:
+    """The bank agent with one more tool, ``slow``, whose call lasts until ``release`` is
+    set: a step that outlasts leases, claims and other workers for as long as a test needs."""
+
+    async def slow(args: Echo, ctx: ToolContext) -> str:
+        await release.wait()
+        return args.word
+
+    agent = make_agent(Ledger())
+    return replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
 
 
 async def test_the_step_that_suspends_lets_go_and_acknowledges(redis: Redis) -> None:
@@ -143,13 +156,7 @@ async def renewal(redis: Redis, lease: str) -> None:
 
 async def test_a_long_step_keeps_its_lease(redis: Redis) -> None:
     release = asyncio.Event()
-
-    async def slow(args: Echo, ctx: ToolContext) -> str:
-        await release.wait()
-        return args.word
-
-    agent = make_agent(Ledger())
-    agent = replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
+    agent = with_slow_tool(release)
     rt = build_runtime(redis, {"bank": agent}, ScriptedModel(turns(c("slow", word="hi"))))
     worker = rt.worker(lease_ms=300)
     got = await rt.inbox.message(agent="bank", text="go", by=ALICE, origin=Origin(channel="api"))
@@ -221,13 +228,7 @@ async def test_a_step_that_dies_after_its_entry_was_reclaimed_is_looked_at_again
     # timer must still bring it back once the lease runs out: there is no entry left.
     clock = ManualClock(1_800_000_000.0)
     release = asyncio.Event()
-
-    async def slow(args: Echo, ctx: ToolContext) -> str:
-        await release.wait()
-        return args.word
-
-    agent = make_agent(Ledger())
-    agent = replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
+    agent = with_slow_tool(release)
     # The second turn fails as a step can (an adapter's bug, Redis gone mid-step).
     model = ScriptedModel(turns(c("slow", word="hi"), RuntimeError("the step died")))
     rt = build_runtime(redis, {"bank": agent}, model, clock=clock)
@@ -275,13 +276,7 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(redis: Redis) ->
     # thread over must not go on writing: it would find the other's tool running, and
     # tell people it was interrupted with its outcome unknown.
     release = asyncio.Event()
-
-    async def slow(args: Echo, ctx: ToolContext) -> str:
-        await release.wait()
-        return args.word
-
-    agent = make_agent(Ledger())
-    agent = replace(agent, tools=(*agent.tools, Tool("slow", "Take a while.", Echo, slow)))
+    agent = with_slow_tool(release)
     model = HeldModel(turns(c("slow", word="late"), c("slow", word="hi")))
     rt = build_runtime(redis, {"bank": agent}, model)
     got = await rt.inbox.message(agent="bank", text="go", by=ALICE, origin=Origin(channel="api"))

@@ -72,6 +72,13 @@ async def sign_in(page: Page, h: Harness, provider: MailProvider, email: str) ->
     await expect(page.get_by_text(f"Signed in as {email}")).to_be_visible()
 
 
+async def open_request(page: Page, h: Harness, provider: MailProvider, rid: str) -> None:
+    """Sign in as OPS, who may decide (or answer) every request these tests open, and go
+    straight to ``rid``'s page: the start of every test of one request's page."""
+    await sign_in(page, h, provider, OPS)
+    await page.goto(f"{h.url}/inbox/requests/{rid}")
+
+
 async def approval(h: Harness, **extra: Any) -> str:
     """An approval with a long argument: the page folds it."""
     long = {"service": "api", "replicas": 3, "note": "launch day " * 30}
@@ -164,8 +171,7 @@ async def test_a_typed_answer(h: Harness, provider: MailProvider, page: Page) ->
     }
     body = {"question": "How should we roll out?", "answer_schema": schema, "answerers": [OPS]}
     rid = (await h.api.post("/questions", json=body)).json()["id"]
-    await sign_in(page, h, provider, OPS)
-    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await open_request(page, h, provider, rid)
     await page.get_by_label("Replicas").fill("4")
     await page.get_by_label("When").fill("2026-12-01")
     await page.get_by_label("Canary first").check()
@@ -183,8 +189,7 @@ async def test_a_decision_in_slack_appears_without_a_reload(
     rid = await approval(h, slack_channel=APPROVALS)
     await h.drain()
     (card,) = [k for k, m in slack_api.messages.items() if k[0] == APPROVALS and m.get("blocks")]
-    await sign_in(page, h, provider, OPS)
-    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await open_request(page, h, provider, rid)
     await page.evaluate("window.notReloaded = true")
     await expect(page.locator("#request-status")).to_have_text("Open")
     await page.wait_for_function("document.readyState === 'complete'")
@@ -207,8 +212,7 @@ async def test_a_page_shown_after_a_refused_form_still_updates_live(
     # A form's answer (here: a rejection without a reason) is shown at the form's own
     # address, which answers POST only: the live re-read must read the request's page.
     rid = await approval(h)
-    await sign_in(page, h, provider, OPS)
-    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await open_request(page, h, provider, rid)
     await page.get_by_role("button", name="Reject").click()
     await expect(page.get_by_role("alert")).to_contain_text("Say why you reject it")
     await page.locator("#page[data-live-read]").wait_for(state="attached")
@@ -224,8 +228,7 @@ async def test_a_vote_cast_elsewhere_keeps_what_is_being_typed_and_says_so(
     h: Harness, provider: MailProvider, page: Page
 ) -> None:
     rid = await approval(h, policy={"approvers": ["group:deployers"], "min_approvals": 2})
-    await sign_in(page, h, provider, OPS)
-    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await open_request(page, h, provider, rid)
     await page.locator("#page[data-live-read]").wait_for(state="attached")  # stream is ready
     reason = page.locator('[data-key="reject"]')
     await reason.fill("not during the launch")  # focused, being typed in
@@ -268,8 +271,7 @@ async def test_a_post_without_the_csrf_token_is_refused(
     h: Harness, provider: MailProvider, page: Page
 ) -> None:
     rid = await approval(h)
-    await sign_in(page, h, provider, OPS)
-    await page.goto(f"{h.url}/inbox/requests/{rid}")
+    await open_request(page, h, provider, rid)
     # The page re-reads itself once its live stream is ready: tamper with it after that.
     await page.locator("#page[data-live-read]").wait_for(state="attached")
     await page.evaluate("document.querySelectorAll('input[name=csrf]').forEach(i => i.remove())")
@@ -317,8 +319,7 @@ async def test_usable_on_a_phone(
     )
     page = await phone.new_page()
     try:
-        await sign_in(page, h, provider, OPS)
-        await page.goto(f"{h.url}/inbox/requests/{rid}")
+        await open_request(page, h, provider, rid)
         wide = await page.evaluate("document.documentElement.scrollWidth")
         assert wide <= 390, f"the page scrolls sideways: {wide} px wide"
         approve = page.get_by_role("button", name="Approve", exact=True)

@@ -318,12 +318,16 @@ async def test_a_response_lost_after_the_server_asked_is_retried_into_the_same_r
 
 
 @contextlib.asynccontextmanager
-async def answering(status: str, headers: dict[str, str], body: bytes) -> AsyncIterator[str]:
-    """A local HTTP server that answers every request the same way: a server that is not
-    Greenlight's (a redirect, a proxy's page, another service at a wrong url)."""
+async def scripted(
+    *answers: tuple[str, dict[str, str], bytes],
+) -> AsyncIterator[tuple[str, list[tuple[str, float]]]]:
+    """A local HTTP server that gives ``answers`` in turn (the last one from then on), and
+    records each request it was sent (its line and when it came)."""
+    seen: list[tuple[str, float]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        seen.append((head.split(b"\r\n")[0].decode(), time.monotonic()))
         length = next(
             (
                 int(line.split(b":")[1])
@@ -333,6 +337,7 @@ async def answering(status: str, headers: dict[str, str], body: bytes) -> AsyncI
             0,
         )
         await reader.readexactly(length)
+        status, headers, body = answers[min(len(seen), len(answers)) - 1]
         lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
@@ -341,7 +346,15 @@ async def answering(status: str, headers: dict[str, str], body: bytes) -> AsyncI
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     async with server:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api"
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api", seen
+
+
+@contextlib.asynccontextmanager
+async def answering(status: str, headers: dict[str, str], body: bytes) -> AsyncIterator[str]:
+    """A local HTTP server that answers every request the same way: a server that is not
+    Greenlight's (a redirect, a proxy's page, another service at a wrong url)."""
+    async with scripted((status, headers, body)) as (url, _seen):
+        yield url
 
 
 @pytest.mark.parametrize(
@@ -466,38 +479,6 @@ async def test_a_server_that_kept_failing_is_a_request_error_with_its_status() -
         with pytest.raises(RequestError) as caught:
             await AsyncGreenlight(url, TOKEN, retries=0).ask_human("Which region?")
     assert caught.value.status == 503 and "failing over" in str(caught.value)
-
-
-@contextlib.asynccontextmanager
-async def scripted(
-    *answers: tuple[str, dict[str, str], bytes],
-) -> AsyncIterator[tuple[str, list[tuple[str, float]]]]:
-    """A local HTTP server that gives ``answers`` in turn (the last one from then on), and
-    records each request it was sent (its line and when it came)."""
-    seen: list[tuple[str, float]] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        seen.append((head.split(b"\r\n")[0].decode(), time.monotonic()))
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.lower().split(b"\r\n")
-                if line.startswith(b"content-length:")
-            ),
-            0,
-        )
-        await reader.readexactly(length)
-        status, headers, body = answers[min(len(seen), len(answers)) - 1]
-        lines = [f"HTTP/1.1 {status}", f"Content-Length: {len(body)}", "Connection: close"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    async with server:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/api", seen
 
 
 JSON = {"Content-Type": "application/json"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
@@ -291,6 +292,14 @@ def signed_by(domain: str) -> dict[str, str]:
     return {"Authentication-Results": f"mx.example.test; dkim=pass header.d={domain}"}
 
 
+def verified_release(sender: str, text: str) -> EmailMessage:
+    """A new "Release" mail to deploy@ from ``sender``, which our receiving server found
+    DKIM-signed by example.test: what required authentication results let through."""
+    return new_mail(
+        sender, "deploy@example.test", "Release", text, headers=signed_by("example.test")
+    )
+
+
 def requiring_auth(provider: MailProvider) -> Settings:
     return email_settings(
         provider, email_require_auth_results=True, email_authserv_id="mx.example.test"
@@ -314,13 +323,7 @@ async def test_required_authentication_results_cover_new_threads(
         assert (await h.rt.indexes.threads(offset=0, limit=50))[0] == []
         assert room.provider.to(OPS) == []
         # Verified by our server, it starts the thread.
-        mine = new_mail(
-            OPS,
-            "deploy@example.test",
-            "Release",
-            "deploy api 1.5.0 to prod",
-            headers=signed_by("example.test"),
-        )
+        mine = verified_release(OPS, "deploy api 1.5.0 to prod")
         assert (await room.smtp(mine)).startswith("created")
 
 
@@ -329,13 +332,7 @@ async def test_required_authentication_results_cover_messages_on_a_thread(
 ) -> None:
     async with Harness(redis_server.url, settings=requiring_auth(provider)) as h:
         room = Mailroom(h, provider)
-        first = new_mail(
-            ANN,
-            "deploy@example.test",
-            "Release",
-            "deploy api 1.5.0",
-            headers=signed_by("example.test"),
-        )
+        first = verified_release(ANN, "deploy api 1.5.0")
         assert (await room.smtp(first)).startswith("created")
         await h.drain()
         (tid,) = (await h.rt.indexes.threads(offset=0, limit=50))[0]

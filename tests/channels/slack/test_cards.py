@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -23,6 +24,23 @@ APPROVALS = "C0APPROVE1"
 
 def cards_in(api: SlackAPI, channel: str) -> list[tuple[str, str]]:
     return [k for k, m in api.messages.items() if k[0] == channel and m.get("blocks")]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The time of ``approvals_h``'s harness, moved by the test: retries and reminders come
+    due when it says, not when the machine gets round to it."""
+    return ManualClock(time.time())
+
+
+@pytest.fixture
+async def approvals_h(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, clock: ManualClock
+) -> AsyncIterator[Harness]:
+    """A harness whose cards go to the APPROVALS channel, on ``clock``."""
+    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
+    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
+        yield h
 
 
 async def test_cards_in_the_approvals_channel_link_back_and_follow_every_decision(
@@ -182,67 +200,61 @@ async def test_the_requester_by_email_may_not_approve_in_slack_even_when_slack_i
 
 
 async def test_a_reminder_while_the_card_is_still_to_post_waits_for_it(
-    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+    approvals_h: Harness, api: SlackAPI, clock: ManualClock
 ) -> None:
-    clock = ManualClock(time.time())
-    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
-    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
-        slack = Slack(h.http, api)
-        api.refusing[APPROVALS] = "internal_error"  # Slack refuses the card for now
-        await slack.mention("deploy api 1.5.0 to production", ANN)
-        await h.drain()
-        assert not cards_in(api, APPROVALS)
+    slack = Slack(approvals_h.http, api)
+    api.refusing[APPROVALS] = "internal_error"  # Slack refuses the card for now
+    await slack.mention("deploy api 1.5.0 to production", ANN)
+    await approvals_h.drain()
+    assert not cards_in(api, APPROVALS)
 
-        clock.advance(3100)  # past the reminder, 10 minutes before expiry; still refused
-        await h.drain()
-        assert not cards_in(api, APPROVALS)
+    clock.advance(3100)  # past the reminder, 10 minutes before expiry; still refused
+    await approvals_h.drain()
+    assert not cards_in(api, APPROVALS)
 
-        del api.refusing[APPROVALS]
-        for _ in range(2):  # the retries come due: the card's, then the reminder's again
-            clock.advance(60)
-            await h.drain()
+    del api.refusing[APPROVALS]
+    for _ in range(2):  # the retries come due: the card's, then the reminder's again
+        clock.advance(60)
+        await approvals_h.drain()
 
-        (card,) = cards_in(api, APPROVALS)
-        (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
-        assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
+    (card,) = cards_in(api, APPROVALS)
+    (reminder,) = [m for m in api.messages.values() if m.get("thread_ts") == card[1]]
+    assert "Still waiting for" in reminder["text"] and f"<@{BOB}>" in reminder["text"]
 
 
 async def test_a_card_a_retry_posts_while_its_request_closes_shows_it_closed(
-    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+    approvals_h: Harness, api: SlackAPI, clock: ManualClock
 ) -> None:
-    clock = ManualClock(time.time())
-    settings = slack_settings(api, slack_approvals_channel=APPROVALS)
-    async with Harness(redis_server.url, settings=settings, clock=clock) as h:
-        api.refusing[APPROVALS] = "internal_error"  # the card's first post fails
-        r = await h.api.post(
-            "/threads",
-            json={"agent": "deploy", "user": "erin", "text": "deploy web 2.1.0 to production"},
-        )
-        await h.drain()
-        assert not cards_in(api, APPROVALS)
+    api.refusing[APPROVALS] = "internal_error"  # the card's first post fails
+    r = await approvals_h.api.post(
+        "/threads",
+        json={"agent": "deploy", "user": "erin", "text": "deploy web 2.1.0 to production"},
+    )
+    await approvals_h.drain()
+    assert not cards_in(api, APPROVALS)
 
-        # Its retry reads the thread, then Slack is slow to take the post...
-        del api.refusing[APPROVALS]
-        api.hold("chat.postMessage")
-        clock.advance(60)
-        retrying = asyncio.create_task(h.rt.outbox.retry_due())
+    # Its retry reads the thread, then Slack is slow to take the post...
+    del api.refusing[APPROVALS]
+    api.hold("chat.postMessage")
+    clock.advance(60)
+    retrying = asyncio.create_task(approvals_h.rt.outbox.retry_due())
 
-        async def held() -> bool:
-            return api.waiting("chat.postMessage") == 1
+    async def held() -> bool:
+        return api.waiting("chat.postMessage") == 1
 
-        await h.wait_for(held)
-        # ...while the request is decided, and the decision delivered (no card to update yet).
-        (req,) = (await h.api.get("/requests", params={"status": "open"})).json()["items"]
-        decided = await h.api.post(
-            f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "dave"}
-        )
-        assert decided.status_code == 200, decided.text
-        await h.drain()
-        api.release("chat.postMessage")
-        await retrying
-        await h.drain()
+    await approvals_h.wait_for(held)
+    # ...while the request is decided, and the decision delivered (no card to update yet).
+    (req,) = (await approvals_h.api.get("/requests", params={"status": "open"})).json()["items"]
+    decided = await approvals_h.api.post(
+        f"/requests/{req['id']}/decision", json={"decision": "approve", "by": "dave"}
+    )
+    assert decided.status_code == 200, decided.text
+    await approvals_h.drain()
+    api.release("chat.postMessage")
+    await retrying
+    await approvals_h.drain()
 
-        (card,) = cards_in(api, APPROVALS)
-        assert r.json()["id"] in text_of(api.messages[card])
-        assert "*Approved* by" in text_of(api.messages[card])
-        assert not has_buttons(api.messages[card])
+    (card,) = cards_in(api, APPROVALS)
+    assert r.json()["id"] in text_of(api.messages[card])
+    assert "*Approved* by" in text_of(api.messages[card])
+    assert not has_buttons(api.messages[card])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -25,6 +26,30 @@ def thread_of(root_ts: str) -> str:
 
 async def user_messages(h: Harness, root_ts: str) -> list[UserMessage]:
     return [e for e in await h.rt.log.events(thread_of(root_ts)) if isinstance(e, UserMessage)]
+
+
+@pytest.fixture
+async def socket_h(
+    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI
+) -> AsyncIterator[Harness]:
+    """A harness that hears Slack over Socket Mode only: no signing secret, so no HTTP
+    endpoint for events."""
+    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
+    async with Harness(redis_server.url, settings=settings) as h:
+        yield h
+
+
+async def refused_envelope(
+    api: SlackAPI, caplog: pytest.LogCaptureFixture, envelope: dict[str, Any]
+) -> logging.LogRecord:
+    """Push a Socket Mode ``envelope`` the app must refuse, and return the one line that
+    says so: it is acknowledged all the same, or Slack would send it again."""
+    with caplog.at_level(logging.WARNING, logger="channels.slack.events"):
+        ack = await api.push(envelope)
+    assert ack == {"envelope_id": envelope["envelope_id"]}
+    (line,) = [r for r in caplog.records if envelope["envelope_id"] in r.getMessage()]
+    assert "refused a Socket Mode events_api envelope" in line.getMessage()
+    return line
 
 
 async def test_a_retried_event_is_recorded_once(h: Harness, slack: Slack) -> None:
@@ -128,50 +153,46 @@ async def test_delivering_an_event_twice_posts_once(
     assert len(api.calls_to("chat.postMessage")) == posts
 
 
-async def test_socket_mode(redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI) -> None:
-    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
-    async with Harness(redis_server.url, settings=settings) as h:
-        assert api.calls_to("apps.connections.open")[0].token == api.app_token
-        payload = Slack(h.http, api).mention_payload("deploy api 1.5.0 to production", ANN)
-        ack = await api.push(
-            {
-                "envelope_id": "1d1c5c5a-6b1e-4c7a-9f3e-2b7c8d9e0f11",
-                "type": "events_api",
-                "payload": payload,
-                "accepts_response_payload": False,
-                "retry_attempt": 0,
-                "retry_reason": "",
-            }
-        )
-        assert ack == {"envelope_id": "1d1c5c5a-6b1e-4c7a-9f3e-2b7c8d9e0f11"}
-        (message,) = await user_messages(h, payload["event"]["ts"])
-        assert message.text == "deploy api 1.5.0 to production"
-        # No signing secret: no HTTP endpoint to forge requests against.
-        r = await h.http.post("/slack/events", content=b"{}")
-        assert r.status_code == 404
+async def test_socket_mode(socket_h: Harness, api: SlackAPI) -> None:
+    assert api.calls_to("apps.connections.open")[0].token == api.app_token
+    payload = Slack(socket_h.http, api).mention_payload("deploy api 1.5.0 to production", ANN)
+    ack = await api.push(
+        {
+            "envelope_id": "1d1c5c5a-6b1e-4c7a-9f3e-2b7c8d9e0f11",
+            "type": "events_api",
+            "payload": payload,
+            "accepts_response_payload": False,
+            "retry_attempt": 0,
+            "retry_reason": "",
+        }
+    )
+    assert ack == {"envelope_id": "1d1c5c5a-6b1e-4c7a-9f3e-2b7c8d9e0f11"}
+    (message,) = await user_messages(socket_h, payload["event"]["ts"])
+    assert message.text == "deploy api 1.5.0 to production"
+    # No signing secret: no HTTP endpoint to forge requests against.
+    r = await socket_h.http.post("/slack/events", content=b"{}")
+    assert r.status_code == 404
 
 
 async def test_a_message_socket_mode_read_with_a_lone_surrogate_is_refused_as_over_http(
-    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, caplog: pytest.LogCaptureFixture
+    socket_h: Harness, api: SlackAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Over HTTP the body's reader refuses it (400); Socket Mode's client reads envelopes
     # with Python's json, which lets "\ud800" through, so each envelope is read again by
     # the same strict reader before it goes any further.
-    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
-    async with Harness(redis_server.url, settings=settings) as h:
-        payload = Slack(h.http, api).mention_payload("deploy api 1.5.0 \ud800", ANN)
-        envelope = {"envelope_id": "5e0c1f2a-8d3b-4e6f-a1b2-c3d4e5f60718", "type": "events_api"}
-        with caplog.at_level(logging.WARNING, logger="channels.slack.events"):
-            ack = await api.push({**envelope, "payload": payload, "retry_attempt": 0})
-        # Handled (Slack need not send it again): nothing recorded, and why is logged.
-        assert ack == {"envelope_id": envelope["envelope_id"]}
-        (line,) = [
-            r.getMessage() for r in caplog.records if envelope["envelope_id"] in r.getMessage()
-        ]
-        assert "refused a Socket Mode events_api envelope" in line and "not valid JSON" in line
-        assert not await h.rt.log.events(thread_of(payload["event"]["ts"]))
-        _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
-        assert total == 0 and api.calls_to("chat.postEphemeral") == []  # as over HTTP: a 400
+    payload = Slack(socket_h.http, api).mention_payload("deploy api 1.5.0 \ud800", ANN)
+    envelope = {
+        "envelope_id": "5e0c1f2a-8d3b-4e6f-a1b2-c3d4e5f60718",
+        "type": "events_api",
+        "payload": payload,
+        "retry_attempt": 0,
+    }
+    # Handled (Slack need not send it again): nothing recorded, and why is logged.
+    line = await refused_envelope(api, caplog, envelope)
+    assert "not valid JSON" in line.getMessage()
+    assert not await socket_h.rt.log.events(thread_of(payload["event"]["ts"]))
+    _ids, total = await socket_h.rt.indexes.threads(offset=0, limit=50)
+    assert total == 0 and api.calls_to("chat.postEphemeral") == []  # as over HTTP: a 400
 
 
 async def test_socket_mode_envelopes_are_read_as_strictly_as_http_bodies(
@@ -231,19 +252,17 @@ async def test_a_refused_token_stops_startup_with_the_reason(
 
 
 async def test_a_socket_mode_event_of_the_wrong_shape_is_refused_as_over_http(
-    redis_server: EmbeddedRedis, redis: Redis, api: SlackAPI, caplog: pytest.LogCaptureFixture
+    socket_h: Harness, api: SlackAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Over HTTP a signed event whose fields have other types than Slack documents is a
     # 400 (``ingress.is_malformed``): Slack does not send it again, and no traceback.
-    settings = slack_settings(api, slack_signing_secret=None, slack_app_token=api.app_token)
-    async with Harness(redis_server.url, settings=settings) as h:
-        mention = Slack(h.http, api).mention_payload("deploy api 1.5.0 to production", ANN)
-        envelope = {"envelope_id": "7a1b2c3d-0000-4e5f-8a9b-0c1d2e3f4a5b", "type": "events_api"}
-        with caplog.at_level(logging.WARNING):
-            ack = await api.push({**envelope, "payload": {**mention, "event": "app_mention"}})
-        assert ack == {"envelope_id": envelope["envelope_id"]}
-        (line,) = [r for r in caplog.records if envelope["envelope_id"] in r.getMessage()]
-        assert line.levelno == logging.WARNING and line.exc_info is None
-        assert "refused a Socket Mode events_api envelope" in line.getMessage()
-        _ids, total = await h.rt.indexes.threads(offset=0, limit=50)
-        assert total == 0
+    mention = Slack(socket_h.http, api).mention_payload("deploy api 1.5.0 to production", ANN)
+    envelope = {
+        "envelope_id": "7a1b2c3d-0000-4e5f-8a9b-0c1d2e3f4a5b",
+        "type": "events_api",
+        "payload": {**mention, "event": "app_mention"},
+    }
+    line = await refused_envelope(api, caplog, envelope)
+    assert line.levelno == logging.WARNING and line.exc_info is None
+    _ids, total = await socket_h.rt.indexes.threads(offset=0, limit=50)
+    assert total == 0

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bot.domain.errors import ConfigError
 from bot.settings import Settings
+from tests.scenarios.processes import run_bot
 
 
 @pytest.fixture(autouse=True)
@@ -61,17 +59,7 @@ def test_json_that_does_not_parse_names_the_variable(monkeypatch: pytest.MonkeyP
 
 
 def test_run_with_an_invalid_value_exits_2_naming_it(clean: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env |= {"PORT": "abc", "DATA_DIR": str(clean / "data")}
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=clean,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_bot("run", clean, {"PORT": "abc", "DATA_DIR": str(clean / "data")})
     assert done.returncode == 2, done.stderr
     assert "PORT" in done.stderr and "'abc'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -84,17 +72,7 @@ def test_run_with_an_invalid_value_exits_2_naming_it(clean: Path) -> None:
 )
 def test_run_with_approvers_that_resolve_to_nobody_exits_2(clean: Path, groups: str) -> None:
     """As ``.env.example`` used to ship it, or with a misspelt group: no start, no Redis."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env |= {"APPROVER_GROUPS": groups, "DATA_DIR": str(clean / "data")}
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=clean,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_bot("run", clean, {"APPROVER_GROUPS": groups, "DATA_DIR": str(clean / "data")})
     assert done.returncode == 2, done.stderr
     assert "agent 'deploy', tool 'deploy': approver group 'deployers'" in done.stderr
     assert "Traceback" not in done.stderr
@@ -103,18 +81,9 @@ def test_run_with_approvers_that_resolve_to_nobody_exits_2(clean: Path, groups: 
 
 def test_run_with_a_redis_url_that_does_not_parse_exits_2_naming_it(clean: Path) -> None:
     """One line naming REDIS_URL, not a traceback, and not the URL: it may hold a password."""
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env |= {"REDIS_URL": "redis//:s3cret-pw@127.0.0.1:6379", "DATA_DIR": str(clean / "data")}
+    env = {"REDIS_URL": "redis//:s3cret-pw@127.0.0.1:6379", "DATA_DIR": str(clean / "data")}
     env |= {"APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}'}
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "worker"],
-        cwd=clean,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_bot("worker", clean, env)
     assert done.returncode == 2, done.stderr
     assert "REDIS_URL is not a Redis URL" in done.stderr
     assert "Traceback" not in done.stderr and "s3cret-pw" not in done.stderr
@@ -125,19 +94,10 @@ def test_a_worker_told_the_server_kind_still_waits_for_redis_then_exits_2(clean:
     with socket.socket() as closed:  # bound, not listening: every connection is refused
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-        env |= {"REDIS_URL": f"redis://127.0.0.1:{port}/0?cluster=no", "REDIS_WAIT": "0"}
+        env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0?cluster=no", "REDIS_WAIT": "0"}
         env |= {"APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}'}
         env |= {"DATA_DIR": str(clean / "data")}
-        done = subprocess.run(
-            [sys.executable, "-m", "bot", "worker"],
-            cwd=clean,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        done = run_bot("worker", clean, env, timeout=30)
     assert done.returncode == 2, done.stderr
     assert "Redis did not answer within 0 s" in done.stderr
     assert "Traceback" not in done.stderr

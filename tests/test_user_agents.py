@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -14,9 +12,9 @@ from redis.asyncio import Redis
 
 from bot.domain.agents import load_agents
 from bot.domain.errors import ConfigError
-from bot.settings import Settings
 from bot.storage.embedded import EmbeddedRedis
 from tests.harness import Harness
+from tests.scenarios.processes import run_bot
 
 AGENT = """
 from pydantic import BaseModel
@@ -138,17 +136,8 @@ def test_a_broken_source_stops_start_up_naming_what_is_wrong(
 
 
 def test_greenlight_run_exits_2_for_an_agent_module_that_is_missing(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env |= {"AGENT_MODULES": '["acme_nowhere"]', "DATA_DIR": str(tmp_path / "data")}
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = {"AGENT_MODULES": '["acme_nowhere"]', "DATA_DIR": str(tmp_path / "data")}
+    done = run_bot("run", tmp_path, env)
     assert done.returncode == 2, done.stderr
     assert "AGENT_MODULES names 'acme_nowhere', which does not import" in done.stderr
     assert "Traceback" not in done.stderr

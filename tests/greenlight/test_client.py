@@ -29,8 +29,7 @@ from greenlight import (
     run,
 )
 from tests.harness import TOKEN, Harness, eventually
-from tests.standins.lossy_proxy import LossyProxy
-from tests.standins.outage_proxy import OutageProxy
+from tests.standins.lossy_proxy import LossyProxy, OutageProxy
 
 ROOT = Path(__file__).resolve().parents[2]
 BOB = {"approvers": ["bob"]}

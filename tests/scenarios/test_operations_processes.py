@@ -7,10 +7,7 @@ steps, the model turns and the cycle. The shared gauges read the same from both.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +15,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
-from bot.settings import Settings
 from bot.storage import keys
 from bot.storage.embedded import EmbeddedRedis, free_port
+from tests.scenarios.processes import run_bot
 from tests.scenarios.test_procfile import TOKEN, Processes, procs, redis_url
 
 __all__ = ["procs", "redis_url"]  # the fixtures, shared with the Procfile's scenario
@@ -94,18 +91,9 @@ def test_a_worker_that_fails_stops_its_process_instead_of_idling(
     redis = Redis.from_url(redis_server.url)
     redis.flushall()
     redis.set(keys.queue(0), "not a stream")
-    env = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
-    env |= {"REDIS_URL": redis_server.url, "DATA_DIR": str(tmp_path / "data")}
+    env = {"REDIS_URL": redis_server.url, "DATA_DIR": str(tmp_path / "data")}
     env |= {"APPROVER_GROUPS": '{"deployers": ["bob"], "finance": ["bob"]}'}
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "worker"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_bot("worker", tmp_path, env)
     redis.flushall()
     redis.close()
     assert done.returncode != 0
